@@ -1,0 +1,197 @@
+//! Convex's JSON encoding of values, both directions. This is the only place that
+//! knows how a value looks on the wire: int64 as `{"$integer": base64 LE}`, floats
+//! that JSON cannot carry (NaN, ±∞, -0) as `{"$float": base64 LE}`, bytes as
+//! `{"$bytes": base64}`; object keys starting with `$` are reserved. Decoding never
+//! panics: every error names the path of the offending part (`args.items[3].name`).
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use serde_json::{Map, Number, Value as Json};
+
+use crate::value::{check_field_name, Object, Value, MAX_NESTING_DEPTH};
+
+/// A JSON value that is not a valid Convex-encoded value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct DecodeError {
+    /// Where the problem is, e.g. `args.items[3].name`.
+    pub path: String,
+    /// What is wrong there.
+    pub message: String,
+}
+
+impl DecodeError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        DecodeError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Value {
+    /// Encodes this value as Convex JSON.
+    pub fn to_json(&self) -> Json {
+        match self {
+            Value::Null => Json::Null,
+            Value::Int64(i) => tagged("$integer", BASE64.encode(i.to_le_bytes())),
+            Value::Float64(f) => {
+                if f.is_finite() && !(*f == 0.0 && f.is_sign_negative()) {
+                    // `from_f64` only fails for non-finite floats.
+                    Number::from_f64(*f).map_or(Json::Null, Json::Number)
+                } else {
+                    tagged("$float", BASE64.encode(f.to_le_bytes()))
+                }
+            }
+            Value::Boolean(b) => Json::Bool(*b),
+            Value::String(s) => Json::String(s.clone()),
+            Value::Bytes(b) => tagged("$bytes", BASE64.encode(b)),
+            Value::Array(items) => Json::Array(items.iter().map(Value::to_json).collect()),
+            Value::Object(fields) => Json::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_json()))
+                    .collect::<Map<_, _>>(),
+            ),
+        }
+    }
+
+    /// Decodes Convex JSON; `path` names the root in errors (e.g. `args`).
+    pub fn from_json(json: &Json, path: &str) -> Result<Value, DecodeError> {
+        decode(json, path, 1)
+    }
+
+    /// Parses a JSON text and decodes it.
+    pub fn from_json_str(text: &str, path: &str) -> Result<Value, DecodeError> {
+        let json: Json = serde_json::from_str(text)
+            .map_err(|e| DecodeError::new(path, format!("not valid JSON: {e}")))?;
+        Value::from_json(&json, path)
+    }
+}
+
+fn tagged(tag: &str, payload: String) -> Json {
+    let mut m = Map::new();
+    m.insert(tag.to_string(), Json::String(payload));
+    Json::Object(m)
+}
+
+fn decode(json: &Json, path: &str, depth: usize) -> Result<Value, DecodeError> {
+    match json {
+        Json::Null => Ok(Value::Null),
+        Json::Bool(b) => Ok(Value::Boolean(*b)),
+        Json::Number(n) => n
+            .as_f64()
+            .map(Value::Float64)
+            .ok_or_else(|| DecodeError::new(path, format!("number {n} is not a float64"))),
+        Json::String(s) => Ok(Value::String(s.clone())),
+        Json::Array(items) => {
+            if depth > MAX_NESTING_DEPTH {
+                return Err(too_deep(path));
+            }
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| decode(item, &format!("{path}[{i}]"), depth + 1))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array)
+        }
+        Json::Object(map) => {
+            if map.len() == 1 {
+                let (key, payload) = map.iter().next().expect("one entry");
+                if key.starts_with('$') {
+                    return decode_tagged(key, payload, path);
+                }
+            }
+            if depth > MAX_NESTING_DEPTH {
+                return Err(too_deep(path));
+            }
+            let mut fields = Object::new();
+            for (key, item) in map {
+                let item_path = format!("{path}.{key}");
+                check_field_name(key).map_err(|m| DecodeError::new(&item_path, m))?;
+                fields.insert(key.clone(), decode(item, &item_path, depth + 1)?);
+            }
+            Ok(Value::Object(fields))
+        }
+    }
+}
+
+fn too_deep(path: &str) -> DecodeError {
+    DecodeError::new(
+        path,
+        format!("nested more than {MAX_NESTING_DEPTH} levels deep"),
+    )
+}
+
+fn decode_tagged(key: &str, payload: &Json, path: &str) -> Result<Value, DecodeError> {
+    if !matches!(key, "$integer" | "$float" | "$bytes") {
+        return Err(DecodeError::new(
+            path,
+            format!("`{key}` is not a known encoding; keys starting with `$` are reserved"),
+        ));
+    }
+    let text = payload.as_str().ok_or_else(|| {
+        DecodeError::new(path, format!("`{key}` must hold a base64 string"))
+    })?;
+    let bytes = BASE64
+        .decode(text)
+        .map_err(|e| DecodeError::new(path, format!("`{key}` holds invalid base64: {e}")))?;
+    let eight = |bytes: Vec<u8>| -> Result<[u8; 8], DecodeError> {
+        bytes.try_into().map_err(|b: Vec<u8>| {
+            DecodeError::new(
+                path,
+                format!("`{key}` must hold exactly 8 bytes, got {}", b.len()),
+            )
+        })
+    };
+    match key {
+        "$integer" => Ok(Value::Int64(i64::from_le_bytes(eight(bytes)?))),
+        "$float" => Ok(Value::Float64(f64::from_le_bytes(eight(bytes)?))),
+        "$bytes" => Ok(Value::Bytes(bytes)),
+        _ => unreachable!("checked above"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn integers_floats_and_bytes_use_tagged_encodings() {
+        assert_eq!(Value::Int64(1).to_json(), json!({"$integer": "AQAAAAAAAAA="}));
+        assert_eq!(Value::Float64(1.5).to_json(), json!(1.5));
+        assert_eq!(Value::Float64(-0.0).to_json(), json!({"$float": "AAAAAAAAAIA="}));
+        assert_eq!(Value::Bytes(vec![1, 2]).to_json(), json!({"$bytes": "AQI="}));
+        let nan = Value::from_json(&Value::Float64(f64::NAN).to_json(), "x").unwrap();
+        assert!(nan.as_f64().unwrap().is_nan());
+    }
+
+    #[test]
+    fn decoding_errors_name_the_path() {
+        let bad = json!({"items": [1, 2, 3, {"name": {"$integer": "AQ=="}}]});
+        let err = Value::from_json(&bad, "args").unwrap_err();
+        assert_eq!(err.path, "args.items[3].name");
+        assert!(err.message.contains("8 bytes"), "{err}");
+
+        let err = Value::from_json(&json!({"a": {"$set": []}}), "args").unwrap_err();
+        assert_eq!(err.path, "args.a");
+        assert!(err.message.contains("reserved"), "{err}");
+
+        let err = Value::from_json(&json!({"ok": 1, "$bad": 1}), "args").unwrap_err();
+        assert_eq!(err.path, "args.$bad");
+
+        let err = Value::from_json_str("{not json", "args").unwrap_err();
+        assert!(err.message.contains("not valid JSON"), "{err}");
+    }
+
+    #[test]
+    fn too_deep_nesting_is_refused_without_recursion_blowup() {
+        let mut v = json!(1);
+        for _ in 0..1_000 {
+            v = json!([v]);
+        }
+        let err = Value::from_json(&v, "args").unwrap_err();
+        assert!(err.message.contains("levels deep"));
+    }
+}

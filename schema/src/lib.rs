@@ -1,0 +1,20 @@
+//! livebase's value model and everything that describes data without storing it:
+//! values and their Convex JSON encoding, validators, table schemas, document ids,
+//! timestamps, order-preserving index keys, and the sync protocol's message types.
+//!
+//! **Invariant:** this crate knows nothing of SQLite, tokio or sockets; the store,
+//! the server and the SDK all build on it.
+
+pub mod id;
+pub mod json;
+pub mod key;
+pub mod timestamp;
+pub mod value;
+
+#[cfg(test)]
+mod testing;
+
+pub use id::DocumentId;
+pub use json::DecodeError;
+pub use timestamp::Timestamp;
+pub use value::{Object, Value, ValueType};
