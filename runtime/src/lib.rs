@@ -1,1 +1,13 @@
-//! placeholder
+//! livebase's runtime: the store and its transactions, read and write sets, the
+//! subscription manager, the function registry and the sync server.
+//!
+//! **Invariant:** the runtime hosts any application and never imports one; the
+//! application registers its functions and schema through [`registry`].
+
+pub mod database;
+pub mod error;
+pub mod readset;
+pub mod store;
+pub mod transaction;
+
+pub use error::{Error, ErrorCode, Result};

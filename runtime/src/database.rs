@@ -1,0 +1,269 @@
+//! The database: the store behind an async handle. Mutations run one at a time
+//! on a dedicated writer thread that owns the only write connection (so commits
+//! are serial and their timestamps strictly increase); queries run on a small
+//! pool of reader threads, each with its own connection and snapshot. Async code
+//! sends a job and awaits a oneshot reply; no SQLite connection is ever held
+//! across an `.await`.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use livebase_schema::{Schema, Timestamp};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::readset::{Commit, ReadSet, WriteSet};
+use crate::store::{Persistence, StoreConnection};
+use crate::transaction::Transaction;
+
+type WriteJob = Box<dyn FnOnce(&mut Writer) + Send>;
+type ReadJob = Box<dyn FnOnce(&mut dyn StoreConnection, &Schema) + Send>;
+/// Called on the writer thread after every commit, in commit order.
+pub type CommitListener = Box<dyn Fn(Commit) + Send>;
+
+/// Number of reader threads (and connections) for one-shot queries.
+pub const READER_THREADS: usize = 2;
+
+/// A handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Database {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    schema: Arc<Schema>,
+    persistence: Arc<dyn Persistence>,
+    writer: std_mpsc::Sender<WriteJob>,
+    readers: std_mpsc::Sender<ReadJob>,
+}
+
+struct Writer {
+    conn: Box<dyn StoreConnection>,
+    schema: Arc<Schema>,
+    last_ts: Timestamp,
+    listeners: Arc<Mutex<Vec<CommitListener>>>,
+}
+
+/// What a committed mutation produced.
+#[derive(Debug)]
+pub struct Committed<T> {
+    pub value: T,
+    /// The commit timestamp; for a mutation that wrote nothing, the timestamp of
+    /// the snapshot it read.
+    pub ts: Timestamp,
+    pub writes: Arc<WriteSet>,
+}
+
+/// What a query produced, with the snapshot it ran at and what it read.
+#[derive(Debug)]
+pub struct QueryOutcome<T> {
+    pub value: T,
+    pub ts: Timestamp,
+    pub reads: ReadSet,
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Runs `f`, turning a panic into an internal error so that one bad handler
+/// fails only its own call.
+pub fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(Error::internal(format!("handler panicked: {msg}")))
+    })
+}
+
+impl Database {
+    /// Starts the writer and reader threads over `persistence`.
+    pub fn open(persistence: Arc<dyn Persistence>, schema: Schema) -> Result<Database> {
+        schema
+            .check()
+            .map_err(|e| Error::internal(format!("invalid schema: {e}")))?;
+        let schema = Arc::new(schema);
+        let mut conn = persistence.connect()?;
+        let last_ts = conn.begin_read()?;
+        conn.end_read()?;
+        let listeners: Arc<Mutex<Vec<CommitListener>>> = Arc::default();
+        let (writer_tx, writer_rx) = std_mpsc::channel::<WriteJob>();
+        let mut writer = Writer {
+            conn,
+            schema: schema.clone(),
+            last_ts,
+            listeners: listeners.clone(),
+        };
+        thread::Builder::new()
+            .name("livebase-writer".into())
+            .spawn(move || {
+                // Ends when every Database handle (and so the sender) is gone.
+                while let Ok(job) = writer_rx.recv() {
+                    job(&mut writer);
+                }
+            })
+            .map_err(|e| Error::internal(format!("spawning the writer: {e}")))?;
+
+        let (reader_tx, reader_rx) = std_mpsc::channel::<ReadJob>();
+        let reader_rx = Arc::new(Mutex::new(reader_rx));
+        for i in 0..READER_THREADS {
+            let mut conn = persistence.connect()?;
+            let rx = reader_rx.clone();
+            let schema = schema.clone();
+            thread::Builder::new()
+                .name(format!("livebase-reader-{i}"))
+                .spawn(move || loop {
+                    // The lock is held only while waiting for the next job.
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(conn.as_mut(), &schema),
+                        Err(_) => return,
+                    }
+                })
+                .map_err(|e| Error::internal(format!("spawning a reader: {e}")))?;
+        }
+        let db = Database {
+            inner: Arc::new(Inner {
+                schema,
+                persistence,
+                writer: writer_tx,
+                readers: reader_tx,
+            }),
+        };
+        Ok(db)
+    }
+
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.inner.schema
+    }
+
+    pub fn persistence(&self) -> &Arc<dyn Persistence> {
+        &self.inner.persistence
+    }
+
+    /// Registers a listener called after every later commit, on the writer
+    /// thread, in commit order. It must not block for long: the next commit
+    /// waits for it.
+    pub async fn on_commit(&self, listener: CommitListener) -> Result<()> {
+        self.on_writer(move |w| {
+            if let Ok(mut l) = w.listeners.lock() {
+                l.push(listener);
+            }
+        })
+        .await
+    }
+
+    /// The timestamp of the last commit.
+    pub async fn last_ts(&self) -> Result<Timestamp> {
+        self.on_writer(|w| w.last_ts).await
+    }
+
+    async fn on_writer<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Writer) -> T + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .writer
+            .send(Box::new(move |w| {
+                let _ = tx.send(f(w));
+            }))
+            .map_err(|_| Error::internal("the writer thread has stopped"))?;
+        rx.await
+            .map_err(|_| Error::internal("the writer thread dropped a job"))
+    }
+
+    /// Runs `f` as a mutation: in the single write transaction, committed (and
+    /// durable) if it returns Ok, rolled back if it returns Err or panics.
+    pub async fn mutate<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Transaction) -> Result<T> + Send + 'static,
+    ) -> Result<Committed<T>> {
+        self.on_writer(move |w| w.run(f)).await?
+    }
+
+    /// Runs `f` as a query on a fresh snapshot, on a reader thread.
+    pub async fn query<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Transaction) -> Result<T> + Send + 'static,
+    ) -> Result<QueryOutcome<T>> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .readers
+            .send(Box::new(move |conn, schema| {
+                let _ = tx.send(run_query(conn, schema, f));
+            }))
+            .map_err(|_| Error::internal("the reader threads have stopped"))?;
+        rx.await
+            .map_err(|_| Error::internal("a reader thread dropped a job"))?
+    }
+}
+
+/// Runs `f` on a new read snapshot of `conn`.
+pub fn run_query<T>(
+    conn: &mut dyn StoreConnection,
+    schema: &Schema,
+    f: impl FnOnce(&mut Transaction) -> Result<T>,
+) -> Result<QueryOutcome<T>> {
+    let ts = conn.begin_read()?;
+    let result = {
+        let mut tx = Transaction::read_only(conn, schema, ts);
+        catch_panic(|| f(&mut tx)).map(|value| (value, tx.into_sets().0))
+    };
+    conn.end_read()?;
+    let (value, reads) = result?;
+    Ok(QueryOutcome { value, ts, reads })
+}
+
+impl Writer {
+    fn run<T>(&mut self, f: impl FnOnce(&mut Transaction) -> Result<T>) -> Result<Committed<T>> {
+        let snapshot = self.conn.begin_write()?;
+        let ts = self.last_ts.max(snapshot).next_after(now_nanos());
+        let outcome = {
+            let mut tx = Transaction::writable(self.conn.as_mut(), &self.schema, snapshot, ts);
+            catch_panic(|| f(&mut tx)).map(|value| (value, tx.into_sets().1))
+        };
+        match outcome {
+            Ok((value, writes)) if writes.is_empty() => {
+                self.conn.rollback()?;
+                Ok(Committed {
+                    value,
+                    ts: self.last_ts.max(snapshot),
+                    writes: Arc::new(writes),
+                })
+            }
+            Ok((value, writes)) => {
+                if let Err(e) = self.conn.commit(ts) {
+                    let _ = self.conn.rollback();
+                    return Err(e);
+                }
+                self.last_ts = ts;
+                let writes = Arc::new(writes);
+                if let Ok(listeners) = self.listeners.lock() {
+                    for l in listeners.iter() {
+                        l(Commit {
+                            ts,
+                            writes: writes.clone(),
+                        });
+                    }
+                }
+                Ok(Committed { value, ts, writes })
+            }
+            Err(e) => {
+                self.conn.rollback()?;
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Persistence: the [`Persistence`] trait every storage engine implements, the
+//! stored [`Document`], and how documents map to keys in the one index key space.
+//!
+//! The layout is one documents table plus one index-entries table keyed by
+//! order-preserving key bytes. Every key starts with the encoded `(table, index)`
+//! pair, so all indexes of all tables share one ordered key space and read sets
+//! and write sets are plain byte intervals and byte keys.
+//!
+//! **Invariant:** nothing above this module sees a SQL connection; functions
+//! reach the store only through [`crate::transaction::Transaction`].
+
+pub mod sqlite;
+
+use livebase_schema::key::{encode_tuple, encode_value};
+use livebase_schema::table::{IndexDefinition, CREATION_TIME_FIELD, ID_FIELD};
+use livebase_schema::{DocumentId, Object, Timestamp, Value};
+
+use crate::error::Result;
+
+/// A stored document: its id, creation time and user fields.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Document {
+    pub id: DocumentId,
+    /// Milliseconds since the epoch.
+    pub creation_time: f64,
+    pub fields: Object,
+}
+
+impl Document {
+    /// A field, the system fields `_id` and `_creationTime` included.
+    pub fn field(&self, name: &str) -> Option<Value> {
+        if name == ID_FIELD {
+            Some(Value::from(self.id.as_str()))
+        } else if name == CREATION_TIME_FIELD {
+            Some(Value::Float64(self.creation_time))
+        } else {
+            self.fields.get(name).cloned()
+        }
+    }
+
+    /// The document as functions and clients see it: user fields plus `_id` and
+    /// `_creationTime`.
+    pub fn to_value(&self) -> Value {
+        let mut o = self.fields.clone();
+        o.insert(ID_FIELD.into(), Value::from(self.id.as_str()));
+        o.insert(CREATION_TIME_FIELD.into(), Value::Float64(self.creation_time));
+        Value::Object(o)
+    }
+
+    pub fn table(&self) -> &str {
+        self.id.table()
+    }
+}
+
+/// The key prefix of one index of one table: every key of that index starts
+/// with it and no other key does.
+pub fn index_prefix(table: &str, index: &str) -> Vec<u8> {
+    encode_tuple([Some(&Value::from(table)), Some(&Value::from(index))])
+}
+
+/// The key of `doc` in `index`: the prefix, then the values of the index's key
+/// fields (declared fields, `_creationTime`, `_id`); a missing field encodes as
+/// "missing", which sorts before null.
+pub fn index_key(table: &str, index: &IndexDefinition, doc: &Document) -> Vec<u8> {
+    let mut key = index_prefix(table, index.name());
+    for field in index.key_fields() {
+        encode_value(&mut key, doc.field(field).as_ref());
+    }
+    key
+}
+
+/// Scan direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Order {
+    #[default]
+    Asc,
+    Desc,
+}
+
+/// A storage engine. SQLite is the embedded default; the trait is what another
+/// engine (PostgreSQL) would implement, checked by the same conformance suite.
+pub trait Persistence: Send + Sync + 'static {
+    /// Opens a new connection. Each connection is used by one thread at a time.
+    fn connect(&self) -> Result<Box<dyn StoreConnection>>;
+}
+
+/// One connection to the store. A connection is in at most one transaction;
+/// reads inside a transaction see one consistent snapshot (plus, in a write
+/// transaction, its own writes).
+pub trait StoreConnection: Send {
+    /// Starts a read-only snapshot; returns the timestamp of the last commit it
+    /// sees.
+    fn begin_read(&mut self) -> Result<Timestamp>;
+    /// Ends a read-only snapshot.
+    fn end_read(&mut self) -> Result<()>;
+    /// Starts the (single) write transaction; returns the last commit's
+    /// timestamp. Only one writer exists at a time.
+    fn begin_write(&mut self) -> Result<Timestamp>;
+    /// Makes the write transaction durable with commit timestamp `ts`; when this
+    /// returns Ok the commit survives a killed process.
+    fn commit(&mut self, ts: Timestamp) -> Result<()>;
+    /// Discards the write transaction.
+    fn rollback(&mut self) -> Result<()>;
+
+    fn get(&mut self, id: &DocumentId) -> Result<Option<Document>>;
+    /// Index entries with `start <= key < end`, in `order`, at most `limit`,
+    /// each with its document.
+    fn scan(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Document)>>;
+
+    /// Inserts or overwrites a document.
+    fn put_document(&mut self, doc: &Document) -> Result<()>;
+    fn delete_document(&mut self, id: &DocumentId) -> Result<()>;
+    fn put_index_entry(&mut self, key: &[u8], id: &DocumentId) -> Result<()>;
+    fn delete_index_entry(&mut self, key: &[u8]) -> Result<()>;
+}
+
+#[cfg(test)]
+pub(crate) mod conformance;

@@ -1,0 +1,499 @@
+//! Transactions: the document API functions use — `get`, `insert`, `patch`,
+//! `replace`, `delete` and index queries — over one store snapshot. Reads are
+//! recorded here and only here, as key intervals of the one index key space;
+//! writes are recorded with the index keys of the old and new version of each
+//! document.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use livebase_schema::key::{encode_value, prefix_end};
+use livebase_schema::table::{TableDefinition, BY_CREATION_TIME};
+use livebase_schema::{DocumentId, Object, Schema, Timestamp, Value};
+
+use crate::error::{Error, Result};
+use crate::readset::{DocumentWrite, KeyInterval, ReadSet, WriteKind, WriteSet};
+use crate::store::{index_key, index_prefix, Document, Order, StoreConnection};
+
+/// Most documents one transaction may read (by id or by scanning).
+pub const MAX_READS_PER_TRANSACTION: usize = 16_384;
+/// Most documents one mutation may write.
+pub const MAX_WRITES_PER_TRANSACTION: usize = 8_192;
+/// How many index entries one store round trip fetches while scanning.
+const SCAN_BATCH: usize = 128;
+
+/// A read-only or read-write transaction over one snapshot of the store.
+///
+/// A write transaction commits only through [`crate::database::Database`]; one
+/// that is dropped uncommitted is rolled back and leaves no trace.
+pub struct Transaction<'a> {
+    conn: &'a mut dyn StoreConnection,
+    schema: &'a Schema,
+    snapshot_ts: Timestamp,
+    /// The commit timestamp, for a write transaction.
+    commit_ts: Option<Timestamp>,
+    reads: ReadSet,
+    writes: WriteSet,
+    docs_read: usize,
+}
+
+impl<'a> Transaction<'a> {
+    /// A read-only transaction on a snapshot the caller has begun.
+    pub fn read_only(
+        conn: &'a mut dyn StoreConnection,
+        schema: &'a Schema,
+        snapshot_ts: Timestamp,
+    ) -> Transaction<'a> {
+        Transaction {
+            conn,
+            schema,
+            snapshot_ts,
+            commit_ts: None,
+            reads: ReadSet::new(),
+            writes: WriteSet::new(),
+            docs_read: 0,
+        }
+    }
+
+    /// A write transaction that will commit at `commit_ts`, inside a store write
+    /// transaction the caller has begun.
+    pub fn writable(
+        conn: &'a mut dyn StoreConnection,
+        schema: &'a Schema,
+        snapshot_ts: Timestamp,
+        commit_ts: Timestamp,
+    ) -> Transaction<'a> {
+        let mut tx = Transaction::read_only(conn, schema, snapshot_ts);
+        tx.commit_ts = Some(commit_ts);
+        tx
+    }
+
+    /// The timestamp of the snapshot this transaction reads.
+    pub fn snapshot_ts(&self) -> Timestamp {
+        self.snapshot_ts
+    }
+
+    pub fn schema(&self) -> &Schema {
+        self.schema
+    }
+
+    pub fn read_set(&self) -> &ReadSet {
+        &self.reads
+    }
+
+    pub fn write_set(&self) -> &WriteSet {
+        &self.writes
+    }
+
+    pub fn into_sets(self) -> (ReadSet, WriteSet) {
+        (self.reads, self.writes)
+    }
+
+    fn table(&self, table: &str) -> Result<&'a TableDefinition> {
+        self.schema
+            .get(table)
+            .ok_or_else(|| Error::invalid(format!("there is no table `{table}`")))
+    }
+
+    fn count_reads(&mut self, n: usize) -> Result<()> {
+        self.docs_read += n;
+        if self.docs_read > MAX_READS_PER_TRANSACTION {
+            return Err(Error::limit(format!(
+                "a transaction may read at most {MAX_READS_PER_TRANSACTION} documents"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The document with this id, or `None`.
+    pub fn get(&mut self, id: &DocumentId) -> Result<Option<Value>> {
+        Ok(self.get_document(id)?.map(|d| d.to_value()))
+    }
+
+    fn get_document(&mut self, id: &DocumentId) -> Result<Option<Document>> {
+        let table = id.table().to_string();
+        let Some(def) = self.schema.get(&table) else {
+            return Ok(None);
+        };
+        let by_id = def.all_indexes().next().expect("by_id is first");
+        let mut key = index_prefix(&table, by_id.name());
+        encode_value(&mut key, Some(&Value::from(id.as_str())));
+        self.reads.record(KeyInterval::point(&key));
+        self.count_reads(1)?;
+        self.conn.get(id)
+    }
+
+    /// Starts a query over `table` (by default in creation order over all
+    /// documents; narrow it with [`Query::with_index`]).
+    pub fn query<'t>(&'t mut self, table: &str) -> Query<'t, 'a> {
+        Query {
+            tx: self,
+            table: table.to_string(),
+            index: BY_CREATION_TIME.to_string(),
+            range: IndexRange::default(),
+            order: Order::Asc,
+            filters: Vec::new(),
+        }
+    }
+
+    fn commit_ts(&self) -> Result<Timestamp> {
+        self.commit_ts
+            .ok_or_else(|| Error::internal("a query cannot write; use a mutation"))
+    }
+
+    fn check_fields(&self, table: &str, fields: &Value) -> Result<Object> {
+        let Value::Object(fields) = fields else {
+            return Err(Error::invalid(format!(
+                "a `{table}` document must be an object, not {}",
+                fields.value_type()
+            )));
+        };
+        if let Some(name) = fields.keys().find(|k| k.starts_with('_')) {
+            return Err(Error::invalid(format!(
+                "{table}.{name}: fields starting with `_` are system fields and cannot be written"
+            )));
+        }
+        let def = self.table(table)?;
+        def.validate_document(table, fields)
+            .map_err(|e| Error::invalid(e.to_string()))?;
+        Value::Object(fields.clone())
+            .check_limits(table)
+            .map_err(|e| Error::limit(e.to_string()))?;
+        Ok(fields.clone())
+    }
+
+    fn keys_of(&self, def: &TableDefinition, doc: &Document) -> Vec<Vec<u8>> {
+        def.all_indexes()
+            .map(|index| index_key(doc.table(), index, doc))
+            .collect()
+    }
+
+    fn write(&mut self, old: Option<&Document>, new: Option<&Document>) -> Result<()> {
+        if self.writes.documents().len() >= MAX_WRITES_PER_TRANSACTION {
+            return Err(Error::limit(format!(
+                "a mutation may write at most {MAX_WRITES_PER_TRANSACTION} documents"
+            )));
+        }
+        let doc = new.or(old).expect("a write has a version");
+        let table = doc.table().to_string();
+        let def = self.table(&table)?;
+        let old_keys = old.map(|d| self.keys_of(def, d)).unwrap_or_default();
+        let new_keys = new.map(|d| self.keys_of(def, d)).unwrap_or_default();
+        for key in old_keys.iter().filter(|k| !new_keys.contains(k)) {
+            self.conn.delete_index_entry(key)?;
+        }
+        match new {
+            Some(d) => {
+                self.conn.put_document(d)?;
+                for key in new_keys.iter().filter(|k| !old_keys.contains(k)) {
+                    self.conn.put_index_entry(key, &d.id)?;
+                }
+            }
+            None => self.conn.delete_document(&doc.id)?,
+        }
+        let kind = match (old, new) {
+            (None, _) => WriteKind::Insert,
+            (Some(_), Some(_)) => WriteKind::Update,
+            (Some(_), None) => WriteKind::Delete,
+        };
+        let write = DocumentWrite {
+            table,
+            id: doc.id.as_str().to_string(),
+            kind,
+        };
+        self.writes.record(write, &old_keys, &new_keys);
+        Ok(())
+    }
+
+    /// Inserts a document (an object of user fields) and returns its new id.
+    pub fn insert(&mut self, table: &str, fields: impl Into<Value>) -> Result<DocumentId> {
+        let ts = self.commit_ts()?;
+        let fields = self.check_fields(table, &fields.into())?;
+        let doc = Document {
+            id: DocumentId::generate(table),
+            creation_time: ts.as_millis_f64(),
+            fields,
+        };
+        self.write(None, Some(&doc))?;
+        Ok(doc.id)
+    }
+
+    fn existing(&mut self, id: &DocumentId) -> Result<Document> {
+        self.get_document(id)?
+            .ok_or_else(|| Error::not_found(format!("document {id} does not exist")))
+    }
+
+    /// Sets the given fields of a document, keeping the others.
+    pub fn patch(&mut self, id: &DocumentId, fields: impl Into<Value>) -> Result<()> {
+        self.commit_ts()?;
+        let old = self.existing(id)?;
+        let patch = match fields.into() {
+            Value::Object(o) => o,
+            other => {
+                return Err(Error::invalid(format!(
+                    "a patch must be an object, not {}",
+                    other.value_type()
+                )))
+            }
+        };
+        let mut merged = old.fields.clone();
+        merged.extend(patch);
+        self.replace_fields(old, merged)
+    }
+
+    /// Replaces all user fields of a document.
+    pub fn replace(&mut self, id: &DocumentId, fields: impl Into<Value>) -> Result<()> {
+        self.commit_ts()?;
+        let old = self.existing(id)?;
+        match fields.into() {
+            Value::Object(o) => self.replace_fields(old, o),
+            other => Err(Error::invalid(format!(
+                "a document must be an object, not {}",
+                other.value_type()
+            ))),
+        }
+    }
+
+    fn replace_fields(&mut self, old: Document, fields: Object) -> Result<()> {
+        let fields = self.check_fields(old.table(), &Value::Object(fields))?;
+        if fields == old.fields {
+            return Ok(()); // Nothing changes, so nothing is written or invalidated.
+        }
+        let new = Document {
+            fields,
+            ..old.clone()
+        };
+        self.write(Some(&old), Some(&new))
+    }
+
+    /// Deletes a document.
+    pub fn delete(&mut self, id: &DocumentId) -> Result<()> {
+        self.commit_ts()?;
+        let old = self.existing(id)?;
+        self.write(Some(&old), None)
+    }
+}
+
+/// A range over an index: equalities on a prefix of its fields, then at most a
+/// lower and an upper bound on the next field — as Convex's `withIndex`.
+#[derive(Clone, Debug, Default)]
+pub struct IndexRange {
+    eqs: Vec<(String, Value)>,
+    lower: Option<(String, Value, bool)>,
+    upper: Option<(String, Value, bool)>,
+}
+
+impl IndexRange {
+    pub fn eq(mut self, field: &str, value: impl Into<Value>) -> Self {
+        self.eqs.push((field.to_string(), value.into()));
+        self
+    }
+    pub fn gt(mut self, field: &str, value: impl Into<Value>) -> Self {
+        self.lower = Some((field.to_string(), value.into(), false));
+        self
+    }
+    pub fn gte(mut self, field: &str, value: impl Into<Value>) -> Self {
+        self.lower = Some((field.to_string(), value.into(), true));
+        self
+    }
+    pub fn lt(mut self, field: &str, value: impl Into<Value>) -> Self {
+        self.upper = Some((field.to_string(), value.into(), false));
+        self
+    }
+    pub fn lte(mut self, field: &str, value: impl Into<Value>) -> Self {
+        self.upper = Some((field.to_string(), value.into(), true));
+        self
+    }
+
+    /// The key interval this range covers in `index` of `table`.
+    fn interval(&self, table: &str, def: &TableDefinition, index: &str) -> Result<KeyInterval> {
+        let index_def = def.get_index(index).ok_or_else(|| {
+            let names: Vec<&str> = def.all_indexes().map(|i| i.name()).collect();
+            Error::invalid(format!(
+                "table `{table}` has no index `{index}` (its indexes: {})",
+                names.join(", ")
+            ))
+        })?;
+        let fields = index_def.key_fields();
+        let mut prefix = index_prefix(table, index);
+        for (i, (field, value)) in self.eqs.iter().enumerate() {
+            if fields.get(i).copied() != Some(field.as_str()) {
+                return Err(Error::invalid(format!(
+                    "index `{table}.{index}` on ({}): `eq(\"{field}\")` is not its field #{}",
+                    fields.join(", "),
+                    i + 1
+                )));
+            }
+            encode_value(&mut prefix, Some(value));
+        }
+        let next = fields.get(self.eqs.len()).copied();
+        for (field, _, _) in self.lower.iter().chain(&self.upper) {
+            if next != Some(field.as_str()) {
+                return Err(Error::invalid(format!(
+                    "index `{table}.{index}` on ({}): a bound on `{field}` must be on the field after the equalities ({})",
+                    fields.join(", "),
+                    next.unwrap_or("none left")
+                )));
+            }
+        }
+        let end_of = |p: &[u8]| prefix_end(p).expect("keys start with a tag byte");
+        let with = |value: &Value| {
+            let mut k = prefix.clone();
+            encode_value(&mut k, Some(value));
+            k
+        };
+        let start = match &self.lower {
+            None => prefix.clone(),
+            Some((_, v, true)) => with(v),
+            Some((_, v, false)) => end_of(&with(v)),
+        };
+        let end = match &self.upper {
+            None => end_of(&prefix),
+            Some((_, v, true)) => end_of(&with(v)),
+            Some((_, v, false)) => with(v),
+        };
+        Ok(KeyInterval::new(start, end))
+    }
+}
+
+/// One page of a paginated query.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page {
+    pub page: Vec<Value>,
+    pub is_done: bool,
+    /// Pass this back to get the next page.
+    pub continue_cursor: String,
+}
+
+type Filter = Box<dyn Fn(&Value) -> bool>;
+
+/// A query being built: `tx.query("items").with_index(..).order(..).filter(..)`,
+/// ended by `collect`, `take`, `first`, `unique` or `paginate`.
+pub struct Query<'t, 'a> {
+    tx: &'t mut Transaction<'a>,
+    table: String,
+    index: String,
+    range: IndexRange,
+    order: Order,
+    filters: Vec<Filter>,
+}
+
+impl Query<'_, '_> {
+    pub fn with_index(mut self, index: &str, range: impl FnOnce(IndexRange) -> IndexRange) -> Self {
+        self.index = index.to_string();
+        self.range = range(IndexRange::default());
+        self
+    }
+
+    pub fn order(mut self, order: Order) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// Keeps only documents for which `keep` is true. The scan still reads (and
+    /// the read set still covers) every document of the range it passes.
+    pub fn filter(mut self, keep: impl Fn(&Value) -> bool + 'static) -> Self {
+        self.filters.push(Box::new(keep));
+        self
+    }
+
+    pub fn collect(self) -> Result<Vec<Value>> {
+        Ok(self.run(None, None)?.0)
+    }
+
+    pub fn take(self, n: usize) -> Result<Vec<Value>> {
+        Ok(self.run(Some(n), None)?.0)
+    }
+
+    pub fn first(self) -> Result<Option<Value>> {
+        Ok(self.take(1)?.into_iter().next())
+    }
+
+    /// The single matching document, `None` if there is none, an error if there
+    /// are several.
+    pub fn unique(self) -> Result<Option<Value>> {
+        let what = format!("{}.{}", self.table, self.index);
+        let mut docs = self.take(2)?;
+        if docs.len() > 1 {
+            return Err(Error::invalid(format!(
+                "unique() on `{what}` found more than one document"
+            )));
+        }
+        Ok(docs.pop())
+    }
+
+    /// Up to `num_items` documents after `cursor` (`None` = from the start).
+    pub fn paginate(self, cursor: Option<&str>, num_items: usize) -> Result<Page> {
+        let cursor = match cursor {
+            None => None,
+            Some(c) => Some(
+                B64.decode(c)
+                    .map_err(|_| Error::invalid(format!("`{c}` is not a pagination cursor")))?,
+            ),
+        };
+        let (page, is_done, last) = self.run(Some(num_items.max(1)), cursor)?;
+        Ok(Page {
+            page,
+            is_done,
+            continue_cursor: B64.encode(last),
+        })
+    }
+
+    /// Scans the range in batches, applying filters, until `limit` documents
+    /// matched or the range ends. Returns the documents, whether the range was
+    /// exhausted, and the cursor key (the last key passed, or the range's far end
+    /// when exhausted). Records exactly the part of the range it passed.
+    fn run(self, limit: Option<usize>, cursor: Option<Vec<u8>>) -> Result<(Vec<Value>, bool, Vec<u8>)> {
+        let tx = self.tx;
+        let def = tx.table(&self.table)?;
+        let full = self.range.interval(&self.table, def, &self.index)?;
+        let (mut start, mut end) = (full.start.clone(), full.end.clone());
+        if let Some(c) = cursor {
+            if !(full.start <= c && c <= full.end) {
+                return Err(Error::invalid("the pagination cursor belongs to another query"));
+            }
+            match self.order {
+                Order::Asc => start = [c.as_slice(), &[0]].concat().min(full.end.clone()),
+                Order::Desc => end = c,
+            }
+        }
+        let (scan_start, scan_end) = (start.clone(), end.clone());
+        let mut out = Vec::new();
+        let mut last_key: Option<Vec<u8>> = None;
+        let mut exhausted = false;
+        while limit.is_none_or(|n| out.len() < n) {
+            if start >= end {
+                exhausted = true;
+                break;
+            }
+            let batch = tx.conn.scan(&start, &end, self.order, SCAN_BATCH)?;
+            let fetched = batch.len();
+            for (key, doc) in batch {
+                tx.count_reads(1)?;
+                match self.order {
+                    Order::Asc => start = [key.as_slice(), &[0]].concat(),
+                    Order::Desc => end = key.clone(),
+                }
+                last_key = Some(key);
+                let value = doc.to_value();
+                if self.filters.iter().all(|keep| keep(&value)) {
+                    out.push(value);
+                    if limit.is_some_and(|n| out.len() >= n) {
+                        break;
+                    }
+                }
+            }
+            if fetched < SCAN_BATCH && limit.is_none_or(|n| out.len() < n) {
+                exhausted = true;
+                break;
+            }
+        }
+        let (read, cursor) = match (exhausted, self.order, last_key) {
+            (false, Order::Asc, Some(k)) => (KeyInterval::new(scan_start, [k.as_slice(), &[0]].concat()), k),
+            (false, Order::Desc, Some(k)) => (KeyInterval::new(k.clone(), scan_end), k),
+            (_, Order::Asc, _) => (KeyInterval::new(scan_start, scan_end.clone()), scan_end),
+            (_, Order::Desc, _) => (KeyInterval::new(scan_start.clone(), scan_end), scan_start),
+        };
+        tx.reads.record(read);
+        Ok((out, exhausted, cursor))
+    }
+}
