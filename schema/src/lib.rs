@@ -8,7 +8,9 @@
 pub mod id;
 pub mod json;
 pub mod key;
+pub mod table;
 pub mod timestamp;
+pub mod validator;
 pub mod value;
 
 #[cfg(test)]
@@ -16,5 +18,7 @@ mod testing;
 
 pub use id::DocumentId;
 pub use json::DecodeError;
+pub use table::{define_table, IndexDefinition, Schema, SchemaError, TableDefinition};
 pub use timestamp::Timestamp;
+pub use validator::{v, Validator, ValidationError};
 pub use value::{Object, Value, ValueType};

@@ -186,7 +186,7 @@ fn check_nested(value: &Value, path: &str, depth: usize) -> Result<(), LimitErro
                 )));
             }
             for (name, item) in fields {
-                check_field_name(name).map_err(|m| err(m))?;
+                check_field_name(name).map_err(&err)?;
                 check_nested(item, &format!("{path}.{name}"), depth + 1)?;
             }
             Ok(())
