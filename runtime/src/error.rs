@@ -63,6 +63,9 @@ pub enum Error {
     /// A failure of the server itself (the store, a panicking handler). Its
     /// message is logged, never sent.
     Internal(String),
+    /// An internal failure that has been logged under `request_id`; this is the
+    /// form that reaches clients: `[Request ID: …] Server error`.
+    Server { request_id: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -101,7 +104,29 @@ impl Error {
     pub fn code(&self) -> Option<&ErrorCode> {
         match self {
             Error::App { code, .. } => Some(code),
-            Error::Internal(_) => None,
+            Error::Internal(_) | Error::Server { .. } => None,
+        }
+    }
+
+    /// Logs an internal error under a fresh request id and returns the form
+    /// clients may see; application errors pass through unchanged.
+    pub fn redact(self, path: &str) -> Error {
+        match self {
+            Error::Internal(detail) => {
+                let request_id = format!("{:016x}", rand::random::<u64>());
+                tracing::error!(%request_id, path, "server error: {detail}");
+                Error::Server { request_id }
+            }
+            other => other,
+        }
+    }
+
+    /// The message a client is shown.
+    pub fn client_message(&self) -> String {
+        match self {
+            Error::App { message, .. } => message.clone(),
+            Error::Internal(_) => "Server error".to_string(),
+            Error::Server { request_id } => format!("[Request ID: {request_id}] Server error"),
         }
     }
 
@@ -119,7 +144,7 @@ impl Error {
                 o.insert("message".into(), Value::from(message.as_str()));
                 Some(Value::Object(o))
             }
-            Error::Internal(_) => None,
+            Error::Internal(_) | Error::Server { .. } => None,
         }
     }
 }
@@ -129,6 +154,7 @@ impl fmt::Display for Error {
         match self {
             Error::App { code, message, .. } => write!(f, "{code}: {message}"),
             Error::Internal(message) => write!(f, "internal error: {message}"),
+            Error::Server { request_id } => write!(f, "[Request ID: {request_id}] Server error"),
         }
     }
 }

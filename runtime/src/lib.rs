@@ -4,10 +4,16 @@
 //! **Invariant:** the runtime hosts any application and never imports one; the
 //! application registers its functions and schema through [`registry`].
 
+pub mod auth;
 pub mod database;
 pub mod error;
+pub mod executor;
 pub mod readset;
+pub mod registry;
+pub mod server;
 pub mod store;
+pub mod subscriptions;
+pub mod system;
 pub mod transaction;
 
 pub use error::{Error, ErrorCode, Result};

@@ -173,7 +173,10 @@ mod tests {
         assert!(i.contains(b"b") && i.contains(b"c\xff") && !i.contains(b"d") && !i.contains(b"a"));
         let p = KeyInterval::point(b"k1");
         assert!(p.contains(b"k1") && !p.contains(b"k1\x00") && !p.contains(b"k"));
-        assert_eq!(KeyInterval::new(b"org1a".to_vec(), b"org1b".to_vec()).common_prefix(), b"org1");
+        assert_eq!(
+            KeyInterval::new(b"org1a".to_vec(), b"org1b".to_vec()).common_prefix(),
+            b"org1"
+        );
     }
 
     #[test]
@@ -181,7 +184,11 @@ mod tests {
         let mut reads = ReadSet::new();
         reads.record(KeyInterval::new(b"b".to_vec(), b"d".to_vec()));
         let mut hit = WriteSet::new();
-        let w = DocumentWrite { table: "t".into(), id: "t_1".into(), kind: WriteKind::Insert };
+        let w = DocumentWrite {
+            table: "t".into(),
+            id: "t_1".into(),
+            kind: WriteKind::Insert,
+        };
         hit.record(w.clone(), &[], &[b"c".to_vec()]);
         let mut miss = WriteSet::new();
         miss.record(w, &[b"a".to_vec()], &[b"d".to_vec()]);

@@ -72,6 +72,11 @@ impl<'a> Transaction<'a> {
         self.snapshot_ts
     }
 
+    /// The timestamp this transaction will commit at (`None` for a query).
+    pub fn commit_ts(&self) -> Option<Timestamp> {
+        self.commit_ts
+    }
+
     pub fn schema(&self) -> &Schema {
         self.schema
     }
@@ -135,7 +140,7 @@ impl<'a> Transaction<'a> {
         }
     }
 
-    fn commit_ts(&self) -> Result<Timestamp> {
+    fn writable_ts(&self) -> Result<Timestamp> {
         self.commit_ts
             .ok_or_else(|| Error::internal("a query cannot write; use a mutation"))
     }
@@ -206,7 +211,7 @@ impl<'a> Transaction<'a> {
 
     /// Inserts a document (an object of user fields) and returns its new id.
     pub fn insert(&mut self, table: &str, fields: impl Into<Value>) -> Result<DocumentId> {
-        let ts = self.commit_ts()?;
+        let ts = self.writable_ts()?;
         let fields = self.check_fields(table, &fields.into())?;
         let doc = Document {
             id: DocumentId::generate(table),
@@ -224,7 +229,7 @@ impl<'a> Transaction<'a> {
 
     /// Sets the given fields of a document, keeping the others.
     pub fn patch(&mut self, id: &DocumentId, fields: impl Into<Value>) -> Result<()> {
-        self.commit_ts()?;
+        self.writable_ts()?;
         let old = self.existing(id)?;
         let patch = match fields.into() {
             Value::Object(o) => o,
@@ -242,7 +247,7 @@ impl<'a> Transaction<'a> {
 
     /// Replaces all user fields of a document.
     pub fn replace(&mut self, id: &DocumentId, fields: impl Into<Value>) -> Result<()> {
-        self.commit_ts()?;
+        self.writable_ts()?;
         let old = self.existing(id)?;
         match fields.into() {
             Value::Object(o) => self.replace_fields(old, o),
@@ -267,7 +272,7 @@ impl<'a> Transaction<'a> {
 
     /// Deletes a document.
     pub fn delete(&mut self, id: &DocumentId) -> Result<()> {
-        self.commit_ts()?;
+        self.writable_ts()?;
         let old = self.existing(id)?;
         self.write(Some(&old), None)
     }
@@ -442,14 +447,20 @@ impl Query<'_, '_> {
     /// matched or the range ends. Returns the documents, whether the range was
     /// exhausted, and the cursor key (the last key passed, or the range's far end
     /// when exhausted). Records exactly the part of the range it passed.
-    fn run(self, limit: Option<usize>, cursor: Option<Vec<u8>>) -> Result<(Vec<Value>, bool, Vec<u8>)> {
+    fn run(
+        self,
+        limit: Option<usize>,
+        cursor: Option<Vec<u8>>,
+    ) -> Result<(Vec<Value>, bool, Vec<u8>)> {
         let tx = self.tx;
         let def = tx.table(&self.table)?;
         let full = self.range.interval(&self.table, def, &self.index)?;
         let (mut start, mut end) = (full.start.clone(), full.end.clone());
         if let Some(c) = cursor {
             if !(full.start <= c && c <= full.end) {
-                return Err(Error::invalid("the pagination cursor belongs to another query"));
+                return Err(Error::invalid(
+                    "the pagination cursor belongs to another query",
+                ));
             }
             match self.order {
                 Order::Asc => start = [c.as_slice(), &[0]].concat().min(full.end.clone()),
@@ -488,7 +499,10 @@ impl Query<'_, '_> {
             }
         }
         let (read, cursor) = match (exhausted, self.order, last_key) {
-            (false, Order::Asc, Some(k)) => (KeyInterval::new(scan_start, [k.as_slice(), &[0]].concat()), k),
+            (false, Order::Asc, Some(k)) => (
+                KeyInterval::new(scan_start, [k.as_slice(), &[0]].concat()),
+                k,
+            ),
             (false, Order::Desc, Some(k)) => (KeyInterval::new(k.clone(), scan_end), k),
             (_, Order::Asc, _) => (KeyInterval::new(scan_start, scan_end.clone()), scan_end),
             (_, Order::Desc, _) => (KeyInterval::new(scan_start.clone(), scan_end), scan_start),

@@ -49,6 +49,12 @@ impl DocumentId {
     }
 }
 
+impl From<DocumentId> for crate::Value {
+    fn from(id: DocumentId) -> Self {
+        crate::Value::String(id.0)
+    }
+}
+
 impl fmt::Display for DocumentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -130,9 +130,9 @@ fn decode_tagged(key: &str, payload: &Json, path: &str) -> Result<Value, DecodeE
             format!("`{key}` is not a known encoding; keys starting with `$` are reserved"),
         ));
     }
-    let text = payload.as_str().ok_or_else(|| {
-        DecodeError::new(path, format!("`{key}` must hold a base64 string"))
-    })?;
+    let text = payload
+        .as_str()
+        .ok_or_else(|| DecodeError::new(path, format!("`{key}` must hold a base64 string")))?;
     let bytes = BASE64
         .decode(text)
         .map_err(|e| DecodeError::new(path, format!("`{key}` holds invalid base64: {e}")))?;
@@ -159,10 +159,19 @@ mod tests {
 
     #[test]
     fn integers_floats_and_bytes_use_tagged_encodings() {
-        assert_eq!(Value::Int64(1).to_json(), json!({"$integer": "AQAAAAAAAAA="}));
+        assert_eq!(
+            Value::Int64(1).to_json(),
+            json!({"$integer": "AQAAAAAAAAA="})
+        );
         assert_eq!(Value::Float64(1.5).to_json(), json!(1.5));
-        assert_eq!(Value::Float64(-0.0).to_json(), json!({"$float": "AAAAAAAAAIA="}));
-        assert_eq!(Value::Bytes(vec![1, 2]).to_json(), json!({"$bytes": "AQI="}));
+        assert_eq!(
+            Value::Float64(-0.0).to_json(),
+            json!({"$float": "AAAAAAAAAIA="})
+        );
+        assert_eq!(
+            Value::Bytes(vec![1, 2]).to_json(),
+            json!({"$bytes": "AQI="})
+        );
         let nan = Value::from_json(&Value::Float64(f64::NAN).to_json(), "x").unwrap();
         assert!(nan.as_f64().unwrap().is_nan());
     }

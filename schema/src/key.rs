@@ -38,7 +38,11 @@ pub fn encode_value(out: &mut Vec<u8>, value: Option<&Value>) {
         Value::Float64(f) => {
             out.push(TAG_FLOAT64);
             let bits = f.to_bits();
-            let ordered = if bits >> 63 == 1 { !bits } else { bits ^ (1 << 63) };
+            let ordered = if bits >> 63 == 1 {
+                !bits
+            } else {
+                bits ^ (1 << 63)
+            };
             out.extend_from_slice(&ordered.to_be_bytes());
         }
         Value::Boolean(b) => {
@@ -145,9 +149,21 @@ mod tests {
     #[test]
     fn missing_sorts_before_null_and_floats_in_total_order() {
         assert!(encode_tuple([None]) < key(&Value::Null));
-        let floats = [f64::NEG_INFINITY, -1.0, -0.0, 0.0, 1e-300, 1.0, f64::INFINITY, f64::NAN];
+        let floats = [
+            f64::NEG_INFINITY,
+            -1.0,
+            -0.0,
+            0.0,
+            1e-300,
+            1.0,
+            f64::INFINITY,
+            f64::NAN,
+        ];
         for w in floats.windows(2) {
-            assert!(key(&Value::Float64(w[0])) < key(&Value::Float64(w[1])), "{w:?}");
+            assert!(
+                key(&Value::Float64(w[0])) < key(&Value::Float64(w[1])),
+                "{w:?}"
+            );
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod id;
 pub mod json;
 pub mod key;
+pub mod protocol;
 pub mod table;
 pub mod timestamp;
 pub mod validator;
@@ -20,5 +21,5 @@ pub use id::DocumentId;
 pub use json::DecodeError;
 pub use table::{define_table, IndexDefinition, Schema, SchemaError, TableDefinition};
 pub use timestamp::Timestamp;
-pub use validator::{v, Validator, ValidationError};
+pub use validator::{v, ValidationError, Validator};
 pub use value::{Object, Value, ValueType};

@@ -208,7 +208,9 @@ pub fn check_field_name(name: &str) -> Result<(), String> {
         ));
     }
     if name.starts_with('$') {
-        return Err(format!("field name `{name}` starts with `$`, which is reserved"));
+        return Err(format!(
+            "field name `{name}` starts with `$`, which is reserved"
+        ));
     }
     Ok(())
 }
@@ -243,6 +245,11 @@ impl Ord for Value {
     }
 }
 
+impl From<()> for Value {
+    fn from(_: ()) -> Self {
+        Value::Null
+    }
+}
 impl From<&str> for Value {
     fn from(s: &str) -> Self {
         Value::String(s.to_string())

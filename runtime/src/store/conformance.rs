@@ -6,7 +6,7 @@ use livebase_schema::{obj, DocumentId, Timestamp, Value};
 use super::{Document, Order, Persistence};
 
 fn doc(table: &str, n: f64) -> Document {
-    let Value::Object(fields) = obj! { "n" => n } else {
+    let Value::Object(fields) = obj!("n" => n) else {
         unreachable!()
     };
     Document {
@@ -44,7 +44,11 @@ pub fn run(p: &dyn Persistence) {
     w.delete_document(&b.id).unwrap();
     w.delete_index_entry(b"k2").unwrap();
     w.commit(Timestamp::new(11)).unwrap();
-    assert_eq!(r.get(&b.id).unwrap(), Some(b.clone()), "snapshot must not move");
+    assert_eq!(
+        r.get(&b.id).unwrap(),
+        Some(b.clone()),
+        "snapshot must not move"
+    );
     let keys: Vec<_> = r
         .scan(b"k", b"l", Order::Asc, 10)
         .unwrap()
@@ -67,9 +71,15 @@ pub fn run(p: &dyn Persistence) {
     w.commit(Timestamp::new(12)).unwrap();
     r.begin_read().unwrap();
     let got = r.scan(&[b'u', 1], &[b'u', 4], Order::Asc, 10).unwrap();
-    assert_eq!(got.iter().map(|(_, d)| d.creation_time).collect::<Vec<_>>(), [1.0, 2.0, 3.0]);
+    assert_eq!(
+        got.iter().map(|(_, d)| d.creation_time).collect::<Vec<_>>(),
+        [1.0, 2.0, 3.0]
+    );
     let got = r.scan(&[b'u', 0], &[b'v'], Order::Desc, 2).unwrap();
-    assert_eq!(got.iter().map(|(_, d)| d.creation_time).collect::<Vec<_>>(), [4.0, 3.0]);
+    assert_eq!(
+        got.iter().map(|(_, d)| d.creation_time).collect::<Vec<_>>(),
+        [4.0, 3.0]
+    );
     r.end_read().unwrap();
 
     // Rollback discards; so does dropping a connection mid-transaction.

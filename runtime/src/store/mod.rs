@@ -43,7 +43,10 @@ impl Document {
     pub fn to_value(&self) -> Value {
         let mut o = self.fields.clone();
         o.insert(ID_FIELD.into(), Value::from(self.id.as_str()));
-        o.insert(CREATION_TIME_FIELD.into(), Value::Float64(self.creation_time));
+        o.insert(
+            CREATION_TIME_FIELD.into(),
+            Value::Float64(self.creation_time),
+        );
         Value::Object(o)
     }
 

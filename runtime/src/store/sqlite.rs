@@ -85,7 +85,11 @@ fn decode_document(id: String, creation_time: f64, body: String) -> Result<Docum
         .ok_or_else(|| Error::internal(format!("stored document id `{id}` is malformed")))?;
     let fields = match Value::from_json_str(&body, "document") {
         Ok(Value::Object(o)) => o,
-        Ok(_) => return Err(Error::internal(format!("stored document {id} is not an object"))),
+        Ok(_) => {
+            return Err(Error::internal(format!(
+                "stored document {id} is not an object"
+            )))
+        }
         Err(e) => return Err(Error::internal(format!("stored document {id}: {e}"))),
     };
     Ok(Document {

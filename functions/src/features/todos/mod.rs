@@ -1,0 +1,4 @@
+//! Todos: the complete example feature (`schema.rs`, `logic.rs`, and the
+//! registered `todos:*` functions).
+
+pub mod schema;

@@ -1,0 +1,3 @@
+//! User profiles: extra user data in a table of the application's own.
+
+pub mod schema;

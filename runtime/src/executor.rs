@@ -1,0 +1,355 @@
+//! The executor: runs a registered function by path — argument checking,
+//! visibility, the transaction, panics, idempotent mutation retries — and logs
+//! one line per call (path, kind, duration, outcome). Every entry point (the
+//! WebSocket, HTTP, actions, the scheduler) calls functions through here.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use livebase_schema::{Object, Timestamp, Value};
+
+use crate::database::{catch_panic, Database, QueryOutcome};
+use crate::error::{Error, Result};
+use crate::readset::ReadSet;
+use crate::registry::{
+    run_sync, ActionCtx, BoxFuture, FunctionKind, FunctionRunner, Handler, Identity, Registry,
+};
+use crate::system::MUTATION_OUTCOMES;
+
+/// Who is asking: a client (public functions only) or the server itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    Client,
+    Server,
+}
+
+/// A mutation's idempotency key: the client's session and request id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RequestKey {
+    pub session_id: String,
+    pub request_id: u32,
+}
+
+/// Runs functions; cheap to clone.
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    registry: Arc<Registry>,
+}
+
+/// A query's result and what it read, at the snapshot `ts`.
+pub type QueryResult = QueryOutcome<Value>;
+
+fn log_call(path: &str, kind: FunctionKind, started: Instant, outcome: &Result<impl Sized>) {
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    match outcome {
+        Ok(_) => {
+            tracing::info!(target: "livebase::call", path, kind = kind.name(), ms = format!("{ms:.2}"), "ok")
+        }
+        Err(e) => {
+            tracing::info!(target: "livebase::call", path, kind = kind.name(), ms = format!("{ms:.2}"), error = %e, "failed")
+        }
+    }
+}
+
+impl Executor {
+    pub fn new(db: Database, registry: Arc<Registry>) -> Executor {
+        Executor {
+            inner: Arc::new(Inner { db, registry }),
+        }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.inner.db
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
+    }
+
+    /// Runs a query on a fresh snapshot.
+    pub async fn query(
+        &self,
+        path: &str,
+        args: Vec<Value>,
+        identity: Identity,
+        caller: Caller,
+    ) -> Result<QueryResult> {
+        let started = Instant::now();
+        let outcome = self.query_inner(path, args, identity, caller).await;
+        log_call(path, FunctionKind::Query, started, &outcome);
+        outcome.map_err(|e| e.redact(path))
+    }
+
+    async fn query_inner(
+        &self,
+        path: &str,
+        args: Vec<Value>,
+        identity: Identity,
+        caller: Caller,
+    ) -> Result<QueryResult> {
+        let function = self
+            .inner
+            .registry
+            .lookup(path, FunctionKind::Query, caller == Caller::Client)?
+            .clone();
+        let args = Registry::check_args(&function, &args)?;
+        self.inner
+            .db
+            .query(move |tx| run_sync(&function, tx, &identity, args))
+            .await
+    }
+
+    /// Runs a mutation and commits it. With a request key, a mutation that
+    /// already ran returns its stored outcome instead of running again.
+    pub async fn mutation(
+        &self,
+        path: &str,
+        args: Vec<Value>,
+        identity: Identity,
+        caller: Caller,
+        key: Option<RequestKey>,
+    ) -> Result<(Value, Timestamp)> {
+        let started = Instant::now();
+        let outcome = self.mutation_inner(path, args, identity, caller, key).await;
+        log_call(path, FunctionKind::Mutation, started, &outcome);
+        outcome.map_err(|e| e.redact(path))
+    }
+
+    async fn mutation_inner(
+        &self,
+        path: &str,
+        args: Vec<Value>,
+        identity: Identity,
+        caller: Caller,
+        key: Option<RequestKey>,
+    ) -> Result<(Value, Timestamp)> {
+        let function = self
+            .inner
+            .registry
+            .lookup(path, FunctionKind::Mutation, caller == Caller::Client)?
+            .clone();
+        let path = function.path.clone();
+        let Some(key) = key else {
+            let args = Registry::check_args(&function, &args)?;
+            let c = self
+                .inner
+                .db
+                .mutate(move |tx| run_sync(&function, tx, &identity, args))
+                .await?;
+            return Ok((c.value, c.ts));
+        };
+        let run_key = key.clone();
+        let run_path = path.clone();
+        let committed = self
+            .inner
+            .db
+            .mutate(move |tx| {
+                if let Some(stored) = stored_outcome(tx, &run_key)? {
+                    return Ok(Some(stored));
+                }
+                let args = Registry::check_args(&function, &args)?;
+                let value = run_sync(&function, tx, &identity, args)?;
+                let ts = tx.commit_ts().unwrap_or_default();
+                let mut record = outcome_record(&run_key, &run_path, ts);
+                record.insert("success".into(), Value::Boolean(true));
+                record.insert("result".into(), value.clone());
+                tx.insert(MUTATION_OUTCOMES, record)?;
+                Ok(Some(Ok((value, ts))))
+            })
+            .await;
+        match committed {
+            Ok(c) => c
+                .value
+                .unwrap_or_else(|| Err(Error::internal("no outcome"))),
+            Err(Error::App {
+                code,
+                message,
+                data,
+            }) => {
+                // Record the failure too, so a resend gets the same answer.
+                let err = Error::App {
+                    code,
+                    message,
+                    data,
+                };
+                let stored = err.clone();
+                let record_path = path.clone();
+                self.inner
+                    .db
+                    .mutate(move |tx| {
+                        if stored_outcome(tx, &key)?.is_some() {
+                            return Ok(());
+                        }
+                        let ts = tx.commit_ts().unwrap_or_default();
+                        let mut record = outcome_record(&key, &record_path, ts);
+                        record.insert("success".into(), Value::Boolean(false));
+                        record.insert("result".into(), Value::from(stored.client_message()));
+                        if let Some(data) = stored.error_data() {
+                            record.insert("errorData".into(), data);
+                        }
+                        tx.insert(MUTATION_OUTCOMES, record)?;
+                        Ok(())
+                    })
+                    .await?;
+                Err(err)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs an action.
+    pub async fn action(
+        &self,
+        path: &str,
+        args: Vec<Value>,
+        identity: Identity,
+        caller: Caller,
+    ) -> Result<Value> {
+        let started = Instant::now();
+        let outcome = self.action_inner(path, args, identity, caller).await;
+        log_call(path, FunctionKind::Action, started, &outcome);
+        outcome.map_err(|e| e.redact(path))
+    }
+
+    async fn action_inner(
+        &self,
+        path: &str,
+        args: Vec<Value>,
+        identity: Identity,
+        caller: Caller,
+    ) -> Result<Value> {
+        let function = self
+            .inner
+            .registry
+            .lookup(path, FunctionKind::Action, caller == Caller::Client)?
+            .clone();
+        let args = Registry::check_args(&function, &args)?;
+        let Handler::Action(handler) = &function.handler else {
+            return Err(Error::internal("lookup returned a non-action"));
+        };
+        let ctx = ActionCtx::new(identity, Arc::new(self.clone()));
+        let fut = catch_panic(|| Ok(handler(ctx, args)))?;
+        // A panic inside the future surfaces as a JoinError of its task.
+        match tokio::spawn(fut).await {
+            Ok(result) => result,
+            Err(e) => Err(Error::internal(format!("action panicked: {e}"))),
+        }
+    }
+
+    /// Evaluates a query in a read transaction the caller controls (the
+    /// subscription manager re-runs many queries on one snapshot this way).
+    pub fn evaluate_in(
+        registry: &Registry,
+        tx: &mut crate::transaction::Transaction,
+        path: &str,
+        args: &[Value],
+        identity: &Identity,
+    ) -> (Result<Value>, ReadSet) {
+        let result = registry
+            .lookup(path, FunctionKind::Query, true)
+            .and_then(|f| Ok((f, Registry::check_args(f, args)?)))
+            .and_then(|(f, args)| catch_panic(|| run_sync(f, tx, identity, args)))
+            .and_then(|v| {
+                v.check_limits("result")
+                    .map_err(|e| Error::limit(e.to_string()))?;
+                Ok(v)
+            });
+        (result, tx.read_set().clone())
+    }
+}
+
+fn outcome_record(key: &RequestKey, path: &str, ts: Timestamp) -> Object {
+    let mut o = Object::new();
+    o.insert("sessionId".into(), Value::from(key.session_id.as_str()));
+    o.insert(
+        "requestId".into(),
+        Value::Float64(f64::from(key.request_id)),
+    );
+    o.insert("path".into(), Value::from(path));
+    o.insert("ts".into(), Value::Int64(ts.get() as i64));
+    o
+}
+
+fn stored_outcome(
+    tx: &mut crate::transaction::Transaction,
+    key: &RequestKey,
+) -> Result<Option<Result<(Value, Timestamp)>>> {
+    let found = tx
+        .query(MUTATION_OUTCOMES)
+        .with_index("by_request", |q| {
+            q.eq("sessionId", key.session_id.as_str())
+                .eq("requestId", f64::from(key.request_id))
+        })
+        .first()?;
+    let Some(record) = found else {
+        return Ok(None);
+    };
+    let ts = match record.get("ts") {
+        Some(Value::Int64(ts)) => Timestamp::new(*ts as u64),
+        _ => Timestamp::ZERO,
+    };
+    let result = record.get("result").cloned().unwrap_or(Value::Null);
+    if record.get("success").and_then(Value::as_bool) == Some(true) {
+        return Ok(Some(Ok((result, ts))));
+    }
+    let message = result.as_str().unwrap_or("mutation failed").to_string();
+    let data = record.get("errorData").and_then(Value::as_object);
+    let code = data
+        .and_then(|d| d.get("code"))
+        .and_then(Value::as_str)
+        .map(code_from_str)
+        .unwrap_or(crate::error::ErrorCode::InvalidArgument);
+    let mut extra = data.cloned().unwrap_or_default();
+    extra.remove("code");
+    extra.remove("message");
+    Ok(Some(Err(Error::App {
+        code,
+        message,
+        data: extra,
+    })))
+}
+
+fn code_from_str(s: &str) -> crate::error::ErrorCode {
+    use crate::error::ErrorCode::*;
+    match s {
+        "UNAUTHENTICATED" => Unauthenticated,
+        "FORBIDDEN" => Forbidden,
+        "NOT_FOUND" => NotFound,
+        "INVALID_ARGUMENT" => InvalidArgument,
+        "CONFLICT" => Conflict,
+        "LIMIT_EXCEEDED" => LimitExceeded,
+        other => Custom(other.to_string()),
+    }
+}
+
+impl FunctionRunner for Executor {
+    fn run(
+        &self,
+        kind: FunctionKind,
+        path: &str,
+        args: Value,
+        identity: Identity,
+    ) -> BoxFuture<Result<Value>> {
+        let this = self.clone();
+        let path = path.to_string();
+        Box::pin(async move {
+            let args = vec![args];
+            match kind {
+                FunctionKind::Query => this
+                    .query(&path, args, identity, Caller::Server)
+                    .await
+                    .map(|o| o.value),
+                FunctionKind::Mutation => this
+                    .mutation(&path, args, identity, Caller::Server, None)
+                    .await
+                    .map(|(v, _)| v),
+                FunctionKind::Action => this.action(&path, args, identity, Caller::Server).await,
+            }
+        })
+    }
+}

@@ -1,0 +1,441 @@
+//! The function registry: an application's queries, mutations and actions,
+//! registered under `module:name` paths with argument validators, plus its
+//! schema. Handlers read like the seed's `query({args, handler})`:
+//!
+//! ```ignore
+//! app.query("items:getAll", [("organizationId", v::string())], |ctx, args| {
+//!     let organization_id = args.string("organizationId")?;
+//!     ensure_user_with_organization(ctx, &organization_id)?;
+//!     logic::get_items(ctx.db, &organization_id)
+//! });
+//! ```
+//!
+//! Queries and mutations are synchronous (they run inside one store
+//! transaction, on a store thread); actions are async and reach the database
+//! only through [`ActionCtx`].
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use livebase_schema::{v, DocumentId, Object, Schema, Validator, Value};
+
+use crate::error::{Error, Result};
+use crate::transaction::Transaction;
+
+/// Who is calling: nobody, or a signed-in user with a live session.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Identity {
+    #[default]
+    Anonymous,
+    User {
+        user_id: String,
+        session_id: String,
+    },
+}
+
+impl Identity {
+    /// A stable key for sharing query evaluations between identical callers.
+    pub fn cache_key(&self) -> String {
+        match self {
+            Identity::Anonymous => String::new(),
+            Identity::User { session_id, .. } => session_id.clone(),
+        }
+    }
+}
+
+/// What a query or mutation handler gets: the transaction and the caller.
+pub struct Ctx<'t, 'a> {
+    pub db: &'t mut Transaction<'a>,
+    pub identity: &'t Identity,
+}
+
+/// The seed's names for the two contexts; a query's transaction refuses writes.
+pub type QueryCtx<'t, 'a> = Ctx<'t, 'a>;
+pub type MutationCtx<'t, 'a> = Ctx<'t, 'a>;
+
+/// Validated arguments of a call, with typed accessors whose errors name the
+/// argument.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Args(Object);
+
+impl Args {
+    pub fn new(fields: Object) -> Args {
+        Args(fields)
+    }
+
+    pub fn value(&self, name: &str) -> Option<&Value> {
+        self.0.get(name)
+    }
+
+    pub fn into_value(self) -> Value {
+        Value::Object(self.0)
+    }
+
+    pub fn string(&self, name: &str) -> Result<String> {
+        match self.0.get(name) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            other => Err(Error::invalid(format!(
+                "args.{name}: expected a string, found {}",
+                describe(other)
+            ))),
+        }
+    }
+
+    pub fn opt_string(&self, name: &str) -> Result<Option<String>> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(_) => self.string(name).map(Some),
+        }
+    }
+
+    pub fn f64(&self, name: &str) -> Result<f64> {
+        self.0.get(name).and_then(Value::as_f64).ok_or_else(|| {
+            Error::invalid(format!(
+                "args.{name}: expected a number, found {}",
+                describe(self.0.get(name))
+            ))
+        })
+    }
+
+    pub fn bool(&self, name: &str) -> Result<bool> {
+        self.0.get(name).and_then(Value::as_bool).ok_or_else(|| {
+            Error::invalid(format!(
+                "args.{name}: expected a boolean, found {}",
+                describe(self.0.get(name))
+            ))
+        })
+    }
+
+    /// An id argument that must name a document of `table`.
+    pub fn id(&self, name: &str, table: &str) -> Result<DocumentId> {
+        let s = self.string(name)?;
+        DocumentId::parse_in(&s, table).ok_or_else(|| {
+            Error::invalid(format!(
+                "args.{name}: `{s}` is not an id of table `{table}`"
+            ))
+        })
+    }
+}
+
+fn describe(v: Option<&Value>) -> String {
+    v.map_or("nothing".into(), |v| v.value_type().to_string())
+}
+
+type SyncHandler = Arc<dyn Fn(&mut Ctx, Args) -> Result<Value> + Send + Sync>;
+/// A boxed future as actions return it.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type ActionHandler = Arc<dyn Fn(ActionCtx, Args) -> BoxFuture<Result<Value>> + Send + Sync>;
+
+/// What an action handler gets: the caller and a way to run other functions.
+#[derive(Clone)]
+pub struct ActionCtx {
+    pub identity: Identity,
+    runner: Arc<dyn FunctionRunner>,
+}
+
+impl ActionCtx {
+    pub fn new(identity: Identity, runner: Arc<dyn FunctionRunner>) -> ActionCtx {
+        ActionCtx { identity, runner }
+    }
+
+    /// Runs a query (public or internal) as this action's caller.
+    pub async fn run_query(&self, path: &str, args: Value) -> Result<Value> {
+        self.runner
+            .run(FunctionKind::Query, path, args, self.identity.clone())
+            .await
+    }
+
+    /// Runs a mutation (public or internal) as this action's caller.
+    pub async fn run_mutation(&self, path: &str, args: Value) -> Result<Value> {
+        self.runner
+            .run(FunctionKind::Mutation, path, args, self.identity.clone())
+            .await
+    }
+
+    /// Runs an action (public or internal) as this action's caller.
+    pub async fn run_action(&self, path: &str, args: Value) -> Result<Value> {
+        self.runner
+            .run(FunctionKind::Action, path, args, self.identity.clone())
+            .await
+    }
+}
+
+/// Runs functions on behalf of actions; implemented by the executor.
+pub trait FunctionRunner: Send + Sync + 'static {
+    fn run(
+        &self,
+        kind: FunctionKind,
+        path: &str,
+        args: Value,
+        identity: Identity,
+    ) -> BoxFuture<Result<Value>>;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FunctionKind {
+    Query,
+    Mutation,
+    Action,
+}
+
+impl FunctionKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FunctionKind::Query => "query",
+            FunctionKind::Mutation => "mutation",
+            FunctionKind::Action => "action",
+        }
+    }
+}
+
+/// Whether clients may call a function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Visibility {
+    Public,
+    /// Callable only from actions and the scheduler; to clients it looks
+    /// exactly like a function that does not exist.
+    Internal,
+}
+
+#[derive(Clone)]
+pub enum Handler {
+    Query(SyncHandler),
+    Mutation(SyncHandler),
+    Action(ActionHandler),
+}
+
+/// One registered function.
+#[derive(Clone)]
+pub struct Function {
+    pub path: String,
+    pub visibility: Visibility,
+    pub args: Validator,
+    pub handler: Handler,
+}
+
+impl Function {
+    pub fn kind(&self) -> FunctionKind {
+        match self.handler {
+            Handler::Query(_) => FunctionKind::Query,
+            Handler::Mutation(_) => FunctionKind::Mutation,
+            Handler::Action(_) => FunctionKind::Action,
+        }
+    }
+}
+
+/// An application: its schema and functions.
+#[derive(Clone, Default)]
+pub struct Registry {
+    schema: Schema,
+    functions: BTreeMap<String, Function>,
+}
+
+/// The canonical form of a function path: `module:name`, a module's `.js`
+/// suffix dropped (the npm client may send it) and `default` when no name is
+/// given.
+pub fn canonical_path(path: &str) -> String {
+    let (module, name) = path.rsplit_once(':').unwrap_or((path, "default"));
+    let module = module.strip_suffix(".js").unwrap_or(module);
+    format!("{module}:{name}")
+}
+
+fn object_validator<'a>(args: impl IntoIterator<Item = (&'a str, Validator)>) -> Validator {
+    v::object(args)
+}
+
+impl Registry {
+    pub fn new(schema: Schema) -> Registry {
+        Registry {
+            schema,
+            functions: BTreeMap::new(),
+        }
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// Adds tables (the runtime adds its system tables this way).
+    pub fn extend_schema(&mut self, f: impl FnOnce(Schema) -> Schema) {
+        self.schema = f(std::mem::take(&mut self.schema));
+    }
+
+    pub fn functions(&self) -> impl Iterator<Item = &Function> {
+        self.functions.values()
+    }
+
+    fn add(&mut self, path: &str, visibility: Visibility, args: Validator, handler: Handler) {
+        let path = canonical_path(path);
+        assert!(
+            !self.functions.contains_key(&path),
+            "function `{path}` is registered twice"
+        );
+        if let Err(e) = args.check_definition("args") {
+            panic!("function `{path}` has an invalid argument validator: {e}");
+        }
+        self.functions.insert(
+            path.clone(),
+            Function {
+                path,
+                visibility,
+                args,
+                handler,
+            },
+        );
+    }
+
+    fn sync<R: Into<Value>>(
+        handler: impl Fn(&mut Ctx, Args) -> Result<R> + Send + Sync + 'static,
+    ) -> SyncHandler {
+        Arc::new(move |ctx, args| handler(ctx, args).map(Into::into))
+    }
+
+    fn action_handler<F, R>(
+        handler: impl Fn(ActionCtx, Args) -> F + Send + Sync + 'static,
+    ) -> ActionHandler
+    where
+        F: Future<Output = Result<R>> + Send + 'static,
+        R: Into<Value>,
+    {
+        Arc::new(move |ctx, args| {
+            let fut = handler(ctx, args);
+            Box::pin(async move { fut.await.map(Into::into) })
+        })
+    }
+
+    /// Registers a public query.
+    pub fn query<'a, R: Into<Value>>(
+        &mut self,
+        path: &str,
+        args: impl IntoIterator<Item = (&'a str, Validator)>,
+        handler: impl Fn(&mut QueryCtx, Args) -> Result<R> + Send + Sync + 'static,
+    ) {
+        let h = Handler::Query(Self::sync(handler));
+        self.add(path, Visibility::Public, object_validator(args), h);
+    }
+
+    /// Registers an internal query.
+    pub fn internal_query<'a, R: Into<Value>>(
+        &mut self,
+        path: &str,
+        args: impl IntoIterator<Item = (&'a str, Validator)>,
+        handler: impl Fn(&mut QueryCtx, Args) -> Result<R> + Send + Sync + 'static,
+    ) {
+        let h = Handler::Query(Self::sync(handler));
+        self.add(path, Visibility::Internal, object_validator(args), h);
+    }
+
+    /// Registers a public mutation.
+    pub fn mutation<'a, R: Into<Value>>(
+        &mut self,
+        path: &str,
+        args: impl IntoIterator<Item = (&'a str, Validator)>,
+        handler: impl Fn(&mut MutationCtx, Args) -> Result<R> + Send + Sync + 'static,
+    ) {
+        let h = Handler::Mutation(Self::sync(handler));
+        self.add(path, Visibility::Public, object_validator(args), h);
+    }
+
+    /// Registers an internal mutation.
+    pub fn internal_mutation<'a, R: Into<Value>>(
+        &mut self,
+        path: &str,
+        args: impl IntoIterator<Item = (&'a str, Validator)>,
+        handler: impl Fn(&mut MutationCtx, Args) -> Result<R> + Send + Sync + 'static,
+    ) {
+        let h = Handler::Mutation(Self::sync(handler));
+        self.add(path, Visibility::Internal, object_validator(args), h);
+    }
+
+    /// Registers a public action.
+    pub fn action<'a, F, R>(
+        &mut self,
+        path: &str,
+        args: impl IntoIterator<Item = (&'a str, Validator)>,
+        handler: impl Fn(ActionCtx, Args) -> F + Send + Sync + 'static,
+    ) where
+        F: Future<Output = Result<R>> + Send + 'static,
+        R: Into<Value>,
+    {
+        let h = Handler::Action(Self::action_handler(handler));
+        self.add(path, Visibility::Public, object_validator(args), h);
+    }
+
+    /// Registers an internal action.
+    pub fn internal_action<'a, F, R>(
+        &mut self,
+        path: &str,
+        args: impl IntoIterator<Item = (&'a str, Validator)>,
+        handler: impl Fn(ActionCtx, Args) -> F + Send + Sync + 'static,
+    ) where
+        F: Future<Output = Result<R>> + Send + 'static,
+        R: Into<Value>,
+    {
+        let h = Handler::Action(Self::action_handler(handler));
+        self.add(path, Visibility::Internal, object_validator(args), h);
+    }
+
+    /// Finds a function of `kind` at `path`. With `public_only`, internal
+    /// functions are not found — with the same error as a missing one.
+    pub fn lookup(&self, path: &str, kind: FunctionKind, public_only: bool) -> Result<&Function> {
+        let path = canonical_path(path);
+        match self.functions.get(&path) {
+            Some(f) if f.kind() == kind && (!public_only || f.visibility == Visibility::Public) => {
+                Ok(f)
+            }
+            _ => Err(Error::invalid(format!(
+                "Could not find public function for '{path}' (no {} with that path)",
+                kind.name()
+            ))),
+        }
+    }
+
+    /// Checks a call's arguments — the wire form is an array holding one object —
+    /// against the function's validator.
+    pub fn check_args(function: &Function, args: &[Value]) -> Result<Args> {
+        let fields = match args {
+            [] => Object::new(),
+            [Value::Object(o)] => o.clone(),
+            [other] => {
+                return Err(Error::invalid(format!(
+                    "args: expected an object, found {}",
+                    other.value_type()
+                )))
+            }
+            _ => {
+                return Err(Error::invalid(format!(
+                    "args: expected one argument object, found {}",
+                    args.len()
+                )))
+            }
+        };
+        let value = Value::Object(fields);
+        value
+            .check_limits("args")
+            .map_err(|e| Error::limit(e.to_string()))?;
+        function
+            .args
+            .validate(&value, "args")
+            .map_err(|e| Error::invalid(e.to_string()))?;
+        match value {
+            Value::Object(o) => Ok(Args(o)),
+            _ => unreachable!("built as an object above"),
+        }
+    }
+}
+
+/// Runs a query or mutation handler in `tx`.
+pub fn run_sync(
+    function: &Function,
+    tx: &mut Transaction,
+    identity: &Identity,
+    args: Args,
+) -> Result<Value> {
+    let mut ctx = Ctx { db: tx, identity };
+    match &function.handler {
+        Handler::Query(h) | Handler::Mutation(h) => h(&mut ctx, args),
+        Handler::Action(_) => Err(Error::internal("an action cannot run in a transaction")),
+    }
+}

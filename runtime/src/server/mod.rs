@@ -1,0 +1,152 @@
+//! The network edge: one axum router on one port serving the sync WebSocket
+//! (`/api/sync`, `/api/<client version>/sync`), the HTTP function API
+//! (`/api/query`, `/api/mutation`, `/api/action`) and `/health`. Shaped like
+//! mini-redis's server: a connection cap (a semaphore), a handler per
+//! connection, and one broadcast shutdown signal every handler listens to.
+
+pub mod http;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::auth::{Authenticator, NoAuth};
+use crate::database::Database;
+use crate::error::{Error, Result};
+use crate::executor::Executor;
+use crate::registry::Registry;
+use crate::store::sqlite::SqlitePersistence;
+use crate::subscriptions::Subscriptions;
+use crate::system::with_system_tables;
+
+/// Largest WebSocket message (and HTTP body) accepted: 2 MiB, room for a
+/// maximal 1 MiB value in its JSON encoding. Bigger messages close the
+/// connection with code 1009.
+pub const MAX_MESSAGE_SIZE: usize = 2 << 20;
+/// Most WebSocket connections served at once; more are refused with 503.
+pub const MAX_CONNECTIONS: usize = 20_000;
+/// Messages queued for one connection before it counts as too slow and is
+/// dropped (it reconnects and resyncs).
+pub const OUTBOUND_QUEUE: usize = 256;
+/// A connection idle this long is sent a `Ping`.
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Time a new WebSocket has to send `Connect`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time one outbound frame may take to be accepted by the socket.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to run a server.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Folder for the SQLite file (created if missing).
+    pub data_dir: PathBuf,
+}
+
+/// Everything a request handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub executor: Executor,
+    pub subscriptions: Subscriptions,
+    pub authenticator: Arc<dyn Authenticator>,
+    pub connections: Arc<Semaphore>,
+    pub shutdown: broadcast::Sender<()>,
+}
+
+/// A running server.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    task: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// The `http://` URL the server answers on.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, closes every WebSocket (code 1001) and waits for the
+    /// server to finish.
+    pub async fn shutdown(self) {
+        let _ = self.state.shutdown.send(());
+        let _ = self.task.await;
+        self.state.subscriptions.shutdown();
+    }
+
+    /// Waits until the server stops (after [`AppState::shutdown`] fires).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+        self.state.subscriptions.shutdown();
+    }
+}
+
+/// Opens the store in `options.data_dir` and serves `registry` on it.
+pub async fn serve(registry: Registry, options: ServerOptions) -> Result<RunningServer> {
+    serve_with(registry, options, Arc::new(NoAuth)).await
+}
+
+/// As [`serve`], with an authenticator for `Authenticate` tokens.
+pub async fn serve_with(
+    mut registry: Registry,
+    options: ServerOptions,
+    authenticator: Arc<dyn Authenticator>,
+) -> Result<RunningServer> {
+    std::fs::create_dir_all(&options.data_dir)
+        .map_err(|e| Error::internal(format!("creating {}: {e}", options.data_dir.display())))?;
+    registry.extend_schema(with_system_tables);
+    let persistence = Arc::new(SqlitePersistence::open(
+        options.data_dir.join("livebase.sqlite3"),
+    )?);
+    let db = Database::open(persistence, registry.schema().clone())?;
+    let executor = Executor::new(db, Arc::new(registry));
+    let subscriptions = Subscriptions::start(&executor).await?;
+    let (shutdown, _) = broadcast::channel(1);
+    let state = AppState {
+        executor,
+        subscriptions,
+        authenticator,
+        connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        shutdown,
+    };
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| Error::internal(format!("binding {}: {e}", options.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::internal(format!("reading the bound address: {e}")))?;
+    let app = router(state.clone());
+    let mut stop = state.shutdown.subscribe();
+    let task = tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.recv().await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!("server stopped: {e}");
+        }
+    });
+    Ok(RunningServer { addr, state, task })
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/sync", get(ws::upgrade))
+        .route("/api/{version}/sync", get(ws::upgrade))
+        .route("/api/query", post(http::query))
+        .route("/api/mutation", post(http::mutation))
+        .route("/api/action", post(http::action))
+        .route("/health", get(http::health))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_MESSAGE_SIZE))
+        .with_state(state)
+}

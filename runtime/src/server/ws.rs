@@ -1,0 +1,388 @@
+//! One WebSocket connection of the sync protocol: a [`Handler`] loops over a
+//! closed set of events — a client frame, a Transition from the subscription
+//! worker, an action's response, the idle timer, shutdown — and answers each.
+//! Mutations run in order, one at a time per connection; actions run
+//! concurrently and answer when done.
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use livebase_schema::protocol::{
+    AuthenticationToken, ClientMessage, FunctionError, MutationSuccess, RequestId, ServerMessage,
+    SessionId,
+};
+use livebase_schema::Value;
+use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit};
+use tokio::time::{sleep_until, timeout, Instant};
+
+use super::{
+    AppState, CONNECT_TIMEOUT, MAX_MESSAGE_SIZE, OUTBOUND_QUEUE, PING_INTERVAL, SEND_TIMEOUT,
+};
+use crate::error::Error;
+use crate::executor::{Caller, RequestKey};
+use crate::registry::Identity;
+use crate::subscriptions::{ConnId, Event};
+
+/// Close codes this server uses.
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_PROTOCOL: u16 = 1002;
+const CLOSE_TOO_BIG: u16 = 1009;
+const CLOSE_OVERLOADED: u16 = 1013;
+
+pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    let Ok(permit) = state.connections.clone().try_acquire_owned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
+    };
+    ws.max_message_size(MAX_MESSAGE_SIZE)
+        .max_frame_size(MAX_MESSAGE_SIZE)
+        .on_upgrade(move |socket| async move {
+            let shutdown = state.shutdown.subscribe();
+            Handler::run(socket, state, shutdown, permit).await
+        })
+}
+
+/// Why a connection ended.
+enum End {
+    ClientClosed,
+    Close(u16, String),
+}
+
+struct Handler {
+    state: AppState,
+    conn: ConnId,
+    sink: SplitSink<WebSocket, Message>,
+    session: Option<SessionId>,
+    identity: Identity,
+    actions: mpsc::Sender<ServerMessage>,
+    last_sent: Instant,
+}
+
+impl Handler {
+    async fn run(
+        socket: WebSocket,
+        state: AppState,
+        mut shutdown: broadcast::Receiver<()>,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let (sink, mut stream) = socket.split();
+        let conn = state.subscriptions.next_conn_id();
+        let (out_tx, mut out_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let (actions, mut action_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let mut h = Handler {
+            state,
+            conn,
+            sink,
+            session: None,
+            identity: Identity::Anonymous,
+            actions,
+            last_sent: Instant::now(),
+        };
+        let end = match h.handshake(&mut stream).await {
+            Err(end) => end,
+            Ok(()) => {
+                if h.state
+                    .subscriptions
+                    .send(Event::Connect { conn, out: out_tx })
+                    .is_err()
+                {
+                    End::Close(CLOSE_OVERLOADED, "the server is overloaded".into())
+                } else {
+                    h.event_loop(&mut stream, &mut out_rx, &mut action_rx, &mut shutdown)
+                        .await
+                }
+            }
+        };
+        let _ = h.state.subscriptions.send(Event::Disconnect { conn });
+        if let End::Close(code, reason) = end {
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from(reason),
+            };
+            let _ = timeout(SEND_TIMEOUT, h.sink.send(Message::Close(Some(frame)))).await;
+        }
+    }
+
+    /// Waits for the `Connect` message that opens every session.
+    async fn handshake(&mut self, stream: &mut SplitStream<WebSocket>) -> Result<(), End> {
+        let first = timeout(CONNECT_TIMEOUT, stream.next()).await;
+        let text = match first {
+            Err(_) => {
+                return Err(End::Close(
+                    CLOSE_PROTOCOL,
+                    "no Connect message in time".into(),
+                ))
+            }
+            Ok(None) | Ok(Some(Err(_))) => return Err(End::ClientClosed),
+            Ok(Some(Ok(Message::Text(t)))) => t,
+            Ok(Some(Ok(Message::Close(_)))) => return Err(End::ClientClosed),
+            Ok(Some(Ok(_))) => {
+                return Err(self
+                    .fatal("expected a Connect message as a text frame")
+                    .await)
+            }
+        };
+        match ClientMessage::from_text(&text) {
+            Ok(ClientMessage::Connect { session_id, .. }) => {
+                self.session = Some(session_id);
+                Ok(())
+            }
+            Ok(other) => Err(self
+                .fatal(&format!("expected Connect first, got {}", other.kind()))
+                .await),
+            Err(e) => Err(self.fatal(&format!("malformed message: {e}")).await),
+        }
+    }
+
+    async fn event_loop(
+        &mut self,
+        stream: &mut SplitStream<WebSocket>,
+        out_rx: &mut mpsc::Receiver<ServerMessage>,
+        action_rx: &mut mpsc::Receiver<ServerMessage>,
+        shutdown: &mut broadcast::Receiver<()>,
+    ) -> End {
+        loop {
+            let ping_at = self.last_sent + PING_INTERVAL;
+            let result = tokio::select! {
+                frame = stream.next() => match frame {
+                    None => return End::ClientClosed,
+                    Some(Err(e)) => return self.read_error(e),
+                    Some(Ok(Message::Text(text))) => self.on_text(&text).await,
+                    Some(Ok(Message::Binary(_))) => Err(self.fatal("binary frames are not part of the protocol").await),
+                    Some(Ok(Message::Close(_))) => return End::ClientClosed,
+                    Some(Ok(_)) => Ok(()), // ping/pong frames
+                },
+                out = out_rx.recv() => match out {
+                    Some(msg) => self.send(&msg).await,
+                    // The worker dropped us: our queue overflowed (or it stopped).
+                    None => Err(End::Close(CLOSE_OVERLOADED, "connection too slow to keep up; reconnect".into())),
+                },
+                Some(msg) = action_rx.recv() => self.send(&msg).await,
+                _ = sleep_until(ping_at) => self.send(&ServerMessage::Ping).await,
+                _ = shutdown.recv() => Err(End::Close(CLOSE_GOING_AWAY, "server shutting down".into())),
+            };
+            if let Err(end) = result {
+                return end;
+            }
+        }
+    }
+
+    fn read_error(&self, e: axum::Error) -> End {
+        let text = e.to_string();
+        if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
+            End::Close(
+                CLOSE_TOO_BIG,
+                format!("message larger than {MAX_MESSAGE_SIZE} bytes"),
+            )
+        } else {
+            tracing::debug!(conn = self.conn, "websocket read error: {text}");
+            End::ClientClosed
+        }
+    }
+
+    async fn send(&mut self, msg: &ServerMessage) -> Result<(), End> {
+        let text = msg.to_text();
+        match timeout(SEND_TIMEOUT, self.sink.send(Message::Text(text.into()))).await {
+            Ok(Ok(())) => {
+                self.last_sent = Instant::now();
+                Ok(())
+            }
+            Ok(Err(_)) => Err(End::ClientClosed),
+            Err(_) => Err(End::Close(
+                CLOSE_OVERLOADED,
+                "connection too slow to keep up; reconnect".into(),
+            )),
+        }
+    }
+
+    /// Sends `FatalError` and ends the connection — this connection only.
+    async fn fatal(&mut self, error: &str) -> End {
+        tracing::info!(conn = self.conn, "closing a connection: {error}");
+        let _ = self
+            .send(&ServerMessage::FatalError {
+                error: error.to_string(),
+            })
+            .await;
+        End::Close(CLOSE_PROTOCOL, truncate(error, 120))
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), End> {
+        let msg = match ClientMessage::from_text(text) {
+            Ok(m) => m,
+            Err(e) => return Err(self.fatal(&format!("malformed message: {e}")).await),
+        };
+        match msg {
+            ClientMessage::Connect { .. } => {
+                Err(self.fatal("Connect sent twice on one connection").await)
+            }
+            ClientMessage::ModifyQuerySet {
+                base_version,
+                new_version,
+                modifications,
+            } => {
+                let event = Event::ModifyQuerySet {
+                    conn: self.conn,
+                    base_version,
+                    new_version,
+                    modifications,
+                };
+                self.tell_worker(event).await
+            }
+            ClientMessage::Authenticate {
+                base_version,
+                token,
+            } => self.authenticate(base_version, token).await,
+            ClientMessage::Mutation {
+                request_id,
+                udf_path,
+                args,
+                component_path,
+            } => {
+                self.mutation(request_id, udf_path, args, component_path)
+                    .await
+            }
+            ClientMessage::Action {
+                request_id,
+                udf_path,
+                args,
+                component_path,
+            } => {
+                self.action(request_id, udf_path, args, component_path);
+                Ok(())
+            }
+            ClientMessage::Event { .. } => Ok(()),
+        }
+    }
+
+    async fn tell_worker(&mut self, event: Event) -> Result<(), End> {
+        match self.state.subscriptions.send(event) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(End::Close(CLOSE_OVERLOADED, e.to_string())),
+        }
+    }
+
+    async fn authenticate(
+        &mut self,
+        base_version: u32,
+        token: AuthenticationToken,
+    ) -> Result<(), End> {
+        let identity = match token {
+            AuthenticationToken::None => Ok(Identity::Anonymous),
+            AuthenticationToken::User(token) => self.state.authenticator.authenticate(&token).await,
+            AuthenticationToken::Admin(_) => {
+                Err(Error::unauthenticated("admin keys are not supported"))
+            }
+        };
+        match identity {
+            Ok(identity) => {
+                self.identity = identity.clone();
+                self.tell_worker(Event::SetIdentity {
+                    conn: self.conn,
+                    base_version,
+                    identity,
+                })
+                .await
+            }
+            Err(e) => {
+                let msg = ServerMessage::AuthError {
+                    error: e.client_message(),
+                    base_version,
+                    auth_update_attempted: true,
+                };
+                self.send(&msg).await
+            }
+        }
+    }
+
+    async fn mutation(
+        &mut self,
+        request_id: RequestId,
+        path: String,
+        args: Vec<Value>,
+        component_path: Option<String>,
+    ) -> Result<(), End> {
+        let path = with_component(path, component_path);
+        let key = self.session.as_ref().map(|s| RequestKey {
+            session_id: s.as_str().to_string(),
+            request_id: request_id.0,
+        });
+        let outcome = self
+            .state
+            .executor
+            .mutation(&path, args, self.identity.clone(), Caller::Client, key)
+            .await;
+        let (result, ts) = match outcome {
+            Ok((value, ts)) => (Ok(MutationSuccess { value, ts }), Some(ts)),
+            Err(e) => (Err(function_error(&e)), None),
+        };
+        self.send(&ServerMessage::MutationResponse {
+            request_id,
+            result,
+            log_lines: Vec::new(),
+        })
+        .await?;
+        // Read your writes: a Transition at or after the commit follows.
+        if let Some(ts) = ts {
+            self.tell_worker(Event::AwaitTs {
+                conn: self.conn,
+                ts,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn action(
+        &self,
+        request_id: RequestId,
+        path: String,
+        args: Vec<Value>,
+        component_path: Option<String>,
+    ) {
+        let path = with_component(path, component_path);
+        let executor = self.state.executor.clone();
+        let identity = self.identity.clone();
+        let reply = self.actions.clone();
+        tokio::spawn(async move {
+            let result = executor
+                .action(&path, args, identity, Caller::Client)
+                .await
+                .map_err(|e| function_error(&e));
+            let _ = reply
+                .send(ServerMessage::ActionResponse {
+                    request_id,
+                    result,
+                    log_lines: Vec::new(),
+                })
+                .await;
+        });
+    }
+}
+
+fn with_component(path: String, component: Option<String>) -> String {
+    match component {
+        Some(c) if !c.is_empty() => format!("{c}/{path}"),
+        _ => path,
+    }
+}
+
+/// The wire form of a function's error.
+pub fn function_error(e: &Error) -> FunctionError {
+    FunctionError {
+        message: e.client_message(),
+        data: e.error_data(),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
