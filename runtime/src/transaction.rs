@@ -467,6 +467,11 @@ impl Query<'_, '_> {
                 Order::Desc => end = c,
             }
         }
+        if limit == Some(0) {
+            // `take(0)` passes no key, so it reads (and records) nothing: a
+            // commit anywhere in the range cannot change its empty result.
+            return Ok((Vec::new(), false, start));
+        }
         let (scan_start, scan_end) = (start.clone(), end.clone());
         let mut out = Vec::new();
         let mut last_key: Option<Vec<u8>> = None;

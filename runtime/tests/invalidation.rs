@@ -70,7 +70,7 @@ fn arb_write() -> impl Strategy<Value = WriteSpec> {
     let org = prop::sample::select(vec!["o1", "o2", "o3"]);
     let note = prop::sample::select(vec!["x", "y"]);
     prop_oneof![
-        arb_thing().prop_map(WriteSpec::Insert),
+        1 => arb_thing().prop_map(WriteSpec::Insert),
         3 => (
             any::<usize>(),
             prop::option::of(org),
@@ -78,8 +78,8 @@ fn arb_write() -> impl Strategy<Value = WriteSpec> {
             prop::option::of(note),
         )
             .prop_map(|(target, org, status, note)| WriteSpec::Patch { target, org, status, note }),
-        (any::<usize>(), arb_thing()).prop_map(|(target, with)| WriteSpec::Replace { target, with }),
-        (any::<usize>()).prop_map(|target| WriteSpec::Delete { target }),
+        1 => (any::<usize>(), arb_thing()).prop_map(|(target, with)| WriteSpec::Replace { target, with }),
+        1 => any::<usize>().prop_map(|target| WriteSpec::Delete { target }),
     ]
 }
 
