@@ -13,11 +13,16 @@ use common::{
 };
 use livebase_runtime::database::Database;
 use livebase_runtime::store::Order;
-use livebase_runtime::transaction::{IndexRange, Page};
+use livebase_runtime::transaction::{IndexRange, Page, Transaction};
 use livebase_runtime::{Error, ErrorCode};
 use livebase_schema::{obj, DocumentId, Value};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
+
+/// A range built for a table-driven case.
+type RangeFn = Box<dyn FnOnce(IndexRange) -> IndexRange + Send>;
+/// A handler that tries to write.
+type WriteFn = Box<dyn FnOnce(&mut Transaction) -> livebase_runtime::Result<()> + Send>;
 
 fn item(org: &str, status: &str, name: &str) -> Value {
     obj! { "organizationId" => org, "status" => status, "name" => name }
@@ -70,9 +75,7 @@ fn names(docs: &[Value]) -> Vec<&str> {
 /// The error a mutation ends with (panics if it committed).
 async fn mutation_error<T: Send + std::fmt::Debug + 'static>(
     db: &Database,
-    f: impl FnOnce(&mut livebase_runtime::transaction::Transaction) -> livebase_runtime::Result<T>
-        + Send
-        + 'static,
+    f: impl FnOnce(&mut Transaction) -> livebase_runtime::Result<T> + Send + 'static,
 ) -> Error {
     db.mutate(f).await.expect_err("the mutation must fail")
 }
@@ -249,11 +252,7 @@ async fn with_index_eq_and_bounds_select_exactly_the_range() {
     seed_ranges(&db).await;
     let by_os = "by_organization_status";
     let asc = Order::Asc;
-    let cases: Vec<(
-        &str,
-        Box<dyn FnOnce(IndexRange) -> IndexRange + Send>,
-        Vec<&str>,
-    )> = vec![
+    let cases: Vec<(&str, RangeFn, Vec<&str>)> = vec![
         (
             "eq org",
             Box::new(|q| q.eq("organizationId", "a")),
@@ -722,14 +721,7 @@ async fn a_query_cannot_write() {
     let id = insert_each(&db, "items", vec![item("o", "s", "only")]).await[0].clone();
     let before = range(&db, "by_creation_time", Order::Asc, |q| q).await;
     let i = id.clone();
-    let attempts: Vec<
-        Box<
-            dyn FnOnce(
-                    &mut livebase_runtime::transaction::Transaction,
-                ) -> livebase_runtime::Result<()>
-                + Send,
-        >,
-    > = vec![
+    let attempts: Vec<WriteFn> = vec![
         Box::new(|tx| tx.insert("items", item("o", "s", "sneaky")).map(|_| ())),
         Box::new({
             let i = i.clone();

@@ -75,7 +75,7 @@ pub fn run(p: &dyn Persistence) {
         got.iter().map(|(_, d)| d.creation_time).collect::<Vec<_>>(),
         [1.0, 2.0, 3.0]
     );
-    let got = r.scan(&[b'u', 0], &[b'v'], Order::Desc, 2).unwrap();
+    let got = r.scan(&[b'u', 0], b"v", Order::Desc, 2).unwrap();
     assert_eq!(
         got.iter().map(|(_, d)| d.creation_time).collect::<Vec<_>>(),
         [4.0, 3.0]
