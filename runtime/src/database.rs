@@ -153,13 +153,14 @@ impl Database {
     }
 
     /// Registers a listener called after every later commit, on the writer
-    /// thread, in commit order. It must not block for long: the next commit
-    /// waits for it.
-    pub async fn on_commit(&self, listener: CommitListener) -> Result<()> {
+    /// thread, in commit order, and returns the timestamp of the last commit
+    /// before it. It must not block for long: the next commit waits for it.
+    pub async fn on_commit(&self, listener: CommitListener) -> Result<Timestamp> {
         self.on_writer(move |w| {
             if let Ok(mut l) = w.listeners.lock() {
                 l.push(listener);
             }
+            w.last_ts
         })
         .await
     }

@@ -118,9 +118,16 @@ impl Subscriptions {
     pub async fn start(executor: &Executor) -> Result<Subscriptions> {
         let db: &Database = executor.database();
         let (tx, rx) = std_mpsc::sync_channel(EVENT_QUEUE);
-        let mut conn = db.persistence().connect()?;
-        let start_ts = conn.begin_read()?;
-        conn.end_read()?;
+        let conn = db.persistence().connect()?;
+        let commit_tx = tx.clone();
+        // Registered on the writer thread: every commit after `start_ts` reaches
+        // the worker, none before it does.
+        let start_ts = db
+            .on_commit(Box::new(move |commit| {
+                // Blocks when the queue is full: commits wait for the worker.
+                let _ = commit_tx.send(Event::Commit(commit));
+            }))
+            .await?;
         let stats = Arc::new(Stats::default());
         let worker = Worker {
             conn,
@@ -129,6 +136,7 @@ impl Subscriptions {
             deferred: VecDeque::new(),
             processed_ts: start_ts,
             connections: HashMap::new(),
+            dirty: HashSet::new(),
             queries: HashMap::new(),
             by_key: HashMap::new(),
             next_handle: 0,
@@ -139,12 +147,6 @@ impl Subscriptions {
             .name("livebase-subscriptions".into())
             .spawn(move || worker.run())
             .map_err(|e| Error::internal(format!("spawning the subscription worker: {e}")))?;
-        let commit_tx = tx.clone();
-        db.on_commit(Box::new(move |commit| {
-            // Blocks when the queue is full: commits wait for the worker.
-            let _ = commit_tx.send(Event::Commit(commit));
-        }))
-        .await?;
         Ok(Subscriptions {
             tx,
             stats,
@@ -271,6 +273,9 @@ struct Worker {
     deferred: VecDeque<Event>,
     processed_ts: Timestamp,
     connections: HashMap<ConnId, ConnState>,
+    /// Connections with something to send; `flush` visits only these, so a
+    /// round costs nothing for idle connections.
+    dirty: HashSet<ConnId>,
     queries: HashMap<u64, QueryState>,
     by_key: HashMap<(String, String, String), u64>,
     next_handle: u64,
@@ -384,6 +389,7 @@ impl Worker {
             Event::AwaitTs { conn, ts } => {
                 if let Some(c) = self.connections.get_mut(&conn) {
                     c.await_ts = Some(c.await_ts.map_or(ts, |t| t.max(ts)));
+                    self.dirty.insert(conn);
                 }
             }
             Event::Commit(_) | Event::Shutdown => {}
@@ -437,6 +443,7 @@ impl Worker {
                         ));
                         let c = self.connections.get_mut(&conn).expect("checked");
                         c.pending.push(modification(query_id, &to_wire(&Err(err))));
+                        self.dirty.insert(conn);
                         continue;
                     }
                     let path = match component_path {
@@ -464,6 +471,7 @@ impl Worker {
         if let Some(c) = self.connections.get_mut(&conn) {
             c.query_set = new_version;
             c.dirty = true;
+            self.dirty.insert(conn);
         }
     }
 
@@ -549,6 +557,7 @@ impl Worker {
         }
         c.identity_version = base_version + 1;
         c.dirty = true;
+        self.dirty.insert(conn);
         if c.identity == identity {
             return;
         }
@@ -610,6 +619,7 @@ impl Worker {
             for (conn, query_id) in recipients {
                 if let Some(c) = self.connections.get_mut(conn) {
                     c.pending.push(modification(*query_id, &result));
+                    self.dirty.insert(*conn);
                 }
             }
             q.result = Some(result);
@@ -624,9 +634,16 @@ impl Worker {
     fn flush(&mut self) {
         let ts = self.processed_ts;
         let mut slow = Vec::new();
-        for (id, c) in self.connections.iter_mut() {
+        let mut still_waiting = Vec::new();
+        for id in self.dirty.drain() {
+            let Some(c) = self.connections.get_mut(&id) else {
+                continue;
+            };
             let awaited = c.await_ts.is_some_and(|t| t <= ts);
             if !c.dirty && c.pending.is_empty() && !awaited {
+                if c.await_ts.is_some() {
+                    still_waiting.push(id);
+                }
                 continue;
             }
             if awaited {
@@ -653,11 +670,12 @@ impl Worker {
                         conn = id,
                         "dropping a connection whose outbound queue is full"
                     );
-                    slow.push(*id);
+                    slow.push(id);
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => slow.push(*id),
+                Err(mpsc::error::TrySendError::Closed(_)) => slow.push(id),
             }
         }
+        self.dirty.extend(still_waiting);
         for id in slow {
             self.drop_connection(id);
         }

@@ -1,6 +1,7 @@
 //! The network edge: one axum router on one port serving the sync WebSocket
 //! (`/api/sync`, `/api/<client version>/sync`), the HTTP function API
-//! (`/api/query`, `/api/mutation`, `/api/action`) and `/health`. Shaped like
+//! (`/api/query`, `/api/mutation`, `/api/action`), the auth endpoints
+//! (`/api/auth/*`, see [`crate::auth::http`]) and `/health`. Shaped like
 //! mini-redis's server: a connection cap (a semaphore), a handler per
 //! connection, and one broadcast shutdown signal every handler listens to.
 
@@ -13,12 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::auth::{Authenticator, NoAuth};
+use crate::auth::{Authenticator, SessionAuth};
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::executor::Executor;
@@ -90,16 +92,28 @@ impl RunningServer {
     }
 }
 
-/// Opens the store in `options.data_dir` and serves `registry` on it.
+/// Opens the store in `options.data_dir` and serves `registry` on it, with the
+/// built-in users and sessions: the `/api/auth/*` endpoints, and tokens signed
+/// with the key of the data folder (see [`crate::auth::tokens`]).
 pub async fn serve(registry: Registry, options: ServerOptions) -> Result<RunningServer> {
-    serve_with(registry, options, Arc::new(NoAuth)).await
+    start(registry, options, None).await
 }
 
-/// As [`serve`], with an authenticator for `Authenticate` tokens.
+/// As [`serve`], with another authenticator for tokens and no `/api/auth/*`
+/// endpoints (`NoAuth` refuses every token).
 pub async fn serve_with(
-    mut registry: Registry,
+    registry: Registry,
     options: ServerOptions,
     authenticator: Arc<dyn Authenticator>,
+) -> Result<RunningServer> {
+    start(registry, options, Some(authenticator)).await
+}
+
+/// Starts a server; with no authenticator given, the built-in one.
+async fn start(
+    mut registry: Registry,
+    options: ServerOptions,
+    authenticator: Option<Arc<dyn Authenticator>>,
 ) -> Result<RunningServer> {
     std::fs::create_dir_all(&options.data_dir)
         .map_err(|e| Error::internal(format!("creating {}: {e}", options.data_dir.display())))?;
@@ -108,6 +122,14 @@ pub async fn serve_with(
         options.data_dir.join("livebase.sqlite3"),
     )?);
     let db = Database::open(persistence, registry.schema().clone())?;
+    let (authenticator, auth_routes) = match authenticator {
+        Some(custom) => (custom, None),
+        None => {
+            let auth = SessionAuth::open(&options.data_dir, db.clone())?;
+            let routes = crate::auth::http::routes(auth.clone());
+            (Arc::new(auth) as Arc<dyn Authenticator>, Some(routes))
+        }
+    };
     let executor = Executor::new(db, Arc::new(registry));
     let subscriptions = Subscriptions::start(&executor).await?;
     let (shutdown, _) = broadcast::channel(1);
@@ -124,9 +146,19 @@ pub async fn serve_with(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::internal(format!("reading the bound address: {e}")))?;
-    let app = router(state.clone());
+    let app = match auth_routes {
+        Some(auth) => router(state.clone()).merge(auth),
+        None => router(state.clone()),
+    };
     let mut stop = state.shutdown.subscribe();
     let task = tokio::spawn(async move {
+        // Small frames must leave at once: without TCP_NODELAY, Nagle's
+        // algorithm and delayed ACKs add tens of milliseconds to a round trip.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("setting TCP_NODELAY: {e}");
+            }
+        });
         let result = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = stop.recv().await;

@@ -36,8 +36,12 @@ pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Res
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
     };
+    // Small buffers: tungstenite's defaults (128 KiB each way) would cost an
+    // idle connection a quarter of a megabyte.
     ws.max_message_size(MAX_MESSAGE_SIZE)
         .max_frame_size(MAX_MESSAGE_SIZE)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
         .on_upgrade(move |socket| async move {
             let shutdown = state.shutdown.subscribe();
             Handler::run(socket, state, shutdown, permit).await
@@ -155,6 +159,13 @@ impl Handler {
                     Some(Ok(_)) => Ok(()), // ping/pong frames
                 },
                 out = out_rx.recv() => match out {
+                    // The worker found a protocol violation (a wrong query-set
+                    // or identity version) and has already dropped us: close as
+                    // the handler's own `fatal` does, not as "too slow" when the
+                    // queue then ends.
+                    Some(ServerMessage::FatalError { error }) => {
+                        Err(self.fatal(&error).await)
+                    }
                     Some(msg) => self.send(&msg).await,
                     // The worker dropped us: our queue overflowed (or it stopped).
                     None => Err(End::Close(CLOSE_OVERLOADED, "connection too slow to keep up; reconnect".into())),

@@ -1,0 +1,50 @@
+//! The application the benchmark drives: one organization-scoped table and the
+//! two functions every figure needs. No sign-in, so the figures measure the
+//! core (store, invalidation, push), not password hashing.
+
+use livebase_runtime::registry::Registry;
+use livebase_runtime::store::Order;
+use livebase_schema::{define_table, obj, v, Schema};
+
+pub fn registry() -> Registry {
+    let schema = Schema::new().table(
+        "docs",
+        define_table([
+            ("organizationId", v::string()),
+            ("n", v::float64()),
+            ("createdBy", v::string()),
+        ])
+        .index("by_organization", ["organizationId"]),
+    );
+    let mut app = Registry::new(schema);
+    // The newest 20 documents of an organization. `tag` only makes otherwise
+    // identical subscriptions distinct, so idle subscriptions are not shared.
+    app.query(
+        "bench:list",
+        [
+            ("organizationId", v::string()),
+            ("tag", v::optional(v::float64())),
+        ],
+        |ctx, args| {
+            let org = args.string("organizationId")?;
+            ctx.db
+                .query("docs")
+                .with_index("by_organization", |q| q.eq("organizationId", org))
+                .order(Order::Desc)
+                .take(20)
+        },
+    );
+    app.mutation(
+        "bench:add",
+        [("organizationId", v::string()), ("n", v::float64())],
+        |ctx, args| {
+            let doc = obj! {
+                "organizationId" => args.string("organizationId")?,
+                "n" => args.f64("n")?,
+                "createdBy" => "bench",
+            };
+            ctx.db.insert("docs", doc)
+        },
+    );
+    app
+}

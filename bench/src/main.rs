@@ -1,0 +1,69 @@
+//! `livebase-bench`: measures livebase's core on loopback against the limits of
+//! the machine it runs on, measured in the same run.
+//!
+//! Run: `cargo run --release -p livebase-bench` (about five minutes on 2
+//! cores); `-- --quick` is the seconds-long smoke version CI runs. It prints a
+//! table and writes `bench-results.json`.
+//!
+//! The server runs as a child process (this binary with `server`), so its CPU
+//! time and resident memory are its own; the child answers `stats` on stdin
+//! with its counters.
+
+mod app;
+mod client;
+mod phases;
+mod server;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "livebase-bench",
+    about = "Measure livebase against the machine's limits"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// A seconds-long smoke run with small sizes (CI).
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench-results.json")]
+    out: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Internal: serve the benchmark application (the parent starts this).
+    Server {
+        #[arg(long)]
+        data: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // 10,000 connections need more than the usual 1,024 open files, on both
+    // ends; the child inherits the raised limit.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Some(Command::Server { data }) => runtime.block_on(server::child(data)),
+        None => runtime.block_on(phases::run_all(cli.quick, &cli.out)),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,467 @@
+//! The measurements, in the order they are reported. Each figure is printed
+//! beside the machine's own limit measured in the same run.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use livebase_schema::protocol::{ServerMessage, StateModification};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{newest_n, BoxError, Conn};
+use crate::server::Server;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Sizes of one run.
+struct Sizes {
+    echo_rounds: usize,
+    sqlite_inserts: usize,
+    idle_subs: usize,
+    idle_orgs: usize,
+    writes: usize,
+    selectivity_small: usize,
+    fanout_conns: usize,
+    fanout_repeats: usize,
+    throughput_total: usize,
+    memory_conns: usize,
+    scaling: Vec<usize>,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                echo_rounds: 200,
+                sqlite_inserts: 50,
+                idle_subs: 200,
+                idle_orgs: 20,
+                writes: 30,
+                selectivity_small: 10,
+                fanout_conns: 20,
+                fanout_repeats: 3,
+                throughput_total: 64,
+                memory_conns: 50,
+                scaling: vec![100, 200],
+            }
+        } else {
+            Sizes {
+                echo_rounds: 5_000,
+                sqlite_inserts: 1_000,
+                idle_subs: 10_000,
+                idle_orgs: 1_000,
+                writes: 1_000,
+                selectivity_small: 10,
+                fanout_conns: 1_000,
+                fanout_repeats: 30,
+                throughput_total: 2_000,
+                memory_conns: 10_000,
+                scaling: vec![1_000, 10_000, 50_000],
+            }
+        }
+    }
+}
+
+fn progress(msg: &str) {
+    eprintln!("[bench] {msg}");
+}
+
+/// p50, p99 and max of samples, in milliseconds.
+fn percentiles(samples: &mut [Duration]) -> (f64, f64, f64) {
+    if samples.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    (
+        ms(at(0.5)),
+        ms(at(0.99)),
+        ms(*samples.last().expect("non-empty")),
+    )
+}
+
+pub async fn run_all(quick: bool, out: &Path) -> Result<(), BoxError> {
+    let s = Sizes::new(quick);
+    let mut results = serde_json::Map::new();
+
+    progress("limit: WebSocket echo round trip on loopback");
+    let (echo_p50, echo_p99, _) = echo(s.echo_rounds).await?;
+    results.insert("echo_ms".into(), json!({"p50": echo_p50, "p99": echo_p99}));
+
+    progress("limit: plain rusqlite single-row insert transactions (WAL, synchronous=FULL)");
+    let sqlite_rate = sqlite_inserts(s.sqlite_inserts)?;
+    results.insert("sqlite_inserts_per_s".into(), json!(sqlite_rate));
+
+    progress(&format!(
+        "push latency with {} idle subscriptions over {} organizations",
+        s.idle_subs, s.idle_orgs
+    ));
+    let push = push_scenario(s.idle_subs, s.idle_orgs, s.writes).await?;
+    results.insert(
+        "push_ms".into(),
+        json!({"p50": push.p50, "p99": push.p99, "max": push.max, "idle_subscriptions": s.idle_subs,
+               "ratio_to_echo_p50": push.p50 / echo_p50.max(1e-9)}),
+    );
+
+    progress(&format!(
+        "selectivity: {} vs {} other subscriptions",
+        s.selectivity_small, s.idle_subs
+    ));
+    let small = push_scenario(
+        s.selectivity_small,
+        s.selectivity_small.min(s.idle_orgs),
+        s.writes,
+    )
+    .await?;
+    let selectivity = push.cpu_us_per_mutation / small.cpu_us_per_mutation.max(1e-9);
+    results.insert(
+        "selectivity".into(),
+        json!({"cpu_us_per_mutation_small": small.cpu_us_per_mutation,
+               "cpu_us_per_mutation_large": push.cpu_us_per_mutation, "ratio": selectivity}),
+    );
+
+    progress(&format!(
+        "fan-out: {} subscribers of one query",
+        s.fanout_conns
+    ));
+    let fan = fanout(s.fanout_conns, s.fanout_repeats).await?;
+    results.insert(
+        "fanout".into(),
+        json!({"connections": s.fanout_conns, "last_p50_ms": fan.0, "last_p99_ms": fan.1, "runs_per_write": fan.2}),
+    );
+
+    let mut throughput = Vec::new();
+    for clients in [1usize, 8, 64] {
+        progress(&format!("throughput: {clients} concurrent clients"));
+        let rate = mutation_throughput(clients, s.throughput_total).await?;
+        throughput.push(json!({"clients": clients, "per_s": rate, "ratio_to_sqlite": rate / sqlite_rate.max(1e-9)}));
+    }
+    results.insert("throughput".into(), json!(throughput));
+
+    progress(&format!(
+        "memory: {} idle subscribed connections",
+        s.memory_conns
+    ));
+    let per_conn_kb = memory(s.memory_conns).await?;
+    results.insert("memory_kb_per_connection".into(), json!(per_conn_kb));
+
+    let mut scaling = Vec::new();
+    for &subs in &s.scaling {
+        progress(&format!("scaling: {subs} subscriptions"));
+        let r = push_scenario(subs, (subs / 10).max(1), s.writes.min(300)).await?;
+        scaling.push(
+            json!({"subscriptions": subs, "push_p50_ms": r.p50, "push_p99_ms": r.p99,
+                            "cpu_us_per_mutation": r.cpu_us_per_mutation}),
+        );
+    }
+    results.insert("scaling".into(), json!(scaling));
+
+    let json = serde_json::Value::Object(results);
+    std::fs::write(out, serde_json::to_string_pretty(&json)?)?;
+    print_table(&json);
+    eprintln!("[bench] wrote {}", out.display());
+    Ok(())
+}
+
+fn print_table(r: &serde_json::Value) {
+    let f = |p: &str| {
+        r.pointer(p)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(f64::NAN)
+    };
+    println!("| figure | result | limit / goal |");
+    println!("| --- | --- | --- |");
+    println!(
+        "| WebSocket echo round trip (limit) | p50 {:.3} ms, p99 {:.3} ms | — |",
+        f("/echo_ms/p50"),
+        f("/echo_ms/p99")
+    );
+    println!(
+        "| rusqlite single-row inserts (limit) | {:.0} /s | — |",
+        f("/sqlite_inserts_per_s")
+    );
+    println!(
+        "| push latency, {} idle subscriptions | p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms ({:.1}× echo) | p50 ≤ 0.5 ms, p99 ≤ 2 ms |",
+        f("/push_ms/idle_subscriptions"), f("/push_ms/p50"), f("/push_ms/p99"), f("/push_ms/max"), f("/push_ms/ratio_to_echo_p50")
+    );
+    println!(
+        "| selectivity: server CPU per mutation | {:.1} µs (small) vs {:.1} µs (large): ratio {:.2} | ≤ 1.1 |",
+        f("/selectivity/cpu_us_per_mutation_small"), f("/selectivity/cpu_us_per_mutation_large"), f("/selectivity/ratio")
+    );
+    println!(
+        "| fan-out to {} subscribers | last p50 {:.2} ms, p99 {:.2} ms; query runs per write {:.2} | p99 ≤ 20 ms; 1 run |",
+        f("/fanout/connections"), f("/fanout/last_p50_ms"), f("/fanout/last_p99_ms"), f("/fanout/runs_per_write")
+    );
+    if let Some(rows) = r.get("throughput").and_then(|t| t.as_array()) {
+        for row in rows {
+            let g = |k: &str| {
+                row.get(k)
+                    .and_then(serde_json::Value::as_f64)
+                    .unwrap_or(f64::NAN)
+            };
+            println!(
+                "| mutations/s, {} clients | {:.0} /s ({:.0} % of rusqlite) | ≥ 50 % |",
+                g("clients"),
+                g("per_s"),
+                g("ratio_to_sqlite") * 100.0
+            );
+        }
+    }
+    println!(
+        "| memory per idle subscribed connection | {:.1} KB | ≤ 50 KB |",
+        f("/memory_kb_per_connection")
+    );
+    if let Some(rows) = r.get("scaling").and_then(|t| t.as_array()) {
+        for row in rows {
+            let g = |k: &str| {
+                row.get(k)
+                    .and_then(serde_json::Value::as_f64)
+                    .unwrap_or(f64::NAN)
+            };
+            println!(
+                "| scaling, {} subscriptions | push p50 {:.3} ms, p99 {:.3} ms; {:.1} µs CPU per mutation | flat |",
+                g("subscriptions"), g("push_p50_ms"), g("push_p99_ms"), g("cpu_us_per_mutation")
+            );
+        }
+    }
+}
+
+/// Round trips of a bare tokio-tungstenite echo server on loopback.
+async fn echo(rounds: usize) -> Result<(f64, f64, f64), BoxError> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            if let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await {
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() && ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async_with_config(format!("ws://{addr}/"), None, true).await?;
+    let payload = r#"{"type":"Transition","modifications":[]}"#;
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t0 = Instant::now();
+        ws.send(Message::Text(payload.into())).await?;
+        ws.next().await.ok_or("echo closed")??;
+        samples.push(t0.elapsed());
+    }
+    Ok(percentiles(&mut samples))
+}
+
+/// Single-row insert transactions per second, same durability as livebase.
+fn sqlite_inserts(n: usize) -> Result<f64, BoxError> {
+    let dir = tempfile::tempdir()?;
+    let conn = rusqlite::Connection::open(dir.path().join("limit.sqlite3"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")?;
+    let t0 = Instant::now();
+    for i in 0..n {
+        conn.execute("INSERT INTO t (v) VALUES (?1)", [format!("row {i}")])?;
+    }
+    Ok(n as f64 / t0.elapsed().as_secs_f64())
+}
+
+struct PushResult {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    cpu_us_per_mutation: f64,
+}
+
+/// Opens `subs` idle subscriptions (each distinct) over `orgs` organizations,
+/// 100 per connection; returns the connections (kept open by the caller).
+async fn idle_subscriptions(url: &str, subs: usize, orgs: usize) -> Result<Vec<Conn>, BoxError> {
+    let mut conns = Vec::new();
+    let per_conn = 100;
+    let mut made = 0;
+    while made < subs {
+        let n = per_conn.min(subs - made);
+        let mut c = Conn::connect(url).await?;
+        let queries: Vec<(u32, String, Option<f64>)> = (0..n)
+            .map(|i| {
+                let k = made + i;
+                (i as u32, format!("org{}", k % orgs.max(1)), Some(k as f64))
+            })
+            .collect();
+        c.subscribe(&queries).await?;
+        let v = c.query_set();
+        c.await_query_set(v, WAIT).await?;
+        conns.push(c);
+        made += n;
+    }
+    Ok(conns)
+}
+
+/// One writer, one subscriber of the written organization, `idle` other
+/// subscriptions: the latency from sending a mutation to the subscriber
+/// holding the new result, and the server's CPU per mutation.
+async fn push_scenario(idle: usize, orgs: usize, writes: usize) -> Result<PushResult, BoxError> {
+    let mut server = Server::start().await?;
+    let _idle = idle_subscriptions(&server.url, idle, orgs).await?;
+    let mut writer = Conn::connect(&server.url).await?;
+    let mut sub = Conn::connect(&server.url).await?;
+    sub.subscribe(&[(0, "target".into(), None)]).await?;
+    sub.await_query_set(1, WAIT).await?;
+    // Warm up caches and prepared statements.
+    for i in 0..5 {
+        writer.add_and_wait("warmup", f64::from(i)).await?;
+    }
+    let before = server.stats().await?;
+    let mut samples = Vec::with_capacity(writes);
+    for i in 0..writes {
+        let n = i as f64;
+        let t0 = Instant::now();
+        let id = writer.add("target", n).await?;
+        wait_for_newest(&mut sub, n).await?;
+        samples.push(t0.elapsed());
+        // Drain the writer's own response (and read-your-writes Transition).
+        loop {
+            if let ServerMessage::MutationResponse { request_id, .. } = writer.recv(WAIT).await? {
+                if request_id == id {
+                    break;
+                }
+            }
+        }
+    }
+    let after = server.stats().await?;
+    server.stop().await;
+    if after.commits - before.commits < writes as u64 {
+        return Err(format!(
+            "only {} of {writes} writes committed",
+            after.commits - before.commits
+        )
+        .into());
+    }
+    let (p50, p99, max) = percentiles(&mut samples);
+    Ok(PushResult {
+        p50,
+        p99,
+        max,
+        cpu_us_per_mutation: (after.cpu_ns - before.cpu_ns) as f64 / 1e3 / writes.max(1) as f64,
+    })
+}
+
+/// Reads until a Transition shows `n` as the newest document.
+async fn wait_for_newest(conn: &mut Conn, n: f64) -> Result<(), BoxError> {
+    loop {
+        if let ServerMessage::Transition { modifications, .. } = conn.recv(WAIT).await? {
+            for m in modifications {
+                if let StateModification::QueryUpdated { value, .. } = m {
+                    if newest_n(&value) == Some(n) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `conns` connections subscribed to one query; per write, the time until the
+/// last of them has the result; and query runs per write.
+async fn fanout(conns: usize, repeats: usize) -> Result<(f64, f64, f64), BoxError> {
+    let mut server = Server::start().await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
+    for _ in 0..conns {
+        let mut c = Conn::connect(&server.url).await?;
+        c.subscribe(&[(0, "fan".into(), None)]).await?;
+        c.await_query_set(1, WAIT).await?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            for r in 0..repeats {
+                if wait_for_newest(&mut c, r as f64).await.is_err() {
+                    return;
+                }
+                let _ = tx.send((r, Instant::now()));
+            }
+        });
+    }
+    let mut writer = Conn::connect(&server.url).await?;
+    let before = server.stats().await?;
+    let mut samples = Vec::new();
+    for r in 0..repeats {
+        let t0 = Instant::now();
+        writer.add_and_wait("fan", r as f64).await?;
+        let mut last = t0;
+        for _ in 0..conns {
+            let (got, at) = tokio::time::timeout(WAIT, rx.recv())
+                .await?
+                .ok_or("fan-out task ended")?;
+            if got != r {
+                return Err(
+                    format!("fan-out: expected write {r}, a subscriber reported {got}").into(),
+                );
+            }
+            last = last.max(at);
+        }
+        samples.push(last - t0);
+    }
+    let after = server.stats().await?;
+    server.stop().await;
+    if after.dropped_slow > before.dropped_slow {
+        return Err("fan-out: the server dropped subscribers as too slow".into());
+    }
+    let runs = (after.evaluations - before.evaluations) as f64 / repeats.max(1) as f64;
+    let (p50, p99, _) = percentiles(&mut samples);
+    Ok((p50, p99, runs))
+}
+
+/// Committed mutations per second from `clients` concurrent connections.
+async fn mutation_throughput(clients: usize, total: usize) -> Result<f64, BoxError> {
+    let server = Server::start().await?;
+    let per_client = (total / clients).max(1);
+    let mut conns = Vec::new();
+    for _ in 0..clients {
+        conns.push(Conn::connect(&server.url).await?);
+    }
+    let t0 = Instant::now();
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(k, mut c)| {
+            tokio::spawn(async move {
+                for i in 0..per_client {
+                    c.add_and_wait(&format!("org{k}"), i as f64).await?;
+                }
+                Ok::<(), BoxError>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    let rate = (per_client * clients) as f64 / t0.elapsed().as_secs_f64();
+    server.stop().await;
+    Ok(rate)
+}
+
+/// Resident memory added per idle connection holding one subscription.
+async fn memory(conns: usize) -> Result<f64, BoxError> {
+    let mut server = Server::start().await?;
+    let before = server.stats().await?;
+    let mut held = Vec::with_capacity(conns);
+    for k in 0..conns {
+        let mut c = Conn::connect(&server.url).await?;
+        c.subscribe(&[(0, format!("org{}", k % 1000), Some(k as f64))])
+            .await?;
+        c.await_query_set(1, WAIT).await?;
+        held.push(c);
+        if (k + 1) % 2_000 == 0 {
+            progress(&format!("  {} connections open", k + 1));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = server.stats().await?;
+    server.stop().await;
+    Ok(after.rss_kb.saturating_sub(before.rss_kb) as f64 / conns.max(1) as f64)
+}

@@ -1,0 +1,137 @@
+//! The server under test, as a child process: started from this same binary,
+//! it prints `ready <url>` and answers each `stats` line on stdin with one JSON
+//! line of counters, its CPU time (summed over its threads, in nanoseconds) and
+//! its resident memory.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use livebase_runtime::server::{serve, ServerOptions};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use crate::client::BoxError;
+
+/// Runs in the child.
+pub async fn child(data: PathBuf) -> Result<(), BoxError> {
+    let options = ServerOptions {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: data,
+    };
+    let server = serve(crate::app::registry(), options)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("ready {}", server.url());
+    let stats = server.state.subscriptions.stats().clone();
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        if line.trim() == "stats" {
+            let json = serde_json::json!({
+                "evaluations": stats.evaluations.load(Ordering::Relaxed),
+                "commits": stats.commits.load(Ordering::Relaxed),
+                "dropped_slow": stats.dropped_slow.load(Ordering::Relaxed),
+                "cpu_ns": cpu_ns(),
+                "rss_kb": rss_kb(),
+            });
+            println!("{json}");
+        }
+    }
+    Ok(())
+}
+
+/// CPU time of this process, summed over its threads (ns, from schedstat).
+fn cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Counters read from the child.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub evaluations: u64,
+    pub commits: u64,
+    pub dropped_slow: u64,
+    pub cpu_ns: u64,
+    pub rss_kb: u64,
+}
+
+/// The parent's handle on a child server.
+pub struct Server {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: Lines<BufReader<ChildStdout>>,
+    pub url: String,
+    _data: tempfile::TempDir,
+}
+
+impl Server {
+    pub async fn start() -> Result<Server, BoxError> {
+        let data = tempfile::tempdir()?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("server")
+            .arg("--data")
+            .arg(data.path())
+            .env("LIVEBASE_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+            .await
+            .map_err(|_| "the server did not start in 30 s")??
+            .ok_or("the server exited before it was ready")?;
+        let url = line
+            .strip_prefix("ready ")
+            .ok_or("unexpected first line")?
+            .to_string();
+        Ok(Server {
+            child,
+            stdin,
+            stdout,
+            url,
+            _data: data,
+        })
+    }
+
+    pub async fn stats(&mut self) -> Result<Stats, BoxError> {
+        self.stdin.write_all(b"stats\n").await?;
+        let line = self.stdout.next_line().await?.ok_or("the server exited")?;
+        let v: serde_json::Value = serde_json::from_str(&line)?;
+        let get = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        Ok(Stats {
+            evaluations: get("evaluations"),
+            commits: get("commits"),
+            dropped_slow: get("dropped_slow"),
+            cpu_ns: get("cpu_ns"),
+            rss_kb: get("rss_kb"),
+        })
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
