@@ -6,7 +6,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use livebase_schema::key::{encode_value, prefix_end};
+use livebase_schema::key::encode_value;
 use livebase_schema::table::{TableDefinition, BY_CREATION_TIME};
 use livebase_schema::{DocumentId, Object, Schema, Timestamp, Value};
 
@@ -340,7 +340,14 @@ impl IndexRange {
                 )));
             }
         }
-        let end_of = |p: &[u8]| prefix_end(p).expect("keys start with a tag byte");
+        // Just past every key whose leading values are exactly those encoded in
+        // `p`. Not `prefix_end(p)`: a string's encoding is a prefix of the
+        // encoding of that string followed by "\0" (`"b"` = 07 62 00, `"b\0"` =
+        // 07 62 00 FF 00), a different and greater value. After a whole value a
+        // key goes on with the next field's tag byte (below 0xFF) or ends, and
+        // such a longer string with an escaped 0xFF, so `p ++ [0xFF]` splits
+        // them.
+        let end_of = |p: &[u8]| [p, &[0xFF]].concat();
         let with = |value: &Value| {
             let mut k = prefix.clone();
             encode_value(&mut k, Some(value));

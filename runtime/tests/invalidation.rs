@@ -170,7 +170,7 @@ fn a_write_set_overlaps_a_read_set_exactly_when_the_result_changes() {
         prop::collection::vec(arb_query(), 1..8),
         prop::collection::vec(arb_write(), 1..6),
     );
-    runner(150)
+    runner(200)
         .run(&strategy, |(things, queries, writes)| {
             rt.block_on(async {
                 let docs = reset_things(&db, &things).await;

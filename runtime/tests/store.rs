@@ -340,6 +340,62 @@ async fn with_index_eq_and_bounds_select_exactly_the_range() {
     assert_eq!(names(&since), ["archived", "active2", "done"]);
 }
 
+/// `"b"`'s key is a prefix of `"b\0"`'s (07 62 00 and 07 62 00 FF 00): an
+/// equality or a bound on `"b"` must still tell them apart.
+#[tokio::test]
+async fn ranges_tell_a_string_from_the_same_string_followed_by_a_zero_byte() {
+    let TestDb { db, .. } = test_db();
+    let statuses = ["a", "b", "b\0", "b\0\0", "b\0x", "b\x01", "c"];
+    insert_each(
+        &db,
+        "items",
+        statuses.iter().map(|s| item("o", s, s)).collect(),
+    )
+    .await;
+    let by_os = "by_organization_status";
+    let cases: Vec<(RangeFn, Vec<&str>)> = vec![
+        (
+            Box::new(|q| q.eq("organizationId", "o").eq("status", "b")),
+            vec!["b"],
+        ),
+        (
+            Box::new(|q| q.eq("organizationId", "o").eq("status", "b\0")),
+            vec!["b\0"],
+        ),
+        (
+            Box::new(|q| q.eq("organizationId", "o").gt("status", "b")),
+            vec!["b\0", "b\0\0", "b\0x", "b\x01", "c"],
+        ),
+        (
+            Box::new(|q| q.eq("organizationId", "o").gt("status", "b\0")),
+            vec!["b\0\0", "b\0x", "b\x01", "c"],
+        ),
+        (
+            Box::new(|q| q.eq("organizationId", "o").lte("status", "b")),
+            vec!["a", "b"],
+        ),
+        (
+            Box::new(|q| q.eq("organizationId", "o").lte("status", "b\0")),
+            vec!["a", "b", "b\0"],
+        ),
+        (
+            Box::new(|q| {
+                q.eq("organizationId", "o")
+                    .gte("status", "b\0")
+                    .lt("status", "b\x01")
+            }),
+            vec!["b\0", "b\0\0", "b\0x"],
+        ),
+    ];
+    for (i, (r, expected)) in cases.into_iter().enumerate() {
+        assert_eq!(
+            names(&range(&db, by_os, Order::Asc, r).await),
+            expected,
+            "case {i}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn desc_order_reverses_the_index_order() {
     let TestDb { db, .. } = test_db();
@@ -914,7 +970,7 @@ fn range_scans_return_exactly_what_a_naive_filter_and_sort_gives() {
         prop::collection::vec(arb_thing(), 0..14),
         prop::collection::vec(arb_range(), 1..12),
     );
-    runner(200)
+    runner(300)
         .run(&strategy, |(things, ranges)| {
             rt.block_on(async {
                 let docs = reset_things(&db, &things).await;

@@ -8,8 +8,12 @@
 //! `0x04` int64 (big-endian, sign bit flipped), `0x05` float64 (total-order bits),
 //! `0x06` boolean (+ 0/1), `0x07` string and `0x08` bytes (0x00 escaped as
 //! 0x00 0xFF, terminated by 0x00), `0x09` array (elements, then 0x00), `0x0A`
-//! object (per field 0x01 + escaped name + value, then 0x00). No encoding is a
-//! prefix of another, so tuples concatenate without separators.
+//! object (per field 0x01 + escaped name + value, then 0x00). Every encoding
+//! is self-delimiting, so tuples concatenate without separators. One encoding
+//! can still be a byte prefix of another (`"b"` = 07 62 00 is a prefix of
+//! `"b\0"` = 07 62 00 FF 00): the keys whose leading value equals `v` are
+//! exactly those in `[enc(v), enc(v) ++ [0xFF])`, since after a whole value a key
+//! continues with a tag byte (below 0xFF) or ends.
 
 use crate::value::Value;
 

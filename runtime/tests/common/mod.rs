@@ -274,8 +274,8 @@ pub struct Range {
 impl RangeSpec {
     pub fn resolve(&self, docs: &[Value]) -> Range {
         let keys = things_key_fields(self.index);
-        // Equalities on all but the last key field (`_id`) at most, or on all
-        // of `by_id`'s one field.
+        // Equalities on a prefix of the key fields, from none up to all of them
+        // (`_creationTime` and `_id` included); bounds on the field after it.
         let eq_len = self.eq_len % (keys.len() + 1);
         let anchor = Pick::FromDoc(self.anchor);
         let eqs = keys[..eq_len]
