@@ -488,7 +488,13 @@ impl Query<'_, '_> {
                 exhausted = true;
                 break;
             }
-            let batch = tx.conn.scan(&start, &end, self.order, SCAN_BATCH)?;
+            // Without filters every fetched document counts toward the limit,
+            // so fetch no more than are still wanted (and decoded).
+            let want = match limit {
+                Some(n) if self.filters.is_empty() => (n - out.len()).min(SCAN_BATCH),
+                _ => SCAN_BATCH,
+            };
+            let batch = tx.conn.scan(&start, &end, self.order, want)?;
             let fetched = batch.len();
             for (key, doc) in batch {
                 tx.count_reads(1)?;
@@ -505,7 +511,7 @@ impl Query<'_, '_> {
                     }
                 }
             }
-            if fetched < SCAN_BATCH && limit.is_none_or(|n| out.len() < n) {
+            if fetched < want && limit.is_none_or(|n| out.len() < n) {
                 exhausted = true;
                 break;
             }

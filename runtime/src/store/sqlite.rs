@@ -73,9 +73,8 @@ struct SqliteConnection {
 
 fn last_ts(conn: &Connection) -> Result<Timestamp> {
     let v: Option<i64> = conn
-        .query_row("SELECT value FROM meta WHERE name = 'last_ts'", [], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT value FROM meta WHERE name = 'last_ts'")?
+        .query_row([], |r| r.get(0))
         .optional()?;
     Ok(Timestamp::new(v.unwrap_or(0) as u64))
 }
@@ -108,7 +107,7 @@ impl StoreConnection for SqliteConnection {
         if self.in_txn {
             return Err(Error::internal("begin_read inside a transaction"));
         }
-        self.conn.execute_batch("BEGIN DEFERRED")?;
+        self.conn.prepare_cached("BEGIN DEFERRED")?.execute([])?;
         self.in_txn = true;
         // The first read starts the WAL snapshot; every later read sees the same.
         last_ts(&self.conn)
@@ -117,7 +116,7 @@ impl StoreConnection for SqliteConnection {
     fn end_read(&mut self) -> Result<()> {
         if self.in_txn {
             self.in_txn = false;
-            self.conn.execute_batch("COMMIT")?;
+            self.conn.prepare_cached("COMMIT")?.execute([])?;
         }
         Ok(())
     }
@@ -126,26 +125,27 @@ impl StoreConnection for SqliteConnection {
         if self.in_txn {
             return Err(Error::internal("begin_write inside a transaction"));
         }
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         self.in_txn = true;
         last_ts(&self.conn)
     }
 
     fn commit(&mut self, ts: Timestamp) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO meta (name, value) VALUES ('last_ts', ?1)
-             ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-            params![ts.get() as i64],
-        )?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO meta (name, value) VALUES ('last_ts', ?1)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![ts.get() as i64])?;
         self.in_txn = false;
-        self.conn.execute_batch("COMMIT")?;
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
         Ok(())
     }
 
     fn rollback(&mut self) -> Result<()> {
         if self.in_txn {
             self.in_txn = false;
-            self.conn.execute_batch("ROLLBACK")?;
+            self.conn.prepare_cached("ROLLBACK")?.execute([])?;
         }
         Ok(())
     }
