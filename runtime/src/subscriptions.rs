@@ -260,6 +260,9 @@ struct ConnState {
     identity_version: u32,
     identity: Identity,
     queries: HashMap<QueryId, u64>,
+    /// Queries refused for [`MAX_QUERIES_PER_CONNECTION`]: the client was
+    /// sent `QueryFailed` and still holds them, so it may `Remove` them.
+    over_cap: HashSet<QueryId>,
     pending: Vec<StateModification>,
     dirty: bool,
     await_ts: Option<Timestamp>,
@@ -368,6 +371,7 @@ impl Worker {
                         identity_version: 0,
                         identity: Identity::Anonymous,
                         queries: HashMap::new(),
+                        over_cap: HashSet::new(),
                         pending: Vec::new(),
                         dirty: false,
                         await_ts: None,
@@ -431,7 +435,7 @@ impl Worker {
                     ..
                 } => {
                     let c = &self.connections[&conn];
-                    if c.queries.contains_key(&query_id) {
+                    if c.queries.contains_key(&query_id) || c.over_cap.contains(&query_id) {
                         return self.fatal(
                             conn,
                             format!("ModifyQuerySet: query {query_id} is already in the query set"),
@@ -442,6 +446,7 @@ impl Worker {
                             "a connection may hold at most {MAX_QUERIES_PER_CONNECTION} queries"
                         ));
                         let c = self.connections.get_mut(&conn).expect("checked");
+                        c.over_cap.insert(query_id);
                         c.pending.push(modification(query_id, &to_wire(&Err(err))));
                         self.dirty.insert(conn);
                         continue;
@@ -458,6 +463,10 @@ impl Worker {
                         return;
                     };
                     let Some(handle) = c.queries.remove(&query_id) else {
+                        if c.over_cap.remove(&query_id) {
+                            c.pending.push(StateModification::QueryRemoved { query_id });
+                            continue;
+                        }
                         return self.fatal(
                             conn,
                             format!("ModifyQuerySet: query {query_id} is not in the query set"),
@@ -662,6 +671,10 @@ impl Worker {
                 server_ts: None,
             };
             c.dirty = false;
+            if c.await_ts.is_some() {
+                // Its own write is not processed yet: visit it again later.
+                still_waiting.push(id);
+            }
             match c.out.try_send(msg) {
                 Ok(()) => c.sent = end,
                 Err(mpsc::error::TrySendError::Full(_)) => {

@@ -53,7 +53,10 @@ async fn a_client_that_stops_reading_is_disconnected_while_others_keep_their_pus
         let started = Instant::now();
         let new_body = format!("{writes}{body}");
         let done = fast
-            .mutation("notes:set", obj! { "id" => target.as_str(), "body" => new_body.as_str() })
+            .mutation(
+                "notes:set",
+                obj! { "id" => target.as_str(), "body" => new_body.as_str() },
+            )
             .await
             .expect("notes:set succeeds");
         let seen = fast.transitions_until(done.ts).await;
@@ -79,7 +82,10 @@ async fn a_client_that_stops_reading_is_disconnected_while_others_keep_their_pus
         }
     }
     assert_eq!(server.dropped_slow(), 1, "only the slow client was cut off");
-    eprintln!("cut off after about {} writes; slowest push {slowest:?}", writes - after_drop);
+    eprintln!(
+        "cut off after about {} writes; slowest push {slowest:?}",
+        writes - after_drop
+    );
 
     // The slow client, reading again, finds what was queued and then the close.
     let mut received = 0;

@@ -19,7 +19,8 @@ async fn an_application_error_arrives_with_its_code_and_data() {
         .await
         .expect_err("notes:conflict fails");
     assert_eq!(err.message, "that note is taken");
-    let expected = obj! { "code" => "CONFLICT", "message" => "that note is taken", "field" => "body" };
+    let expected =
+        obj! { "code" => "CONFLICT", "message" => "that note is taken", "field" => "body" };
     assert_eq!(err.data, Some(expected.clone()));
 
     let t = c.subscribe(&[(0, "notes:conflictQuery", obj! {})]).await;
@@ -29,7 +30,10 @@ async fn an_application_error_arrives_with_its_code_and_data() {
 
     // An action answers with the same error model.
     let err = c
-        .action("notes:addViaAction", obj! { "organizationId" => "A", "body" => "b", "n" => "NaN" })
+        .action(
+            "notes:addViaAction",
+            obj! { "organizationId" => "A", "body" => "b", "n" => "NaN" },
+        )
         .await
         .expect_err("invalid arguments");
     assert_eq!(error_code(&err).as_deref(), Some("INVALID_ARGUMENT"));
@@ -55,7 +59,10 @@ async fn a_panicking_handler_says_server_error_with_a_request_id_and_fails_only_
     let first = server_error_request_id(&err.message)
         .unwrap_or_else(|| panic!("not `[Request ID: ..] Server error`: {:?}", err.message));
     assert_eq!(err.data, None, "no errorData for an internal failure");
-    assert!(!err.message.contains("on purpose"), "the panic message stays in the log");
+    assert!(
+        !err.message.contains("on purpose"),
+        "the panic message stays in the log"
+    );
 
     let err = c
         .mutation("notes:panic", obj! {})
@@ -64,12 +71,30 @@ async fn a_panicking_handler_says_server_error_with_a_request_id_and_fails_only_
     let second = server_error_request_id(&err.message).expect("a request id");
     assert_ne!(first, second, "each failure has its own request id");
 
-    let t = c.subscribe(&[(0, "notes:panicQuery", obj! {}), (1, "notes:count", org("A"))])
+    let t = c
+        .subscribe(&[
+            (0, "notes:panicQuery", obj! {}),
+            (1, "notes:count", org("A")),
+        ])
         .await;
     let failed = t.failed(0).expect("the panicking query failed");
-    assert!(server_error_request_id(&failed.message).is_some(), "{failed:?}");
+    assert!(
+        server_error_request_id(&failed.message).is_some(),
+        "{failed:?}"
+    );
     assert_eq!(failed.data, None);
-    assert_eq!(t.updated(1), Some(&Value::Float64(0.0)), "its neighbour is fine");
+    assert_eq!(
+        t.updated(1),
+        Some(&Value::Float64(0.0)),
+        "its neighbour is fine"
+    );
+
+    let err = c
+        .action("notes:panicAction", obj! {})
+        .await
+        .expect_err("notes:panicAction fails");
+    assert!(server_error_request_id(&err.message).is_some(), "{err:?}");
+    assert_eq!(err.data, None);
 
     // The server and this connection keep working.
     let ok = c
@@ -77,7 +102,9 @@ async fn a_panicking_handler_says_server_error_with_a_request_id_and_fails_only_
         .await
         .expect("notes:add succeeds");
     let seen = c.transitions_until(ok.ts).await;
-    assert!(seen.iter().any(|t| t.updated(1) == Some(&Value::Float64(1.0))));
+    assert!(seen
+        .iter()
+        .any(|t| t.updated(1) == Some(&Value::Float64(1.0))));
     server.shutdown().await;
 }
 
@@ -110,7 +137,11 @@ async fn an_internal_function_and_a_missing_one_give_the_same_error() {
         without_path(&internal, "notes:internalAdd"),
         without_path(&missing, "notes:doesNotExist")
     );
-    assert_eq!(server.count("A").await, 0.0, "the internal mutation did not run");
+    assert_eq!(
+        server.count("A").await,
+        0.0,
+        "the internal mutation did not run"
+    );
 
     // Queries.
     let t = c
@@ -172,26 +203,91 @@ async fn invalid_arguments_are_invalid_argument_errors_that_name_the_field() {
         ("not an object", Value::from("A"), "args"),
     ];
     for (what, fields, names) in cases {
-        let err = c
-            .mutation("notes:add", fields)
-            .await
-            .expect_err(what);
-        assert_eq!(error_code(&err).as_deref(), Some("INVALID_ARGUMENT"), "{what}: {err:?}");
-        assert!(err.message.contains(names), "{what}: {:?} should name {names}", err.message);
+        let err = c.mutation("notes:add", fields).await.expect_err(what);
+        assert_eq!(
+            error_code(&err).as_deref(),
+            Some("INVALID_ARGUMENT"),
+            "{what}: {err:?}"
+        );
+        assert!(
+            err.message.contains(names),
+            "{what}: {:?} should name {names}",
+            err.message
+        );
     }
     let err = c
         .mutation("notes:set", obj! { "id" => "users_123", "body" => "b" })
         .await
         .expect_err("an id of another table");
-    assert_eq!(error_code(&err).as_deref(), Some("INVALID_ARGUMENT"), "{err:?}");
+    assert_eq!(
+        error_code(&err).as_deref(),
+        Some("INVALID_ARGUMENT"),
+        "{err:?}"
+    );
     assert!(err.message.contains("args.id"), "{:?}", err.message);
 
     let t = c
-        .subscribe(&[(0, "notes:range", obj! { "organizationId" => "A", "lo" => 0.0, "hi" => "z" })])
+        .subscribe(&[(
+            0,
+            "notes:range",
+            obj! { "organizationId" => "A", "lo" => 0.0, "hi" => "z" },
+        )])
         .await;
     let failed = t.failed(0).expect("invalid query arguments fail the query");
     assert_eq!(error_code(failed).as_deref(), Some("INVALID_ARGUMENT"));
     assert!(failed.message.contains("args.hi"), "{:?}", failed.message);
-    assert_eq!(server.count("A").await, 0.0, "no invalid call wrote anything");
+    assert_eq!(
+        server.count("A").await,
+        0.0,
+        "no invalid call wrote anything"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_an_auth_error_and_the_connection_goes_on() {
+    use livebase_schema::protocol::{AuthenticationToken, ClientMessage, ServerMessage};
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    c.subscribe(&[(0, "notes:count", org("A"))]).await;
+    for token in [
+        AuthenticationToken::User("not-a-token".into()),
+        AuthenticationToken::Admin("not-a-key".into()),
+    ] {
+        let base_version = c.version.identity;
+        c.send(&ClientMessage::Authenticate {
+            base_version,
+            token,
+        })
+        .await;
+        match c.recv().await {
+            ServerMessage::AuthError {
+                error,
+                base_version: echoed,
+                auth_update_attempted,
+            } => {
+                assert!(!error.is_empty());
+                assert_eq!(echoed, base_version);
+                assert!(auth_update_attempted);
+            }
+            other => panic!("expected an AuthError, got {other:?}"),
+        }
+    }
+    // `Event` is accepted and ignored.
+    c.send(&ClientMessage::Event {
+        event_type: "ClientConnect".into(),
+        event: serde_json::json!({"marks": []}),
+    })
+    .await;
+    c.expect_silence(support::SILENCE).await;
+    let ok = c
+        .mutation("notes:add", note("A", "still signed out", 1.0))
+        .await
+        .expect("notes:add succeeds");
+    let seen = c.transitions_until(ok.ts).await;
+    assert!(seen
+        .iter()
+        .any(|t| t.updated(0) == Some(&Value::Float64(1.0))));
+    assert_eq!(c.version.identity, 0, "a refused token changes no identity");
     server.shutdown().await;
 }

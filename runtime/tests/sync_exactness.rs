@@ -1,7 +1,8 @@
 //! Exact invalidation over the wire (DESIGN.md invariants 3 and 4), checked
 //! at random: random notes across a few organizations, random subscriptions
-//! (`notes:list` and `notes:range` with random bounds) spread over a few
-//! connections, then a sequence of random writes (inserts, patches of each
+//! (`notes:list`, `notes:range` with random bounds, and `notes:count`, whose
+//! result often survives a write that hits it) spread over a few connections,
+//! then a sequence of random writes (inserts, patches of each
 //! field, patches that change nothing, deletes) and query-set changes.
 //!
 //! After each write, every connection is fenced with a mutation of its own (its
@@ -47,13 +48,19 @@ enum Query {
     List(&'static str),
     /// `lo <= n < hi` in one organization.
     Range(&'static str, f64, f64),
+    /// Reads what `List` reads but returns only the length, so a write can hit
+    /// it and leave its result unchanged.
+    Count(&'static str),
 }
 
 impl Query {
     fn random(rng: &mut StdRng) -> Query {
         let org = ORGS[rng.random_range(0..ORGS.len())];
-        if rng.random_bool(0.35) {
+        let kind = rng.random_range(0..10);
+        if kind < 3 {
             Query::List(org)
+        } else if kind < 5 {
+            Query::Count(org)
         } else {
             let lo = rng.random_range(0..N_VALUES);
             let hi = rng.random_range(lo + 1..=N_VALUES + 1);
@@ -65,13 +72,16 @@ impl Query {
         match self {
             Query::List(_) => "notes:list",
             Query::Range(..) => "notes:range",
+            Query::Count(_) => "notes:count",
         }
     }
 
     fn args(&self) -> Value {
         match self {
-            Query::List(org) => obj! { "organizationId" => *org },
-            Query::Range(org, lo, hi) => obj! { "organizationId" => *org, "lo" => *lo, "hi" => *hi },
+            Query::List(org) | Query::Count(org) => obj! { "organizationId" => *org },
+            Query::Range(org, lo, hi) => {
+                obj! { "organizationId" => *org, "lo" => *lo, "hi" => *hi }
+            }
         }
     }
 
@@ -83,7 +93,7 @@ impl Query {
     /// Whether this note lies in the index range the query scans.
     fn reads(&self, note: &Note) -> bool {
         match self {
-            Query::List(org) => note.org == *org,
+            Query::List(org) | Query::Count(org) => note.org == *org,
             Query::Range(org, lo, hi) => note.org == *org && *lo <= note.n && note.n < *hi,
         }
     }
@@ -219,7 +229,11 @@ async fn run(seed: u64) {
         let t = client.modify(adds).await;
         for (query_id, query) in batch {
             let value = t.updated(query_id).expect("a first result").clone();
-            assert_eq!(value, fresh(&server, &query).await, "seed {seed}: first result");
+            assert_eq!(
+                value,
+                fresh(&server, &query).await,
+                "seed {seed}: first result"
+            );
             subs.push(Sub {
                 conn,
                 query_id,
@@ -230,11 +244,20 @@ async fn run(seed: u64) {
         conns.push(client);
     }
 
+    // What the run exercised, printed at the end (`--nocapture`).
+    let (mut writes, mut idle_writes, mut pushes, mut reruns, mut unchanged) = (0, 0, 0, 0, 0);
     for step in 0..STEPS {
         let context = format!("seed {seed}, step {step}");
         if rng.random_bool(0.15) {
-            change_query_set(&server, &mut rng, &mut conns, &mut subs, &mut next_query_id, &context)
-                .await;
+            change_query_set(
+                &server,
+                &mut rng,
+                &mut conns,
+                &mut subs,
+                &mut next_query_id,
+                &context,
+            )
+            .await;
             continue;
         }
 
@@ -244,7 +267,11 @@ async fn run(seed: u64) {
         // Most writes come from a connection without queries; some from a
         // subscriber, whose own push and response then interleave.
         let by = rng.random_range(0..CONNECTIONS * 3);
-        let client = if by < CONNECTIONS { &mut conns[by] } else { &mut writer };
+        let client = if by < CONNECTIONS {
+            &mut conns[by]
+        } else {
+            &mut writer
+        };
         let done = client
             .mutation(write.path, write.args.clone())
             .await
@@ -290,7 +317,10 @@ async fn run(seed: u64) {
                         StateModification::QueryUpdated {
                             query_id, value, ..
                         } => {
-                            assert!(t.end.ts >= done.ts, "{context}: a push older than the write");
+                            assert!(
+                                t.end.ts >= done.ts,
+                                "{context}: a push older than the write"
+                            );
                             let again = pushed.insert((conn, query_id.0), value);
                             assert!(again.is_none(), "{context}: query {query_id} pushed twice");
                         }
@@ -300,12 +330,11 @@ async fn run(seed: u64) {
             }
         }
 
+        let distinct: BTreeMap<String, &Query> =
+            subs.iter().map(|s| (s.query.key(), &s.query)).collect();
         let mut fresh_by_key: BTreeMap<String, Value> = BTreeMap::new();
-        for s in &subs {
-            if !fresh_by_key.contains_key(&s.query.key()) {
-                let value = fresh(&server, &s.query).await;
-                fresh_by_key.insert(s.query.key(), value);
-            }
+        for (key, query) in distinct {
+            fresh_by_key.insert(key, fresh(&server, query).await);
         }
         let changed: BTreeSet<(usize, u32)> = subs
             .iter()
@@ -313,12 +342,22 @@ async fn run(seed: u64) {
             .map(|s| (s.conn, s.query_id))
             .collect();
         let got: BTreeSet<(usize, u32)> = pushed.keys().copied().collect();
-        assert_eq!(got, changed, "{context}: pushed vs changed (connection, query id)");
+        assert_eq!(
+            got, changed,
+            "{context}: pushed vs changed (connection, query id)"
+        );
         for s in &mut subs {
             let now = &fresh_by_key[&s.query.key()];
             if let Some(value) = pushed.get(&(s.conn, s.query_id)) {
-                assert_eq!(value, now, "{context}: pushed {:?} differs from fresh", s.query);
-                assert!(hit_keys.contains(&s.query.key()), "{context}: changed without a hit");
+                assert_eq!(
+                    value, now,
+                    "{context}: pushed {:?} differs from fresh",
+                    s.query
+                );
+                assert!(
+                    hit_keys.contains(&s.query.key()),
+                    "{context}: changed without a hit"
+                );
             }
             s.last = now.clone();
         }
@@ -327,7 +366,21 @@ async fn run(seed: u64) {
             hit_keys.len() as u64,
             "{context}: re-runs vs read sets hit {hit_keys:?}"
         );
+        writes += 1;
+        idle_writes += usize::from(hit_keys.is_empty());
+        pushes += pushed.len();
+        reruns += hit_keys.len();
+        unchanged += subs
+            .iter()
+            .filter(|s| {
+                hit_keys.contains(&s.query.key()) && !pushed.contains_key(&(s.conn, s.query_id))
+            })
+            .count();
     }
+    eprintln!(
+        "seed {seed}: {writes} writes ({idle_writes} hit no query), {reruns} re-runs, \
+         {pushes} pushes, {unchanged} re-run subscriptions left unchanged and not sent"
+    );
     server.shutdown().await;
 }
 
@@ -353,7 +406,11 @@ async fn change_query_set(
             .await;
         assert_eq!(t.query_ids(), vec![query_id], "{context}: adding {query:?}");
         let value = t.updated(query_id).expect("a first result").clone();
-        assert_eq!(value, fresh(server, &query).await, "{context}: first result of {query:?}");
+        assert_eq!(
+            value,
+            fresh(server, &query).await,
+            "{context}: first result of {query:?}"
+        );
         assert_eq!(
             server.evaluations() - before_evaluations,
             u64::from(!shared),
@@ -379,5 +436,9 @@ async fn change_query_set(
         .stats()
         .live_queries
         .load(std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(live, live_keys(subs).len() as u64, "{context}: live shared queries");
+    assert_eq!(
+        live,
+        live_keys(subs).len() as u64,
+        "{context}: live shared queries"
+    );
 }

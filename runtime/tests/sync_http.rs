@@ -31,7 +31,10 @@ async fn successful_calls_answer_200_with_the_value_and_reach_subscribers() {
 
     let (status, body) = call(addr, "query", "notes:list", org("A")).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({"status": "success", "value": [], "logLines": []}));
+    assert_eq!(
+        body,
+        json!({"status": "success", "value": [], "logLines": []})
+    );
 
     let (status, body) = call(addr, "mutation", "notes:add", note("A", "over http", 2.5)).await;
     assert_eq!(status, 200, "{body}");
@@ -51,16 +54,30 @@ async fn successful_calls_answer_200_with_the_value_and_reach_subscribers() {
     assert_eq!(doc["n"], 2.5);
     assert!(doc["_creationTime"].is_f64(), "{doc}");
 
-    let (status, body) = call(addr, "action", "notes:addViaAction", note("A", "via action", 3.0)).await;
+    let (status, body) = call(
+        addr,
+        "action",
+        "notes:addViaAction",
+        note("A", "via action", 3.0),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "success");
-    assert!(support::is_note_id(&Value::from_json(&body["value"], "value").expect("a value")));
+    assert!(support::is_note_id(
+        &Value::from_json(&body["value"], "value").expect("a value")
+    ));
     let pushed = watcher.transition().await;
     assert_eq!(support::docs(pushed.updated(0).expect("pushed")).len(), 2);
 
     // The Convex value encoding on the way in and out: a float that JSON
     // cannot hold travels as `{"$float": ..}`.
-    let (status, body) = call(addr, "mutation", "notes:add", note("B", "inf", f64::INFINITY)).await;
+    let (status, body) = call(
+        addr,
+        "mutation",
+        "notes:add",
+        note("B", "inf", f64::INFINITY),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let (_, body) = call(addr, "query", "notes:list", org("B")).await;
     let n = Value::from_json(&body["value"][0]["n"], "n").expect("a value");
@@ -87,14 +104,24 @@ async fn failed_calls_answer_560_with_the_error_model() {
             "logLines": [],
         })
     );
-    let (status, body) = call(addr, "query", "notes:conflictQuery", livebase_schema::obj! {}).await;
+    let (status, body) = call(
+        addr,
+        "query",
+        "notes:conflictQuery",
+        livebase_schema::obj! {},
+    )
+    .await;
     assert_eq!(status, 560);
     assert_eq!(body["errorData"]["code"], "CONFLICT");
 
     for (kind, path) in [("mutation", "notes:panic"), ("query", "notes:panicQuery")] {
         let (status, body) = call(addr, kind, path, livebase_schema::obj! {}).await;
         assert_eq!(status, 560, "{body}");
-        assert_eq!(keys(&body), ["errorMessage", "logLines", "status"], "no errorData");
+        assert_eq!(
+            keys(&body),
+            ["errorMessage", "logLines", "status"],
+            "no errorData"
+        );
         let message = body["errorMessage"].as_str().expect("a message");
         assert!(server_error_request_id(message).is_some(), "{message:?}");
     }
@@ -127,7 +154,13 @@ async fn failed_calls_answer_560_with_the_error_model() {
     .await;
     assert_eq!(status, 560);
     assert_eq!(body["errorData"]["code"], "INVALID_ARGUMENT");
-    assert!(body["errorMessage"].as_str().unwrap_or("").contains("args.body"), "{body}");
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .unwrap_or("")
+            .contains("args.body"),
+        "{body}"
+    );
     server.shutdown().await;
 }
 
@@ -140,7 +173,11 @@ async fn a_body_that_is_not_a_request_is_400_and_names_the_problem() {
         ("not JSON", b"{\"path\": ".to_vec(), "not JSON"),
         ("an empty body", Vec::new(), "not JSON"),
         ("no path", br#"{"args": [{}]}"#.to_vec(), "path"),
-        ("a path that is a number", br#"{"path": 3, "args": [{}]}"#.to_vec(), "path"),
+        (
+            "a path that is a number",
+            br#"{"path": 3, "args": [{}]}"#.to_vec(),
+            "path",
+        ),
         (
             "args that are a number",
             br#"{"path": "notes:list", "args": 5}"#.to_vec(),
@@ -162,14 +199,22 @@ async fn a_body_that_is_not_a_request_is_400_and_names_the_problem() {
             let response = http(addr, "POST", &format!("/api/{kind}"), &json_header, body).await;
             assert_eq!(response.status, 400, "{kind} with {what}");
             let text = String::from_utf8_lossy(&response.body);
-            assert!(text.contains(names), "{kind} with {what}: {text} should name {names}");
+            assert!(
+                text.contains(names),
+                "{kind} with {what}: {text} should name {names}"
+            );
         }
     }
     // A body over the size cap is refused too, and the server stays up.
     let huge = vec![b' '; 3 << 20];
     let response = http(addr, "POST", "/api/mutation", &json_header, &huge).await;
     assert_eq!(response.status, 413);
-    let (status, _) = post_json(addr, "/api/query", &json!({"path": "notes:count", "args": [{"organizationId": "A"}]})).await;
+    let (status, _) = post_json(
+        addr,
+        "/api/query",
+        &json!({"path": "notes:count", "args": [{"organizationId": "A"}]}),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(http(addr, "GET", "/health", &[], b"").await.status, 200);
     server.shutdown().await;

@@ -71,7 +71,11 @@ async fn a_resent_mutation_returns_its_stored_outcome_after_a_reconnect_and_a_re
         .await
         .expect_err("the stored failure");
     assert_eq!(refailed, failed);
-    assert_eq!(server.count("A").await, 3.0, "nothing ran again after the restart");
+    assert_eq!(
+        server.count("A").await,
+        3.0,
+        "nothing ran again after the restart"
+    );
     third.transitions_until(after_restart.ts).await;
     server.shutdown().await;
 }

@@ -53,14 +53,26 @@ async fn a_malformed_frame_gets_a_fatal_error_and_a_close_for_that_connection_on
     let server = TestServer::start().await;
     let mut bystander = Bystander::start(&server).await;
     let cases: Vec<(&str, Message, &str)> = vec![
-        ("not JSON", Message::text("{\"type\": \"Mutation\""), "not valid JSON"),
-        ("not an object", Message::text("[1, 2, 3]"), "expected a JSON object"),
+        (
+            "not JSON",
+            Message::text("{\"type\": \"Mutation\""),
+            "not valid JSON",
+        ),
+        (
+            "not an object",
+            Message::text("[1, 2, 3]"),
+            "expected a JSON object",
+        ),
         (
             "an unknown type",
             Message::text(r#"{"type": "Subscribe", "queryId": 1}"#),
             "unknown message type \"Subscribe\"",
         ),
-        ("a binary frame", Message::binary(vec![0x7b, 0x7d]), "binary"),
+        (
+            "a binary frame",
+            Message::binary(vec![0x7b, 0x7d]),
+            "binary",
+        ),
         (
             "a request id that is a string",
             Message::text(
@@ -84,7 +96,9 @@ async fn a_malformed_frame_gets_a_fatal_error_and_a_close_for_that_connection_on
         ),
         (
             "a second Connect",
-            Message::text(connect_message(&livebase_schema::protocol::SessionId::random(), 1).to_text()),
+            Message::text(
+                connect_message(&livebase_schema::protocol::SessionId::random(), 1).to_text(),
+            ),
             "Connect",
         ),
     ];
@@ -92,7 +106,10 @@ async fn a_malformed_frame_gets_a_fatal_error_and_a_close_for_that_connection_on
         let mut victim = server.client().await;
         victim.send_raw(frame).await;
         let (error, code) = victim.expect_fatal_then_close().await;
-        assert!(error.contains(names), "{what}: {error:?} should mention {names:?}");
+        assert!(
+            error.contains(names),
+            "{what}: {error:?} should mention {names:?}"
+        );
         assert_eq!(code, Some(CLOSE_PROTOCOL), "{what}");
         bystander.still_served().await;
     }
@@ -118,7 +135,11 @@ async fn a_first_message_other_than_connect_is_fatal() {
             ),
             "expected Connect",
         ),
-        ("a binary frame", Message::binary(vec![1, 2, 3]), "text frame"),
+        (
+            "a binary frame",
+            Message::binary(vec![1, 2, 3]),
+            "text frame",
+        ),
         (
             "a Connect with a bad session id",
             Message::text(r#"{"type": "Connect", "sessionId": "nope", "connectionCount": 0}"#),
@@ -129,11 +150,18 @@ async fn a_first_message_other_than_connect_is_fatal() {
         let mut victim = Client::without_connect(&server.ws_url()).await;
         victim.send_raw(frame).await;
         let (error, code) = victim.expect_fatal_then_close().await;
-        assert!(error.contains(names), "{what}: {error:?} should mention {names:?}");
+        assert!(
+            error.contains(names),
+            "{what}: {error:?} should mention {names:?}"
+        );
         assert_eq!(code, Some(CLOSE_PROTOCOL), "{what}");
         bystander.still_served().await;
     }
-    assert_eq!(server.count("A").await, bystander.notes as f64, "nothing early ran");
+    assert_eq!(
+        server.count("A").await,
+        bystander.notes as f64,
+        "nothing early ran"
+    );
     server.shutdown().await;
 }
 
@@ -167,7 +195,10 @@ async fn wrong_query_set_and_identity_versions_are_fatal() {
             modify(
                 0,
                 1,
-                vec![add(1, "notes:list", org("A")), add(1, "notes:count", org("A"))],
+                vec![
+                    add(1, "notes:list", org("A")),
+                    add(1, "notes:count", org("A")),
+                ],
             ),
             "query 1 is already in the query set",
         ),
@@ -184,7 +215,10 @@ async fn wrong_query_set_and_identity_versions_are_fatal() {
         let mut victim = server.client().await;
         victim.send(&msg).await;
         let (error, code) = victim.expect_fatal_then_close().await;
-        assert!(error.contains(names), "{what}: {error:?} should mention {names:?}");
+        assert!(
+            error.contains(names),
+            "{what}: {error:?} should mention {names:?}"
+        );
         assert_eq!(code, Some(CLOSE_PROTOCOL), "{what}");
         bystander.still_served().await;
     }
@@ -218,7 +252,10 @@ async fn an_oversized_message_closes_with_1009_and_a_large_argument_is_a_limit_e
         args: vec![note("A", &huge, 0.0)],
         component_path: None,
     };
-    victim.send_raw(Message::text(frame.to_text())).await;
+    // The server stops reading at the frame header and closes, so the rest
+    // of the send may be refused (connection reset); the close frame it sent
+    // first is still there to read.
+    let _ = victim.try_send_raw(Message::text(frame.to_text())).await;
     assert_eq!(victim.expect_close().await, Some(CLOSE_TOO_BIG));
     bystander.still_served().await;
 
@@ -229,10 +266,20 @@ async fn an_oversized_message_closes_with_1009_and_a_large_argument_is_a_limit_e
         .mutation("notes:add", note("A", &big, 0.0))
         .await
         .expect_err("too large a value");
-    assert_eq!(error_code(&err).as_deref(), Some("LIMIT_EXCEEDED"), "{err:?}");
-    assert!(err.message.len() < 1000, "the error does not echo the value");
+    assert_eq!(
+        error_code(&err).as_deref(),
+        Some("LIMIT_EXCEEDED"),
+        "{err:?}"
+    );
+    assert!(
+        err.message.len() < 1000,
+        "the error does not echo the value"
+    );
     let ok = sender
-        .mutation("notes:add", obj! { "organizationId" => "B", "body" => "small", "n" => 1.0 })
+        .mutation(
+            "notes:add",
+            obj! { "organizationId" => "B", "body" => "small", "n" => 1.0 },
+        )
         .await
         .expect("the connection still works");
     sender.transitions_until(ok.ts).await;
@@ -241,5 +288,70 @@ async fn an_oversized_message_closes_with_1009_and_a_large_argument_is_a_limit_e
         server.query("notes:count", org("A")).await,
         Ok(Value::Float64(bystander.notes as f64))
     );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_over_the_per_connection_cap_fails_and_can_still_be_removed() {
+    use livebase_runtime::subscriptions::MAX_QUERIES_PER_CONNECTION;
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    let cap = MAX_QUERIES_PER_CONNECTION as u32;
+    let adds = (0..=cap)
+        .map(|id| add(id, "notes:count", org("A")))
+        .collect();
+    let t = c.modify(adds).await;
+    assert_eq!(t.modifications.len(), MAX_QUERIES_PER_CONNECTION + 1);
+    assert_eq!(t.updated(0), Some(&Value::Float64(0.0)));
+    assert_eq!(t.updated(cap - 1), Some(&Value::Float64(0.0)));
+    let over = t.failed(cap).expect("the query over the cap fails");
+    assert_eq!(
+        error_code(over).as_deref(),
+        Some("LIMIT_EXCEEDED"),
+        "{over:?}"
+    );
+    assert_eq!(
+        server.evaluations(),
+        1,
+        "identical queries share one evaluation"
+    );
+
+    // The client holds the failed query in its set and removes it as any other
+    // (the npm client does when the component that asked for it unmounts).
+    let t = c.modify(vec![remove(cap)]).await;
+    assert_eq!(t.query_ids(), vec![cap]);
+    // With one slot free again, a new query is accepted.
+    let t = c
+        .modify(vec![remove(0), add(cap + 1, "notes:list", org("A"))])
+        .await;
+    assert_eq!(t.updated(cap + 1), Some(&Value::Array(vec![])));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_that_never_sends_connect_is_closed_after_the_handshake_timeout() {
+    use livebase_runtime::server::CONNECT_TIMEOUT;
+    use std::time::{Duration, Instant};
+    let server = TestServer::start().await;
+    let mut bystander = Bystander::start(&server).await;
+    let mut silent = Client::without_connect(&server.ws_url()).await;
+    let since = Instant::now();
+    let frame = silent
+        .next_frame(CONNECT_TIMEOUT + Duration::from_secs(5))
+        .await
+        .expect("the server closes the silent connection");
+    let waited = since.elapsed();
+    match frame {
+        support::Frame::Close(Some((code, reason))) => {
+            assert_eq!(code, CLOSE_PROTOCOL);
+            assert!(reason.contains("Connect"), "{reason:?}");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+    assert!(
+        waited + Duration::from_millis(500) >= CONNECT_TIMEOUT,
+        "closed after {waited:?}"
+    );
+    bystander.still_served().await;
     server.shutdown().await;
 }

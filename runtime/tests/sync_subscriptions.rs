@@ -30,7 +30,10 @@ async fn a_subscription_gets_its_result_then_a_push_for_each_write_from_another_
     assert!(is_note_id(&added.value), "{:?}", added.value);
     let pushed = reader.transition().await;
     assert_eq!(pushed.start, first.end);
-    assert!(pushed.end.ts >= added.ts, "the push is at or after the commit");
+    assert!(
+        pushed.end.ts >= added.ts,
+        "the push is at or after the commit"
+    );
     assert_eq!(pushed.end.query_set, 1);
     let list = docs(pushed.updated(0).expect("the list is pushed"));
     assert_eq!(list.len(), 1);
@@ -38,7 +41,10 @@ async fn a_subscription_gets_its_result_then_a_push_for_each_write_from_another_
     assert_eq!(list[0].get("body"), Some(&Value::from("hello")));
 
     let set = writer
-        .mutation("notes:set", obj! { "id" => added.value.clone(), "body" => "edited" })
+        .mutation(
+            "notes:set",
+            obj! { "id" => added.value.clone(), "body" => "edited" },
+        )
         .await
         .expect("notes:set succeeds");
     assert!(set.ts > added.ts, "commit timestamps strictly increase");
@@ -238,14 +244,25 @@ async fn a_rerun_that_leaves_the_result_unchanged_sends_nothing() {
     let list = docs(pushed.updated(0).expect("the list changed"));
     assert_eq!(list[0].get("body"), Some(&Value::from("second")));
     let pushed = both.transition().await;
-    assert_eq!(pushed.query_ids(), vec![1], "only the changed result is sent");
+    assert_eq!(
+        pushed.query_ids(),
+        vec![1],
+        "only the changed result is sent"
+    );
     counter.expect_silence(SILENCE).await;
-    assert_eq!(server.evaluations() - before, 2, "count and list both re-ran");
+    assert_eq!(
+        server.evaluations() - before,
+        2,
+        "count and list both re-ran"
+    );
 
     // A patch to the current values writes nothing: no re-run, no push.
     let before = server.evaluations();
     writer
-        .mutation("notes:set", obj! { "id" => id.clone(), "body" => "second", "n" => 1.0 })
+        .mutation(
+            "notes:set",
+            obj! { "id" => id.clone(), "body" => "second", "n" => 1.0 },
+        )
         .await
         .expect("notes:set succeeds");
     lister.expect_silence(SILENCE).await;
@@ -289,7 +306,10 @@ async fn queries_changed_by_one_commit_arrive_together_in_one_transition() {
     // Moving the note from A to B changes all five at once: they arrive in one
     // Transition, so the client never sees it in both organizations or none.
     let moved = writer
-        .mutation("notes:set", obj! { "id" => id.clone(), "organizationId" => "B" })
+        .mutation(
+            "notes:set",
+            obj! { "id" => id.clone(), "organizationId" => "B" },
+        )
         .await
         .expect("notes:set succeeds");
     let t = watcher.transition().await;
@@ -366,8 +386,75 @@ async fn a_removed_query_is_acknowledged_and_pushed_no_more() {
     watcher.close().await;
     let deadline = tokio::time::Instant::now() + support::RECV_TIMEOUT;
     while live() != 0 {
-        assert!(tokio::time::Instant::now() < deadline, "queries outlived their connection");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "queries outlived their connection"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resuming_client_is_never_sent_a_ts_below_its_max_observed_timestamp() {
+    let server = TestServer::start().await;
+    let mut first = server.client().await;
+    let mut last = None;
+    for i in 0..3 {
+        let done = first
+            .mutation("notes:add", note("A", "before", f64::from(i)))
+            .await
+            .expect("notes:add succeeds");
+        last = Some(done.ts);
+    }
+    let seen = first.transitions_until(last.expect("a ts")).await;
+    let observed = seen.last().expect("a Transition").end.ts;
+    let session = first.session.clone();
+    first.close().await;
+
+    // Resume on a restarted server, as the npm client does: same session, the
+    // newest ts it saw, the whole query set re-added from version 0.
+    let server = server.restart().await;
+    let connect = livebase_schema::protocol::ClientMessage::Connect {
+        session_id: session,
+        connection_count: 1,
+        last_close_reason: Some("ServerRestart".into()),
+        max_observed_timestamp: Some(observed),
+        client_ts: Some(0),
+    };
+    let mut resumed = support::Client::connect_with(&server.ws_url(), connect).await;
+    let t = resumed.subscribe(&[(0, "notes:list", org("A"))]).await;
+    assert_eq!(t.start, StateVersion::INITIAL);
+    assert!(t.end.ts >= observed, "{:?} < {observed:?}", t.end.ts);
+    assert_eq!(docs(t.updated(0).expect("the list")).len(), 3);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_sent_a_ping_and_stays_usable() {
+    use livebase_runtime::server::PING_INTERVAL;
+    use std::time::{Duration, Instant};
+    let server = TestServer::start().await;
+    let mut idle = server.client().await;
+    idle.subscribe(&[(0, "notes:count", org("A"))]).await;
+    let since = Instant::now();
+    let slack = Duration::from_secs(5);
+    match idle.next_frame_with_pings(PING_INTERVAL + slack).await {
+        Some(support::Frame::Message(livebase_schema::protocol::ServerMessage::Ping)) => {}
+        other => panic!("expected a Ping after {PING_INTERVAL:?} idle, got {other:?}"),
+    }
+    let waited = since.elapsed();
+    assert!(
+        waited + Duration::from_millis(500) >= PING_INTERVAL,
+        "pinged after only {waited:?}"
+    );
+    let done = idle
+        .mutation("notes:add", note("A", "awake", 1.0))
+        .await
+        .expect("notes:add succeeds");
+    let seen = idle.transitions_until(done.ts).await;
+    assert!(seen
+        .iter()
+        .any(|t| t.updated(0) == Some(&Value::Float64(1.0))));
     server.shutdown().await;
 }

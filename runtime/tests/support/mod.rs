@@ -75,7 +75,7 @@ pub fn schema() -> Schema {
 /// | `notes:noop {}` | mutation | writes nothing |
 /// | `notes:conflict {}` | mutation | fails with `CONFLICT` (and extra `errorData`) |
 /// | `notes:conflictQuery {}` | query | fails the same way |
-/// | `notes:panic {}` / `notes:panicQuery {}` | mutation / query | panic |
+/// | `notes:panic {}` / `notes:panicQuery {}` / `notes:panicAction {}` | mutation / query / action | panic |
 /// | `notes:secret {}` | internal query | |
 /// | `notes:internalAdd {organizationId, body, n}` | internal mutation | as `notes:add` |
 /// | `notes:addViaAction {organizationId, body, n}` | action | runs `notes:internalAdd` |
@@ -189,17 +189,31 @@ pub fn registry() -> Registry {
         Ok(Value::Null)
     });
     app.mutation("notes:noop", [], |_ctx, _args| Ok(Value::Null));
-    app.mutation("notes:conflict", [], |_ctx, _args| -> Result<Value, Error> {
-        Err(conflict())
-    });
-    app.query("notes:conflictQuery", [], |_ctx, _args| -> Result<Value, Error> {
-        Err(conflict())
-    });
+    app.mutation(
+        "notes:conflict",
+        [],
+        |_ctx, _args| -> Result<Value, Error> { Err(conflict()) },
+    );
+    app.query(
+        "notes:conflictQuery",
+        [],
+        |_ctx, _args| -> Result<Value, Error> { Err(conflict()) },
+    );
     app.mutation("notes:panic", [], |_ctx, _args| -> Result<Value, Error> {
         panic!("the notes:panic handler panicked on purpose")
     });
-    app.query("notes:panicQuery", [], |_ctx, _args| -> Result<Value, Error> {
-        panic!("the notes:panicQuery handler panicked on purpose")
+    app.query(
+        "notes:panicQuery",
+        [],
+        |_ctx, _args| -> Result<Value, Error> {
+            panic!("the notes:panicQuery handler panicked on purpose")
+        },
+    );
+    app.action("notes:panicAction", [], |_ctx, _args| async move {
+        if true {
+            panic!("the notes:panicAction handler panicked on purpose");
+        }
+        Ok(Value::Null)
     });
     app.internal_query("notes:secret", [], |_ctx, _args| Ok("the secret"));
     app.action("notes:addViaAction", new_note(), |ctx, args| async move {
@@ -293,6 +307,7 @@ impl TestServer {
         let options = ServerOptions {
             listen: "127.0.0.1:0".parse().expect("an address"),
             data_dir: dir.path().to_path_buf(),
+            ..ServerOptions::default()
         };
         let server = serve(registry(), options).await.expect("the server starts");
         TestServer { server, dir }
@@ -351,7 +366,10 @@ impl TestServer {
         let (status, body) = call(self.addr(), "query", path, fields).await;
         match status {
             200 => Ok(Value::from_json(&body["value"], "value").expect("a Convex value")),
-            _ => Err(body["errorMessage"].as_str().unwrap_or_default().to_string()),
+            _ => Err(body["errorMessage"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()),
         }
     }
 
@@ -469,9 +487,16 @@ pub fn connect_message(session: &SessionId, connection_count: u32) -> ClientMess
 impl Client {
     /// Connects and sends `Connect` for `session`.
     pub async fn connect(url: &str, session: SessionId) -> Client {
+        Client::connect_with(url, connect_message(&session, 0)).await
+    }
+
+    /// Connects and sends this `Connect` message.
+    pub async fn connect_with(url: &str, connect: ClientMessage) -> Client {
         let mut client = Client::without_connect(url).await;
-        client.session = session.clone();
-        client.send(&connect_message(&session, 0)).await;
+        if let ClientMessage::Connect { session_id, .. } = &connect {
+            client.session = session_id.clone();
+        }
+        client.send(&connect).await;
         client
     }
 
@@ -493,15 +518,31 @@ impl Client {
 
     /// Sends any frame (malformed ones included).
     pub async fn send_raw(&mut self, frame: Message) {
+        self.try_send_raw(frame).await.expect("sending succeeds");
+    }
+
+    /// Sends a frame the server may refuse before it has read all of it.
+    pub async fn try_send_raw(
+        &mut self,
+        frame: Message,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
         timeout(RECV_TIMEOUT, self.socket.send(frame))
             .await
             .expect("sending in time")
-            .expect("sending succeeds");
     }
 
     /// The next frame from the socket (not the stash), skipping pings at both
     /// levels; `None` when nothing arrives within `wait`.
     pub async fn next_frame(&mut self, wait: Duration) -> Option<Frame> {
+        self.next_frame_inner(wait, true).await
+    }
+
+    /// As [`Client::next_frame`], but returns the protocol's `Ping` messages.
+    pub async fn next_frame_with_pings(&mut self, wait: Duration) -> Option<Frame> {
+        self.next_frame_inner(wait, false).await
+    }
+
+    async fn next_frame_inner(&mut self, wait: Duration, skip_pings: bool) -> Option<Frame> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let next = tokio::time::timeout_at(deadline, self.socket.next()).await;
@@ -512,15 +553,17 @@ impl Client {
                 Ok(Some(Ok(Message::Text(text)))) => {
                     let msg = ServerMessage::from_text(text.as_str())
                         .unwrap_or_else(|e| panic!("the server sent {text:?}: {e}"));
-                    if msg == ServerMessage::Ping {
+                    if skip_pings && msg == ServerMessage::Ping {
                         continue;
                     }
                     self.check_versions(&msg);
                     Frame::Message(msg)
                 }
-                Ok(Some(Ok(Message::Close(frame)))) => Frame::Close(frame.map(
-                    |CloseFrame { code, reason }| (u16::from(code), reason.as_str().to_string()),
-                )),
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    Frame::Close(frame.map(|CloseFrame { code, reason }| {
+                        (u16::from(code), reason.as_str().to_string())
+                    }))
+                }
                 Ok(Some(Ok(Message::Binary(_)))) => panic!("the server sent a binary frame"),
                 Ok(Some(Ok(_))) => continue, // WebSocket ping/pong
             };
