@@ -6,6 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use livebase_runtime::email::MailOptions;
+use livebase_runtime::scheduler::worker::DEFAULT_MAX_CONCURRENT_JOBS;
+use livebase_runtime::scheduler::SchedulerOptions;
 use livebase_runtime::server::{serve, ServerOptions};
 
 #[derive(Parser)]
@@ -34,10 +37,21 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "LIVEBASE_HOST", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     host: IpAddr,
-    /// SMTP server for outgoing mail, e.g. `smtp://127.0.0.1:2525`; unset
-    /// writes each mail to the outbox folder.
+    /// SMTP server for outgoing mail, e.g. `smtp://127.0.0.1:2525` (plain
+    /// SMTP; TLS is not supported yet); unset writes each mail to the outbox
+    /// folder.
     #[arg(long, env = "LIVEBASE_SMTP_URL")]
     smtp: Option<String>,
+    /// The `From` of outgoing mail [default: livebase <noreply@localhost>].
+    #[arg(long, env = "LIVEBASE_MAIL_FROM")]
+    mail_from: Option<String>,
+    /// Where links in mails point, e.g. the web app's origin [default: this
+    /// server's URL].
+    #[arg(long, env = "LIVEBASE_APP_URL")]
+    app_url: Option<String>,
+    /// Most scheduled jobs running at once.
+    #[arg(long, env = "LIVEBASE_MAX_CONCURRENT_JOBS", default_value_t = DEFAULT_MAX_CONCURRENT_JOBS)]
+    max_concurrent_jobs: usize,
 }
 
 fn main() -> std::process::ExitCode {
@@ -78,20 +92,26 @@ fn init_logs(dev: bool) {
 }
 
 async fn run(args: ServeArgs) -> Result<(), livebase_runtime::Error> {
-    if args.smtp.is_some() {
-        tracing::warn!("--smtp is accepted but email delivery is not built yet");
-    }
     let options = ServerOptions {
         listen: SocketAddr::new(args.host, args.port),
         data_dir: args.data.clone(),
+        mail: MailOptions {
+            smtp: args.smtp,
+            from: args.mail_from,
+            app_url: args.app_url,
+        },
+        scheduler: SchedulerOptions {
+            max_concurrent_jobs: args.max_concurrent_jobs,
+        },
     };
+    let signal = shutdown_signal()?;
     let server = serve(livebase_functions::app(), options).await?;
     // Tests and scripts wait for this exact line.
     println!("livebase listening on {}", server.url());
     tracing::info!(data = %args.data.display(), "ready");
     let stop = server.state.shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signal.await;
         tracing::info!("shutting down");
         let _ = stop.send(());
     });
@@ -99,23 +119,23 @@ async fn run(args: ServeArgs) -> Result<(), livebase_runtime::Error> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+/// Installs the SIGINT and SIGTERM handlers now and returns a future that
+/// resolves on the first of them. Installing them before the ready line is
+/// printed means a signal sent the moment it appears still stops the server
+/// cleanly instead of killing it.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, livebase_runtime::Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let install = |kind: SignalKind| {
+        signal(kind).map_err(|e| {
+            livebase_runtime::Error::internal(format!("installing a signal handler: {e}"))
+        })
+    };
+    let mut interrupt = install(SignalKind::interrupt())?;
+    let mut terminate = install(SignalKind::terminate())?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    })
 }

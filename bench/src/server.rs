@@ -19,6 +19,7 @@ pub async fn child(data: PathBuf) -> Result<(), BoxError> {
     let options = ServerOptions {
         listen: "127.0.0.1:0".parse()?,
         data_dir: data,
+        ..ServerOptions::default()
     };
     let server = serve(crate::app::registry(), options)
         .await

@@ -1,9 +1,20 @@
 //! The application livebase ships, laid out as the seed's backend guidelines
-//! say: `features/<name>/{schema.rs, logic.rs}` plus the registered functions of
-//! each module (paths `module:name`), and `shared/auth/` for the three levels
-//! of permission checks.
+//! say: `features/<name>/{schema.rs, logic.rs}`, the registered functions of
+//! each module beside them (`items.rs` registers `items:*`, as the seed's
+//! `convex/items.ts`), and `shared/auth/` for the role table and the three
+//! levels of permission checks.
+//!
+//! Users, sessions, organizations, members and invitations are the runtime's
+//! tables (`livebase_runtime::auth::tables`); this crate adds the application's
+//! own and the functions over both.
 
+pub mod emails;
 pub mod features;
+pub mod items;
+pub mod organizations;
+pub mod shared;
+pub mod todos;
+pub mod user_profiles;
 
 use livebase_runtime::registry::Registry;
 use livebase_schema::Schema;
@@ -22,5 +33,11 @@ pub fn schema() -> Schema {
 
 /// The application: its schema and every registered function.
 pub fn app() -> Registry {
-    Registry::new(schema())
+    let mut app = Registry::new(schema());
+    organizations::register(&mut app);
+    items::register(&mut app);
+    todos::register(&mut app);
+    user_profiles::register(&mut app);
+    emails::register(&mut app);
+    app
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use livebase_schema::{Object, Timestamp, Value};
 
 use crate::database::{catch_panic, Database, QueryOutcome};
+use crate::email::Mailer;
 use crate::error::{Error, Result};
 use crate::readset::ReadSet;
 use crate::registry::{
@@ -39,6 +40,8 @@ pub struct Executor {
 struct Inner {
     db: Database,
     registry: Arc<Registry>,
+    /// What actions send mail through ([`crate::registry::ActionCtx::mailer`]).
+    mailer: Option<Mailer>,
 }
 
 /// A query's result and what it read, at the snapshot `ts`.
@@ -59,7 +62,22 @@ fn log_call(path: &str, kind: FunctionKind, started: Instant, outcome: &Result<i
 impl Executor {
     pub fn new(db: Database, registry: Arc<Registry>) -> Executor {
         Executor {
-            inner: Arc::new(Inner { db, registry }),
+            inner: Arc::new(Inner {
+                db,
+                registry,
+                mailer: None,
+            }),
+        }
+    }
+
+    /// This executor with `mailer` for its actions.
+    pub fn with_mailer(self, mailer: Mailer) -> Executor {
+        Executor {
+            inner: Arc::new(Inner {
+                db: self.inner.db.clone(),
+                registry: self.inner.registry.clone(),
+                mailer: Some(mailer),
+            }),
         }
     }
 
@@ -351,5 +369,9 @@ impl FunctionRunner for Executor {
                 FunctionKind::Action => this.action(&path, args, identity, Caller::Server).await,
             }
         })
+    }
+
+    fn mailer(&self) -> Option<Mailer> {
+        self.inner.mailer.clone()
     }
 }

@@ -1,15 +1,18 @@
 //! livebase's runtime: the store and its transactions, read and write sets, the
-//! subscription manager, the function registry and the sync server.
+//! subscription manager, the function registry, the scheduler and crons,
+//! email, and the sync server.
 //!
 //! **Invariant:** the runtime hosts any application and never imports one; the
 //! application registers its functions and schema through [`registry`].
 
 pub mod auth;
 pub mod database;
+pub mod email;
 pub mod error;
 pub mod executor;
 pub mod readset;
 pub mod registry;
+pub mod scheduler;
 pub mod server;
 pub mod store;
 pub mod subscriptions;

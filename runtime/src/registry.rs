@@ -2,7 +2,7 @@
 //! registered under `module:name` paths with argument validators, plus its
 //! schema. Handlers read like the seed's `query({args, handler})`:
 //!
-//! ```ignore
+//! ```text
 //! app.query("items:getAll", [("organizationId", v::string())], |ctx, args| {
 //!     let organization_id = args.string("organizationId")?;
 //!     ensure_user_with_organization(ctx, &organization_id)?;
@@ -18,10 +18,13 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use livebase_schema::{v, DocumentId, Object, Schema, Validator, Value};
 
+use crate::email::Mailer;
 use crate::error::{Error, Result};
+use crate::scheduler::{CronJob, Schedule, Scheduler};
 use crate::transaction::Transaction;
 
 /// Who is calling: nobody, or a signed-in user with a live session.
@@ -49,6 +52,14 @@ impl Identity {
 pub struct Ctx<'t, 'a> {
     pub db: &'t mut Transaction<'a>,
     pub identity: &'t Identity,
+}
+
+impl<'a> Ctx<'_, 'a> {
+    /// Schedules functions from a mutation, in its transaction — the seed's
+    /// `ctx.scheduler`: `ctx.scheduler().run_after(Duration::ZERO, "emails:send", args)`.
+    pub fn scheduler(&mut self) -> Scheduler<'_, 'a> {
+        Scheduler::new(self.db)
+    }
 }
 
 /// The seed's names for the two contexts; a query's transaction refuses writes.
@@ -160,6 +171,13 @@ impl ActionCtx {
             .run(FunctionKind::Action, path, args, self.identity.clone())
             .await
     }
+
+    /// The server's mailer: SMTP when configured, the outbox folder otherwise.
+    pub fn mailer(&self) -> Result<Mailer> {
+        self.runner
+            .mailer()
+            .ok_or_else(|| Error::internal("this server has no mailer"))
+    }
 }
 
 /// Runs functions on behalf of actions; implemented by the executor.
@@ -171,6 +189,11 @@ pub trait FunctionRunner: Send + Sync + 'static {
         args: Value,
         identity: Identity,
     ) -> BoxFuture<Result<Value>>;
+
+    /// The mailer actions send through, if the server has one.
+    fn mailer(&self) -> Option<Mailer> {
+        None
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -225,11 +248,12 @@ impl Function {
     }
 }
 
-/// An application: its schema and functions.
+/// An application: its schema, functions and crons.
 #[derive(Clone, Default)]
 pub struct Registry {
     schema: Schema,
     functions: BTreeMap<String, Function>,
+    crons: Vec<CronJob>,
 }
 
 /// The canonical form of a function path: `module:name`, a module's `.js`
@@ -250,6 +274,7 @@ impl Registry {
         Registry {
             schema,
             functions: BTreeMap::new(),
+            crons: Vec::new(),
         }
     }
 
@@ -264,6 +289,45 @@ impl Registry {
 
     pub fn functions(&self) -> impl Iterator<Item = &Function> {
         self.functions.values()
+    }
+
+    /// The function at `path`, whatever its kind and visibility.
+    pub fn get(&self, path: &str) -> Option<&Function> {
+        self.functions.get(&canonical_path(path))
+    }
+
+    /// The declared crons.
+    pub fn crons(&self) -> &[CronJob] {
+        &self.crons
+    }
+
+    /// Declares cron `name`: run mutation or action `path` with `args` every
+    /// `every`, the first time `every` after the cron is first served — the
+    /// seed's `crons.interval`. A run missed while the server was down happens
+    /// once after it starts; see [`crate::scheduler::cron`].
+    pub fn interval(&mut self, name: &str, every: Duration, path: &str, args: impl Into<Value>) {
+        let schedule = Schedule::interval(every)
+            .unwrap_or_else(|e| panic!("cron `{name}` has an invalid interval: {e}"));
+        self.add_cron(name, schedule, path, args.into());
+    }
+
+    /// Declares cron `name`: run mutation or action `path` with `args` when the
+    /// cron expression matches (UTC; five fields, or six with leading seconds)
+    /// — the seed's `crons.cron`.
+    pub fn cron(&mut self, name: &str, expression: &str, path: &str, args: impl Into<Value>) {
+        let schedule = Schedule::cron(expression)
+            .unwrap_or_else(|e| panic!("cron `{name}` has an invalid schedule: {e}"));
+        self.add_cron(name, schedule, path, args.into());
+    }
+
+    fn add_cron(&mut self, name: &str, schedule: Schedule, path: &str, args: Value) {
+        assert!(
+            !self.crons.iter().any(|c| c.name == name),
+            "cron `{name}` is declared twice"
+        );
+        let cron = CronJob::new(name, schedule, path, args)
+            .unwrap_or_else(|e| panic!("cron `{name}`: {e}"));
+        self.crons.push(cron);
     }
 
     fn add(&mut self, path: &str, visibility: Visibility, args: Validator, handler: Handler) {

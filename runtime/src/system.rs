@@ -1,27 +1,213 @@
 //! The runtime's own tables, which live beside the application's in the same
 //! store (names start with `_`): stored mutation outcomes for idempotent
-//! retries. Later issues add users, sessions and scheduled jobs here.
+//! retries, scheduled jobs and the state of crons — plus the auth tables of
+//! [`crate::auth::tables`], which keep plain names.
+//!
+//! Scheduling is written here as plain transaction code ([`schedule`],
+//! [`schedule_at`], [`cancel`]); [`crate::scheduler`] runs the jobs.
 
-use livebase_schema::{define_table, v, Schema};
+use livebase_schema::{define_table, obj, v, DocumentId, Schema, Value};
+
+use crate::error::{Error, Result};
+use crate::registry::canonical_path;
+use crate::transaction::Transaction;
 
 /// Outcomes of client mutations by `(sessionId, requestId)`, written in the
 /// same transaction as the mutation, so a resent mutation returns what the
 /// first run returned instead of running again.
 pub const MUTATION_OUTCOMES: &str = "_mutation_outcomes";
 
-/// Adds the system tables to an application's schema.
+/// Jobs scheduled by mutations: run function `name` with `args` at
+/// `scheduledTime` (ms since the epoch). A job is a row written in the
+/// scheduling mutation's own transaction, so it exists exactly when that
+/// mutation commits; the scheduler claims `pending` rows in time order through
+/// `by_state_time`.
+pub const SCHEDULED_FUNCTIONS: &str = "_scheduled_functions";
+
+/// The crons an application declares (see [`crate::registry::Registry::cron`]),
+/// one row each: its schedule as text, the function and arguments it runs, and
+/// `jobId`, the `_scheduled_functions` row of its next run. A cron's next run
+/// is always a pending job, so a run missed while the server was down is one
+/// overdue job — it runs once after the start, whatever the number of ticks
+/// missed.
+pub const CRONS: &str = "_crons";
+
+/// Where a scheduled job is in its life, as `_scheduled_functions.state` holds
+/// it: `pending` → (`inProgress`, actions only) → `success` or `failed`; or
+/// `pending` → `canceled`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobState {
+    /// Waiting for `scheduledTime`.
+    Pending,
+    /// An action that has started. A mutation is never seen in this state: it
+    /// goes from `pending` to `success` in the commit of its own writes.
+    InProgress,
+    Success,
+    /// Failed with `error`; never retried.
+    Failed,
+    /// Canceled before it started; it never runs.
+    Canceled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Pending,
+        JobState::InProgress,
+        JobState::Success,
+        JobState::Failed,
+        JobState::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::InProgress => "inProgress",
+            JobState::Success => "success",
+            JobState::Failed => "failed",
+            JobState::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    /// The state of a `_scheduled_functions` document.
+    pub fn of(job: &Value) -> Option<JobState> {
+        job.get("state")
+            .and_then(Value::as_str)
+            .and_then(JobState::parse)
+    }
+
+    /// Whether the job is over: it will never run (again).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Success | JobState::Failed | JobState::Canceled
+        )
+    }
+}
+
+/// Adds the system tables (and the auth tables) to an application's schema.
 pub fn with_system_tables(schema: Schema) -> Schema {
-    schema.system_table(
-        MUTATION_OUTCOMES,
-        define_table([
-            ("sessionId", v::string()),
-            ("requestId", v::float64()),
-            ("path", v::string()),
-            ("ts", v::int64()),
-            ("success", v::boolean()),
-            ("result", v::any()),
-            ("errorData", v::optional(v::any())),
-        ])
-        .index("by_request", ["sessionId", "requestId"]),
+    crate::auth::tables::with_auth_tables(schema)
+        .system_table(
+            SCHEDULED_FUNCTIONS,
+            define_table([
+                ("name", v::string()),
+                ("args", v::any()),
+                ("scheduledTime", v::float64()),
+                ("state", v::string()),
+                ("completedTime", v::optional(v::float64())),
+                ("error", v::optional(v::string())),
+            ])
+            .index("by_state_time", ["state", "scheduledTime"]),
+        )
+        .system_table(
+            CRONS,
+            define_table([
+                ("name", v::string()),
+                ("schedule", v::string()),
+                ("function", v::string()),
+                ("args", v::any()),
+                ("jobId", v::string()),
+                ("nextRun", v::float64()),
+                ("lastRun", v::optional(v::float64())),
+            ])
+            .index("by_name", ["name"])
+            .index("by_job", ["jobId"]),
+        )
+        .system_table(
+            MUTATION_OUTCOMES,
+            define_table([
+                ("sessionId", v::string()),
+                ("requestId", v::float64()),
+                ("path", v::string()),
+                ("ts", v::int64()),
+                ("success", v::boolean()),
+                ("result", v::any()),
+                ("errorData", v::optional(v::any())),
+            ])
+            .index("by_request", ["sessionId", "requestId"]),
+        )
+}
+
+/// Schedules function `path` to run with `args` `delay_ms` after this
+/// mutation's commit time — the seed's `ctx.scheduler.runAfter`. The job is
+/// written in `tx`, so it is stored if and only if the mutation commits.
+pub fn schedule(
+    tx: &mut Transaction,
+    delay_ms: f64,
+    path: &str,
+    args: Value,
+) -> Result<DocumentId> {
+    let now = mutation_time(tx)?;
+    let delay_ms = if delay_ms.is_finite() {
+        delay_ms.max(0.0)
+    } else {
+        0.0
+    };
+    schedule_at(tx, now + delay_ms, path, args)
+}
+
+/// Schedules function `path` to run with `args` at `time_ms` (ms since the
+/// epoch; a time in the past means as soon as possible) — the seed's
+/// `ctx.scheduler.runAt`. Written in `tx`, like [`schedule`].
+pub fn schedule_at(
+    tx: &mut Transaction,
+    time_ms: f64,
+    path: &str,
+    args: Value,
+) -> Result<DocumentId> {
+    mutation_time(tx)?;
+    if !time_ms.is_finite() {
+        return Err(Error::invalid(format!(
+            "a job's scheduled time must be a finite number of ms, not {time_ms}"
+        )));
+    }
+    if !matches!(args, Value::Object(_)) {
+        return Err(Error::invalid(format!(
+            "the arguments of a scheduled function must be an object, not {}",
+            args.value_type()
+        )));
+    }
+    tx.insert(
+        SCHEDULED_FUNCTIONS,
+        obj! {
+            "name" => canonical_path(path),
+            "args" => args,
+            "scheduledTime" => time_ms,
+            "state" => JobState::Pending.as_str(),
+        },
     )
+}
+
+/// Cancels a pending job in `tx`: it will never run. Returns whether it was
+/// pending; a job that already ran, failed or was canceled is left as it is
+/// (an action already in progress runs to its end). An id that is not a job
+/// is `NOT_FOUND`.
+pub fn cancel(tx: &mut Transaction, job: &DocumentId) -> Result<bool> {
+    let now = mutation_time(tx)?;
+    let found = match job.table() {
+        SCHEDULED_FUNCTIONS => tx.get(job)?,
+        _ => None,
+    };
+    let Some(found) = found else {
+        return Err(Error::not_found(format!("there is no scheduled job {job}")));
+    };
+    if JobState::of(&found) != Some(JobState::Pending) {
+        return Ok(false);
+    }
+    tx.patch(
+        job,
+        obj! { "state" => JobState::Canceled.as_str(), "completedTime" => now },
+    )?;
+    Ok(true)
+}
+
+/// The commit time of a mutation's transaction, in ms; an error in a query.
+fn mutation_time(tx: &Transaction) -> Result<f64> {
+    tx.commit_ts()
+        .map(|ts| ts.as_millis_f64())
+        .ok_or_else(|| Error::internal("only a mutation can schedule or cancel a function"))
 }

@@ -3,7 +3,8 @@
 //! (`/api/query`, `/api/mutation`, `/api/action`), the auth endpoints
 //! (`/api/auth/*`, see [`crate::auth::http`]) and `/health`. Shaped like
 //! mini-redis's server: a connection cap (a semaphore), a handler per
-//! connection, and one broadcast shutdown signal every handler listens to.
+//! connection, and one broadcast shutdown signal every handler listens to —
+//! the scheduler's worker too, started here beside them.
 
 pub mod http;
 pub mod ws;
@@ -22,9 +23,11 @@ use tokio::task::JoinHandle;
 
 use crate::auth::{Authenticator, SessionAuth};
 use crate::database::Database;
+use crate::email::{MailOptions, Mailer};
 use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::registry::Registry;
+use crate::scheduler::{self, SchedulerOptions};
 use crate::store::sqlite::SqlitePersistence;
 use crate::subscriptions::Subscriptions;
 use crate::system::with_system_tables;
@@ -50,8 +53,24 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ServerOptions {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// Folder for the SQLite file (created if missing).
+    /// Folder for the SQLite file and the email outbox (created if missing).
     pub data_dir: PathBuf,
+    /// Outgoing mail: the SMTP relay (`--smtp`), or the outbox folder.
+    pub mail: MailOptions,
+    /// How many scheduled jobs run at once.
+    pub scheduler: SchedulerOptions,
+}
+
+impl Default for ServerOptions {
+    /// `127.0.0.1:0` over `.livebase/`, mail to the outbox.
+    fn default() -> Self {
+        ServerOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: PathBuf::from(".livebase"),
+            mail: MailOptions::default(),
+            scheduler: SchedulerOptions::default(),
+        }
+    }
 }
 
 /// Everything a request handler needs.
@@ -69,6 +88,7 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub state: AppState,
     task: JoinHandle<()>,
+    scheduler: scheduler::Worker,
 }
 
 impl RunningServer {
@@ -81,13 +101,15 @@ impl RunningServer {
     /// server to finish.
     pub async fn shutdown(self) {
         let _ = self.state.shutdown.send(());
-        let _ = self.task.await;
-        self.state.subscriptions.shutdown();
+        self.wait().await;
     }
 
-    /// Waits until the server stops (after [`AppState::shutdown`] fires).
+    /// Waits until the server stops (after [`AppState::shutdown`] fires): the
+    /// listener, then the scheduler (running jobs get
+    /// [`scheduler::worker::SHUTDOWN_GRACE`] to finish).
     pub async fn wait(self) {
         let _ = self.task.await;
+        self.scheduler.stopped().await;
         self.state.subscriptions.shutdown();
     }
 }
@@ -130,9 +152,24 @@ async fn start(
             (Arc::new(auth) as Arc<dyn Authenticator>, Some(routes))
         }
     };
-    let executor = Executor::new(db, Arc::new(registry));
+    // Bound first: mail links default to the server's own URL.
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| Error::internal(format!("binding {}: {e}", options.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::internal(format!("reading the bound address: {e}")))?;
+    let mailer = Mailer::from_options(&options.mail, &options.data_dir, &format!("http://{addr}"))?;
+    tracing::info!(target: "livebase::email", to = %mailer.destination(), "outgoing mail");
+    let executor = Executor::new(db, Arc::new(registry)).with_mailer(mailer);
     let subscriptions = Subscriptions::start(&executor).await?;
     let (shutdown, _) = broadcast::channel(1);
+    let scheduler = scheduler::start(
+        executor.clone(),
+        options.scheduler.clone(),
+        shutdown.subscribe(),
+    )
+    .await?;
     let state = AppState {
         executor,
         subscriptions,
@@ -140,12 +177,6 @@ async fn start(
         connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
         shutdown,
     };
-    let listener = TcpListener::bind(options.listen)
-        .await
-        .map_err(|e| Error::internal(format!("binding {}: {e}", options.listen)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::internal(format!("reading the bound address: {e}")))?;
     let app = match auth_routes {
         Some(auth) => router(state.clone()).merge(auth),
         None => router(state.clone()),
@@ -168,7 +199,12 @@ async fn start(
             tracing::error!("server stopped: {e}");
         }
     });
-    Ok(RunningServer { addr, state, task })
+    Ok(RunningServer {
+        addr,
+        state,
+        task,
+        scheduler,
+    })
 }
 
 fn router(state: AppState) -> Router {

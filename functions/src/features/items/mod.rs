@@ -1,4 +1,6 @@
-//! Items: the seed's complete feature pattern (`schema.rs`, `logic.rs`, and the
-//! registered `items:*` functions).
+//! Items: the seed's complete feature pattern — [`schema`] (the table),
+//! [`logic`] (what it does, on a transaction) — with the registered `items:*`
+//! functions in `crate::items`.
 
+pub mod logic;
 pub mod schema;

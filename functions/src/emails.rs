@@ -1,0 +1,174 @@
+//! The registered `emails:*` functions — the seed's `convex/emails.ts`. One
+//! internal action, `emails:send {to, template, data}`, renders a template of
+//! `functions/emails/templates/` (`<name>.subject.hbs`, `<name>.html.hbs`,
+//! `<name>.text.hbs`, compiled into the binary) and sends it through the
+//! server's mailer: SMTP with `--smtp`, the outbox folder otherwise. Mutations
+//! never send mail themselves; they schedule this action, so a mail goes out
+//! only if the mutation commits:
+//!
+//! ```text
+//! ctx.scheduler().run_after(Duration::ZERO, emails::SEND, obj! {
+//!     "to" => email, "template" => "welcome", "data" => obj! { "name" => name },
+//! })?;
+//! ```
+//!
+//! Besides `data`, every template sees `appUrl`, where the mail's links point.
+//! See `docs/how-to/send-emails.md`.
+
+use std::sync::OnceLock;
+
+use livebase_runtime::email::{Template, Templates};
+use livebase_runtime::registry::Registry;
+use livebase_schema::{v, Value};
+use serde_json::Value as Json;
+
+/// The path of the send action.
+pub const SEND: &str = "emails:send";
+
+/// A template's three parts, read from `functions/emails/templates/` at
+/// compile time.
+macro_rules! template {
+    ($name:literal) => {
+        (
+            $name,
+            Template {
+                subject: include_str!(concat!("../emails/templates/", $name, ".subject.hbs")),
+                html: include_str!(concat!("../emails/templates/", $name, ".html.hbs")),
+                text: include_str!(concat!("../emails/templates/", $name, ".text.hbs")),
+            },
+        )
+    };
+}
+
+/// Every template, by name.
+///
+/// - `invitation`: `organizationName`, `inviterName`, `role`, `invitationId`
+///   (scheduled by `organizations:invite`).
+/// - `welcome`: `name` (scheduled by sign-up).
+pub const TEMPLATES: &[(&str, Template<'static>)] =
+    &[template!("invitation"), template!("welcome")];
+
+/// The compiled templates. A template that does not parse is a bug caught by
+/// this crate's tests, so it panics here with the template's name.
+pub fn templates() -> &'static Templates {
+    static COMPILED: OnceLock<Templates> = OnceLock::new();
+    COMPILED.get_or_init(|| {
+        let mut templates = Templates::new();
+        for (name, template) in TEMPLATES {
+            if let Err(e) = templates.add(name, *template) {
+                panic!("{e}");
+            }
+        }
+        templates
+    })
+}
+
+pub fn register(app: &mut Registry) {
+    app.internal_action(
+        SEND,
+        [
+            ("to", v::string()),
+            ("template", v::string()),
+            ("data", v::any()),
+        ],
+        |ctx, args| async move {
+            let to = args.string("to")?;
+            let template = args.string("template")?;
+            let mailer = ctx.mailer()?;
+            let mut data = args.value("data").map_or(Json::Null, template_data);
+            if let Json::Object(fields) = &mut data {
+                fields
+                    .entry("appUrl")
+                    .or_insert_with(|| Json::from(mailer.app_url()));
+            }
+            let email = templates().render(&template, &to, &data)?;
+            let sent = mailer.send(&email).await?;
+            Ok(sent.to_value())
+        },
+    );
+}
+
+/// A value as plain JSON for a template: numbers as numbers (an int64
+/// included), bytes as their length — never Convex's tagged `{"$integer": …}`.
+fn template_data(value: &Value) -> Json {
+    match value {
+        Value::Null => Json::Null,
+        Value::Int64(i) => Json::from(*i),
+        Value::Float64(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
+        Value::Boolean(b) => Json::Bool(*b),
+        Value::String(s) => Json::String(s.clone()),
+        Value::Bytes(b) => Json::from(b.len()),
+        Value::Array(items) => Json::Array(items.iter().map(template_data).collect()),
+        Value::Object(fields) => Json::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), template_data(v)))
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_template_renders_with_the_data_its_sender_gives() {
+        let invitation = templates()
+            .render(
+                "invitation",
+                "bob@example.com",
+                &json!({
+                    "invitationId": "invitations_0123456789abcdef",
+                    "organizationName": "Acme & Co",
+                    "inviterName": "Ada",
+                    "role": "admin",
+                    "appUrl": "https://app.example.com",
+                }),
+            )
+            .expect("the invitation renders");
+        assert_eq!(invitation.subject, "Ada invited you to join Acme & Co");
+        let link = "https://app.example.com/accept-invitation/invitations_0123456789abcdef";
+        assert!(invitation.text.contains(link), "{}", invitation.text);
+        assert!(invitation.text.contains("as admin"), "{}", invitation.text);
+        assert!(
+            invitation.html.contains(&format!("href=\"{link}\"")),
+            "{}",
+            invitation.html
+        );
+        assert!(
+            invitation.html.contains("Acme &amp; Co"),
+            "{}",
+            invitation.html
+        );
+
+        let welcome = templates()
+            .render(
+                "welcome",
+                "ada@example.com",
+                &json!({"name": "Ada", "appUrl": "http://127.0.0.1:3900"}),
+            )
+            .expect("the welcome mail renders");
+        assert_eq!(welcome.subject, "Welcome, Ada");
+        assert!(welcome.text.contains("Hello Ada"), "{}", welcome.text);
+    }
+
+    #[test]
+    fn a_template_missing_a_value_fails_instead_of_sending_a_gap() {
+        let err = templates()
+            .render(
+                "invitation",
+                "bob@example.com",
+                &json!({"inviterName": "Ada"}),
+            )
+            .expect_err("organizationName is missing");
+        assert!(err.to_string().contains("invitation"), "{err}");
+    }
+
+    #[test]
+    fn int64_values_reach_templates_as_numbers() {
+        let data = livebase_schema::obj! { "n" => Value::Int64(3), "s" => "x" };
+        assert_eq!(template_data(&data), json!({"n": 3, "s": "x"}));
+    }
+}

@@ -1,0 +1,71 @@
+//! What items do, on a transaction, with the caller already checked: the
+//! seed's `features/items/logic.ts`.
+
+use livebase_runtime::transaction::Transaction;
+use livebase_runtime::Result;
+use livebase_schema::{obj, DocumentId, Object, Value};
+
+use super::schema::ITEMS;
+
+/// The organization's items, oldest first.
+pub fn get_items(db: &mut Transaction, organization_id: &str) -> Result<Vec<Value>> {
+    db.query(ITEMS)
+        .with_index("by_organization", |q| {
+            q.eq("organizationId", organization_id)
+        })
+        .collect()
+}
+
+/// The organization's items with `status`, oldest first.
+pub fn get_items_by_status(
+    db: &mut Transaction,
+    organization_id: &str,
+    status: &str,
+) -> Result<Vec<Value>> {
+    db.query(ITEMS)
+        .with_index("by_organization_status", |q| {
+            q.eq("organizationId", organization_id).eq("status", status)
+        })
+        .collect()
+}
+
+/// A new item's fields.
+pub struct CreateItem<'a> {
+    pub name: &'a str,
+    pub status: &'a str,
+    pub organization_id: &'a str,
+    pub user_id: &'a DocumentId,
+}
+
+pub fn create_item(db: &mut Transaction, item: CreateItem) -> Result<DocumentId> {
+    db.insert(
+        ITEMS,
+        obj! {
+            "name" => item.name,
+            "status" => item.status,
+            "organizationId" => item.organization_id,
+            "createdBy" => item.user_id.as_str(),
+        },
+    )
+}
+
+/// Sets the given fields; absent ones keep their value.
+pub fn update_item(
+    db: &mut Transaction,
+    id: &DocumentId,
+    name: Option<String>,
+    status: Option<String>,
+) -> Result<()> {
+    let mut patch = Object::new();
+    if let Some(name) = name {
+        patch.insert("name".into(), name.into());
+    }
+    if let Some(status) = status {
+        patch.insert("status".into(), status.into());
+    }
+    db.patch(id, patch)
+}
+
+pub fn remove_item(db: &mut Transaction, id: &DocumentId) -> Result<()> {
+    db.delete(id)
+}

@@ -1,0 +1,409 @@
+//! What organizations, members and invitations do, on a transaction, with the
+//! caller already checked — including the rules that protect owners, which are
+//! decided here, inside the same transaction as the write they guard.
+
+use std::time::Duration;
+
+use livebase_runtime::auth::tables::{INVITATIONS, MEMBERS, ORGANIZATIONS, USERS};
+use livebase_runtime::auth::users::{normalize_email, now_ms, user_by_email, User};
+use livebase_runtime::scheduler::Scheduler;
+use livebase_runtime::transaction::Transaction;
+use livebase_runtime::{Error, Result};
+use livebase_schema::{obj, DocumentId, Value};
+
+use crate::emails;
+use crate::shared::auth::permissions::Role;
+use crate::shared::auth::validations::Membership;
+
+/// How long an invitation can be accepted.
+pub const INVITATION_LIFETIME_MS: f64 = 7.0 * 24.0 * 60.0 * 60.0 * 1000.0;
+/// Longest organization name, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+/// Longest slug, in bytes.
+pub const MAX_SLUG_LEN: usize = 48;
+
+/// Invitation states as stored; `expired` is derived on read.
+pub const PENDING: &str = "pending";
+pub const ACCEPTED: &str = "accepted";
+pub const CANCELED: &str = "canceled";
+pub const EXPIRED: &str = "expired";
+
+fn str_field<'v>(doc: &'v Value, name: &str) -> &'v str {
+    doc.get(name).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn id_field(doc: &Value, name: &str, table: &str) -> Result<DocumentId> {
+    DocumentId::parse_in(str_field(doc, name), table)
+        .ok_or_else(|| Error::internal(format!("malformed `{name}` in {doc:?}")))
+}
+
+fn check_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(Error::invalid(format!(
+            "args.name: an organization name needs 1 to {MAX_NAME_CHARS} characters"
+        )));
+    }
+    Ok(name.to_string())
+}
+
+/// A slug is lowercase letters, digits and inner hyphens: it goes in URLs.
+fn check_slug(slug: &str) -> Result<()> {
+    let ok = !slug.is_empty()
+        && slug.len() <= MAX_SLUG_LEN
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !slug.starts_with('-')
+        && !slug.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "args.slug: `{slug}` must be 1 to {MAX_SLUG_LEN} lowercase letters, digits or inner hyphens"
+        )))
+    }
+}
+
+/// Creates an organization with `user` as its owner.
+pub fn create_organization(
+    db: &mut Transaction,
+    user: &User,
+    name: &str,
+    slug: &str,
+) -> Result<DocumentId> {
+    let name = check_name(name)?;
+    check_slug(slug)?;
+    let taken = db
+        .query(ORGANIZATIONS)
+        .with_index("by_slug", |q| q.eq("slug", slug))
+        .first()?;
+    if taken.is_some() {
+        return Err(Error::conflict(format!("the slug `{slug}` is taken")));
+    }
+    let id = db.insert(
+        ORGANIZATIONS,
+        obj! { "name" => name, "slug" => slug, "createdBy" => user.id.as_str() },
+    )?;
+    add_member(db, &id, &user.id, Role::Owner)?;
+    Ok(id)
+}
+
+fn add_member(
+    db: &mut Transaction,
+    organization: &DocumentId,
+    user: &DocumentId,
+    role: Role,
+) -> Result<DocumentId> {
+    db.insert(
+        MEMBERS,
+        obj! {
+            "organizationId" => organization.as_str(),
+            "userId" => user.as_str(),
+            "role" => role.as_str(),
+        },
+    )
+}
+
+/// Renames the organization.
+pub fn update_organization(db: &mut Transaction, organization_id: &str, name: &str) -> Result<()> {
+    let id = organization_doc_id(organization_id)?;
+    db.patch(&id, obj! { "name" => check_name(name)? })
+}
+
+/// Deletes the organization and every row that belongs to it: the rows of
+/// each table with a `by_organization` index — the application's tables
+/// (every one has it, DESIGN.md invariant 9), members and invitations.
+/// Bounded by the per-transaction write limit, like any mutation.
+pub fn delete_organization(db: &mut Transaction, organization_id: &str) -> Result<()> {
+    let id = organization_doc_id(organization_id)?;
+    let tables: Vec<String> = db
+        .schema()
+        .tables()
+        .filter(|(_, def)| def.get_index("by_organization").is_some())
+        .map(|(name, _)| name.to_string())
+        .collect();
+    for table in tables {
+        let rows = db
+            .query(&table)
+            .with_index("by_organization", |q| {
+                q.eq("organizationId", organization_id)
+            })
+            .collect()?;
+        for row in rows {
+            db.delete(&id_field(&row, "_id", &table)?)?;
+        }
+    }
+    db.delete(&id)
+}
+
+fn organization_doc_id(organization_id: &str) -> Result<DocumentId> {
+    // The caller is a member, so the id names an organization.
+    DocumentId::parse_in(organization_id, ORGANIZATIONS)
+        .ok_or_else(|| Error::not_found("organization not found"))
+}
+
+/// `[{_id, name, slug, role}]` of the organizations `user` belongs to, in the
+/// order they joined.
+pub fn list_mine(db: &mut Transaction, user: &User) -> Result<Vec<Value>> {
+    let memberships = db
+        .query(MEMBERS)
+        .with_index("by_user", |q| q.eq("userId", user.id.as_str()))
+        .collect()?;
+    let mut out = Vec::with_capacity(memberships.len());
+    for m in memberships {
+        let org_id = id_field(&m, "organizationId", ORGANIZATIONS)?;
+        if let Some(org) = db.get(&org_id)? {
+            out.push(obj! {
+                "_id" => org_id.as_str(),
+                "name" => str_field(&org, "name"),
+                "slug" => str_field(&org, "slug"),
+                "role" => str_field(&m, "role"),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `[{userId, name, email, role}]` of the organization's members, in the
+/// order they joined.
+pub fn list_members(db: &mut Transaction, organization_id: &str) -> Result<Vec<Value>> {
+    let members = members_of(db, organization_id)?;
+    let mut out = Vec::with_capacity(members.len());
+    for m in members {
+        let user_id = id_field(&m, "userId", USERS)?;
+        if let Some(user) = db.get(&user_id)? {
+            out.push(obj! {
+                "userId" => user_id.as_str(),
+                "name" => str_field(&user, "name"),
+                "email" => str_field(&user, "email"),
+                "role" => str_field(&m, "role"),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn members_of(db: &mut Transaction, organization_id: &str) -> Result<Vec<Value>> {
+    db.query(MEMBERS)
+        .with_index("by_organization", |q| {
+            q.eq("organizationId", organization_id)
+        })
+        .collect()
+}
+
+/// The `members` row of `user_id` in the organization.
+fn member_row(db: &mut Transaction, organization_id: &str, user_id: &str) -> Result<Option<Value>> {
+    db.query(MEMBERS)
+        .with_index("by_organization_user", |q| {
+            q.eq("organizationId", organization_id)
+                .eq("userId", user_id)
+        })
+        .first()
+}
+
+fn role_of(member: &Value) -> Result<Role> {
+    Role::parse(str_field(member, "role"))
+        .ok_or_else(|| Error::internal(format!("malformed role in {member:?}")))
+}
+
+/// Invites `email` with `role` and schedules the `invitation` email in the same
+/// transaction. Only an owner may invite an owner.
+pub fn invite(
+    db: &mut Transaction,
+    actor: &Membership,
+    email: &str,
+    role: Role,
+) -> Result<DocumentId> {
+    let email = normalize_email(email)
+        .map_err(|e| Error::invalid(format!("args.email: {}", e.client_message())))?;
+    if role == Role::Owner && actor.role != Role::Owner {
+        return Err(Error::forbidden("only an owner may invite an owner"));
+    }
+    let org_id = organization_doc_id(&actor.organization_id)?;
+    if let Some(user) = user_by_email(db, &email)? {
+        if member_row(db, &actor.organization_id, user.id.as_str())?.is_some() {
+            return Err(Error::conflict(format!("{email} is already a member")));
+        }
+    }
+    let now = now_of(db);
+    let open = db
+        .query(INVITATIONS)
+        .with_index("by_email", |q| q.eq("email", email.as_str()))
+        .collect()?
+        .into_iter()
+        .any(|i| {
+            str_field(&i, "organizationId") == actor.organization_id
+                && status_of(&i, now) == PENDING
+        });
+    if open {
+        return Err(Error::conflict(format!(
+            "{email} already has a pending invitation"
+        )));
+    }
+    let id = db.insert(
+        INVITATIONS,
+        obj! {
+            "organizationId" => org_id.as_str(),
+            "email" => email.as_str(),
+            "role" => role.as_str(),
+            "status" => PENDING,
+            "invitedBy" => actor.user.id.as_str(),
+            "expiresAt" => now + INVITATION_LIFETIME_MS,
+        },
+    )?;
+    let organization = db.get(&org_id)?.unwrap_or(Value::Null);
+    let mail = obj! {
+        "to" => email.as_str(),
+        "template" => "invitation",
+        "data" => obj! {
+            "invitationId" => id.as_str(),
+            "organizationName" => str_field(&organization, "name"),
+            "inviterName" => actor.user.name.as_str(),
+            "role" => role.as_str(),
+        },
+    };
+    // The seed's `ctx.scheduler.runAfter(0, internal.emails.send, ..)`.
+    Scheduler::new(db).run_after(Duration::ZERO, emails::SEND, mail)?;
+    Ok(id)
+}
+
+/// The transaction's time in ms: its commit time in a mutation (so every
+/// check in it agrees), the wall clock in a query.
+fn now_of(db: &Transaction) -> f64 {
+    db.commit_ts().map_or_else(now_ms, |ts| ts.as_millis_f64())
+}
+
+/// An invitation's status, with a pending one past `expiresAt` reported as
+/// `expired`.
+fn status_of(invitation: &Value, now: f64) -> &str {
+    let status = str_field(invitation, "status");
+    let expires_at = invitation
+        .get("expiresAt")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
+    if status == PENDING && expires_at <= now {
+        EXPIRED
+    } else {
+        status
+    }
+}
+
+/// `[{_id, email, role, status}]` of the organization's invitations, oldest
+/// first.
+pub fn list_invitations(db: &mut Transaction, organization_id: &str) -> Result<Vec<Value>> {
+    let now = now_of(db);
+    let rows = db
+        .query(INVITATIONS)
+        .with_index("by_organization", |q| {
+            q.eq("organizationId", organization_id)
+        })
+        .collect()?;
+    Ok(rows
+        .iter()
+        .map(|i| {
+            obj! {
+                "_id" => str_field(i, "_id"),
+                "email" => str_field(i, "email"),
+                "role" => str_field(i, "role"),
+                "status" => status_of(i, now),
+            }
+        })
+        .collect())
+}
+
+/// Accepts an invitation for `user`, who must be the invited email's user;
+/// returns the new member id. Anything but a pending invitation is a
+/// `CONFLICT`, so a second accept — concurrent or not, since mutations are
+/// serial — creates no second membership.
+pub fn accept_invitation(db: &mut Transaction, user: &User, id: &DocumentId) -> Result<DocumentId> {
+    let invitation = db
+        .get(id)?
+        .ok_or_else(|| Error::not_found(format!("invitation {id} does not exist")))?;
+    if str_field(&invitation, "email") != user.email {
+        return Err(Error::forbidden(
+            "this invitation is for another email address",
+        ));
+    }
+    match status_of(&invitation, now_of(db)) {
+        PENDING => {}
+        status => {
+            return Err(Error::conflict(format!("this invitation is {status}")));
+        }
+    }
+    let org_id = id_field(&invitation, "organizationId", ORGANIZATIONS)?;
+    if member_row(db, org_id.as_str(), user.id.as_str())?.is_some() {
+        return Err(Error::conflict(
+            "you are already a member of this organization",
+        ));
+    }
+    let role = role_of(&invitation)?;
+    let member = add_member(db, &org_id, &user.id, role)?;
+    db.patch(id, obj! { "status" => ACCEPTED })?;
+    Ok(member)
+}
+
+/// Cancels a pending invitation.
+pub fn cancel_invitation(db: &mut Transaction, id: &DocumentId) -> Result<()> {
+    let invitation = db
+        .get(id)?
+        .ok_or_else(|| Error::not_found(format!("invitations {id} does not exist")))?;
+    match status_of(&invitation, now_of(db)) {
+        PENDING => db.patch(id, obj! { "status" => CANCELED }),
+        status => Err(Error::conflict(format!("this invitation is {status}"))),
+    }
+}
+
+/// The organization's owners.
+fn owner_count(db: &mut Transaction, organization_id: &str) -> Result<usize> {
+    Ok(members_of(db, organization_id)?
+        .iter()
+        .filter(|m| str_field(m, "role") == Role::Owner.as_str())
+        .count())
+}
+
+/// The target's current role, after the owner rules allow `actor` to touch
+/// it: only an owner may change or remove an owner.
+fn target_role(db: &mut Transaction, actor: &Membership, user_id: &str) -> Result<(Value, Role)> {
+    let target = member_row(db, &actor.organization_id, user_id)?.ok_or_else(|| {
+        Error::not_found(format!("{user_id} is not a member of this organization"))
+    })?;
+    let role = role_of(&target)?;
+    if role == Role::Owner && actor.role != Role::Owner {
+        return Err(Error::forbidden(
+            "only an owner may change or remove an owner",
+        ));
+    }
+    Ok((target, role))
+}
+
+/// Gives a member a new role. Only an owner may grant the owner role or
+/// change an owner's; demoting the last owner is a `CONFLICT`.
+pub fn set_role(db: &mut Transaction, actor: &Membership, user_id: &str, role: Role) -> Result<()> {
+    let (target, current) = target_role(db, actor, user_id)?;
+    if role == Role::Owner && actor.role != Role::Owner {
+        return Err(Error::forbidden("only an owner may grant the owner role"));
+    }
+    if current == Role::Owner
+        && role != Role::Owner
+        && owner_count(db, &actor.organization_id)? <= 1
+    {
+        return Err(Error::conflict(
+            "an organization must keep at least one owner",
+        ));
+    }
+    let id = id_field(&target, "_id", MEMBERS)?;
+    db.patch(&id, obj! { "role" => role.as_str() })
+}
+
+/// Removes a member. Only an owner may remove an owner; removing the last
+/// owner is a `CONFLICT`.
+pub fn remove_member(db: &mut Transaction, actor: &Membership, user_id: &str) -> Result<()> {
+    let (target, current) = target_role(db, actor, user_id)?;
+    if current == Role::Owner && owner_count(db, &actor.organization_id)? <= 1 {
+        return Err(Error::conflict(
+            "an organization must keep at least one owner",
+        ));
+    }
+    db.delete(&id_field(&target, "_id", MEMBERS)?)
+}

@@ -1,0 +1,59 @@
+//! What todos do, on a transaction, with the caller already checked.
+
+use livebase_runtime::store::Order;
+use livebase_runtime::transaction::Transaction;
+use livebase_runtime::{Error, Result};
+use livebase_schema::{obj, DocumentId, Value};
+
+use super::schema::TODOS;
+
+/// Longest todo text, in characters.
+pub const MAX_TEXT_CHARS: usize = 1000;
+
+/// The organization's todos, newest first.
+pub fn list_todos(db: &mut Transaction, organization_id: &str) -> Result<Vec<Value>> {
+    db.query(TODOS)
+        .with_index("by_organization", |q| {
+            q.eq("organizationId", organization_id)
+        })
+        .order(Order::Desc)
+        .collect()
+}
+
+/// Adds an open todo; the text is trimmed and must not be empty.
+pub fn create_todo(
+    db: &mut Transaction,
+    organization_id: &str,
+    text: &str,
+    user_id: &DocumentId,
+) -> Result<DocumentId> {
+    let text = text.trim();
+    if text.is_empty() || text.chars().count() > MAX_TEXT_CHARS {
+        return Err(Error::invalid(format!(
+            "args.text: a todo needs 1 to {MAX_TEXT_CHARS} characters"
+        )));
+    }
+    db.insert(
+        TODOS,
+        obj! {
+            "text" => text,
+            "completed" => false,
+            "organizationId" => organization_id,
+            "createdBy" => user_id.as_str(),
+        },
+    )
+}
+
+/// Flips `completed` of `todo` (the document as read) and returns the new value.
+pub fn toggle_todo(db: &mut Transaction, todo: &Value, id: &DocumentId) -> Result<bool> {
+    let completed = !todo
+        .get("completed")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    db.patch(id, obj! { "completed" => completed })?;
+    Ok(completed)
+}
+
+pub fn remove_todo(db: &mut Transaction, id: &DocumentId) -> Result<()> {
+    db.delete(id)
+}

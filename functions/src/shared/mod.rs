@@ -1,0 +1,3 @@
+//! What every feature shares: the permission checks of [`auth`].
+
+pub mod auth;

@@ -1,0 +1,28 @@
+//! The registered `userProfiles:*` functions: signed-in users read and write
+//! their own profile — nothing else, so they need no organization.
+
+use livebase_runtime::registry::Registry;
+use livebase_schema::v;
+
+use crate::features::user_profiles::logic;
+use crate::shared::auth::validations::ensure_user;
+
+pub fn register(app: &mut Registry) {
+    app.query("userProfiles:get", [], |ctx, _args| {
+        let user = ensure_user(ctx)?;
+        logic::get_profile(ctx.db, &user.id)
+    });
+
+    app.mutation(
+        "userProfiles:upsert",
+        [
+            ("displayName", v::string()),
+            ("bio", v::optional(v::string())),
+        ],
+        |ctx, args| {
+            let user = ensure_user(ctx)?;
+            let display_name = args.string("displayName")?;
+            logic::upsert_profile(ctx.db, &user.id, &display_name, args.opt_string("bio")?)
+        },
+    );
+}

@@ -1,0 +1,161 @@
+//! The auth endpoints, with JSON bodies, as APP.md fixes them:
+//!
+//! | endpoint | reply |
+//! | --- | --- |
+//! | `POST /api/auth/sign-up/email` `{email, password, name}` | `200 {token, user}`, `400`, `422` |
+//! | `POST /api/auth/sign-in/email` `{email, password}` | `200 {token, user}`, `401`, `429` + `Retry-After` |
+//! | `POST /api/auth/sign-out` (Bearer) | `200 {success: true}`, `401` |
+//! | `GET /api/auth/get-session` (Bearer) | `200 {session, user}`, `401` |
+//!
+//! Errors are `{code, message}`; the codes follow Better Auth's where it has
+//! one, so a client written against the seed's auth reads them unchanged.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value as JsonValue};
+
+use super::{AuthError, SessionAuth, SignedIn};
+
+/// Largest auth request body: these bodies hold an email, a name and a
+/// password.
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// The auth routes, to merge into the server's router.
+pub fn routes(auth: SessionAuth) -> Router {
+    Router::new()
+        .route("/api/auth/sign-up/email", post(sign_up))
+        .route("/api/auth/sign-in/email", post(sign_in))
+        .route("/api/auth/sign-out", post(sign_out))
+        .route("/api/auth/get-session", get(get_session))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(auth)
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            AuthError::InvalidInput { code, .. } => (StatusCode::BAD_REQUEST, *code),
+            AuthError::EmailTaken => (StatusCode::UNPROCESSABLE_ENTITY, "USER_ALREADY_EXISTS"),
+            AuthError::InvalidCredentials => {
+                (StatusCode::UNAUTHORIZED, "INVALID_EMAIL_OR_PASSWORD")
+            }
+            AuthError::TooManyAttempts { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_ATTEMPTS")
+            }
+            AuthError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
+            AuthError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+        };
+        let retry_after = match &self {
+            // Whole seconds, rounded up so a client that waits them is let in.
+            AuthError::TooManyAttempts { retry_after } => {
+                Some((retry_after.as_secs_f64().ceil() as u64).max(1))
+            }
+            _ => None,
+        };
+        let message = match self {
+            // Logged under a request id; the client sees only that id.
+            AuthError::Internal(e) => e.redact("auth").client_message(),
+            other => other.to_string(),
+        };
+        let mut response =
+            (status, Json(json!({"code": code, "message": message}))).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// Decodes a JSON object body and reads its string fields.
+struct Body(serde_json::Map<String, JsonValue>);
+
+impl Body {
+    fn parse(bytes: &[u8]) -> Result<Body, AuthError> {
+        match serde_json::from_slice(bytes) {
+            Ok(JsonValue::Object(map)) => Ok(Body(map)),
+            _ => Err(AuthError::InvalidInput {
+                code: "INVALID_BODY",
+                message: "the body must be a JSON object".into(),
+            }),
+        }
+    }
+
+    fn string(&self, field: &'static str) -> Result<&str, AuthError> {
+        self.0
+            .get(field)
+            .and_then(JsonValue::as_str)
+            .ok_or_else(|| AuthError::InvalidInput {
+                code: "INVALID_BODY",
+                message: format!("body.{field}: expected a string"),
+            })
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            AuthError::Unauthenticated("expected an `Authorization: Bearer <token>` header".into())
+        })
+}
+
+fn signed_in(s: SignedIn) -> Response {
+    Json(json!({"token": s.token, "user": s.user.to_value().to_json()})).into_response()
+}
+
+fn reply<T>(result: Result<T, AuthError>, ok: impl FnOnce(T) -> Response) -> Response {
+    result.map_or_else(IntoResponse::into_response, ok)
+}
+
+async fn sign_up(State(auth): State<SessionAuth>, body: Bytes) -> Response {
+    let result = async {
+        let body = Body::parse(&body)?;
+        let (email, password, name) = (
+            body.string("email")?,
+            body.string("password")?,
+            body.string("name")?,
+        );
+        auth.sign_up(email, password.to_string(), name).await
+    }
+    .await;
+    reply(result, signed_in)
+}
+
+async fn sign_in(State(auth): State<SessionAuth>, body: Bytes) -> Response {
+    let result = async {
+        let body = Body::parse(&body)?;
+        let (email, password) = (body.string("email")?, body.string("password")?);
+        auth.sign_in(email, password.to_string()).await
+    }
+    .await;
+    reply(result, signed_in)
+}
+
+async fn sign_out(State(auth): State<SessionAuth>, headers: HeaderMap) -> Response {
+    let result = async { auth.sign_out(bearer(&headers)?).await }.await;
+    reply(result, |()| Json(json!({"success": true})).into_response())
+}
+
+async fn get_session(State(auth): State<SessionAuth>, headers: HeaderMap) -> Response {
+    let result = async { auth.get_session(bearer(&headers)?).await }.await;
+    reply(result, |info| {
+        Json(json!({
+            "session": {
+                "id": info.session_id.as_str(),
+                "userId": info.user.id.as_str(),
+                "expiresAt": info.expires_at,
+            },
+            "user": info.user.to_value().to_json(),
+        }))
+        .into_response()
+    })
+}

@@ -1,0 +1,82 @@
+//! The runtime's auth tables — users, sessions, organizations, members and
+//! invitations — which live beside the application's tables in the same store.
+//!
+//! They are marked as system tables (the runtime owns their shape) but keep
+//! plain names, so that an application's schema can say `v::id("users")` and
+//! its functions can read members and invitations like any other table.
+
+use livebase_schema::{define_table, v, Schema};
+
+/// Users: one row per email address (stored lowercased), with the argon2id
+/// PHC string of their password.
+pub const USERS: &str = "users";
+/// Sessions: one row per sign-in. A token is valid only while its session row
+/// exists; sign-out deletes the row, which is also the write that re-runs every
+/// live query authenticated with it.
+pub const SESSIONS: &str = "sessions";
+/// Organizations, each with a unique slug.
+pub const ORGANIZATIONS: &str = "organizations";
+/// Memberships: a user's role in an organization.
+pub const MEMBERS: &str = "members";
+/// Invitations to join an organization, addressed to an email.
+pub const INVITATIONS: &str = "invitations";
+
+/// Adds the auth tables to a schema.
+pub fn with_auth_tables(schema: Schema) -> Schema {
+    schema
+        .system_table(
+            USERS,
+            define_table([
+                ("email", v::string()),
+                ("name", v::string()),
+                ("passwordHash", v::string()),
+            ])
+            .index("by_email", ["email"]),
+        )
+        .system_table(
+            SESSIONS,
+            define_table([
+                ("userId", v::id(USERS)),
+                // Milliseconds since the epoch, the token's `exp` times 1000.
+                ("expiresAt", v::float64()),
+            ])
+            .index("by_user", ["userId"]),
+        )
+        .system_table(
+            ORGANIZATIONS,
+            define_table([
+                ("name", v::string()),
+                ("slug", v::string()),
+                ("createdBy", v::id(USERS)),
+            ])
+            .index("by_slug", ["slug"]),
+        )
+        .system_table(
+            MEMBERS,
+            define_table([
+                ("organizationId", v::id(ORGANIZATIONS)),
+                ("userId", v::id(USERS)),
+                // The role names belong to the application's permission table;
+                // the runtime stores them without interpreting them.
+                ("role", v::string()),
+            ])
+            .index("by_organization", ["organizationId"])
+            .index("by_user", ["userId"])
+            .index("by_organization_user", ["organizationId", "userId"]),
+        )
+        .system_table(
+            INVITATIONS,
+            define_table([
+                ("organizationId", v::id(ORGANIZATIONS)),
+                ("email", v::string()),
+                ("role", v::string()),
+                // `pending`, `accepted` or `canceled`; `expired` is not stored
+                // but derived from `expiresAt` when listed.
+                ("status", v::string()),
+                ("invitedBy", v::id(USERS)),
+                ("expiresAt", v::float64()),
+            ])
+            .index("by_organization", ["organizationId"])
+            .index("by_email", ["email"]),
+        )
+}

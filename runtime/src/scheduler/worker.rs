@@ -1,0 +1,482 @@
+//! The scheduler's worker: one task shaped like mini-redis's expiry task. It
+//! asks the store for the earliest pending jobs (the `by_state_time` index
+//! keeps them ordered by time), starts those that are due, and sleeps until
+//! the next one is — or until a commit that writes `_scheduled_functions`
+//! pokes its [`Notify`], since that commit may have scheduled an earlier job.
+//! An idle server costs nothing: the task waits in one `select!` over
+//! `sleep_until`, `notified` and shutdown.
+//!
+//! Jobs run in tasks of their own, at most
+//! [`SchedulerOptions::max_concurrent_jobs`] at once (a [`Semaphore`]).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use livebase_schema::{obj, DocumentId, Value};
+use tokio::sync::{broadcast, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{sleep_until, Instant};
+
+use super::cron;
+use crate::error::{Error, Result};
+use crate::executor::{Caller, Executor};
+use crate::registry::{run_sync, Function, FunctionKind, Identity, Registry};
+use crate::system::{JobState, SCHEDULED_FUNCTIONS};
+use crate::transaction::Transaction;
+
+/// How the scheduler runs jobs.
+#[derive(Clone, Debug)]
+pub struct SchedulerOptions {
+    /// Most jobs running at once; more due jobs wait for one to finish.
+    pub max_concurrent_jobs: usize,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        SchedulerOptions {
+            max_concurrent_jobs: DEFAULT_MAX_CONCURRENT_JOBS,
+        }
+    }
+}
+
+/// The default of [`SchedulerOptions::max_concurrent_jobs`].
+pub const DEFAULT_MAX_CONCURRENT_JOBS: usize = 8;
+/// The error of an action found `inProgress` at start-up.
+pub const INTERRUPTED: &str = "interrupted by a restart";
+/// How long a stopping worker waits for running jobs before abandoning them
+/// (an abandoned action is marked failed at the next start).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The longest single sleep. Waking once a day for a job due next year keeps
+/// `Instant` arithmetic far from overflow and costs nothing.
+const MAX_SLEEP: Duration = Duration::from_secs(24 * 60 * 60);
+/// When a job's outcome could not be written (the store failed), it is left
+/// alone this long before the worker may pick it up again, so a failing store
+/// is retried, not hammered.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// `inProgress` jobs marked failed per start-up transaction.
+const RECOVERY_BATCH: usize = 1024;
+
+/// The running worker; it stops when the server's shutdown signal fires.
+pub struct Worker {
+    task: JoinHandle<()>,
+}
+
+impl Worker {
+    /// Waits until the worker has stopped: no job is started after the
+    /// shutdown signal, and running ones get [`SHUTDOWN_GRACE`] to finish.
+    pub async fn stopped(self) {
+        if let Err(e) = self.task.await {
+            tracing::error!(target: "livebase::scheduler", "the scheduler task failed: {e}");
+        }
+    }
+}
+
+/// What the worker and its job tasks share.
+struct Shared {
+    executor: Executor,
+    /// Poked by every commit that writes `_scheduled_functions` and by every
+    /// job that finishes. `Notify` keeps one permit, so a poke that lands while
+    /// the worker is busy scanning is not lost: its next wait returns at once.
+    wake: Arc<Notify>,
+    permits: Arc<Semaphore>,
+    max_concurrent_jobs: usize,
+    /// Jobs handed to a task and not finished. A mutation's job stays
+    /// `pending` in the store until the commit that runs it, so the scan must
+    /// skip these. A `std` mutex: it is never held across an `.await`.
+    running: Mutex<HashSet<String>>,
+}
+
+/// Starts the scheduler over `executor`'s database and application: marks
+/// every action left `inProgress` by the last run failed, brings `_crons` in
+/// line with the declared crons, and spawns the worker, which runs until
+/// `shutdown` fires.
+pub async fn start(
+    executor: Executor,
+    options: SchedulerOptions,
+    mut shutdown: broadcast::Receiver<()>,
+) -> Result<Worker> {
+    let db = executor.database().clone();
+    let wake = Arc::new(Notify::new());
+    // Listen before the first scan, so no job committed after it goes unseen.
+    let poke = wake.clone();
+    db.on_commit(Box::new(move |commit| {
+        let schedules = commit
+            .writes
+            .documents()
+            .iter()
+            .any(|w| w.table == SCHEDULED_FUNCTIONS);
+        if schedules {
+            poke.notify_one();
+        }
+    }))
+    .await?;
+    let interrupted = fail_interrupted(&executor).await?;
+    if interrupted > 0 {
+        tracing::warn!(target: "livebase::scheduler", count = interrupted, "marked actions interrupted by a restart as failed");
+    }
+    let registry = executor.registry().clone();
+    db.mutate(move |tx| cron::sync(tx, registry.crons()))
+        .await?;
+
+    let max = options.max_concurrent_jobs.max(1);
+    let shared = Arc::new(Shared {
+        executor,
+        wake,
+        permits: Arc::new(Semaphore::new(max)),
+        max_concurrent_jobs: max,
+        running: Mutex::default(),
+    });
+    let task = tokio::spawn(async move {
+        let mut jobs = JoinSet::new();
+        loop {
+            let wait = match shared.dispatch(&mut jobs).await {
+                Ok(wait) => wait,
+                Err(e) => {
+                    tracing::error!(target: "livebase::scheduler", "reading due jobs: {e}");
+                    Wait::Until(Instant::now() + RETRY_AFTER)
+                }
+            };
+            while jobs.try_join_next().is_some() {}
+            let deadline = match wait {
+                Wait::Until(at) => Some(at),
+                Wait::Idle | Wait::Full => None,
+            };
+            tokio::select! {
+                _ = shutdown.recv() => break,
+                _ = shared.wake.notified() => {}
+                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
+            }
+        }
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while jobs.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(target: "livebase::scheduler", "jobs still running at shutdown were abandoned");
+            jobs.abort_all();
+        }
+    });
+    Ok(Worker { task })
+}
+
+/// Marks every `inProgress` job failed: the process that started it is gone,
+/// and an action is run at most once.
+async fn fail_interrupted(executor: &Executor) -> Result<usize> {
+    let mut total = 0;
+    loop {
+        let marked = executor
+            .database()
+            .mutate(|tx| {
+                let stuck = tx
+                    .query(SCHEDULED_FUNCTIONS)
+                    .with_index("by_state_time", |r| {
+                        r.eq("state", JobState::InProgress.as_str())
+                    })
+                    .take(RECOVERY_BATCH)?;
+                for job in &stuck {
+                    let id = Job::parse(job)?.id;
+                    settle(tx, &id, JobState::Failed, Some(INTERRUPTED))?;
+                }
+                Ok(stuck.len())
+            })
+            .await?
+            .value;
+        total += marked;
+        if marked < RECOVERY_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
+/// What the worker waits for after a scan.
+enum Wait {
+    /// The next pending job is due then.
+    Until(Instant),
+    /// No pending job: only a commit can bring one.
+    Idle,
+    /// A job is due but every permit is taken: a finishing job pokes.
+    Full,
+}
+
+/// A `_scheduled_functions` row, as the worker needs it.
+struct Job {
+    id: DocumentId,
+    name: String,
+    args: Value,
+    scheduled_time: f64,
+}
+
+impl Job {
+    fn parse(doc: &Value) -> Result<Job> {
+        let id = doc
+            .get("_id")
+            .and_then(Value::as_str)
+            .and_then(DocumentId::parse)
+            .ok_or_else(|| Error::internal(format!("a scheduled job without an id: {doc:?}")))?;
+        Ok(Job {
+            id,
+            name: doc
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            args: doc.get("args").cloned().unwrap_or(Value::Null),
+            scheduled_time: doc
+                .get("scheduledTime")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0),
+        })
+    }
+}
+
+fn now_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
+impl Shared {
+    /// Starts every due job a permit allows; says what to wait for next.
+    async fn dispatch(self: &Arc<Self>, jobs: &mut JoinSet<()>) -> Result<Wait> {
+        let skip = self.running.lock().map(|r| r.len()).unwrap_or(0);
+        // Enough rows to pass the running ones, fill every permit, and see
+        // the next job after them.
+        let limit = skip + self.max_concurrent_jobs + 1;
+        let pending = self
+            .executor
+            .database()
+            .query(move |tx| {
+                tx.query(SCHEDULED_FUNCTIONS)
+                    .with_index("by_state_time", |r| {
+                        r.eq("state", JobState::Pending.as_str())
+                    })
+                    .take(limit)
+            })
+            .await?
+            .value;
+        let now = now_ms();
+        for doc in &pending {
+            let job = Job::parse(doc)?;
+            if job.scheduled_time > now {
+                let wait = Duration::from_secs_f64((job.scheduled_time - now) / 1e3).min(MAX_SLEEP);
+                return Ok(Wait::Until(Instant::now() + wait));
+            }
+            let Ok(mut running) = self.running.lock() else {
+                return Err(Error::internal("the scheduler's running set is poisoned"));
+            };
+            if running.contains(job.id.as_str()) {
+                continue;
+            }
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                return Ok(Wait::Full);
+            };
+            running.insert(job.id.as_str().to_string());
+            drop(running);
+            jobs.spawn(self.clone().run(job, permit));
+        }
+        Ok(Wait::Idle)
+    }
+
+    /// Runs one job in its own task, then frees its permit and pokes the
+    /// worker.
+    async fn run(self: Arc<Self>, job: Job, permit: OwnedSemaphorePermit) {
+        let id = job.id.as_str().to_string();
+        let name = job.name.clone();
+        let started = std::time::Instant::now();
+        let outcome = self.execute(job).await;
+        let ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1e3);
+        match outcome {
+            Ok(Settled::Success) => {
+                tracing::info!(target: "livebase::scheduler", job = %id, function = %name, ms, "success")
+            }
+            Ok(Settled::Failed(error)) => {
+                tracing::warn!(target: "livebase::scheduler", job = %id, function = %name, ms, %error, "failed")
+            }
+            Ok(Settled::NotPending) => {
+                tracing::debug!(target: "livebase::scheduler", job = %id, function = %name, "no longer pending; not run")
+            }
+            Err(e) => {
+                // Nothing about the job could be written: leave it be for a
+                // while, then let the worker find it again.
+                tracing::error!(target: "livebase::scheduler", job = %id, function = %name, "settling the job failed: {e}");
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+        }
+        drop(permit);
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(&id);
+        }
+        self.wake.notify_one();
+    }
+
+    async fn execute(&self, job: Job) -> Result<Settled> {
+        let registry = self.executor.registry().clone();
+        let function = registry.get(&job.name).cloned();
+        match function {
+            Some(f) if f.kind() == FunctionKind::Mutation => self.run_mutation(job, f).await,
+            Some(f) if f.kind() == FunctionKind::Action => self.run_action(job).await,
+            Some(_) => {
+                let error = format!(
+                    "`{}` is a query; only mutations and actions can be scheduled",
+                    job.name
+                );
+                self.fail_pending(job, error).await
+            }
+            None => {
+                let error = format!("there is no function `{}`", job.name);
+                self.fail_pending(job, error).await
+            }
+        }
+    }
+
+    /// A mutation runs in one transaction with its job's change to `success`
+    /// (and its cron's next run): either all of it commits or none does. If
+    /// the mutation fails, its writes are rolled back and a second transaction
+    /// marks the job failed.
+    async fn run_mutation(&self, job: Job, function: Function) -> Result<Settled> {
+        let registry = self.executor.registry().clone();
+        let Job {
+            id,
+            name,
+            args,
+            scheduled_time,
+        } = job;
+        let run_id = id.clone();
+        let ran = self
+            .executor
+            .database()
+            .mutate(move |tx| {
+                if state_of(tx, &run_id)? != Some(JobState::Pending) {
+                    return Ok(false);
+                }
+                let args = Registry::check_args(&function, &[args])?;
+                run_sync(&function, tx, &Identity::Anonymous, args)?;
+                settle(tx, &run_id, JobState::Success, None)?;
+                cron::advance(tx, &run_id, scheduled_time, registry.crons())?;
+                Ok(true)
+            })
+            .await;
+        match ran {
+            Ok(c) if c.value => Ok(Settled::Success),
+            Ok(_) => Ok(Settled::NotPending),
+            Err(e) => {
+                let error = e.redact(&name).to_string();
+                self.fail_pending(
+                    Job {
+                        id,
+                        name,
+                        args: Value::Null,
+                        scheduled_time,
+                    },
+                    error,
+                )
+                .await
+            }
+        }
+    }
+
+    /// An action is claimed first — `inProgress` in a commit of its own, with
+    /// its cron's next run — then run, then settled. A crash in between leaves
+    /// it `inProgress`, and the next start marks it failed: at most once.
+    async fn run_action(&self, job: Job) -> Result<Settled> {
+        let registry = self.executor.registry().clone();
+        let Job {
+            id,
+            name,
+            args,
+            scheduled_time,
+        } = job;
+        let claim_id = id.clone();
+        let claimed = self
+            .executor
+            .database()
+            .mutate(move |tx| {
+                if state_of(tx, &claim_id)? != Some(JobState::Pending) {
+                    return Ok(false);
+                }
+                tx.patch(&claim_id, obj! { "state" => JobState::InProgress.as_str() })?;
+                cron::advance(tx, &claim_id, scheduled_time, registry.crons())?;
+                Ok(true)
+            })
+            .await?
+            .value;
+        if !claimed {
+            return Ok(Settled::NotPending);
+        }
+        let outcome = self
+            .executor
+            .action(&name, vec![args], Identity::Anonymous, Caller::Server)
+            .await;
+        let (state, error) = match outcome {
+            Ok(_) => (JobState::Success, None),
+            Err(e) => (JobState::Failed, Some(e.to_string())),
+        };
+        let stored = error.clone();
+        self.executor
+            .database()
+            .mutate(move |tx| {
+                if state_of(tx, &id)? == Some(JobState::InProgress) {
+                    settle(tx, &id, state, stored.as_deref())?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(match error {
+            None => Settled::Success,
+            Some(e) => Settled::Failed(e),
+        })
+    }
+
+    /// Marks a job that did not run failed with `error` — if it is still
+    /// pending — and moves its cron on.
+    async fn fail_pending(&self, job: Job, error: String) -> Result<Settled> {
+        let registry = self.executor.registry().clone();
+        let stored = error.clone();
+        let marked = self
+            .executor
+            .database()
+            .mutate(move |tx| {
+                if state_of(tx, &job.id)? != Some(JobState::Pending) {
+                    return Ok(false);
+                }
+                settle(tx, &job.id, JobState::Failed, Some(&stored))?;
+                cron::advance(tx, &job.id, job.scheduled_time, registry.crons())?;
+                Ok(true)
+            })
+            .await?
+            .value;
+        Ok(if marked {
+            Settled::Failed(error)
+        } else {
+            Settled::NotPending
+        })
+    }
+}
+
+/// How a job ended.
+enum Settled {
+    Success,
+    Failed(String),
+    /// Canceled (or otherwise settled) before it could start.
+    NotPending,
+}
+
+fn state_of(tx: &mut Transaction, id: &DocumentId) -> Result<Option<JobState>> {
+    Ok(tx.get(id)?.as_ref().and_then(JobState::of))
+}
+
+/// Moves a job to a final `state` at this transaction's commit time.
+fn settle(
+    tx: &mut Transaction,
+    id: &DocumentId,
+    state: JobState,
+    error: Option<&str>,
+) -> Result<()> {
+    let now = tx.commit_ts().map_or_else(now_ms, |ts| ts.as_millis_f64());
+    let mut fields = obj! { "state" => state.as_str(), "completedTime" => now };
+    if let (Some(error), Value::Object(o)) = (error, &mut fields) {
+        o.insert("error".into(), Value::from(error));
+    }
+    tx.patch(id, fields)
+}

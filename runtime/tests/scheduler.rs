@@ -1,0 +1,824 @@
+//! Durable scheduling (DESIGN.md invariant 7) on a real server over a real
+//! SQLite file: a job runs after its delay and never before; a commit that
+//! schedules an earlier job wakes the worker; a canceled job never runs; a
+//! failed mutation schedules nothing; a failing scheduled mutation leaves no
+//! write behind and its job says why; concurrency stays within its bound; the
+//! job table is readable — and subscribable — like any table. Across SIGKILL
+//! (a child process: this test binary re-executed to run only
+//! [`child_schedules_then_waits_to_be_killed`]) a scheduled mutation runs
+//! exactly once after the restart, and an action caught in progress is marked
+//! failed, not run again. Crons fire on their cadence, and a run missed while
+//! the server was down happens once.
+//!
+//! Delays are a few hundred milliseconds; every wait is bounded.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use livebase_runtime::executor::Caller;
+use livebase_runtime::registry::{Identity, Registry};
+use livebase_runtime::scheduler::SchedulerOptions;
+use livebase_runtime::server::{serve, RunningServer, ServerOptions};
+use livebase_runtime::system::{CRONS, SCHEDULED_FUNCTIONS};
+use livebase_runtime::Error;
+use livebase_schema::protocol::SessionId;
+use livebase_schema::{define_table, obj, v, DocumentId, Schema, Value};
+use support::Client;
+use tempfile::TempDir;
+
+/// The longest any wait in these tests lasts before failing.
+const PATIENCE: Duration = Duration::from_secs(15);
+/// Set in the child: its data folder.
+const CHILD_DIR: &str = "LIVEBASE_SCHEDULER_CHILD_DIR";
+/// Set in the child: what it schedules before waiting to be killed
+/// (`mutation` or `action`).
+const CHILD_JOB: &str = "LIVEBASE_SCHEDULER_CHILD_JOB";
+/// The crash test's mutation is due this long after it is scheduled.
+const CRASH_DELAY_MS: f64 = 800.0;
+
+fn now_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1e3
+}
+
+/// In-flight and peak counts of `events:slow` runs.
+#[derive(Default)]
+struct Concurrency {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// The application under test: one table of `events`, and
+///
+/// | path | kind | what |
+/// | --- | --- | --- |
+/// | `jobs:runAfter {path, delayMs, args}` | mutation | `ctx.scheduler().run_after`; returns the job id |
+/// | `jobs:runAt {path, at, args}` | mutation | `ctx.scheduler().run_at` |
+/// | `jobs:cancel {id}` | mutation | `ctx.scheduler().cancel`; returns whether it was pending |
+/// | `jobs:scheduleThenFail {path}` | mutation | schedules `path`, then fails |
+/// | `jobs:get {id}` | query | the `_scheduled_functions` document |
+/// | `events:record {note}` | internal mutation | inserts an event at its commit time |
+/// | `events:fail {note}` | internal mutation | inserts an event, then fails |
+/// | `events:act {note}` | internal action | runs `events:record` |
+/// | `events:slow {}` | internal action | sleeps 150 ms, counted in [`Concurrency`] |
+/// | `events:hang {note}` | internal action | records `note`, prints `action started`, sleeps a minute |
+fn registry(concurrency: Arc<Concurrency>) -> Registry {
+    let schema = Schema::new().table(
+        "events",
+        define_table([("note", v::string()), ("at", v::float64())]),
+    );
+    let mut app = Registry::new(schema);
+    app.mutation(
+        "jobs:runAfter",
+        [
+            ("path", v::string()),
+            ("args", v::any()),
+            ("delayMs", v::float64()),
+        ],
+        |ctx, args| {
+            let delay = Duration::from_secs_f64(args.f64("delayMs")? / 1e3);
+            let path = args.string("path")?;
+            let job_args = args.value("args").cloned().unwrap_or(obj! {});
+            ctx.scheduler().run_after(delay, &path, job_args)
+        },
+    );
+    app.mutation(
+        "jobs:runAt",
+        [
+            ("path", v::string()),
+            ("args", v::any()),
+            ("at", v::float64()),
+        ],
+        |ctx, args| {
+            let path = args.string("path")?;
+            let job_args = args.value("args").cloned().unwrap_or(obj! {});
+            ctx.scheduler().run_at(args.f64("at")?, &path, job_args)
+        },
+    );
+    app.mutation("jobs:cancel", [("id", v::string())], |ctx, args| {
+        let id = args.id("id", SCHEDULED_FUNCTIONS)?;
+        ctx.scheduler().cancel(&id)
+    });
+    app.mutation(
+        "jobs:scheduleThenFail",
+        [("path", v::string())],
+        |ctx, args| {
+            ctx.scheduler().run_after(
+                Duration::ZERO,
+                &args.string("path")?,
+                obj! { "note" => "never" },
+            )?;
+            Err::<Value, _>(Error::conflict("changed my mind"))
+        },
+    );
+    app.query("jobs:get", [("id", v::string())], |ctx, args| {
+        let id = args.id("id", SCHEDULED_FUNCTIONS)?;
+        Ok(ctx.db.get(&id)?.unwrap_or(Value::Null))
+    });
+    app.internal_mutation("events:record", [("note", v::string())], |ctx, args| {
+        let at = ctx.db.commit_ts().expect("a mutation").as_millis_f64();
+        ctx.db.insert(
+            "events",
+            obj! { "note" => args.string("note")?, "at" => at },
+        )
+    });
+    app.internal_mutation("events:fail", [("note", v::string())], |ctx, args| {
+        ctx.db.insert(
+            "events",
+            obj! { "note" => args.string("note")?, "at" => 0.0 },
+        )?;
+        Err::<Value, _>(Error::conflict("the scheduled mutation refuses"))
+    });
+    app.internal_action(
+        "events:act",
+        [("note", v::string())],
+        |ctx, args| async move {
+            let note = args.string("note")?;
+            ctx.run_mutation("events:record", obj! { "note" => note })
+                .await
+        },
+    );
+    app.internal_action("events:slow", [], move |_ctx, _args| {
+        let c = concurrency.clone();
+        async move {
+            let now = c.now.fetch_add(1, Ordering::SeqCst) + 1;
+            c.peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            c.now.fetch_sub(1, Ordering::SeqCst);
+            Ok(Value::Null)
+        }
+    });
+    app.internal_action(
+        "events:hang",
+        [("note", v::string())],
+        |ctx, args| async move {
+            let note = args.string("note")?;
+            ctx.run_mutation("events:record", obj! { "note" => note })
+                .await?;
+            println!("action started");
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(Value::Null)
+        },
+    );
+    app
+}
+
+/// A server over a SQLite file in its own temporary folder.
+struct Server {
+    server: RunningServer,
+    dir: TempDir,
+}
+
+async fn start(registry: Registry) -> Server {
+    start_in(
+        tempfile::tempdir().unwrap(),
+        registry,
+        SchedulerOptions::default(),
+    )
+    .await
+}
+
+async fn start_in(dir: TempDir, registry: Registry, scheduler: SchedulerOptions) -> Server {
+    let options = ServerOptions {
+        data_dir: dir.path().to_path_buf(),
+        scheduler,
+        ..ServerOptions::default()
+    };
+    let server = serve(registry, options).await.expect("the server starts");
+    Server { server, dir }
+}
+
+impl Server {
+    async fn stop(self) -> TempDir {
+        tokio::time::timeout(PATIENCE, self.server.shutdown())
+            .await
+            .expect("the server stops in time");
+        self.dir
+    }
+
+    async fn mutation(&self, path: &str, args: Value) -> Result<Value, Error> {
+        self.server
+            .state
+            .executor
+            .mutation(path, vec![args], Identity::Anonymous, Caller::Client, None)
+            .await
+            .map(|(value, _)| value)
+    }
+
+    /// Schedules `path` with `args` `delay_ms` from now; returns the job id.
+    async fn run_after(&self, delay_ms: f64, path: &str, args: Value) -> DocumentId {
+        let id = self
+            .mutation(
+                "jobs:runAfter",
+                obj! { "path" => path, "delayMs" => delay_ms, "args" => args },
+            )
+            .await
+            .expect("scheduling commits");
+        DocumentId::parse(id.as_str().expect("a job id")).expect("a job id")
+    }
+
+    async fn rows(&self, table: &'static str) -> Vec<Value> {
+        self.server
+            .state
+            .executor
+            .database()
+            .query(move |tx| tx.query(table).collect())
+            .await
+            .expect("the table reads")
+            .value
+    }
+
+    async fn job(&self, id: &DocumentId) -> Value {
+        let id = id.clone();
+        self.server
+            .state
+            .executor
+            .database()
+            .query(move |tx| tx.get(&id))
+            .await
+            .expect("the job reads")
+            .value
+            .expect("the job exists")
+    }
+
+    async fn events(&self, note: &str) -> Vec<Value> {
+        let mut events = self.rows("events").await;
+        events.retain(|e| e.get("note").and_then(Value::as_str) == Some(note));
+        events
+    }
+
+    /// Polls until `check` holds of `table`'s rows; returns them.
+    async fn wait_rows(
+        &self,
+        table: &'static str,
+        what: &str,
+        check: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let started = Instant::now();
+        loop {
+            let rows = self.rows(table).await;
+            if check(&rows) {
+                return rows;
+            }
+            assert!(started.elapsed() < PATIENCE, "waited for {what}: {rows:#?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Polls until the job is no longer pending or in progress.
+    async fn settled(&self, id: &DocumentId) -> Value {
+        let started = Instant::now();
+        loop {
+            let job = self.job(id).await;
+            if !matches!(state(&job), "pending" | "inProgress") {
+                return job;
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "waited for job {id} to settle: {job:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn field_f64(doc: &Value, field: &str) -> f64 {
+    doc.get(field)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{field} in {doc:?}"))
+}
+
+fn state(job: &Value) -> &str {
+    job.get("state").and_then(Value::as_str).unwrap_or_default()
+}
+
+fn note(note: &str) -> Value {
+    obj! { "note" => note }
+}
+
+#[tokio::test]
+async fn a_scheduled_mutation_runs_after_its_delay_and_never_before() {
+    let s = start(registry(Arc::default())).await;
+    let asked = now_ms();
+    let job = s.run_after(300.0, "events:record", note("later")).await;
+    let row = s.job(&job).await;
+    assert_eq!(state(&row), "pending");
+    let due = field_f64(&row, "scheduledTime");
+    assert!(due >= asked + 300.0, "due {due} is 300 ms after {asked}");
+
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let early = s.events("later").await;
+    if now_ms() < due {
+        assert!(early.is_empty(), "not run early: {early:?}");
+    }
+    let ran = s.settled(&job).await;
+    assert_eq!(state(&ran), "success", "{ran:?}");
+    let events = s.events("later").await;
+    assert_eq!(events.len(), 1);
+    let at = field_f64(&events[0], "at");
+    assert!(at >= due, "ran at {at}, due at {due}");
+    assert!(at - due < 1000.0, "ran promptly: {} ms late", at - due);
+    assert_eq!(
+        field_f64(&ran, "completedTime"),
+        at,
+        "the state changed in the same commit"
+    );
+}
+
+#[tokio::test]
+async fn a_commit_that_schedules_an_earlier_job_wakes_the_worker() {
+    let s = start(registry(Arc::default())).await;
+    let late = s.run_after(5_000.0, "events:record", note("late")).await;
+    // The worker now sleeps until `late`; this commit must wake it.
+    let early = s.run_after(100.0, "events:record", note("early")).await;
+    let asked = Instant::now();
+    assert_eq!(state(&s.settled(&early).await), "success");
+    assert!(
+        asked.elapsed() < Duration::from_millis(2_000),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(state(&s.job(&late).await), "pending");
+}
+
+#[tokio::test]
+async fn a_canceled_job_never_runs() {
+    let s = start(registry(Arc::default())).await;
+    let job = s.run_after(300.0, "events:record", note("canceled")).await;
+    let canceled = s
+        .mutation("jobs:cancel", obj! { "id" => job.as_str() })
+        .await
+        .expect("cancel commits");
+    assert_eq!(canceled, Value::Boolean(true));
+    // A job scheduled with it, after it, shows the worker got past its time.
+    let witness = s.run_after(400.0, "events:record", note("witness")).await;
+    assert_eq!(state(&s.settled(&witness).await), "success");
+    assert!(s.events("canceled").await.is_empty());
+    let row = s.job(&job).await;
+    assert_eq!(state(&row), "canceled");
+    assert!(row.get("completedTime").is_some());
+    let again = s
+        .mutation("jobs:cancel", obj! { "id" => job.as_str() })
+        .await;
+    assert_eq!(
+        again,
+        Ok(Value::Boolean(false)),
+        "a second cancel changes nothing"
+    );
+    let ran = s
+        .mutation("jobs:cancel", obj! { "id" => witness.as_str() })
+        .await;
+    assert_eq!(
+        ran,
+        Ok(Value::Boolean(false)),
+        "a job that ran cannot be canceled"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_mutation_schedules_nothing() {
+    let s = start(registry(Arc::default())).await;
+    let failed = s
+        .mutation("jobs:scheduleThenFail", obj! { "path" => "events:record" })
+        .await;
+    assert!(matches!(failed, Err(Error::App { .. })), "{failed:?}");
+    assert!(s.rows(SCHEDULED_FUNCTIONS).await.is_empty());
+    let witness = s.run_after(0.0, "events:record", note("witness")).await;
+    assert_eq!(state(&s.settled(&witness).await), "success");
+    assert!(s.events("never").await.is_empty());
+    assert_eq!(s.rows(SCHEDULED_FUNCTIONS).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_failing_scheduled_mutation_leaves_no_write_and_its_job_says_why() {
+    let s = start(registry(Arc::default())).await;
+    let failing = s.run_after(0.0, "events:fail", note("rolled back")).await;
+    let missing = s.run_after(0.0, "events:nothing", note("x")).await;
+    let query = s.run_after(0.0, "jobs:get", obj! { "id" => "x" }).await;
+    let bad_args = s
+        .run_after(0.0, "events:record", obj! { "note" => 7.0 })
+        .await;
+
+    let row = s.settled(&failing).await;
+    assert_eq!(state(&row), "failed");
+    let error = row.get("error").and_then(Value::as_str).unwrap_or_default();
+    assert!(error.contains("the scheduled mutation refuses"), "{error}");
+    assert!(
+        s.events("rolled back").await.is_empty(),
+        "its insert was rolled back"
+    );
+
+    for (job, reason) in [
+        (missing, "there is no function `events:nothing`"),
+        (query, "only mutations and actions can be scheduled"),
+        (bad_args, "args.note"),
+    ] {
+        let row = s.settled(&job).await;
+        assert_eq!(state(&row), "failed");
+        let error = row.get("error").and_then(Value::as_str).unwrap_or_default();
+        assert!(
+            error.contains(reason),
+            "{error:?} should contain {reason:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_scheduled_action_runs_once_and_settles() {
+    let s = start(registry(Arc::default())).await;
+    let job = s.run_after(0.0, "events:act", note("from an action")).await;
+    let row = s.settled(&job).await;
+    assert_eq!(state(&row), "success", "{row:?}");
+    assert_eq!(s.events("from an action").await.len(), 1);
+    let at = field_f64(&s.events("from an action").await[0], "at");
+    assert!(
+        field_f64(&row, "completedTime") > at,
+        "settled after it ran"
+    );
+}
+
+#[tokio::test]
+async fn run_at_takes_an_absolute_time_and_a_past_one_runs_at_once() {
+    let s = start(registry(Arc::default())).await;
+    let at = now_ms() + 200.0;
+    let id = s
+        .mutation(
+            "jobs:runAt",
+            obj! { "path" => "events:record", "at" => at, "args" => note("at") },
+        )
+        .await
+        .unwrap();
+    let job = DocumentId::parse(id.as_str().unwrap()).unwrap();
+    assert_eq!(field_f64(&s.job(&job).await, "scheduledTime"), at);
+    s.settled(&job).await;
+    assert!(field_f64(&s.events("at").await[0], "at") >= at);
+
+    let past = s
+        .mutation(
+            "jobs:runAt",
+            obj! { "path" => "events:record", "at" => 0.0, "args" => note("past") },
+        )
+        .await
+        .unwrap();
+    let past = DocumentId::parse(past.as_str().unwrap()).unwrap();
+    assert_eq!(state(&s.settled(&past).await), "success");
+}
+
+#[tokio::test]
+async fn no_more_jobs_run_at_once_than_the_bound() {
+    let concurrency = Arc::new(Concurrency::default());
+    let s = start_in(
+        tempfile::tempdir().unwrap(),
+        registry(concurrency.clone()),
+        SchedulerOptions {
+            max_concurrent_jobs: 2,
+        },
+    )
+    .await;
+    let mut jobs = Vec::new();
+    for _ in 0..6 {
+        jobs.push(s.run_after(0.0, "events:slow", obj! {}).await);
+    }
+    for job in &jobs {
+        assert_eq!(state(&s.settled(job).await), "success");
+    }
+    assert_eq!(
+        concurrency.peak.load(Ordering::SeqCst),
+        2,
+        "two at a time, never more"
+    );
+}
+
+#[tokio::test]
+async fn a_query_can_read_a_job_and_its_subscribers_see_it_change() {
+    let s = start(registry(Arc::default())).await;
+    let job = s.run_after(300.0, "events:record", note("watched")).await;
+    let url = format!("ws://{}/api/sync", s.server.addr);
+    let mut client = Client::connect(&url, SessionId::random()).await;
+    let first = client
+        .subscribe(&[(1, "jobs:get", obj! { "id" => job.as_str() })])
+        .await;
+    let seen = first.updated(1).expect("the job, read by a query");
+    assert_eq!(state(seen), "pending");
+    assert_eq!(
+        seen.get("name").and_then(Value::as_str),
+        Some("events:record")
+    );
+    let next = client.transition().await;
+    let seen = next.updated(1).expect("the job's update is pushed");
+    assert_eq!(
+        state(seen),
+        "success",
+        "pending → success in one commit: {seen:?}"
+    );
+    assert!(seen.get("completedTime").is_some());
+}
+
+// ---------------------------------------------------------------------------
+// SIGKILL between the scheduling commit and the run.
+
+/// Not a test of its own: in a normal run it returns at once. In the child it
+/// serves [`registry`] on [`CHILD_DIR`], schedules what [`CHILD_JOB`] says,
+/// prints `scheduled <job id>`, and waits to be killed.
+#[tokio::test]
+async fn child_schedules_then_waits_to_be_killed() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return;
+    };
+    let options = ServerOptions {
+        data_dir: dir.into(),
+        ..ServerOptions::default()
+    };
+    let server = serve(registry(Arc::default()), options)
+        .await
+        .expect("the child's server starts");
+    let (path, delay) = match std::env::var(CHILD_JOB).as_deref() {
+        Ok("action") => ("events:hang", 0.0),
+        _ => ("events:record", CRASH_DELAY_MS),
+    };
+    let (id, _) = server
+        .state
+        .executor
+        .mutation(
+            "jobs:runAfter",
+            vec![obj! { "path" => path, "delayMs" => delay, "args" => note("crash") }],
+            Identity::Anonymous,
+            Caller::Client,
+            None,
+        )
+        .await
+        .expect("scheduling commits");
+    println!("scheduled {}", id.as_str().unwrap());
+    std::future::pending::<()>().await;
+}
+
+/// Kills the child if the test fails before it does.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the child on `dir` scheduling `job`, waits for the line containing
+/// `kill_at`, SIGKILLs it, and returns the scheduled job's id and when the
+/// scheduling was acknowledged.
+fn run_child_and_kill(dir: &std::path::Path, job: &str, kill_at: &str) -> (DocumentId, Instant) {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_schedules_then_waits_to_be_killed",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR, dir)
+        .env(CHILD_JOB, job)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the child");
+    let mut child = KillOnDrop(child);
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.by_ref().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut id = None;
+    let mut acknowledged = Instant::now();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("the child stopped before `{kill_at}`: {e}"));
+        if let Some(at) = line.find("scheduled ") {
+            acknowledged = Instant::now();
+            id = DocumentId::parse(line[at + "scheduled ".len()..].trim());
+        }
+        if line.contains(kill_at) {
+            break;
+        }
+    }
+    // SIGKILL: no destructor, no flush, no orderly close of SQLite.
+    child.0.kill().expect("kill the child");
+    assert!(!child.0.wait().unwrap().success());
+    (id.expect("the child printed its job id"), acknowledged)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_mutation_runs_exactly_once_after_a_kill_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let (job, acknowledged) =
+        tokio::task::spawn_blocking(move || run_child_and_kill(&path, "mutation", "scheduled "))
+            .await
+            .unwrap();
+    assert!(
+        acknowledged.elapsed() < Duration::from_secs_f64(CRASH_DELAY_MS / 1e3),
+        "killed before the job was due"
+    );
+    // Stay down until the job is overdue.
+    let overdue = acknowledged + Duration::from_secs_f64(CRASH_DELAY_MS / 1e3 + 0.1);
+    tokio::time::sleep_until(overdue.into()).await;
+
+    let s = start_in(dir, registry(Arc::default()), SchedulerOptions::default()).await;
+    let row = s.settled(&job).await;
+    assert_eq!(state(&row), "success", "{row:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.events("crash").await.len(), 1, "ran once");
+
+    // And once more across a clean restart: nothing runs again.
+    let dir = s.stop().await;
+    let s = start_in(dir, registry(Arc::default()), SchedulerOptions::default()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.events("crash").await.len(), 1, "still once");
+    assert_eq!(s.rows(SCHEDULED_FUNCTIONS).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_in_progress_at_a_kill_is_marked_failed_and_not_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let (job, _) =
+        tokio::task::spawn_blocking(move || run_child_and_kill(&path, "action", "action started"))
+            .await
+            .unwrap();
+    let s = start_in(dir, registry(Arc::default()), SchedulerOptions::default()).await;
+    let row = s.job(&job).await;
+    assert_eq!(
+        state(&row),
+        "failed",
+        "marked before the server serves: {row:?}"
+    );
+    assert_eq!(
+        row.get("error").and_then(Value::as_str),
+        Some("interrupted by a restart")
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        s.events("crash").await.len(),
+        1,
+        "the action started once, and only once"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Crons.
+
+/// The cron jobs that ran for `events:record {note}`, by scheduled time.
+fn cron_runs(jobs: &[Value], note: &str) -> Vec<Value> {
+    let mut runs: Vec<Value> = jobs
+        .iter()
+        .filter(|j| {
+            state(j) == "success"
+                && j.get("args")
+                    .and_then(|a| a.get("note"))
+                    .and_then(Value::as_str)
+                    == Some(note)
+        })
+        .cloned()
+        .collect();
+    runs.sort_by(|a, b| field_f64(a, "scheduledTime").total_cmp(&field_f64(b, "scheduledTime")));
+    runs
+}
+
+fn with_interval(every_ms: u64) -> Registry {
+    let mut app = registry(Arc::default());
+    app.interval(
+        "tick",
+        Duration::from_millis(every_ms),
+        "events:record",
+        note("tick"),
+    );
+    app
+}
+
+#[tokio::test]
+async fn an_interval_cron_fires_on_its_cadence() {
+    let started = now_ms();
+    let s = start(with_interval(200)).await;
+    let jobs = s
+        .wait_rows(SCHEDULED_FUNCTIONS, "four ticks", |jobs| {
+            cron_runs(jobs, "tick").len() >= 4
+        })
+        .await;
+    let runs = cron_runs(&jobs, "tick");
+    let first = field_f64(&runs[0], "scheduledTime");
+    assert!(
+        first >= started + 200.0,
+        "the first tick is one interval in"
+    );
+    for pair in runs.windows(2) {
+        let gap = field_f64(&pair[1], "scheduledTime") - field_f64(&pair[0], "scheduledTime");
+        assert!((gap - 200.0).abs() < 1e-6, "ticks 200 ms apart, not {gap}");
+    }
+    for run in &runs {
+        let late = field_f64(run, "completedTime") - field_f64(run, "scheduledTime");
+        assert!((0.0..500.0).contains(&late), "on time: {late} ms late");
+    }
+    let cron = &s.rows(CRONS).await[0];
+    assert_eq!(cron.get("name").and_then(Value::as_str), Some("tick"));
+    assert_eq!(
+        cron.get("schedule").and_then(Value::as_str),
+        Some("every 200ms")
+    );
+}
+
+#[tokio::test]
+async fn a_cron_expression_fires_at_its_matching_times() {
+    let mut app = registry(Arc::default());
+    app.cron("second", "* * * * * *", "events:record", note("second"));
+    let s = start(app).await;
+    let jobs = s
+        .wait_rows(SCHEDULED_FUNCTIONS, "two runs", |jobs| {
+            cron_runs(jobs, "second").len() >= 2
+        })
+        .await;
+    let runs = cron_runs(&jobs, "second");
+    for run in &runs {
+        let due = field_f64(run, "scheduledTime");
+        assert_eq!(due % 1000.0, 0.0, "on a whole second: {due}");
+        let late = field_f64(run, "completedTime") - due;
+        assert!((0.0..500.0).contains(&late), "on time: {late} ms late");
+    }
+    let gap = field_f64(&runs[1], "scheduledTime") - field_f64(&runs[0], "scheduledTime");
+    assert_eq!(gap, 1000.0);
+}
+
+#[tokio::test]
+async fn a_cron_run_missed_while_down_happens_once_after_restart() {
+    let s = start(with_interval(200)).await;
+    s.wait_rows(SCHEDULED_FUNCTIONS, "a tick", |jobs| {
+        !cron_runs(jobs, "tick").is_empty()
+    })
+    .await;
+    let dir = s.stop().await;
+    let down = now_ms();
+    // Down across about five ticks.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let up = now_ms();
+    let s = start_in(dir, with_interval(200), SchedulerOptions::default()).await;
+    let jobs = s
+        .wait_rows(SCHEDULED_FUNCTIONS, "ticks after the restart", |jobs| {
+            cron_runs(jobs, "tick")
+                .iter()
+                .filter(|j| field_f64(j, "scheduledTime") > up)
+                .count()
+                >= 2
+        })
+        .await;
+    let runs = cron_runs(&jobs, "tick");
+    let missed: Vec<&Value> = runs
+        .iter()
+        .filter(|j| (down..up).contains(&field_f64(j, "scheduledTime")))
+        .collect();
+    assert_eq!(
+        missed.len(),
+        1,
+        "one run for all the missed ticks: {runs:#?}"
+    );
+    let late = field_f64(missed[0], "completedTime") - up;
+    assert!(
+        late < 1_000.0,
+        "the missed run happens right after the start ({late} ms)"
+    );
+    // Then back on the cadence of the original schedule.
+    let after: Vec<f64> = runs
+        .iter()
+        .map(|j| field_f64(j, "scheduledTime"))
+        .filter(|t| *t > up)
+        .collect();
+    let origin = field_f64(&runs[0], "scheduledTime");
+    for t in after {
+        let steps = (t - origin) / 200.0;
+        assert!(
+            (steps - steps.round()).abs() < 1e-6,
+            "{t} is on the 200 ms grid"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cron_no_longer_declared_is_removed_with_its_pending_run() {
+    let s = start(with_interval(60_000)).await;
+    let cron = s.rows(CRONS).await;
+    assert_eq!(cron.len(), 1);
+    let job = DocumentId::parse(cron[0].get("jobId").and_then(Value::as_str).unwrap()).unwrap();
+    assert_eq!(state(&s.job(&job).await), "pending");
+    let dir = s.stop().await;
+    let s = start_in(dir, registry(Arc::default()), SchedulerOptions::default()).await;
+    assert!(s.rows(CRONS).await.is_empty());
+    assert_eq!(state(&s.job(&job).await), "canceled");
+}
