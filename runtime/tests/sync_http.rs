@@ -219,3 +219,48 @@ async fn a_body_that_is_not_a_request_is_400_and_names_the_problem() {
     assert_eq!(http(addr, "GET", "/health", &[], b"").await.status, 200);
     server.shutdown().await;
 }
+
+/// A client that sends part of a request's headers and then stalls (a
+/// slowloris) is disconnected after the handshake timeout, while a normal
+/// request on another connection is answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_is_cut_off_after_the_handshake_timeout() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = TestServer::start().await;
+    let mut stalled = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    stalled
+        .write_all(b"GET /api/sync HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+
+    let health = http(server.addr(), "GET", "/health", &[], b"").await;
+    assert_eq!(
+        health.status, 200,
+        "others are served while one connection stalls"
+    );
+
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(
+        livebase_runtime::server::HANDSHAKE_TIMEOUT + Duration::from_secs(5),
+        stalled.read(&mut buf),
+    )
+    .await
+    .expect("the server closes a stalled connection instead of holding it");
+    // Closed (0 bytes), reset, or answered with an error status: never held open.
+    if let Ok(n) = read {
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            n == 0 || text.starts_with("HTTP/1.1 408"),
+            "unexpected reply: {text}"
+        );
+    }
+    assert!(
+        started.elapsed()
+            >= livebase_runtime::server::HANDSHAKE_TIMEOUT - Duration::from_millis(500),
+        "cut off only after the timeout, at {:?}",
+        started.elapsed()
+    );
+}

@@ -155,7 +155,22 @@ fn decode_tagged(key: &str, payload: &Json, path: &str) -> Result<Value, DecodeE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::arb_value;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Encoding then decoding gives the same value, through JSON text too
+        /// (NaN, ±∞ and -0 included, which travel as `$float`).
+        #[test]
+        fn encode_decode_round_trips(value in arb_value()) {
+            let json = value.to_json();
+            prop_assert_eq!(Value::from_json(&json, "v")?, value.clone());
+            prop_assert_eq!(Value::from_json_str(&json.to_string(), "v")?, value);
+        }
+    }
 
     #[test]
     fn integers_floats_and_bytes_use_tagged_encodings() {
