@@ -1,0 +1,84 @@
+//! Housekeeping the application runs on a cron: sessions past their expiry
+//! and stored mutation outcomes past their retry window are deleted, so
+//! neither table grows without bound.
+
+use std::time::Duration;
+
+use livebase_runtime::auth::tables::SESSIONS;
+use livebase_runtime::registry::Registry;
+use livebase_runtime::system::MUTATION_OUTCOMES;
+use livebase_runtime::{Error, Result};
+use livebase_schema::{obj, v, DocumentId, Value};
+
+/// How long a client may resend a mutation and get its stored outcome: a day
+/// covers any reconnect; after that the outcome is deleted.
+pub const OUTCOME_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+/// How often the purge runs.
+pub const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
+/// Most rows one run deletes per table (the next run continues).
+pub const PURGE_BATCH: usize = 1_000;
+
+pub fn register(app: &mut Registry) {
+    app.internal_mutation(
+        "maintenance:purge",
+        [("outcomesOlderThanMs", v::optional(v::float64()))],
+        |ctx, args| {
+            let now = ctx
+                .db
+                .commit_ts()
+                .ok_or_else(|| Error::internal("purge runs as a mutation"))?
+                .as_millis_f64();
+            let retention = match args.value("outcomesOlderThanMs") {
+                Some(_) => args.f64("outcomesOlderThanMs")?,
+                None => OUTCOME_RETENTION.as_millis() as f64,
+            };
+            let sessions = purge_expired_sessions(ctx, now)?;
+            let outcomes = purge_outcomes_before(ctx, now - retention)?;
+            Ok(obj! { "sessions" => sessions as f64, "outcomes" => outcomes as f64 })
+        },
+    );
+    app.interval(
+        "purge expired sessions and old mutation outcomes",
+        PURGE_EVERY,
+        "maintenance:purge",
+        obj! {},
+    );
+}
+
+fn id_of(doc: &Value) -> Result<DocumentId> {
+    doc.get("_id")
+        .and_then(Value::as_str)
+        .and_then(DocumentId::parse)
+        .ok_or_else(|| Error::internal("a stored document has no valid _id"))
+}
+
+/// Sessions are created with one lifetime, so the oldest expire first: the
+/// oldest batch holds every expired session there is (or the next run finds
+/// the rest).
+fn purge_expired_sessions(ctx: &mut livebase_runtime::registry::Ctx, now: f64) -> Result<usize> {
+    let oldest = ctx.db.query(SESSIONS).take(PURGE_BATCH)?;
+    let mut deleted = 0;
+    for session in oldest {
+        let expires_at = session
+            .get("expiresAt")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0);
+        if expires_at <= now {
+            ctx.db.delete(&id_of(&session)?)?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+fn purge_outcomes_before(ctx: &mut livebase_runtime::registry::Ctx, cutoff: f64) -> Result<usize> {
+    let old = ctx
+        .db
+        .query(MUTATION_OUTCOMES)
+        .with_index("by_creation_time", |q| q.lt("_creationTime", cutoff))
+        .take(PURGE_BATCH)?;
+    for outcome in &old {
+        ctx.db.delete(&id_of(outcome)?)?;
+    }
+    Ok(old.len())
+}
