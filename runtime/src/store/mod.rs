@@ -115,6 +115,12 @@ pub trait StoreConnection: Send {
         order: Order,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Document)>>;
+    /// Every document, of every table, in id order: at most `limit` of those
+    /// whose id sorts after `after` (`None` = from the first). Not an index
+    /// scan — it is how a backup reads the whole store, page by page, inside
+    /// one read snapshot.
+    fn scan_documents(&mut self, after: Option<&DocumentId>, limit: usize)
+        -> Result<Vec<Document>>;
 
     /// Inserts or overwrites a document.
     fn put_document(&mut self, doc: &Document) -> Result<()>;

@@ -26,6 +26,9 @@ CREATE TABLE IF NOT EXISTS meta (
 ) WITHOUT ROWID;
 ";
 
+/// The database file's name in a data folder (`.livebase/livebase.sqlite3`).
+pub const DATABASE_FILE: &str = "livebase.sqlite3";
+
 /// A SQLite database file.
 #[derive(Clone, Debug)]
 pub struct SqlitePersistence {
@@ -192,6 +195,32 @@ impl StoreConnection for SqliteConnection {
         for row in rows {
             let (key, id, ct, body) = row?;
             out.push((key, decode_document(id, ct, body)?));
+        }
+        Ok(out)
+    }
+
+    fn scan_documents(
+        &mut self,
+        after: Option<&DocumentId>,
+        limit: usize,
+    ) -> Result<Vec<Document>> {
+        // "" sorts before every id, so `None` starts at the first document.
+        let after = after.map_or("", DocumentId::as_str);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, creation_time, body FROM documents
+             WHERE id > ?1 ORDER BY id ASC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after, limit as i64], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, f64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, ct, body) = row?;
+            out.push(decode_document(id, ct, body)?);
         }
         Ok(out)
     }

@@ -1,0 +1,491 @@
+//! Backups: [`export`] writes every document of every table — the system
+//! tables (users, sessions, scheduled jobs, crons, mutation outcomes…)
+//! included — from one read snapshot to a JSON-lines file, and [`import`]
+//! loads such a file into an empty store in one write transaction, rebuilding
+//! every index entry from the schema. `livebase export` and `livebase import`
+//! are these two functions behind a file.
+//!
+//! The format, version [`FORMAT_VERSION`]: a header line, then one line per
+//! document, in id order:
+//!
+//! ```text
+//! {"format":"livebase-export","version":1,"exportedAt":1718000000000.0,"snapshotTs":1718000000000123456}
+//! {"table":"todos","_id":"todos_k3vq0h2m8x1c7rpa","_creationTime":1718000000000.5,"doc":{"text":"…","completed":false,…}}
+//! ```
+//!
+//! `doc` holds the user fields in Convex's JSON encoding (int64 as
+//! `{"$integer": …}`, bytes as `{"$bytes": …}`), so every value comes back
+//! exactly. Index entries are not exported: they are a function of the
+//! documents and the schema.
+//!
+//! **Not in the file: the token secret.** Session tokens are signed with the
+//! key in the data folder's `jwt-secret` (or `LIVEBASE_JWT_SECRET`); the
+//! sessions themselves are exported, but a token issued before the export
+//! is accepted after the import only if that secret moves too — copy the
+//! file beside the imported database (or set the same variable). Without it
+//! everyone signs in again; nothing else is lost.
+//!
+//! **Invariant:** an import either loads every line or nothing: any bad line
+//! rolls the one transaction back, and the error names the line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use livebase_schema::table::{CREATION_TIME_FIELD, ID_FIELD};
+use livebase_schema::{DocumentId, Schema, Timestamp, Value};
+use serde_json::{json, Value as Json};
+
+use crate::error::Error;
+use crate::store::{index_key, Document, Persistence, StoreConnection};
+
+/// The `format` of the header line.
+pub const FORMAT: &str = "livebase-export";
+/// The version of the format this livebase writes and reads.
+pub const FORMAT_VERSION: u64 = 1;
+/// Documents read from the store per round trip while exporting.
+const PAGE: usize = 512;
+
+/// Why an export or an import failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackupError {
+    /// Writing the export (or reading the import) stream failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The store failed underneath.
+    #[error("store: {0}")]
+    Store(#[from] Error),
+    /// The import target already holds documents; an import only goes into an
+    /// empty store, so it never merges with (or overwrites) data.
+    #[error("the store is not empty (it holds {example} and maybe more); import only into a fresh data folder")]
+    NotEmpty {
+        /// One document found there.
+        example: DocumentId,
+    },
+    /// A line of the import is malformed, names an unknown table, or holds a
+    /// document the schema refuses. Nothing was imported.
+    #[error("line {line}: {message}")]
+    Line {
+        /// 1-based; line 1 is the header.
+        line: usize,
+        message: String,
+    },
+}
+
+/// What an export or an import covered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Documents per table.
+    pub tables: BTreeMap<String, usize>,
+    /// For an export, the snapshot read; for an import, its commit.
+    pub ts: Timestamp,
+}
+
+impl Summary {
+    pub fn documents(&self) -> usize {
+        self.tables.values().sum()
+    }
+
+    fn count(&mut self, table: &str) {
+        *self.tables.entry(table.to_string()).or_default() += 1;
+    }
+}
+
+/// Writes every document in the store to `out`, read from one snapshot: a
+/// server may keep committing meanwhile (SQLite's WAL lets a reader keep its
+/// snapshot), and the export is exactly the store as of [`Summary::ts`].
+pub fn export(persistence: &dyn Persistence, out: &mut dyn Write) -> Result<Summary, BackupError> {
+    let mut conn = persistence.connect()?;
+    let ts = conn.begin_read()?;
+    let written = write_snapshot(conn.as_mut(), ts, out);
+    conn.end_read()?;
+    written
+}
+
+fn write_snapshot(
+    conn: &mut dyn StoreConnection,
+    ts: Timestamp,
+    out: &mut dyn Write,
+) -> Result<Summary, BackupError> {
+    let header = json!({
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "exportedAt": now_nanos() as f64 / 1e6,
+        "snapshotTs": ts.get(),
+    });
+    writeln!(out, "{header}")?;
+    let mut summary = Summary {
+        ts,
+        ..Summary::default()
+    };
+    let mut after: Option<DocumentId> = None;
+    loop {
+        let page = conn.scan_documents(after.as_ref(), PAGE)?;
+        for doc in &page {
+            let line = json!({
+                "table": doc.table(),
+                ID_FIELD: doc.id.as_str(),
+                CREATION_TIME_FIELD: doc.creation_time,
+                "doc": Value::Object(doc.fields.clone()).to_json(),
+            });
+            writeln!(out, "{line}")?;
+            summary.count(doc.table());
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = Some(last.id.clone()),
+            _ => break,
+        }
+    }
+    out.flush()?;
+    Ok(summary)
+}
+
+/// Loads an export into the store, which must hold no document, checking
+/// every line against `schema` (the application's, with the system tables)
+/// and writing each document with its index entries — all in one write
+/// transaction, committed only if every line is good.
+pub fn import(
+    persistence: &dyn Persistence,
+    schema: &Schema,
+    input: &mut dyn BufRead,
+) -> Result<Summary, BackupError> {
+    let mut conn = persistence.connect()?;
+    let last_ts = conn.begin_write()?;
+    match load(conn.as_mut(), schema, input, last_ts) {
+        Ok(summary) => {
+            conn.commit(summary.ts)?;
+            Ok(summary)
+        }
+        Err(e) => {
+            conn.rollback()?;
+            Err(e)
+        }
+    }
+}
+
+fn load(
+    conn: &mut dyn StoreConnection,
+    schema: &Schema,
+    input: &mut dyn BufRead,
+    last_ts: Timestamp,
+) -> Result<Summary, BackupError> {
+    if let Some(doc) = conn.scan_documents(None, 1)?.pop() {
+        return Err(BackupError::NotEmpty { example: doc.id });
+    }
+    let mut lines = input.lines().enumerate().map(|(i, line)| {
+        let n = i + 1;
+        line.map(|text| (n, text)).map_err(|e| BackupError::Line {
+            line: n,
+            message: format!("cannot be read: {e}"),
+        })
+    });
+    let (_, header) = lines.next().transpose()?.ok_or(BackupError::Line {
+        line: 1,
+        message: format!("the file is empty; expected the `{FORMAT}` header"),
+    })?;
+    let snapshot_ts =
+        parse_header(&header).map_err(|message| BackupError::Line { line: 1, message })?;
+
+    let mut summary = Summary::default();
+    let mut seen: HashMap<DocumentId, usize> = HashMap::new();
+    let mut newest_ms: f64 = 0.0;
+    for line in lines {
+        let (n, text) = line?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let at = |message: String| BackupError::Line { line: n, message };
+        let doc = parse_document(schema, &text).map_err(at)?;
+        if let Some(first) = seen.insert(doc.id.clone(), n) {
+            return Err(at(format!(
+                "`_id` {} already appeared on line {first}",
+                doc.id
+            )));
+        }
+        let def = schema
+            .get(doc.table())
+            .expect("parse_document checked the table");
+        conn.put_document(&doc)?;
+        for index in def.all_indexes() {
+            conn.put_index_entry(&index_key(doc.table(), index, &doc), &doc.id)?;
+        }
+        newest_ms = newest_ms.max(doc.creation_time);
+        summary.count(doc.table());
+    }
+    // Commit after everything imported: after the export's snapshot and every
+    // creation time in it, so timestamps keep increasing across the move.
+    let floor = last_ts
+        .max(Timestamp::new(snapshot_ts))
+        .max(Timestamp::new((newest_ms * 1e6) as u64));
+    summary.ts = floor.next_after(now_nanos());
+    Ok(summary)
+}
+
+/// Checks the header line; returns the export's snapshot timestamp.
+fn parse_header(text: &str) -> Result<u64, String> {
+    let json: Json = serde_json::from_str(text)
+        .map_err(|e| format!("the `{FORMAT}` header is not valid JSON: {e}"))?;
+    if json.get("format").and_then(Json::as_str) != Some(FORMAT) {
+        return Err(format!(
+            "expected the header {{\"format\": \"{FORMAT}\", …}}; is this a livebase export?"
+        ));
+    }
+    match json.get("version").and_then(Json::as_u64) {
+        Some(FORMAT_VERSION) => {}
+        other => {
+            return Err(format!(
+                "format version {} is not supported (this livebase reads version {FORMAT_VERSION})",
+                other.map_or("(missing)".to_string(), |v| v.to_string())
+            ))
+        }
+    }
+    json.get("snapshotTs")
+        .and_then(Json::as_u64)
+        .ok_or_else(|| "the header has no `snapshotTs` (a whole number)".to_string())
+}
+
+/// One document line, checked against the schema as an insert would be.
+fn parse_document(schema: &Schema, text: &str) -> Result<Document, String> {
+    let json: Json = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let Json::Object(line) = json else {
+        return Err("expected an object {\"table\", \"_id\", \"_creationTime\", \"doc\"}".into());
+    };
+    if let Some(key) = line
+        .keys()
+        .find(|k| !["table", ID_FIELD, CREATION_TIME_FIELD, "doc"].contains(&k.as_str()))
+    {
+        return Err(format!("unexpected key `{key}`"));
+    }
+    let table = line
+        .get("table")
+        .and_then(Json::as_str)
+        .ok_or("`table` is missing or not a string")?;
+    let def = schema
+        .get(table)
+        .ok_or_else(|| format!("unknown table `{table}` (not in this application's schema)"))?;
+    let id = line
+        .get(ID_FIELD)
+        .and_then(Json::as_str)
+        .ok_or("`_id` is missing or not a string")?;
+    let id = DocumentId::parse_in(id, table)
+        .ok_or_else(|| format!("`_id` `{id}` is not an id of table `{table}`"))?;
+    let creation_time = line
+        .get(CREATION_TIME_FIELD)
+        .and_then(Json::as_f64)
+        .filter(|t| t.is_finite() && *t >= 0.0)
+        .ok_or("`_creationTime` is missing or not a time in ms")?;
+    let doc = line.get("doc").ok_or("`doc` is missing")?;
+    let fields = match Value::from_json(doc, "doc").map_err(|e| e.to_string())? {
+        Value::Object(fields) => fields,
+        other => {
+            return Err(format!(
+                "`doc` must be an object, not {}",
+                other.value_type()
+            ))
+        }
+    };
+    if let Some(name) = fields.keys().find(|k| k.starts_with('_')) {
+        return Err(format!(
+            "doc.{name}: fields starting with `_` are system fields"
+        ));
+    }
+    def.validate_document(table, &fields)
+        .map_err(|e| format!("does not match the schema: {e}"))?;
+    Value::Object(fields.clone())
+        .check_limits(table)
+        .map_err(|e| e.to_string())?;
+    Ok(Document {
+        id,
+        creation_time,
+        fields,
+    })
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use livebase_schema::{define_table, obj, v};
+
+    use super::*;
+    use crate::database::Database;
+    use crate::store::sqlite::SqlitePersistence;
+    use crate::transaction::Transaction;
+
+    fn schema() -> Schema {
+        Schema::new().table(
+            "notes",
+            define_table([
+                ("text", v::string()),
+                ("n", v::int64()),
+                ("tag", v::optional(v::string())),
+            ])
+            .index("by_tag", ["tag"]),
+        )
+    }
+
+    fn store(dir: &tempfile::TempDir, name: &str) -> Arc<SqlitePersistence> {
+        Arc::new(SqlitePersistence::open(dir.path().join(name)).unwrap())
+    }
+
+    fn export_to_string(p: &dyn Persistence) -> String {
+        let mut out = Vec::new();
+        export(p, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn import_str(p: &dyn Persistence, text: &str) -> Result<Summary, BackupError> {
+        import(p, &schema(), &mut text.as_bytes())
+    }
+
+    /// Every document of the store, through the documents scan.
+    fn all(p: &dyn Persistence) -> Vec<Document> {
+        let mut c = p.connect().unwrap();
+        c.begin_read().unwrap();
+        let docs = c.scan_documents(None, usize::MAX >> 1).unwrap();
+        c.end_read().unwrap();
+        docs
+    }
+
+    const HEADER: &str =
+        r#"{"format":"livebase-export","version":1,"exportedAt":1.0,"snapshotTs":5}"#;
+
+    fn line_error(e: BackupError) -> (usize, String) {
+        match e {
+            BackupError::Line { line, message } => (line, message),
+            other => panic!("expected a line error, got {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_round_trip_keeps_ids_times_fields_and_index_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = store(&dir, "a.sqlite3");
+        let db = Database::open(source.clone(), schema()).unwrap();
+        db.mutate(|tx| {
+            // More than one export page, and values JSON alone cannot carry.
+            for i in 0..(PAGE as i64 + 10) {
+                let tag = ["b", "a", "c"][i as usize % 3];
+                tx.insert(
+                    "notes",
+                    obj! {"text" => format!("n{i}"), "n" => i, "tag" => tag},
+                )?;
+            }
+            tx.insert("notes", obj! {"text" => "big", "n" => i64::MAX})
+        })
+        .await
+        .unwrap();
+        let text = export_to_string(source.as_ref());
+        assert_eq!(text.lines().count(), 1 + PAGE + 11);
+
+        let target = store(&dir, "b.sqlite3");
+        let summary = import_str(target.as_ref(), &text).unwrap();
+        assert_eq!(summary.documents(), PAGE + 11);
+        assert_eq!(all(target.as_ref()), all(source.as_ref()));
+        assert!(summary.ts > db.last_ts().await.unwrap(), "time moves on");
+
+        // The indexes were rebuilt: the same query answers the same.
+        let by_tag = |p: Arc<SqlitePersistence>| async move {
+            Database::open(p, schema())
+                .unwrap()
+                .query(|tx: &mut Transaction| {
+                    tx.query("notes")
+                        .with_index("by_tag", |r| r.eq("tag", "a"))
+                        .collect()
+                })
+                .await
+                .unwrap()
+                .value
+        };
+        let expected = by_tag(source).await;
+        assert_eq!(expected.len(), (PAGE + 10) / 3);
+        assert_eq!(by_tag(target.clone()).await, expected);
+        // And the export of the import is the same file, but for its header.
+        let again = export_to_string(target.as_ref());
+        assert_eq!(
+            again.lines().skip(1).collect::<Vec<_>>(),
+            text.lines().skip(1).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn import_refuses_a_store_that_holds_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = store(&dir, "db.sqlite3");
+        let line = r#"{"table":"notes","_id":"notes_0000000000000000","_creationTime":1,"doc":{"text":"x","n":{"$integer":"AQAAAAAAAAA="}}}"#;
+        import_str(p.as_ref(), &format!("{HEADER}\n{line}\n")).unwrap();
+        let again = import_str(p.as_ref(), &format!("{HEADER}\n"));
+        assert!(
+            matches!(again, Err(BackupError::NotEmpty { .. })),
+            "{again:?}"
+        );
+        assert_eq!(all(p.as_ref()).len(), 1);
+    }
+
+    #[test]
+    fn a_bad_line_is_named_and_nothing_is_imported() {
+        let good = r#"{"table":"notes","_id":"notes_0000000000000000","_creationTime":1,"doc":{"text":"x","n":{"$integer":"AQAAAAAAAAA="}}}"#;
+        let cases = [
+            ("{not json", "not valid JSON"),
+            (
+                r#"{"table":"ghosts","_id":"ghosts_0000000000000001","_creationTime":1,"doc":{}}"#,
+                "unknown table `ghosts`",
+            ),
+            (
+                r#"{"table":"notes","_id":"notes_0000000000000001","_creationTime":1,"doc":{"text":3,"n":{"$integer":"AQAAAAAAAAA="}}}"#,
+                "does not match the schema: notes.text",
+            ),
+            (
+                r#"{"table":"notes","_id":"notes_0000000000000001","_creationTime":1,"doc":{"text":"x"}}"#,
+                "does not match the schema",
+            ),
+            (
+                r#"{"table":"notes","_id":"todos_0000000000000001","_creationTime":1,"doc":{"text":"x","n":{"$integer":"AQAAAAAAAAA="}}}"#,
+                "is not an id of table `notes`",
+            ),
+            (
+                r#"{"table":"notes","_id":"notes_0000000000000001","doc":{"text":"x","n":{"$integer":"AQAAAAAAAAA="}}}"#,
+                "`_creationTime` is missing",
+            ),
+            (good, "already appeared on line 2"),
+        ];
+        for (bad, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let p = store(&dir, "db.sqlite3");
+            let e = import_str(p.as_ref(), &format!("{HEADER}\n{good}\n{bad}\n")).unwrap_err();
+            let (line, message) = line_error(e);
+            assert_eq!(line, 3, "{message}");
+            assert!(message.contains(expected), "{bad}: {message}");
+            assert_eq!(all(p.as_ref()), vec![], "nothing imported for {bad}");
+        }
+    }
+
+    #[test]
+    fn the_header_is_checked() {
+        for (text, expected) in [
+            ("", "the file is empty"),
+            ("{}", "is this a livebase export?"),
+            (
+                r#"{"format":"livebase-export","version":2,"snapshotTs":1}"#,
+                "version 2 is not supported",
+            ),
+            (
+                r#"{"format":"livebase-export","version":1}"#,
+                "no `snapshotTs`",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let p = store(&dir, "db.sqlite3");
+            let (line, message) = line_error(import_str(p.as_ref(), text).unwrap_err());
+            assert_eq!(line, 1);
+            assert!(message.contains(expected), "{text}: {message}");
+        }
+    }
+}
