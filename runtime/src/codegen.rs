@@ -1,0 +1,420 @@
+//! TypeScript for the npm `convex` client: `api.d.ts` declares a typed
+//! `FunctionReference` for every public function of a [`Registry`], its
+//! argument type derived from the function's validator, and `api.js` is the
+//! runtime value (`convex/server`'s `anyApi`, exactly as Convex's own
+//! generated `api.js`). A frontend then gets
+//! `client.query(api.todos.list, { organizationId })` — and `useQuery` from
+//! `convex/react` — checked against the Rust functions.
+//!
+//! The registry has no result validators, so every result is `any`.
+//!
+//! The output depends only on the registry and is sorted (functions by path,
+//! object fields by name), so regenerating an unchanged application changes no
+//! byte and the files can be committed.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use livebase_schema::{Validator, Value};
+
+use crate::registry::{Function, Registry, Visibility};
+
+/// One generated file: its name inside the output folder and its text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GeneratedFile {
+    pub name: &'static str,
+    pub contents: String,
+}
+
+/// The files for `registry`'s public functions: `api.d.ts` and `api.js`.
+pub fn generate(registry: &Registry) -> Vec<GeneratedFile> {
+    vec![
+        GeneratedFile {
+            name: "api.d.ts",
+            contents: api_d_ts(registry),
+        },
+        GeneratedFile {
+            name: "api.js",
+            contents: api_js(),
+        },
+    ]
+}
+
+/// Writes [`generate`]'s files into `out` (created if missing) and returns
+/// their paths. A file whose text is already the same is left untouched, so a
+/// frontend's file watcher does not rebuild for nothing.
+pub fn write(registry: &Registry, out: &Path) -> io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out)?;
+    let mut written = Vec::new();
+    for file in generate(registry) {
+        let path = out.join(file.name);
+        let unchanged = std::fs::read(&path).is_ok_and(|old| old == file.contents.as_bytes());
+        if !unchanged {
+            std::fs::write(&path, &file.contents)?;
+        }
+        written.push(path);
+    }
+    Ok(written)
+}
+
+fn header() -> &'static str {
+    "/* eslint-disable */
+/**
+ * Generated `api` utility: a typed reference to every public function of the
+ * livebase application.
+ *
+ * THIS CODE IS AUTOMATICALLY GENERATED.
+ *
+ * To regenerate, run `livebase codegen --out <this folder>`.
+ * @module
+ */
+"
+}
+
+fn api_js() -> String {
+    format!(
+        "{}
+import {{ anyApi }} from \"convex/server\";
+
+/**
+ * A reference to every public function: `api.todos.list` is `todos:list`.
+ * Its types are in `api.d.ts`.
+ */
+export const api = anyApi;
+",
+        header()
+    )
+}
+
+fn api_d_ts(registry: &Registry) -> String {
+    let mut tree = Node::default();
+    for function in registry.functions() {
+        if function.visibility == Visibility::Public {
+            tree.insert(&segments(&function.path), function);
+        }
+    }
+    let mut out = String::from(header());
+    out.push_str(
+        "
+import type { FunctionReference } from \"convex/server\";
+
+/** The id of a document of `TableName`: a string, branded so ids of different
+ * tables do not mix. */
+export type Id<TableName extends string> = string & { __tableName: TableName };
+
+/**
+ * A reference to every public function, typed by its arguments:
+ * `client.query(api.todos.list, { organizationId })`.
+ */
+export declare const api: ",
+    );
+    tree.render(0, &mut out);
+    out.push_str(";\n");
+    out
+}
+
+/// The property names leading to a function: `features/todos:list` is
+/// `features`, `todos`, `list`.
+fn segments(path: &str) -> Vec<&str> {
+    let (module, name) = path.rsplit_once(':').unwrap_or((path, "default"));
+    module.split('/').chain([name]).collect()
+}
+
+/// The `api` object as a tree: a module folder, a module, or a function —
+/// or, when `a:b` and `a/b:c` are both registered, a function that is also a
+/// module (rendered as an intersection, as `anyApi` serves both).
+#[derive(Default)]
+struct Node<'r> {
+    function: Option<&'r Function>,
+    children: BTreeMap<&'r str, Node<'r>>,
+}
+
+impl<'r> Node<'r> {
+    fn insert(&mut self, segments: &[&'r str], function: &'r Function) {
+        match segments.split_first() {
+            None => self.function = Some(function),
+            Some((first, rest)) => self
+                .children
+                .entry(first)
+                .or_default()
+                .insert(rest, function),
+        }
+    }
+
+    fn render(&self, depth: usize, out: &mut String) {
+        if let Some(function) = self.function {
+            let _ = write!(
+                out,
+                "FunctionReference<\"{}\", \"public\", {}, any>",
+                function.kind().name(),
+                ts_type(&function.args)
+            );
+            if self.children.is_empty() {
+                return;
+            }
+            out.push_str(" & ");
+        }
+        out.push_str("{\n");
+        for (name, child) in &self.children {
+            indent(depth + 1, out);
+            out.push_str(&property_name(name));
+            out.push_str(": ");
+            child.render(depth + 1, out);
+            out.push_str(";\n");
+        }
+        indent(depth, out);
+        out.push('}');
+    }
+}
+
+fn indent(depth: usize, out: &mut String) {
+    out.push_str(&"  ".repeat(depth));
+}
+
+const EMPTY_OBJECT: &str = "Record<string, never>";
+
+/// The TypeScript type of the values `validator` accepts.
+fn ts_type(validator: &Validator) -> String {
+    match validator {
+        Validator::String => "string".to_string(),
+        Validator::Float64 => "number".to_string(),
+        Validator::Int64 => "bigint".to_string(),
+        Validator::Boolean => "boolean".to_string(),
+        Validator::Null => "null".to_string(),
+        Validator::Bytes => "ArrayBuffer".to_string(),
+        Validator::Any => "any".to_string(),
+        Validator::Id(table) => format!("Id<{}>", string_literal(table)),
+        // Outside an object field, optional means "this or missing".
+        Validator::Optional(inner) => format!("{} | undefined", ts_type(inner)),
+        Validator::Array(inner) => format!("Array<{}>", ts_type(inner)),
+        // Convex's `EmptyObject`: `{}` would accept any value but null, and
+        // a function taking no arguments may then be called without any.
+        Validator::Object(fields) if fields.is_empty() => EMPTY_OBJECT.to_string(),
+        Validator::Object(fields) => {
+            let fields: Vec<String> = fields
+                .iter()
+                .map(|(name, field)| match field {
+                    Validator::Optional(inner) => {
+                        format!("{}?: {}", property_name(name), ts_type(inner))
+                    }
+                    field => format!("{}: {}", property_name(name), ts_type(field)),
+                })
+                .collect();
+            format!("{{ {} }}", fields.join("; "))
+        }
+        Validator::Union(alternatives) if alternatives.is_empty() => "never".to_string(),
+        Validator::Union(alternatives) => alternatives
+            .iter()
+            .map(ts_type)
+            .collect::<Vec<_>>()
+            .join(" | "),
+        Validator::Literal(value) => literal_type(value),
+        Validator::Record { keys, values } => {
+            format!("Record<{}, {}>", ts_type(keys), ts_type(values))
+        }
+    }
+}
+
+/// The literal type of exactly `value`, where TypeScript has one; a float
+/// that is not finite is just `number`.
+fn literal_type(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_string(),
+        Value::Int64(n) => format!("{n}n"),
+        Value::Float64(f) if f.is_finite() => format!("{f}"),
+        Value::Float64(_) => "number".to_string(),
+        Value::Boolean(b) => b.to_string(),
+        Value::String(s) => string_literal(s),
+        Value::Bytes(_) => "ArrayBuffer".to_string(),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(literal_type).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Value::Object(fields) if fields.is_empty() => EMPTY_OBJECT.to_string(),
+        Value::Object(fields) => {
+            let fields: Vec<String> = fields
+                .iter()
+                .map(|(name, value)| format!("{}: {}", property_name(name), literal_type(value)))
+                .collect();
+            format!("{{ {} }}", fields.join("; "))
+        }
+    }
+}
+
+/// A JSON string is a valid TypeScript string literal.
+fn string_literal(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+/// `name` as a property key: bare when it is an identifier, quoted otherwise.
+fn property_name(name: &str) -> String {
+    let mut chars = name.chars();
+    let identifier = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
+    if identifier {
+        name.to_string()
+    } else {
+        string_literal(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use livebase_schema::{v, Schema, Value};
+
+    use super::*;
+
+    /// Every kind of validator, nested modules, a no-argument function, a
+    /// function that is also a module, and internal functions (left out).
+    fn test_registry() -> Registry {
+        let mut app = Registry::new(Schema::new());
+        app.query("todos:list", [("organizationId", v::string())], |_, _| {
+            Ok(Value::Null)
+        });
+        app.mutation(
+            "todos:create",
+            [
+                ("organizationId", v::id("organizations")),
+                ("text", v::string()),
+                ("due", v::optional(v::float64())),
+            ],
+            |_, _| Ok(Value::Null),
+        );
+        app.query("users:me", [], |_, _| Ok(Value::Null));
+        app.internal_mutation("todos:purge", [], |_, _| Ok(Value::Null));
+        app.internal_action("emails:send", [("to", v::string())], |_, _| async {
+            Ok(Value::Null)
+        });
+        app.action(
+            "features/files/upload:put",
+            [
+                ("blob", v::bytes()),
+                ("size", v::int64()),
+                ("public", v::boolean()),
+                ("nothing", v::null()),
+                ("tags", v::array(v::union([v::string(), v::null()]))),
+                (
+                    "kind",
+                    v::union([v::literal("image"), v::literal(2i64), v::literal(true)]),
+                ),
+                ("scores", v::record(v::id("users"), v::float64())),
+                (
+                    "meta",
+                    v::object([("author-name", v::string()), ("extra", v::any())]),
+                ),
+                ("never", v::union([])),
+                ("empty", v::object([])),
+            ],
+            |_, _| async { Ok(Value::Null) },
+        );
+        app.query("features/files:list", [], |_, _| Ok(Value::Null));
+        app.query("features:files", [], |_, _| Ok(Value::Null));
+        app
+    }
+
+    #[test]
+    fn api_d_ts_types_every_public_function_by_its_validators() {
+        let expected = r#"/* eslint-disable */
+/**
+ * Generated `api` utility: a typed reference to every public function of the
+ * livebase application.
+ *
+ * THIS CODE IS AUTOMATICALLY GENERATED.
+ *
+ * To regenerate, run `livebase codegen --out <this folder>`.
+ * @module
+ */
+
+import type { FunctionReference } from "convex/server";
+
+/** The id of a document of `TableName`: a string, branded so ids of different
+ * tables do not mix. */
+export type Id<TableName extends string> = string & { __tableName: TableName };
+
+/**
+ * A reference to every public function, typed by its arguments:
+ * `client.query(api.todos.list, { organizationId })`.
+ */
+export declare const api: {
+  features: {
+    files: FunctionReference<"query", "public", Record<string, never>, any> & {
+      list: FunctionReference<"query", "public", Record<string, never>, any>;
+      upload: {
+        put: FunctionReference<"action", "public", { blob: ArrayBuffer; empty: Record<string, never>; kind: "image" | 2n | true; meta: { "author-name": string; extra: any }; never: never; nothing: null; public: boolean; scores: Record<Id<"users">, number>; size: bigint; tags: Array<string | null> }, any>;
+      };
+    };
+  };
+  todos: {
+    create: FunctionReference<"mutation", "public", { due?: number; organizationId: Id<"organizations">; text: string }, any>;
+    list: FunctionReference<"query", "public", { organizationId: string }, any>;
+  };
+  users: {
+    me: FunctionReference<"query", "public", Record<string, never>, any>;
+  };
+};
+"#;
+        let files = generate(&test_registry());
+        assert_eq!(files[0].name, "api.d.ts");
+        assert_eq!(files[0].contents, expected);
+    }
+
+    #[test]
+    fn api_js_is_anyapi_whatever_the_functions() {
+        let files = generate(&test_registry());
+        assert_eq!(files[1].name, "api.js");
+        assert!(files[1].contents.starts_with("/* eslint-disable */\n"));
+        assert!(files[1]
+            .contents
+            .ends_with("import { anyApi } from \"convex/server\";\n\n/**\n * A reference to every public function: `api.todos.list` is `todos:list`.\n * Its types are in `api.d.ts`.\n */\nexport const api = anyApi;\n"));
+        assert_eq!(
+            files[1].contents,
+            generate(&Registry::default())[1].contents
+        );
+    }
+
+    #[test]
+    fn an_application_without_public_functions_has_an_empty_api() {
+        let files = generate(&Registry::default());
+        assert!(files[0]
+            .contents
+            .ends_with("export declare const api: {\n};\n"));
+    }
+
+    #[test]
+    fn literals_and_keys_are_valid_typescript() {
+        assert_eq!(literal_type(&Value::Float64(1.5)), "1.5");
+        assert_eq!(literal_type(&Value::Float64(-0.0)), "-0");
+        assert_eq!(literal_type(&Value::Float64(f64::NAN)), "number");
+        assert_eq!(literal_type(&Value::Int64(-3)), "-3n");
+        assert_eq!(literal_type(&Value::String("a\"b\n".into())), r#""a\"b\n""#);
+        assert_eq!(
+            ts_type(&v::array(v::optional(v::literal("x")))),
+            r#"Array<"x" | undefined>"#
+        );
+        assert_eq!(property_name("organizationId"), "organizationId");
+        assert_eq!(property_name("_id"), "_id");
+        assert_eq!(property_name("2fa"), r#""2fa""#);
+        assert_eq!(property_name(""), r#""""#);
+    }
+
+    #[test]
+    fn write_creates_the_folder_and_leaves_unchanged_files_alone() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let out = dir.path().join("src/convex");
+        let paths = write(&test_registry(), &out).expect("written");
+        assert_eq!(paths, vec![out.join("api.d.ts"), out.join("api.js")]);
+        let before = std::fs::metadata(&paths[0]).and_then(|m| m.modified());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write(&test_registry(), &out).expect("written again");
+        let after = std::fs::metadata(&paths[0]).and_then(|m| m.modified());
+        assert_eq!(before.expect("mtime"), after.expect("mtime"));
+        assert_eq!(
+            std::fs::read_to_string(&paths[0]).expect("readable"),
+            generate(&test_registry())[0].contents
+        );
+    }
+}

@@ -1,0 +1,175 @@
+// `livebase codegen`: the TypeScript it writes for the real application is
+// type-checked with `tsc` against the pinned `convex` package — a file that
+// uses the generated `api` correctly with `ConvexClient` must pass, and a file
+// that misuses it (wrong argument type, missing argument, unknown function,
+// wrong kind …) must fail on exactly the lines that misuse it. The runtime
+// value (`api.js`) must name the same functions the server serves.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtemp, rm, writeFile, readFile, symlink } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { promisify } from "node:util";
+
+import { livebaseBin } from "./harness.mjs";
+
+const run = promisify(execFile);
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const TSC = path.join(HERE, "node_modules/typescript/bin/tsc");
+const TIMEOUT_MS = 90_000;
+
+/** A consumer project: generated files in `convex/`, the test's
+ * `node_modules` linked in so `convex/browser` and `convex/server` resolve. */
+async function project() {
+  const dir = await mkdtemp(path.join(tmpdir(), "livebase-codegen-"));
+  await symlink(path.join(HERE, "node_modules"), path.join(dir, "node_modules"), "dir");
+  await writeFile(path.join(dir, "package.json"), '{ "type": "module" }\n');
+  const out = path.join(dir, "convex");
+  const { stdout } = await run(livebaseBin(), ["codegen", "--out", out], { timeout: TIMEOUT_MS });
+  assert.match(stdout, /wrote .*api\.d\.ts/);
+  assert.match(stdout, /wrote .*api\.js/);
+  return dir;
+}
+
+/** Runs `tsc --noEmit` (strict, as a Vite or Next app would) on `file` and
+ * the generated declarations it imports; returns `{ code, errors }` with each
+ * error as `file(line,col): error TS…`. */
+async function typeCheck(dir, file) {
+  const config = {
+    compilerOptions: {
+      noEmit: true,
+      strict: true,
+      target: "es2022",
+      module: "esnext",
+      moduleResolution: "bundler",
+      lib: ["es2022", "dom"],
+      types: [],
+    },
+    files: [file],
+  };
+  const configFile = path.join(dir, `tsconfig.${file}.json`);
+  await writeFile(configFile, JSON.stringify(config, null, 2));
+  const args = [TSC, "--project", configFile];
+  try {
+    await run(process.execPath, args, { cwd: dir, timeout: TIMEOUT_MS });
+    return { code: 0, errors: [] };
+  } catch (e) {
+    if (typeof e.code !== "number") throw e;
+    const errors = e.stdout.split("\n").filter((line) => line.includes("error TS"));
+    return { code: e.code, errors, output: e.stdout + e.stderr };
+  }
+}
+
+const GOOD = `
+import { ConvexClient, ConvexHttpClient } from "convex/browser";
+import type { FunctionArgs } from "convex/server";
+import { api, type Id } from "./convex/api.js";
+
+const client = new ConvexClient("http://127.0.0.1:3900", { skipConvexDeploymentUrlCheck: true });
+const organizationId: string = "organizations_x";
+
+export async function useIt(todoId: Id<"todos">) {
+  const todos = await client.query(api.todos.list, { organizationId });
+  client.onUpdate(api.todos.list, { organizationId }, (value) => console.log(value, todos));
+  await client.mutation(api.todos.create, { organizationId, text: "ship it" });
+  await client.mutation(api.todos.toggle, { id: todoId });
+  await client.query(api.organizations.listMine, {});
+  await client.query(api.userProfiles.get, {});
+  const http = new ConvexHttpClient("http://127.0.0.1:3900", { skipConvexDeploymentUrlCheck: true });
+  await http.query(api.items.getAll, { organizationId });
+  await http.query(api.organizations.listMine); // no arguments: they may be left out
+}
+
+// The argument type is the validator's, visible to other code too.
+const args: FunctionArgs<typeof api.todos.create> = { organizationId: "o", text: "t" };
+export const text: string = args.text;
+`;
+
+// Each misuse on its own line, marked, so the test can require an error on
+// every marked line and on no other.
+const BAD = `
+import { ConvexClient, ConvexHttpClient } from "convex/browser";
+import { api } from "./convex/api.js";
+
+const client = new ConvexClient("http://127.0.0.1:3900", { skipConvexDeploymentUrlCheck: true });
+const http = new ConvexHttpClient("http://127.0.0.1:3900", { skipConvexDeploymentUrlCheck: true });
+
+export async function misuse() {
+  await client.query(api.todos.list, { organizationId: 42 }); // MISUSE wrong argument type
+  await client.query(api.todos.list, {}); // MISUSE missing required argument
+  await http.query(api.todos.list); // MISUSE arguments left out though required
+  await client.query(api.todos.nope, { organizationId: "o" }); // MISUSE unknown function
+  await client.query(api.nope.list, {}); // MISUSE unknown module
+  await client.mutation(api.todos.list, { organizationId: "o" }); // MISUSE a query called as a mutation
+  await client.mutation(api.todos.toggle, { id: "todos_plain_string" }); // MISUSE a string is not an Id
+  await client.query(api.todos.list, { organizationId: "o", extra: 1 }); // MISUSE unknown argument
+  await client.action(api.emails.send, { to: "a", template: "t", data: 1 }); // MISUSE internal function
+}
+`;
+
+test("codegen's api types the real application's functions for the convex client", async () => {
+  const dir = await project();
+  try {
+    const dts = await readFile(path.join(dir, "convex/api.d.ts"), "utf8");
+    assert.match(dts, /THIS CODE IS AUTOMATICALLY GENERATED/);
+    assert.match(dts, /livebase codegen --out/);
+    assert.match(
+      dts,
+      /list: FunctionReference<"query", "public", \{ organizationId: string \}, any>;/,
+    );
+    assert.doesNotMatch(dts, /emails/, "internal functions are not in the api");
+
+    await writeFile(path.join(dir, "good.ts"), GOOD);
+    const good = await typeCheck(dir, "good.ts");
+    assert.equal(good.code, 0, `tsc rejected correct use:\n${good.output}`);
+
+    await writeFile(path.join(dir, "bad.ts"), BAD);
+    const bad = await typeCheck(dir, "bad.ts");
+    assert.notEqual(bad.code, 0, "tsc accepted misuse of the generated api");
+    const marked = BAD.split("\n")
+      .map((line, i) => (line.includes("// MISUSE") ? i + 1 : null))
+      .filter((n) => n !== null);
+    const failing = [
+      ...new Set(bad.errors.map((e) => Number(/^[^(]*bad\.ts\((\d+),/.exec(e)?.[1]))),
+    ].sort((a, b) => a - b);
+    assert.deepEqual(
+      failing,
+      marked,
+      `tsc must reject every misuse and nothing else:\n${bad.output}`,
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("codegen's api.js names the functions the server serves", async () => {
+  const dir = await project();
+  try {
+    const { api } = await import(pathToFileURL(path.join(dir, "convex/api.js")).href);
+    const { getFunctionName } = await import("convex/server");
+    assert.equal(getFunctionName(api.todos.list), "todos:list");
+    assert.equal(getFunctionName(api.organizations.listMine), "organizations:listMine");
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("codegen output is deterministic", async () => {
+  const a = await project();
+  const b = await project();
+  try {
+    for (const file of ["convex/api.d.ts", "convex/api.js"]) {
+      assert.equal(
+        await readFile(path.join(a, file), "utf8"),
+        await readFile(path.join(b, file), "utf8"),
+        file,
+      );
+    }
+  } finally {
+    await rm(a, { recursive: true, force: true });
+    await rm(b, { recursive: true, force: true });
+  }
+});
