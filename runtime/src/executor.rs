@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use livebase_schema::{Object, Timestamp, Value};
 
+use crate::calllog::{CallLog, CallOutcome};
 use crate::database::{catch_panic, Database, QueryOutcome};
 use crate::email::Mailer;
 use crate::error::{Error, Result};
@@ -42,22 +43,12 @@ struct Inner {
     registry: Arc<Registry>,
     /// What actions send mail through ([`crate::registry::ActionCtx::mailer`]).
     mailer: Option<Mailer>,
+    /// Where each call is also recorded, for the dev dashboard.
+    calls: Option<CallLog>,
 }
 
 /// A query's result and what it read, at the snapshot `ts`.
 pub type QueryResult = QueryOutcome<Value>;
-
-fn log_call(path: &str, kind: FunctionKind, started: Instant, outcome: &Result<impl Sized>) {
-    let ms = started.elapsed().as_secs_f64() * 1e3;
-    match outcome {
-        Ok(_) => {
-            tracing::info!(target: "livebase::call", path, kind = kind.name(), ms = format!("{ms:.2}"), "ok")
-        }
-        Err(e) => {
-            tracing::info!(target: "livebase::call", path, kind = kind.name(), ms = format!("{ms:.2}"), error = %e, "failed")
-        }
-    }
-}
 
 impl Executor {
     pub fn new(db: Database, registry: Arc<Registry>) -> Executor {
@@ -66,6 +57,7 @@ impl Executor {
                 db,
                 registry,
                 mailer: None,
+                calls: None,
             }),
         }
     }
@@ -77,7 +69,47 @@ impl Executor {
                 db: self.inner.db.clone(),
                 registry: self.inner.registry.clone(),
                 mailer: Some(mailer),
+                calls: self.inner.calls.clone(),
             }),
+        }
+    }
+
+    /// This executor, also recording every call in `calls`.
+    pub fn with_call_log(self, calls: CallLog) -> Executor {
+        Executor {
+            inner: Arc::new(Inner {
+                db: self.inner.db.clone(),
+                registry: self.inner.registry.clone(),
+                mailer: self.inner.mailer.clone(),
+                calls: Some(calls),
+            }),
+        }
+    }
+
+    /// The one log line of a call (and its entry in the call log, if any).
+    fn log_call(
+        &self,
+        path: &str,
+        kind: FunctionKind,
+        started: Instant,
+        outcome: &Result<impl Sized>,
+    ) {
+        let elapsed = started.elapsed();
+        let ms = elapsed.as_secs_f64() * 1e3;
+        if let Some(calls) = &self.inner.calls {
+            let outcome = match outcome {
+                Ok(_) => CallOutcome::Success,
+                Err(e) => CallOutcome::Failed(e.to_string()),
+            };
+            calls.record(path, kind, elapsed, outcome);
+        }
+        match outcome {
+            Ok(_) => {
+                tracing::info!(target: "livebase::call", path, kind = kind.name(), ms = format!("{ms:.2}"), "ok")
+            }
+            Err(e) => {
+                tracing::info!(target: "livebase::call", path, kind = kind.name(), ms = format!("{ms:.2}"), error = %e, "failed")
+            }
         }
     }
 
@@ -99,7 +131,7 @@ impl Executor {
     ) -> Result<QueryResult> {
         let started = Instant::now();
         let outcome = self.query_inner(path, args, identity, caller).await;
-        log_call(path, FunctionKind::Query, started, &outcome);
+        self.log_call(path, FunctionKind::Query, started, &outcome);
         outcome.map_err(|e| e.redact(path))
     }
 
@@ -134,7 +166,7 @@ impl Executor {
     ) -> Result<(Value, Timestamp)> {
         let started = Instant::now();
         let outcome = self.mutation_inner(path, args, identity, caller, key).await;
-        log_call(path, FunctionKind::Mutation, started, &outcome);
+        self.log_call(path, FunctionKind::Mutation, started, &outcome);
         outcome.map_err(|e| e.redact(path))
     }
 
@@ -230,7 +262,7 @@ impl Executor {
     ) -> Result<Value> {
         let started = Instant::now();
         let outcome = self.action_inner(path, args, identity, caller).await;
-        log_call(path, FunctionKind::Action, started, &outcome);
+        self.log_call(path, FunctionKind::Action, started, &outcome);
         outcome.map_err(|e| e.redact(path))
     }
 

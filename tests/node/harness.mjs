@@ -44,7 +44,8 @@ process.on("exit", () => {
  * Starts `livebase serve --port 0 --data <fresh temp dir>` and waits (at most
  * `timeoutMs`) for its `livebase listening on <url>` line. `port` and
  * `dataDir` may be given (to restart a server where it was); a given
- * `dataDir` belongs to the caller and is not removed.
+ * `dataDir` belongs to the caller and is not removed. `command: "dev"` starts
+ * the dev server instead (with its dashboard).
  *
  * Returns `{url, dataDir, logs(), stop()}`; `stop()` sends SIGTERM, waits for
  * the exit (bounded), asserts the exit was clean (status 0, no signal) and
@@ -55,6 +56,7 @@ export async function startServer({
   env = {},
   port = 0,
   dataDir: givenDataDir,
+  command = "serve",
 } = {}) {
   const bin = livebaseBin();
   try {
@@ -66,7 +68,7 @@ export async function startServer({
     );
   }
   const dataDir = givenDataDir ?? (await freshDataDir());
-  const child = spawn(bin, ["serve", "--port", String(port), "--data", dataDir], {
+  const child = spawn(bin, [command, "--port", String(port), "--data", dataDir], {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, NO_COLOR: "1", ...env },
   });

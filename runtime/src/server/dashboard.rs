@@ -1,0 +1,329 @@
+//! The dev dashboard at `/_dashboard`: one static page ([`PAGE`], no build
+//! step) and the small read-only JSON endpoints it polls under
+//! `/_dashboard/api/`, plus one Server-Sent Events stream that says when to
+//! poll — on every commit (documents and scheduled jobs) and every function
+//! call (the call log, and the outbox its actions write to).
+//!
+//! **Invariant:** mounted only when [`super::ServerOptions::dashboard`] is set,
+//! which only `livebase dev` does; `livebase serve` answers 404 here. The
+//! endpoints read the store directly, not through functions, so they see
+//! every table and never show up in the call log they serve.
+//!
+//! The wire JSON is built here, at the edge: [`CallRecord`] and [`eml::Mail`]
+//! do not derive `Serialize`.
+
+mod eml;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::Stream;
+use livebase_schema::Value;
+use serde_json::{json, Value as JsonValue};
+use tokio::sync::{broadcast, watch};
+
+use super::{AppState, ServerOptions};
+use crate::calllog::{CallLog, CallOutcome, CallRecord};
+use crate::email::OUTBOX_DIR;
+use crate::error::{Error, Result};
+use crate::executor::Executor;
+use crate::store::Order;
+
+/// The page: HTML, CSS and script in one file. It builds every piece of
+/// data into the DOM as text, never as markup.
+pub const PAGE: &str = include_str!("dashboard.html");
+
+/// Documents a table listing returns unless asked for fewer.
+const DEFAULT_DOCUMENTS: usize = 100;
+/// Most documents one table listing returns.
+const MAX_DOCUMENTS: usize = 1000;
+/// Tables are counted up to this many documents ("1000+" beyond): counting
+/// reads every document, and the page recounts on every commit.
+const COUNT_CAP: usize = 1000;
+/// Most outbox mails one listing returns (the newest).
+const MAX_MAILS: usize = 100;
+/// A comment line on the event stream this often, so proxies and the
+/// browser keep it open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Served beside the page: scripts only from the page itself, no plugins, no
+/// framing; fetches to this server only. Mails render in a sandboxed frame
+/// without scripts; their remote images are not loaded.
+const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                   connect-src 'self'; img-src data:; frame-ancestors 'none'; base-uri 'none'; \
+                   form-action 'none'";
+
+#[derive(Clone)]
+struct Dashboard {
+    executor: Executor,
+    calls: CallLog,
+    /// The timestamp of the newest commit.
+    commits: watch::Receiver<u64>,
+    /// Where mail is written, or `None` when it goes to an SMTP relay.
+    outbox: Option<PathBuf>,
+    smtp: Option<String>,
+    shutdown: broadcast::Sender<()>,
+}
+
+/// The dashboard's routes over a running server's state; `calls` must be the
+/// log its executor records to (see [`Executor::with_call_log`]).
+pub async fn routes(state: &AppState, calls: CallLog, options: &ServerOptions) -> Result<Router> {
+    let (notify, commits) = watch::channel(0);
+    // Runs on the writer thread after each commit: it only stores a number.
+    // Commits before this are covered by the page's first fetch.
+    state
+        .executor
+        .database()
+        .on_commit(Box::new(move |commit| {
+            notify.send_replace(commit.ts.get());
+        }))
+        .await?;
+    let dashboard = Dashboard {
+        executor: state.executor.clone(),
+        calls,
+        commits,
+        outbox: match &options.mail.smtp {
+            None => Some(options.data_dir.join(OUTBOX_DIR)),
+            Some(_) => None,
+        },
+        smtp: options.mail.smtp.clone(),
+        shutdown: state.shutdown.clone(),
+    };
+    Ok(Router::new()
+        .route("/_dashboard", get(page))
+        .route("/_dashboard/", get(page))
+        .route("/_dashboard/api/tables", get(tables))
+        .route("/_dashboard/api/tables/{table}", get(documents))
+        .route("/_dashboard/api/calls", get(calls_after))
+        .route("/_dashboard/api/outbox", get(outbox))
+        .route("/_dashboard/api/events", get(events))
+        .with_state(dashboard))
+}
+
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
+/// An error as the page reads it: `{error}` with a status.
+fn failure(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn internal(e: &Error) -> Response {
+    tracing::warn!(target: "livebase::dashboard", "{e}");
+    failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// `{tables: [{name, system, count, more}]}`: every table of the schema, the
+/// application's first, each counted up to [`COUNT_CAP`].
+async fn tables(State(d): State<Dashboard>) -> Response {
+    let schema = d.executor.database().schema().clone();
+    let mut names: Vec<(String, bool)> = schema
+        .tables()
+        .map(|(name, _)| (name.to_string(), schema.is_system_table(name)))
+        .collect();
+    names.sort_by_key(|(name, system)| (*system, name.clone()));
+    // One snapshot per table: counting them all in one transaction could
+    // pass its read limit.
+    let mut out = Vec::with_capacity(names.len());
+    for (name, system) in names {
+        let table = name.clone();
+        let counted = d
+            .executor
+            .database()
+            .query(move |tx| Ok(tx.query(&table).take(COUNT_CAP + 1)?.len()))
+            .await;
+        match counted {
+            Ok(n) => out.push(json!({
+                "name": name,
+                "system": system,
+                "count": n.value.min(COUNT_CAP),
+                "more": n.value > COUNT_CAP,
+            })),
+            Err(e) => return internal(&e),
+        }
+    }
+    Json(json!({ "tables": out })).into_response()
+}
+
+/// `{table, documents: [Convex JSON], more}`, newest first; `?limit=` up to
+/// [`MAX_DOCUMENTS`].
+async fn documents(
+    State(d): State<Dashboard>,
+    Path(table): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    if d.executor.database().schema().get(&table).is_none() {
+        return failure(
+            StatusCode::NOT_FOUND,
+            format!("there is no table `{table}`"),
+        );
+    }
+    let limit = params
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(DEFAULT_DOCUMENTS)
+        .clamp(1, MAX_DOCUMENTS);
+    let name = table.clone();
+    let read = d
+        .executor
+        .database()
+        .query(move |tx| tx.query(&name).order(Order::Desc).take(limit + 1))
+        .await;
+    match read {
+        Ok(outcome) => {
+            let more = outcome.value.len() > limit;
+            let docs: Vec<JsonValue> = outcome
+                .value
+                .iter()
+                .take(limit)
+                .map(Value::to_json)
+                .collect();
+            Json(json!({ "table": table, "documents": docs, "more": more })).into_response()
+        }
+        Err(e) => internal(&e),
+    }
+}
+
+fn call_json(call: &CallRecord) -> JsonValue {
+    let (ok, error) = match &call.outcome {
+        CallOutcome::Success => (true, None),
+        CallOutcome::Failed(e) => (false, Some(e.as_str())),
+    };
+    json!({
+        "seq": call.seq,
+        "endedMs": call.ended_ms,
+        "path": call.path,
+        "kind": call.kind.name(),
+        "ms": call.duration.as_secs_f64() * 1e3,
+        "ok": ok,
+        "error": error,
+    })
+}
+
+/// `{calls: [..]}`: the calls after `?after=<seq>` (all that are kept when
+/// absent), oldest first.
+async fn calls_after(
+    State(d): State<Dashboard>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let after = params
+        .get("after")
+        .and_then(|a| a.parse::<u64>().ok())
+        .unwrap_or(0);
+    let calls: Vec<JsonValue> = d.calls.since(after).iter().map(call_json).collect();
+    Json(json!({ "calls": calls })).into_response()
+}
+
+/// `{outbox, smtp, mails: [{file, from, to, subject, date, text, html}]}`:
+/// the newest [`MAX_MAILS`] mails of the outbox folder, newest first (file
+/// names start with the time they were written).
+async fn outbox(State(d): State<Dashboard>) -> Response {
+    let Some(dir) = d.outbox.clone() else {
+        return Json(json!({ "outbox": null, "smtp": d.smtp, "mails": [] })).into_response();
+    };
+    let shown = dir.display().to_string();
+    let read = tokio::task::spawn_blocking(move || read_outbox(&dir)).await;
+    match read {
+        Ok(Ok(mails)) => {
+            Json(json!({ "outbox": shown, "smtp": null, "mails": mails })).into_response()
+        }
+        Ok(Err(e)) => internal(&Error::internal(format!("reading the outbox {shown}: {e}"))),
+        Err(e) => internal(&Error::internal(format!("reading the outbox: {e}"))),
+    }
+}
+
+fn read_outbox(dir: &std::path::Path) -> std::io::Result<Vec<JsonValue>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // No mail sent yet: the folder is created by the first one.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut files: Vec<(String, PathBuf)> = entries
+        .filter_map(|entry| entry.ok())
+        .map(|entry| {
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.path(),
+            )
+        })
+        .filter(|(name, _)| name.ends_with(".eml"))
+        .collect();
+    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.truncate(MAX_MAILS);
+    let mut mails = Vec::with_capacity(files.len());
+    for (name, path) in files {
+        // A file removed since the listing is skipped, not an error.
+        let Ok(raw) = std::fs::read(&path) else {
+            continue;
+        };
+        let mail = eml::parse(&raw);
+        mails.push(json!({
+            "file": name,
+            "from": mail.from,
+            "to": mail.to,
+            "subject": mail.subject,
+            "date": mail.date,
+            "text": mail.text,
+            "html": mail.html,
+        }));
+    }
+    Ok(mails)
+}
+
+/// Server-Sent Events: `commit` (data: the commit's timestamp) after commits
+/// and `calls` (data: the newest call's seq) after calls. Several changes
+/// between two events come as one; the page refetches what it shows. The
+/// stream ends when the server shuts down.
+async fn events(State(d): State<Dashboard>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    struct Watch {
+        commits: watch::Receiver<u64>,
+        calls: watch::Receiver<u64>,
+        shutdown: broadcast::Receiver<()>,
+    }
+    let mut commits = d.commits.clone();
+    commits.mark_unchanged();
+    let watch = Watch {
+        commits,
+        calls: d.calls.subscribe(),
+        shutdown: d.shutdown.subscribe(),
+    };
+    let stream = futures::stream::unfold(watch, |mut w| async move {
+        let event = tokio::select! {
+            changed = w.commits.changed() => {
+                changed.ok()?;
+                let ts = *w.commits.borrow_and_update();
+                Event::default().event("commit").data(ts.to_string())
+            }
+            changed = w.calls.changed() => {
+                changed.ok()?;
+                let seq = *w.calls.borrow_and_update();
+                Event::default().event("calls").data(seq.to_string())
+            }
+            _ = w.shutdown.recv() => return None,
+        };
+        Some((Ok(event), w))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}

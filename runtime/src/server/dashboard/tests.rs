@@ -1,0 +1,164 @@
+//! The dashboard's endpoints on a real server (port 0, a temporary folder),
+//! over plain HTTP/1.1 on a socket.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use livebase_schema::{define_table, obj, v, Schema, Value};
+use serde_json::Value as Json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::executor::Caller;
+use crate::registry::{Identity, Registry};
+use crate::server::{serve, RunningServer, ServerOptions};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn app() -> Registry {
+    let mut app =
+        Registry::new(Schema::new().table("notes", define_table([("body", v::string())])));
+    app.mutation("notes:add", [("body", v::string())], |ctx, args| {
+        let id = ctx
+            .db
+            .insert("notes", obj! { "body" => args.string("body")? })?;
+        Ok(Value::from(id.as_str()))
+    });
+    app
+}
+
+async fn start(dir: &tempfile::TempDir, dashboard: bool) -> RunningServer {
+    let options = ServerOptions {
+        data_dir: dir.path().to_path_buf(),
+        dashboard,
+        ..ServerOptions::default()
+    };
+    serve(app(), options).await.expect("the server starts")
+}
+
+async fn request(addr: SocketAddr, path: &str) -> TcpStream {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    tcp
+}
+
+/// `GET path`: the status, the headers (lowercase) and the body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    let mut tcp = request(addr, path).await;
+    let mut raw = Vec::new();
+    timeout(WAIT, tcp.read_to_end(&mut raw))
+        .await
+        .expect("a reply in time")
+        .expect("read");
+    let raw = String::from_utf8(raw).expect("UTF-8");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head[9..12].parse().expect("a status");
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+async fn get_json(addr: SocketAddr, path: &str) -> Json {
+    let (status, _, body) = get(addr, path).await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+/// Reads `tcp` until what came holds every one of `wanted`.
+async fn read_until(tcp: &mut TcpStream, seen: &mut String, wanted: &[&str]) {
+    let mut buf = [0; 4096];
+    while !wanted.iter().all(|w| seen.contains(w)) {
+        let n = timeout(WAIT, tcp.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("waiting for {wanted:?}, got {seen:?}"))
+            .expect("read");
+        assert!(n > 0, "the stream ended before {wanted:?}: {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+#[tokio::test]
+async fn the_dev_endpoints_show_tables_documents_calls_and_stream_changes() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let server = start(&dir, true).await;
+    let addr = server.addr;
+
+    let (status, head, page) = get(addr, "/_dashboard").await;
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(
+        head.contains("content-security-policy: default-src 'none'"),
+        "{head}"
+    );
+    assert!(page.contains("<title>livebase dashboard</title>"));
+
+    let mut events = request(addr, "/_dashboard/api/events").await;
+    let mut seen = String::new();
+    read_until(&mut events, &mut seen, &["text/event-stream"]).await;
+
+    let id = server
+        .state
+        .executor
+        .mutation(
+            "notes:add",
+            vec![obj! { "body" => "<b>hi</b>" }],
+            Identity::Anonymous,
+            Caller::Client,
+            None,
+        )
+        .await
+        .expect("notes:add")
+        .0;
+    read_until(
+        &mut events,
+        &mut seen,
+        &["event: commit", "event: calls\ndata: 1"],
+    )
+    .await;
+
+    let tables = get_json(addr, "/_dashboard/api/tables").await;
+    let tables = tables["tables"].as_array().expect("tables");
+    assert_eq!(
+        tables[0],
+        serde_json::json!({"name": "notes", "system": false, "count": 1, "more": false}),
+        "the application's tables come first"
+    );
+    assert!(tables[1..].iter().all(|t| t["system"] == true));
+
+    let notes = get_json(addr, "/_dashboard/api/tables/notes").await;
+    assert_eq!(notes["documents"][0]["_id"], id.to_json());
+    assert_eq!(notes["documents"][0]["body"], "<b>hi</b>");
+    assert_eq!(notes["more"], false);
+    assert_eq!(get(addr, "/_dashboard/api/tables/nope").await.0, 404);
+
+    let calls = get_json(addr, "/_dashboard/api/calls").await;
+    let call = &calls["calls"][0];
+    assert_eq!(call["path"], "notes:add");
+    assert_eq!(call["kind"], "mutation");
+    assert_eq!(call["ok"], true);
+    assert_eq!(call["seq"], 1);
+    let after = get_json(addr, "/_dashboard/api/calls?after=1").await;
+    assert_eq!(after["calls"], serde_json::json!([]));
+
+    let outbox = get_json(addr, "/_dashboard/api/outbox").await;
+    assert_eq!(outbox["mails"], serde_json::json!([]), "no mail sent yet");
+
+    // The open event stream ends with the server.
+    timeout(WAIT * 2, server.shutdown())
+        .await
+        .expect("the server shuts down with an event stream open");
+}
+
+#[tokio::test]
+async fn without_the_option_there_is_no_dashboard() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let server = start(&dir, false).await;
+    for path in [
+        "/_dashboard",
+        "/_dashboard/api/tables",
+        "/_dashboard/api/events",
+    ] {
+        assert_eq!(get(server.addr, path).await.0, 404, "{path}");
+    }
+    server.shutdown().await;
+}
