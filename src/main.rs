@@ -5,6 +5,9 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
+mod backup;
+mod logs;
+
 use clap::{Args, Parser, Subcommand};
 use livebase_runtime::email::MailOptions;
 use livebase_runtime::scheduler::worker::DEFAULT_MAX_CONCURRENT_JOBS;
@@ -24,6 +27,23 @@ enum Command {
     Dev(ServeArgs),
     /// Serve the application.
     Serve(ServeArgs),
+    /// Write TypeScript function references (`api.d.ts`, `api.js`) for the
+    /// npm `convex` client.
+    Codegen(CodegenArgs),
+    /// Write every document, system tables included, to FILE (JSON lines),
+    /// from one snapshot; a server may keep running. The token secret
+    /// (`jwt-secret`) is not included: copy it along to keep sessions.
+    Export(backup::BackupArgs),
+    /// Load an export into a fresh data folder (it must hold no documents),
+    /// all or nothing.
+    Import(backup::BackupArgs),
+}
+
+#[derive(Args)]
+struct CodegenArgs {
+    /// Folder to write `api.d.ts` and `api.js` into (created if missing).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -59,8 +79,11 @@ fn main() -> std::process::ExitCode {
     let (args, dev) = match cli.command {
         Command::Dev(a) => (a, true),
         Command::Serve(a) => (a, false),
+        Command::Codegen(a) => return codegen(a),
+        Command::Export(a) => return backup::export(a),
+        Command::Import(a) => return backup::import(a),
     };
-    init_logs(dev);
+    logs::init(dev);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -68,7 +91,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, dev)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -77,21 +100,23 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logs(dev: bool) {
-    let default = if dev {
-        "info"
-    } else {
-        "info,livebase::call=warn"
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LIVEBASE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
+fn codegen(args: CodegenArgs) -> std::process::ExitCode {
+    match livebase_runtime::codegen::write(&livebase_functions::app(), &args.out) {
+        Ok(paths) => {
+            for path in paths {
+                println!("wrote {}", path.display());
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: writing to {}: {e}", args.out.display());
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
-async fn run(args: ServeArgs) -> Result<(), livebase_runtime::Error> {
+/// Serves the application; `dev` adds the dashboard.
+async fn run(args: ServeArgs, dev: bool) -> Result<(), livebase_runtime::Error> {
     let options = ServerOptions {
         listen: SocketAddr::new(args.host, args.port),
         data_dir: args.data.clone(),
@@ -103,6 +128,7 @@ async fn run(args: ServeArgs) -> Result<(), livebase_runtime::Error> {
         scheduler: SchedulerOptions {
             max_concurrent_jobs: args.max_concurrent_jobs,
         },
+        dashboard: dev,
     };
     let signal = shutdown_signal()?;
     let server = serve(livebase_functions::app(), options).await?;

@@ -6,6 +6,9 @@
 //! application registers its functions and schema through [`registry`].
 
 pub mod auth;
+pub mod backup;
+pub mod calllog;
+pub mod codegen;
 pub mod database;
 pub mod email;
 pub mod error;

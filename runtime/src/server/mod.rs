@@ -1,12 +1,15 @@
 //! The network edge: one axum router on one port serving the sync WebSocket
 //! (`/api/sync`, `/api/<client version>/sync`), the HTTP function API
 //! (`/api/query`, `/api/mutation`, `/api/action`), the auth endpoints
-//! (`/api/auth/*`, see [`crate::auth::http`]) and `/health`. Shaped like
+//! (`/api/auth/*`, see [`crate::auth::http`]), `/health`, and in dev mode the
+//! dashboard (`/_dashboard`, see [`dashboard`]). Shaped like
 //! mini-redis's server: a connection cap (a semaphore), a handler per
 //! connection, and one broadcast shutdown signal every handler listens to —
 //! the scheduler's worker too, started here beside them.
 
+pub mod dashboard;
 pub mod http;
+mod listener;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -15,13 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::auth::{Authenticator, SessionAuth};
+use crate::calllog::CallLog;
 use crate::database::Database;
 use crate::email::{MailOptions, Mailer};
 use crate::error::{Error, Result};
@@ -43,6 +46,9 @@ pub const MAX_CONNECTIONS: usize = 20_000;
 pub const OUTBOUND_QUEUE: usize = 256;
 /// A connection idle this long is sent a `Ping`.
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Time a client has to send a request's headers (the HTTP side of the
+/// WebSocket handshake included) before the connection is closed.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a new WebSocket has to send `Connect`.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time one outbound frame may take to be accepted by the socket.
@@ -59,6 +65,9 @@ pub struct ServerOptions {
     pub mail: MailOptions,
     /// How many scheduled jobs run at once.
     pub scheduler: SchedulerOptions,
+    /// Serve the dev dashboard at `/_dashboard` and keep the call log it
+    /// shows. Only `livebase dev` sets it: the dashboard shows every table.
+    pub dashboard: bool,
 }
 
 impl Default for ServerOptions {
@@ -69,6 +78,7 @@ impl Default for ServerOptions {
             data_dir: PathBuf::from(".livebase"),
             mail: MailOptions::default(),
             scheduler: SchedulerOptions::default(),
+            dashboard: false,
         }
     }
 }
@@ -141,7 +151,7 @@ async fn start(
         .map_err(|e| Error::internal(format!("creating {}: {e}", options.data_dir.display())))?;
     registry.extend_schema(with_system_tables);
     let persistence = Arc::new(SqlitePersistence::open(
-        options.data_dir.join("livebase.sqlite3"),
+        options.data_dir.join(crate::store::sqlite::DATABASE_FILE),
     )?);
     let db = Database::open(persistence, registry.schema().clone())?;
     let (authenticator, auth_routes) = match authenticator {
@@ -161,7 +171,11 @@ async fn start(
         .map_err(|e| Error::internal(format!("reading the bound address: {e}")))?;
     let mailer = Mailer::from_options(&options.mail, &options.data_dir, &format!("http://{addr}"))?;
     tracing::info!(target: "livebase::email", to = %mailer.destination(), "outgoing mail");
-    let executor = Executor::new(db, Arc::new(registry)).with_mailer(mailer);
+    let mut executor = Executor::new(db, Arc::new(registry)).with_mailer(mailer);
+    let calls = options.dashboard.then(CallLog::default);
+    if let Some(calls) = &calls {
+        executor = executor.with_call_log(calls.clone());
+    }
     let subscriptions = Subscriptions::start(&executor).await?;
     let (shutdown, _) = broadcast::channel(1);
     let scheduler = scheduler::start(
@@ -181,24 +195,14 @@ async fn start(
         Some(auth) => router(state.clone()).merge(auth),
         None => router(state.clone()),
     };
-    let mut stop = state.shutdown.subscribe();
-    let task = tokio::spawn(async move {
-        // Small frames must leave at once: without TCP_NODELAY, Nagle's
-        // algorithm and delayed ACKs add tens of milliseconds to a round trip.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("setting TCP_NODELAY: {e}");
-            }
-        });
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.recv().await;
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!("server stopped: {e}");
+    let app = match calls {
+        Some(calls) => {
+            tracing::info!("dashboard at http://{addr}/_dashboard");
+            app.merge(dashboard::routes(&state, calls, &options).await?)
         }
-    });
+        None => app,
+    };
+    let task = tokio::spawn(listener::run(listener, app, state.shutdown.clone()));
     Ok(RunningServer {
         addr,
         state,
