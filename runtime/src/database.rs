@@ -4,6 +4,12 @@
 //! pool of reader threads, each with its own connection and snapshot. Async code
 //! sends a job and awaits a oneshot reply; no SQLite connection is ever held
 //! across an `.await`.
+//!
+//! **Group commit.** Mutations that queue up while the disk is busy share one
+//! SQLite transaction and so one sync: each runs inside its own savepoint (a
+//! failing one is rolled back alone) and gets its own commit timestamp, but
+//! nobody is answered — and no subscriber hears of a commit — until the whole
+//! group is durable. One mutation alone is a group of one.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc as std_mpsc;
@@ -19,7 +25,27 @@ use crate::readset::{Commit, ReadSet, WriteSet};
 use crate::store::{Persistence, StoreConnection};
 use crate::transaction::Transaction;
 
-type WriteJob = Box<dyn FnOnce(&mut Writer) + Send>;
+/// Most mutations committed together.
+pub const MAX_GROUP: usize = 64;
+
+enum WriteJob {
+    /// Runs between groups, outside any transaction.
+    Plain(Box<dyn FnOnce(&mut Writer) + Send>),
+    /// Runs inside the group's transaction and is answered after its commit.
+    Mutation(MutationJob),
+}
+
+/// A mutation: run in the open group transaction, or told why there is none.
+type MutationJob = Box<dyn FnOnce(Result<&mut Writer>) -> Staged + Send>;
+
+/// A mutation that ran inside the open group transaction, waiting for the
+/// group's commit.
+struct Staged {
+    /// Its commit timestamp and writes, if it wrote anything.
+    commit: Option<(Timestamp, Arc<WriteSet>)>,
+    /// Answers the caller with the group's outcome.
+    reply: Box<dyn FnOnce(Result<()>) + Send>,
+}
 type ReadJob = Box<dyn FnOnce(&mut dyn StoreConnection, &Schema) + Send>;
 /// Called on the writer thread after every commit, in commit order.
 pub type CommitListener = Box<dyn Fn(Commit) + Send>;
@@ -106,8 +132,15 @@ impl Database {
             .name("livebase-writer".into())
             .spawn(move || {
                 // Ends when every Database handle (and so the sender) is gone.
-                while let Ok(job) = writer_rx.recv() {
-                    job(&mut writer);
+                while let Ok(first) = writer_rx.recv() {
+                    let mut group = vec![first];
+                    while group.len() < MAX_GROUP {
+                        match writer_rx.try_recv() {
+                            Ok(job) => group.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    writer.run_group(group);
                 }
             })
             .map_err(|e| Error::internal(format!("spawning the writer: {e}")))?;
@@ -177,9 +210,9 @@ impl Database {
         let (tx, rx) = oneshot::channel();
         self.inner
             .writer
-            .send(Box::new(move |w| {
+            .send(WriteJob::Plain(Box::new(move |w| {
                 let _ = tx.send(f(w));
-            }))
+            })))
             .map_err(|_| Error::internal("the writer thread has stopped"))?;
         rx.await
             .map_err(|_| Error::internal("the writer thread dropped a job"))
@@ -191,7 +224,26 @@ impl Database {
         &self,
         f: impl FnOnce(&mut Transaction) -> Result<T> + Send + 'static,
     ) -> Result<Committed<T>> {
-        self.on_writer(move |w| w.run(f)).await?
+        let (tx, rx) = oneshot::channel();
+        let job = WriteJob::Mutation(Box::new(move |w: Result<&mut Writer>| {
+            let outcome = w.and_then(|w| w.stage(f));
+            let commit = match &outcome {
+                Ok(c) if !c.writes.is_empty() => Some((c.ts, c.writes.clone())),
+                _ => None,
+            };
+            Staged {
+                commit,
+                reply: Box::new(move |group: Result<()>| {
+                    let _ = tx.send(group.and(outcome));
+                }),
+            }
+        }));
+        self.inner
+            .writer
+            .send(job)
+            .map_err(|_| Error::internal("the writer thread has stopped"))?;
+        rx.await
+            .map_err(|_| Error::internal("the writer thread dropped a job"))?
     }
 
     /// Runs `f` as a query on a fresh snapshot, on a reader thread.
@@ -228,41 +280,99 @@ pub fn run_query<T>(
 }
 
 impl Writer {
-    fn run<T>(&mut self, f: impl FnOnce(&mut Transaction) -> Result<T>) -> Result<Committed<T>> {
-        let snapshot = self.conn.begin_write()?;
-        let ts = self.last_ts.max(snapshot).next_after(now_nanos());
+    /// Runs a batch of jobs: the mutations in one transaction committed once,
+    /// then the plain jobs.
+    fn run_group(&mut self, jobs: Vec<WriteJob>) {
+        let mut plain = Vec::new();
+        let mut mutations = Vec::new();
+        for job in jobs {
+            match job {
+                WriteJob::Plain(f) => plain.push(f),
+                WriteJob::Mutation(f) => mutations.push(f),
+            }
+        }
+        if !mutations.is_empty() {
+            self.run_mutations(mutations);
+        }
+        for f in plain {
+            f(self);
+        }
+    }
+
+    fn run_mutations(&mut self, mutations: Vec<MutationJob>) {
+        let committed_ts = self.last_ts;
+        match self.conn.begin_write() {
+            Ok(snapshot) => self.last_ts = self.last_ts.max(snapshot),
+            Err(e) => {
+                tracing::error!("starting a write transaction failed: {e}");
+                // Each caller hears the failure; nothing ran.
+                for m in mutations {
+                    (m(Err(e.clone())).reply)(Ok(()));
+                }
+                return;
+            }
+        }
+        let staged: Vec<Staged> = mutations.into_iter().map(|m| m(Ok(self))).collect();
+        let wrote = staged.iter().any(|s| s.commit.is_some());
+        let outcome = if wrote {
+            self.conn.commit(self.last_ts)
+        } else {
+            self.conn.rollback()
+        };
+        match outcome {
+            Ok(()) => {
+                if let Ok(listeners) = self.listeners.lock() {
+                    for (ts, writes) in staged.iter().filter_map(|s| s.commit.clone()) {
+                        for l in listeners.iter() {
+                            l(Commit {
+                                ts,
+                                writes: writes.clone(),
+                            });
+                        }
+                    }
+                }
+                for s in staged {
+                    (s.reply)(Ok(()));
+                }
+            }
+            Err(e) => {
+                let _ = self.conn.rollback();
+                self.last_ts = committed_ts;
+                tracing::error!("committing a group of mutations failed: {e}");
+                for s in staged {
+                    (s.reply)(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Runs one mutation inside the open group transaction, in a savepoint of
+    /// its own: on error or panic only its writes are undone.
+    fn stage<T>(&mut self, f: impl FnOnce(&mut Transaction) -> Result<T>) -> Result<Committed<T>> {
+        let snapshot = self.last_ts;
+        let ts = snapshot.next_after(now_nanos());
+        self.conn.savepoint()?;
         let outcome = {
             let mut tx = Transaction::writable(self.conn.as_mut(), &self.schema, snapshot, ts);
             catch_panic(|| f(&mut tx)).map(|value| (value, tx.into_sets().1))
         };
         match outcome {
-            Ok((value, writes)) if writes.is_empty() => {
-                self.conn.rollback()?;
+            Ok((value, writes)) => {
+                self.conn.release_savepoint()?;
+                let ts = if writes.is_empty() {
+                    snapshot
+                } else {
+                    self.last_ts = ts;
+                    ts
+                };
                 Ok(Committed {
                     value,
-                    ts: self.last_ts.max(snapshot),
+                    ts,
                     writes: Arc::new(writes),
                 })
             }
-            Ok((value, writes)) => {
-                if let Err(e) = self.conn.commit(ts) {
-                    let _ = self.conn.rollback();
-                    return Err(e);
-                }
-                self.last_ts = ts;
-                let writes = Arc::new(writes);
-                if let Ok(listeners) = self.listeners.lock() {
-                    for l in listeners.iter() {
-                        l(Commit {
-                            ts,
-                            writes: writes.clone(),
-                        });
-                    }
-                }
-                Ok(Committed { value, ts, writes })
-            }
             Err(e) => {
-                self.conn.rollback()?;
+                self.conn.rollback_to_savepoint()?;
                 Err(e)
             }
         }

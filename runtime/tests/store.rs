@@ -989,3 +989,58 @@ fn range_scans_return_exactly_what_a_naive_filter_and_sort_gives() {
         })
         .unwrap();
 }
+
+/// Many mutations at once are committed in groups sharing one sync: each still
+/// gets its own strictly increasing timestamp, a failing one is undone alone,
+/// and commits reach listeners in timestamp order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_mutations_commit_in_groups_each_on_its_own() {
+    let TestDb { db, .. } = test_db();
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = heard.clone();
+    db.on_commit(Box::new(move |c| sink.lock().unwrap().push(c.ts)))
+        .await
+        .unwrap();
+    let calls = (0..60).map(|i| {
+        let db = db.clone();
+        tokio::spawn(async move {
+            db.mutate(move |tx| {
+                tx.insert("items", item("o", "s", &format!("n{i}")))?;
+                if i % 5 == 0 {
+                    return Err(Error::conflict(format!("call {i} fails after writing")));
+                }
+                Ok(i)
+            })
+            .await
+        })
+    });
+    let mut ok_ts = Vec::new();
+    let mut failed = 0;
+    for call in futures::future::join_all(calls).await {
+        match call.unwrap() {
+            Ok(c) => ok_ts.push(c.ts),
+            Err(e) => {
+                assert_eq!(e.code(), Some(&ErrorCode::Conflict));
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!(failed, 12);
+    let docs = range(&db, "by_creation_time", Order::Asc, |q| q).await;
+    assert_eq!(
+        docs.len(),
+        48,
+        "exactly the successful mutations' writes remain"
+    );
+    let mut sorted = ok_ts.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 48, "every commit has its own timestamp");
+    let heard = heard.lock().unwrap().clone();
+    assert_eq!(heard.len(), 48, "one commit notice per successful mutation");
+    assert!(
+        heard.windows(2).all(|w| w[0] < w[1]),
+        "notices in timestamp order"
+    );
+    assert_eq!(db.last_ts().await.unwrap(), *sorted.last().unwrap());
+}

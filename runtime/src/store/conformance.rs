@@ -125,4 +125,24 @@ pub fn run(p: &dyn Persistence) {
     assert_eq!(w.begin_write().unwrap(), Timestamp::new(13));
     assert_eq!(w.get(&c.id).unwrap(), None);
     w.rollback().unwrap();
+
+    // Savepoints: a rolled-back savepoint undoes only its own writes, a
+    // released one keeps them, and the transaction commits the rest.
+    let (kept, undone, later) = (doc("s", 1.0), doc("s", 2.0), doc("s", 3.0));
+    w.begin_write().unwrap();
+    w.put_document(&kept).unwrap();
+    w.savepoint().unwrap();
+    w.put_document(&undone).unwrap();
+    w.put_index_entry(b"s-undone", &undone.id).unwrap();
+    w.rollback_to_savepoint().unwrap();
+    w.savepoint().unwrap();
+    w.put_document(&later).unwrap();
+    w.release_savepoint().unwrap();
+    w.commit(Timestamp::new(14)).unwrap();
+    r.begin_read().unwrap();
+    assert_eq!(r.get(&kept.id).unwrap(), Some(kept));
+    assert_eq!(r.get(&undone.id).unwrap(), None);
+    assert_eq!(r.get(&later.id).unwrap(), Some(later));
+    assert!(r.scan(b"s-", b"s.", Order::Asc, 10).unwrap().is_empty());
+    r.end_read().unwrap();
 }

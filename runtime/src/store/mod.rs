@@ -104,6 +104,14 @@ pub trait StoreConnection: Send {
     fn commit(&mut self, ts: Timestamp) -> Result<()>;
     /// Discards the write transaction.
     fn rollback(&mut self) -> Result<()>;
+    /// Marks a point inside the write transaction that
+    /// [`StoreConnection::rollback_to_savepoint`] can return to (one level).
+    fn savepoint(&mut self) -> Result<()>;
+    /// Keeps everything since the savepoint and forgets the savepoint.
+    fn release_savepoint(&mut self) -> Result<()>;
+    /// Undoes everything since the savepoint and forgets the savepoint; the
+    /// transaction stays open.
+    fn rollback_to_savepoint(&mut self) -> Result<()>;
 
     fn get(&mut self, id: &DocumentId) -> Result<Option<Document>>;
     /// Index entries with `start <= key < end`, in `order`, at most `limit`,

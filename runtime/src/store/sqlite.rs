@@ -153,6 +153,28 @@ impl StoreConnection for SqliteConnection {
         Ok(())
     }
 
+    fn savepoint(&mut self) -> Result<()> {
+        if !self.in_txn {
+            return Err(Error::internal("savepoint outside a write transaction"));
+        }
+        self.conn
+            .prepare_cached("SAVEPOINT mutation")?
+            .execute([])?;
+        Ok(())
+    }
+
+    fn release_savepoint(&mut self) -> Result<()> {
+        self.conn.prepare_cached("RELEASE mutation")?.execute([])?;
+        Ok(())
+    }
+
+    fn rollback_to_savepoint(&mut self) -> Result<()> {
+        self.conn
+            .prepare_cached("ROLLBACK TO mutation")?
+            .execute([])?;
+        self.release_savepoint()
+    }
+
     fn get(&mut self, id: &DocumentId) -> Result<Option<Document>> {
         let row = self
             .conn
