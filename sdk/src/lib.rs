@@ -44,6 +44,8 @@
 //!   server messages in, frames to send and [`state::Notification`]s out.
 //! - [`client`] — the tokio wrapper: [`Client`], [`Subscription`], and the
 //!   background task (`worker.rs`) that owns the socket and the state.
+//! - [`auth`] — signing up and in over HTTP, for the token [`Client::set_auth`]
+//!   takes: [`auth::sign_up`], [`auth::sign_in`].
 //! - [`function`] — typed function references, [`IntoArgs`] and [`FromValue`].
 //! - [`error`] — [`ClientError`].
 //!
@@ -51,6 +53,7 @@
 //! (`livebase-runtime` is only a dev-dependency of its tests); it speaks the
 //! wire through `livebase_schema::protocol`, the one module that knows it.
 
+pub mod auth;
 pub mod client;
 pub mod error;
 pub mod function;

@@ -1,0 +1,307 @@
+//! Signing up and in over the server's HTTP auth endpoints
+//! (`POST /api/auth/sign-up/email`, `POST /api/auth/sign-in/email`), for the
+//! token that [`Client::set_auth`](crate::Client::set_auth) takes.
+//!
+//! ```no_run
+//! use livebase_sdk::{auth, Client};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let url = "http://127.0.0.1:3900";
+//! let session = match auth::sign_in(url, "ada@example.com", "correct horse").await {
+//!     Ok(session) => session,
+//!     // No such user (or a wrong password): try signing up.
+//!     Err(auth::AuthError::InvalidCredentials(_)) => {
+//!         auth::sign_up(url, "ada@example.com", "correct horse", "Ada").await?
+//!     }
+//!     Err(e) => return Err(e.into()),
+//! };
+//! let client = Client::connect(url).await?;
+//! client.set_auth(Some(session.token)).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The requests are plain HTTP/1.1 on a tokio `TcpStream`, one connection per
+//! call: like the sync client, the SDK builds no TLS stack, so `https://` URLs
+//! are refused.
+
+use std::time::Duration;
+
+use serde_json::{json, Value as Json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long one sign-up or sign-in may take, connecting included.
+pub const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A signed-in user: the token for [`Client::set_auth`](crate::Client::set_auth)
+/// and who it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// A signed JWT; valid until it expires or the session is signed out.
+    pub token: String,
+    /// The user's id: what the application's `createdBy` fields hold.
+    pub user_id: String,
+    pub email: String,
+    pub name: String,
+}
+
+/// Why signing up or in failed. The server's refusals carry its message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// `400`: a malformed email, or a password shorter than 8 characters.
+    #[error("invalid input ({code}): {message}")]
+    InvalidInput { code: String, message: String },
+    /// `401`: the email or the password is wrong (the server does not say
+    /// which); on sign-in also what an unknown email gets.
+    #[error("invalid email or password: {0}")]
+    InvalidCredentials(String),
+    /// `422`: sign-up with an email that already has a user.
+    #[error("the email is already used: {0}")]
+    EmailTaken(String),
+    /// `429`: too many failed sign-ins for this email; retry after the
+    /// given number of seconds, when the server said.
+    #[error("too many attempts: {message}")]
+    TooManyAttempts {
+        message: String,
+        retry_after: Option<u64>,
+    },
+    /// Any other status the server answered with.
+    #[error("the server answered {status}: {message}")]
+    Server { status: u16, message: String },
+    /// The URL is not `http://host[:port]`.
+    #[error("`{0}` is not an http:// URL (the SDK has no TLS; use plain http://)")]
+    InvalidUrl(String),
+    /// The server could not be reached, or the exchange broke off or timed out.
+    #[error("could not reach {url}: {message}")]
+    Connect { url: String, message: String },
+    /// The reply was not the HTTP and JSON the endpoint documents.
+    #[error("unexpected reply from the server: {0}")]
+    Protocol(String),
+}
+
+/// Creates a user and signs them in.
+pub async fn sign_up(
+    base_url: &str,
+    email: &str,
+    password: &str,
+    name: &str,
+) -> Result<Session, AuthError> {
+    let body = json!({ "email": email, "password": password, "name": name });
+    session_from(post_json(base_url, "/api/auth/sign-up/email", &body).await?)
+}
+
+/// Signs an existing user in.
+pub async fn sign_in(base_url: &str, email: &str, password: &str) -> Result<Session, AuthError> {
+    let body = json!({ "email": email, "password": password });
+    session_from(post_json(base_url, "/api/auth/sign-in/email", &body).await?)
+}
+
+/// `{token, user: {id, email, name}}` as a [`Session`].
+fn session_from(reply: Json) -> Result<Session, AuthError> {
+    let text = |v: Option<&Json>, what: &str| {
+        v.and_then(Json::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| AuthError::Protocol(format!("the reply has no string `{what}`")))
+    };
+    let user = reply.get("user");
+    Ok(Session {
+        token: text(reply.get("token"), "token")?,
+        user_id: text(user.and_then(|u| u.get("id")), "user.id")?,
+        email: text(user.and_then(|u| u.get("email")), "user.email")?,
+        name: text(user.and_then(|u| u.get("name")), "user.name")?,
+    })
+}
+
+/// POSTs `body` to `path` on the server at `base_url` and returns the JSON
+/// of a `200` reply; any other status becomes its [`AuthError`].
+async fn post_json(base_url: &str, path: &str, body: &Json) -> Result<Json, AuthError> {
+    let (host, port) = host_port(base_url)?;
+    let connect_error = |message: String| AuthError::Connect {
+        url: base_url.to_string(),
+        message,
+    };
+    let exchange = async {
+        let mut stream = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        let body = body.to_string();
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n\
+             Accept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        // `Connection: close`: the server ends the stream after the reply.
+        let mut raw = Vec::new();
+        stream
+            .read_to_end(&mut raw)
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        Ok::<_, AuthError>(raw)
+    };
+    let raw = tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| connect_error(format!("no reply within {TIMEOUT:?}")))??;
+    let reply = parse_response(&raw)?;
+    let json: Option<Json> = serde_json::from_slice(&reply.body).ok();
+    if reply.status == 200 {
+        return json.ok_or_else(|| AuthError::Protocol("a 200 reply that is not JSON".into()));
+    }
+    let field = |name: &str| {
+        json.as_ref()
+            .and_then(|j| j.get(name))
+            .and_then(Json::as_str)
+            .map(str::to_string)
+    };
+    let message =
+        field("message").unwrap_or_else(|| String::from_utf8_lossy(&reply.body).trim().to_string());
+    Err(match reply.status {
+        400 => AuthError::InvalidInput {
+            code: field("code").unwrap_or_else(|| "INVALID_INPUT".into()),
+            message,
+        },
+        401 => AuthError::InvalidCredentials(message),
+        422 => AuthError::EmailTaken(message),
+        429 => AuthError::TooManyAttempts {
+            message,
+            retry_after: reply.retry_after,
+        },
+        status => AuthError::Server { status, message },
+    })
+}
+
+/// `http://host[:port][/...]` → (host, port).
+fn host_port(base_url: &str) -> Result<(String, u16), AuthError> {
+    let invalid = || AuthError::InvalidUrl(base_url.to_string());
+    let rest = base_url.strip_prefix("http://").ok_or_else(invalid)?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(invalid());
+    }
+    // `[::1]:3900`, `localhost:3900`, `example.com`.
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => {
+            (host, port.parse::<u16>().map_err(|_| invalid())?)
+        }
+        _ => (authority, 80),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((host.to_string(), port))
+}
+
+struct Response {
+    status: u16,
+    retry_after: Option<u64>,
+    body: Vec<u8>,
+}
+
+/// Parses an HTTP/1.1 response read to its end: the status, `Retry-After`,
+/// and the body as `Content-Length` (or chunked encoding) delimits it.
+fn parse_response(raw: &[u8]) -> Result<Response, AuthError> {
+    let protocol = |m: &str| AuthError::Protocol(m.to_string());
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| protocol("the reply ended inside its headers"))?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|_| protocol("headers not UTF-8"))?;
+    let rest = &raw[end + 4..];
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .strip_prefix("HTTP/1.")
+        .and_then(|s| s.get(2..5))
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| AuthError::Protocol(format!("not an HTTP status line: {status_line}")))?;
+    let mut content_length = None;
+    let mut chunked = false;
+    let mut retry_after = None;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-length" => {
+                content_length = Some(
+                    value
+                        .parse::<usize>()
+                        .map_err(|_| protocol("a bad Content-Length"))?,
+                )
+            }
+            "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+            "retry-after" => retry_after = value.parse().ok(),
+            _ => {}
+        }
+    }
+    let body = if chunked {
+        dechunk(rest).ok_or_else(|| protocol("a malformed chunked body"))?
+    } else if let Some(length) = content_length {
+        rest.get(..length)
+            .ok_or_else(|| protocol("the reply is shorter than its Content-Length"))?
+            .to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Ok(Response {
+        status,
+        retry_after,
+        body,
+    })
+}
+
+/// The body of a `Transfer-Encoding: chunked` reply.
+fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&rest[..line_end]).ok()?;
+        let size_text = size_text.split(';').next()?.trim();
+        let size = usize::from_str_radix(size_text, 16).ok()?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(rest.get(..size)?);
+        rest = rest.get(size + 2..)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_become_host_and_port() {
+        let hp = host_port;
+        assert_eq!(hp("http://127.0.0.1:3900"), Ok(("127.0.0.1".into(), 3900)));
+        assert_eq!(hp("http://localhost:3900/"), Ok(("localhost".into(), 3900)));
+        assert_eq!(hp("http://example.com"), Ok(("example.com".into(), 80)));
+        assert_eq!(hp("http://[::1]:8080"), Ok(("::1".into(), 8080)));
+        assert!(matches!(
+            hp("https://example.com"),
+            Err(AuthError::InvalidUrl(_))
+        ));
+        assert!(matches!(hp("http://"), Err(AuthError::InvalidUrl(_))));
+    }
+
+    #[test]
+    fn replies_are_read_by_content_length_or_chunks() {
+        let raw = b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 2\r\nretry-after: 30\r\n\r\n{}trailing";
+        let r = parse_response(raw).unwrap();
+        assert_eq!(
+            (r.status, r.retry_after, r.body),
+            (429, Some(30), b"{}".to_vec())
+        );
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n";
+        assert_eq!(parse_response(raw).unwrap().body, b"{\"a\":1}".to_vec());
+        assert!(matches!(
+            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}"),
+            Err(AuthError::Protocol(_))
+        ));
+    }
+}
