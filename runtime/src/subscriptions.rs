@@ -237,7 +237,9 @@ impl InvalidationIndex {
     }
 }
 
-type QueryResult = std::result::Result<Value, FunctionError>;
+/// A query's latest result. The value is shared: every subscriber's
+/// Transition points at the same one instead of holding a copy.
+type QueryResult = std::result::Result<Arc<Value>, FunctionError>;
 
 /// One shared live query.
 struct QueryState {
@@ -286,9 +288,9 @@ struct Worker {
     stats: Arc<Stats>,
 }
 
-fn to_wire(result: &Result<Value>) -> QueryResult {
+fn to_wire(result: Result<Value>) -> QueryResult {
     match result {
-        Ok(v) => Ok(v.clone()),
+        Ok(v) => Ok(Arc::new(v)),
         Err(e) => Err(FunctionError {
             message: e.client_message(),
             data: e.error_data(),
@@ -447,7 +449,7 @@ impl Worker {
                         ));
                         let c = self.connections.get_mut(&conn).expect("checked");
                         c.over_cap.insert(query_id);
-                        c.pending.push(modification(query_id, &to_wire(&Err(err))));
+                        c.pending.push(modification(query_id, &to_wire(Err(err))));
                         self.dirty.insert(conn);
                         continue;
                     }
@@ -616,7 +618,7 @@ impl Worker {
                 Executor::evaluate_in(&registry, &mut tx, &q.path, &q.args, &q.identity);
             drop(tx);
             self.stats.evaluations.fetch_add(1, Ordering::Relaxed);
-            let result = to_wire(&result.map_err(|e| e.redact(&q.path)));
+            let result = to_wire(result.map_err(|e| e.redact(&q.path)));
             let q = self.queries.get_mut(&handle).expect("present");
             self.index.remove(handle, &q.reads);
             self.index.insert(handle, &reads);

@@ -20,6 +20,7 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use livebase_schema::protocol::StateModification;
 use livebase_schema::{obj, Value};
@@ -321,7 +322,8 @@ async fn run(seed: u64) {
                                 t.end.ts >= done.ts,
                                 "{context}: a push older than the write"
                             );
-                            let again = pushed.insert((conn, query_id.0), value);
+                            let again =
+                                pushed.insert((conn, query_id.0), Arc::unwrap_or_clone(value));
                             assert!(again.is_none(), "{context}: query {query_id} pushed twice");
                         }
                         other => panic!("{context}: unexpected {other:?}"),

@@ -29,6 +29,7 @@
 //! e.g. `ModifyQuerySet.modifications[2].queryId: expected a non-negative integer`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use rand::Rng;
 use serde_json::{Map, Value as Json};
@@ -276,7 +277,9 @@ impl StateVersion {
 pub enum StateModification {
     QueryUpdated {
         query_id: QueryId,
-        value: Value,
+        /// Shared: one result goes to every subscriber of a query, so each
+        /// Transition holds a pointer to it, not a copy.
+        value: Arc<Value>,
         log_lines: Vec<String>,
         journal: Option<String>,
     },
@@ -759,7 +762,7 @@ impl StateModification {
         match f.tag("type")? {
             "QueryUpdated" => Ok(StateModification::QueryUpdated {
                 query_id: QueryId(f.u32("queryId")?),
-                value: f.value("value")?,
+                value: Arc::new(f.value("value")?),
                 log_lines: f.strings("logLines")?,
                 journal: f.optional_string("journal")?,
             }),
@@ -1374,7 +1377,8 @@ mod tests {
                         value: Value::Array(vec![object(&[
                             ("body", string("hi")),
                             ("n", Value::Int64(7)),
-                        ])]),
+                        ])])
+                        .into(),
                         log_lines: vec!["[LOG] 'hello'".into()],
                         journal: None,
                     }],
@@ -1552,7 +1556,7 @@ mod tests {
                 modifications: vec![
                     StateModification::QueryUpdated {
                         query_id: QueryId(0),
-                        value: Value::Float64(1.5),
+                        value: Value::Float64(1.5).into(),
                         log_lines: vec![],
                         journal: None,
                     },
@@ -1937,7 +1941,7 @@ mod tests {
                 .prop_map(|(id, value, log_lines, journal)| {
                     StateModification::QueryUpdated {
                         query_id: QueryId(id),
-                        value,
+                        value: value.into(),
                         log_lines,
                         journal,
                     }

@@ -133,7 +133,7 @@ pub enum SyncError {
 ///     end_version: end,
 ///     modifications: vec![StateModification::QueryUpdated {
 ///         query_id: notes,
-///         value: Value::Array(vec![]),
+///         value: Value::Array(vec![]).into(),
 ///         log_lines: vec![],
 ///         journal: None,
 ///     }],
@@ -531,7 +531,11 @@ impl ClientState {
                     value,
                     journal,
                     ..
-                } => (query_id, Ok(value), journal),
+                } => (
+                    query_id,
+                    Ok(std::sync::Arc::unwrap_or_clone(value)),
+                    journal,
+                ),
                 StateModification::QueryFailed {
                     query_id,
                     error,

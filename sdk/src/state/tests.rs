@@ -106,7 +106,7 @@ fn transition(
 fn updated(id: u32, value: Value) -> StateModification {
     StateModification::QueryUpdated {
         query_id: QueryId(id),
-        value,
+        value: value.into(),
         log_lines: Vec::new(),
         journal: None,
     }
