@@ -19,9 +19,15 @@ use super::HANDSHAKE_TIMEOUT;
 /// How long shutdown waits for in-flight HTTP requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Serves `app` on `listener` until `stop` fires.
-pub async fn run(listener: TcpListener, app: Router, shutdown: broadcast::Sender<()>) {
-    let mut stop = shutdown.subscribe();
+/// Serves `app` on `listener` until `stop` fires. `stop` is subscribed by the
+/// caller before this task is spawned, so a shutdown signalled the moment the
+/// server is up is never missed.
+pub async fn run(
+    listener: TcpListener,
+    app: Router,
+    mut stop: broadcast::Receiver<()>,
+    shutdown: broadcast::Sender<()>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {

@@ -202,7 +202,8 @@ async fn start(
         }
         None => app,
     };
-    let task = tokio::spawn(listener::run(listener, app, state.shutdown.clone()));
+    let stop = state.shutdown.subscribe();
+    let task = tokio::spawn(listener::run(listener, app, stop, state.shutdown.clone()));
     Ok(RunningServer {
         addr,
         state,
