@@ -295,7 +295,7 @@ impl Executor {
     /// subscription manager re-runs many queries on one snapshot this way).
     pub fn evaluate_in(
         registry: &Registry,
-        tx: &mut crate::transaction::Transaction,
+        mut tx: crate::transaction::Transaction,
         path: &str,
         args: &[Value],
         identity: &Identity,
@@ -303,13 +303,13 @@ impl Executor {
         let result = registry
             .lookup(path, FunctionKind::Query, true)
             .and_then(|f| Ok((f, Registry::check_args(f, args)?)))
-            .and_then(|(f, args)| catch_panic(|| run_sync(f, tx, identity, args)))
+            .and_then(|(f, args)| catch_panic(|| run_sync(f, &mut tx, identity, args)))
             .and_then(|v| {
                 v.check_limits("result")
                     .map_err(|e| Error::limit(e.to_string()))?;
                 Ok(v)
             });
-        (result, tx.read_set().clone())
+        (result, tx.into_sets().0)
     }
 }
 

@@ -613,16 +613,18 @@ impl Worker {
             let Some(q) = self.queries.get(&handle) else {
                 continue; // unsubscribed in the meantime
             };
-            let mut tx = Transaction::read_only(self.conn.as_mut(), registry.schema(), snapshot);
+            let tx = Transaction::read_only(self.conn.as_mut(), registry.schema(), snapshot);
             let (result, reads) =
-                Executor::evaluate_in(&registry, &mut tx, &q.path, &q.args, &q.identity);
-            drop(tx);
+                Executor::evaluate_in(&registry, tx, &q.path, &q.args, &q.identity);
             self.stats.evaluations.fetch_add(1, Ordering::Relaxed);
             let result = to_wire(result.map_err(|e| e.redact(&q.path)));
             let q = self.queries.get_mut(&handle).expect("present");
-            self.index.remove(handle, &q.reads);
-            self.index.insert(handle, &reads);
-            q.reads = reads;
+            // A re-run usually reads the same ranges: refile only on change.
+            if q.reads != reads {
+                self.index.remove(handle, &q.reads);
+                self.index.insert(handle, &reads);
+                q.reads = reads;
+            }
             let unchanged = q.result.as_ref() == Some(&result);
             let awaiting = std::mem::take(&mut q.awaiting_first);
             // Unchanged: only subscribers still waiting for a first result hear.
