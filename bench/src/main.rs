@@ -29,6 +29,10 @@ struct Cli {
     /// A seconds-long smoke run with small sizes (CI).
     #[arg(long)]
     quick: bool,
+    /// Run only one phase (push, fanout, throughput, memory, scaling), e.g.
+    /// while profiling the server child; the limits are always measured.
+    #[arg(long)]
+    only: Option<String>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-results.json")]
     out: PathBuf,
@@ -57,7 +61,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = match cli.command {
         Some(Command::Server { data }) => runtime.block_on(server::child(data)),
-        None => runtime.block_on(phases::run_all(cli.quick, &cli.out)),
+        None => runtime.block_on(phases::run_all(cli.quick, cli.only.as_deref(), &cli.out)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

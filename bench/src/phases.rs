@@ -83,9 +83,14 @@ fn percentiles(samples: &mut [Duration]) -> (f64, f64, f64) {
     )
 }
 
-pub async fn run_all(quick: bool, out: &Path) -> Result<(), BoxError> {
+pub async fn run_all(quick: bool, only: Option<&str>, out: &Path) -> Result<(), BoxError> {
     let s = Sizes::new(quick);
     let mut results = serde_json::Map::new();
+    const PHASES: [&str; 5] = ["push", "fanout", "throughput", "memory", "scaling"];
+    if let Some(o) = only.filter(|o| !PHASES.contains(o)) {
+        return Err(format!("unknown phase `{o}`; the phases are {}", PHASES.join(", ")).into());
+    }
+    let want = |phase: &str| only.is_none_or(|o| o == phase);
 
     progress("limit: WebSocket echo round trip on loopback");
     let (echo_p50, echo_p99, _) = echo(s.echo_rounds).await?;
@@ -95,69 +100,79 @@ pub async fn run_all(quick: bool, out: &Path) -> Result<(), BoxError> {
     let sqlite_rate = sqlite_inserts(s.sqlite_inserts)?;
     results.insert("sqlite_inserts_per_s".into(), json!(sqlite_rate));
 
-    progress(&format!(
-        "push latency with {} idle subscriptions over {} organizations",
-        s.idle_subs, s.idle_orgs
-    ));
-    let push = push_scenario(s.idle_subs, s.idle_orgs, s.writes).await?;
-    results.insert(
-        "push_ms".into(),
-        json!({"p50": push.p50, "p99": push.p99, "max": push.max, "idle_subscriptions": s.idle_subs,
-               "ratio_to_echo_p50": push.p50 / echo_p50.max(1e-9)}),
-    );
+    if want("push") {
+        progress(&format!(
+            "push latency with {} idle subscriptions over {} organizations",
+            s.idle_subs, s.idle_orgs
+        ));
+        let push = push_scenario(s.idle_subs, s.idle_orgs, s.writes).await?;
+        results.insert(
+            "push_ms".into(),
+            json!({"p50": push.p50, "p99": push.p99, "max": push.max, "idle_subscriptions": s.idle_subs,
+                   "ratio_to_echo_p50": push.p50 / echo_p50.max(1e-9)}),
+        );
 
-    progress(&format!(
-        "selectivity: {} vs {} other subscriptions",
-        s.selectivity_small, s.idle_subs
-    ));
-    let small = push_scenario(
-        s.selectivity_small,
-        s.selectivity_small.min(s.idle_orgs),
-        s.writes,
-    )
-    .await?;
-    let selectivity = push.cpu_us_per_mutation / small.cpu_us_per_mutation.max(1e-9);
-    results.insert(
-        "selectivity".into(),
-        json!({"cpu_us_per_mutation_small": small.cpu_us_per_mutation,
-               "cpu_us_per_mutation_large": push.cpu_us_per_mutation, "ratio": selectivity}),
-    );
-
-    progress(&format!(
-        "fan-out: {} subscribers of one query",
-        s.fanout_conns
-    ));
-    let fan = fanout(s.fanout_conns, s.fanout_repeats).await?;
-    results.insert(
-        "fanout".into(),
-        json!({"connections": s.fanout_conns, "last_p50_ms": fan.0, "last_p99_ms": fan.1, "runs_per_write": fan.2}),
-    );
-
-    let mut throughput = Vec::new();
-    for clients in [1usize, 8, 64] {
-        progress(&format!("throughput: {clients} concurrent clients"));
-        let rate = mutation_throughput(clients, s.throughput_total).await?;
-        throughput.push(json!({"clients": clients, "per_s": rate, "ratio_to_sqlite": rate / sqlite_rate.max(1e-9)}));
-    }
-    results.insert("throughput".into(), json!(throughput));
-
-    progress(&format!(
-        "memory: {} idle subscribed connections",
-        s.memory_conns
-    ));
-    let per_conn_kb = memory(s.memory_conns).await?;
-    results.insert("memory_kb_per_connection".into(), json!(per_conn_kb));
-
-    let mut scaling = Vec::new();
-    for &subs in &s.scaling {
-        progress(&format!("scaling: {subs} subscriptions"));
-        let r = push_scenario(subs, (subs / 10).max(1), s.writes.min(300)).await?;
-        scaling.push(
-            json!({"subscriptions": subs, "push_p50_ms": r.p50, "push_p99_ms": r.p99,
-                            "cpu_us_per_mutation": r.cpu_us_per_mutation}),
+        progress(&format!(
+            "selectivity: {} vs {} other subscriptions",
+            s.selectivity_small, s.idle_subs
+        ));
+        let small = push_scenario(
+            s.selectivity_small,
+            s.selectivity_small.min(s.idle_orgs),
+            s.writes,
+        )
+        .await?;
+        let selectivity = push.cpu_us_per_mutation / small.cpu_us_per_mutation.max(1e-9);
+        results.insert(
+            "selectivity".into(),
+            json!({"cpu_us_per_mutation_small": small.cpu_us_per_mutation,
+                   "cpu_us_per_mutation_large": push.cpu_us_per_mutation, "ratio": selectivity}),
         );
     }
-    results.insert("scaling".into(), json!(scaling));
+
+    if want("fanout") {
+        progress(&format!(
+            "fan-out: {} subscribers of one query",
+            s.fanout_conns
+        ));
+        let fan = fanout(s.fanout_conns, s.fanout_repeats).await?;
+        results.insert(
+            "fanout".into(),
+            json!({"connections": s.fanout_conns, "last_p50_ms": fan.0, "last_p99_ms": fan.1, "runs_per_write": fan.2}),
+        );
+    }
+
+    if want("throughput") {
+        let mut throughput = Vec::new();
+        for clients in [1usize, 8, 64] {
+            progress(&format!("throughput: {clients} concurrent clients"));
+            let rate = mutation_throughput(clients, s.throughput_total).await?;
+            throughput.push(json!({"clients": clients, "per_s": rate, "ratio_to_sqlite": rate / sqlite_rate.max(1e-9)}));
+        }
+        results.insert("throughput".into(), json!(throughput));
+    }
+
+    if want("memory") {
+        progress(&format!(
+            "memory: {} idle subscribed connections",
+            s.memory_conns
+        ));
+        let per_conn_kb = memory(s.memory_conns).await?;
+        results.insert("memory_kb_per_connection".into(), json!(per_conn_kb));
+    }
+
+    if want("scaling") {
+        let mut scaling = Vec::new();
+        for &subs in &s.scaling {
+            progress(&format!("scaling: {subs} subscriptions"));
+            let r = push_scenario(subs, (subs / 10).max(1), s.writes.min(300)).await?;
+            scaling.push(
+                json!({"subscriptions": subs, "push_p50_ms": r.p50, "push_p99_ms": r.p99,
+                                "cpu_us_per_mutation": r.cpu_us_per_mutation}),
+            );
+        }
+        results.insert("scaling".into(), json!(scaling));
+    }
 
     let json = serde_json::Value::Object(results);
     std::fs::write(out, serde_json::to_string_pretty(&json)?)?;
