@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use serde_json::{Map, Number, Value as Json};
 
-use crate::value::{check_field_name, Object, Value, MAX_NESTING_DEPTH};
+use crate::value::{check_field_name, Object, Path, Value, MAX_NESTING_DEPTH};
 
 /// A JSON value that is not a valid Convex-encoded value.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -58,7 +58,7 @@ impl Value {
 
     /// Decodes Convex JSON; `path` names the root in errors (e.g. `args`).
     pub fn from_json(json: &Json, path: &str) -> Result<Value, DecodeError> {
-        decode(json, path, 1)
+        decode(json, Path::Root(path), 1)
     }
 
     /// Parses a JSON text and decodes it.
@@ -75,14 +75,13 @@ fn tagged(tag: &str, payload: String) -> Json {
     Json::Object(m)
 }
 
-fn decode(json: &Json, path: &str, depth: usize) -> Result<Value, DecodeError> {
+fn decode(json: &Json, path: Path<'_>, depth: usize) -> Result<Value, DecodeError> {
     match json {
         Json::Null => Ok(Value::Null),
         Json::Bool(b) => Ok(Value::Boolean(*b)),
-        Json::Number(n) => n
-            .as_f64()
-            .map(Value::Float64)
-            .ok_or_else(|| DecodeError::new(path, format!("number {n} is not a float64"))),
+        Json::Number(n) => n.as_f64().map(Value::Float64).ok_or_else(|| {
+            DecodeError::new(path.to_string(), format!("number {n} is not a float64"))
+        }),
         Json::String(s) => Ok(Value::String(s.clone())),
         Json::Array(items) => {
             if depth > MAX_NESTING_DEPTH {
@@ -91,7 +90,7 @@ fn decode(json: &Json, path: &str, depth: usize) -> Result<Value, DecodeError> {
             items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| decode(item, &format!("{path}[{i}]"), depth + 1))
+                .map(|(i, item)| decode(item, Path::Index(&path, i), depth + 1))
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::Array)
         }
@@ -107,39 +106,45 @@ fn decode(json: &Json, path: &str, depth: usize) -> Result<Value, DecodeError> {
             }
             let mut fields = Object::new();
             for (key, item) in map {
-                let item_path = format!("{path}.{key}");
-                check_field_name(key).map_err(|m| DecodeError::new(&item_path, m))?;
-                fields.insert(key.clone(), decode(item, &item_path, depth + 1)?);
+                let item_path = Path::Field(&path, key);
+                check_field_name(key).map_err(|m| DecodeError::new(item_path.to_string(), m))?;
+                fields.insert(key.clone(), decode(item, item_path, depth + 1)?);
             }
             Ok(Value::Object(fields))
         }
     }
 }
 
-fn too_deep(path: &str) -> DecodeError {
+fn too_deep(path: Path<'_>) -> DecodeError {
     DecodeError::new(
-        path,
+        path.to_string(),
         format!("nested more than {MAX_NESTING_DEPTH} levels deep"),
     )
 }
 
-fn decode_tagged(key: &str, payload: &Json, path: &str) -> Result<Value, DecodeError> {
+fn decode_tagged(key: &str, payload: &Json, path: Path<'_>) -> Result<Value, DecodeError> {
     if !matches!(key, "$integer" | "$float" | "$bytes") {
         return Err(DecodeError::new(
-            path,
+            path.to_string(),
             format!("`{key}` is not a known encoding; keys starting with `$` are reserved"),
         ));
     }
-    let text = payload
-        .as_str()
-        .ok_or_else(|| DecodeError::new(path, format!("`{key}` must hold a base64 string")))?;
-    let bytes = BASE64
-        .decode(text)
-        .map_err(|e| DecodeError::new(path, format!("`{key}` holds invalid base64: {e}")))?;
+    let text = payload.as_str().ok_or_else(|| {
+        DecodeError::new(
+            path.to_string(),
+            format!("`{key}` must hold a base64 string"),
+        )
+    })?;
+    let bytes = BASE64.decode(text).map_err(|e| {
+        DecodeError::new(
+            path.to_string(),
+            format!("`{key}` holds invalid base64: {e}"),
+        )
+    })?;
     let eight = |bytes: Vec<u8>| -> Result<[u8; 8], DecodeError> {
         bytes.try_into().map_err(|b: Vec<u8>| {
             DecodeError::new(
-                path,
+                path.to_string(),
                 format!("`{key}` must hold exactly 8 bytes, got {}", b.len()),
             )
         })

@@ -10,7 +10,7 @@ use std::fmt;
 use serde_json::{json, Map, Value as Json};
 
 use crate::id::DocumentId;
-use crate::value::{check_field_name, Object, Value};
+use crate::value::{check_field_name, Object, Path, Value};
 
 /// The shape a value must have.
 ///
@@ -394,25 +394,6 @@ fn field_json(field: &Validator) -> Json {
         inner = next;
     }
     json!({"fieldType": inner.to_json(), "optional": field.is_optional()})
-}
-
-/// Where a value sits inside the root being validated. Built on the stack as
-/// validation descends and rendered only when there is an error, so validating a
-/// large valid value allocates no path strings.
-enum Path<'a> {
-    Root(&'a str),
-    Field(&'a Path<'a>, &'a str),
-    Index(&'a Path<'a>, usize),
-}
-
-impl fmt::Display for Path<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Path::Root(root) => f.write_str(root),
-            Path::Field(parent, name) => write!(f, "{parent}.{name}"),
-            Path::Index(parent, i) => write!(f, "{parent}[{i}]"),
-        }
-    }
 }
 
 /// Longest string (in chars) quoted in full in an error message.

@@ -145,7 +145,7 @@ impl Value {
     /// Checks nesting depth, field names, array and object lengths, and total
     /// size. `path` names the value in errors (`args`, `doc` …).
     pub fn check_limits(&self, path: &str) -> Result<(), LimitError> {
-        check_nested(self, path, 1)?;
+        check_nested(self, Path::Root(path), 1)?;
         let size = self.size();
         if size > MAX_VALUE_SIZE {
             return Err(LimitError {
@@ -157,7 +157,7 @@ impl Value {
     }
 }
 
-fn check_nested(value: &Value, path: &str, depth: usize) -> Result<(), LimitError> {
+fn check_nested(value: &Value, path: Path<'_>, depth: usize) -> Result<(), LimitError> {
     let err = |message: String| LimitError {
         path: path.to_string(),
         message,
@@ -174,7 +174,7 @@ fn check_nested(value: &Value, path: &str, depth: usize) -> Result<(), LimitErro
                 )));
             }
             for (i, item) in items.iter().enumerate() {
-                check_nested(item, &format!("{path}[{i}]"), depth + 1)?;
+                check_nested(item, Path::Index(&path, i), depth + 1)?;
             }
             Ok(())
         }
@@ -187,11 +187,31 @@ fn check_nested(value: &Value, path: &str, depth: usize) -> Result<(), LimitErro
             }
             for (name, item) in fields {
                 check_field_name(name).map_err(&err)?;
-                check_nested(item, &format!("{path}.{name}"), depth + 1)?;
+                check_nested(item, Path::Field(&path, name), depth + 1)?;
             }
             Ok(())
         }
         _ => Ok(()),
+    }
+}
+
+/// Where a part of a value is (`args.items[3].name`). Built on the stack while
+/// walking a value (checking limits, decoding, validating) and spelled out only
+/// when an error needs it, so walking a large valid value allocates no paths.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Path<'a> {
+    Root(&'a str),
+    Index(&'a Path<'a>, usize),
+    Field(&'a Path<'a>, &'a str),
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Path::Root(root) => f.write_str(root),
+            Path::Index(parent, i) => write!(f, "{parent}[{i}]"),
+            Path::Field(parent, name) => write!(f, "{parent}.{name}"),
+        }
     }
 }
 
