@@ -34,7 +34,8 @@ use std::sync::Arc;
 use std::thread;
 
 use livebase_schema::protocol::{
-    FunctionError, QueryId, QuerySetModification, ServerMessage, StateModification, StateVersion,
+    FunctionError, QueryId, QuerySetModification, ResultValue, ServerMessage, StateModification,
+    StateVersion,
 };
 use livebase_schema::{Timestamp, Value};
 use tokio::sync::mpsc;
@@ -239,7 +240,7 @@ impl InvalidationIndex {
 
 /// A query's latest result. The value is shared: every subscriber's
 /// Transition points at the same one instead of holding a copy.
-type QueryResult = std::result::Result<Arc<Value>, FunctionError>;
+type QueryResult = std::result::Result<Arc<ResultValue>, FunctionError>;
 
 /// One shared live query.
 struct QueryState {
@@ -290,7 +291,7 @@ struct Worker {
 
 fn to_wire(result: Result<Value>) -> QueryResult {
     match result {
-        Ok(v) => Ok(Arc::new(v)),
+        Ok(v) => Ok(v.into()),
         Err(e) => Err(FunctionError {
             message: e.client_message(),
             data: e.error_data(),

@@ -322,8 +322,10 @@ async fn run(seed: u64) {
                                 t.end.ts >= done.ts,
                                 "{context}: a push older than the write"
                             );
-                            let again =
-                                pushed.insert((conn, query_id.0), Arc::unwrap_or_clone(value));
+                            let again = pushed.insert(
+                                (conn, query_id.0),
+                                Arc::unwrap_or_clone(value).into_value(),
+                            );
                             assert!(again.is_none(), "{context}: query {query_id} pushed twice");
                         }
                         other => panic!("{context}: unexpected {other:?}"),

@@ -29,12 +29,13 @@
 //! e.g. `ModifyQuerySet.modifications[2].queryId: expected a non-negative integer`.
 
 use std::fmt;
-use std::sync::Arc;
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
 
 use rand::Rng;
 use serde_json::{Map, Value as Json};
 
-use crate::json::DecodeError;
+use crate::json::{utf8, write_leaf, DecodeError};
 use crate::timestamp::Timestamp;
 use crate::value::Value;
 
@@ -235,6 +236,65 @@ pub enum ServerMessage {
     Ping,
 }
 
+/// A query result on its way to subscribers: the value, and its Convex JSON
+/// text, encoded the first time a Transition carrying it is written and then
+/// reused by every other subscriber's Transition. Derefs to the [`Value`].
+#[derive(Clone, Debug)]
+pub struct ResultValue {
+    value: Value,
+    json: OnceLock<String>,
+}
+
+impl ResultValue {
+    pub fn new(value: Value) -> ResultValue {
+        ResultValue {
+            value,
+            json: OnceLock::new(),
+        }
+    }
+
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    pub fn into_value(self) -> Value {
+        self.value
+    }
+
+    /// The value's Convex JSON text, encoded at most once.
+    pub fn json_text(&self) -> &str {
+        self.json.get_or_init(|| self.value.to_json_text())
+    }
+}
+
+impl From<Value> for ResultValue {
+    fn from(value: Value) -> ResultValue {
+        ResultValue::new(value)
+    }
+}
+
+impl From<Value> for Arc<ResultValue> {
+    fn from(value: Value) -> Arc<ResultValue> {
+        Arc::new(ResultValue::new(value))
+    }
+}
+
+impl Deref for ResultValue {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
+impl PartialEq for ResultValue {
+    fn eq(&self, other: &ResultValue) -> bool {
+        self.value == other.value
+    }
+}
+
+impl Eq for ResultValue {}
+
 /// A committed mutation's outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MutationSuccess {
@@ -278,8 +338,9 @@ pub enum StateModification {
     QueryUpdated {
         query_id: QueryId,
         /// Shared: one result goes to every subscriber of a query, so each
-        /// Transition holds a pointer to it, not a copy.
-        value: Arc<Value>,
+        /// Transition holds a pointer to it, not a copy, and its JSON text is
+        /// encoded once for all of them.
+        value: Arc<ResultValue>,
         log_lines: Vec<String>,
         journal: Option<String>,
     },
@@ -709,9 +770,61 @@ impl ServerMessage {
         Json::Object(m)
     }
 
-    /// The frame's text.
+    /// The frame's text: the text of [`ServerMessage::to_json`]. Transitions
+    /// and successful mutation responses, the frames of every write, are
+    /// written directly, splicing in each result's once-encoded JSON text.
     pub fn to_text(&self) -> String {
-        self.to_json().to_string()
+        match self {
+            ServerMessage::Transition {
+                start_version,
+                end_version,
+                modifications,
+                client_clock_skew,
+                server_ts,
+            } => {
+                let mut out = Vec::with_capacity(256);
+                out.extend_from_slice(br#"{"type":"Transition","startVersion":"#);
+                start_version.write_text(&mut out);
+                out.extend_from_slice(br#","endVersion":"#);
+                end_version.write_text(&mut out);
+                out.extend_from_slice(br#","modifications":["#);
+                for (i, m) in modifications.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    m.write_text(&mut out);
+                }
+                out.push(b']');
+                if let Some(skew) = client_clock_skew {
+                    out.extend_from_slice(br#","clientClockSkew":"#);
+                    write_leaf(&mut out, skew);
+                }
+                if let Some(ts) = server_ts {
+                    out.extend_from_slice(br#","serverTs":"#);
+                    write_leaf(&mut out, &ts.get());
+                }
+                out.push(b'}');
+                utf8(out)
+            }
+            ServerMessage::MutationResponse {
+                request_id,
+                result: Ok(MutationSuccess { value, ts }),
+                log_lines,
+            } => {
+                let mut out = Vec::with_capacity(128);
+                out.extend_from_slice(br#"{"type":"MutationResponse","requestId":"#);
+                write_leaf(&mut out, &request_id.0);
+                out.extend_from_slice(br#","success":true,"result":"#);
+                value.write_json(&mut out);
+                out.extend_from_slice(br#","ts":"#);
+                write_leaf(&mut out, ts.to_base64().as_str());
+                out.extend_from_slice(br#","logLines":"#);
+                write_leaf(&mut out, log_lines);
+                out.push(b'}');
+                utf8(out)
+            }
+            _ => self.to_json().to_string(),
+        }
     }
 
     /// The wire `type`, for logs.
@@ -747,6 +860,16 @@ impl StateVersion {
         })
     }
 
+    fn write_text(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(br#"{"querySet":"#);
+        write_leaf(out, &self.query_set);
+        out.extend_from_slice(br#","identity":"#);
+        write_leaf(out, &self.identity);
+        out.extend_from_slice(br#","ts":"#);
+        write_leaf(out, self.ts.to_base64().as_str());
+        out.push(b'}');
+    }
+
     fn to_json(self) -> Json {
         let mut m = Map::new();
         m.insert("querySet".into(), self.query_set.into());
@@ -762,7 +885,7 @@ impl StateModification {
         match f.tag("type")? {
             "QueryUpdated" => Ok(StateModification::QueryUpdated {
                 query_id: QueryId(f.u32("queryId")?),
-                value: Arc::new(f.value("value")?),
+                value: Arc::new(ResultValue::new(f.value("value")?)),
                 log_lines: f.strings("logLines")?,
                 journal: f.optional_string("journal")?,
             }),
@@ -776,6 +899,28 @@ impl StateModification {
                 query_id: QueryId(f.u32("queryId")?),
             }),
             other => Err(unknown(f.path("type"), "state modification", other)),
+        }
+    }
+
+    fn write_text(&self, out: &mut Vec<u8>) {
+        match self {
+            StateModification::QueryUpdated {
+                query_id,
+                value,
+                log_lines,
+                journal,
+            } => {
+                out.extend_from_slice(br#"{"type":"QueryUpdated","queryId":"#);
+                write_leaf(out, &query_id.0);
+                out.extend_from_slice(br#","value":"#);
+                out.extend_from_slice(value.json_text().as_bytes());
+                out.extend_from_slice(br#","logLines":"#);
+                write_leaf(out, log_lines);
+                out.extend_from_slice(br#","journal":"#);
+                write_leaf(out, journal);
+                out.push(b'}');
+            }
+            other => write_leaf(out, &other.to_json()),
         }
     }
 
@@ -1941,7 +2086,7 @@ mod tests {
                 .prop_map(|(id, value, log_lines, journal)| {
                     StateModification::QueryUpdated {
                         query_id: QueryId(id),
-                        value: value.into(),
+                        value: Arc::new(ResultValue::new(value)),
                         log_lines,
                         journal,
                     }
@@ -2043,6 +2188,8 @@ mod tests {
 
     fn assert_server_round_trip(message: &ServerMessage) -> Result<(), TestCaseError> {
         let json = message.to_json();
+        // The frames written directly are exactly the tree's text.
+        prop_assert_eq!(message.to_text(), json.to_string());
         prop_assert_eq!(&ServerMessage::from_json(&json)?, message);
         // The workspace enables serde_json\'s `float_roundtrip`, so text is exact.
         prop_assert_eq!(&ServerMessage::from_text(&message.to_text())?, message);

@@ -533,7 +533,7 @@ impl ClientState {
                     ..
                 } => (
                     query_id,
-                    Ok(std::sync::Arc::unwrap_or_clone(value)),
+                    Ok(std::sync::Arc::unwrap_or_clone(value).into_value()),
                     journal,
                 ),
                 StateModification::QueryFailed {

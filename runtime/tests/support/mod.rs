@@ -409,7 +409,7 @@ impl Transition {
         self.modifications.iter().find_map(|m| match m {
             StateModification::QueryUpdated {
                 query_id, value, ..
-            } if query_id.0 == query => Some(&**value),
+            } if query_id.0 == query => Some(value.value()),
             _ => None,
         })
     }
