@@ -8,7 +8,9 @@ use livebase_schema::protocol::{
     ClientMessage, QueryId, QuerySetModification, RequestId, ServerMessage, SessionId,
 };
 use livebase_schema::Value;
+use serde::Deserialize;
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -23,7 +25,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 impl Conn {
     pub async fn connect(base: &str) -> Result<Conn, BoxError> {
         let url = format!("{}/api/sync", base.replacen("http://", "ws://", 1));
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+        let (ws, _) =
+            tokio_tungstenite::connect_async_with_config(url, Some(small_buffers()), true).await?;
         let mut c = Conn {
             ws,
             query_set: 0,
@@ -104,6 +107,19 @@ impl Conn {
         }
     }
 
+    /// The next text frame, unparsed (pings included), or an error after `limit`.
+    pub async fn recv_text(&mut self, limit: Duration) -> Result<String, BoxError> {
+        loop {
+            let frame = tokio::time::timeout(limit, self.ws.next())
+                .await
+                .map_err(|_| "timed out waiting for the server")?
+                .ok_or("the server closed the connection")??;
+            if let Message::Text(text) = frame {
+                return Ok(text.as_str().to_owned());
+            }
+        }
+    }
+
     /// Waits for a Transition that ends at query set version `version`.
     pub async fn await_query_set(&mut self, version: u32, limit: Duration) -> Result<(), BoxError> {
         loop {
@@ -135,6 +151,55 @@ impl Conn {
     }
 }
 
+/// Buffers of 4 KiB each way, like the server's: tungstenite's 128 KiB
+/// defaults cost every one of thousands of benchmark clients a large zeroed
+/// buffer, and the clients share the machine with the server.
+pub fn small_buffers() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+}
+
+/// The parts of a server frame the benchmark checks. serde still reads the
+/// whole frame (so it must be valid JSON) but keeps only these fields, which
+/// is what a lean client holding one query's result would do; decoding every
+/// document into a `Value` would make the 1,000 fan-out clients, which share
+/// the two cores with the server, the thing measured.
+#[derive(Deserialize)]
+struct LeanFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    modifications: Vec<LeanModification>,
+}
+
+#[derive(Deserialize)]
+struct LeanModification {
+    #[serde(default)]
+    value: Option<Vec<LeanDoc>>,
+}
+
+#[derive(Deserialize)]
+struct LeanDoc {
+    n: f64,
+}
+
+/// For a Transition frame, the `n` of the newest document of each updated
+/// `bench:list` result in it; `None` for any other frame.
+pub fn lean_newest(text: &str) -> Result<Option<Vec<f64>>, BoxError> {
+    let frame: LeanFrame = serde_json::from_str(text)?;
+    if frame.kind != "Transition" {
+        return Ok(None);
+    }
+    Ok(Some(
+        frame
+            .modifications
+            .into_iter()
+            .filter_map(|m| m.value?.first().map(|d| d.n))
+            .collect(),
+    ))
+}
+
 fn org_args(org: &str) -> Value {
     livebase_schema::obj! { "organizationId" => org }
 }
@@ -145,15 +210,4 @@ fn list_args(org: &str, tag: Option<f64>) -> Value {
         o.insert("tag".into(), Value::Float64(tag));
     }
     args
-}
-
-/// The `n` of the newest document in a `bench:list` result, if any.
-pub fn newest_n(value: &Value) -> Option<f64> {
-    match value {
-        Value::Array(items) => items
-            .first()
-            .and_then(|d| d.get("n"))
-            .and_then(Value::as_f64),
-        _ => None,
-    }
 }

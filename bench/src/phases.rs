@@ -5,12 +5,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use livebase_schema::protocol::{ServerMessage, StateModification};
+use livebase_schema::protocol::ServerMessage;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{newest_n, BoxError, Conn};
+use crate::client::{lean_newest, small_buffers, BoxError, Conn};
 use crate::server::Server;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -136,9 +136,15 @@ pub async fn run_all(quick: bool, only: Option<&str>, out: &Path) -> Result<(), 
             s.fanout_conns
         ));
         let fan = fanout(s.fanout_conns, s.fanout_repeats).await?;
+        progress(&format!(
+            "limit: a bare WebSocket broadcast to {} connections",
+            s.fanout_conns
+        ));
+        let floor = fanout_limit(s.fanout_conns, s.fanout_repeats).await?;
         results.insert(
             "fanout".into(),
-            json!({"connections": s.fanout_conns, "last_p50_ms": fan.0, "last_p99_ms": fan.1, "runs_per_write": fan.2}),
+            json!({"connections": s.fanout_conns, "last_p50_ms": fan.0, "last_p99_ms": fan.1, "runs_per_write": fan.2,
+                   "limit_last_p50_ms": floor.0, "limit_last_p99_ms": floor.1}),
         );
     }
 
@@ -205,6 +211,12 @@ fn print_table(r: &serde_json::Value) {
     println!(
         "| selectivity: server CPU per mutation | {:.1} µs (small) vs {:.1} µs (large): ratio {:.2} | ≤ 1.1 |",
         f("/selectivity/cpu_us_per_mutation_small"), f("/selectivity/cpu_us_per_mutation_large"), f("/selectivity/ratio")
+    );
+    println!(
+        "| bare WebSocket broadcast to {} connections (limit) | last p50 {:.2} ms, p99 {:.2} ms | — |",
+        f("/fanout/connections"),
+        f("/fanout/limit_last_p50_ms"),
+        f("/fanout/limit_last_p99_ms")
     );
     println!(
         "| fan-out to {} subscribers | last p50 {:.2} ms, p99 {:.2} ms; query runs per write {:.2} | p99 ≤ 20 ms; 1 run |",
@@ -370,20 +382,15 @@ async fn push_scenario(idle: usize, orgs: usize, writes: usize) -> Result<PushRe
 /// Reads until a Transition shows `n` as the newest document.
 async fn wait_for_newest(conn: &mut Conn, n: f64) -> Result<(), BoxError> {
     loop {
-        if let ServerMessage::Transition { modifications, .. } = conn.recv(WAIT).await? {
-            for m in modifications {
-                if let StateModification::QueryUpdated { value, .. } = m {
-                    if newest_n(&value) == Some(n) {
-                        return Ok(());
-                    }
-                }
-            }
+        let text = conn.recv_text(WAIT).await?;
+        if lean_newest(&text)?.is_some_and(|newest| newest.contains(&n)) {
+            return Ok(());
         }
     }
 }
 
-/// `conns` connections subscribed to one query; per write, the time until the
-/// last of them has the result; and query runs per write.
+/// `conns` connections subscribed to one query; per write, the time until
+/// the last of them has the result; and query runs per write.
 async fn fanout(conns: usize, repeats: usize) -> Result<(f64, f64, f64), BoxError> {
     let mut server = Server::start().await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
@@ -407,19 +414,7 @@ async fn fanout(conns: usize, repeats: usize) -> Result<(f64, f64, f64), BoxErro
     for r in 0..repeats {
         let t0 = Instant::now();
         writer.add_and_wait("fan", r as f64).await?;
-        let mut last = t0;
-        for _ in 0..conns {
-            let (got, at) = tokio::time::timeout(WAIT, rx.recv())
-                .await?
-                .ok_or("fan-out task ended")?;
-            if got != r {
-                return Err(
-                    format!("fan-out: expected write {r}, a subscriber reported {got}").into(),
-                );
-            }
-            last = last.max(at);
-        }
-        samples.push(last - t0);
+        samples.push(last_receipt(&mut rx, conns, r).await? - t0);
     }
     let after = server.stats().await?;
     server.stop().await;
@@ -429,6 +424,126 @@ async fn fanout(conns: usize, repeats: usize) -> Result<(f64, f64, f64), BoxErro
     let runs = (after.evaluations - before.evaluations) as f64 / repeats.max(1) as f64;
     let (p50, p99, _) = percentiles(&mut samples);
     Ok((p50, p99, runs))
+}
+
+/// When the last of `conns` subscribers reported round `r`.
+async fn last_receipt(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(usize, Instant)>,
+    conns: usize,
+    r: usize,
+) -> Result<Instant, BoxError> {
+    let mut last = None;
+    for _ in 0..conns {
+        let (got, at) = tokio::time::timeout(WAIT, rx.recv())
+            .await?
+            .ok_or("fan-out task ended")?;
+        if got != r {
+            return Err(format!("fan-out: expected round {r}, a subscriber reported {got}").into());
+        }
+        last = Some(last.map_or(at, |l: Instant| l.max(at)));
+    }
+    last.ok_or_else(|| "fan-out: no subscribers".into())
+}
+
+/// The machine's floor for fan-out: a bare tokio-tungstenite server sends one
+/// frame, encoded once and shaped like livebase's Transition of the same
+/// query result, to `conns` connections; per round, the time until the last
+/// of the same lean clients has parsed it. No database, no query, no
+/// protocol state: what is left is sockets, frames and parsing on this
+/// machine's cores.
+async fn fanout_limit(conns: usize, repeats: usize) -> Result<(f64, f64), BoxError> {
+    use tokio_tungstenite::tungstenite::Utf8Bytes;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (go, _) = tokio::sync::broadcast::channel::<Utf8Bytes>(repeats.max(1));
+    let accept_go = go.clone();
+    let server = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            let mut frames = accept_go.subscribe();
+            tokio::spawn(async move {
+                let Ok(mut ws) =
+                    tokio_tungstenite::accept_async_with_config(stream, Some(small_buffers()))
+                        .await
+                else {
+                    return;
+                };
+                while let Ok(frame) = frames.recv().await {
+                    if ws.send(Message::Text(frame)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
+    for _ in 0..conns {
+        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
+            format!("ws://{addr}"),
+            Some(small_buffers()),
+            true,
+        )
+        .await?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            for r in 0..repeats {
+                loop {
+                    let Some(Ok(Message::Text(text))) = ws.next().await else {
+                        return;
+                    };
+                    if lean_newest(&text)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|n| n.contains(&(r as f64)))
+                    {
+                        break;
+                    }
+                }
+                let _ = tx.send((r, Instant::now()));
+            }
+        });
+    }
+    let mut samples = Vec::new();
+    for r in 0..repeats {
+        let frame = Utf8Bytes::from(transition_like_livebase(r as f64));
+        let t0 = Instant::now();
+        go.send(frame)?;
+        samples.push(last_receipt(&mut rx, conns, r).await? - t0);
+    }
+    server.abort();
+    let (p50, p99, _) = percentiles(&mut samples);
+    Ok((p50, p99))
+}
+
+/// The text of a Transition carrying a `bench:list` result of 20 documents,
+/// the newest with `n`, as livebase would send it.
+fn transition_like_livebase(n: f64) -> String {
+    use livebase_schema::protocol::{QueryId, StateModification, StateVersion};
+    use livebase_schema::{obj, DocumentId, Value};
+    let docs = (0..20)
+        .map(|i| {
+            obj! {
+                "_id" => DocumentId::generate("docs").as_str(),
+                "_creationTime" => 1.8e12 + f64::from(i),
+                "organizationId" => "fan",
+                "n" => if i == 0 { n } else { n - f64::from(i) },
+                "createdBy" => "bench",
+            }
+        })
+        .collect();
+    ServerMessage::Transition {
+        start_version: StateVersion::INITIAL,
+        end_version: StateVersion::INITIAL,
+        modifications: vec![StateModification::QueryUpdated {
+            query_id: QueryId(0),
+            value: Value::Array(docs).into(),
+            log_lines: Vec::new(),
+            journal: None,
+        }],
+        client_clock_skew: None,
+        server_ts: None,
+    }
+    .to_text()
 }
 
 /// Committed mutations per second from `clients` concurrent connections.
