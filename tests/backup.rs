@@ -1,7 +1,7 @@
 //! `livebase export` and `livebase import`, run as the real command over real
 //! data folders: a store seeded through the server (users by sign-up, an
-//! organization with a member, todos, a scheduled job, a stored mutation
-//! outcome) comes back document for document in a fresh folder, and a server
+//! organization with a member, todos, scheduled jobs, one holding an int64
+//! and bytes) comes back document for document in a fresh folder, and a server
 //! started there answers the same queries — to the old tokens when the
 //! `jwt-secret` moved too, and only to new sign-ins when it did not. An
 //! import into a folder that holds data, or of a file with a bad line, is
@@ -114,27 +114,25 @@ async fn seed() -> Seeded {
         first.get_or_insert(id);
     }
     ok(t.mutation("todos:toggle", &ada, json!({"id": first})).await);
-    // A stored mutation outcome, with an int64 field, as a resent client
-    // mutation would find it.
+    // A canceled job whose arguments hold an int64 and bytes, which the
+    // export must carry exactly.
     t.server
         .state
         .executor
         .database()
         .mutate(|tx| {
             tx.insert(
-                "_mutation_outcomes",
+                "_scheduled_functions",
                 obj! {
-                    "sessionId" => "3f2a1c4e-0000-4000-8000-000000000000",
-                    "requestId" => 7.0,
-                    "path" => "todos:create",
-                    "ts" => i64::MAX - 1,
-                    "success" => true,
-                    "result" => "todos_0000000000000000",
+                    "name" => "todos:create",
+                    "args" => obj! { "n" => i64::MAX - 1, "raw" => vec![0u8, 255] },
+                    "scheduledTime" => 4.0e12,
+                    "state" => "canceled",
                 },
             )
         })
         .await
-        .expect("an outcome is stored");
+        .expect("a job is stored");
     // Wait for the mails (three jobs: two welcomes, one invitation); the
     // application's crons' next runs stay pending, far off.
     let mut jobs = Vec::new();
@@ -183,7 +181,6 @@ async fn an_export_imported_into_a_fresh_folder_is_the_same_data_and_answers_the
         "invitations",
         "todos",
         "_scheduled_functions",
-        "_mutation_outcomes",
     ] {
         assert!(tables.contains(table), "{table} is seeded: {tables:?}");
     }

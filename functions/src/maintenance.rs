@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use livebase_runtime::auth::tables::SESSIONS;
 use livebase_runtime::registry::Registry;
-use livebase_runtime::system::MUTATION_OUTCOMES;
 use livebase_runtime::{Error, Result};
-use livebase_schema::{obj, v, DocumentId, Value};
+use livebase_schema::{obj, v, DocumentId, Timestamp, Value};
 
 /// How long a client may resend a mutation and get its stored outcome: a day
 /// covers any reconnect; after that the outcome is deleted.
@@ -23,17 +22,20 @@ pub fn register(app: &mut Registry) {
         "maintenance:purge",
         [("outcomesOlderThanMs", v::optional(v::float64()))],
         |ctx, args| {
-            let now = ctx
+            let now_ts = ctx
                 .db
                 .commit_ts()
-                .ok_or_else(|| Error::internal("purge runs as a mutation"))?
-                .as_millis_f64();
+                .ok_or_else(|| Error::internal("purge runs as a mutation"))?;
+            let now = now_ts.as_millis_f64();
             let retention = match args.value("outcomesOlderThanMs") {
                 Some(_) => args.f64("outcomesOlderThanMs")?,
                 None => OUTCOME_RETENTION.as_millis() as f64,
             };
             let sessions = purge_expired_sessions(ctx, now)?;
-            let outcomes = purge_outcomes_before(ctx, now - retention)?;
+            // Outcomes are stamped with their commit timestamp (nanoseconds).
+            let retention_ns = (retention.max(0.0) * 1e6) as u64;
+            let cutoff = Timestamp::new(now_ts.get().saturating_sub(retention_ns));
+            let outcomes = ctx.db.purge_mutation_outcomes(cutoff, PURGE_BATCH)?;
             Ok(obj! { "sessions" => sessions as f64, "outcomes" => outcomes as f64 })
         },
     );
@@ -69,16 +71,4 @@ fn purge_expired_sessions(ctx: &mut livebase_runtime::registry::Ctx, now: f64) -
         }
     }
     Ok(deleted)
-}
-
-fn purge_outcomes_before(ctx: &mut livebase_runtime::registry::Ctx, cutoff: f64) -> Result<usize> {
-    let old = ctx
-        .db
-        .query(MUTATION_OUTCOMES)
-        .with_index("by_creation_time", |q| q.lt("_creationTime", cutoff))
-        .take(PURGE_BATCH)?;
-    for outcome in &old {
-        ctx.db.delete(&id_of(outcome)?)?;
-    }
-    Ok(old.len())
 }

@@ -8,7 +8,7 @@ use livebase_runtime::database::Database;
 use livebase_runtime::executor::{Caller, Executor, RequestKey};
 use livebase_runtime::registry::Identity;
 use livebase_runtime::store::sqlite::SqlitePersistence;
-use livebase_runtime::system::{with_system_tables, MUTATION_OUTCOMES};
+use livebase_runtime::system::with_system_tables;
 use livebase_schema::{obj, DocumentId, Value};
 
 async fn executor(dir: &std::path::Path) -> Executor {
@@ -19,13 +19,12 @@ async fn executor(dir: &std::path::Path) -> Executor {
     Executor::new(db, Arc::new(app))
 }
 
-async fn count(ex: &Executor, table: &'static str) -> usize {
+async fn stored_outcomes(ex: &Executor) -> usize {
     ex.database()
-        .query(move |tx| tx.query(table).collect())
+        .query(|tx| tx.count_mutation_outcomes())
         .await
         .unwrap()
         .value
-        .len()
 }
 
 #[tokio::test]
@@ -65,7 +64,7 @@ async fn purge_deletes_expired_sessions_and_old_outcomes_only() {
         )
         .await;
     assert!(failed.is_err());
-    assert_eq!(count(&ex, MUTATION_OUTCOMES).await, 1);
+    assert_eq!(stored_outcomes(&ex).await, 1);
 
     // Default retention: the fresh outcome stays, the expired session goes.
     let (purged, _) = ex
@@ -79,7 +78,7 @@ async fn purge_deletes_expired_sessions_and_old_outcomes_only() {
         .await
         .unwrap();
     assert_eq!(purged, obj! { "sessions" => 1.0, "outcomes" => 0.0 });
-    assert_eq!(count(&ex, MUTATION_OUTCOMES).await, 1);
+    assert_eq!(stored_outcomes(&ex).await, 1);
     let sessions = ex
         .database()
         .query(|tx| tx.query(SESSIONS).collect())
@@ -102,7 +101,7 @@ async fn purge_deletes_expired_sessions_and_old_outcomes_only() {
         .await
         .unwrap();
     assert_eq!(purged, obj! { "sessions" => 0.0, "outcomes" => 1.0 });
-    assert_eq!(count(&ex, MUTATION_OUTCOMES).await, 0);
+    assert_eq!(stored_outcomes(&ex).await, 0);
     let (purged, _) = ex
         .mutation(
             "maintenance:purge",

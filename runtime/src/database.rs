@@ -41,8 +41,11 @@ type MutationJob = Box<dyn FnOnce(Result<&mut Writer>) -> Staged + Send>;
 /// A mutation that ran inside the open group transaction, waiting for the
 /// group's commit.
 struct Staged {
-    /// Its commit timestamp and writes, if it wrote anything.
+    /// Its commit timestamp and writes, if it wrote documents.
     commit: Option<(Timestamp, Arc<WriteSet>)>,
+    /// Whether it wrote anything at all (documents or other rows such as
+    /// mutation outcomes): a group where nothing did is rolled back, not synced.
+    durable: bool,
     /// Answers the caller with the group's outcome.
     reply: Box<dyn FnOnce(Result<()>) + Send>,
 }
@@ -226,13 +229,17 @@ impl Database {
     ) -> Result<Committed<T>> {
         let (tx, rx) = oneshot::channel();
         let job = WriteJob::Mutation(Box::new(move |w: Result<&mut Writer>| {
-            let outcome = w.and_then(|w| w.stage(f));
+            let (outcome, durable) = match w.and_then(|w| w.stage(f)) {
+                Ok((c, durable)) => (Ok(c), durable),
+                Err(e) => (Err(e), false),
+            };
             let commit = match &outcome {
                 Ok(c) if !c.writes.is_empty() => Some((c.ts, c.writes.clone())),
                 _ => None,
             };
             Staged {
                 commit,
+                durable,
                 reply: Box::new(move |group: Result<()>| {
                     let _ = tx.send(group.and(outcome));
                 }),
@@ -313,7 +320,7 @@ impl Writer {
             }
         }
         let staged: Vec<Staged> = mutations.into_iter().map(|m| m(Ok(self))).collect();
-        let wrote = staged.iter().any(|s| s.commit.is_some());
+        let wrote = staged.iter().any(|s| s.durable);
         let outcome = if wrote {
             self.conn.commit(self.last_ts)
         } else {
@@ -347,17 +354,24 @@ impl Writer {
     }
 
     /// Runs one mutation inside the open group transaction, in a savepoint of
-    /// its own: on error or panic only its writes are undone.
-    fn stage<T>(&mut self, f: impl FnOnce(&mut Transaction) -> Result<T>) -> Result<Committed<T>> {
+    /// its own: on error or panic only its writes are undone. Also says
+    /// whether it wrote anything that needs committing.
+    fn stage<T>(
+        &mut self,
+        f: impl FnOnce(&mut Transaction) -> Result<T>,
+    ) -> Result<(Committed<T>, bool)> {
         let snapshot = self.last_ts;
         let ts = snapshot.next_after(now_nanos());
         self.conn.savepoint()?;
         let outcome = {
             let mut tx = Transaction::writable(self.conn.as_mut(), &self.schema, snapshot, ts);
-            catch_panic(|| f(&mut tx)).map(|value| (value, tx.into_sets().1))
+            catch_panic(|| f(&mut tx)).map(|value| {
+                let durable = tx.has_writes();
+                (value, tx.into_sets().1, durable)
+            })
         };
         match outcome {
-            Ok((value, writes)) => {
+            Ok((value, writes, durable)) => {
                 self.conn.release_savepoint()?;
                 let ts = if writes.is_empty() {
                     snapshot
@@ -365,11 +379,12 @@ impl Writer {
                     self.last_ts = ts;
                     ts
                 };
-                Ok(Committed {
+                let committed = Committed {
                     value,
                     ts,
                     writes: Arc::new(writes),
-                })
+                };
+                Ok((committed, durable))
             }
             Err(e) => {
                 self.conn.rollback_to_savepoint()?;

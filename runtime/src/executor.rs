@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use livebase_schema::{Object, Timestamp, Value};
+use livebase_schema::{Timestamp, Value};
 
 use crate::calllog::{CallLog, CallOutcome};
 use crate::database::{catch_panic, Database, QueryOutcome};
@@ -16,7 +16,7 @@ use crate::readset::ReadSet;
 use crate::registry::{
     run_sync, ActionCtx, BoxFuture, FunctionKind, FunctionRunner, Handler, Identity, Registry,
 };
-use crate::system::MUTATION_OUTCOMES;
+use crate::store::{MutationOutcome, OutcomeError};
 
 /// Who is asking: a client (public functions only) or the server itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,23 +199,32 @@ impl Executor {
             .inner
             .db
             .mutate(move |tx| {
-                if let Some(stored) = stored_outcome(tx, &run_key)? {
-                    return Ok(Some(stored));
+                if let Some(stored) =
+                    tx.mutation_outcome(&run_key.session_id, run_key.request_id)?
+                {
+                    return Ok(Run::Replayed(replay(stored)));
                 }
                 let args = Registry::check_args(&function, &args)?;
                 let value = run_sync(&function, tx, &identity, args)?;
-                let ts = tx.commit_ts().unwrap_or_default();
-                let mut record = outcome_record(&run_key, &run_path, ts);
-                record.insert("success".into(), Value::Boolean(true));
-                record.insert("result".into(), value.clone());
-                tx.insert(MUTATION_OUTCOMES, record)?;
-                Ok(Some(Ok((value, ts))))
+                // A mutation that wrote nothing has no effect a resend could
+                // repeat, so only one that wrote keeps its outcome.
+                if !tx.write_set().is_empty() {
+                    tx.store_mutation_outcome(&MutationOutcome {
+                        session_id: run_key.session_id,
+                        request_id: run_key.request_id,
+                        ts: tx.commit_ts().unwrap_or_default(),
+                        path: run_path,
+                        result: Ok(value.clone()),
+                    })?;
+                }
+                Ok(Run::Fresh(value))
             })
             .await;
         match committed {
-            Ok(c) => c
-                .value
-                .unwrap_or_else(|| Err(Error::internal("no outcome"))),
+            Ok(c) => match c.value {
+                Run::Replayed(outcome) => outcome,
+                Run::Fresh(value) => Ok((value, c.ts)),
+            },
             Err(Error::App {
                 code,
                 message,
@@ -227,23 +236,30 @@ impl Executor {
                     message,
                     data,
                 };
-                let stored = err.clone();
-                let record_path = path.clone();
+                let outcome = MutationOutcome {
+                    session_id: key.session_id,
+                    request_id: key.request_id,
+                    ts: Timestamp::ZERO,
+                    path,
+                    result: Err(OutcomeError {
+                        message: err.client_message(),
+                        data: err.error_data(),
+                    }),
+                };
                 self.inner
                     .db
                     .mutate(move |tx| {
-                        if stored_outcome(tx, &key)?.is_some() {
+                        if tx
+                            .mutation_outcome(&outcome.session_id, outcome.request_id)?
+                            .is_some()
+                        {
                             return Ok(());
                         }
-                        let ts = tx.commit_ts().unwrap_or_default();
-                        let mut record = outcome_record(&key, &record_path, ts);
-                        record.insert("success".into(), Value::Boolean(false));
-                        record.insert("result".into(), Value::from(stored.client_message()));
-                        if let Some(data) = stored.error_data() {
-                            record.insert("errorData".into(), data);
-                        }
-                        tx.insert(MUTATION_OUTCOMES, record)?;
-                        Ok(())
+                        let outcome = MutationOutcome {
+                            ts: tx.commit_ts().unwrap_or_default(),
+                            ..outcome
+                        };
+                        tx.store_mutation_outcome(&outcome)
                     })
                     .await?;
                 Err(err)
@@ -313,42 +329,20 @@ impl Executor {
     }
 }
 
-fn outcome_record(key: &RequestKey, path: &str, ts: Timestamp) -> Object {
-    let mut o = Object::new();
-    o.insert("sessionId".into(), Value::from(key.session_id.as_str()));
-    o.insert(
-        "requestId".into(),
-        Value::Float64(f64::from(key.request_id)),
-    );
-    o.insert("path".into(), Value::from(path));
-    o.insert("ts".into(), Value::Int64(ts.get() as i64));
-    o
+/// What a keyed mutation's transaction did: answered from a stored outcome,
+/// or ran.
+enum Run {
+    Replayed(Result<(Value, Timestamp)>),
+    Fresh(Value),
 }
 
-fn stored_outcome(
-    tx: &mut crate::transaction::Transaction,
-    key: &RequestKey,
-) -> Result<Option<Result<(Value, Timestamp)>>> {
-    let found = tx
-        .query(MUTATION_OUTCOMES)
-        .with_index("by_request", |q| {
-            q.eq("sessionId", key.session_id.as_str())
-                .eq("requestId", f64::from(key.request_id))
-        })
-        .first()?;
-    let Some(record) = found else {
-        return Ok(None);
+/// The answer a stored outcome gives a resent mutation: the first run's.
+fn replay(stored: MutationOutcome) -> Result<(Value, Timestamp)> {
+    let failure = match stored.result {
+        Ok(value) => return Ok((value, stored.ts)),
+        Err(failure) => failure,
     };
-    let ts = match record.get("ts") {
-        Some(Value::Int64(ts)) => Timestamp::new(*ts as u64),
-        _ => Timestamp::ZERO,
-    };
-    let result = record.get("result").cloned().unwrap_or(Value::Null);
-    if record.get("success").and_then(Value::as_bool) == Some(true) {
-        return Ok(Some(Ok((result, ts))));
-    }
-    let message = result.as_str().unwrap_or("mutation failed").to_string();
-    let data = record.get("errorData").and_then(Value::as_object);
+    let data = failure.data.as_ref().and_then(Value::as_object);
     let code = data
         .and_then(|d| d.get("code"))
         .and_then(Value::as_str)
@@ -357,11 +351,11 @@ fn stored_outcome(
     let mut extra = data.cloned().unwrap_or_default();
     extra.remove("code");
     extra.remove("message");
-    Ok(Some(Err(Error::App {
+    Err(Error::App {
         code,
-        message,
+        message: failure.message,
         data: extra,
-    })))
+    })
 }
 
 fn code_from_str(s: &str) -> crate::error::ErrorCode {

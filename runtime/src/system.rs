@@ -1,7 +1,8 @@
 //! The runtime's own tables, which live beside the application's in the same
-//! store (names start with `_`): stored mutation outcomes for idempotent
-//! retries, scheduled jobs and the state of crons — plus the auth tables of
-//! [`crate::auth::tables`], which keep plain names.
+//! store (names start with `_`): scheduled jobs and the state of crons — plus
+//! the auth tables of [`crate::auth::tables`], which keep plain names. (Stored
+//! mutation outcomes for idempotent retries are not documents: see
+//! [`crate::store::MutationOutcome`].)
 //!
 //! Scheduling is written here as plain transaction code ([`schedule`],
 //! [`schedule_at`], [`cancel`]); [`crate::scheduler`] runs the jobs.
@@ -11,11 +12,6 @@ use livebase_schema::{define_table, obj, v, DocumentId, Schema, Value};
 use crate::error::{Error, Result};
 use crate::registry::canonical_path;
 use crate::transaction::Transaction;
-
-/// Outcomes of client mutations by `(sessionId, requestId)`, written in the
-/// same transaction as the mutation, so a resent mutation returns what the
-/// first run returned instead of running again.
-pub const MUTATION_OUTCOMES: &str = "_mutation_outcomes";
 
 /// Jobs scheduled by mutations: run function `name` with `args` at
 /// `scheduledTime` (ms since the epoch). A job is a row written in the
@@ -116,19 +112,6 @@ pub fn with_system_tables(schema: Schema) -> Schema {
             ])
             .index("by_name", ["name"])
             .index("by_job", ["jobId"]),
-        )
-        .system_table(
-            MUTATION_OUTCOMES,
-            define_table([
-                ("sessionId", v::string()),
-                ("requestId", v::float64()),
-                ("path", v::string()),
-                ("ts", v::int64()),
-                ("success", v::boolean()),
-                ("result", v::any()),
-                ("errorData", v::optional(v::any())),
-            ])
-            .index("by_request", ["sessionId", "requestId"]),
         )
 }
 

@@ -12,7 +12,7 @@ use livebase_schema::{DocumentId, Object, Schema, Timestamp, Value};
 
 use crate::error::{Error, Result};
 use crate::readset::{DocumentWrite, KeyInterval, ReadSet, WriteKind, WriteSet};
-use crate::store::{index_key, index_prefix, Document, Order, StoreConnection};
+use crate::store::{index_key, index_prefix, Document, MutationOutcome, Order, StoreConnection};
 
 /// Most documents one transaction may read (by id or by scanning).
 pub const MAX_READS_PER_TRANSACTION: usize = 16_384;
@@ -34,6 +34,9 @@ pub struct Transaction<'a> {
     reads: ReadSet,
     writes: WriteSet,
     docs_read: usize,
+    /// Whether it wrote outside the documents (mutation outcomes), which must
+    /// be committed even when no document changed.
+    wrote_other: bool,
 }
 
 impl<'a> Transaction<'a> {
@@ -51,6 +54,7 @@ impl<'a> Transaction<'a> {
             reads: ReadSet::new(),
             writes: WriteSet::new(),
             docs_read: 0,
+            wrote_other: false,
         }
     }
 
@@ -91,6 +95,45 @@ impl<'a> Transaction<'a> {
 
     pub fn into_sets(self) -> (ReadSet, WriteSet) {
         (self.reads, self.writes)
+    }
+
+    /// Whether this transaction has anything to commit: document writes, or
+    /// rows outside the documents such as mutation outcomes.
+    pub fn has_writes(&self) -> bool {
+        !self.writes.is_empty() || self.wrote_other
+    }
+
+    /// The stored outcome of a client's request, if its mutation already ran
+    /// (see [`crate::executor`]). Not part of the read set: outcomes are not
+    /// documents, and no query can read them.
+    pub fn mutation_outcome(
+        &mut self,
+        session_id: &str,
+        request_id: u32,
+    ) -> Result<Option<MutationOutcome>> {
+        self.conn.get_outcome(session_id, request_id)
+    }
+
+    /// Stores a client mutation's outcome, committed with this transaction.
+    pub fn store_mutation_outcome(&mut self, outcome: &MutationOutcome) -> Result<()> {
+        self.writable_ts()?;
+        self.conn.put_outcome(outcome)?;
+        self.wrote_other = true;
+        Ok(())
+    }
+
+    /// Deletes at most `limit` stored mutation outcomes older than `before`,
+    /// oldest first, and returns how many (the maintenance cron's purge).
+    pub fn purge_mutation_outcomes(&mut self, before: Timestamp, limit: usize) -> Result<usize> {
+        self.writable_ts()?;
+        let n = self.conn.purge_outcomes(before, limit)?;
+        self.wrote_other |= n > 0;
+        Ok(n)
+    }
+
+    /// How many mutation outcomes are stored.
+    pub fn count_mutation_outcomes(&mut self) -> Result<usize> {
+        self.conn.count_outcomes()
     }
 
     fn table(&self, table: &str) -> Result<&'a TableDefinition> {

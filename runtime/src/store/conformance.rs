@@ -3,7 +3,7 @@
 
 use livebase_schema::{obj, DocumentId, Timestamp, Value};
 
-use super::{Document, Order, Persistence};
+use super::{Document, MutationOutcome, Order, OutcomeError, Persistence};
 
 fn doc(table: &str, n: f64) -> Document {
     let Value::Object(fields) = obj!("n" => n) else {
@@ -144,5 +144,68 @@ pub fn run(p: &dyn Persistence) {
     assert_eq!(r.get(&undone.id).unwrap(), None);
     assert_eq!(r.get(&later.id).unwrap(), Some(later));
     assert!(r.scan(b"s-", b"s.", Order::Asc, 10).unwrap().is_empty());
+    r.end_read().unwrap();
+
+    // Mutation outcomes: stored with the transaction (a rolled-back savepoint
+    // takes its outcome with it), found by session and request, values and
+    // error data exact, purged oldest first within the limit.
+    let outcome = |request_id: u32, ts: u64, result| MutationOutcome {
+        session_id: "5d1b2c7e-0000-4000-8000-000000000000".into(),
+        request_id,
+        ts: Timestamp::new(ts),
+        path: "todos:create".into(),
+        result,
+    };
+    let ok = outcome(1, 100, Ok(obj!("n" => i64::MAX, "b" => vec![0u8, 255])));
+    let failed = outcome(
+        2,
+        200,
+        Err(OutcomeError {
+            message: "no such organization".into(),
+            data: Some(obj!("code" => "NOT_FOUND")),
+        }),
+    );
+    let undone = outcome(3, 300, Ok(Value::Null));
+    let plain = outcome(
+        4,
+        400,
+        Err(OutcomeError {
+            message: "boom".into(),
+            data: None,
+        }),
+    );
+    w.begin_write().unwrap();
+    w.put_outcome(&ok).unwrap();
+    w.put_outcome(&failed).unwrap();
+    w.savepoint().unwrap();
+    w.put_outcome(&undone).unwrap();
+    w.rollback_to_savepoint().unwrap();
+    w.put_outcome(&plain).unwrap();
+    assert_eq!(w.get_outcome(&ok.session_id, 1).unwrap(), Some(ok.clone()));
+    w.commit(Timestamp::new(15)).unwrap();
+    r.begin_read().unwrap();
+    assert_eq!(r.get_outcome(&ok.session_id, 1).unwrap(), Some(ok.clone()));
+    assert_eq!(
+        r.get_outcome(&ok.session_id, 2).unwrap(),
+        Some(failed.clone())
+    );
+    assert_eq!(r.get_outcome(&ok.session_id, 3).unwrap(), None);
+    assert_eq!(
+        r.get_outcome(&ok.session_id, 4).unwrap(),
+        Some(plain.clone())
+    );
+    assert_eq!(r.get_outcome("another-session", 1).unwrap(), None);
+    assert_eq!(r.count_outcomes().unwrap(), 3);
+    r.end_read().unwrap();
+    w.begin_write().unwrap();
+    // Before ts 400: outcomes 1 and 2 qualify; the limit takes the older.
+    assert_eq!(w.purge_outcomes(Timestamp::new(400), 1).unwrap(), 1);
+    assert_eq!(w.get_outcome(&ok.session_id, 1).unwrap(), None);
+    assert_eq!(w.purge_outcomes(Timestamp::new(400), 10).unwrap(), 1);
+    assert_eq!(w.purge_outcomes(Timestamp::new(400), 10).unwrap(), 0);
+    w.commit(Timestamp::new(16)).unwrap();
+    r.begin_read().unwrap();
+    assert_eq!(r.count_outcomes().unwrap(), 1);
+    assert_eq!(r.get_outcome(&ok.session_id, 4).unwrap(), Some(plain));
     r.end_read().unwrap();
 }

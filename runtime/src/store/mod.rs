@@ -72,6 +72,29 @@ pub fn index_key(table: &str, index: &IndexDefinition, doc: &Document) -> Vec<u8
     key
 }
 
+/// A client mutation's outcome, kept (by session and request id) so that a
+/// resent mutation is answered with what its first run returned instead of
+/// running again. Stored beside the documents, not as one: it is written by
+/// every client mutation, and a plain row costs the writer a fraction of a
+/// document with its index entries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MutationOutcome {
+    pub session_id: String,
+    pub request_id: u32,
+    /// The commit timestamp the first run answered with.
+    pub ts: Timestamp,
+    /// The function, for the logs.
+    pub path: String,
+    pub result: std::result::Result<Value, OutcomeError>,
+}
+
+/// A failed mutation's answer: the message and `errorData` the client saw.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutcomeError {
+    pub message: String,
+    pub data: Option<Value>,
+}
+
 /// Scan direction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Order {
@@ -135,6 +158,17 @@ pub trait StoreConnection: Send {
     fn delete_document(&mut self, id: &DocumentId) -> Result<()>;
     fn put_index_entry(&mut self, key: &[u8], id: &DocumentId) -> Result<()>;
     fn delete_index_entry(&mut self, key: &[u8]) -> Result<()>;
+
+    /// The stored outcome of request `request_id` of session `session_id`.
+    fn get_outcome(&mut self, session_id: &str, request_id: u32)
+        -> Result<Option<MutationOutcome>>;
+    /// Stores an outcome (replacing one with the same session and request).
+    fn put_outcome(&mut self, outcome: &MutationOutcome) -> Result<()>;
+    /// Deletes at most `limit` outcomes whose `ts` is before `before`, oldest
+    /// first; returns how many.
+    fn purge_outcomes(&mut self, before: Timestamp, limit: usize) -> Result<usize>;
+    /// How many outcomes are stored.
+    fn count_outcomes(&mut self) -> Result<usize>;
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use livebase_schema::{DocumentId, Object, Timestamp, Value};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{Document, Order, Persistence, StoreConnection};
+use super::{Document, MutationOutcome, Order, OutcomeError, Persistence, StoreConnection};
 use crate::error::{Error, Result};
 
 const SCHEMA_SQL: &str = "
@@ -24,7 +24,23 @@ CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY NOT NULL,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS mutation_outcomes (
+    session_id TEXT NOT NULL,
+    request_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    success INTEGER NOT NULL,
+    result TEXT NOT NULL,
+    error_data TEXT,
+    PRIMARY KEY (session_id, request_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS mutation_outcomes_by_ts ON mutation_outcomes (ts);
 ";
+
+/// Before outcomes had their own table they were documents of this table;
+/// opening a file from then drops them (they only matter for a few seconds
+/// after a disconnect) so that no document is left without a table.
+const LEGACY_OUTCOME_TABLE: &str = "_mutation_outcomes";
 
 const SCAN_ASC: &str = "SELECT e.key, d.id, d.creation_time, d.body FROM index_entries e
      JOIN documents d ON d.id = e.doc_id
@@ -48,12 +64,47 @@ impl SqlitePersistence {
         let path = path.as_ref().to_path_buf();
         let conn = open_connection(&path)?;
         conn.execute_batch(SCHEMA_SQL)?;
+        drop_legacy_outcomes(&conn)?;
         Ok(SqlitePersistence { path })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+fn drop_legacy_outcomes(conn: &Connection) -> Result<()> {
+    // Ids are `<table>_<suffix>`; `` ` `` is the character after `_`.
+    let first = format!("{LEGACY_OUTCOME_TABLE}_");
+    let past = format!("{LEGACY_OUTCOME_TABLE}`");
+    let exists: Option<String> = conn
+        .query_row(
+            "SELECT id FROM documents WHERE id >= ?1 AND id < ?2 LIMIT 1",
+            params![first, past],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if exists.is_none() {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    let deleted = tx.execute(
+        "DELETE FROM documents WHERE id >= ?1 AND id < ?2",
+        params![first, past],
+    )?;
+    for index in ["by_id", "by_creation_time", "by_request"] {
+        let start = super::index_prefix(LEGACY_OUTCOME_TABLE, index);
+        let Some(end) = livebase_schema::key::prefix_end(&start) else {
+            continue;
+        };
+        tx.execute(
+            "DELETE FROM index_entries WHERE key >= ?1 AND key < ?2",
+            params![start, end],
+        )?;
+    }
+    tx.commit()?;
+    tracing::info!("dropped {deleted} mutation outcomes stored in the old format");
+    Ok(())
 }
 
 fn open_connection(path: &Path) -> Result<Connection> {
@@ -287,6 +338,98 @@ impl StoreConnection for SqliteConnection {
             .execute(params![key])?;
         Ok(())
     }
+
+    fn get_outcome(
+        &mut self,
+        session_id: &str,
+        request_id: u32,
+    ) -> Result<Option<MutationOutcome>> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT ts, path, success, result, error_data FROM mutation_outcomes
+                 WHERE session_id = ?1 AND request_id = ?2",
+            )?
+            .query_row(params![session_id, request_id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, bool>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })
+            .optional()?;
+        let Some((ts, path, success, result, error_data)) = row else {
+            return Ok(None);
+        };
+        let decode = |text: &str| {
+            Value::from_json_str(text, "stored outcome")
+                .map_err(|e| Error::internal(format!("outcome of {session_id}/{request_id}: {e}")))
+        };
+        let result = if success {
+            Ok(decode(&result)?)
+        } else {
+            Err(OutcomeError {
+                message: result,
+                data: error_data.as_deref().map(decode).transpose()?,
+            })
+        };
+        Ok(Some(MutationOutcome {
+            session_id: session_id.to_string(),
+            request_id,
+            ts: Timestamp::new(ts as u64),
+            path,
+            result,
+        }))
+    }
+
+    fn put_outcome(&mut self, outcome: &MutationOutcome) -> Result<()> {
+        let (success, result, error_data) = match &outcome.result {
+            Ok(value) => (true, value.to_json_text(), None),
+            Err(e) => (
+                false,
+                e.message.clone(),
+                e.data.as_ref().map(Value::to_json_text),
+            ),
+        };
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO mutation_outcomes
+                 (session_id, request_id, ts, path, success, result, error_data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                outcome.session_id,
+                outcome.request_id,
+                outcome.ts.get() as i64,
+                outcome.path,
+                success,
+                result,
+                error_data
+            ])?;
+        Ok(())
+    }
+
+    fn purge_outcomes(&mut self, before: Timestamp, limit: usize) -> Result<usize> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM mutation_outcomes WHERE (session_id, request_id) IN
+                 (SELECT session_id, request_id FROM mutation_outcomes
+                  WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
+            )?
+            .execute(params![before.get() as i64, limit as i64])?;
+        Ok(n)
+    }
+
+    fn count_outcomes(&mut self) -> Result<usize> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM mutation_outcomes")?
+            .query_row([], |r| r.get(0))?;
+        Ok(n as usize)
+    }
 }
 
 impl Drop for SqliteConnection {
@@ -307,6 +450,38 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = SqlitePersistence::open(dir.path().join("db.sqlite3")).unwrap();
         crate::store::conformance::run(&p);
+    }
+
+    #[test]
+    fn opening_a_file_drops_outcomes_stored_as_documents_by_older_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite3");
+        let doc = |table: &str| Document {
+            id: DocumentId::generate(table),
+            creation_time: 1.0,
+            fields: Object::new(),
+        };
+        let (legacy, kept) = (doc(LEGACY_OUTCOME_TABLE), doc("todos"));
+        let legacy_key = crate::store::index_prefix(LEGACY_OUTCOME_TABLE, "by_request");
+        let kept_key = crate::store::index_prefix("todos", "by_id");
+        {
+            let p = SqlitePersistence::open(&path).unwrap();
+            let mut w = p.connect().unwrap();
+            w.begin_write().unwrap();
+            for (d, key) in [(&legacy, &legacy_key), (&kept, &kept_key)] {
+                w.put_document(d).unwrap();
+                w.put_index_entry(key, &d.id).unwrap();
+            }
+            w.commit(Timestamp::new(1)).unwrap();
+        }
+        let p = SqlitePersistence::open(&path).unwrap();
+        let mut r = p.connect().unwrap();
+        r.begin_read().unwrap();
+        assert_eq!(r.get(&legacy.id).unwrap(), None);
+        assert_eq!(r.get(&kept.id).unwrap(), Some(kept.clone()));
+        let all = r.scan(&[], &[0xFF], Order::Asc, 10).unwrap();
+        assert_eq!(all, vec![(kept_key, kept)]);
+        r.end_read().unwrap();
     }
 
     #[test]
