@@ -6,6 +6,7 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value as Json};
 
 use crate::value::{check_field_name, Object, Path, Value, MAX_NESTING_DEPTH};
@@ -105,8 +106,18 @@ impl Value {
         decode(json, Path::Root(path), 1)
     }
 
-    /// Parses a JSON text and decodes it.
+    /// Parses a JSON text and decodes it. Valid text is decoded in one pass
+    /// straight into a [`Value`] (this is how every stored document is read);
+    /// only when that fails is the text decoded again through a JSON tree, to
+    /// name the path of what is wrong.
     pub fn from_json_str(text: &str, path: &str) -> Result<Value, DecodeError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        if let Ok(value) = (ValueSeed { depth: 1 })
+            .deserialize(&mut de)
+            .and_then(|v| de.end().map(|()| v))
+        {
+            return Ok(value);
+        }
         let json: Json = serde_json::from_str(text)
             .map_err(|e| DecodeError::new(path, format!("not valid JSON: {e}")))?;
         Value::from_json(&json, path)
@@ -184,6 +195,100 @@ fn decode(json: &Json, path: Path<'_>, depth: usize) -> Result<Value, DecodeErro
     }
 }
 
+/// Decodes Convex JSON text into a [`Value`] in one pass. It accepts exactly
+/// what [`decode`] accepts; its errors carry no path (the caller re-decodes
+/// through the tree for that).
+struct ValueSeed {
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a Convex-encoded value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Boolean(b))
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::Float64(n as f64))
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::Float64(n as f64))
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Value, E> {
+        Ok(Value::Float64(n))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        if self.depth > MAX_NESTING_DEPTH {
+            return Err(de::Error::custom("too deep"));
+        }
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = seq.next_element_seed(ValueSeed {
+            depth: self.depth + 1,
+        })? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut fields = Object::new();
+        let mut first = true;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if first && key.starts_with('$') {
+                // A tagged value (`{"$integer": …}`) is an object of one key.
+                let payload: String = map.next_value()?;
+                let value = decode_tagged(&key, &Json::String(payload), Path::Root(""))
+                    .map_err(|e| de::Error::custom(e.message))?;
+                if map.next_key::<de::IgnoredAny>()?.is_some() {
+                    return Err(de::Error::custom("a tagged value has one key"));
+                }
+                return Ok(value);
+            }
+            first = false;
+            if self.depth > MAX_NESTING_DEPTH {
+                return Err(de::Error::custom("too deep"));
+            }
+            check_field_name(&key).map_err(de::Error::custom)?;
+            let item = map.next_value_seed(ValueSeed {
+                depth: self.depth + 1,
+            })?;
+            fields.insert(key.into_owned(), item);
+        }
+        if first && self.depth > MAX_NESTING_DEPTH {
+            return Err(de::Error::custom("too deep"));
+        }
+        Ok(Value::Object(fields))
+    }
+}
+
 fn too_deep(path: Path<'_>) -> DecodeError {
     DecodeError::new(
         path.to_string(),
@@ -249,6 +354,67 @@ mod tests {
         #[test]
         fn the_direct_writer_matches_the_tree(value in arb_value()) {
             prop_assert_eq!(value.to_json_text(), value.to_json().to_string());
+        }
+    }
+
+    /// JSON shaped to reach every branch of decoding: tagged keys with good
+    /// and bad payloads, reserved keys among others, deep nesting, numbers.
+    fn arb_convexish_json() -> impl Strategy<Value = Json> {
+        let leaf = prop_oneof![
+            Just(Json::Null),
+            any::<bool>().prop_map(Json::Bool),
+            any::<f64>().prop_map(|f| json!(f)),
+            any::<i64>().prop_map(|i| json!(i)),
+            any::<u64>().prop_map(|u| json!(u)),
+            prop_oneof![
+                Just("AQAAAAAAAAA=".to_string()),
+                Just("AQ==".to_string()),
+                Just("not base64!".to_string()),
+                "[a-z$]{0,3}",
+            ]
+            .prop_map(Json::String),
+        ];
+        leaf.prop_recursive(20, 200, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Json::Array),
+                proptest::collection::vec(
+                    (
+                        prop_oneof![
+                            Just("$integer"),
+                            Just("$float"),
+                            Just("$bytes"),
+                            Just("$set"),
+                            Just("a"),
+                            Just("b"),
+                            Just(""),
+                        ],
+                        inner
+                    ),
+                    0..3
+                )
+                .prop_map(|entries| {
+                    Json::Object(
+                        entries
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), v))
+                            .collect(),
+                    )
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The one-pass text decoder accepts exactly what the tree decoder
+        /// accepts, with the same result; errors come from the tree decoder.
+        #[test]
+        fn text_decoding_agrees_with_tree_decoding(json in arb_convexish_json()) {
+            let text = json.to_string();
+            let by_tree = Value::from_json(&json, "v");
+            let by_text = Value::from_json_str(&text, "v");
+            prop_assert_eq!(by_text, by_tree);
         }
     }
 
