@@ -55,7 +55,7 @@ impl Sizes {
                 writes: 1_000,
                 selectivity_small: 10,
                 fanout_conns: 1_000,
-                fanout_repeats: 30,
+                fanout_repeats: 100,
                 throughput_total: 2_000,
                 memory_conns: 10_000,
                 scaling: vec![1_000, 10_000, 50_000],
