@@ -74,6 +74,9 @@ struct Writer {
     schema: Arc<Schema>,
     last_ts: Timestamp,
     listeners: Arc<Mutex<Vec<CommitListener>>>,
+    /// Whether the group being staged has more than one mutation, so each
+    /// runs in a savepoint of its own.
+    isolate: bool,
 }
 
 /// What a committed mutation produced.
@@ -130,6 +133,7 @@ impl Database {
             schema: schema.clone(),
             last_ts,
             listeners: listeners.clone(),
+            isolate: false,
         };
         thread::Builder::new()
             .name("livebase-writer".into())
@@ -319,6 +323,10 @@ impl Writer {
                 return;
             }
         }
+        // Alone in its group, a mutation needs no savepoint: if it fails, the
+        // whole transaction is rolled back (SQLite copies every page a
+        // savepoint first touches, which a lone mutation would pay for nothing).
+        self.isolate = mutations.len() > 1;
         let staged: Vec<Staged> = mutations.into_iter().map(|m| m(Ok(self))).collect();
         let wrote = staged.iter().any(|s| s.durable);
         let outcome = if wrote {
@@ -362,7 +370,9 @@ impl Writer {
     ) -> Result<(Committed<T>, bool)> {
         let snapshot = self.last_ts;
         let ts = snapshot.next_after(now_nanos());
-        self.conn.savepoint()?;
+        if self.isolate {
+            self.conn.savepoint()?;
+        }
         let outcome = {
             let mut tx = Transaction::writable(self.conn.as_mut(), &self.schema, snapshot, ts);
             catch_panic(|| f(&mut tx)).map(|value| {
@@ -372,7 +382,9 @@ impl Writer {
         };
         match outcome {
             Ok((value, writes, durable)) => {
-                self.conn.release_savepoint()?;
+                if self.isolate {
+                    self.conn.release_savepoint()?;
+                }
                 let ts = if writes.is_empty() {
                     snapshot
                 } else {
@@ -387,7 +399,11 @@ impl Writer {
                 Ok((committed, durable))
             }
             Err(e) => {
-                self.conn.rollback_to_savepoint()?;
+                if self.isolate {
+                    self.conn.rollback_to_savepoint()?;
+                } else {
+                    self.conn.rollback()?;
+                }
                 Err(e)
             }
         }
