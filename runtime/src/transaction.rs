@@ -230,6 +230,12 @@ impl<'a> Transaction<'a> {
             self.conn.delete_index_entry(key)?;
         }
         match new {
+            Some(d) if old.is_none() => {
+                self.conn.insert_document(d)?;
+                for key in &new_keys {
+                    self.conn.put_index_entry(key, &d.id)?;
+                }
+            }
             Some(d) => {
                 self.conn.put_document(d)?;
                 for key in new_keys.iter().filter(|k| !old_keys.contains(k)) {

@@ -126,6 +126,16 @@ pub fn run(p: &dyn Persistence) {
     assert_eq!(w.get(&c.id).unwrap(), None);
     w.rollback().unwrap();
 
+    // Inserting a document whose id exists fails and keeps the stored one.
+    let first = doc("i", 1.0);
+    w.begin_write().unwrap();
+    w.insert_document(&first).unwrap();
+    let mut clash = first.clone();
+    clash.creation_time = 99.0;
+    assert!(w.insert_document(&clash).is_err());
+    assert_eq!(w.get(&first.id).unwrap(), Some(first.clone()));
+    w.rollback().unwrap();
+
     // Savepoints: a rolled-back savepoint undoes only its own writes, a
     // released one keeps them, and the transaction commits the rest.
     let (kept, undone, later) = (doc("s", 1.0), doc("s", 2.0), doc("s", 3.0));

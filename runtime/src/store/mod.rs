@@ -155,6 +155,8 @@ pub trait StoreConnection: Send {
 
     /// Inserts or overwrites a document.
     fn put_document(&mut self, doc: &Document) -> Result<()>;
+    /// Inserts a new document; fails, changing nothing, if its id exists.
+    fn insert_document(&mut self, doc: &Document) -> Result<()>;
     fn delete_document(&mut self, id: &DocumentId) -> Result<()>;
     fn put_index_entry(&mut self, key: &[u8], id: &DocumentId) -> Result<()>;
     fn delete_index_entry(&mut self, key: &[u8]) -> Result<()>;

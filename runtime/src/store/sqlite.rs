@@ -318,6 +318,27 @@ impl StoreConnection for SqliteConnection {
         Ok(())
     }
 
+    fn insert_document(&mut self, doc: &Document) -> Result<()> {
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO documents (id, creation_time, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(id) DO NOTHING",
+            )?
+            .execute(params![
+                doc.id.as_str(),
+                doc.creation_time,
+                encode_body(&doc.fields)
+            ])?;
+        if inserted == 0 {
+            return Err(Error::internal(format!(
+                "a new document's id {} is already taken",
+                doc.id
+            )));
+        }
+        Ok(())
+    }
+
     fn delete_document(&mut self, id: &DocumentId) -> Result<()> {
         self.conn
             .prepare_cached("DELETE FROM documents WHERE id = ?1")?
