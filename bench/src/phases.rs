@@ -156,6 +156,12 @@ pub async fn run_all(quick: bool, only: Option<&str>, out: &Path) -> Result<(), 
             throughput.push(json!({"clients": clients, "per_s": rate, "ratio_to_sqlite": rate / sqlite_rate.max(1e-9)}));
         }
         results.insert("throughput".into(), json!(throughput));
+        progress("throughput: one client's mutations in process, without the network");
+        let per_s = in_process_mutations(s.throughput_total).await?;
+        results.insert(
+            "in_process_mutations".into(),
+            json!({"per_s": per_s, "ratio_to_sqlite": per_s / sqlite_rate.max(1e-9)}),
+        );
     }
 
     if want("memory") {
@@ -237,6 +243,11 @@ fn print_table(r: &serde_json::Value) {
             );
         }
     }
+    println!(
+        "| mutations/s, 1 client in process (no network) | {:.0} /s ({:.0} % of rusqlite) | — |",
+        f("/in_process_mutations/per_s"),
+        f("/in_process_mutations/ratio_to_sqlite") * 100.0
+    );
     println!(
         "| memory per idle subscribed connection | {:.1} KB | ≤ 50 KB |",
         f("/memory_kb_per_connection")
@@ -544,6 +555,49 @@ fn transition_like_livebase(n: f64) -> String {
         server_ts: None,
     }
     .to_text()
+}
+
+/// Sequential client mutations per second called straight on the executor
+/// (same application, same store, with a request key so each stores its
+/// outcome as over the WebSocket): the single-client figure without the
+/// network and the protocol.
+async fn in_process_mutations(n: usize) -> Result<f64, BoxError> {
+    use livebase_runtime::database::Database;
+    use livebase_runtime::executor::{Caller, Executor, RequestKey};
+    use livebase_runtime::registry::Identity;
+    use livebase_runtime::store::sqlite::SqlitePersistence;
+    use livebase_runtime::system::with_system_tables;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir()?;
+    let mut app = crate::app::registry();
+    app.extend_schema(with_system_tables);
+    let store = SqlitePersistence::open(dir.path().join("db.sqlite3"))?;
+    let db = Database::open(Arc::new(store), app.schema().clone())?;
+    let executor = Executor::new(db, Arc::new(app));
+    let session = livebase_schema::protocol::SessionId::random();
+    let add = |i: usize| {
+        let args = vec![livebase_schema::obj! { "organizationId" => "org0", "n" => i as f64 }];
+        let key = RequestKey {
+            session_id: session.as_str().to_string(),
+            request_id: i as u32,
+        };
+        executor.mutation(
+            "bench:add",
+            args,
+            Identity::Anonymous,
+            Caller::Client,
+            Some(key),
+        )
+    };
+    for i in 0..5 {
+        add(i).await?;
+    }
+    let t0 = Instant::now();
+    for i in 5..5 + n {
+        add(i).await?;
+    }
+    Ok(n as f64 / t0.elapsed().as_secs_f64())
 }
 
 /// Committed mutations per second from `clients` concurrent connections.
