@@ -131,17 +131,18 @@ impl Conn {
         }
     }
 
-    /// Sends `bench:add` and waits for its MutationResponse.
+    /// Sends `bench:add` and waits for its MutationResponse (read leanly: the
+    /// type, the request id and the outcome).
     pub async fn add_and_wait(&mut self, org: &str, n: f64) -> Result<(), BoxError> {
         let id = self.add(org, n).await?;
         loop {
-            match self.recv(Duration::from_secs(30)).await? {
-                ServerMessage::MutationResponse {
-                    request_id, result, ..
-                } if request_id == id => {
-                    return result.map(|_| ()).map_err(|e| e.message.into());
-                }
-                _ => {}
+            let text = self.recv_text(Duration::from_secs(30)).await?;
+            let frame: LeanResponse = serde_json::from_str(&text)?;
+            if frame.kind == "MutationResponse" && frame.request_id == Some(id.0) {
+                return match frame.success {
+                    Some(true) => Ok(()),
+                    _ => Err(format!("bench:add failed: {}", frame.result).into()),
+                };
             }
         }
     }
@@ -171,6 +172,18 @@ struct LeanFrame {
     kind: String,
     #[serde(default)]
     modifications: Vec<LeanModification>,
+}
+
+#[derive(Deserialize)]
+struct LeanResponse {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(rename = "requestId", default)]
+    request_id: Option<u32>,
+    #[serde(default)]
+    success: Option<bool>,
+    #[serde(default)]
+    result: serde_json::Value,
 }
 
 #[derive(Deserialize)]
