@@ -178,11 +178,30 @@ impl Executor {
         caller: Caller,
         key: Option<RequestKey>,
     ) -> Result<(Value, Timestamp)> {
-        let function = self
-            .inner
-            .registry
-            .lookup(path, FunctionKind::Mutation, caller == Caller::Client)?
-            .clone();
+        let function =
+            match self
+                .inner
+                .registry
+                .lookup(path, FunctionKind::Mutation, caller == Caller::Client)
+            {
+                Ok(function) => function.clone(),
+                Err(missing) => {
+                    // A redeploy between a mutation and its resend may have
+                    // removed the function: the resend still gets its answer.
+                    if let Some(key) = key {
+                        let stored = self
+                            .inner
+                            .db
+                            .query(move |tx| tx.mutation_outcome(&key.session_id, key.request_id))
+                            .await?
+                            .value;
+                        if let Some(stored) = stored {
+                            return replay(stored);
+                        }
+                    }
+                    return Err(missing);
+                }
+            };
         let path = function.path.clone();
         let Some(key) = key else {
             let args = Registry::check_args(&function, &args)?;

@@ -80,6 +80,49 @@ async fn a_resent_mutation_returns_its_stored_outcome_after_a_reconnect_and_a_re
     server.shutdown().await;
 }
 
+/// A redeploy between a mutation and its resend may remove the function: the
+/// resend still gets the stored answer, and only a new request hears that the
+/// function is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_gets_its_stored_outcome_even_after_the_function_was_removed() {
+    let server = TestServer::start().await;
+    let session = SessionId::random();
+    let mut first = Client::connect(&server.ws_url(), session.clone()).await;
+    let original = first
+        .mutation_as(RequestId(0), "notes:add", note("A", "once", 1.0))
+        .await
+        .expect("notes:add succeeds");
+    let failed = first
+        .mutation_as(RequestId(1), "notes:conflict", livebase_schema::obj! {})
+        .await
+        .expect_err("notes:conflict fails");
+    first.close().await;
+
+    // The same tables, no functions at all.
+    let schema = support::registry().schema().clone();
+    let server = server
+        .redeploy(livebase_runtime::registry::Registry::new(schema))
+        .await;
+    let mut second = Client::connect(&server.ws_url(), session.clone()).await;
+    let resent = second
+        .mutation_as(RequestId(0), "notes:add", note("A", "once", 1.0))
+        .await
+        .expect("the stored success");
+    assert_eq!(resent, original);
+    let refailed = second
+        .mutation_as(RequestId(1), "notes:conflict", livebase_schema::obj! {})
+        .await
+        .expect_err("the stored failure");
+    assert_eq!(refailed, failed);
+    let gone = second
+        .mutation_as(RequestId(2), "notes:add", note("A", "twice", 2.0))
+        .await
+        .expect_err("notes:add is gone");
+    assert!(gone.message.contains("notes:add"), "{gone:?}");
+    second.close().await;
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resend_on_a_second_connection_while_the_first_is_open_runs_once() {
     let server = TestServer::start().await;

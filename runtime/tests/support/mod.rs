@@ -304,13 +304,27 @@ impl TestServer {
     }
 
     async fn start_in(dir: TempDir) -> TestServer {
+        TestServer::start_with(dir, registry()).await
+    }
+
+    async fn start_with(dir: TempDir, app: Registry) -> TestServer {
         let options = ServerOptions {
             listen: "127.0.0.1:0".parse().expect("an address"),
             data_dir: dir.path().to_path_buf(),
             ..ServerOptions::default()
         };
-        let server = serve(registry(), options).await.expect("the server starts");
+        let server = serve(app, options).await.expect("the server starts");
         TestServer { server, dir }
+    }
+
+    /// Shuts the server down and serves the same data folder with another
+    /// application: a redeploy.
+    pub async fn redeploy(self, app: Registry) -> TestServer {
+        let TestServer { server, dir } = self;
+        timeout(Duration::from_secs(20), server.shutdown())
+            .await
+            .expect("the server shuts down in time");
+        TestServer::start_with(dir, app).await
     }
 
     /// Shuts the server down (closing every connection) and serves the same
