@@ -45,7 +45,7 @@ fn next_id_bits() -> u128 {
     (u128::from(ms) << SEQUENCE_BITS) | u128::from(seq)
 }
 
-/// A document id: the table it belongs to plus a random part.
+/// A document id: the table it belongs to plus 80 bits that grow with time.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DocumentId(String);
 
