@@ -28,7 +28,7 @@
 //! worker or growing memory.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread;
@@ -62,7 +62,7 @@ pub enum Event {
     Commit(Commit),
     Connect {
         conn: ConnId,
-        out: mpsc::Sender<ServerMessage>,
+        out: Outbound,
     },
     Disconnect {
         conn: ConnId,
@@ -257,7 +257,7 @@ struct QueryState {
 }
 
 struct ConnState {
-    out: mpsc::Sender<ServerMessage>,
+    out: Outbound,
     sent: StateVersion,
     query_set: u32,
     identity_version: u32,
@@ -287,6 +287,105 @@ struct Worker {
     next_handle: u64,
     index: InvalidationIndex,
     stats: Arc<Stats>,
+}
+
+/// The worker's end of one connection's outbound queue: at most
+/// [`crate::server::OUTBOUND_QUEUE`] messages, and — because one message can
+/// carry results of up to a megabyte each — at most
+/// [`crate::server::OUTBOUND_QUEUE_BYTES`] of results waiting before the
+/// connection counts as too slow.
+#[derive(Clone, Debug)]
+pub struct Outbound {
+    tx: mpsc::Sender<ServerMessage>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// The connection's end of its outbound queue.
+#[derive(Debug)]
+pub struct OutboundRx {
+    rx: mpsc::Receiver<ServerMessage>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// A connection's outbound queue.
+pub fn outbound_queue() -> (Outbound, OutboundRx) {
+    let (tx, rx) = mpsc::channel(crate::server::OUTBOUND_QUEUE);
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        Outbound {
+            tx,
+            queued: queued.clone(),
+        },
+        OutboundRx { rx, queued },
+    )
+}
+
+/// Why a message could not be queued.
+enum QueueError {
+    /// Too many messages or too many bytes wait already.
+    Full,
+    /// The connection is gone.
+    Closed,
+}
+
+impl Outbound {
+    /// Queues `msg` unless the connection already has too much waiting; a
+    /// single message over the byte budget is still accepted by an otherwise
+    /// empty queue, so no result is too big to ever be sent.
+    fn try_send(&self, msg: ServerMessage) -> std::result::Result<(), QueueError> {
+        let size = queued_size(&msg);
+        let before = self.queued.fetch_add(size, Ordering::AcqRel);
+        if before > 0 && before + size > crate::server::OUTBOUND_QUEUE_BYTES {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            return Err(QueueError::Full);
+        }
+        self.tx.try_send(msg).map_err(|e| {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            match e {
+                mpsc::error::TrySendError::Full(_) => QueueError::Full,
+                mpsc::error::TrySendError::Closed(_) => QueueError::Closed,
+            }
+        })
+    }
+
+    /// Bytes of results waiting in the queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+}
+
+impl OutboundRx {
+    /// The next message; `None` once the worker dropped the connection.
+    pub async fn recv(&mut self) -> Option<ServerMessage> {
+        let msg = self.rx.recv().await?;
+        self.queued.fetch_sub(queued_size(&msg), Ordering::AcqRel);
+        Some(msg)
+    }
+}
+
+/// What a queued message counts for: its results' sizes plus a little for
+/// the envelope. Results are shared between subscribers, so this is what the
+/// message keeps alive at most, counted the same on both ends of the queue.
+fn queued_size(msg: &ServerMessage) -> usize {
+    const ENVELOPE: usize = 64;
+    match msg {
+        ServerMessage::Transition { modifications, .. } => {
+            ENVELOPE
+                + modifications
+                    .iter()
+                    .map(|m| match m {
+                        StateModification::QueryUpdated { value, .. } => ENVELOPE + value.size(),
+                        StateModification::QueryFailed { error, .. } => {
+                            ENVELOPE
+                                + error.message.len()
+                                + error.data.as_ref().map_or(0, Value::size)
+                        }
+                        StateModification::QueryRemoved { .. } => ENVELOPE,
+                    })
+                    .sum::<usize>()
+        }
+        _ => ENVELOPE,
+    }
 }
 
 fn to_wire(result: Result<Value>) -> QueryResult {
@@ -682,15 +781,16 @@ impl Worker {
             }
             match c.out.try_send(msg) {
                 Ok(()) => c.sent = end,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(QueueError::Full) => {
                     self.stats.dropped_slow.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         conn = id,
+                        queued_bytes = c.out.queued_bytes(),
                         "dropping a connection whose outbound queue is full"
                     );
                     slow.push(id);
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => slow.push(id),
+                Err(QueueError::Closed) => slow.push(id),
             }
         }
         self.dirty.extend(still_waiting);

@@ -112,3 +112,57 @@ async fn a_client_that_stops_reading_is_disconnected_while_others_keep_their_pus
     );
     server.shutdown().await;
 }
+
+/// Near-megabyte results: the queue's byte budget cuts a laggard off long
+/// before its 256-message bound would, so one slow client cannot make the
+/// server hold hundreds of megabytes for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_laggard_on_large_results_is_cut_off_by_bytes_not_only_by_messages() {
+    const BIG_NOTES: usize = 90;
+    const BIG_BODY: usize = 10_000;
+    /// 16 MiB of queue plus the socket buffers hold a few dozen of these
+    /// pushes; the message bound alone would take more than 256.
+    const CUT_OFF_WITHIN: usize = 120;
+    let server = TestServer::start().await;
+    let body = "b".repeat(BIG_BODY);
+    server
+        .mutate(
+            "notes:addMany",
+            obj! { "organizationId" => "A", "body" => body.as_str(), "count" => BIG_NOTES as f64 },
+        )
+        .await;
+    let mut slow = server.client().await;
+    let first = slow.subscribe(&[(0, "notes:list", org("A"))]).await;
+    let target = id_of(&docs(first.updated(0).expect("the list"))[0]);
+    let mut fast = server.client().await;
+    fast.subscribe(&[(0, "notes:list", org("A"))]).await;
+
+    let mut writes = 0;
+    while server.dropped_slow() == 0 {
+        assert!(
+            writes < CUT_OFF_WITHIN,
+            "the slow client was not cut off after {writes} pushes of about 900 KB"
+        );
+        let new_body = format!("{writes}{body}");
+        let done = fast
+            .mutation(
+                "notes:set",
+                obj! { "id" => target.as_str(), "body" => new_body.as_str() },
+            )
+            .await
+            .expect("notes:set succeeds");
+        fast.transitions_until(done.ts).await;
+        writes += 1;
+    }
+    eprintln!("cut off after {writes} pushes of about 900 KB");
+    let code = loop {
+        match slow.next_frame(RECV_TIMEOUT).await {
+            Some(Frame::Message(_)) => {}
+            Some(Frame::Close(frame)) => break frame.map(|(code, _)| code),
+            Some(Frame::Ended(_)) => break None,
+            None => panic!("the slow connection was neither closed nor ended"),
+        }
+    };
+    assert_eq!(code, Some(CLOSE_OVERLOADED));
+    server.shutdown().await;
+}

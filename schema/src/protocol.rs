@@ -243,6 +243,7 @@ pub enum ServerMessage {
 pub struct ResultValue {
     value: Value,
     json: OnceLock<String>,
+    size: OnceLock<usize>,
 }
 
 impl ResultValue {
@@ -250,6 +251,7 @@ impl ResultValue {
         ResultValue {
             value,
             json: OnceLock::new(),
+            size: OnceLock::new(),
         }
     }
 
@@ -264,6 +266,11 @@ impl ResultValue {
     /// The value's Convex JSON text, encoded at most once.
     pub fn json_text(&self) -> &str {
         self.json.get_or_init(|| self.value.to_json_text())
+    }
+
+    /// [`Value::size`], computed at most once.
+    pub fn size(&self) -> usize {
+        *self.size.get_or_init(|| self.value.size())
     }
 }
 

@@ -44,6 +44,10 @@ pub const MAX_CONNECTIONS: usize = 20_000;
 /// Messages queued for one connection before it counts as too slow and is
 /// dropped (it reconnects and resyncs).
 pub const OUTBOUND_QUEUE: usize = 256;
+/// Bytes of query results queued for one connection before it counts as too
+/// slow, whatever the number of messages: 256 Transitions of near-megabyte
+/// results would otherwise hold a quarter of a gigabyte for one laggard.
+pub const OUTBOUND_QUEUE_BYTES: usize = 16 << 20;
 /// A connection idle this long is sent a `Ping`.
 pub const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// Time a client has to send a request's headers (the HTTP side of the

@@ -24,7 +24,7 @@ use super::{
 use crate::error::Error;
 use crate::executor::{Caller, RequestKey};
 use crate::registry::Identity;
-use crate::subscriptions::{ConnId, Event};
+use crate::subscriptions::{outbound_queue, ConnId, Event, OutboundRx};
 
 /// Close codes this server uses.
 const CLOSE_GOING_AWAY: u16 = 1001;
@@ -73,7 +73,7 @@ impl Handler {
     ) {
         let (sink, mut stream) = socket.split();
         let conn = state.subscriptions.next_conn_id();
-        let (out_tx, mut out_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let (out_tx, mut out_rx) = outbound_queue();
         let (actions, mut action_rx) = mpsc::channel(OUTBOUND_QUEUE);
         let mut h = Handler {
             state,
@@ -143,7 +143,7 @@ impl Handler {
     async fn event_loop(
         &mut self,
         stream: &mut SplitStream<WebSocket>,
-        out_rx: &mut mpsc::Receiver<ServerMessage>,
+        out_rx: &mut OutboundRx,
         action_rx: &mut mpsc::Receiver<ServerMessage>,
         shutdown: &mut broadcast::Receiver<()>,
     ) -> End {
