@@ -94,15 +94,9 @@ impl Conn {
     /// The next protocol message (pings skipped), or an error after `limit`.
     pub async fn recv(&mut self, limit: Duration) -> Result<ServerMessage, BoxError> {
         loop {
-            let frame = tokio::time::timeout(limit, self.ws.next())
-                .await
-                .map_err(|_| "timed out waiting for the server")?
-                .ok_or("the server closed the connection")??;
-            if let Message::Text(text) = frame {
-                let msg = ServerMessage::from_text(&text)?;
-                if !matches!(msg, ServerMessage::Ping) {
-                    return Ok(msg);
-                }
+            let msg = ServerMessage::from_text(&self.recv_text(limit).await?)?;
+            if !matches!(msg, ServerMessage::Ping) {
+                return Ok(msg);
             }
         }
     }
