@@ -229,8 +229,7 @@ pub enum Handler {
     Action(ActionHandler),
 }
 
-/// One registered function.
-#[derive(Clone)]
+/// One registered function (held by the registry behind an `Arc`).
 pub struct Function {
     pub path: String,
     pub visibility: Visibility,
@@ -252,7 +251,8 @@ impl Function {
 #[derive(Clone, Default)]
 pub struct Registry {
     schema: Schema,
-    functions: BTreeMap<String, Function>,
+    /// Shared, so a call holds its function without copying its validator.
+    functions: BTreeMap<String, Arc<Function>>,
     crons: Vec<CronJob>,
 }
 
@@ -288,11 +288,11 @@ impl Registry {
     }
 
     pub fn functions(&self) -> impl Iterator<Item = &Function> {
-        self.functions.values()
+        self.functions.values().map(Arc::as_ref)
     }
 
     /// The function at `path`, whatever its kind and visibility.
-    pub fn get(&self, path: &str) -> Option<&Function> {
+    pub fn get(&self, path: &str) -> Option<&Arc<Function>> {
         self.functions.get(&canonical_path(path))
     }
 
@@ -341,12 +341,12 @@ impl Registry {
         }
         self.functions.insert(
             path.clone(),
-            Function {
+            Arc::new(Function {
                 path,
                 visibility,
                 args,
                 handler,
-            },
+            }),
         );
     }
 
@@ -443,7 +443,12 @@ impl Registry {
 
     /// Finds a function of `kind` at `path`. With `public_only`, internal
     /// functions are not found — with the same error as a missing one.
-    pub fn lookup(&self, path: &str, kind: FunctionKind, public_only: bool) -> Result<&Function> {
+    pub fn lookup(
+        &self,
+        path: &str,
+        kind: FunctionKind,
+        public_only: bool,
+    ) -> Result<&Arc<Function>> {
         let path = canonical_path(path);
         match self.functions.get(&path) {
             Some(f) if f.kind() == kind && (!public_only || f.visibility == Visibility::Public) => {

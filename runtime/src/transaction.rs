@@ -188,25 +188,28 @@ impl<'a> Transaction<'a> {
             .ok_or_else(|| Error::internal("a query cannot write; use a mutation"))
     }
 
-    fn check_fields(&self, table: &str, fields: &Value) -> Result<Object> {
-        let Value::Object(fields) = fields else {
+    fn check_fields(&self, table: &str, fields: Value) -> Result<Object> {
+        let Value::Object(object) = &fields else {
             return Err(Error::invalid(format!(
                 "a `{table}` document must be an object, not {}",
                 fields.value_type()
             )));
         };
-        if let Some(name) = fields.keys().find(|k| k.starts_with('_')) {
+        if let Some(name) = object.keys().find(|k| k.starts_with('_')) {
             return Err(Error::invalid(format!(
                 "{table}.{name}: fields starting with `_` are system fields and cannot be written"
             )));
         }
         let def = self.table(table)?;
-        def.validate_document(table, fields)
+        def.validate_document(table, object)
             .map_err(|e| Error::invalid(e.to_string()))?;
-        Value::Object(fields.clone())
+        fields
             .check_limits(table)
             .map_err(|e| Error::limit(e.to_string()))?;
-        Ok(fields.clone())
+        match fields {
+            Value::Object(object) => Ok(object),
+            _ => unreachable!("checked to be an object above"),
+        }
     }
 
     fn keys_of(&self, def: &TableDefinition, doc: &Document) -> Vec<Vec<u8>> {
@@ -261,7 +264,7 @@ impl<'a> Transaction<'a> {
     /// Inserts a document (an object of user fields) and returns its new id.
     pub fn insert(&mut self, table: &str, fields: impl Into<Value>) -> Result<DocumentId> {
         let ts = self.writable_ts()?;
-        let fields = self.check_fields(table, &fields.into())?;
+        let fields = self.check_fields(table, fields.into())?;
         let doc = Document {
             id: DocumentId::generate(table),
             creation_time: ts.as_millis_f64(),
@@ -308,7 +311,7 @@ impl<'a> Transaction<'a> {
     }
 
     fn replace_fields(&mut self, old: Document, fields: Object) -> Result<()> {
-        let fields = self.check_fields(old.table(), &Value::Object(fields))?;
+        let fields = self.check_fields(old.table(), Value::Object(fields))?;
         if fields == old.fields {
             return Ok(()); // Nothing changes, so nothing is written or invalidated.
         }

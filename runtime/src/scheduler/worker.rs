@@ -334,7 +334,7 @@ impl Shared {
     /// (and its cron's next run): either all of it commits or none does. If
     /// the mutation fails, its writes are rolled back and a second transaction
     /// marks the job failed.
-    async fn run_mutation(&self, job: Job, function: Function) -> Result<Settled> {
+    async fn run_mutation(&self, job: Job, function: Arc<Function>) -> Result<Settled> {
         let registry = self.executor.registry().clone();
         let Job {
             id,

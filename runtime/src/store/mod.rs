@@ -11,6 +11,8 @@
 
 pub mod sqlite;
 
+use std::borrow::Cow;
+
 use livebase_schema::key::{encode_tuple, encode_value};
 use livebase_schema::table::{IndexDefinition, CREATION_TIME_FIELD, ID_FIELD};
 use livebase_schema::{DocumentId, Object, Timestamp, Value};
@@ -27,14 +29,15 @@ pub struct Document {
 }
 
 impl Document {
-    /// A field, the system fields `_id` and `_creationTime` included.
-    pub fn field(&self, name: &str) -> Option<Value> {
+    /// A field, the system fields `_id` and `_creationTime` included (those
+    /// two are made on the spot; user fields are borrowed, not copied).
+    pub fn field(&self, name: &str) -> Option<Cow<'_, Value>> {
         if name == ID_FIELD {
-            Some(Value::from(self.id.as_str()))
+            Some(Cow::Owned(Value::from(self.id.as_str())))
         } else if name == CREATION_TIME_FIELD {
-            Some(Value::Float64(self.creation_time))
+            Some(Cow::Owned(Value::Float64(self.creation_time)))
         } else {
-            self.fields.get(name).cloned()
+            self.fields.get(name).map(Cow::Borrowed)
         }
     }
 
@@ -67,7 +70,7 @@ pub fn index_prefix(table: &str, index: &str) -> Vec<u8> {
 pub fn index_key(table: &str, index: &IndexDefinition, doc: &Document) -> Vec<u8> {
     let mut key = index_prefix(table, index.name());
     for field in index.key_fields() {
-        encode_value(&mut key, doc.field(field).as_ref());
+        encode_value(&mut key, doc.field(field).as_deref());
     }
     key
 }
