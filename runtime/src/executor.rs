@@ -321,7 +321,7 @@ impl Executor {
         let fut = catch_panic(|| Ok(handler(ctx, args)))?;
         // A panic inside the future surfaces as a JoinError of its task.
         match tokio::spawn(fut).await {
-            Ok(result) => result,
+            Ok(result) => result.and_then(crate::registry::check_result),
             Err(e) => Err(Error::internal(format!("action panicked: {e}"))),
         }
     }
@@ -338,12 +338,7 @@ impl Executor {
         let result = registry
             .lookup(path, FunctionKind::Query, true)
             .and_then(|f| Ok((f, Registry::check_args(f, args)?)))
-            .and_then(|(f, args)| catch_panic(|| run_sync(f, &mut tx, identity, args)))
-            .and_then(|v| {
-                v.check_limits("result")
-                    .map_err(|e| Error::limit(e.to_string()))?;
-                Ok(v)
-            });
+            .and_then(|(f, args)| catch_panic(|| run_sync(f, &mut tx, identity, args)));
         (result, tx.into_sets().0)
     }
 }
