@@ -22,6 +22,7 @@ use livebase_schema::{obj, Value};
 use support::{
     call, error_code, http, http_from, http_raw, org, Frame, HttpResponse, TestServer, RECV_TIMEOUT,
 };
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite;
 
@@ -109,6 +110,26 @@ async fn a_stalled_request_body_is_answered_408_and_closed() {
     // A body that arrives in time is served as before.
     let (status, body) = call(server.addr(), "query", "notes:count", org("A")).await;
     assert_eq!(status, 200, "{body}");
+    server.shutdown().await;
+}
+
+/// An idle keep-alive connection is closed after the header timeout, so it
+/// does not keep its slot under the caps below.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let server = TestServer::start_tuned(|o: &mut ServerOptions| {
+        o.edge.handshake_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut kept = TcpStream::connect(server.addr()).await.expect("connecting");
+    let request = format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr());
+    kept.write_all(request.as_bytes()).await.expect("sending");
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(RECV_TIMEOUT, kept.read_to_end(&mut raw)).await;
+    assert!(read.is_ok(), "the idle connection was held open");
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("ok"), "one answer, then the close: {text}");
     server.shutdown().await;
 }
 
