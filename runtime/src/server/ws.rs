@@ -9,6 +9,8 @@
 //! the WebSocket pings sent every [`PING_INTERVAL`]: a peer that is gone, or
 //! that stopped reading, is closed (1008) instead of held.
 
+use std::time::Duration;
+
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -21,9 +23,7 @@ use livebase_schema::protocol::{
     SessionId,
 };
 use livebase_schema::Value;
-use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit};
-
 use tokio::time::{sleep_until, timeout, Instant};
 
 use super::listener::{too_many, AddressSlot, ClientAddr};
@@ -123,7 +123,7 @@ impl Handler {
         let conn = state.subscriptions.next_conn_id();
         let (out_tx, mut out_rx) = outbound_queue();
         let (actions, mut action_rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let state_ping_interval = state.edge.ping_interval;
+        let ping_interval = state.edge.ping_interval;
         let mut h = Handler {
             state,
             conn,
@@ -133,7 +133,7 @@ impl Handler {
             actions,
             last_sent: Instant::now(),
             ping_sent: None,
-            next_ping: Instant::now() + state_ping_interval,
+            next_ping: Instant::now() + ping_interval,
         };
         let end = match h.handshake(&mut stream).await {
             Err(end) => end,
