@@ -202,7 +202,7 @@ async fn start(
     let app = match calls {
         Some(calls) => {
             tracing::info!("dashboard at http://{addr}/_dashboard");
-            app.merge(dashboard::routes(&state, calls, &options).await?)
+            app.merge(dashboard::routes(&state, calls, &options, addr).await?)
         }
         None => app,
     };
