@@ -10,6 +10,7 @@ pub mod backup;
 pub mod calllog;
 pub mod codegen;
 pub mod database;
+pub mod datadir;
 pub mod email;
 pub mod error;
 pub mod executor;

@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use crate::auth::{Authenticator, SessionAuth};
 use crate::calllog::CallLog;
 use crate::database::Database;
+use crate::datadir::DataDirLock;
 use crate::email::{MailOptions, Mailer};
 use crate::error::{Error, Result};
 use crate::executor::Executor;
@@ -103,6 +104,7 @@ pub struct RunningServer {
     pub state: AppState,
     task: JoinHandle<()>,
     scheduler: scheduler::Worker,
+    _data_dir: DataDirLock,
 }
 
 impl RunningServer {
@@ -151,8 +153,8 @@ async fn start(
     options: ServerOptions,
     authenticator: Option<Arc<dyn Authenticator>>,
 ) -> Result<RunningServer> {
-    std::fs::create_dir_all(&options.data_dir)
-        .map_err(|e| Error::internal(format!("creating {}: {e}", options.data_dir.display())))?;
+    // Held until the server is dropped: a second server on the folder fails.
+    let data_dir = crate::datadir::lock(&options.data_dir)?;
     registry.extend_schema(with_system_tables);
     let persistence = Arc::new(SqlitePersistence::open(
         options.data_dir.join(crate::store::sqlite::DATABASE_FILE),
@@ -213,6 +215,7 @@ async fn start(
         state,
         task,
         scheduler,
+        _data_dir: data_dir,
     })
 }
 

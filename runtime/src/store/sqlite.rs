@@ -62,6 +62,15 @@ impl SqlitePersistence {
     /// Opens (creating if needed) the database at `path` and its tables.
     pub fn open(path: impl AsRef<Path>) -> Result<SqlitePersistence> {
         let path = path.as_ref().to_path_buf();
+        // SQLite would create the file with the umask's mode (0644 as a
+        // rule), and its -wal and -shm with the mode of the database file:
+        // created private first, all three are.
+        match crate::datadir::create_private_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::internal(format!("creating {}: {e}", path.display())))
+            }
+            _ => {}
+        }
         let conn = open_connection(&path)?;
         conn.execute_batch(SCHEMA_SQL)?;
         drop_legacy_outcomes(&conn)?;
