@@ -22,5 +22,6 @@ pub mod store;
 pub mod subscriptions;
 pub mod system;
 pub mod transaction;
+pub mod upkeep;
 
 pub use error::{Error, ErrorCode, Result};

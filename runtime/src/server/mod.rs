@@ -104,6 +104,7 @@ pub struct RunningServer {
     pub state: AppState,
     task: JoinHandle<()>,
     scheduler: scheduler::Worker,
+    upkeep: JoinHandle<()>,
     _data_dir: DataDirLock,
 }
 
@@ -122,10 +123,11 @@ impl RunningServer {
 
     /// Waits until the server stops (after [`AppState::shutdown`] fires): the
     /// listener, then the scheduler (running jobs get
-    /// [`scheduler::worker::SHUTDOWN_GRACE`] to finish).
+    /// [`scheduler::worker::SHUTDOWN_GRACE`] to finish) and the upkeep.
     pub async fn wait(self) {
         let _ = self.task.await;
         self.scheduler.stopped().await;
+        let _ = self.upkeep.await;
         self.state.subscriptions.shutdown();
     }
 }
@@ -190,6 +192,7 @@ async fn start(
         shutdown.subscribe(),
     )
     .await?;
+    let upkeep = crate::upkeep::start(executor.database().clone(), shutdown.subscribe());
     let state = AppState {
         executor,
         subscriptions,
@@ -215,6 +218,7 @@ async fn start(
         state,
         task,
         scheduler,
+        upkeep,
         _data_dir: data_dir,
     })
 }
