@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 use crate::auth::{Authenticator, SessionAuth};
 use crate::calllog::CallLog;
 use crate::database::Database;
+use crate::datadir::DataDirLock;
 use crate::email::{MailOptions, Mailer};
 use crate::error::{Error, Result};
 use crate::executor::Executor;
@@ -155,6 +156,8 @@ pub struct RunningServer {
     pub state: AppState,
     task: JoinHandle<()>,
     scheduler: scheduler::Worker,
+    upkeep: JoinHandle<()>,
+    _data_dir: DataDirLock,
 }
 
 impl RunningServer {
@@ -172,10 +175,11 @@ impl RunningServer {
 
     /// Waits until the server stops (after [`AppState::shutdown`] fires): the
     /// listener, then the scheduler (running jobs get
-    /// [`scheduler::worker::SHUTDOWN_GRACE`] to finish).
+    /// [`scheduler::worker::SHUTDOWN_GRACE`] to finish) and the upkeep.
     pub async fn wait(self) {
         let _ = self.task.await;
         self.scheduler.stopped().await;
+        let _ = self.upkeep.await;
         self.state.subscriptions.shutdown();
     }
 }
@@ -203,8 +207,8 @@ async fn start(
     options: ServerOptions,
     authenticator: Option<Arc<dyn Authenticator>>,
 ) -> Result<RunningServer> {
-    std::fs::create_dir_all(&options.data_dir)
-        .map_err(|e| Error::internal(format!("creating {}: {e}", options.data_dir.display())))?;
+    // Held until the server is dropped: a second server on the folder fails.
+    let data_dir = crate::datadir::lock(&options.data_dir)?;
     registry.extend_schema(with_system_tables);
     let persistence = Arc::new(SqlitePersistence::open(
         options.data_dir.join(crate::store::sqlite::DATABASE_FILE),
@@ -240,6 +244,7 @@ async fn start(
         shutdown.subscribe(),
     )
     .await?;
+    let upkeep = crate::upkeep::start(executor.database().clone(), shutdown.subscribe());
     let state = AppState {
         executor,
         subscriptions,
@@ -256,7 +261,7 @@ async fn start(
     let app = match calls {
         Some(calls) => {
             tracing::info!("dashboard at http://{addr}/_dashboard");
-            app.merge(dashboard::routes(&state, calls, &options).await?)
+            app.merge(dashboard::routes(&state, calls, &options, addr).await?)
         }
         None => app,
     };
@@ -278,6 +283,8 @@ async fn start(
         state,
         task,
         scheduler,
+        upkeep,
+        _data_dir: data_dir,
     })
 }
 

@@ -386,12 +386,18 @@ impl Handler {
                 .await
             }
             Err(e) => {
+                // A refused token leaves no identity behind (as in Convex): the
+                // connection runs as anonymous, and its queries re-run so.
+                // The identity version does not move.
+                self.identity = Identity::Anonymous;
                 let msg = ServerMessage::AuthError {
                     error: e.client_message(),
                     base_version,
                     auth_update_attempted: true,
                 };
-                self.send(&msg).await
+                self.send(&msg).await?;
+                self.tell_worker(Event::ClearIdentity { conn: self.conn })
+                    .await
             }
         }
     }

@@ -62,6 +62,15 @@ impl SqlitePersistence {
     /// Opens (creating if needed) the database at `path` and its tables.
     pub fn open(path: impl AsRef<Path>) -> Result<SqlitePersistence> {
         let path = path.as_ref().to_path_buf();
+        // SQLite would create the file with the umask's mode (0644 as a
+        // rule), and its -wal and -shm with the mode of the database file:
+        // created private first, all three are.
+        match crate::datadir::create_private_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::internal(format!("creating {}: {e}", path.display())))
+            }
+            _ => {}
+        }
         let conn = open_connection(&path)?;
         conn.execute_batch(SCHEMA_SQL)?;
         drop_legacy_outcomes(&conn)?;
@@ -139,6 +148,25 @@ struct SqliteConnection {
     in_txn: bool,
 }
 
+impl SqliteConnection {
+    /// Ends the open transaction with `COMMIT` or `ROLLBACK`. SQLite keeps a
+    /// transaction open when its `COMMIT` fails (`SQLITE_BUSY`, a deferred
+    /// constraint): it is rolled back here, so a failed commit keeps nothing
+    /// and the next `BEGIN` works. `in_txn` says whether one is still open.
+    fn finish(&mut self, sql: &str) -> Result<()> {
+        let ended = self
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute([]));
+        if ended.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        self.in_txn = !self.conn.is_autocommit();
+        ended?;
+        Ok(())
+    }
+}
+
 fn last_ts(conn: &Connection) -> Result<Timestamp> {
     let v: Option<i64> = conn
         .prepare_cached("SELECT value FROM meta WHERE name = 'last_ts'")?
@@ -183,8 +211,7 @@ impl StoreConnection for SqliteConnection {
 
     fn end_read(&mut self) -> Result<()> {
         if self.in_txn {
-            self.in_txn = false;
-            self.conn.prepare_cached("COMMIT")?.execute([])?;
+            self.finish("COMMIT")?;
         }
         Ok(())
     }
@@ -205,15 +232,12 @@ impl StoreConnection for SqliteConnection {
                  ON CONFLICT(name) DO UPDATE SET value = excluded.value",
             )?
             .execute(params![ts.get() as i64])?;
-        self.in_txn = false;
-        self.conn.prepare_cached("COMMIT")?.execute([])?;
-        Ok(())
+        self.finish("COMMIT")
     }
 
     fn rollback(&mut self) -> Result<()> {
         if self.in_txn {
-            self.in_txn = false;
-            self.conn.prepare_cached("ROLLBACK")?.execute([])?;
+            self.finish("ROLLBACK")?;
         }
         Ok(())
     }
@@ -502,6 +526,49 @@ mod tests {
         assert_eq!(r.get(&kept.id).unwrap(), Some(kept.clone()));
         let all = r.scan(&[], &[0xFF], Order::Asc, 10).unwrap();
         assert_eq!(all, vec![(kept_key, kept)]);
+        r.end_read().unwrap();
+    }
+
+    #[test]
+    fn a_failed_commit_keeps_nothing_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = SqlitePersistence::open(dir.path().join("db.sqlite3")).unwrap();
+        let mut w = SqliteConnection {
+            conn: open_connection(p.path()).unwrap(),
+            in_txn: false,
+        };
+        // A deferred foreign key is checked only at COMMIT, which SQLite then
+        // refuses and leaves the transaction open — as it does for SQLITE_BUSY.
+        w.conn
+            .execute_batch(
+                "PRAGMA foreign_keys = ON;
+                 CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                 CREATE TABLE child (parent INTEGER
+                     REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
+            )
+            .unwrap();
+        let doc = Document {
+            id: DocumentId::generate("todos"),
+            creation_time: 1.0,
+            fields: Object::new(),
+        };
+        w.begin_write().unwrap();
+        w.put_document(&doc).unwrap();
+        w.conn
+            .execute("INSERT INTO child (parent) VALUES (42)", [])
+            .unwrap();
+        let failed = w.commit(Timestamp::new(5));
+        assert!(failed.is_err(), "the dangling key fails the COMMIT");
+        assert!(w.conn.is_autocommit(), "no transaction is left open");
+
+        // The next transaction starts, sees nothing of the failed one, commits.
+        assert_eq!(w.begin_write().unwrap(), Timestamp::ZERO);
+        assert_eq!(w.get(&doc.id).unwrap(), None);
+        w.put_document(&doc).unwrap();
+        w.commit(Timestamp::new(6)).unwrap();
+        let mut r = p.connect().unwrap();
+        assert_eq!(r.begin_read().unwrap(), Timestamp::new(6));
+        assert_eq!(r.get(&doc.id).unwrap(), Some(doc));
         r.end_read().unwrap();
     }
 
