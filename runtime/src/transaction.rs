@@ -549,7 +549,16 @@ impl Query<'_, '_> {
             let batch = tx.conn.scan(&start, &end, self.order, want)?;
             let fetched = batch.len();
             for (key, doc) in batch {
-                tx.count_reads(1)?;
+                if let Err(e) = tx.count_reads(1) {
+                    // The failure depends on every key passed so far, this
+                    // one included: recorded, a delete there re-runs a live
+                    // query that failed here, which may then fit.
+                    tx.reads.record(match self.order {
+                        Order::Asc => KeyInterval::new(scan_start, [key.as_slice(), &[0]].concat()),
+                        Order::Desc => KeyInterval::new(key, scan_end),
+                    });
+                    return Err(e);
+                }
                 match self.order {
                     Order::Asc => start = [key.as_slice(), &[0]].concat(),
                     Order::Desc => end = key.clone(),
