@@ -103,15 +103,17 @@ impl<'a> Transaction<'a> {
         !self.writes.is_empty() || self.wrote_other
     }
 
-    /// The stored outcome of a client's request, if its mutation already ran
-    /// (see [`crate::executor`]). Not part of the read set: outcomes are not
+    /// The stored outcome of a client's request with this fingerprint (the
+    /// same caller, function and arguments), if its mutation already ran (see
+    /// [`crate::executor`]). Not part of the read set: outcomes are not
     /// documents, and no query can read them.
     pub fn mutation_outcome(
         &mut self,
         session_id: &str,
         request_id: u32,
+        fingerprint: &[u8],
     ) -> Result<Option<MutationOutcome>> {
-        self.conn.get_outcome(session_id, request_id)
+        self.conn.get_outcome(session_id, request_id, fingerprint)
     }
 
     /// Stores a client mutation's outcome, committed with this transaction.
