@@ -2,7 +2,8 @@
 //! rows (issue 11, items 6 and 7), on a real server: the list queries stay
 //! bounded past the array and read limits, removing an organization larger
 //! than the per-mutation write limit works (and hides it at once), and the
-//! purge of old mutation outcomes keeps up however many there are.
+//! purge of old mutation outcomes keeps up however many there are; and
+//! (items 5) a stranger with an owner's session id gets none of its outcomes.
 //!
 //! The rows are written in process through the server's own database, a
 //! thousand per transaction, so that making tens of thousands takes seconds.
@@ -16,6 +17,9 @@ use livebase_runtime::executor::{Caller, Executor};
 use livebase_runtime::registry::Identity;
 use livebase_runtime::store::MutationOutcome;
 use livebase_runtime::transaction::{MAX_READS_PER_TRANSACTION, MAX_WRITES_PER_TRANSACTION};
+use livebase_schema::protocol::{
+    ClientMessage, FunctionError, RequestId, ServerMessage, SessionId,
+};
 use livebase_schema::{obj, DocumentId, Object, Timestamp, Value};
 use serde_json::{json, Value as Json};
 use support::{code, error_code, TestServer, User, Ws, PATIENCE};
@@ -338,4 +342,69 @@ async fn the_outcome_purge_keeps_up_with_any_number_of_outcomes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(count().await, fresh, "the fresh outcomes are kept");
+}
+
+/// Sends a `Mutation` and returns its response: the value, or the error.
+async fn mutation_over(
+    ws: &mut Ws,
+    request_id: u32,
+    path: &str,
+    args: Json,
+) -> Result<Json, FunctionError> {
+    ws.send(ClientMessage::Mutation {
+        request_id: RequestId(request_id),
+        udf_path: path.to_string(),
+        args: vec![Value::from_json(&args, "args").expect("convex JSON")],
+        component_path: None,
+    })
+    .await;
+    loop {
+        if let ServerMessage::MutationResponse {
+            request_id: id,
+            result,
+            ..
+        } = ws.next().await
+        {
+            assert_eq!(id, RequestId(request_id));
+            return result.map(|success| success.value.to_json());
+        }
+    }
+}
+
+/// The attack of issue 11 on the application itself: an owner invites
+/// someone over the WebSocket; an anonymous client that sends `Connect`
+/// with the owner's session id and `Mutation {requestId: 0, udfPath:
+/// "nope:nope"}` must not receive the invitation id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_with_the_owners_session_id_does_not_get_the_invitation_id() {
+    let server = TestServer::start().await;
+    let (owner, org) = owner_of(&server, "owner@example.com", "acme").await;
+    let session = SessionId::random();
+    let mut ws = Ws::connect_as(server.addr(), session.clone()).await;
+    ws.authenticate(&owner.token).await;
+    let invited = json!({"organizationId": org, "email": "guest@example.com", "role": "member"});
+    let invitation = mutation_over(&mut ws, 0, "organizations:invite", invited.clone())
+        .await
+        .expect("organizations:invite succeeds");
+    let invitation = invitation.as_str().expect("an id").to_string();
+
+    let mut stranger = Ws::connect_as(server.addr(), session.clone()).await;
+    let answer = mutation_over(&mut stranger, 0, "nope:nope", json!({})).await;
+    let refused = answer.expect_err("an unknown function fails");
+    assert!(!format!("{refused:?}").contains(&invitation), "{refused:?}");
+    // The same call as the owner's, anonymous: refused, not answered with
+    // the owner's outcome.
+    let answer = mutation_over(&mut stranger, 0, "organizations:invite", invited.clone()).await;
+    assert_eq!(
+        error_code(&answer.expect_err("not signed in")),
+        "UNAUTHENTICATED"
+    );
+
+    // The owner's resend on a new connection still gets it.
+    let mut again = Ws::connect_as(server.addr(), session).await;
+    again.authenticate(&owner.token).await;
+    let resent = mutation_over(&mut again, 0, "organizations:invite", invited)
+        .await
+        .expect("the stored outcome");
+    assert_eq!(resent, json!(invitation));
 }
