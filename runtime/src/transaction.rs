@@ -114,15 +114,17 @@ impl<'a> Transaction<'a> {
         !self.writes.is_empty() || self.wrote_other
     }
 
-    /// The stored outcome of a client's request, if its mutation already ran
-    /// (see [`crate::executor`]). Not part of the read set: outcomes are not
+    /// The stored outcome of a client's request with this fingerprint (the
+    /// same caller, function and arguments), if its mutation already ran (see
+    /// [`crate::executor`]). Not part of the read set: outcomes are not
     /// documents, and no query can read them.
     pub fn mutation_outcome(
         &mut self,
         session_id: &str,
         request_id: u32,
+        fingerprint: &[u8],
     ) -> Result<Option<MutationOutcome>> {
-        self.conn.get_outcome(session_id, request_id)
+        self.conn.get_outcome(session_id, request_id, fingerprint)
     }
 
     /// Stores a client mutation's outcome, committed with this transaction.
@@ -611,7 +613,16 @@ impl Query<'_, '_> {
             let batch = tx.conn.scan(&start, &end, self.order, want)?;
             let fetched = batch.len();
             for (key, doc) in batch {
-                tx.count_reads(1)?;
+                if let Err(e) = tx.count_reads(1) {
+                    // The failure depends on every key passed so far, this
+                    // one included: recorded, a delete there re-runs a live
+                    // query that failed here, which may then fit.
+                    tx.reads.record(match self.order {
+                        Order::Asc => KeyInterval::new(scan_start, [key.as_slice(), &[0]].concat()),
+                        Order::Desc => KeyInterval::new(key, scan_end),
+                    });
+                    return Err(e);
+                }
                 match self.order {
                     Order::Asc => start = [key.as_slice(), &[0]].concat(),
                     Order::Desc => end = key.clone(),

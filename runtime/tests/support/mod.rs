@@ -368,6 +368,11 @@ impl TestServer {
         format!("ws://{}/api/1.48.0/sync", self.server.addr)
     }
 
+    /// The server's executor, to inspect its store in process.
+    pub fn executor(&self) -> &livebase_runtime::executor::Executor {
+        &self.server.state.executor
+    }
+
     pub fn stats(&self) -> &Stats {
         self.server.state.subscriptions.stats()
     }
