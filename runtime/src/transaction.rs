@@ -613,10 +613,14 @@ impl Query<'_, '_> {
             let batch = tx.conn.scan(&start, &end, self.order, want)?;
             let fetched = batch.len();
             for (key, doc) in batch {
-                if let Err(e) = tx.count_reads(1) {
-                    // The failure depends on every key passed so far, this
-                    // one included: recorded, a delete there re-runs a live
-                    // query that failed here, which may then fit.
+                let counted = tx
+                    .count_reads(1)
+                    .and_then(|()| tx.count_bytes_read(document_size(&doc)));
+                if let Err(e) = counted {
+                    // The failure (too many documents or too many bytes)
+                    // depends on every key passed so far, this one included:
+                    // recorded, a delete there re-runs a live query that
+                    // failed here, which may then fit.
                     tx.reads.record(match self.order {
                         Order::Asc => KeyInterval::new(scan_start, [key.as_slice(), &[0]].concat()),
                         Order::Desc => KeyInterval::new(key, scan_end),
@@ -628,7 +632,6 @@ impl Query<'_, '_> {
                     Order::Desc => end = key.clone(),
                 }
                 last_key = Some(key);
-                tx.count_bytes_read(document_size(&doc))?;
                 let value = doc.to_value();
                 if self.filters.iter().all(|keep| keep(&value)) {
                     out.push(value);
