@@ -130,7 +130,12 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
         builder.mode(DIR_MODE);
     }
     builder.create(dir)?;
-    set_mode(dir, DIR_MODE)
+    set_mode(dir, DIR_MODE).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("making it private (mode {DIR_MODE:o}): {e}"),
+        )
+    })
 }
 
 /// Creates the new file `path` with [`FILE_MODE`] (`create_new`: it fails
