@@ -11,7 +11,6 @@
 pub mod emails;
 pub mod features;
 pub mod items;
-pub mod maintenance;
 pub mod organizations;
 pub mod shared;
 pub mod todos;
@@ -40,6 +39,5 @@ pub fn app() -> Registry {
     todos::register(&mut app);
     user_profiles::register(&mut app);
     emails::register(&mut app);
-    maintenance::register(&mut app);
     app
 }

@@ -136,7 +136,7 @@ impl<'a> Transaction<'a> {
     }
 
     /// Deletes at most `limit` stored mutation outcomes older than `before`,
-    /// oldest first, and returns how many (the maintenance cron's purge).
+    /// oldest first, and returns how many (`upkeep`'s purge).
     pub fn purge_mutation_outcomes(&mut self, before: Timestamp, limit: usize) -> Result<usize> {
         self.writable_ts()?;
         let n = self.conn.purge_outcomes(before, limit)?;

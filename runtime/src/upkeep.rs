@@ -1,9 +1,11 @@
 //! The runtime's housekeeping of its own tables: finished scheduled jobs
 //! (`success`, `failed`, `canceled`) scheduled and completed more than
-//! [`JOB_RETENTION`] ago, and sessions past their expiry, are deleted at start and every
-//! [`UPKEEP_EVERY`] — [`UPKEEP_BATCH`] documents per transaction, batch after
-//! batch until none is left, so neither table grows with the rate of jobs or
-//! sign-ins and the writer is never held long by one purge.
+//! [`JOB_RETENTION`] ago, sessions past their expiry, and stored mutation
+//! outcomes older than [`OUTCOME_RETENTION`] are deleted at start and every
+//! [`UPKEEP_EVERY`] — [`UPKEEP_BATCH`] rows per transaction, batch after
+//! batch until none is left, so no table grows with the rate of jobs,
+//! sign-ins or mutations and the writer is never held long by one purge.
+//! Applications have nothing to register for it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +23,9 @@ use crate::transaction::Transaction;
 /// scheduled and completed, for applications (and the dashboard) to read
 /// its outcome.
 pub const JOB_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// How long a client may resend a mutation and be answered with its stored
+/// outcome: a day covers any reconnect; after that the outcome is deleted.
+pub const OUTCOME_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 /// How often the purge runs (and once at start).
 pub const UPKEEP_EVERY: Duration = Duration::from_secs(60 * 60);
 /// Most documents one purge transaction deletes; the next batch follows at
@@ -32,6 +37,7 @@ pub const UPKEEP_BATCH: usize = 1_000;
 pub struct Purged {
     pub jobs: usize,
     pub sessions: usize,
+    pub outcomes: usize,
 }
 
 /// Runs [`purge`] now and every [`UPKEEP_EVERY`] until `shutdown` fires. A
@@ -49,11 +55,12 @@ pub fn start(db: Database, mut shutdown: broadcast::Receiver<()>) -> JoinHandle<
                     tracing::info!(
                         jobs = p.jobs,
                         sessions = p.sessions,
-                        "purged finished jobs and expired sessions"
+                        outcomes = p.outcomes,
+                        "purged finished jobs, expired sessions and old mutation outcomes"
                     )
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!("purging finished jobs and expired sessions: {e}"),
+                Err(e) => tracing::warn!("purging finished jobs, sessions and outcomes: {e}"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(UPKEEP_EVERY) => {}
@@ -64,8 +71,9 @@ pub fn start(db: Database, mut shutdown: broadcast::Receiver<()>) -> JoinHandle<
 }
 
 /// Deletes every finished job scheduled and completed before
-/// `now_ms - JOB_RETENTION` and
-/// every session expired at `now_ms`, `batch` documents per transaction.
+/// `now_ms - JOB_RETENTION`, every session expired at `now_ms`, and every
+/// mutation outcome stored more than [`OUTCOME_RETENTION`] before the purge's
+/// own commit, `batch` rows per transaction.
 pub async fn purge(db: &Database, now_ms: f64, batch: usize) -> Result<Purged> {
     let before_ms = now_ms - JOB_RETENTION.as_millis() as f64;
     let mut purged = Purged::default();
@@ -89,7 +97,29 @@ pub async fn purge(db: &Database, now_ms: f64, batch: usize) -> Result<Purged> {
             break;
         }
     }
+    loop {
+        let deleted = db
+            .mutate(move |tx| purge_old_outcomes(tx, batch))
+            .await?
+            .value;
+        purged.outcomes += deleted;
+        if deleted < batch {
+            break;
+        }
+    }
     Ok(purged)
+}
+
+/// Deletes up to `limit` mutation outcomes stored more than
+/// [`OUTCOME_RETENTION`] before this transaction's commit; how many.
+/// Outcomes are stamped with their commit timestamp, in nanoseconds.
+pub fn purge_old_outcomes(tx: &mut Transaction, limit: usize) -> Result<usize> {
+    let now = tx
+        .commit_ts()
+        .ok_or_else(|| Error::internal("the outcome purge runs in a mutation"))?;
+    let retention_ns = u64::try_from(OUTCOME_RETENTION.as_nanos()).unwrap_or(u64::MAX);
+    let cutoff = livebase_schema::Timestamp::new(now.get().saturating_sub(retention_ns));
+    tx.purge_mutation_outcomes(cutoff, limit)
 }
 
 /// Deletes up to `limit` finished jobs scheduled and completed before
@@ -152,11 +182,12 @@ fn now_ms() -> f64 {
 mod tests {
     use std::sync::Arc;
 
-    use livebase_schema::{obj, Schema};
+    use livebase_schema::{obj, Schema, Timestamp};
 
     use super::*;
     use crate::auth::tables::USERS;
     use crate::store::sqlite::SqlitePersistence;
+    use crate::store::MutationOutcome;
     use crate::system::with_system_tables;
 
     const DAY_MS: f64 = 24.0 * 60.0 * 60.0 * 1e3;
@@ -237,14 +268,40 @@ mod tests {
             .unwrap();
         }
 
+        // 2,500 outcomes from long ago (their ts, in nanoseconds, is tiny)
+        // and 10 stored now.
+        db.mutate(|tx| {
+            let now = tx.commit_ts().expect("a mutation");
+            for i in 0..2_510u32 {
+                tx.store_mutation_outcome(&MutationOutcome {
+                    session_id: format!("session-{i}"),
+                    request_id: i,
+                    fingerprint: vec![0; 32],
+                    ts: if i < 2_500 {
+                        Timestamp::new(u64::from(i) + 1)
+                    } else {
+                        now
+                    },
+                    path: "notes:add".into(),
+                    value: Value::Null,
+                })?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+
         let purged = purge(&db, now, UPKEEP_BATCH).await.unwrap();
         assert_eq!(
             purged,
             Purged {
                 jobs: 2_500,
-                sessions: 2_500
+                sessions: 2_500,
+                outcomes: 2_500,
             }
         );
+        let outcomes = db.query(|tx| tx.count_mutation_outcomes()).await.unwrap();
+        assert_eq!(outcomes.value, 10, "the fresh outcomes are kept");
         assert_eq!(count(&db, SCHEDULED_FUNCTIONS).await, 40);
         assert_eq!(count(&db, SESSIONS).await, 10);
         let kept = db
