@@ -96,7 +96,8 @@ pub async fn routes(state: &AppState, calls: CallLog, options: &ServerOptions) -
             None => Some(options.data_dir.join(OUTBOX_DIR)),
             Some(_) => None,
         },
-        smtp: options.mail.smtp.clone(),
+        // Never the credentials: the page shows this.
+        smtp: options.mail.smtp.as_deref().map(crate::email::redact_url),
         shutdown: state.shutdown.clone(),
     };
     Ok(Router::new()
