@@ -382,6 +382,11 @@ async fn without_smtp_each_mail_is_an_eml_file_in_the_outbox() {
     assert!(eml.contains("Subject: Welcome, Ada\r\n"), "{eml}");
     assert!(eml.contains("multipart/alternative"), "{eml}");
     assert!(eml.contains("Hello Ada,"), "{eml}");
+    let message_id = format!(
+        "Message-ID: <{}@localhost>\r\n",
+        job["_id"].as_str().unwrap()
+    );
+    assert!(eml.contains(&message_id), "the job's Message-ID: {eml}");
 }
 
 #[tokio::test]
@@ -984,4 +989,21 @@ async fn invitations_survive_kill_9_at_random_moments_and_repeats_keep_their_mes
         repeats += copies.len() - 1;
     }
     println!("{CRASH_ROUNDS} rounds, kills after {kills:?} ms: {repeats} repeated mail(s)");
+
+    // The jobs say the same: each invitation's job succeeded — none was
+    // failed by a restart — with the Message-ID its mail carries.
+    drop(_server);
+    let t = start(dir, livebase_functions::app(), Some(smtp)).await;
+    for guest in &guests {
+        let job = settled_mail_job(&t, guest).await;
+        assert_eq!(job["state"], "success", "{job:#}");
+        let id = format!("<{}@localhost>", job["_id"].as_str().unwrap());
+        assert_eq!(
+            attempts(&job).last().unwrap()["result"]["messageId"],
+            id.as_str()
+        );
+        assert!(mails
+            .iter()
+            .any(|m| m.rcpt_tos == [guest.as_str()] && m.message_id == id));
+    }
 }

@@ -22,7 +22,8 @@ use crate::transaction::Transaction;
 /// A job of a retryable action (see [`crate::scheduler::retry`]) also keeps
 /// `attempts`, one record per attempt: `startedTime`, then `endedTime` with
 /// its `result` (small ones) or `error`, and — when it is to be retried —
-/// `nextAttemptTime`, which is then the job's `scheduledTime` too. Such a job
+/// `nextAttemptTime`, which is then the job's `scheduledTime` too; an
+/// attempt cut short by a restart says `interrupted: true`. Such a job
 /// is *retrying* while it is `pending` with attempts behind it; its `error`
 /// is the last attempt's.
 pub const SCHEDULED_FUNCTIONS: &str = "_scheduled_functions";
@@ -131,6 +132,7 @@ fn attempt_validator() -> livebase_schema::Validator {
         ("result", v::optional(v::any())),
         ("error", v::optional(v::string())),
         ("nextAttemptTime", v::optional(v::float64())),
+        ("interrupted", v::optional(v::boolean())),
     ])
 }
 

@@ -788,9 +788,10 @@ async fn a_retryable_action_in_progress_at_a_kill_runs_again_after_restart() {
     assert_eq!(attempts.len(), 2, "{row:?}");
     assert_eq!(
         attempts[0].get("error").and_then(Value::as_str),
-        Some("internal error: interrupted by a restart"),
+        Some("interrupted by a restart"),
         "{row:?}"
     );
+    assert_eq!(attempts[0].get("interrupted"), Some(&Value::Boolean(true)));
     assert!(attempts[1].get("error").is_none(), "{row:?}");
     assert!(
         row.get("error").is_none(),

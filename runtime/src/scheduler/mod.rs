@@ -16,7 +16,8 @@
 //! it is declared retryable ([`retry`]): then a transient failure, or a row
 //! found `inProgress` at start-up, makes the job `pending` again at its next
 //! attempt's time, until an attempt succeeds, one fails permanently, or the
-//! policy allows no more. Each attempt is recorded on the row (`attempts`).
+//! policy allows no more (a restart never fails it, nor counts against the
+//! policy). Each attempt is recorded on the row (`attempts`).
 
 pub mod cron;
 pub mod retry;

@@ -173,9 +173,9 @@ pub async fn start(
 
 /// Settles every `inProgress` job — the process that started it is gone: a
 /// retryable action's job is `pending` again, due at once (an interruption
-/// is no fault of the remote), while its policy allows another attempt; any
-/// other is marked failed, as an action runs at most once. Returns how many
-/// failed and how many will be retried.
+/// is no fault of the remote: never failed for it); any other is marked
+/// failed, as an action runs at most once. Returns how many failed and how
+/// many will be retried.
 async fn recover_interrupted(executor: &Executor) -> Result<(usize, usize)> {
     let (mut failed, mut retried) = (0, 0);
     loop {
@@ -195,11 +195,8 @@ async fn recover_interrupted(executor: &Executor) -> Result<(usize, usize)> {
                     let policy = registry.get(&job.name).and_then(|f| f.retry);
                     match policy {
                         Some(policy) => {
-                            let error = Error::internal(INTERRUPTED);
-                            let ended = end_attempt(tx, &job.id, &policy, Err(&error), true)?;
-                            if matches!(ended, Ended::Retry { .. }) {
-                                again += 1;
-                            }
+                            end_attempt(tx, &job.id, &policy, Outcome::Interrupted)?;
+                            again += 1;
                         }
                         None => settle(tx, &job.id, JobState::Failed, Some(INTERRUPTED))?,
                     }
@@ -515,7 +512,7 @@ impl Shared {
                 if state_of(tx, &id)? != Some(JobState::InProgress) {
                     return Ok(None);
                 }
-                end_attempt(tx, &id, &policy, outcome.as_ref(), false).map(Some)
+                end_attempt(tx, &id, &policy, Outcome::Returned(outcome.as_ref())).map(Some)
             })
             .await?
             .value;
@@ -629,16 +626,35 @@ enum Ended {
     Failed(String),
 }
 
+/// What became of an attempt.
+enum Outcome<'a> {
+    /// The action returned.
+    Returned(std::result::Result<&'a Value, &'a Error>),
+    /// The process running it is gone.
+    Interrupted,
+}
+
+/// Attempt records kept on a job: the first (whose start the deadline counts
+/// from) and the newest; older interrupted ones give way. Interrupted
+/// attempts do not count against a policy, so a crash loop could otherwise
+/// grow the row without bound.
+pub const MAX_ATTEMPT_RECORDS: usize = 2 * retry::MAX_ATTEMPTS_LIMIT as usize;
+
+fn is_interrupted(record: &Value) -> bool {
+    record.get("interrupted") == Some(&Value::Boolean(true))
+}
+
 /// Ends the last attempt of retryable job `id` with `outcome`, in `tx`: a
-/// success settles it; a transient error makes it `pending` again at the next
-/// attempt's time (at once when `interrupted`), while `policy` allows one;
-/// anything else fails it with the error.
+/// success settles it; an interruption makes it `pending` again, due at once
+/// and never failed for it (a restart is no fault of the remote, nor does it
+/// count against the policy); a transient error makes it `pending` again at
+/// the next attempt's time while `policy` allows one; anything else fails it
+/// with the error.
 fn end_attempt(
     tx: &mut Transaction,
     id: &DocumentId,
     policy: &RetryPolicy,
-    outcome: std::result::Result<&Value, &Error>,
-    interrupted: bool,
+    outcome: Outcome,
 ) -> Result<Ended> {
     let now = tx_now(tx);
     let mut ended = Ended::Success;
@@ -648,7 +664,13 @@ fn end_attempt(
             // Claimed before attempts were recorded: count that one.
             attempts.push(obj! { "startedTime" => now });
         }
-        let count = u32::try_from(attempts.len()).unwrap_or(u32::MAX);
+        // The attempts that ran to an end, this one included.
+        let count = attempts[..attempts.len() - 1]
+            .iter()
+            .filter(|a| !is_interrupted(a))
+            .count()
+            + 1;
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
         let first = attempts
             .first()
             .and_then(|a| a.get("startedTime"))
@@ -659,31 +681,38 @@ fn end_attempt(
             _ => Object::new(),
         };
         record.insert("endedTime".into(), now.into());
-        let mut state = JobState::Success;
+        let mut state = JobState::Pending;
         match outcome {
-            Ok(result) => {
+            Outcome::Returned(Ok(result)) => {
                 if result.size() <= MAX_STORED_RESULT {
                     record.insert("result".into(), result.clone());
                 }
                 fields.remove("error");
+                state = JobState::Success;
             }
-            Err(error) => {
+            Outcome::Interrupted => {
+                record.insert("error".into(), INTERRUPTED.into());
+                record.insert("interrupted".into(), Value::Boolean(true));
+                record.insert("nextAttemptTime".into(), now.into());
+                fields.insert("scheduledTime".into(), now.into());
+                fields.insert("error".into(), INTERRUPTED.into());
+                ended = Ended::Retry {
+                    error: INTERRUPTED.into(),
+                    at: now,
+                };
+            }
+            Outcome::Returned(Err(error)) => {
                 let text = stored_error(error.to_string());
                 record.insert("error".into(), text.as_str().into());
-                let next = if !retry::is_transient(error) {
-                    None
-                } else if interrupted {
-                    (count < policy.max_attempts
-                        && now <= first + policy.deadline.as_secs_f64() * 1e3)
-                        .then_some(now)
-                } else {
+                let next = if retry::is_transient(error) {
                     policy.next_attempt(count, first, now)
+                } else {
+                    None
                 };
                 match next {
                     Some(at) => {
                         record.insert("nextAttemptTime".into(), at.into());
                         fields.insert("scheduledTime".into(), at.into());
-                        state = JobState::Pending;
                         ended = Ended::Retry {
                             error: text.clone(),
                             at,
@@ -704,6 +733,12 @@ fn end_attempt(
             }
         }
         attempts.push(Value::Object(record));
+        while attempts.len() > MAX_ATTEMPT_RECORDS {
+            match attempts.iter().skip(1).position(is_interrupted) {
+                Some(i) => attempts.remove(i + 1),
+                None => attempts.remove(1),
+            };
+        }
         fields.insert("attempts".into(), Value::Array(attempts));
         fields.insert("state".into(), state.as_str().into());
         if state.is_final() {
