@@ -549,6 +549,25 @@ mod tests {
     }
 
     #[test]
+    fn a_ca_file_must_be_readable_pem_and_wants_a_tls_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let e = smtp_delivery("smtps://mail.example.com", Some(&missing))
+            .err()
+            .expect("a missing file is refused");
+        assert!(e.to_string().contains("missing.pem"), "{e}");
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64!\n").unwrap();
+        assert!(smtp_delivery("smtps://mail.example.com", Some(&garbage)).is_err());
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let e = smtp_delivery("smtp://127.0.0.1:2525", Some(&empty))
+            .err()
+            .expect("a CA file with plain SMTP is a mistake");
+        assert!(e.to_string().contains("no TLS"), "{e}");
+    }
+
+    #[test]
     fn urls_are_shown_without_their_credentials() {
         assert_eq!(
             redact_url("smtps://AKIA123:s3cr%2Ft@email-smtp.eu-west-1.amazonaws.com:465"),

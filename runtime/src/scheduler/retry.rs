@@ -91,7 +91,8 @@ pub struct JobContext {
     /// The `_scheduled_functions` row: the same on every attempt, so an
     /// idempotency key derived from it is too.
     pub id: DocumentId,
-    /// This attempt's number, from 1.
+    /// This attempt's number, from 1, interrupted attempts included (past
+    /// [`crate::scheduler::worker::MAX_ATTEMPT_RECORDS`] it stays there).
     pub attempt: u32,
 }
 
