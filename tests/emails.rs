@@ -601,6 +601,50 @@ async fn livebase_serve_sends_over_starttls_with_auth_and_never_logs_the_passwor
     assert!(leaks.is_empty(), "the password is in the log: {leaks:#?}");
 }
 
+#[test]
+fn livebase_serve_refuses_bad_mail_settings_with_a_clear_error_and_no_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-key.pem");
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--smtp", "smtp://ada:Hunter2-secret@mail.example.com:25"],
+            "credentials would travel unencrypted",
+        ),
+        (
+            &[
+                "--smtp",
+                "smtps://ada:Hunter2-secret@mail.example.com?tls=maybe",
+            ],
+            "smtps://***:***@mail.example.com",
+        ),
+        (
+            &["--dkim-key", missing.to_str().unwrap()],
+            "no-such-key.pem",
+        ),
+    ];
+    for (flags, expected) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_livebase"))
+            .args(["serve", "--port", "0", "--data"])
+            .arg(dir.path())
+            .args(flags)
+            .env_remove("LIVEBASE_SMTP_URL")
+            .env_remove("LIVEBASE_DKIM_KEY")
+            .output()
+            .expect("livebase runs");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{flags:?} is refused: {said}");
+        assert!(said.contains(expected), "{flags:?}: {said}");
+        assert!(
+            !said.contains("Hunter2"),
+            "{flags:?} shows the password: {said}"
+        );
+    }
+}
+
 /// Options for a server sending through `smtp`, trusting `ca`.
 fn tls_options(dir: &Path, smtp: String, ca: PathBuf) -> ServerOptions {
     let mut options = options(dir, Some(smtp));
