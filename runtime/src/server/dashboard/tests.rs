@@ -270,3 +270,21 @@ async fn jobs_come_with_a_status_that_tells_retrying_from_pending() {
     let ok = sent["jobs"][0].clone();
     assert_eq!(ok["status"], "pending", "the newest first: {ok:#}");
 }
+
+#[tokio::test]
+async fn the_outbox_names_the_smtp_server_without_its_credentials() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let options = ServerOptions {
+        data_dir: dir.path().to_path_buf(),
+        dashboard: true,
+        mail: crate::email::MailOptions {
+            smtp: Some("smtps://ada:Hunter2-secret@mail.example.com:465".into()),
+            ..crate::email::MailOptions::default()
+        },
+        ..ServerOptions::default()
+    };
+    let server = serve(app(), options).await.expect("the server starts");
+    let outbox = get_json(server.addr, "/_dashboard/api/outbox").await;
+    assert_eq!(outbox["smtp"], "smtps://***:***@mail.example.com:465");
+    assert_eq!(outbox["outbox"], Json::Null);
+}
