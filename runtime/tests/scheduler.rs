@@ -76,7 +76,7 @@ struct Concurrency {
 /// | `tries:record {note, job, attempt}` | internal mutation | inserts a try |
 /// | `retry:flaky {note, failures}` | retryable action ([`FAST_RETRY`]) | records its try; fails transiently the first `failures` attempts |
 /// | `retry:refuse {note}` | retryable action | records its try; fails permanently |
-/// | `retry:hangOnce {note}` | retryable action | records its try; the first attempt prints `action started` and sleeps a minute |
+/// | `retry:hangOnce {note}` | retryable action, one attempt | records its try; the first attempt prints `action started` and sleeps a minute |
 fn registry(concurrency: Arc<Concurrency>) -> Registry {
     let schema = Schema::new()
         .table(
@@ -235,9 +235,17 @@ fn registry(concurrency: Arc<Concurrency>) -> Registry {
             Ok(Value::Null)
         },
     );
-    for path in ["retry:flaky", "retry:refuse", "retry:hangOnce"] {
+    for path in ["retry:flaky", "retry:refuse"] {
         app.retryable(path, FAST_RETRY);
     }
+    // One attempt only: the attempt a kill cuts short must not count.
+    app.retryable(
+        "retry:hangOnce",
+        RetryPolicy {
+            max_attempts: 1,
+            ..FAST_RETRY
+        },
+    );
     app
 }
 
@@ -783,7 +791,11 @@ async fn a_retryable_action_in_progress_at_a_kill_runs_again_after_restart() {
     .unwrap();
     let s = start_in(dir, registry(Arc::default()), SchedulerOptions::default()).await;
     let row = s.settled(&job).await;
-    assert_eq!(state(&row), "success", "run again, not failed: {row:?}");
+    assert_eq!(
+        state(&row),
+        "success",
+        "run again, not failed, though its policy allows one attempt: {row:?}"
+    );
     let attempts = attempts_of(&row);
     assert_eq!(attempts.len(), 2, "{row:?}");
     assert_eq!(
