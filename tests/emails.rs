@@ -688,6 +688,26 @@ async fn smtps_sends_over_implicit_tls_and_wrong_credentials_fail_the_job() {
 }
 
 #[tokio::test]
+async fn opportunistic_tls_encrypts_when_offered_and_sends_plain_otherwise() {
+    for tls in [Some(SinkTls::StartTls), None] {
+        let sink = SmtpSink::start_with(SinkOptions {
+            tls,
+            ..SinkOptions::default()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let smtp = format!("smtp://localhost:{}?tls=opportunistic", sink.port);
+        let mut options = options(dir.path(), Some(smtp));
+        if tls.is_some() {
+            options.mail.smtp_ca_file = Some(sink.ca_file());
+        }
+        let t = start_with(dir, livebase_functions::app(), options).await;
+        t.sign_up("ada@example.com", "Ada").await;
+        let mails = sink.wait_for(1, PATIENCE).await;
+        assert_eq!(mails[0].tls, tls.is_some(), "{tls:?}: {mails:#?}");
+    }
+}
+
+#[tokio::test]
 async fn a_certificate_from_an_unknown_ca_is_not_trusted() {
     let sink = SmtpSink::start_with(SinkOptions {
         tls: Some(SinkTls::StartTls),
