@@ -9,7 +9,7 @@ mod backup;
 mod logs;
 
 use clap::{Args, Parser, Subcommand};
-use livebase_runtime::email::MailOptions;
+use livebase_runtime::email::{DkimOptions, MailOptions};
 use livebase_runtime::scheduler::worker::DEFAULT_MAX_CONCURRENT_JOBS;
 use livebase_runtime::scheduler::SchedulerOptions;
 use livebase_runtime::server::{serve, ServerOptions};
@@ -57,11 +57,27 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "LIVEBASE_HOST", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     host: IpAddr,
-    /// SMTP server for outgoing mail, e.g. `smtp://127.0.0.1:2525` (plain
-    /// SMTP; TLS is not supported yet); unset writes each mail to the outbox
-    /// folder.
-    #[arg(long, env = "LIVEBASE_SMTP_URL")]
+    /// SMTP server for outgoing mail: `smtp://127.0.0.1:2525` (plain, for
+    /// local sinks), `smtp://user:pass@host:587?tls=required` (STARTTLS),
+    /// `smtps://user:pass@host:465` (implicit TLS); unset writes each mail to
+    /// the outbox folder.
+    #[arg(long, env = "LIVEBASE_SMTP_URL", hide_env_values = true)]
     smtp: Option<String>,
+    /// A PEM file of CA certificates to trust for the SMTP server, besides
+    /// the built-in (Mozilla) roots.
+    #[arg(long, env = "LIVEBASE_SMTP_CA_FILE")]
+    smtp_ca_file: Option<PathBuf>,
+    /// Sign outgoing mail with DKIM using this private key: RSA in PKCS#1
+    /// PEM, or Ed25519 as base64.
+    #[arg(long, env = "LIVEBASE_DKIM_KEY")]
+    dkim_key: Option<PathBuf>,
+    /// The DKIM selector (the key is published at
+    /// `<selector>._domainkey.<domain>`) [default: livebase].
+    #[arg(long, env = "LIVEBASE_DKIM_SELECTOR", requires = "dkim_key")]
+    dkim_selector: Option<String>,
+    /// The DKIM signing domain [default: the sender's domain].
+    #[arg(long, env = "LIVEBASE_DKIM_DOMAIN", requires = "dkim_key")]
+    dkim_domain: Option<String>,
     /// The `From` of outgoing mail [default: livebase <noreply@localhost>].
     #[arg(long, env = "LIVEBASE_MAIL_FROM")]
     mail_from: Option<String>,
@@ -122,6 +138,12 @@ async fn run(args: ServeArgs, dev: bool) -> Result<(), livebase_runtime::Error> 
         data_dir: args.data.clone(),
         mail: MailOptions {
             smtp: args.smtp,
+            smtp_ca_file: args.smtp_ca_file,
+            dkim: args.dkim_key.map(|key_file| DkimOptions {
+                key_file,
+                selector: args.dkim_selector,
+                domain: args.dkim_domain,
+            }),
             from: args.mail_from,
             app_url: args.app_url,
         },

@@ -14,16 +14,33 @@
 //!
 //! Besides `data`, every template sees `appUrl`, where the mail's links point.
 //! See `docs/how-to/send-emails.md`.
+//!
+//! `emails:send` is retryable ([`RETRY`]): a mail cut short by a crash, a
+//! refused connection, a timeout or a `4xx` reply is sent again, with the same
+//! `Message-ID` (derived from its job), until the SMTP server accepts it or
+//! refuses it for good (`5xx`, kept as the job's `error`).
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use livebase_runtime::email::{Template, Templates};
 use livebase_runtime::registry::Registry;
+use livebase_runtime::scheduler::RetryPolicy;
 use livebase_schema::{v, Value};
 use serde_json::Value as Json;
 
 /// The path of the send action.
 pub const SEND: &str = "emails:send";
+
+/// How a mail is retried: up to 12 attempts, 1 s after the first failure,
+/// doubling to at most 15 min between attempts (about 35 min in all, which
+/// outlasts a relay's restart or greylisting), none after a day.
+pub const RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 12,
+    initial_backoff: Duration::from_secs(1),
+    max_backoff: Duration::from_secs(15 * 60),
+    deadline: Duration::from_secs(24 * 60 * 60),
+};
 
 /// A template's three parts, read from `functions/emails/templates/` at
 /// compile time.
@@ -82,10 +99,14 @@ pub fn register(app: &mut Registry) {
                     .or_insert_with(|| Json::from(mailer.app_url()));
             }
             let email = templates().render(&template, &to, &data)?;
-            let sent = mailer.send(&email).await?;
+            let sent = match ctx.job() {
+                Some(job) => mailer.send_for_job(&email, job.id.as_str()).await?,
+                None => mailer.send(&email).await?,
+            };
             Ok(sent.to_value())
         },
     );
+    app.retryable(SEND, RETRY);
 }
 
 /// A value as plain JSON for a template: numbers as numbers (an int64

@@ -6,21 +6,39 @@
 //! [`crate::registry::ActionCtx::mailer`]; the application keeps its
 //! templates and its `emails:send` action.
 //!
-//! Plain SMTP only (`smtp://host:port`, no credentials): no TLS stack is
-//! linked yet. A refused or failed delivery is an error carrying the SMTP
-//! server's reply, so the job that sent it fails visibly instead of losing the
-//! mail.
+//! SMTP URLs are lettre's: `smtp://host:port` (plain, for local sinks),
+//! `smtp://user:pass@host:587?tls=required` (STARTTLS; `tls=opportunistic`
+//! uses it when offered), `smtps://user:pass@host:465` (implicit TLS) — TLS on
+//! rustls, trusting Mozilla's roots plus an optional CA file
+//! ([`MailOptions::smtp_ca_file`]). The URL's credentials never reach a log or
+//! the dashboard: they see [`redact_url`]'s form. With a DKIM key
+//! ([`MailOptions::dkim`]) every mail is signed.
+//!
+//! A mail sent for a scheduled job ([`Mailer::send_for_job`]) carries a
+//! `Message-ID` derived from the job and the sender's domain, the same on
+//! every attempt, so a repeat after a crash is recognisably the same mail. A
+//! refused or failed delivery is an [`EMAIL_NOT_SENT`] error carrying the
+//! SMTP server's reply — marked [`transient`] for a connection error, a
+//! timeout or a `4xx` reply (the scheduler tries again), permanent for a
+//! `5xx` (the job fails with the reply kept on it).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use handlebars::Handlebars;
+use lettre::message::dkim::{
+    DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
+    DkimSigningKey,
+};
+use lettre::message::header::HeaderName;
 use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use livebase_schema::{obj, Value};
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::scheduler::transient;
 
 /// The sender when none is configured.
 pub const DEFAULT_FROM: &str = "livebase <noreply@localhost>";
@@ -132,17 +150,38 @@ impl Templates {
     }
 }
 
+/// The DKIM selector when none is configured.
+pub const DEFAULT_DKIM_SELECTOR: &str = "livebase";
+
 /// How the server sends mail.
 #[derive(Clone, Debug, Default)]
 pub struct MailOptions {
-    /// `smtp://host:port` of the relay; `None` writes each mail to the outbox
-    /// folder under the data folder.
+    /// The relay's URL, as lettre reads it (see the module docs); `None`
+    /// writes each mail to the outbox folder under the data folder.
     pub smtp: Option<String>,
+    /// A PEM file of CA certificates to trust for the relay besides Mozilla's
+    /// roots (a self-hosted relay, tests).
+    pub smtp_ca_file: Option<PathBuf>,
+    /// Sign every mail with DKIM.
+    pub dkim: Option<DkimOptions>,
     /// The `From` of every mail; [`DEFAULT_FROM`] when `None`.
     pub from: Option<String>,
     /// Where links in mails point (a web app's origin); the server's own URL
     /// when `None`. Templates see it as `appUrl`.
     pub app_url: Option<String>,
+}
+
+/// A DKIM signing key and where its public half is published:
+/// `<selector>._domainkey.<domain>`.
+#[derive(Clone, Debug, Default)]
+pub struct DkimOptions {
+    /// The private key: RSA in PKCS#1 PEM (`BEGIN RSA PRIVATE KEY`; `openssl
+    /// genrsa -traditional`), or Ed25519 as the base64 of its 32 bytes.
+    pub key_file: PathBuf,
+    /// [`DEFAULT_DKIM_SELECTOR`] when `None`.
+    pub selector: Option<String>,
+    /// The signing domain; the sender's domain when `None`.
+    pub domain: Option<String>,
 }
 
 /// Delivers mail; cheap to clone.
@@ -155,11 +194,13 @@ struct Inner {
     from: Mailbox,
     app_url: String,
     delivery: Delivery,
+    dkim: Option<DkimConfig>,
 }
 
 enum Delivery {
     Smtp {
-        url: String,
+        /// The URL with its credentials hidden ([`redact_url`]).
+        shown: String,
         transport: AsyncSmtpTransport<Tokio1Executor>,
     },
     Outbox(PathBuf),
@@ -169,19 +210,23 @@ enum Delivery {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Sent {
     /// Accepted by the SMTP server, with its reply.
-    Smtp { reply: String },
+    Smtp { reply: String, message_id: String },
     /// Written to this `.eml` file.
-    Outbox { path: PathBuf },
+    Outbox { path: PathBuf, message_id: String },
 }
 
 impl Sent {
     /// The outcome as a value, for an action to return.
     pub fn to_value(&self) -> Value {
         match self {
-            Sent::Smtp { reply } => obj! { "via" => "smtp", "reply" => reply.as_str() },
-            Sent::Outbox { path } => {
-                obj! { "via" => "outbox", "path" => path.display().to_string() }
-            }
+            Sent::Smtp { reply, message_id } => obj! {
+                "via" => "smtp", "reply" => reply.as_str(), "messageId" => message_id.as_str(),
+            },
+            Sent::Outbox { path, message_id } => obj! {
+                "via" => "outbox",
+                "path" => path.display().to_string(),
+                "messageId" => message_id.as_str(),
+            },
         }
     }
 }
@@ -196,10 +241,18 @@ impl Mailer {
     ) -> Result<Mailer> {
         let from = options.from.as_deref().unwrap_or(DEFAULT_FROM);
         let app_url = options.app_url.as_deref().unwrap_or(server_url);
-        match &options.smtp {
-            Some(url) => Mailer::smtp(url, from, app_url),
-            None => Mailer::outbox(data_dir.join(OUTBOX_DIR), from, app_url),
+        let delivery = match &options.smtp {
+            Some(url) => smtp_delivery(url, options.smtp_ca_file.as_deref())?,
+            None => Delivery::Outbox(data_dir.join(OUTBOX_DIR)),
+        };
+        let mut mailer = Mailer::new(from, app_url, delivery)?;
+        if let Some(dkim) = &options.dkim {
+            let config = dkim_config(dkim, &mailer.inner.from)?;
+            if let Some(inner) = Arc::get_mut(&mut mailer.inner) {
+                inner.dkim = Some(config);
+            }
         }
+        Ok(mailer)
     }
 
     /// A mailer that writes each mail to `dir` as an `.eml` file.
@@ -207,16 +260,10 @@ impl Mailer {
         Mailer::new(from, app_url, Delivery::Outbox(dir))
     }
 
-    /// A mailer that sends through the SMTP relay at `url` (`smtp://host:port`,
-    /// port 25 when absent).
+    /// A mailer that sends through the SMTP relay at `url` (see the module
+    /// docs for its forms).
     pub fn smtp(url: &str, from: &str, app_url: &str) -> Result<Mailer> {
-        let (host, port) = parse_smtp_url(url)?;
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-            .port(port)
-            .timeout(Some(SMTP_TIMEOUT))
-            .build();
-        let url = url.to_string();
-        Mailer::new(from, app_url, Delivery::Smtp { url, transport })
+        Mailer::new(from, app_url, smtp_delivery(url, None)?)
     }
 
     fn new(from: &str, app_url: &str, delivery: Delivery) -> Result<Mailer> {
@@ -228,6 +275,7 @@ impl Mailer {
                 from,
                 app_url: app_url.trim_end_matches('/').to_string(),
                 delivery,
+                dkim: None,
             }),
         })
     }
@@ -237,51 +285,75 @@ impl Mailer {
         &self.inner.app_url
     }
 
-    /// Where mail goes: the SMTP URL, or the outbox folder.
+    /// Where mail goes: the SMTP URL (credentials hidden), or the outbox
+    /// folder.
     pub fn destination(&self) -> String {
         match &self.inner.delivery {
-            Delivery::Smtp { url, .. } => url.clone(),
+            Delivery::Smtp { shown, .. } => shown.clone(),
             Delivery::Outbox(dir) => dir.display().to_string(),
         }
     }
 
-    /// Sends `email`. A recipient that is not an address is
-    /// `INVALID_ARGUMENT`; a mail the SMTP server refuses, or a server that
-    /// cannot be reached, is [`EMAIL_NOT_SENT`] with the server's reply.
+    /// The `Message-ID` of the mail sent for `key` (a job id): `<key@domain>`,
+    /// the domain the sender's, so every attempt of one job sends the same.
+    pub fn message_id_for(&self, key: &str) -> String {
+        format!("<{key}@{}>", self.inner.from.email.domain())
+    }
+
+    /// Sends `email` with a fresh `Message-ID`. A recipient that is not an
+    /// address is `INVALID_ARGUMENT`; a mail the SMTP server refuses, or a
+    /// server that cannot be reached, is [`EMAIL_NOT_SENT`] with the server's
+    /// reply (see the module docs for which are [`transient`]).
     pub async fn send(&self, email: &Email) -> Result<Sent> {
+        let id = format!("{:032x}", rand::random::<u128>());
+        self.deliver(email, self.message_id_for(&id)).await
+    }
+
+    /// Sends `email` for scheduled job `job` (its id): its `Message-ID` is
+    /// [`Mailer::message_id_for`] the job, the same on every attempt.
+    pub async fn send_for_job(&self, email: &Email, job: &str) -> Result<Sent> {
+        self.deliver(email, self.message_id_for(job)).await
+    }
+
+    async fn deliver(&self, email: &Email, message_id: String) -> Result<Sent> {
         let to: Mailbox = email
             .to
             .parse()
             .map_err(|e| Error::invalid(format!("`{}` is not an email address: {e}", email.to)))?;
-        let message = Message::builder()
+        let mut message = Message::builder()
             .from(self.inner.from.clone())
             .to(to)
             .subject(email.subject.as_str())
-            .message_id(None)
+            .message_id(Some(message_id.clone()))
             .multipart(MultiPart::alternative_plain_html(
                 email.text.clone(),
                 email.html.clone(),
             ))
             .map_err(|e| Error::internal(format!("building the mail to {}: {e}", email.to)))?;
+        if let Some(dkim) = &self.inner.dkim {
+            message.sign(dkim);
+        }
         match &self.inner.delivery {
-            Delivery::Smtp { url, transport } => match transport.send(message).await {
+            Delivery::Smtp { shown, transport } => match transport.send(message).await {
                 Ok(response) => {
                     let reply = format!(
                         "{} {}",
                         response.code(),
                         response.message().collect::<Vec<_>>().join(" ")
                     );
-                    tracing::info!(target: "livebase::email", to = %email.to, smtp = %url, %reply, "mail sent");
-                    Ok(Sent::Smtp { reply })
+                    tracing::info!(target: "livebase::email", to = %email.to, smtp = %shown, message_id, %reply, "mail sent");
+                    Ok(Sent::Smtp { reply, message_id })
                 }
                 Err(e) => {
                     // The relay's address goes to the log only: the job's
                     // error is readable by application queries.
-                    tracing::warn!(target: "livebase::email", to = %email.to, smtp = %url, "mail not sent: {e}");
-                    Err(Error::app(
+                    let permanent = e.is_permanent() || e.is_client();
+                    tracing::warn!(target: "livebase::email", to = %email.to, smtp = %shown, message_id, permanent, "mail not sent: {e}");
+                    let error = Error::app(
                         ErrorCode::Custom(EMAIL_NOT_SENT.into()),
                         format!("the SMTP server did not take the mail to {}: {e}", email.to),
-                    ))
+                    );
+                    Err(if permanent { error } else { transient(error) })
                 }
             },
             Delivery::Outbox(dir) => {
@@ -295,8 +367,8 @@ impl Mailer {
                 .await
                 .map_err(|e| Error::internal(format!("writing to the outbox: {e}")))?
                 .map_err(|e| Error::internal(format!("writing {}: {e}", path.display())))?;
-                tracing::info!(target: "livebase::email", to = %email.to, path = %path.display(), "mail written to the outbox");
-                Ok(Sent::Outbox { path })
+                tracing::info!(target: "livebase::email", to = %email.to, path = %path.display(), message_id, "mail written to the outbox");
+                Ok(Sent::Outbox { path, message_id })
             }
         }
     }
@@ -311,45 +383,139 @@ fn outbox_file_name() -> String {
     format!("{ms:013}-{:08x}.eml", rand::random::<u32>())
 }
 
-/// `smtp://host[:port][/]` → (host, port). Anything that would need TLS or
-/// credentials is refused with the reason, rather than sent in the clear.
-fn parse_smtp_url(url: &str) -> Result<(String, u16)> {
-    let refuse = |why: &str| Err(Error::invalid(format!("the SMTP URL `{url}`: {why}")));
-    let Some(rest) = url.strip_prefix("smtp://") else {
-        return refuse(
-            "only plain `smtp://host:port` is supported; TLS (smtps://, STARTTLS) is not supported yet",
-        );
-    };
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains('@') {
-        return refuse("credentials are not supported yet (they would travel without TLS)");
-    }
-    if rest.contains(['/', '?', '#']) {
-        return refuse("expected only a host and a port");
-    }
-    let (host, port) = match rest.strip_prefix('[') {
-        // [IPv6]:port
-        Some(v6) => match v6.split_once(']') {
-            Some((host, "")) => (host, None),
-            Some((host, port)) => (host, port.strip_prefix(':')),
-            None => return refuse("an unclosed `[`"),
+/// `url` with its credentials (user and password) replaced by `***`, for
+/// logs and the dashboard. Text that is not a URL is hidden whole after its
+/// scheme, in case it is a URL with a typo.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if !parsed.username().is_empty() || parsed.password().is_some() {
+                let _ = parsed.set_username("***");
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => match url.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://***"),
+            None => "***".into(),
         },
-        None => match rest.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (rest, None),
-        },
-    };
-    if host.is_empty() {
-        return refuse("no host");
     }
-    let port = match port {
-        None => 25,
-        Some(p) => match p.parse() {
-            Ok(p) => p,
-            Err(_) => return refuse("the port is not a number"),
-        },
+}
+
+/// How a URL asks for TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TlsMode {
+    None,
+    StartTls { required: bool },
+    Implicit,
+}
+
+/// The SMTP delivery `url` describes, checked: lettre reads it; a CA file,
+/// when given, is added to the roots its TLS trusts. Credentials over a
+/// connection that is never encrypted are refused.
+fn smtp_delivery(url: &str, ca_file: Option<&Path>) -> Result<Delivery> {
+    let shown = redact_url(url);
+    let refuse = |why: String| Error::invalid(format!("the SMTP URL `{shown}`: {why}"));
+    let parsed = url::Url::parse(url).map_err(|e| refuse(e.to_string()))?;
+    let host = parsed
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| refuse("no host".into()))?;
+    // An IPv6 host comes bracketed; TLS names it without the brackets.
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let tls = parsed
+        .query_pairs()
+        .find(|(k, _)| k == "tls")
+        .map(|(_, v)| v.into_owned());
+    let mode = match (parsed.scheme(), tls.as_deref()) {
+        ("smtp", None) => TlsMode::None,
+        ("smtp", Some("required")) => TlsMode::StartTls { required: true },
+        ("smtp", Some("opportunistic")) => TlsMode::StartTls { required: false },
+        ("smtps", None) => TlsMode::Implicit,
+        (scheme, tls) => {
+            return Err(refuse(format!(
+                "expected `smtp://`, `smtp://…?tls=required`, `smtp://…?tls=opportunistic` or \
+                 `smtps://`, not scheme `{scheme}` with tls={tls:?}"
+            )))
+        }
     };
-    Ok((host.to_string(), port))
+    if mode == TlsMode::None && (!parsed.username().is_empty() || parsed.password().is_some()) {
+        return Err(refuse(
+            "credentials would travel unencrypted: add `?tls=required` (STARTTLS) or use \
+             `smtps://` (implicit TLS)"
+                .into(),
+        ));
+    }
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        .map_err(|e| refuse(e.to_string()))?
+        .timeout(Some(SMTP_TIMEOUT));
+    if let Some(ca_file) = ca_file {
+        let pem = std::fs::read(ca_file)
+            .map_err(|e| Error::invalid(format!("the SMTP CA file {}: {e}", ca_file.display())))?;
+        let certificate = Certificate::from_pem(&pem)
+            .map_err(|e| Error::invalid(format!("the SMTP CA file {}: {e}", ca_file.display())))?;
+        let parameters = TlsParameters::builder(host)
+            .add_root_certificate(certificate)
+            .build()
+            .map_err(|e| Error::invalid(format!("TLS for the SMTP server `{shown}`: {e}")))?;
+        builder = match mode {
+            TlsMode::None => {
+                return Err(refuse(
+                    "a CA file is set but the URL asks for no TLS (add `?tls=required` or use \
+                     `smtps://`)"
+                        .into(),
+                ))
+            }
+            TlsMode::StartTls { required: true } => builder.tls(Tls::Required(parameters)),
+            TlsMode::StartTls { required: false } => builder.tls(Tls::Opportunistic(parameters)),
+            TlsMode::Implicit => builder.tls(Tls::Wrapper(parameters)),
+        };
+    }
+    Ok(Delivery::Smtp {
+        shown,
+        transport: builder.build(),
+    })
+}
+
+/// The DKIM signing configuration `options` describe for mail from `from`:
+/// the headers a receiver shows and threads by, canonicalized relaxed.
+fn dkim_config(options: &DkimOptions, from: &Mailbox) -> Result<DkimConfig> {
+    let path = options.key_file.display();
+    let text = std::fs::read_to_string(&options.key_file)
+        .map_err(|e| Error::invalid(format!("the DKIM key {path}: {e}")))?;
+    let algorithm = if text.contains("-----BEGIN RSA PRIVATE KEY-----") {
+        DkimSigningAlgorithm::Rsa
+    } else if text.contains("-----BEGIN") {
+        return Err(Error::invalid(format!(
+            "the DKIM key {path}: expected an RSA key in PKCS#1 PEM (`BEGIN RSA PRIVATE KEY`; \
+             convert with `openssl rsa -in KEY -traditional`) or an Ed25519 key as the base64 \
+             of its 32 bytes"
+        )));
+    } else {
+        DkimSigningAlgorithm::Ed25519
+    };
+    let key = DkimSigningKey::new(text.trim(), algorithm)
+        .map_err(|e| Error::invalid(format!("the DKIM key {path}: {e}")))?;
+    let selector = options
+        .selector
+        .clone()
+        .unwrap_or_else(|| DEFAULT_DKIM_SELECTOR.to_string());
+    let domain = options
+        .domain
+        .clone()
+        .unwrap_or_else(|| from.email.domain().to_string());
+    let headers = ["From", "To", "Subject", "Date", "Message-ID"]
+        .into_iter()
+        .map(HeaderName::new_from_ascii_str)
+        .collect();
+    let relaxed = DkimCanonicalization {
+        header: DkimCanonicalizationType::Relaxed,
+        body: DkimCanonicalizationType::Relaxed,
+    };
+    Ok(DkimConfig::new(selector, domain, key, headers, relaxed))
 }
 
 #[cfg(test)]
@@ -357,28 +523,59 @@ mod tests {
     use super::*;
 
     #[test]
-    fn smtp_urls_name_a_host_and_port_and_refuse_what_needs_tls() {
-        assert_eq!(
-            parse_smtp_url("smtp://127.0.0.1:2525").unwrap(),
-            ("127.0.0.1".to_string(), 2525)
-        );
-        assert_eq!(
-            parse_smtp_url("smtp://mail.example.com/").unwrap(),
-            ("mail.example.com".to_string(), 25)
-        );
-        assert_eq!(
-            parse_smtp_url("smtp://[::1]:25").unwrap(),
-            ("::1".to_string(), 25)
-        );
+    fn smtp_urls_take_lettres_forms_and_refuse_credentials_in_the_clear() {
+        for good in [
+            "smtp://127.0.0.1:2525",
+            "smtp://mail.example.com/",
+            "smtp://[::1]:25",
+            "smtp://user:pass@mail.example.com:587?tls=required",
+            "smtp://user:pass@mail.example.com?tls=opportunistic",
+            "smtps://user:pass@mail.example.com",
+        ] {
+            assert!(smtp_delivery(good, None).is_ok(), "{good}");
+        }
         for bad in [
-            "smtps://mail.example.com",
             "smtp://user:pass@mail.example.com",
-            "smtp://host:port",
+            "smtp://mail.example.com?tls=sometimes",
+            "http://mail.example.com",
             "smtp://",
             "mail.example.com:25",
         ] {
-            assert!(parse_smtp_url(bad).is_err(), "{bad}");
+            let Err(e) = smtp_delivery(bad, None) else {
+                panic!("{bad} is refused");
+            };
+            assert!(!e.to_string().contains("pass"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_ca_file_must_be_readable_pem_and_wants_a_tls_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let e = smtp_delivery("smtps://mail.example.com", Some(&missing))
+            .err()
+            .expect("a missing file is refused");
+        assert!(e.to_string().contains("missing.pem"), "{e}");
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64!\n").unwrap();
+        assert!(smtp_delivery("smtps://mail.example.com", Some(&garbage)).is_err());
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let e = smtp_delivery("smtp://127.0.0.1:2525", Some(&empty))
+            .err()
+            .expect("a CA file with plain SMTP is a mistake");
+        assert!(e.to_string().contains("no TLS"), "{e}");
+    }
+
+    #[test]
+    fn urls_are_shown_without_their_credentials() {
+        assert_eq!(
+            redact_url("smtps://AKIA123:s3cr%2Ft@email-smtp.eu-west-1.amazonaws.com:465"),
+            "smtps://***:***@email-smtp.eu-west-1.amazonaws.com:465"
+        );
+        assert_eq!(redact_url("smtp://127.0.0.1:2525"), "smtp://127.0.0.1:2525");
+        assert_eq!(redact_url("smtp//user:secret@host"), "***");
+        assert_eq!(redact_url("smtp://user:sec ret@ho st"), "smtp://***");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::registry::{
     canonical_path, run_sync, ActionCtx, BoxFuture, FunctionKind, FunctionRunner, Handler,
     Identity, Registry,
 };
+use crate::scheduler::JobContext;
 use crate::store::MutationOutcome;
 
 /// Who is asking: a client (public functions only) or the server itself.
@@ -259,7 +260,23 @@ impl Executor {
         caller: Caller,
     ) -> Result<Value> {
         let started = Instant::now();
-        let outcome = self.action_inner(path, args, identity, caller).await;
+        let outcome = self.action_inner(path, args, identity, caller, None).await;
+        self.log_call(path, FunctionKind::Action, started, &outcome);
+        outcome.map_err(|e| e.redact(path))
+    }
+
+    /// Runs an action for the scheduler, as attempt `job.attempt` of job
+    /// `job.id`: the action sees the job in [`ActionCtx::job`].
+    pub async fn scheduled_action(
+        &self,
+        path: &str,
+        args: Vec<Value>,
+        job: JobContext,
+    ) -> Result<Value> {
+        let started = Instant::now();
+        let outcome = self
+            .action_inner(path, args, Identity::Anonymous, Caller::Server, Some(job))
+            .await;
         self.log_call(path, FunctionKind::Action, started, &outcome);
         outcome.map_err(|e| e.redact(path))
     }
@@ -270,6 +287,7 @@ impl Executor {
         args: Vec<Value>,
         identity: Identity,
         caller: Caller,
+        job: Option<JobContext>,
     ) -> Result<Value> {
         let function = self
             .inner
@@ -280,7 +298,7 @@ impl Executor {
         let Handler::Action(handler) = &function.handler else {
             return Err(Error::internal("lookup returned a non-action"));
         };
-        let ctx = ActionCtx::new(identity, Arc::new(self.clone()));
+        let ctx = ActionCtx::new(identity, Arc::new(self.clone())).with_job(job);
         let fut = catch_panic(|| Ok(handler(ctx, args)))?;
         // A panic inside the future surfaces as a JoinError of its task.
         match tokio::spawn(fut).await {

@@ -24,7 +24,7 @@ use livebase_schema::{v, DocumentId, Object, Schema, Validator, Value};
 
 use crate::email::Mailer;
 use crate::error::{Error, Result};
-use crate::scheduler::{CronJob, Schedule, Scheduler};
+use crate::scheduler::{CronJob, JobContext, RetryPolicy, Schedule, Scheduler};
 use crate::transaction::Transaction;
 
 /// Who is calling: nobody, or a signed-in user with a live session.
@@ -144,11 +144,29 @@ type ActionHandler = Arc<dyn Fn(ActionCtx, Args) -> BoxFuture<Result<Value>> + S
 pub struct ActionCtx {
     pub identity: Identity,
     runner: Arc<dyn FunctionRunner>,
+    job: Option<JobContext>,
 }
 
 impl ActionCtx {
     pub fn new(identity: Identity, runner: Arc<dyn FunctionRunner>) -> ActionCtx {
-        ActionCtx { identity, runner }
+        ActionCtx {
+            identity,
+            runner,
+            job: None,
+        }
+    }
+
+    /// The same context, for an action the scheduler runs as `job`.
+    pub fn with_job(mut self, job: Option<JobContext>) -> ActionCtx {
+        self.job = job;
+        self
+    }
+
+    /// The scheduled job this action runs for — its id is the same on every
+    /// attempt of a retryable action, a key to make its effect safe to
+    /// repeat — or `None` when it was called directly.
+    pub fn job(&self) -> Option<&JobContext> {
+        self.job.as_ref()
     }
 
     /// Runs a query (public or internal) as this action's caller.
@@ -235,6 +253,9 @@ pub struct Function {
     pub visibility: Visibility,
     pub args: Validator,
     pub handler: Handler,
+    /// For an action declared with [`Registry::retryable`]: how the scheduler
+    /// retries its jobs. `None`: a scheduled run happens at most once.
+    pub retry: Option<RetryPolicy>,
 }
 
 impl Function {
@@ -346,6 +367,7 @@ impl Registry {
                 visibility,
                 args,
                 handler,
+                retry: None,
             }),
         );
     }
@@ -439,6 +461,30 @@ impl Registry {
     {
         let h = Handler::Action(Self::action_handler(handler));
         self.add(path, Visibility::Internal, object_validator(args), h);
+    }
+
+    /// Declares action `path` (already registered) retryable under `policy`:
+    /// a scheduled run of it that fails with a [`crate::scheduler::transient`]
+    /// error, or is cut short by a crash, runs again (DESIGN.md invariant 7).
+    /// The action must make its effect safe to repeat, keyed by
+    /// [`ActionCtx::job`]. Panics, as registration does, on a missing
+    /// function, one that is not an action, or an invalid policy.
+    pub fn retryable(&mut self, path: &str, policy: RetryPolicy) {
+        let path = canonical_path(path);
+        let policy = policy
+            .validated()
+            .unwrap_or_else(|e| panic!("the retry policy of `{path}`: {e}"));
+        let Some(function) = self.functions.get_mut(&path) else {
+            panic!("`{path}` is declared retryable but not registered");
+        };
+        assert!(
+            function.kind() == FunctionKind::Action,
+            "`{path}` is declared retryable but is not an action"
+        );
+        let Some(function) = Arc::get_mut(function) else {
+            panic!("`{path}` is declared retryable after the registry was shared");
+        };
+        function.retry = Some(policy);
     }
 
     /// Finds a function of `kind` at `path`. With `public_only`, internal

@@ -18,6 +18,14 @@ use crate::transaction::Transaction;
 /// scheduling mutation's own transaction, so it exists exactly when that
 /// mutation commits; the scheduler claims `pending` rows in time order through
 /// `by_state_time`.
+///
+/// A job of a retryable action (see [`crate::scheduler::retry`]) also keeps
+/// `attempts`, one record per attempt: `startedTime`, then `endedTime` with
+/// its `result` (small ones) or `error`, and — when it is to be retried —
+/// `nextAttemptTime`, which is then the job's `scheduledTime` too; an
+/// attempt cut short by a restart says `interrupted: true`. Such a job
+/// is *retrying* while it is `pending` with attempts behind it; its `error`
+/// is the last attempt's.
 pub const SCHEDULED_FUNCTIONS: &str = "_scheduled_functions";
 
 /// The crons an application declares (see [`crate::registry::Registry::cron`]),
@@ -39,7 +47,7 @@ pub enum JobState {
     /// goes from `pending` to `success` in the commit of its own writes.
     InProgress,
     Success,
-    /// Failed with `error`; never retried.
+    /// Failed with `error`; never run again.
     Failed,
     /// Canceled before it started; it never runs.
     Canceled,
@@ -96,6 +104,7 @@ pub fn with_system_tables(schema: Schema) -> Schema {
                 ("state", v::string()),
                 ("completedTime", v::optional(v::float64())),
                 ("error", v::optional(v::string())),
+                ("attempts", v::optional(v::array(attempt_validator()))),
             ])
             .index("by_state_time", ["state", "scheduledTime"]),
         )
@@ -113,6 +122,18 @@ pub fn with_system_tables(schema: Schema) -> Schema {
             .index("by_name", ["name"])
             .index("by_job", ["jobId"]),
         )
+}
+
+/// One record of `_scheduled_functions.attempts`.
+fn attempt_validator() -> livebase_schema::Validator {
+    v::object([
+        ("startedTime", v::float64()),
+        ("endedTime", v::optional(v::float64())),
+        ("result", v::optional(v::any())),
+        ("error", v::optional(v::string())),
+        ("nextAttemptTime", v::optional(v::float64())),
+        ("interrupted", v::optional(v::boolean())),
+    ])
 }
 
 /// Schedules function `path` to run with `args` `delay_ms` after this

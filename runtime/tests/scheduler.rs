@@ -8,7 +8,10 @@
 //! [`child_schedules_then_waits_to_be_killed`]) a scheduled mutation runs
 //! exactly once after the restart, and an action caught in progress is marked
 //! failed, not run again. Crons fire on their cadence, and a run missed while
-//! the server was down happens once.
+//! the server was down happens once. A retryable action is run again after a
+//! transient failure (each attempt recorded on its job, with the same job id)
+//! and after a kill, fails at once on a permanent error, and gives up when its
+//! policy allows no more attempts.
 //!
 //! Delays are a few hundred milliseconds; every wait is bounded.
 
@@ -21,8 +24,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use livebase_runtime::executor::Caller;
-use livebase_runtime::registry::{Identity, Registry};
-use livebase_runtime::scheduler::SchedulerOptions;
+use livebase_runtime::registry::{ActionCtx, Identity, Registry};
+use livebase_runtime::scheduler::{transient, RetryPolicy, SchedulerOptions};
 use livebase_runtime::server::{serve, RunningServer, ServerOptions};
 use livebase_runtime::system::{CRONS, SCHEDULED_FUNCTIONS};
 use livebase_runtime::Error;
@@ -70,11 +73,24 @@ struct Concurrency {
 /// | `events:act {note}` | internal action | runs `events:record` |
 /// | `events:slow {}` | internal action | sleeps 150 ms, counted in [`Concurrency`] |
 /// | `events:hang {note}` | internal action | records `note`, prints `action started`, sleeps a minute |
+/// | `tries:record {note, job, attempt}` | internal mutation | inserts a try |
+/// | `retry:flaky {note, failures}` | retryable action ([`FAST_RETRY`]) | records its try; fails transiently the first `failures` attempts |
+/// | `retry:refuse {note}` | retryable action | records its try; fails permanently |
+/// | `retry:hangOnce {note}` | retryable action, one attempt | records its try; the first attempt prints `action started` and sleeps a minute |
 fn registry(concurrency: Arc<Concurrency>) -> Registry {
-    let schema = Schema::new().table(
-        "events",
-        define_table([("note", v::string()), ("at", v::float64())]),
-    );
+    let schema = Schema::new()
+        .table(
+            "events",
+            define_table([("note", v::string()), ("at", v::float64())]),
+        )
+        .table(
+            "tries",
+            define_table([
+                ("note", v::string()),
+                ("job", v::string()),
+                ("attempt", v::float64()),
+            ]),
+        );
     let mut app = Registry::new(schema);
     app.mutation(
         "jobs:runAfter",
@@ -168,7 +184,89 @@ fn registry(concurrency: Arc<Concurrency>) -> Registry {
             Ok(Value::Null)
         },
     );
+    app.internal_mutation(
+        "tries:record",
+        [
+            ("note", v::string()),
+            ("job", v::string()),
+            ("attempt", v::float64()),
+        ],
+        |ctx, args| {
+            ctx.db.insert(
+                "tries",
+                obj! {
+                    "note" => args.string("note")?,
+                    "job" => args.string("job")?,
+                    "attempt" => args.f64("attempt")?,
+                },
+            )
+        },
+    );
+    app.internal_action(
+        "retry:flaky",
+        [("note", v::string()), ("failures", v::float64())],
+        |ctx, args| async move {
+            let attempt = record_try(&ctx, &args.string("note")?).await?;
+            if f64::from(attempt) <= args.f64("failures")? {
+                return Err(transient(Error::conflict(format!(
+                    "attempt {attempt}: try again later"
+                ))));
+            }
+            Ok(Value::from(format!("done on attempt {attempt}")))
+        },
+    );
+    app.internal_action(
+        "retry:refuse",
+        [("note", v::string())],
+        |ctx, args| async move {
+            record_try(&ctx, &args.string("note")?).await?;
+            Err::<Value, _>(Error::invalid("refused for good"))
+        },
+    );
+    app.internal_action(
+        "retry:hangOnce",
+        [("note", v::string())],
+        |ctx, args| async move {
+            let attempt = record_try(&ctx, &args.string("note")?).await?;
+            if attempt == 1 {
+                println!("action started");
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            Ok(Value::Null)
+        },
+    );
+    for path in ["retry:flaky", "retry:refuse"] {
+        app.retryable(path, FAST_RETRY);
+    }
+    // One attempt only: the attempt a kill cuts short must not count.
+    app.retryable(
+        "retry:hangOnce",
+        RetryPolicy {
+            max_attempts: 1,
+            ..FAST_RETRY
+        },
+    );
     app
+}
+
+/// The retry policy of the `retry:*` actions: quick, so tests are.
+const FAST_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 4,
+    initial_backoff: Duration::from_millis(20),
+    max_backoff: Duration::from_millis(100),
+    deadline: Duration::from_secs(60),
+};
+
+/// Records a try of the calling action (its job and attempt); returns the
+/// attempt number.
+async fn record_try(ctx: &ActionCtx, note: &str) -> Result<u32, Error> {
+    let job = ctx.job().expect("run by the scheduler").clone();
+    ctx.run_mutation(
+        "tries:record",
+        obj! { "note" => note, "job" => job.id.as_str(), "attempt" => f64::from(job.attempt) },
+    )
+    .await?;
+    Ok(job.attempt)
 }
 
 /// A server over a SQLite file in its own temporary folder.
@@ -247,6 +345,13 @@ impl Server {
             .expect("the job reads")
             .value
             .expect("the job exists")
+    }
+
+    /// The tries recorded with `note`, oldest first.
+    async fn tries(&self, note: &str) -> Vec<Value> {
+        let mut tries = self.rows("tries").await;
+        tries.retain(|e| e.get("note").and_then(Value::as_str) == Some(note));
+        tries
     }
 
     async fn events(&self, note: &str) -> Vec<Value> {
@@ -542,6 +647,7 @@ async fn child_schedules_then_waits_to_be_killed() {
         .expect("the child's server starts");
     let (path, delay) = match std::env::var(CHILD_JOB).as_deref() {
         Ok("action") => ("events:hang", 0.0),
+        Ok("retryable") => ("retry:hangOnce", 0.0),
         _ => ("events:record", CRASH_DELAY_MS),
     };
     let (id, _) = server
@@ -672,6 +778,146 @@ async fn an_action_in_progress_at_a_kill_is_marked_failed_and_not_run_again() {
         1,
         "the action started once, and only once"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retryable_action_in_progress_at_a_kill_runs_again_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let (job, _) = tokio::task::spawn_blocking(move || {
+        run_child_and_kill(&path, "retryable", "action started")
+    })
+    .await
+    .unwrap();
+    let s = start_in(dir, registry(Arc::default()), SchedulerOptions::default()).await;
+    let row = s.settled(&job).await;
+    assert_eq!(
+        state(&row),
+        "success",
+        "run again, not failed, though its policy allows one attempt: {row:?}"
+    );
+    let attempts = attempts_of(&row);
+    assert_eq!(attempts.len(), 2, "{row:?}");
+    assert_eq!(
+        attempts[0].get("error").and_then(Value::as_str),
+        Some("interrupted by a restart"),
+        "{row:?}"
+    );
+    assert_eq!(attempts[0].get("interrupted"), Some(&Value::Boolean(true)));
+    assert!(attempts[1].get("error").is_none(), "{row:?}");
+    assert!(
+        row.get("error").is_none(),
+        "a success keeps no error: {row:?}"
+    );
+    let tries = s.tries("crash").await;
+    let seen: Vec<(String, f64)> = tries.iter().map(try_of).collect();
+    let id = job.as_str().to_string();
+    assert_eq!(seen, [(id.clone(), 1.0), (id, 2.0)], "the same job, twice");
+}
+
+#[tokio::test]
+async fn a_transiently_failing_retryable_action_runs_again_until_it_succeeds() {
+    let s = start(registry(Arc::default())).await;
+    let job = s
+        .run_after(
+            0.0,
+            "retry:flaky",
+            obj! { "note" => "flaky", "failures" => 2.0 },
+        )
+        .await;
+    let row = s.settled(&job).await;
+    assert_eq!(state(&row), "success", "{row:?}");
+    let attempts = attempts_of(&row);
+    assert_eq!(attempts.len(), 3, "{row:?}");
+    for (n, failed) in attempts[..2].iter().enumerate() {
+        let error = failed.get("error").and_then(Value::as_str).unwrap_or("");
+        assert!(
+            error.contains(&format!("attempt {}: try again later", n + 1)),
+            "{row:?}"
+        );
+        // The next attempt was due after this one ended, and started then.
+        let next = field_f64(failed, "nextAttemptTime");
+        assert!(next >= field_f64(failed, "endedTime"), "{row:?}");
+        assert!(
+            field_f64(&attempts[n + 1], "startedTime") >= next,
+            "{row:?}"
+        );
+    }
+    assert_eq!(
+        attempts[2].get("result").and_then(Value::as_str),
+        Some("done on attempt 3")
+    );
+    assert!(row.get("error").is_none(), "{row:?}");
+    let tries: Vec<f64> = s.tries("flaky").await.iter().map(|t| try_of(t).1).collect();
+    assert_eq!(tries, [1.0, 2.0, 3.0]);
+    assert!(
+        s.tries("flaky")
+            .await
+            .iter()
+            .all(|t| try_of(t).0 == job.as_str()),
+        "every attempt sees its job's id"
+    );
+}
+
+#[tokio::test]
+async fn a_permanent_error_fails_a_retryable_job_at_once_with_its_reason() {
+    let s = start(registry(Arc::default())).await;
+    let job = s.run_after(0.0, "retry:refuse", note("refuse")).await;
+    let row = s.settled(&job).await;
+    assert_eq!(state(&row), "failed", "{row:?}");
+    assert_eq!(
+        row.get("error").and_then(Value::as_str),
+        Some("INVALID_ARGUMENT: refused for good")
+    );
+    assert_eq!(attempts_of(&row).len(), 1, "{row:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(s.tries("refuse").await.len(), 1, "not run again");
+}
+
+#[tokio::test]
+async fn a_retryable_job_gives_up_when_its_policy_allows_no_more_attempts() {
+    let s = start(registry(Arc::default())).await;
+    let job = s
+        .run_after(
+            0.0,
+            "retry:flaky",
+            obj! { "note" => "hopeless", "failures" => 100.0 },
+        )
+        .await;
+    let row = s.settled(&job).await;
+    assert_eq!(state(&row), "failed", "{row:?}");
+    let error = row.get("error").and_then(Value::as_str).unwrap_or("");
+    assert!(
+        error.starts_with("gave up after 4 attempt(s): ")
+            && error.contains("attempt 4: try again later"),
+        "{error}"
+    );
+    assert_eq!(attempts_of(&row).len(), FAST_RETRY.max_attempts as usize);
+    assert!(
+        attempts_of(&row)
+            .last()
+            .unwrap()
+            .get("nextAttemptTime")
+            .is_none(),
+        "{row:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.tries("hopeless").await.len(), 4);
+}
+
+fn attempts_of(job: &Value) -> Vec<Value> {
+    match job.get("attempts") {
+        Some(Value::Array(list)) => list.clone(),
+        other => panic!("no attempts on the job: {other:?} in {job:?}"),
+    }
+}
+
+/// A try's job id and attempt number.
+fn try_of(t: &Value) -> (String, f64) {
+    (
+        t.get("job").and_then(Value::as_str).unwrap().to_string(),
+        field_f64(t, "attempt"),
+    )
 }
 
 // ---------------------------------------------------------------------------

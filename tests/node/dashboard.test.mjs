@@ -135,6 +135,11 @@ test("the dashboard shows documents live, the call log, jobs and the outbox", as
   await row("#jobs", "emails:send").filter({ hasText: "success" }).first().waitFor();
 
   await page.locator('nav button[data-tab="outbox"]').click();
+  // The mail's job, by status: sent, after one attempt, with where it went.
+  const mailJob = row("#mail-jobs", owner.email).filter({ hasText: "sent" }).first();
+  await mailJob.waitFor();
+  assert.match(await mailJob.innerText(), /welcome/);
+  assert.match(await page.locator("#mail-jobs-summary").innerText(), /\d+ sent/);
   const mail = page.locator("#mails li", { hasText: owner.email });
   await mail.waitFor();
   await mail.click();

@@ -12,9 +12,15 @@
 //! **Invariant:** a scheduled mutation runs exactly once — its job row turns
 //! `success` in the commit of its own writes; a scheduled action runs at most
 //! once — its row turns `inProgress` in a commit before it starts, and a row
-//! found `inProgress` at start-up is marked failed, never run again.
+//! found `inProgress` at start-up is marked failed, never run again — unless
+//! it is declared retryable ([`retry`]): then a transient failure, or a row
+//! found `inProgress` at start-up, makes the job `pending` again at its next
+//! attempt's time, until an attempt succeeds, one fails permanently, or the
+//! policy allows no more (a restart never fails it, nor counts against the
+//! policy). Each attempt is recorded on the row (`attempts`).
 
 pub mod cron;
+pub mod retry;
 pub mod worker;
 
 use std::time::Duration;
@@ -26,6 +32,7 @@ use crate::system;
 use crate::transaction::Transaction;
 
 pub use cron::{CronJob, Schedule};
+pub use retry::{is_transient, transient, JobContext, RetryPolicy};
 pub use worker::{start, SchedulerOptions, Worker};
 
 /// Schedules and cancels jobs from a mutation, in its transaction: a mutation

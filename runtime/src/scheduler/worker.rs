@@ -13,12 +13,13 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use livebase_schema::{obj, DocumentId, Value};
+use livebase_schema::{obj, DocumentId, Object, Value};
 use tokio::sync::{broadcast, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{sleep_until, Instant};
 
 use super::cron;
+use super::retry::{self, JobContext, RetryPolicy};
 use crate::error::{Error, Result};
 use crate::executor::{Caller, Executor};
 use crate::registry::{run_sync, Function, FunctionKind, Identity, Registry};
@@ -44,8 +45,15 @@ impl Default for SchedulerOptions {
 pub const DEFAULT_MAX_CONCURRENT_JOBS: usize = 8;
 /// The error of an action found `inProgress` at start-up.
 pub const INTERRUPTED: &str = "interrupted by a restart";
+/// The longest error text kept on an attempt record (longer ones are cut at
+/// a character boundary).
+pub const MAX_STORED_ERROR: usize = 4096;
+/// The largest action result kept on an attempt record ([`Value::size`]);
+/// a larger one is left out.
+pub const MAX_STORED_RESULT: usize = 4096;
 /// How long a stopping worker waits for running jobs before abandoning them
-/// (an abandoned action is marked failed at the next start).
+/// (an abandoned action is marked failed at the next start, or run again if
+/// it is retryable).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The longest single sleep. Waking once a day for a job due next year keeps
 /// `Instant` arithmetic far from overflow and costs nothing.
@@ -111,9 +119,12 @@ pub async fn start(
         }
     }))
     .await?;
-    let interrupted = fail_interrupted(&executor).await?;
-    if interrupted > 0 {
-        tracing::warn!(target: "livebase::scheduler", count = interrupted, "marked actions interrupted by a restart as failed");
+    let (failed, retried) = recover_interrupted(&executor).await?;
+    if failed > 0 {
+        tracing::warn!(target: "livebase::scheduler", count = failed, "marked actions interrupted by a restart as failed");
+    }
+    if retried > 0 {
+        tracing::warn!(target: "livebase::scheduler", count = retried, "retrying retryable actions interrupted by a restart");
     }
     let registry = executor.registry().clone();
     db.mutate(move |tx| cron::sync(tx, registry.crons()))
@@ -160,31 +171,44 @@ pub async fn start(
     Ok(Worker { task })
 }
 
-/// Marks every `inProgress` job failed: the process that started it is gone,
-/// and an action is run at most once.
-async fn fail_interrupted(executor: &Executor) -> Result<usize> {
-    let mut total = 0;
+/// Settles every `inProgress` job — the process that started it is gone: a
+/// retryable action's job is `pending` again, due at once (an interruption
+/// is no fault of the remote: never failed for it); any other is marked
+/// failed, as an action runs at most once. Returns how many failed and how
+/// many will be retried.
+async fn recover_interrupted(executor: &Executor) -> Result<(usize, usize)> {
+    let (mut failed, mut retried) = (0, 0);
     loop {
-        let marked = executor
+        let registry = executor.registry().clone();
+        let (marked, again) = executor
             .database()
-            .mutate(|tx| {
+            .mutate(move |tx| {
                 let stuck = tx
                     .query(SCHEDULED_FUNCTIONS)
                     .with_index("by_state_time", |r| {
                         r.eq("state", JobState::InProgress.as_str())
                     })
                     .take(RECOVERY_BATCH)?;
-                for job in &stuck {
-                    let id = Job::parse(job)?.id;
-                    settle(tx, &id, JobState::Failed, Some(INTERRUPTED))?;
+                let mut again = 0;
+                for doc in &stuck {
+                    let job = Job::parse(doc)?;
+                    let policy = registry.get(&job.name).and_then(|f| f.retry);
+                    match policy {
+                        Some(policy) => {
+                            end_attempt(tx, &job.id, &policy, Outcome::Interrupted)?;
+                            again += 1;
+                        }
+                        None => settle(tx, &job.id, JobState::Failed, Some(INTERRUPTED))?,
+                    }
                 }
-                Ok(stuck.len())
+                Ok((stuck.len(), again))
             })
             .await?
             .value;
-        total += marked;
+        failed += marked - again;
+        retried += again;
         if marked < RECOVERY_BATCH {
-            return Ok(total);
+            return Ok((failed, retried));
         }
     }
 }
@@ -293,6 +317,10 @@ impl Shared {
             Ok(Settled::Failed(error)) => {
                 tracing::warn!(target: "livebase::scheduler", job = %id, function = %name, ms, %error, "failed")
             }
+            Ok(Settled::Retrying { error, at }) => {
+                let in_ms = format!("{:.0}", at - now_ms());
+                tracing::warn!(target: "livebase::scheduler", job = %id, function = %name, ms, %error, retry_in_ms = in_ms, "failed; will retry")
+            }
             Ok(Settled::NotPending) => {
                 tracing::debug!(target: "livebase::scheduler", job = %id, function = %name, "no longer pending; not run")
             }
@@ -315,7 +343,10 @@ impl Shared {
         let function = registry.get(&job.name).cloned();
         match function {
             Some(f) if f.kind() == FunctionKind::Mutation => self.run_mutation(job, f).await,
-            Some(f) if f.kind() == FunctionKind::Action => self.run_action(job).await,
+            Some(f) if f.kind() == FunctionKind::Action => match f.retry {
+                Some(policy) => self.run_retryable(job, policy).await,
+                None => self.run_action(job).await,
+            },
             Some(_) => {
                 let error = format!(
                     "`{}` is a query; only mutations and actions can be scheduled",
@@ -428,6 +459,71 @@ impl Shared {
         })
     }
 
+    /// One attempt of a retryable action: claimed like any action, with an
+    /// attempt record started in the claim; run with its [`JobContext`];
+    /// then settled by [`end_attempt`] — success, another attempt later, or
+    /// failed. A crash in between leaves it `inProgress`, and the next start
+    /// makes it pending again ([`recover_interrupted`]).
+    async fn run_retryable(&self, job: Job, policy: RetryPolicy) -> Result<Settled> {
+        let registry = self.executor.registry().clone();
+        let Job {
+            id,
+            name,
+            args,
+            scheduled_time,
+        } = job;
+        let claim_id = id.clone();
+        let attempt = self
+            .executor
+            .database()
+            .mutate(move |tx| {
+                if state_of(tx, &claim_id)? != Some(JobState::Pending) {
+                    return Ok(None);
+                }
+                let now = tx_now(tx);
+                let mut attempt = 0;
+                update_job(tx, &claim_id, |fields| {
+                    fields.insert("state".into(), JobState::InProgress.as_str().into());
+                    let mut attempts = take_attempts(fields);
+                    attempts.push(obj! { "startedTime" => now });
+                    attempt = attempts.len();
+                    fields.insert("attempts".into(), Value::Array(attempts));
+                })?;
+                cron::advance(tx, &claim_id, scheduled_time, registry.crons())?;
+                Ok(Some(attempt))
+            })
+            .await?
+            .value;
+        let Some(attempt) = attempt else {
+            return Ok(Settled::NotPending);
+        };
+        let context = JobContext {
+            id: id.clone(),
+            attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+        };
+        let outcome = self
+            .executor
+            .scheduled_action(&name, vec![args], context)
+            .await;
+        let ended = self
+            .executor
+            .database()
+            .mutate(move |tx| {
+                if state_of(tx, &id)? != Some(JobState::InProgress) {
+                    return Ok(None);
+                }
+                end_attempt(tx, &id, &policy, Outcome::Returned(outcome.as_ref())).map(Some)
+            })
+            .await?
+            .value;
+        Ok(match ended {
+            None => Settled::NotPending,
+            Some(Ended::Success) => Settled::Success,
+            Some(Ended::Retry { error, at }) => Settled::Retrying { error, at },
+            Some(Ended::Failed(error)) => Settled::Failed(error),
+        })
+    }
+
     /// Marks a job that did not run failed with `error` — if it is still
     /// pending — and moves its cron on.
     async fn fail_pending(&self, job: Job, error: String) -> Result<Settled> {
@@ -458,6 +554,11 @@ impl Shared {
 enum Settled {
     Success,
     Failed(String),
+    /// A retryable action's attempt failed transiently; the next is due `at`.
+    Retrying {
+        error: String,
+        at: f64,
+    },
     /// Canceled (or otherwise settled) before it could start.
     NotPending,
 }
@@ -479,4 +580,170 @@ fn settle(
         o.insert("error".into(), Value::from(error));
     }
     tx.patch(id, fields)
+}
+
+/// The time of this transaction's commit (a mutation's), in ms.
+fn tx_now(tx: &Transaction) -> f64 {
+    tx.commit_ts().map_or_else(now_ms, |ts| ts.as_millis_f64())
+}
+
+/// Rewrites job `id` with `edit` applied to its fields.
+fn update_job(tx: &mut Transaction, id: &DocumentId, edit: impl FnOnce(&mut Object)) -> Result<()> {
+    let Some(Value::Object(mut fields)) = tx.get(id)? else {
+        return Err(Error::internal(format!("the scheduled job {id} is gone")));
+    };
+    fields.remove("_id");
+    fields.remove("_creationTime");
+    edit(&mut fields);
+    tx.replace(id, Value::Object(fields))
+}
+
+/// Takes the job's attempt records out of its fields (none when absent);
+/// put them back with `fields.insert("attempts", ..)`.
+fn take_attempts(fields: &mut Object) -> Vec<Value> {
+    match fields.remove("attempts") {
+        Some(Value::Array(list)) => list,
+        _ => Vec::new(),
+    }
+}
+
+/// `text` cut to at most [`MAX_STORED_ERROR`] bytes, at a character boundary.
+fn stored_error(text: String) -> String {
+    if text.len() <= MAX_STORED_ERROR {
+        return text;
+    }
+    let mut end = MAX_STORED_ERROR;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// How an attempt of a retryable action ended.
+enum Ended {
+    Success,
+    Retry { error: String, at: f64 },
+    Failed(String),
+}
+
+/// What became of an attempt.
+enum Outcome<'a> {
+    /// The action returned.
+    Returned(std::result::Result<&'a Value, &'a Error>),
+    /// The process running it is gone.
+    Interrupted,
+}
+
+/// Attempt records kept on a job: the first (whose start the deadline counts
+/// from) and the newest; older interrupted ones give way. Interrupted
+/// attempts do not count against a policy, so a crash loop could otherwise
+/// grow the row without bound.
+pub const MAX_ATTEMPT_RECORDS: usize = 2 * retry::MAX_ATTEMPTS_LIMIT as usize;
+
+fn is_interrupted(record: &Value) -> bool {
+    record.get("interrupted") == Some(&Value::Boolean(true))
+}
+
+/// Ends the last attempt of retryable job `id` with `outcome`, in `tx`: a
+/// success settles it; an interruption makes it `pending` again, due at once
+/// and never failed for it (a restart is no fault of the remote, nor does it
+/// count against the policy); a transient error makes it `pending` again at
+/// the next attempt's time while `policy` allows one; anything else fails it
+/// with the error.
+fn end_attempt(
+    tx: &mut Transaction,
+    id: &DocumentId,
+    policy: &RetryPolicy,
+    outcome: Outcome,
+) -> Result<Ended> {
+    let now = tx_now(tx);
+    let mut ended = Ended::Success;
+    update_job(tx, id, |fields| {
+        let mut attempts = take_attempts(fields);
+        if attempts.is_empty() {
+            // Claimed before attempts were recorded: count that one.
+            attempts.push(obj! { "startedTime" => now });
+        }
+        // The attempts that ran to an end, this one included.
+        let count = attempts[..attempts.len() - 1]
+            .iter()
+            .filter(|a| !is_interrupted(a))
+            .count()
+            + 1;
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        let first = attempts
+            .first()
+            .and_then(|a| a.get("startedTime"))
+            .and_then(Value::as_f64)
+            .unwrap_or(now);
+        let mut record = match attempts.pop() {
+            Some(Value::Object(o)) => o,
+            _ => Object::new(),
+        };
+        record.insert("endedTime".into(), now.into());
+        let mut state = JobState::Pending;
+        match outcome {
+            Outcome::Returned(Ok(result)) => {
+                if result.size() <= MAX_STORED_RESULT {
+                    record.insert("result".into(), result.clone());
+                }
+                fields.remove("error");
+                state = JobState::Success;
+            }
+            Outcome::Interrupted => {
+                record.insert("error".into(), INTERRUPTED.into());
+                record.insert("interrupted".into(), Value::Boolean(true));
+                record.insert("nextAttemptTime".into(), now.into());
+                fields.insert("scheduledTime".into(), now.into());
+                fields.insert("error".into(), INTERRUPTED.into());
+                ended = Ended::Retry {
+                    error: INTERRUPTED.into(),
+                    at: now,
+                };
+            }
+            Outcome::Returned(Err(error)) => {
+                let text = stored_error(error.to_string());
+                record.insert("error".into(), text.as_str().into());
+                let next = if retry::is_transient(error) {
+                    policy.next_attempt(count, first, now)
+                } else {
+                    None
+                };
+                match next {
+                    Some(at) => {
+                        record.insert("nextAttemptTime".into(), at.into());
+                        fields.insert("scheduledTime".into(), at.into());
+                        ended = Ended::Retry {
+                            error: text.clone(),
+                            at,
+                        };
+                        fields.insert("error".into(), text.into());
+                    }
+                    None => {
+                        let text = if retry::is_transient(error) {
+                            format!("gave up after {count} attempt(s): {text}")
+                        } else {
+                            text
+                        };
+                        state = JobState::Failed;
+                        ended = Ended::Failed(text.clone());
+                        fields.insert("error".into(), text.into());
+                    }
+                }
+            }
+        }
+        attempts.push(Value::Object(record));
+        while attempts.len() > MAX_ATTEMPT_RECORDS {
+            match attempts.iter().skip(1).position(is_interrupted) {
+                Some(i) => attempts.remove(i + 1),
+                None => attempts.remove(1),
+            };
+        }
+        fields.insert("attempts".into(), Value::Array(attempts));
+        fields.insert("state".into(), state.as_str().into());
+        if state.is_final() {
+            fields.insert("completedTime".into(), now.into());
+        }
+    })?;
+    Ok(ended)
 }

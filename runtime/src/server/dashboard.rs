@@ -2,7 +2,10 @@
 //! step) and the small read-only JSON endpoints it polls under
 //! `/_dashboard/api/`, plus one Server-Sent Events stream that says when to
 //! poll — on every commit (documents and scheduled jobs) and every function
-//! call (the call log, and the outbox its actions write to).
+//! call (the call log, and the outbox its actions write to). Scheduled jobs
+//! come with a status ([`job_status`]) that tells a retrying job from a
+//! pending one, which the page's outbox shows for its mail jobs: pending,
+//! retrying, sent, failed, each with its attempts and the SMTP reply.
 //!
 //! **Invariant:** mounted only when [`super::ServerOptions::dashboard`] is set,
 //! which only `livebase dev` does; `livebase serve` answers 404 here. The
@@ -47,6 +50,7 @@ use crate::email::OUTBOX_DIR;
 use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::store::Order;
+use crate::system::{JobState, SCHEDULED_FUNCTIONS};
 
 /// The page: HTML, CSS and script in one file. It builds every piece of
 /// data into the DOM as text, never as markup.
@@ -61,6 +65,10 @@ const MAX_DOCUMENTS: usize = 1000;
 const COUNT_CAP: usize = 1000;
 /// Most outbox mails one listing returns (the newest).
 const MAX_MAILS: usize = 100;
+/// Jobs a job listing returns unless asked for fewer.
+const DEFAULT_JOBS: usize = 100;
+/// The newest jobs a job listing looks through (for a function's, too).
+const JOBS_SCANNED: usize = 1000;
 /// A comment line on the event stream this often, so proxies and the
 /// browser keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -111,7 +119,8 @@ pub async fn routes(
             None => Some(options.data_dir.join(OUTBOX_DIR)),
             Some(_) => None,
         },
-        smtp: options.mail.smtp.clone(),
+        // Never the credentials: the page shows this.
+        smtp: options.mail.smtp.as_deref().map(crate::email::redact_url),
         shutdown: state.shutdown.clone(),
     };
     Ok(Router::new()
@@ -121,6 +130,7 @@ pub async fn routes(
         .route("/_dashboard/api/tables/{table}", get(documents))
         .route("/_dashboard/api/calls", get(calls_after))
         .route("/_dashboard/api/outbox", get(outbox))
+        .route("/_dashboard/api/jobs", get(jobs))
         .route("/_dashboard/api/events", get(events))
         .with_state(dashboard)
         .layer(middleware::from_fn_with_state(
@@ -286,6 +296,72 @@ async fn calls_after(
         .unwrap_or(0);
     let calls: Vec<JsonValue> = d.calls.since(after).iter().map(call_json).collect();
     Json(json!({ "calls": calls })).into_response()
+}
+
+/// What a scheduled job is doing, for people: its state, except that a
+/// pending job with attempts behind it is `retrying` (a retryable action whose
+/// last attempt failed transiently or was cut short by a restart), and an
+/// action in progress is `running`.
+pub fn job_status(job: &Value) -> &'static str {
+    let tried = matches!(job.get("attempts"), Some(Value::Array(a)) if !a.is_empty());
+    match JobState::of(job) {
+        Some(JobState::Pending) if tried => "retrying",
+        Some(JobState::InProgress) => "running",
+        Some(state) => state.as_str(),
+        None => "unknown",
+    }
+}
+
+/// `{jobs: [Convex JSON + status], counts: {status: n}, more}`: the newest
+/// scheduled jobs, of function `?function=` when given (among the newest
+/// [`JOBS_SCANNED`]), up to `?limit=` ([`DEFAULT_JOBS`]); `counts` covers
+/// every job looked through.
+async fn jobs(
+    State(d): State<Dashboard>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let limit = params
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(DEFAULT_JOBS)
+        .clamp(1, JOBS_SCANNED);
+    let function = params.get("function").cloned();
+    let read = d
+        .executor
+        .database()
+        .query(|tx| {
+            tx.query(SCHEDULED_FUNCTIONS)
+                .order(Order::Desc)
+                .take(JOBS_SCANNED)
+        })
+        .await;
+    let scanned = match read {
+        Ok(outcome) => outcome.value,
+        Err(e) => return internal(&e),
+    };
+    let mut counts = serde_json::Map::new();
+    let mut shown = Vec::new();
+    let mut more = false;
+    for job in &scanned {
+        if let Some(name) = &function {
+            if job.get("name").and_then(Value::as_str) != Some(name.as_str()) {
+                continue;
+            }
+        }
+        let status = job_status(job);
+        let n = counts.get(status).and_then(JsonValue::as_u64).unwrap_or(0);
+        counts.insert(status.into(), json!(n + 1));
+        if shown.len() == limit {
+            more = true;
+            continue;
+        }
+        let mut shown_job = job.to_json();
+        if let Some(o) = shown_job.as_object_mut() {
+            o.insert("status".into(), json!(status));
+        }
+        shown.push(shown_job);
+    }
+    Json(json!({ "jobs": shown, "counts": counts, "more": more })).into_response()
 }
 
 /// `{outbox, smtp, mails: [{file, from, to, subject, date, text, html}]}`:

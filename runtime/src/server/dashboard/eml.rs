@@ -307,7 +307,7 @@ mod tests {
         ];
         for (address, email) in &cases {
             let sent = mailer.send(email).await.unwrap();
-            let crate::email::Sent::Outbox { path } = sent else {
+            let crate::email::Sent::Outbox { path, .. } = sent else {
                 panic!("an outbox mailer writes files");
             };
             let raw = std::fs::read(&path).unwrap();

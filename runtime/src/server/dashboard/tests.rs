@@ -215,3 +215,129 @@ async fn the_dashboard_answers_only_its_own_loopback_host() {
     );
     server.shutdown().await;
 }
+
+/// [`app`] plus jobs to watch: `jobs:schedule {path, delayMs}` and three
+/// retryable actions — `mail:ok` succeeds, `mail:flaky` always fails
+/// transiently (an hour between attempts: it stays retrying), `mail:refuse`
+/// fails for good.
+fn app_with_jobs() -> Registry {
+    use crate::error::Error;
+    use crate::scheduler::{transient, RetryPolicy};
+    let mut app = app();
+    app.mutation(
+        "jobs:schedule",
+        [("path", v::string()), ("delayMs", v::float64())],
+        |ctx, args| {
+            let delay = Duration::from_secs_f64(args.f64("delayMs")? / 1e3);
+            ctx.scheduler()
+                .run_after(delay, &args.string("path")?, obj! {})
+        },
+    );
+    app.internal_action("mail:ok", [], |_ctx, _args| async move {
+        Ok(Value::from("250 2.0.0 accepted"))
+    });
+    app.internal_action("mail:flaky", [], |_ctx, _args| async move {
+        Err::<Value, _>(transient(Error::conflict("421 4.3.0 try again later")))
+    });
+    app.internal_action("mail:refuse", [], |_ctx, _args| async move {
+        Err::<Value, _>(Error::invalid("550 5.1.1 mailbox unavailable"))
+    });
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        initial_backoff: Duration::from_secs(3600),
+        max_backoff: Duration::from_secs(3600),
+        deadline: Duration::from_secs(86_400),
+    };
+    for path in ["mail:ok", "mail:flaky", "mail:refuse"] {
+        app.retryable(path, policy);
+    }
+    app
+}
+
+#[tokio::test]
+async fn jobs_come_with_a_status_that_tells_retrying_from_pending() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let options = ServerOptions {
+        data_dir: dir.path().to_path_buf(),
+        dashboard: true,
+        ..ServerOptions::default()
+    };
+    let server = serve(app_with_jobs(), options)
+        .await
+        .expect("the server starts");
+    for (path, delay) in [
+        ("mail:ok", 0.0),
+        ("mail:flaky", 0.0),
+        ("mail:refuse", 0.0),
+        ("mail:ok", 3_600_000.0),
+    ] {
+        server
+            .state
+            .executor
+            .mutation(
+                "jobs:schedule",
+                vec![obj! { "path" => path, "delayMs" => delay }],
+                Identity::Anonymous,
+                Caller::Client,
+                None,
+            )
+            .await
+            .expect("scheduled");
+    }
+    let expected = serde_json::json!({"success": 1, "retrying": 1, "failed": 1, "pending": 1});
+    let started = std::time::Instant::now();
+    let all = loop {
+        let all = get_json(server.addr, "/_dashboard/api/jobs").await;
+        if all["counts"] == expected {
+            break all;
+        }
+        assert!(started.elapsed() < WAIT, "waited for {expected}: {all:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let jobs = all["jobs"].as_array().expect("jobs");
+    assert_eq!(jobs.len(), 4);
+    let retrying = jobs
+        .iter()
+        .find(|j| j["status"] == "retrying")
+        .expect("a retrying job");
+    assert_eq!(retrying["name"], "mail:flaky");
+    assert_eq!(retrying["state"], "pending");
+    let attempt = &retrying["attempts"][0];
+    assert_eq!(attempt["error"], "CONFLICT: 421 4.3.0 try again later");
+    assert!(attempt["nextAttemptTime"].as_f64() > attempt["endedTime"].as_f64());
+
+    let refused = get_json(server.addr, "/_dashboard/api/jobs?function=mail:refuse").await;
+    assert_eq!(refused["counts"], serde_json::json!({"failed": 1}));
+    assert_eq!(refused["jobs"][0]["status"], "failed");
+    assert_eq!(
+        refused["jobs"][0]["error"],
+        "INVALID_ARGUMENT: 550 5.1.1 mailbox unavailable"
+    );
+    let sent = get_json(server.addr, "/_dashboard/api/jobs?function=mail:ok&limit=1").await;
+    assert_eq!(sent["jobs"].as_array().map(Vec::len), Some(1));
+    assert_eq!(sent["more"], true);
+    assert_eq!(
+        sent["counts"],
+        serde_json::json!({"success": 1, "pending": 1})
+    );
+    let ok = sent["jobs"][0].clone();
+    assert_eq!(ok["status"], "pending", "the newest first: {ok:#}");
+}
+
+#[tokio::test]
+async fn the_outbox_names_the_smtp_server_without_its_credentials() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let options = ServerOptions {
+        data_dir: dir.path().to_path_buf(),
+        dashboard: true,
+        mail: crate::email::MailOptions {
+            smtp: Some("smtps://ada:Hunter2-secret@mail.example.com:465".into()),
+            ..crate::email::MailOptions::default()
+        },
+        ..ServerOptions::default()
+    };
+    let server = serve(app(), options).await.expect("the server starts");
+    let outbox = get_json(server.addr, "/_dashboard/api/outbox").await;
+    assert_eq!(outbox["smtp"], "smtps://***:***@mail.example.com:465");
+    assert_eq!(outbox["outbox"], Json::Null);
+}
