@@ -130,7 +130,8 @@ test("the dashboard shows documents live, the call log, jobs and the outbox", as
   assert.match(await created.innerText(), /\d+\.\d\d ms/);
   await row("#calls", "todos:create").filter({ hasText: "failed" }).first().waitFor();
 
-  // Sign-up scheduled the welcome mail: a job that ran, and a mail in the outbox.
+  // Sign-up scheduled the verification mail: a job that ran, and a mail in the
+  // outbox with its link.
   await page.locator('nav button[data-tab="jobs"]').click();
   await row("#jobs", "emails:send").filter({ hasText: "success" }).first().waitFor();
 
@@ -138,7 +139,7 @@ test("the dashboard shows documents live, the call log, jobs and the outbox", as
   const mail = page.locator("#mails li", { hasText: owner.email });
   await mail.waitFor();
   await mail.click();
-  await page.locator("#mail-subject", { hasText: "Welcome, Owner" }).waitFor();
+  await page.locator("#mail-subject", { hasText: "Confirm your email address" }).waitFor();
   assert.equal(await page.locator("#mail-to").innerText(), owner.email);
   const frame = page.frameLocator("#mail-body iframe");
   await frame.locator("body", { hasText: "Hello Owner," }).waitFor();
@@ -175,7 +176,14 @@ test("the dashboard's JSON endpoints", async () => {
 
   const { json: outbox } = await get("outbox");
   assert.equal(outbox.outbox, path.join(server.dataDir, "outbox"));
-  assert.ok(outbox.mails.some((m) => m.subject === "Welcome, Owner" && m.text?.includes("Hello Owner,")));
+  assert.ok(
+    outbox.mails.some(
+      (m) =>
+        m.subject === "Confirm your email address" &&
+        m.text?.includes("Hello Owner,") &&
+        m.text?.includes("/api/auth/verify-email?token="),
+    ),
+  );
 });
 
 test("`livebase serve` does not serve the dashboard", async () => {

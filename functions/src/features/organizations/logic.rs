@@ -227,15 +227,17 @@ pub fn invite(
         }
     }
     let now = now_of(db);
+    // Only this organization's invitations to the address: what other
+    // organizations sent it cannot make it un-invitable here.
     let open = db
         .query(INVITATIONS)
-        .with_index("by_email", |q| q.eq("email", email.as_str()))
+        .with_index("by_organization_email", |q| {
+            q.eq("organizationId", org_id.as_str())
+                .eq("email", email.as_str())
+        })
         .collect()?
-        .into_iter()
-        .any(|i| {
-            str_field(&i, "organizationId") == actor.organization_id
-                && status_of(&i, now) == PENDING
-        });
+        .iter()
+        .any(|i| status_of(i, now) == PENDING);
     if open {
         return Err(Error::conflict(format!(
             "{email} already has a pending invitation"
@@ -312,14 +314,23 @@ pub fn list_invitations(db: &mut Transaction, organization_id: &str) -> Result<V
         .collect())
 }
 
-/// Accepts an invitation for `user`, who must be the invited email's user;
-/// returns the new member id. Anything but a pending invitation is a
-/// `CONFLICT`, so a second accept — concurrent or not, since mutations are
-/// serial — creates no second membership.
+/// Accepts an invitation for `user`, who must be the invited email's user
+/// and have verified it — otherwise anyone who read the invitation list could
+/// sign up with the invited address and take the role. Returns the new member
+/// id. Anything but a pending invitation is a `CONFLICT`, so a second accept —
+/// concurrent or not, since mutations are serial — creates no second
+/// membership.
 pub fn accept_invitation(db: &mut Transaction, user: &User, id: &DocumentId) -> Result<DocumentId> {
     let invitation = db
         .get(id)?
         .ok_or_else(|| Error::not_found(format!("invitation {id} does not exist")))?;
+    if !user.email_verified {
+        return Err(Error::forbidden(format!(
+            "verify your email address before accepting an invitation: follow the link \
+             mailed to {} (POST /api/auth/send-verification-email sends a new one)",
+            user.email
+        )));
+    }
     if str_field(&invitation, "email") != user.email {
         return Err(Error::forbidden(
             "this invitation is for another email address",
