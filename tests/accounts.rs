@@ -562,3 +562,156 @@ async fn only_a_bare_canonical_address_makes_an_account() {
     )
     .await;
 }
+
+/// Sends `n` requests and returns the statuses.
+async fn statuses(t: &TestServer, n: usize, path: &str, body: impl Fn(usize) -> Json) -> Vec<u16> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        out.push(t.post(path, None, body(i)).await.status);
+    }
+    out
+}
+
+fn assert_refused_with_retry_after(reply: &Reply, what: &str) {
+    assert_eq!(reply.status, 429, "{what}: {}", reply.body);
+    let seconds: u64 = reply
+        .header("retry-after")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: a Retry-After header"));
+    assert!(seconds > 0, "{what}: {seconds}");
+}
+
+#[tokio::test]
+async fn every_auth_limit_refuses_with_429_and_retry_after() {
+    use livebase_runtime::auth::limits::{
+        MAIL_PER_ADDRESS, MAIL_PER_IP, SIGN_IN_PER_IP, SIGN_UP_PER_ADDRESS, SIGN_UP_PER_IP,
+    };
+    let t = TestServer::start().await;
+
+    // Sign-up per address: a taken address answers 422 only so often.
+    t.sign_up("taken@example.com", "Taken").await;
+    let body = |_| json!({"email": "taken@example.com", "password": PASSWORD, "name": "X"});
+    let got = statuses(
+        &t,
+        SIGN_UP_PER_ADDRESS.burst as usize - 1,
+        "/api/auth/sign-up/email",
+        body,
+    )
+    .await;
+    assert!(got.iter().all(|s| *s == 422), "{got:?}");
+    let refused = t.post("/api/auth/sign-up/email", None, body(0)).await;
+    assert_refused_with_retry_after(&refused, "sign-up per address");
+
+    // Mail per address: verification and reset share it.
+    let mail = |path: &'static str| {
+        let t = &t;
+        async move {
+            t.post(path, None, json!({"email": "someone@example.com"}))
+                .await
+        }
+    };
+    for _ in 0..MAIL_PER_ADDRESS.burst {
+        assert_eq!(mail("/api/auth/request-password-reset").await.status, 200);
+    }
+    assert_refused_with_retry_after(
+        &mail("/api/auth/send-verification-email").await,
+        "mail per address",
+    );
+
+    // Mail per client: fresh addresses, one client.
+    let got = statuses(
+        &t,
+        MAIL_PER_IP.burst as usize - MAIL_PER_ADDRESS.burst as usize - 1,
+        "/api/auth/send-verification-email",
+        |i| json!({"email": format!("mail{i}@example.com")}),
+    )
+    .await;
+    assert!(got.iter().all(|s| *s == 200), "{got:?}");
+    let refused = t
+        .post(
+            "/api/auth/send-verification-email",
+            None,
+            json!({"email": "fresh@example.com"}),
+        )
+        .await;
+    assert_refused_with_retry_after(&refused, "mail per client");
+
+    // Sign-up per client: short passwords are refused after the limit is
+    // counted, so hitting it needs no hashing.
+    let got = statuses(
+        &t,
+        SIGN_UP_PER_IP.burst as usize - SIGN_UP_PER_ADDRESS.burst as usize - 1,
+        "/api/auth/sign-up/email",
+        |i| json!({"email": format!("new{i}@example.com"), "password": "short", "name": "X"}),
+    )
+    .await;
+    assert!(got.iter().all(|s| *s == 400), "{got:?}");
+    let refused = t
+        .post(
+            "/api/auth/sign-up/email",
+            None,
+            json!({"email": "one-more@example.com", "password": PASSWORD, "name": "X"}),
+        )
+        .await;
+    assert_refused_with_retry_after(&refused, "sign-up per client");
+
+    // Sign-in per client: unknown addresses, one client (the per-address
+    // limit is tests/auth.rs's). The bucket refills while the passwords
+    // hash, so send until refused, and count what got through.
+    let mut answered = 0;
+    let refused = loop {
+        let reply = t
+            .sign_in(&format!("guess{answered}@example.com"), "guess")
+            .await;
+        if reply.status != 401 || answered > 3 * SIGN_IN_PER_IP.burst {
+            break reply;
+        }
+        answered += 1;
+    };
+    assert!(answered >= SIGN_IN_PER_IP.burst, "{answered}");
+    assert_refused_with_retry_after(&refused, "sign-in per client");
+}
+
+#[tokio::test]
+async fn invitations_are_limited_per_organization_and_address_without_blocking_others() {
+    use livebase_functions::features::organizations::logic::{
+        MAX_INVITATIONS_PER_ADDRESS, MAX_INVITATIONS_PER_ORGANIZATION,
+    };
+    let t = TestServer::start().await;
+    let ada = t.sign_up("ada@example.com", "Ada").await;
+    let bob = t.sign_up("bob@example.com", "Bob").await;
+    async fn create(t: &TestServer, user: &User, slug: &str) -> Json {
+        let args = json!({"name": slug, "slug": slug});
+        ok(t.mutation("organizations:create", user, args).await)
+    }
+    async fn invite(t: &TestServer, user: &User, org: &Json, email: &str) -> support::Outcome {
+        let args = json!({"organizationId": org, "email": email, "role": "member"});
+        t.mutation("organizations:invite", user, args).await
+    }
+    let acme = create(&t, &ada, "acme").await;
+    let globex = create(&t, &bob, "globex").await;
+
+    // Invite/cancel churn in Acme hits Acme's limit for that address...
+    for _ in 0..MAX_INVITATIONS_PER_ADDRESS {
+        let id = ok(invite(&t, &ada, &acme, "x@example.com").await);
+        ok(t.mutation(
+            "organizations:cancelInvitation",
+            &ada,
+            json!({"invitationId": id}),
+        )
+        .await);
+    }
+    let refused = invite(&t, &ada, &acme, "x@example.com").await;
+    assert_eq!(code(&refused), "LIMIT_EXCEEDED", "{refused:?}");
+    // ...and nobody else's: Globex can still invite the address.
+    ok(invite(&t, &bob, &globex, "x@example.com").await);
+
+    // One organization's invitations in an hour (the churn above counts).
+    for i in MAX_INVITATIONS_PER_ADDRESS..MAX_INVITATIONS_PER_ORGANIZATION {
+        ok(invite(&t, &ada, &acme, &format!("guest{i}@example.com")).await);
+    }
+    let refused = invite(&t, &ada, &acme, "one-too-many@example.com").await;
+    assert_eq!(code(&refused), "LIMIT_EXCEEDED", "{refused:?}");
+    assert!(refused.unwrap_err().message.contains("hour"));
+    ok(invite(&t, &bob, &globex, "one-too-many@example.com").await);
+}

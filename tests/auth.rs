@@ -6,7 +6,7 @@
 
 mod support;
 
-use livebase_runtime::auth::throttle::MAX_ATTEMPTS;
+use livebase_runtime::auth::limits::SIGN_IN_PER_ADDRESS;
 use livebase_runtime::auth::tokens::{Claims, TokenKeys, SECRET_FILE};
 use livebase_schema::protocol::ServerMessage;
 use serde_json::json;
@@ -122,6 +122,7 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_401() {
 
 #[tokio::test]
 async fn repeated_failed_sign_ins_are_refused_with_429_and_retry_after() {
+    const MAX_ATTEMPTS: u32 = SIGN_IN_PER_ADDRESS.burst;
     let t = TestServer::start().await;
     t.sign_up("ada@example.com", "Ada").await;
     t.sign_up("bob@example.com", "Bob").await;

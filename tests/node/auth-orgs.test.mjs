@@ -19,6 +19,7 @@ import {
   rejects,
   rejectsWithCode,
   assertCode,
+  verifyEmail,
 } from "./harness.mjs";
 
 let server;
@@ -258,6 +259,15 @@ test("two users, two organizations, an invitation accepted, live lists stay in t
     "carol accepting bob's invitation",
   );
 
+  // Bob has not proved he owns his address yet: accepting is refused with a
+  // message that says to verify first. He follows the mailed link, then can.
+  const unverified = await rejectsWithCode(
+    b.mutation(api.organizations.acceptInvitation, { invitationId }),
+    "FORBIDDEN",
+    "bob accepting before verifying his address",
+  );
+  assert.match(String(unverified?.data?.message ?? unverified?.message), /verify/);
+  await verifyEmail(server.url, bob.email);
   const memberId = await ok(
     b.mutation(api.organizations.acceptInvitation, { invitationId }),
     "bob accepts",

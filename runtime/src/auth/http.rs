@@ -19,11 +19,13 @@
 
 use axum::body::Bytes;
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use serde_json::{json, Value as JsonValue};
 
@@ -147,6 +149,13 @@ impl Body {
     }
 }
 
+/// The client's address, when the server recorded it for the connection.
+type Client = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+fn ip(client: Client) -> Option<IpAddr> {
+    client.map(|Extension(ConnectInfo(addr))| addr.ip())
+}
+
 fn status_true() -> Response {
     Json(json!({"status": true})).into_response()
 }
@@ -170,7 +179,7 @@ fn reply<T>(result: Result<T, AuthError>, ok: impl FnOnce(T) -> Response) -> Res
     result.map_or_else(IntoResponse::into_response, ok)
 }
 
-async fn sign_up(State(auth): State<SessionAuth>, body: Bytes) -> Response {
+async fn sign_up(State(auth): State<SessionAuth>, client: Client, body: Bytes) -> Response {
     let result = async {
         let body = Body::parse(&body)?;
         let (email, password, name) = (
@@ -178,17 +187,18 @@ async fn sign_up(State(auth): State<SessionAuth>, body: Bytes) -> Response {
             body.string("password")?,
             body.string("name")?,
         );
-        auth.sign_up(email, password.to_string(), name).await
+        auth.sign_up(ip(client), email, password.to_string(), name)
+            .await
     }
     .await;
     reply(result, signed_in)
 }
 
-async fn sign_in(State(auth): State<SessionAuth>, body: Bytes) -> Response {
+async fn sign_in(State(auth): State<SessionAuth>, client: Client, body: Bytes) -> Response {
     let result = async {
         let body = Body::parse(&body)?;
         let (email, password) = (body.string("email")?, body.string("password")?);
-        auth.sign_in(email, password.to_string()).await
+        auth.sign_in(ip(client), email, password.to_string()).await
     }
     .await;
     reply(result, signed_in)
@@ -214,11 +224,15 @@ async fn get_session(State(auth): State<SessionAuth>, headers: HeaderMap) -> Res
     })
 }
 
-async fn send_verification_email(State(auth): State<SessionAuth>, body: Bytes) -> Response {
+async fn send_verification_email(
+    State(auth): State<SessionAuth>,
+    client: Client,
+    body: Bytes,
+) -> Response {
     let result = async {
         let body = Body::parse(&body)?;
         let email = body.string("email")?;
-        auth.send_verification_email(email, body.optional("callbackURL")?)
+        auth.send_verification_email(ip(client), email, body.optional("callbackURL")?)
             .await
     }
     .await;
@@ -246,11 +260,15 @@ async fn verify_email(
     })
 }
 
-async fn request_password_reset(State(auth): State<SessionAuth>, body: Bytes) -> Response {
+async fn request_password_reset(
+    State(auth): State<SessionAuth>,
+    client: Client,
+    body: Bytes,
+) -> Response {
     let result = async {
         let body = Body::parse(&body)?;
         let email = body.string("email")?;
-        auth.request_password_reset(email, body.optional("redirectTo")?)
+        auth.request_password_reset(ip(client), email, body.optional("redirectTo")?)
             .await
     }
     .await;

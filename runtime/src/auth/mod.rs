@@ -11,7 +11,7 @@
 //! - [`passwords`]: argon2id, off the async threads;
 //! - [`mail_tokens`]: the one-time tokens of mailed links (verification,
 //!   password reset), stored hashed;
-//! - [`throttle`]: the limit on repeated failed sign-ins;
+//! - [`limits`]: the rate limits per address and per client (`429`);
 //! - [`http`]: the endpoints, translating [`SessionAuth`]'s flows to HTTP.
 //!
 //! **Invariant:** a token is honoured only while its session row exists.
@@ -21,13 +21,14 @@
 //! everywhere, open subscriptions included.
 
 pub mod http;
+pub mod limits;
 pub mod mail_tokens;
 pub mod passwords;
 pub mod tables;
-pub mod throttle;
 pub mod tokens;
 pub mod users;
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,9 +39,9 @@ use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::registry::{BoxFuture, Identity};
 use crate::system::schedule;
+use limits::{Action, AuthLimits};
 use mail_tokens::Purpose;
 use tables::{SESSIONS, USERS};
-use throttle::SignInThrottle;
 use tokens::{Claims, TokenKeys};
 use users::{normalize_email, session_user, user_by_email, User};
 
@@ -84,8 +85,8 @@ pub enum AuthError {
     /// Wrong password or unknown email — deliberately one error (`401`).
     #[error("invalid email or password")]
     InvalidCredentials,
-    /// Too many sign-in attempts for this email (`429`).
-    #[error("too many sign-in attempts; try again later")]
+    /// Over one of [`limits`] (`429`).
+    #[error("too many requests; try again later")]
     TooManyAttempts { retry_after: Duration },
     /// A mailed link's token that is unknown, used or expired (`400`).
     #[error("this link is invalid, used or expired; ask for a new one")]
@@ -142,7 +143,7 @@ pub struct SessionAuth {
 struct Inner {
     db: Database,
     keys: TokenKeys,
-    throttle: SignInThrottle,
+    limits: AuthLimits,
     /// Where mailed links point (`--app-url`, else the server's own URL),
     /// without a trailing `/`; set once the server knows its address.
     app_url: OnceLock<String>,
@@ -185,7 +186,7 @@ impl SessionAuth {
             inner: Arc::new(Inner {
                 db,
                 keys,
-                throttle: SignInThrottle::default(),
+                limits: AuthLimits::default(),
                 app_url: OnceLock::new(),
             }),
         }
@@ -197,6 +198,19 @@ impl SessionAuth {
             .inner
             .app_url
             .set(app_url.trim_end_matches('/').to_string());
+    }
+
+    /// Counts `action` against the limits, or refuses it (`429`).
+    fn limit(
+        &self,
+        action: Action,
+        client: Option<IpAddr>,
+        address: Option<&str>,
+    ) -> Result<(), AuthError> {
+        self.inner
+            .limits
+            .check(action, client, address)
+            .map_err(|retry_after| AuthError::TooManyAttempts { retry_after })
     }
 
     fn app_url(&self) -> &str {
@@ -256,11 +270,14 @@ impl SessionAuth {
     /// user or they are verified already. Answers the same either way.
     pub async fn send_verification_email(
         &self,
+        client: Option<IpAddr>,
         email: &str,
         callback_url: Option<&str>,
     ) -> Result<(), AuthError> {
         let callback = callback_url.map(|c| self.app_link(c)).transpose()?;
-        let Ok(email) = normalize_email(email) else {
+        let email = normalize_email(email).ok();
+        self.limit(Action::Mail, client, email.as_deref())?;
+        let Some(email) = email else {
             return Ok(());
         };
         let this = self.clone();
@@ -320,6 +337,7 @@ impl SessionAuth {
     /// is such a user. Answers the same either way.
     pub async fn request_password_reset(
         &self,
+        client: Option<IpAddr>,
         email: &str,
         redirect_to: Option<&str>,
     ) -> Result<(), AuthError> {
@@ -327,7 +345,9 @@ impl SessionAuth {
             Some(r) => self.app_link(r)?,
             None => format!("{}{RESET_PAGE}", self.app_url()),
         };
-        let Ok(email) = normalize_email(email) else {
+        let email = normalize_email(email).ok();
+        self.limit(Action::Mail, client, email.as_deref())?;
+        let Some(email) = email else {
             return Ok(());
         };
         self.inner
@@ -423,7 +443,7 @@ impl SessionAuth {
             .value;
         // Guessing the current password through a stolen token is guessing a
         // password: it shares sign-in's per-address limit.
-        if let Err(retry_after) = self.inner.throttle.begin(&user.email) {
+        if let Err(retry_after) = self.inner.limits.check_password(&user.email) {
             return Err(AuthError::TooManyAttempts { retry_after });
         }
         let current = if current.len() > passwords::MAX_PASSWORD_BYTES {
@@ -434,7 +454,6 @@ impl SessionAuth {
         if !passwords::verify(current, stored).await? {
             return Err(AuthError::WrongPassword);
         }
-        self.inner.throttle.succeeded(&user.email);
         let hash = passwords::hash(new_password).await?;
         let (iat, exp) = self.lifetime();
         let user_id = user.id.clone();
@@ -542,11 +561,13 @@ impl SessionAuth {
     /// followed.
     pub async fn sign_up(
         &self,
+        client: Option<IpAddr>,
         email: &str,
         password: String,
         name: &str,
     ) -> Result<SignedIn, AuthError> {
         let email = normalize_email(email).map_err(|e| invalid("INVALID_EMAIL", e))?;
+        self.limit(Action::SignUp, client, Some(&email))?;
         passwords::check_strength(&password).map_err(|e| invalid("INVALID_PASSWORD", e))?;
         let name = name.trim().to_string();
         if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
@@ -604,13 +625,17 @@ impl SessionAuth {
 
     /// Checks an email and password and opens a session. Wrong password and
     /// unknown email fail alike, in the same time.
-    pub async fn sign_in(&self, email: &str, password: String) -> Result<SignedIn, AuthError> {
-        let Ok(email) = normalize_email(email) else {
+    pub async fn sign_in(
+        &self,
+        client: Option<IpAddr>,
+        email: &str,
+        password: String,
+    ) -> Result<SignedIn, AuthError> {
+        let email = normalize_email(email).ok();
+        self.limit(Action::SignIn, client, email.as_deref())?;
+        let Some(email) = email else {
             return Err(AuthError::InvalidCredentials);
         };
-        if let Err(retry_after) = self.inner.throttle.begin(&email) {
-            return Err(AuthError::TooManyAttempts { retry_after });
-        }
         let lookup = email.clone();
         let found = self
             .inner
@@ -643,7 +668,6 @@ impl SessionAuth {
             Some(user) if matches => user,
             _ => return Err(AuthError::InvalidCredentials),
         };
-        self.inner.throttle.succeeded(&email);
         let (iat, exp) = self.lifetime();
         let user_id = user.id.clone();
         let session = self

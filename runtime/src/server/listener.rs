@@ -32,8 +32,10 @@ pub async fn run(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => {
-                    connections.spawn(serve_connection(tcp, app.clone(), shutdown.subscribe()));
+                Ok((tcp, peer)) => {
+                    // The client's address, for the per-client limits.
+                    let app = app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+                    connections.spawn(serve_connection(tcp, app, shutdown.subscribe()));
                 }
                 Err(e) => {
                     // Out of file descriptors, typically: back off instead of

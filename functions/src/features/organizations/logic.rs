@@ -7,6 +7,7 @@ use std::time::Duration;
 use livebase_runtime::auth::tables::{INVITATIONS, MEMBERS, ORGANIZATIONS, USERS};
 use livebase_runtime::auth::users::{normalize_email, now_ms, user_by_email, User};
 use livebase_runtime::scheduler::Scheduler;
+use livebase_runtime::store::Order;
 use livebase_runtime::transaction::Transaction;
 use livebase_runtime::{Error, Result};
 use livebase_schema::{obj, DocumentId, Value};
@@ -21,6 +22,16 @@ pub const INVITATION_LIFETIME_MS: f64 = 7.0 * 24.0 * 60.0 * 60.0 * 1000.0;
 pub const MAX_NAME_CHARS: usize = 100;
 /// Longest slug, in bytes.
 pub const MAX_SLUG_LEN: usize = 48;
+
+/// Most invitations one organization may send in [`INVITATION_WINDOW_MS`].
+pub const MAX_INVITATIONS_PER_ORGANIZATION: usize = 100;
+/// Most invitations one organization may send one address in
+/// [`INVITATION_WINDOW_MS`]: invitations are mail, and invite/cancel churn
+/// must not fill anyone's inbox. Counted per organization, so that what one
+/// organization does never makes an address un-invitable for another.
+pub const MAX_INVITATIONS_PER_ADDRESS: usize = 5;
+/// The sliding window of both invitation limits.
+pub const INVITATION_WINDOW_MS: f64 = 60.0 * 60.0 * 1000.0;
 
 /// Invitation states as stored; `expired` is derived on read.
 pub const PENDING: &str = "pending";
@@ -227,17 +238,32 @@ pub fn invite(
         }
     }
     let now = now_of(db);
-    // Only this organization's invitations to the address: what other
-    // organizations sent it cannot make it un-invitable here.
-    let open = db
+    let org = org_id.as_str();
+    let by_org = db
+        .query(INVITATIONS)
+        .with_index("by_organization", |q| q.eq("organizationId", org))
+        .order(Order::Desc)
+        .take(MAX_INVITATIONS_PER_ORGANIZATION)?;
+    check_invitation_rate(
+        &by_org,
+        MAX_INVITATIONS_PER_ORGANIZATION,
+        now,
+        "this organization",
+    )?;
+    let to_address = db
         .query(INVITATIONS)
         .with_index("by_organization_email", |q| {
-            q.eq("organizationId", org_id.as_str())
-                .eq("email", email.as_str())
+            q.eq("organizationId", org).eq("email", email.as_str())
         })
-        .collect()?
-        .iter()
-        .any(|i| status_of(i, now) == PENDING);
+        .order(Order::Desc)
+        .take(MAX_INVITATIONS_PER_ADDRESS)?;
+    check_invitation_rate(&to_address, MAX_INVITATIONS_PER_ADDRESS, now, &email)?;
+    // Only this organization's invitations to the address are read, so what
+    // other organizations sent never makes it un-invitable here. A new one is
+    // made only while none is pending, so a pending one is the newest.
+    let open = to_address
+        .first()
+        .is_some_and(|i| status_of(i, now) == PENDING);
     if open {
         return Err(Error::conflict(format!(
             "{email} already has a pending invitation"
@@ -268,6 +294,28 @@ pub fn invite(
     // The seed's `ctx.scheduler.runAfter(0, internal.emails.send, ..)`.
     Scheduler::new(db).run_after(Duration::ZERO, emails::SEND, mail)?;
     Ok(id)
+}
+
+/// `LIMIT_EXCEEDED` if `recent` — the newest `max` invitations of one kind,
+/// newest first (ids grow with time) — were all sent within the window. The
+/// check reads at most `max` rows however many were ever sent, and needs no
+/// state beside the table.
+fn check_invitation_rate(recent: &[Value], max: usize, now: f64, who: &str) -> Result<()> {
+    let oldest = recent
+        .last()
+        .and_then(|i| i.get("_creationTime"))
+        .and_then(Value::as_f64);
+    match oldest {
+        Some(sent) if recent.len() >= max && now - sent < INVITATION_WINDOW_MS => {
+            let minutes = ((sent + INVITATION_WINDOW_MS - now) / 60_000.0)
+                .ceil()
+                .max(1.0);
+            Err(Error::limit(format!(
+                "{who} had {max} invitations in the last hour; try again in {minutes} minutes"
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The transaction's time in ms: its commit time in a mutation (so every
