@@ -45,7 +45,8 @@ test("the HTTP auth endpoints: sign-up, sign-in, get-session", async () => {
 
   const up = await auth.signUp(url, { email, password, name: "Dana" });
   assert.equal(up.status, 200, up.text);
-  assert.deepEqual(Object.keys(up.json.user).sort(), ["email", "id", "name"]);
+  assert.deepEqual(Object.keys(up.json.user).sort(), ["email", "emailVerified", "id", "name"]);
+  assert.equal(up.json.user.emailVerified, false, "verified only once the mailed link is followed");
   assert.equal(up.json.user.email, email);
   assert.equal(up.json.user.name, "Dana");
   // A JWT with sub = user id, sid, iat, exp (the npm client schedules its
