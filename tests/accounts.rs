@@ -715,3 +715,60 @@ async fn invitations_are_limited_per_organization_and_address_without_blocking_o
     assert!(refused.unwrap_err().message.contains("hour"));
     ok(invite(&t, &bob, &globex, "one-too-many@example.com").await);
 }
+
+#[tokio::test]
+async fn a_session_that_expires_ends_its_live_queries_without_any_write() {
+    use livebase_runtime::auth::tokens::{Claims, TokenKeys};
+    use livebase_schema::obj;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    let t = TestServer::start().await;
+    let ada = t.sign_up("ada@example.com", "Ada").await;
+    // A session that ends in about a second, and a token for it signed with
+    // the server's own key.
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let expires_at = now.as_millis() as f64 + 1500.0;
+    let user_id = ada.id.clone();
+    let sid = t
+        .server
+        .state
+        .executor
+        .database()
+        .mutate(move |tx| {
+            tx.insert(
+                "sessions",
+                obj! { "userId" => user_id.as_str(), "expiresAt" => expires_at },
+            )
+        })
+        .await
+        .expect("a session row")
+        .value;
+    let keys = TokenKeys::load(t.data_dir()).expect("the server's key");
+    let token = keys
+        .issue(&Claims {
+            sub: ada.id.clone(),
+            sid: sid.as_str().to_string(),
+            iat: now.as_secs(),
+            exp: now.as_secs() + 60,
+        })
+        .expect("signs");
+
+    let mut ws = Ws::connect(t.addr()).await;
+    ws.authenticate(&token).await;
+    ws.subscribe(1, "organizations:listMine", json!({})).await;
+    assert_eq!(ws.next_result(1).await, Ok(json!([])));
+    // Nothing is written from here on; the next result is the session's end.
+    let ended = ws.next_result(1).await.expect_err("the session expired");
+    assert_eq!(error_code(&ended), "UNAUTHENTICATED");
+    assert_eq!(
+        t.get("/api/auth/get-session", Some(&token)).await.status,
+        401
+    );
+    // Ada's other session is untouched.
+    assert_eq!(
+        t.get("/api/auth/get-session", Some(&ada.token))
+            .await
+            .status,
+        200
+    );
+}

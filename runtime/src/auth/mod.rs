@@ -9,6 +9,7 @@
 //! - [`users`]: who the caller is, read through a function's transaction;
 //! - [`tokens`]: signed JWTs and their key;
 //! - [`passwords`]: argon2id, off the async threads;
+//! - [`expiry`]: ends each session when it expires, live queries included;
 //! - [`mail_tokens`]: the one-time tokens of mailed links (verification,
 //!   password reset), stored hashed;
 //! - [`limits`]: the rate limits per address and per client (`429`);
@@ -20,6 +21,7 @@
 //! [`users::current_user`]), so deleting the row — sign-out — ends the token
 //! everywhere, open subscriptions included.
 
+pub mod expiry;
 pub mod http;
 pub mod limits;
 pub mod mail_tokens;
@@ -144,6 +146,8 @@ struct Inner {
     db: Database,
     keys: TokenKeys,
     limits: AuthLimits,
+    /// The sessions to end when they expire.
+    expiry: Arc<expiry::Expiry>,
     /// Where mailed links point (`--app-url`, else the server's own URL),
     /// without a trailing `/`; set once the server knows its address.
     app_url: OnceLock<String>,
@@ -182,11 +186,16 @@ impl SessionAuth {
 
     pub fn with_keys(keys: TokenKeys, db: Database) -> SessionAuth {
         passwords::warm_up();
+        let expiry = Arc::new(expiry::Expiry::new(db.clone()));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(expiry::run(Arc::downgrade(&expiry)));
+        }
         SessionAuth {
             inner: Arc::new(Inner {
                 db,
                 keys,
                 limits: AuthLimits::default(),
+                expiry,
                 app_url: OnceLock::new(),
             }),
         }
@@ -792,11 +801,28 @@ impl Authenticator for SessionAuth {
     fn authenticate(&self, token: &str) -> BoxFuture<Result<Identity>> {
         let claims = self.inner.keys.verify(token);
         let db = self.inner.db.clone();
+        let expiry = self.inner.expiry.clone();
         Box::pin(async move {
             let claims = claims?;
             let checked = claims.clone();
-            db.query(move |tx| session_user(tx, &checked.sid, &checked.sub))
-                .await?;
+            let expires_at = db
+                .query(move |tx| {
+                    session_user(tx, &checked.sid, &checked.sub)?;
+                    let id = DocumentId::parse_in(&checked.sid, SESSIONS);
+                    Ok(match id {
+                        Some(id) => tx
+                            .get(&id)?
+                            .and_then(|s| s.get("expiresAt").and_then(Value::as_f64)),
+                        None => None,
+                    })
+                })
+                .await?
+                .value;
+            // Whoever holds this token may subscribe with it: end the session
+            // (and so those subscriptions) the moment it expires.
+            if let Some(at) = expires_at {
+                expiry.watch(&claims.sid, at);
+            }
             Ok(Identity::User {
                 user_id: claims.sub,
                 session_id: claims.sid,
