@@ -16,7 +16,16 @@ import path from "node:path";
 
 import { chromium } from "playwright-core";
 
-import { startServer, Clients, api, newUser, unique, ok, rejects } from "./harness.mjs";
+import {
+  startServer,
+  Clients,
+  api,
+  newUser,
+  unique,
+  ok,
+  rejects,
+  withTimeout,
+} from "./harness.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 const CHROMIUM_ARGS = [
@@ -108,6 +117,17 @@ test("the dashboard shows documents live, the call log, jobs and the outbox", as
   await todoRow.waitFor();
   assert.equal(await todoRow.getAttribute("data-id"), todoId);
   await page.locator('#tables li[data-table="todos"] .count', { hasText: /^1$/ }).waitFor();
+  // `livebase dev` prints the mail's link on its log line: one click away.
+  await withTimeout(
+    (async () => {
+      while (!/mail {2}\S+ → \S+\.eml {2}http:\/\/\S+\/api\/auth\/verify-email\?token=\S+/.test(server.logs())) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })(),
+    10_000,
+    () => `the mail log line with its link in:\n${server.logs()}`,
+  );
+
   assert.equal(await page.evaluate(() => window.sameDocument), true, "the page did not reload");
 
   // Content is text: markup in a document is shown, not run or rendered.
@@ -146,6 +166,17 @@ test("the dashboard shows documents live, the call log, jobs and the outbox", as
   assert.equal(await page.locator("#mail-body iframe").getAttribute("sandbox"), "");
   await page.locator('.mail-parts button[data-part="text"]').click();
   await page.locator("#mail-body pre", { hasText: "Hello Owner," }).waitFor();
+
+  // `livebase dev` prints the mail's link on its log line: one click away.
+  await withTimeout(
+    (async () => {
+      while (!/mail {2}\S+ → \S+\.eml {2}http:\/\/\S+\/api\/auth\/verify-email\?token=\S+/.test(server.logs())) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })(),
+    10_000,
+    () => `the mail log line with its link in:\n${server.logs()}`,
+  );
 
   assert.equal(await page.evaluate(() => window.sameDocument), true, "the page did not reload");
   assert.deepEqual(pageErrors, [], "no script errors on the page");

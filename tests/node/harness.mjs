@@ -171,6 +171,7 @@ export async function startServer({
           `livebase should exit cleanly on SIGTERM\n${log}`,
         );
       } finally {
+        dataDirs.delete(url);
         if (givenDataDir === undefined) await removeDataDir(dataDir);
       }
     })();
