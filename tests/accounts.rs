@@ -772,3 +772,31 @@ async fn a_session_that_expires_ends_its_live_queries_without_any_write() {
         200
     );
 }
+
+#[tokio::test]
+async fn clients_behind_a_local_proxy_are_limited_each_on_their_own() {
+    use livebase_runtime::auth::limits::MAIL_PER_IP;
+    let t = TestServer::start().await;
+    // A reverse proxy on this machine says whom it forwards for.
+    let ask = |client: &'static str, n: usize| {
+        let t = &t;
+        async move {
+            support::http_with_headers(
+                t.addr(),
+                "POST",
+                "/api/auth/send-verification-email",
+                None,
+                &[("X-Forwarded-For", client)],
+                Some(json!({"email": format!("someone{n}@example.com")})),
+            )
+            .await
+        }
+    };
+    for n in 0..MAIL_PER_IP.burst as usize {
+        assert_eq!(ask("203.0.113.1", n).await.status, 200);
+    }
+    assert_refused_with_retry_after(&ask("203.0.113.1", 99).await, "the first client");
+    // A spoofed first entry does not change the address the proxy added.
+    assert_eq!(ask("198.51.100.7, 203.0.113.1", 100).await.status, 429);
+    assert_eq!(ask("203.0.113.2", 101).await.status, 200, "another client");
+}

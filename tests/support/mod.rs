@@ -303,8 +303,23 @@ pub async fn http(
     token: Option<&str>,
     body: Option<Json>,
 ) -> Reply {
+    http_with_headers(addr, method, path, token, &[], body).await
+}
+
+/// [`http`] with extra request headers.
+pub async fn http_with_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Json>,
+) -> Reply {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
     if let Some(token) = token {
         request.push_str(&format!("Authorization: Bearer {token}\r\n"));
     }

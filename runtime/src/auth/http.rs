@@ -152,8 +152,23 @@ impl Body {
 /// The client's address, when the server recorded it for the connection.
 type Client = Option<Extension<ConnectInfo<SocketAddr>>>;
 
-fn ip(client: Client) -> Option<IpAddr> {
-    client.map(|Extension(ConnectInfo(addr))| addr.ip())
+/// The client address the per-client limits key on: the peer's; but when the
+/// peer is a proxy on this machine (loopback) that says whom it forwards for
+/// (`X-Forwarded-For`, last entry — the one it added itself), that address,
+/// so that clients behind a local reverse proxy do not share one bucket.
+fn ip(client: Client, headers: &HeaderMap) -> Option<IpAddr> {
+    let peer = client.map(|Extension(ConnectInfo(addr))| addr.ip())?;
+    if !peer.is_loopback() {
+        return Some(peer);
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .next_back()
+        .and_then(|last| last.trim().parse::<IpAddr>().ok());
+    Some(forwarded.unwrap_or(peer))
 }
 
 fn status_true() -> Response {
@@ -179,7 +194,12 @@ fn reply<T>(result: Result<T, AuthError>, ok: impl FnOnce(T) -> Response) -> Res
     result.map_or_else(IntoResponse::into_response, ok)
 }
 
-async fn sign_up(State(auth): State<SessionAuth>, client: Client, body: Bytes) -> Response {
+async fn sign_up(
+    State(auth): State<SessionAuth>,
+    client: Client,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let result = async {
         let body = Body::parse(&body)?;
         let (email, password, name) = (
@@ -187,18 +207,24 @@ async fn sign_up(State(auth): State<SessionAuth>, client: Client, body: Bytes) -
             body.string("password")?,
             body.string("name")?,
         );
-        auth.sign_up(ip(client), email, password.to_string(), name)
+        auth.sign_up(ip(client, &headers), email, password.to_string(), name)
             .await
     }
     .await;
     reply(result, signed_in)
 }
 
-async fn sign_in(State(auth): State<SessionAuth>, client: Client, body: Bytes) -> Response {
+async fn sign_in(
+    State(auth): State<SessionAuth>,
+    client: Client,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let result = async {
         let body = Body::parse(&body)?;
         let (email, password) = (body.string("email")?, body.string("password")?);
-        auth.sign_in(ip(client), email, password.to_string()).await
+        auth.sign_in(ip(client, &headers), email, password.to_string())
+            .await
     }
     .await;
     reply(result, signed_in)
@@ -227,12 +253,13 @@ async fn get_session(State(auth): State<SessionAuth>, headers: HeaderMap) -> Res
 async fn send_verification_email(
     State(auth): State<SessionAuth>,
     client: Client,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let result = async {
         let body = Body::parse(&body)?;
         let email = body.string("email")?;
-        auth.send_verification_email(ip(client), email, body.optional("callbackURL")?)
+        auth.send_verification_email(ip(client, &headers), email, body.optional("callbackURL")?)
             .await
     }
     .await;
@@ -263,12 +290,13 @@ async fn verify_email(
 async fn request_password_reset(
     State(auth): State<SessionAuth>,
     client: Client,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let result = async {
         let body = Body::parse(&body)?;
         let email = body.string("email")?;
-        auth.request_password_reset(ip(client), email, body.optional("redirectTo")?)
+        auth.request_password_reset(ip(client, &headers), email, body.optional("redirectTo")?)
             .await
     }
     .await;

@@ -17,7 +17,9 @@
 //! carry no information) are dropped; if it is still full the request is
 //! refused, so no stream of new keys can grow memory without bound or flush
 //! the state of the keys being limited. An IPv6 client is keyed by its /64,
-//! the block one subscriber usually gets. The state is in memory: a restart
+//! the block one subscriber usually gets. Behind a reverse proxy on the same
+//! machine (a loopback peer), the client is the last `X-Forwarded-For`
+//! entry, the one the proxy added (see `http::ip`). The state is in memory: a restart
 //! forgets it.
 
 use std::hash::Hash;
