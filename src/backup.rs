@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::Args;
 use livebase_runtime::auth::tokens::SECRET_FILE;
 use livebase_runtime::backup::{self, BackupError, Summary};
+use livebase_runtime::datadir;
 use livebase_runtime::store::sqlite::{SqlitePersistence, DATABASE_FILE};
 use livebase_runtime::system::with_system_tables;
 
@@ -71,9 +72,11 @@ fn run_export(args: &BackupArgs) -> Result<Summary, String> {
         return backup::export(&store, &mut stdout.lock()).map_err(|e| e.to_string());
     }
     // Written beside the target and renamed when complete, so a failed
-    // export never leaves a truncated file that looks like a backup.
+    // export never leaves a truncated file that looks like a backup; private
+    // (it holds every password hash) from its first byte.
     let partial = args.file.with_extension("partial");
-    let written = File::create(&partial)
+    let _ = std::fs::remove_file(&partial);
+    let written = datadir::create_private_file(&partial)
         .map_err(BackupError::from)
         .and_then(|file| {
             let mut out = BufWriter::new(file);
@@ -96,8 +99,8 @@ fn run_import(args: &BackupArgs) -> Result<Summary, String> {
             File::open(&args.file).map_err(|e| format!("opening {}: {e}", args.file.display()))?;
         Box::new(BufReader::new(file))
     };
-    std::fs::create_dir_all(&args.data)
-        .map_err(|e| format!("creating {}: {e}", args.data.display()))?;
+    // Held until the import is done: no server may open the folder meanwhile.
+    let _held = datadir::lock(&args.data).map_err(|e| e.to_string())?;
     let store =
         SqlitePersistence::open(args.data.join(DATABASE_FILE)).map_err(|e| e.to_string())?;
     let mut app = livebase_functions::app();

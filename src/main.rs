@@ -129,6 +129,7 @@ async fn run(args: ServeArgs, dev: bool) -> Result<(), livebase_runtime::Error> 
             max_concurrent_jobs: args.max_concurrent_jobs,
         },
         dashboard: dev,
+        ..ServerOptions::default()
     };
     let signal = shutdown_signal()?;
     let server = serve(livebase_functions::app(), options).await?;

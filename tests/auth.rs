@@ -313,3 +313,36 @@ async fn authenticating_re_runs_the_connections_queries_under_the_new_identity()
         ServerMessage::AuthError { .. }
     ));
 }
+
+#[tokio::test]
+async fn a_refused_token_signs_the_connection_out() {
+    let t = TestServer::start().await;
+    let ada = t.sign_up("ada@example.com", "Ada").await;
+    t.mutation("userProfiles:upsert", &ada, json!({"displayName": "Ada"}))
+        .await
+        .expect("a profile");
+    let mut ws = Ws::connect(t.addr()).await;
+    assert!(matches!(
+        ws.authenticate(&ada.token).await,
+        ServerMessage::Transition { .. }
+    ));
+    ws.subscribe(1, "userProfiles:get", json!({})).await;
+    let profile = ws.next_result(1).await.expect("signed in");
+    assert_eq!(profile["displayName"], "Ada");
+    // A failed Authenticate does not keep the previous identity: the query
+    // re-runs as anonymous, as if the connection had never signed in.
+    assert!(matches!(
+        ws.authenticate("not.a.token").await,
+        ServerMessage::AuthError { .. }
+    ));
+    let anonymous = ws.next_result(1).await.expect_err("signed out");
+    assert_eq!(error_code(&anonymous), "UNAUTHENTICATED");
+    // The identity version did not move: the next Authenticate (from the
+    // same base) is accepted and signs in again.
+    assert!(matches!(
+        ws.authenticate(&ada.token).await,
+        ServerMessage::Transition { .. }
+    ));
+    let again = ws.next_result(1).await.expect("signed in again");
+    assert_eq!(again["displayName"], "Ada");
+}

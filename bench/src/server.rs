@@ -8,7 +8,9 @@ use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use livebase_runtime::server::{serve, ServerOptions};
+use livebase_runtime::server::{
+    serve, EdgeOptions, ServerOptions, MAX_CONNECTIONS, MAX_HTTP_CONNECTIONS,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
@@ -19,6 +21,16 @@ pub async fn child(data: PathBuf) -> Result<(), BoxError> {
     let options = ServerOptions {
         listen: "127.0.0.1:0".parse()?,
         data_dir: data,
+        edge: EdgeOptions {
+            // Every benchmark client comes from the one loopback address.
+            max_connections_per_address: MAX_CONNECTIONS,
+            max_http_connections_per_address: MAX_HTTP_CONNECTIONS,
+            // The idle clients stand for browsers, which answer pings on their
+            // own; the benchmark does not read them while they idle, so they
+            // would not, and would be closed mid-measurement.
+            pong_timeout: Duration::from_secs(24 * 3600),
+            ..EdgeOptions::default()
+        },
         ..ServerOptions::default()
     };
     let server = serve(crate::app::registry(), options)

@@ -1,6 +1,8 @@
 //! Housekeeping the application runs on a cron: sessions past their expiry
 //! and stored mutation outcomes past their retry window are deleted, so
-//! neither table grows without bound.
+//! neither table grows without bound. Outcomes are deleted in batches, each
+//! its own mutation, the next scheduled at once while a batch comes back
+//! full: the purge keeps up with any rate without holding the writer long.
 
 use std::time::Duration;
 
@@ -14,12 +16,17 @@ use livebase_schema::{obj, v, DocumentId, Timestamp, Value};
 pub const OUTCOME_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 /// How often the purge runs.
 pub const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
-/// Most rows one run deletes per table (the next run continues).
+/// Most sessions one run deletes (the next run continues).
 pub const PURGE_BATCH: usize = 1_000;
+/// Most outcomes one run deletes; a full batch schedules the next run at
+/// once, so every outcome past retention goes, however many there are.
+pub const OUTCOME_PURGE_BATCH: usize = 10_000;
+/// The purge's function.
+pub const PURGE: &str = "maintenance:purge";
 
 pub fn register(app: &mut Registry) {
     app.internal_mutation(
-        "maintenance:purge",
+        PURGE,
         [("outcomesOlderThanMs", v::optional(v::float64()))],
         |ctx, args| {
             let now_ts = ctx
@@ -35,14 +42,25 @@ pub fn register(app: &mut Registry) {
             // Outcomes are stamped with their commit timestamp (nanoseconds).
             let retention_ns = (retention.max(0.0) * 1e6) as u64;
             let cutoff = Timestamp::new(now_ts.get().saturating_sub(retention_ns));
-            let outcomes = ctx.db.purge_mutation_outcomes(cutoff, PURGE_BATCH)?;
+            let outcomes = ctx
+                .db
+                .purge_mutation_outcomes(cutoff, OUTCOME_PURGE_BATCH)?;
+            if outcomes == OUTCOME_PURGE_BATCH {
+                // More may be left: the next batch runs as its own mutation,
+                // so other writes get the writer in between.
+                let next = match args.value("outcomesOlderThanMs") {
+                    Some(_) => obj! { "outcomesOlderThanMs" => retention },
+                    None => obj! {},
+                };
+                ctx.scheduler().run_after(Duration::ZERO, PURGE, next)?;
+            }
             Ok(obj! { "sessions" => sessions as f64, "outcomes" => outcomes as f64 })
         },
     );
     app.interval(
         "purge expired sessions and old mutation outcomes",
         PURGE_EVERY,
-        "maintenance:purge",
+        PURGE,
         obj! {},
     );
 }

@@ -55,6 +55,12 @@ pub fn register(app: &mut Registry) {
         },
     );
 
+    app.internal_mutation(
+        logic::PURGE_REMOVED,
+        [("organizationId", v::string())],
+        |ctx, args| logic::purge_removed(ctx.db, &args.string("organizationId")?),
+    );
+
     app.query(
         "organizations:members",
         [("organizationId", v::string())],

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use livebase_runtime::auth::tables::SESSIONS;
 use livebase_runtime::database::Database;
-use livebase_runtime::executor::{Caller, Executor, RequestKey};
+use livebase_runtime::executor::{Caller, Executor};
 use livebase_runtime::registry::Identity;
 use livebase_runtime::store::sqlite::SqlitePersistence;
+use livebase_runtime::store::MutationOutcome;
 use livebase_runtime::system::with_system_tables;
 use livebase_schema::{obj, DocumentId, Value};
 
@@ -48,22 +49,21 @@ async fn purge_deletes_expired_sessions_and_old_outcomes_only() {
         .await
         .unwrap()
         .value;
-    // A client mutation with a request key stores its outcome (here a failure).
-    let key = RequestKey {
-        session_id: "5d1b2c7e-0000-4000-8000-000000000000".into(),
-        request_id: 7,
-    };
-    let args = vec![obj! { "organizationId" => "x", "text" => "t" }];
-    let failed = ex
-        .mutation(
-            "todos:create",
-            args,
-            Identity::Anonymous,
-            Caller::Client,
-            Some(key),
-        )
-        .await;
-    assert!(failed.is_err());
+    // A client mutation's outcome, stored as the executor stores one.
+    ex.database()
+        .mutate(|tx| {
+            let ts = tx.commit_ts().unwrap_or_default();
+            tx.store_mutation_outcome(&MutationOutcome {
+                session_id: "5d1b2c7e-0000-4000-8000-000000000000".into(),
+                request_id: 7,
+                fingerprint: vec![0; 32],
+                ts,
+                path: "todos:create".into(),
+                value: Value::Null,
+            })
+        })
+        .await
+        .unwrap();
     assert_eq!(stored_outcomes(&ex).await, 1);
 
     // Default retention: the fresh outcome stays, the expired session goes.

@@ -27,15 +27,24 @@
 //!
 //! **Invariant:** an import either loads every line or nothing: any bad line
 //! rolls the one transaction back, and the error names the line.
+//!
+//! An import file is untrusted input: beyond the schema, it is refused for
+//! timestamps and creation times more than [`MAX_FUTURE`] past this
+//! machine's clock (near `u64::MAX` they would overflow the commit
+//! timestamps), password hashes whose argon2 parameters would make a
+//! sign-in costly (see [`crate::auth::passwords::check_stored_hash`]), and
+//! emails or organization slugs that appear twice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use livebase_schema::table::{CREATION_TIME_FIELD, ID_FIELD};
 use livebase_schema::{DocumentId, Schema, Timestamp, Value};
 use serde_json::{json, Value as Json};
 
+use crate::auth::passwords::check_stored_hash;
+use crate::auth::tables::{ORGANIZATIONS, USERS};
 use crate::error::Error;
 use crate::store::{index_key, Document, Persistence, StoreConnection};
 
@@ -45,6 +54,9 @@ pub const FORMAT: &str = "livebase-export";
 pub const FORMAT_VERSION: u64 = 1;
 /// Documents read from the store per round trip while exporting.
 const PAGE: usize = 512;
+/// How far past this machine's clock an imported `snapshotTs` or
+/// `_creationTime` may be: a day covers two machines' clocks disagreeing.
+pub const MAX_FUTURE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Why an export or an import failed.
 #[derive(Debug, thiserror::Error)]
@@ -184,11 +196,13 @@ fn load(
         line: 1,
         message: format!("the file is empty; expected the `{FORMAT}` header"),
     })?;
-    let snapshot_ts =
-        parse_header(&header).map_err(|message| BackupError::Line { line: 1, message })?;
+    let horizon_ns = now_nanos().saturating_add(MAX_FUTURE.as_nanos() as u64);
+    let snapshot_ts = parse_header(&header, horizon_ns)
+        .map_err(|message| BackupError::Line { line: 1, message })?;
 
     let mut summary = Summary::default();
     let mut seen: HashMap<DocumentId, usize> = HashMap::new();
+    let mut unique: HashMap<(&str, &str, String), usize> = HashMap::new();
     let mut newest_ms: f64 = 0.0;
     for line in lines {
         let (n, text) = line?;
@@ -196,12 +210,20 @@ fn load(
             continue;
         }
         let at = |message: String| BackupError::Line { line: n, message };
-        let doc = parse_document(schema, &text).map_err(at)?;
+        let doc = parse_document(schema, &text, horizon_ns as f64 / 1e6).map_err(at)?;
         if let Some(first) = seen.insert(doc.id.clone(), n) {
             return Err(at(format!(
                 "`_id` {} already appeared on line {first}",
                 doc.id
             )));
+        }
+        check_auth_row(&doc).map_err(at)?;
+        if let Some((table, field, value)) = unique_field(&doc) {
+            if let Some(first) = unique.insert((table, field, value.clone()), n) {
+                return Err(at(format!(
+                    "{table}.{field} `{value}` already appeared on line {first}"
+                )));
+            }
         }
         let def = schema
             .get(doc.table())
@@ -222,8 +244,38 @@ fn load(
     Ok(summary)
 }
 
-/// Checks the header line; returns the export's snapshot timestamp.
-fn parse_header(text: &str) -> Result<u64, String> {
+/// A field no two documents of the table may share (compared as the
+/// server looks it up): a user's email, an organization's slug.
+fn unique_field(doc: &Document) -> Option<(&'static str, &'static str, String)> {
+    let (table, field) = match doc.table() {
+        USERS => (USERS, "email"),
+        ORGANIZATIONS => (ORGANIZATIONS, "slug"),
+        _ => return None,
+    };
+    let value = doc.fields.get(field)?.as_str()?;
+    let value = match table {
+        USERS => value.to_lowercase(),
+        _ => value.to_string(),
+    };
+    Some((table, field, value))
+}
+
+/// A user's password hash must be one sign-in can afford to check.
+fn check_auth_row(doc: &Document) -> Result<(), String> {
+    if doc.table() != USERS {
+        return Ok(());
+    }
+    let hash = doc
+        .fields
+        .get("passwordHash")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    check_stored_hash(hash).map_err(|e| format!("{USERS}.passwordHash: {e}"))
+}
+
+/// Checks the header line; returns the export's snapshot timestamp, which
+/// may not pass `horizon_ns`.
+fn parse_header(text: &str, horizon_ns: u64) -> Result<u64, String> {
     let json: Json = serde_json::from_str(text)
         .map_err(|e| format!("the `{FORMAT}` header is not valid JSON: {e}"))?;
     if json.get("format").and_then(Json::as_str) != Some(FORMAT) {
@@ -240,13 +292,22 @@ fn parse_header(text: &str) -> Result<u64, String> {
             ))
         }
     }
-    json.get("snapshotTs")
+    let ts = json
+        .get("snapshotTs")
         .and_then(Json::as_u64)
-        .ok_or_else(|| "the header has no `snapshotTs` (a whole number)".to_string())
+        .ok_or_else(|| "the header has no `snapshotTs` (a whole number)".to_string())?;
+    if ts > horizon_ns {
+        return Err(format!(
+            "`snapshotTs` {ts} is more than {} h past this machine's clock",
+            MAX_FUTURE.as_secs() / 3600
+        ));
+    }
+    Ok(ts)
 }
 
-/// One document line, checked against the schema as an insert would be.
-fn parse_document(schema: &Schema, text: &str) -> Result<Document, String> {
+/// One document line, checked against the schema as an insert would be;
+/// its creation time may not pass `horizon_ms`.
+fn parse_document(schema: &Schema, text: &str, horizon_ms: f64) -> Result<Document, String> {
     let json: Json = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
     let Json::Object(line) = json else {
         return Err("expected an object {\"table\", \"_id\", \"_creationTime\", \"doc\"}".into());
@@ -275,6 +336,13 @@ fn parse_document(schema: &Schema, text: &str) -> Result<Document, String> {
         .and_then(Json::as_f64)
         .filter(|t| t.is_finite() && *t >= 0.0)
         .ok_or("`_creationTime` is missing or not a time in ms")?;
+    if creation_time > horizon_ms {
+        return Err(format!(
+            "`_creationTime` {} is more than {} h past this machine's clock",
+            line[CREATION_TIME_FIELD],
+            MAX_FUTURE.as_secs() / 3600
+        ));
+    }
     let doc = line.get("doc").ok_or("`doc` is missing")?;
     let fields = match Value::from_json(doc, "doc").map_err(|e| e.to_string())? {
         Value::Object(fields) => fields,
@@ -468,6 +536,75 @@ mod tests {
     }
 
     #[test]
+    fn hostile_times_hashes_and_duplicates_are_named_and_nothing_is_imported() {
+        let schema = crate::system::with_system_tables(schema());
+        let hash = |params: &str| {
+            format!("$argon2id$v=19${params}$gZiV/M1gPc22ElAH/Jh1Hw$CWOrkoo7oJBQ/iyh7uJ0LO2aLEfrHwTWllSAxT0zRno")
+        };
+        let user = |n: u8, email: &str, params: &str| {
+            json!({"table": "users", "_id": format!("users_000000000000000{n}"), "_creationTime": 1.0,
+                   "doc": {"email": email, "name": "A", "passwordHash": hash(params)}})
+            .to_string()
+        };
+        let org = |n: u8, slug: &str| {
+            json!({"table": "organizations", "_id": format!("organizations_000000000000000{n}"),
+                   "_creationTime": 1.0,
+                   "doc": {"name": "Acme", "slug": slug, "createdBy": "users_0000000000000001"}})
+            .to_string()
+        };
+        let ours = "m=19456,t=2,p=1";
+        let note_at = |t: &str| {
+            format!(
+                r#"{{"table":"notes","_id":"notes_0000000000000001","_creationTime":{t},"doc":{{"text":"x","n":{{"$integer":"AQAAAAAAAAA="}}}}}}"#
+            )
+        };
+        let good = format!("{}\n{}", user(1, "ada@example.com", ours), org(1, "acme"));
+        let cases = [
+            (
+                note_at("1e300"),
+                "`_creationTime` 1e+300 is more than 24 h past",
+            ),
+            (note_at("18446744073709551615"), "`_creationTime`"),
+            (
+                user(2, "Ada@Example.com", ours),
+                "users.email `ada@example.com` already appeared on line 2",
+            ),
+            (
+                org(2, "acme"),
+                "organizations.slug `acme` already appeared on line 3",
+            ),
+            (
+                user(2, "bob@example.com", "m=4194304,t=2,p=1"),
+                "users.passwordHash: the argon2 memory cost m=4194304",
+            ),
+            (
+                user(2, "bob@example.com", "m=19456,t=100000,p=1"),
+                "users.passwordHash: the argon2 time cost",
+            ),
+            (
+                user(2, "bob@example.com", "m=19456,t=2,p=255"),
+                "users.passwordHash: the argon2 parallelism",
+            ),
+        ];
+        for (bad, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let p = store(&dir, "db.sqlite3");
+            let text = format!("{HEADER}\n{good}\n{bad}\n");
+            let e = import(p.as_ref(), &schema, &mut text.as_bytes()).unwrap_err();
+            let (line, message) = line_error(e);
+            assert_eq!(line, 4, "{message}");
+            assert!(message.contains(expected), "{bad}: {message}");
+            assert_eq!(all(p.as_ref()), vec![], "nothing imported for {bad}");
+        }
+        // The same lines without the bad one import.
+        let dir = tempfile::tempdir().unwrap();
+        let p = store(&dir, "db.sqlite3");
+        let text = format!("{HEADER}\n{good}\n");
+        import(p.as_ref(), &schema, &mut text.as_bytes()).unwrap();
+        assert_eq!(all(p.as_ref()).len(), 2);
+    }
+
+    #[test]
     fn the_header_is_checked() {
         for (text, expected) in [
             ("", "the file is empty"),
@@ -479,6 +616,10 @@ mod tests {
             (
                 r#"{"format":"livebase-export","version":1}"#,
                 "no `snapshotTs`",
+            ),
+            (
+                r#"{"format":"livebase-export","version":1,"snapshotTs":18446744073709551615}"#,
+                "`snapshotTs` 18446744073709551615 is more than 24 h past",
             ),
         ] {
             let dir = tempfile::tempdir().unwrap();

@@ -178,7 +178,7 @@ const EMPTY_OBJECT: &str = "Record<string, never>";
 /// The TypeScript type of the values `validator` accepts.
 fn ts_type(validator: &Validator) -> String {
     match validator {
-        Validator::String => "string".to_string(),
+        Validator::String | Validator::BoundedString(_) => "string".to_string(),
         Validator::Float64 => "number".to_string(),
         Validator::Int64 => "bigint".to_string(),
         Validator::Boolean => "boolean".to_string(),

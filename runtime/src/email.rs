@@ -289,8 +289,8 @@ impl Mailer {
                 let bytes = message.formatted();
                 let (write_dir, write_path) = (dir.clone(), path.clone());
                 tokio::task::spawn_blocking(move || {
-                    std::fs::create_dir_all(&write_dir)?;
-                    std::fs::write(&write_path, bytes)
+                    crate::datadir::create_private_dir(&write_dir)?;
+                    crate::datadir::write_private(&write_path, &bytes)
                 })
                 .await
                 .map_err(|e| Error::internal(format!("writing to the outbox: {e}")))?

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use livebase_schema::{Timestamp, Value};
+use sha2::{Digest, Sha256};
 
 use crate::calllog::{CallLog, CallOutcome};
 use crate::database::{catch_panic, Database, QueryOutcome};
@@ -14,9 +15,10 @@ use crate::email::Mailer;
 use crate::error::{Error, Result};
 use crate::readset::ReadSet;
 use crate::registry::{
-    run_sync, ActionCtx, BoxFuture, FunctionKind, FunctionRunner, Handler, Identity, Registry,
+    canonical_path, run_sync, ActionCtx, BoxFuture, FunctionKind, FunctionRunner, Handler,
+    Identity, Registry,
 };
-use crate::store::{MutationOutcome, OutcomeError};
+use crate::store::MutationOutcome;
 
 /// Who is asking: a client (public functions only) or the server itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,6 +180,11 @@ impl Executor {
         caller: Caller,
         key: Option<RequestKey>,
     ) -> Result<(Value, Timestamp)> {
+        // Only a resend — the same caller calling the same function with the
+        // same arguments, under the same session and request id — is answered
+        // from a stored outcome: a stranger who learned a session id reads
+        // none, and what a stranger stores never stops the owner's mutation.
+        let key = key.map(|key| (fingerprint(&identity, path, &args), key));
         let function =
             match self
                 .inner
@@ -188,102 +195,58 @@ impl Executor {
                 Err(missing) => {
                     // A redeploy between a mutation and its resend may have
                     // removed the function: the resend still gets its answer.
-                    if let Some(key) = key {
+                    if let Some((fingerprint, key)) = key {
                         let stored = self
                             .inner
                             .db
-                            .query(move |tx| tx.mutation_outcome(&key.session_id, key.request_id))
+                            .query(move |tx| {
+                                tx.mutation_outcome(&key.session_id, key.request_id, &fingerprint)
+                            })
                             .await?
                             .value;
                         if let Some(stored) = stored {
-                            return replay(stored);
+                            return Ok((stored.value, stored.ts));
                         }
                     }
                     return Err(missing);
                 }
             };
         let path = function.path.clone();
-        let Some(key) = key else {
-            let args = Registry::check_args(&function, &args)?;
-            let c = self
-                .inner
-                .db
-                .mutate(move |tx| run_sync(&function, tx, &identity, args))
-                .await?;
-            return Ok((c.value, c.ts));
-        };
-        let run_key = key.clone();
-        let run_path = path.clone();
         let committed = self
             .inner
             .db
             .mutate(move |tx| {
-                if let Some(stored) =
-                    tx.mutation_outcome(&run_key.session_id, run_key.request_id)?
-                {
-                    return Ok(Run::Replayed(replay(stored)));
+                if let Some((fingerprint, key)) = &key {
+                    let stored =
+                        tx.mutation_outcome(&key.session_id, key.request_id, fingerprint)?;
+                    if let Some(stored) = stored {
+                        return Ok(Run::Replayed(stored));
+                    }
                 }
                 let args = Registry::check_args(&function, &args)?;
                 let value = run_sync(&function, tx, &identity, args)?;
-                // A mutation that wrote nothing has no effect a resend could
-                // repeat, so only one that wrote keeps its outcome.
-                if !tx.write_set().is_empty() {
-                    tx.store_mutation_outcome(&MutationOutcome {
-                        session_id: run_key.session_id,
-                        request_id: run_key.request_id,
-                        ts: tx.commit_ts().unwrap_or_default(),
-                        path: run_path,
-                        result: Ok(value.clone()),
-                    })?;
+                // Only a mutation that wrote has an effect a resend could
+                // repeat, so only it keeps its outcome. A failure wrote
+                // nothing (its transaction is rolled back): it leaves nothing
+                // behind, and its resend simply runs again.
+                if let Some((fingerprint, key)) = key {
+                    if !tx.write_set().is_empty() {
+                        tx.store_mutation_outcome(&MutationOutcome {
+                            session_id: key.session_id,
+                            request_id: key.request_id,
+                            fingerprint,
+                            ts: tx.commit_ts().unwrap_or_default(),
+                            path,
+                            value: value.clone(),
+                        })?;
+                    }
                 }
                 Ok(Run::Fresh(value))
             })
-            .await;
-        match committed {
-            Ok(c) => match c.value {
-                Run::Replayed(outcome) => outcome,
-                Run::Fresh(value) => Ok((value, c.ts)),
-            },
-            Err(Error::App {
-                code,
-                message,
-                data,
-            }) => {
-                // Record the failure too, so a resend gets the same answer.
-                let err = Error::App {
-                    code,
-                    message,
-                    data,
-                };
-                let outcome = MutationOutcome {
-                    session_id: key.session_id,
-                    request_id: key.request_id,
-                    ts: Timestamp::ZERO,
-                    path,
-                    result: Err(OutcomeError {
-                        message: err.client_message(),
-                        data: err.error_data(),
-                    }),
-                };
-                self.inner
-                    .db
-                    .mutate(move |tx| {
-                        if tx
-                            .mutation_outcome(&outcome.session_id, outcome.request_id)?
-                            .is_some()
-                        {
-                            return Ok(());
-                        }
-                        let outcome = MutationOutcome {
-                            ts: tx.commit_ts().unwrap_or_default(),
-                            ..outcome
-                        };
-                        tx.store_mutation_outcome(&outcome)
-                    })
-                    .await?;
-                Err(err)
-            }
-            Err(e) => Err(e),
+            .await?;
+        match committed.value {
+            Run::Replayed(stored) => Ok((stored.value, stored.ts)),
+            Run::Fresh(value) => Ok((value, committed.ts)),
         }
     }
 
@@ -321,7 +284,7 @@ impl Executor {
         let fut = catch_panic(|| Ok(handler(ctx, args)))?;
         // A panic inside the future surfaces as a JoinError of its task.
         match tokio::spawn(fut).await {
-            Ok(result) => result,
+            Ok(result) => result.and_then(crate::registry::check_result),
             Err(e) => Err(Error::internal(format!("action panicked: {e}"))),
         }
     }
@@ -338,12 +301,7 @@ impl Executor {
         let result = registry
             .lookup(path, FunctionKind::Query, true)
             .and_then(|f| Ok((f, Registry::check_args(f, args)?)))
-            .and_then(|(f, args)| catch_panic(|| run_sync(f, &mut tx, identity, args)))
-            .and_then(|v| {
-                v.check_limits("result")
-                    .map_err(|e| Error::limit(e.to_string()))?;
-                Ok(v)
-            });
+            .and_then(|(f, args)| catch_panic(|| run_sync(f, &mut tx, identity, args)));
         (result, tx.into_sets().0)
     }
 }
@@ -351,43 +309,29 @@ impl Executor {
 /// What a keyed mutation's transaction did: answered from a stored outcome,
 /// or ran.
 enum Run {
-    Replayed(Result<(Value, Timestamp)>),
+    Replayed(MutationOutcome),
     Fresh(Value),
 }
 
-/// The answer a stored outcome gives a resent mutation: the first run's.
-fn replay(stored: MutationOutcome) -> Result<(Value, Timestamp)> {
-    let failure = match stored.result {
-        Ok(value) => return Ok((value, stored.ts)),
-        Err(failure) => failure,
+/// What binds a stored outcome to its request: SHA-256 over who called (the
+/// user, or anonymous), the function's canonical path and the arguments as
+/// sent. A resend carries all three unchanged; anyone else differs in one.
+fn fingerprint(identity: &Identity, path: &str, args: &[Value]) -> Vec<u8> {
+    let mut hash = Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        // Length-prefixed, so no two different requests hash the same bytes.
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(bytes);
     };
-    let data = failure.data.as_ref().and_then(Value::as_object);
-    let code = data
-        .and_then(|d| d.get("code"))
-        .and_then(Value::as_str)
-        .map(code_from_str)
-        .unwrap_or(crate::error::ErrorCode::InvalidArgument);
-    let mut extra = data.cloned().unwrap_or_default();
-    extra.remove("code");
-    extra.remove("message");
-    Err(Error::App {
-        code,
-        message: failure.message,
-        data: extra,
-    })
-}
-
-fn code_from_str(s: &str) -> crate::error::ErrorCode {
-    use crate::error::ErrorCode::*;
-    match s {
-        "UNAUTHENTICATED" => Unauthenticated,
-        "FORBIDDEN" => Forbidden,
-        "NOT_FOUND" => NotFound,
-        "INVALID_ARGUMENT" => InvalidArgument,
-        "CONFLICT" => Conflict,
-        "LIMIT_EXCEEDED" => LimitExceeded,
-        other => Custom(other.to_string()),
+    match identity {
+        Identity::Anonymous => part(b"anonymous"),
+        Identity::User { user_id, .. } => part(format!("user:{user_id}").as_bytes()),
     }
+    part(canonical_path(path).as_bytes());
+    for arg in args {
+        part(arg.to_json_text().as_bytes());
+    }
+    hash.finalize().to_vec()
 }
 
 impl FunctionRunner for Executor {

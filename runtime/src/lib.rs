@@ -10,6 +10,7 @@ pub mod backup;
 pub mod calllog;
 pub mod codegen;
 pub mod database;
+pub mod datadir;
 pub mod email;
 pub mod error;
 pub mod executor;
@@ -21,5 +22,6 @@ pub mod store;
 pub mod subscriptions;
 pub mod system;
 pub mod transaction;
+pub mod upkeep;
 
 pub use error::{Error, ErrorCode, Result};

@@ -3,6 +3,7 @@
 //! [`crate::store::index_key`]). The subscription manager decides invalidation
 //! with exactly one test, [`ReadSet::overlaps`].
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
@@ -121,10 +122,12 @@ pub enum WriteKind {
 }
 
 /// Everything a commit changed: for each written document, the index keys of
-/// its old and new versions (deduplicated).
+/// its old and new versions (deduplicated, in key order). A set, so that
+/// recording stays linear in the keys: a mutation writing thousands of
+/// documents (deleting an organization) records tens of thousands.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriteSet {
-    keys: Vec<Vec<u8>>,
+    keys: BTreeSet<Vec<u8>>,
     documents: Vec<DocumentWrite>,
 }
 
@@ -137,13 +140,13 @@ impl WriteSet {
     pub fn record(&mut self, write: DocumentWrite, old_keys: &[Vec<u8>], new_keys: &[Vec<u8>]) {
         for k in old_keys.iter().chain(new_keys) {
             if !self.keys.contains(k) {
-                self.keys.push(k.clone());
+                self.keys.insert(k.clone());
             }
         }
         self.documents.push(write);
     }
 
-    pub fn keys(&self) -> &[Vec<u8>] {
+    pub fn keys(&self) -> &BTreeSet<Vec<u8>> {
         &self.keys
     }
 
@@ -194,5 +197,31 @@ mod tests {
         miss.record(w, &[b"a".to_vec()], &[b"d".to_vec()]);
         assert!(reads.overlaps(&hit));
         assert!(!reads.overlaps(&miss));
+    }
+
+    #[test]
+    fn a_large_write_set_holds_each_key_once() {
+        // Deleting an organization: every document shares the org's key with
+        // the others and has keys of its own.
+        let mut writes = WriteSet::new();
+        let n = 20_000u32;
+        for i in 0..n {
+            let own = |index: u8| [&[index][..], &i.to_be_bytes()].concat();
+            writes.record(
+                DocumentWrite {
+                    table: "items".into(),
+                    id: format!("items_{i}"),
+                    kind: WriteKind::Delete,
+                },
+                &[own(1), own(2), b"org".to_vec()],
+                &[],
+            );
+        }
+        assert_eq!(writes.documents().len(), n as usize);
+        assert_eq!(writes.keys().len(), 2 * n as usize + 1);
+        assert!(writes.keys().contains(&b"org".to_vec()));
+        let mut reads = ReadSet::new();
+        reads.record(KeyInterval::point(&[2, 0, 0, 0x4e, 0x1f]));
+        assert!(reads.overlaps(&writes), "key 2/19999 is in the set");
     }
 }

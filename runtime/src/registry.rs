@@ -495,7 +495,10 @@ impl Registry {
     }
 }
 
-/// Runs a query or mutation handler in `tx`.
+/// Runs a query or mutation handler in `tx`. Its result is checked against
+/// the value limits here, inside the transaction, so that every path (the
+/// WebSocket, HTTP, a function calling another) refuses an oversized result
+/// before encoding it, and a mutation returning one is rolled back.
 pub fn run_sync(
     function: &Function,
     tx: &mut Transaction,
@@ -504,7 +507,16 @@ pub fn run_sync(
 ) -> Result<Value> {
     let mut ctx = Ctx { db: tx, identity };
     match &function.handler {
-        Handler::Query(h) | Handler::Mutation(h) => h(&mut ctx, args),
+        Handler::Query(h) | Handler::Mutation(h) => check_result(h(&mut ctx, args)?),
         Handler::Action(_) => Err(Error::internal("an action cannot run in a transaction")),
     }
+}
+
+/// A function's result, if within [`livebase_schema::value::MAX_VALUE_SIZE`]
+/// and the other value limits; `LIMIT_EXCEEDED` naming the limit otherwise.
+pub fn check_result(value: Value) -> Result<Value> {
+    value
+        .check_limits("result")
+        .map_err(|e| Error::limit(e.to_string()))?;
+    Ok(value)
 }

@@ -79,6 +79,11 @@ pub enum Event {
         base_version: u32,
         identity: Identity,
     },
+    /// A failed `Authenticate`: the connection runs as anonymous from now on
+    /// (its queries re-run so), and its identity version stays where it was.
+    ClearIdentity {
+        conn: ConnId,
+    },
     /// Read your writes: send this connection a Transition at `ts` or later.
     AwaitTs {
         conn: ConnId,
@@ -492,6 +497,9 @@ impl Worker {
                 base_version,
                 identity,
             } => self.set_identity(conn, base_version, identity, to_eval),
+            Event::ClearIdentity { conn } => {
+                self.change_identity(conn, Identity::Anonymous, to_eval)
+            }
             Event::AwaitTs { conn, ts } => {
                 if let Some(c) = self.connections.get_mut(&conn) {
                     c.await_ts = Some(c.await_ts.map_or(ts, |t| t.max(ts)));
@@ -669,6 +677,14 @@ impl Worker {
         c.identity_version = base_version + 1;
         c.dirty = true;
         self.dirty.insert(conn);
+        self.change_identity(conn, identity, to_eval);
+    }
+
+    /// Re-subscribes the connection's queries under `identity`, if it is new.
+    fn change_identity(&mut self, conn: ConnId, identity: Identity, to_eval: &mut HashSet<u64>) {
+        let Some(c) = self.connections.get_mut(&conn) else {
+            return;
+        };
         if c.identity == identity {
             return;
         }

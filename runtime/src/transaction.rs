@@ -18,6 +18,13 @@ use crate::store::{index_key, index_prefix, Document, MutationOutcome, Order, St
 pub const MAX_READS_PER_TRANSACTION: usize = 16_384;
 /// Most documents one mutation may write.
 pub const MAX_WRITES_PER_TRANSACTION: usize = 8_192;
+/// Most bytes of documents (as [`Value::size`] counts them) one transaction
+/// may read: the count of documents alone lets 16,384 reads of 1 MiB each
+/// hold 16 GiB. Convex's limit.
+pub const MAX_BYTES_READ_PER_TRANSACTION: usize = 16 << 20;
+/// Most bytes of new document versions one mutation may write (Convex's
+/// limit).
+pub const MAX_BYTES_WRITTEN_PER_TRANSACTION: usize = 8 << 20;
 /// How many index entries one store round trip fetches while scanning.
 const SCAN_BATCH: usize = 128;
 
@@ -34,6 +41,8 @@ pub struct Transaction<'a> {
     reads: ReadSet,
     writes: WriteSet,
     docs_read: usize,
+    bytes_read: usize,
+    bytes_written: usize,
     /// Whether it wrote outside the documents (mutation outcomes), which must
     /// be committed even when no document changed.
     wrote_other: bool,
@@ -54,6 +63,8 @@ impl<'a> Transaction<'a> {
             reads: ReadSet::new(),
             writes: WriteSet::new(),
             docs_read: 0,
+            bytes_read: 0,
+            bytes_written: 0,
             wrote_other: false,
         }
     }
@@ -103,15 +114,17 @@ impl<'a> Transaction<'a> {
         !self.writes.is_empty() || self.wrote_other
     }
 
-    /// The stored outcome of a client's request, if its mutation already ran
-    /// (see [`crate::executor`]). Not part of the read set: outcomes are not
+    /// The stored outcome of a client's request with this fingerprint (the
+    /// same caller, function and arguments), if its mutation already ran (see
+    /// [`crate::executor`]). Not part of the read set: outcomes are not
     /// documents, and no query can read them.
     pub fn mutation_outcome(
         &mut self,
         session_id: &str,
         request_id: u32,
+        fingerprint: &[u8],
     ) -> Result<Option<MutationOutcome>> {
-        self.conn.get_outcome(session_id, request_id)
+        self.conn.get_outcome(session_id, request_id, fingerprint)
     }
 
     /// Stores a client mutation's outcome, committed with this transaction.
@@ -152,6 +165,32 @@ impl<'a> Transaction<'a> {
         Ok(())
     }
 
+    /// Counts the bytes of a document just read, failing once the total passes
+    /// [`MAX_BYTES_READ_PER_TRANSACTION`]: a scan stops there instead of
+    /// building a result of any size.
+    fn count_bytes_read(&mut self, n: usize) -> Result<()> {
+        self.bytes_read += n;
+        if self.bytes_read > MAX_BYTES_READ_PER_TRANSACTION {
+            return Err(Error::limit(format!(
+                "a transaction may read at most {MAX_BYTES_READ_PER_TRANSACTION} bytes of documents"
+            )));
+        }
+        Ok(())
+    }
+
+    /// How many documents a scan may fetch in its next round trip: a full
+    /// batch at first, then no more than the byte budget left holds at the
+    /// average size read so far, so one round trip of large documents does
+    /// not overshoot the budget many times over.
+    fn scan_batch(&self, want: usize) -> usize {
+        if self.bytes_read == 0 || self.docs_read == 0 {
+            return want;
+        }
+        let average = (self.bytes_read / self.docs_read).max(1);
+        let left = MAX_BYTES_READ_PER_TRANSACTION.saturating_sub(self.bytes_read);
+        want.min(left / average + 1)
+    }
+
     /// The document with this id, or `None`.
     pub fn get(&mut self, id: &DocumentId) -> Result<Option<Value>> {
         Ok(self.get_document(id)?.map(|d| d.to_value()))
@@ -167,7 +206,11 @@ impl<'a> Transaction<'a> {
         encode_value(&mut key, Some(&Value::from(id.as_str())));
         self.reads.record(KeyInterval::point(&key));
         self.count_reads(1)?;
-        self.conn.get(id)
+        let doc = self.conn.get(id)?;
+        if let Some(doc) = &doc {
+            self.count_bytes_read(document_size(doc))?;
+        }
+        Ok(doc)
     }
 
     /// Starts a query over `table` (by default in creation order over all
@@ -223,6 +266,14 @@ impl<'a> Transaction<'a> {
             return Err(Error::limit(format!(
                 "a mutation may write at most {MAX_WRITES_PER_TRANSACTION} documents"
             )));
+        }
+        if let Some(new) = new {
+            self.bytes_written += document_size(new);
+            if self.bytes_written > MAX_BYTES_WRITTEN_PER_TRANSACTION {
+                return Err(Error::limit(format!(
+                    "a mutation may write at most {MAX_BYTES_WRITTEN_PER_TRANSACTION} bytes of documents"
+                )));
+            }
         }
         let doc = new.or(old).expect("a write has a version");
         let table = doc.table().to_string();
@@ -328,6 +379,18 @@ impl<'a> Transaction<'a> {
         let old = self.existing(id)?;
         self.write(Some(&old), None)
     }
+}
+
+/// A document's size as [`Value::size`] counts it, without building the value.
+fn document_size(doc: &Document) -> usize {
+    // The object, `_id` and `_creationTime` with their names.
+    let system = 1 + (3 + 1 + 1 + doc.id.as_str().len()) + (13 + 1 + 9);
+    system
+        + doc
+            .fields
+            .iter()
+            .map(|(k, v)| k.len() + 1 + v.size())
+            .sum::<usize>()
 }
 
 /// A range over an index: equalities on a prefix of its fields, then at most a
@@ -546,10 +609,24 @@ impl Query<'_, '_> {
                 Some(n) if self.filters.is_empty() => (n - out.len()).min(SCAN_BATCH),
                 _ => SCAN_BATCH,
             };
+            let want = tx.scan_batch(want);
             let batch = tx.conn.scan(&start, &end, self.order, want)?;
             let fetched = batch.len();
             for (key, doc) in batch {
-                tx.count_reads(1)?;
+                let counted = tx
+                    .count_reads(1)
+                    .and_then(|()| tx.count_bytes_read(document_size(&doc)));
+                if let Err(e) = counted {
+                    // The failure (too many documents or too many bytes)
+                    // depends on every key passed so far, this one included:
+                    // recorded, a delete there re-runs a live query that
+                    // failed here, which may then fit.
+                    tx.reads.record(match self.order {
+                        Order::Asc => KeyInterval::new(scan_start, [key.as_slice(), &[0]].concat()),
+                        Order::Desc => KeyInterval::new(key, scan_end),
+                    });
+                    return Err(e);
+                }
                 match self.order {
                     Order::Asc => start = [key.as_slice(), &[0]].concat(),
                     Order::Desc => end = key.clone(),

@@ -37,7 +37,7 @@ async fn a_resent_mutation_returns_its_stored_outcome_after_a_reconnect_and_a_re
     let refailed = second
         .mutation_as(RequestId(1), "notes:conflict", livebase_schema::obj! {})
         .await
-        .expect_err("the stored failure");
+        .expect_err("the same failure, run again");
     assert_eq!(refailed, failed);
     assert_eq!(error_code(&refailed).as_deref(), Some("CONFLICT"));
     assert_eq!(server.count("A").await, 1.0, "the resend did not run again");
@@ -69,7 +69,7 @@ async fn a_resent_mutation_returns_its_stored_outcome_after_a_reconnect_and_a_re
     let refailed = third
         .mutation_as(RequestId(1), "notes:conflict", livebase_schema::obj! {})
         .await
-        .expect_err("the stored failure");
+        .expect_err("the same failure, run again");
     assert_eq!(refailed, failed);
     assert_eq!(
         server.count("A").await,
@@ -81,8 +81,8 @@ async fn a_resent_mutation_returns_its_stored_outcome_after_a_reconnect_and_a_re
 }
 
 /// A redeploy between a mutation and its resend may remove the function: the
-/// resend still gets the stored answer, and only a new request hears that the
-/// function is gone.
+/// resend of one that wrote still gets the stored answer, and only a new
+/// request hears that the function is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resend_gets_its_stored_outcome_even_after_the_function_was_removed() {
     let server = TestServer::start().await;
@@ -109,11 +109,14 @@ async fn a_resend_gets_its_stored_outcome_even_after_the_function_was_removed() 
         .await
         .expect("the stored success");
     assert_eq!(resent, original);
-    let refailed = second
+    // A failure wrote nothing and left nothing behind: its resend runs again
+    // and, the function being gone, hears so — with no effect repeated.
+    let rerun = second
         .mutation_as(RequestId(1), "notes:conflict", livebase_schema::obj! {})
         .await
-        .expect_err("the stored failure");
-    assert_eq!(refailed, failed);
+        .expect_err("notes:conflict is gone");
+    assert_ne!(rerun, failed);
+    assert!(rerun.message.contains("notes:conflict"), "{rerun:?}");
     let gone = second
         .mutation_as(RequestId(2), "notes:add", note("A", "twice", 2.0))
         .await

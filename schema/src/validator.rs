@@ -20,6 +20,10 @@ use crate::value::{check_field_name, Object, Path, Value};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Validator {
     String,
+    /// A string of at most this many characters (Unicode scalar values), made
+    /// by `v::string().max_len(n)`: the bound on what one field can make the
+    /// server store, read and send.
+    BoundedString(usize),
     Float64,
     Int64,
     Boolean,
@@ -145,6 +149,21 @@ pub mod v {
 }
 
 impl Validator {
+    /// This string validator limited to `max` characters:
+    /// `v::string().max_len(200)`.
+    ///
+    /// # Panics
+    ///
+    /// On a validator other than `v::string()`: a length bound on anything
+    /// else is a mistake in the schema or function definition, found when it
+    /// is built at startup.
+    pub fn max_len(self, max: usize) -> Validator {
+        match self {
+            Validator::String | Validator::BoundedString(_) => Validator::BoundedString(max),
+            other => panic!("max_len({max}) applies to v::string(), not to {other}"),
+        }
+    }
+
     /// Checks `value`; `path` names the root in errors (`args`, `items` …).
     pub fn validate(&self, value: &Value, path: &str) -> Result<(), ValidationError> {
         self.check(value, &Path::Root(path))
@@ -180,7 +199,8 @@ impl Validator {
     /// so an `Optional` outside an object is described by its inner validator.
     pub fn to_json(&self) -> Json {
         match self {
-            Validator::String => json!({"type": "string"}),
+            // Convex's validator JSON has no length bound: clients see a string.
+            Validator::String | Validator::BoundedString(_) => json!({"type": "string"}),
             Validator::Float64 => json!({"type": "number"}),
             Validator::Int64 => json!({"type": "bigint"}),
             Validator::Boolean => json!({"type": "boolean"}),
@@ -219,6 +239,23 @@ impl Validator {
             | (Validator::Boolean, Value::Boolean(_))
             | (Validator::Null, Value::Null)
             | (Validator::Bytes, Value::Bytes(_)) => Ok(()),
+            (Validator::BoundedString(max), Value::String(s)) => {
+                // Bytes bound characters from above, so most strings are
+                // accepted without counting.
+                if s.len() <= *max {
+                    return Ok(());
+                }
+                let chars = s.chars().count();
+                if chars <= *max {
+                    return Ok(());
+                }
+                Err(ValidationError::new(
+                    path.to_string(),
+                    format!(
+                        "expected a string of at most {max} characters, found {chars} characters"
+                    ),
+                ))
+            }
             (Validator::Id(table), Value::String(s)) => {
                 if DocumentId::parse_in(s, table).is_some() {
                     return Ok(());
@@ -283,6 +320,7 @@ impl Validator {
         let fail = |message: String| Err(ValidationError::new(path.to_string(), message));
         match self {
             Validator::String
+            | Validator::BoundedString(_)
             | Validator::Float64
             | Validator::Int64
             | Validator::Boolean
@@ -331,7 +369,7 @@ impl Validator {
     /// record keys.
     fn is_string_like(&self) -> bool {
         match self {
-            Validator::String | Validator::Id(_) => true,
+            Validator::String | Validator::BoundedString(_) | Validator::Id(_) => true,
             Validator::Literal(value) => matches!(value, Value::String(_)),
             Validator::Union(alternatives) => alternatives.iter().all(Validator::is_string_like),
             _ => false,
@@ -427,6 +465,7 @@ impl fmt::Display for Validator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Validator::String => f.write_str("string"),
+            Validator::BoundedString(max) => write!(f, "string(max {max} chars)"),
             Validator::Float64 => f.write_str("float64"),
             Validator::Int64 => f.write_str("int64"),
             Validator::Boolean => f.write_str("boolean"),
@@ -569,6 +608,41 @@ mod tests {
             error(&v::string(), &obj! {}, "args"),
             "expected string, found object"
         );
+    }
+
+    #[test]
+    fn a_bounded_string_counts_characters_and_names_the_path_and_the_bound() {
+        let name = v::string().max_len(3);
+        accepts(&name, "");
+        accepts(&name, "abc");
+        // Three characters in nine bytes: characters are what is bounded.
+        accepts(&name, "日本語");
+        let doc = v::object([("name", name.clone()), ("bio", v::optional(name.clone()))]);
+        assert_eq!(
+            error(&doc, &obj! {"name" => "abcd"}, "args.name"),
+            "expected a string of at most 3 characters, found 4 characters"
+        );
+        assert_eq!(
+            error(
+                &doc,
+                &obj! {"name" => "ab", "bio" => "日本語日"},
+                "args.bio"
+            ),
+            "expected a string of at most 3 characters, found 4 characters"
+        );
+        assert_eq!(
+            error(&name, &3.0.into(), "args"),
+            "expected string(max 3 chars), found float64 3"
+        );
+        // Clients see a plain string; a bound string can key a record.
+        assert_eq!(name.to_json(), json!({"type": "string"}));
+        v::record(name, v::any()).check_definition("args").unwrap();
+    }
+
+    #[test]
+    #[should_panic(expected = "max_len(3) applies to v::string(), not to float64")]
+    fn max_len_on_a_non_string_is_refused_when_the_definition_is_built() {
+        let _ = v::float64().max_len(3);
     }
 
     #[test]

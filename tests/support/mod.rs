@@ -389,6 +389,11 @@ pub struct Ws {
 impl Ws {
     /// Connects and sends `Connect`.
     pub async fn connect(addr: SocketAddr) -> Ws {
+        Ws::connect_as(addr, SessionId::random()).await
+    }
+
+    /// Connects and sends `Connect` with this session id.
+    pub async fn connect_as(addr: SocketAddr, session_id: SessionId) -> Ws {
         let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/sync"))
             .await
             .expect("websocket connects");
@@ -399,7 +404,7 @@ impl Ws {
             unread: std::collections::VecDeque::new(),
         };
         ws.send(ClientMessage::Connect {
-            session_id: SessionId::random(),
+            session_id,
             connection_count: 0,
             last_close_reason: Some("InitialConnect".into()),
             max_observed_timestamp: None,

@@ -19,9 +19,9 @@
 
 use axum::body::Bytes;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,6 +30,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value as JsonValue};
 
 use super::{AuthError, SessionAuth, SignedIn};
+use crate::server::ClientAddr;
 
 /// Largest auth request body: these bodies hold an email, a name and a
 /// password.
@@ -149,15 +150,15 @@ impl Body {
     }
 }
 
-/// The client's address, when the server recorded it for the connection.
-type Client = Option<Extension<ConnectInfo<SocketAddr>>>;
+/// The client's address, when the listener recorded it for the connection.
+type Client = Option<Extension<ClientAddr>>;
 
 /// The client address the per-client limits key on: the peer's; but when the
 /// peer is a proxy on this machine (loopback) that says whom it forwards for
 /// (`X-Forwarded-For`, last entry — the one it added itself), that address,
 /// so that clients behind a local reverse proxy do not share one bucket.
 fn ip(client: Client, headers: &HeaderMap) -> Option<IpAddr> {
-    let peer = client.map(|Extension(ConnectInfo(addr))| addr.ip())?;
+    let peer = client.map(|Extension(ClientAddr(addr))| addr)?;
     if !peer.is_loopback() {
         return Some(peer);
     }

@@ -26,6 +26,15 @@ const MEMORY_KIB: u32 = 19 * 1024;
 const PASSES: u32 = 2;
 const LANES: u32 = 1;
 
+/// Most memory a stored hash may ask of a check, in KiB (64 MiB). A PHC
+/// string names its own parameters, so a hash this server did not write —
+/// from an import — could otherwise make each sign-in allocate gigabytes.
+pub const MAX_HASH_MEMORY_KIB: u32 = 64 * 1024;
+/// Most passes a stored hash may ask for.
+pub const MAX_HASH_PASSES: u32 = 8;
+/// Most lanes a stored hash may ask for.
+pub const MAX_HASH_LANES: u32 = 4;
+
 fn argon2() -> Result<Argon2<'static>> {
     let params = Params::new(MEMORY_KIB, PASSES, LANES, None)
         .map_err(|e| Error::internal(format!("argon2 parameters: {e}")))?;
@@ -76,10 +85,37 @@ fn hash_blocking(password: &[u8]) -> Result<String> {
         .map_err(|e| Error::internal(format!("hashing a password: {e}")))
 }
 
+/// Why `hash` cannot be a stored password hash: not an argon2 PHC string,
+/// or parameters past [`MAX_HASH_MEMORY_KIB`], [`MAX_HASH_PASSES`] or
+/// [`MAX_HASH_LANES`].
+pub fn check_stored_hash(hash: &str) -> std::result::Result<(), String> {
+    let parsed = PasswordHash::new(hash).map_err(|e| format!("not a PHC string: {e}"))?;
+    Algorithm::try_from(parsed.algorithm.as_str())
+        .map_err(|_| format!("`{}` is not an argon2 algorithm", parsed.algorithm))?;
+    let params = Params::try_from(&parsed).map_err(|e| format!("argon2 parameters: {e}"))?;
+    let bounds = [
+        ("memory cost m", params.m_cost(), MAX_HASH_MEMORY_KIB),
+        ("time cost t", params.t_cost(), MAX_HASH_PASSES),
+        ("parallelism p", params.p_cost(), MAX_HASH_LANES),
+    ];
+    for (what, value, max) in bounds {
+        if value > max {
+            return Err(format!(
+                "the argon2 {what}={value} is over this server's bound of {max}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn verify_blocking(password: &[u8], hash: Option<&str>) -> bool {
     let Some(hash) = hash.or(DUMMY_HASH.as_deref()) else {
         return false;
     };
+    // The parameters come from the stored hash: never past the bounds.
+    if check_stored_hash(hash).is_err() {
+        return false;
+    }
     let Ok(parsed) = PasswordHash::new(hash) else {
         return false;
     };
@@ -132,6 +168,28 @@ mod tests {
         assert!(!verify("x".into(), Some("not a hash".into()))
             .await
             .expect("runs"));
+    }
+
+    #[tokio::test]
+    async fn hashes_past_the_parameter_bounds_are_refused_unrun() {
+        let ours = hash("correct horse".into()).await.expect("hashes");
+        assert_eq!(check_stored_hash(&ours), Ok(()));
+        let (_, rest) = ours.split_once("$m=19456,t=2,p=1$").expect("our params");
+        for (params, named) in [
+            ("m=4194304,t=2,p=1", "memory cost m=4194304"),
+            ("m=19456,t=1000,p=1", "time cost t=1000"),
+            ("m=19456,t=2,p=64", "parallelism p=64"),
+        ] {
+            let hostile = format!("$argon2id$v=19${params}${rest}");
+            let e = check_stored_hash(&hostile).expect_err(params);
+            assert!(e.contains(named), "{params}: {e}");
+            // Sign-in does not run it (4 GiB would not finish quickly, or at all).
+            assert!(!verify("correct horse".into(), Some(hostile))
+                .await
+                .expect("runs"));
+        }
+        assert!(check_stored_hash("$scrypt$ln=16,r=8,p=1$aM15713r3Xsvxbi31lqr1Q$nFNh2CVHVjNldFVKDHDlm4CbdRSCdEBsjjJxD+iCs5E").is_err());
+        assert!(check_stored_hash("plain text").is_err());
     }
 
     #[test]

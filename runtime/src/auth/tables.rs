@@ -8,6 +8,9 @@
 
 use livebase_schema::{define_table, v, Schema};
 
+use super::users::MAX_EMAIL_LEN;
+use super::MAX_NAME_CHARS;
+
 /// Users: one row per email address (stored in the canonical form of
 /// [`super::users::normalize_email`]), with the argon2id PHC string of their
 /// password and whether they proved they own the address (`emailVerified`,
@@ -28,15 +31,23 @@ pub const INVITATIONS: &str = "invitations";
 /// runtime-internal table (leading `_`): no application refers to it.
 pub const AUTH_TOKENS: &str = "_auth_tokens";
 
+/// Longest organization slug, in characters (the application may allow fewer).
+pub const MAX_SLUG_CHARS: usize = 64;
+/// Longest role or invitation status name, in characters.
+pub const MAX_ROLE_CHARS: usize = 64;
+/// Longest password hash, in characters: an argon2id PHC string is about 100,
+/// imported ones may carry longer parameters.
+pub const MAX_PASSWORD_HASH_CHARS: usize = 1024;
+
 /// Adds the auth tables to a schema.
 pub fn with_auth_tables(schema: Schema) -> Schema {
     schema
         .system_table(
             USERS,
             define_table([
-                ("email", v::string()),
-                ("name", v::string()),
-                ("passwordHash", v::string()),
+                ("email", v::string().max_len(MAX_EMAIL_LEN)),
+                ("name", v::string().max_len(MAX_NAME_CHARS)),
+                ("passwordHash", v::string().max_len(MAX_PASSWORD_HASH_CHARS)),
                 ("emailVerified", v::optional(v::boolean())),
             ])
             .index("by_email", ["email"]),
@@ -53,8 +64,8 @@ pub fn with_auth_tables(schema: Schema) -> Schema {
         .system_table(
             ORGANIZATIONS,
             define_table([
-                ("name", v::string()),
-                ("slug", v::string()),
+                ("name", v::string().max_len(MAX_NAME_CHARS)),
+                ("slug", v::string().max_len(MAX_SLUG_CHARS)),
                 ("createdBy", v::id(USERS)),
             ])
             .index("by_slug", ["slug"]),
@@ -66,7 +77,7 @@ pub fn with_auth_tables(schema: Schema) -> Schema {
                 ("userId", v::id(USERS)),
                 // The role names belong to the application's permission table;
                 // the runtime stores them without interpreting them.
-                ("role", v::string()),
+                ("role", v::string().max_len(MAX_ROLE_CHARS)),
             ])
             .index("by_organization", ["organizationId"])
             .index("by_user", ["userId"])
@@ -76,11 +87,11 @@ pub fn with_auth_tables(schema: Schema) -> Schema {
             INVITATIONS,
             define_table([
                 ("organizationId", v::id(ORGANIZATIONS)),
-                ("email", v::string()),
-                ("role", v::string()),
+                ("email", v::string().max_len(MAX_EMAIL_LEN)),
+                ("role", v::string().max_len(MAX_ROLE_CHARS)),
                 // `pending`, `accepted` or `canceled`; `expired` is not stored
                 // but derived from `expiresAt` when listed.
-                ("status", v::string()),
+                ("status", v::string().max_len(MAX_ROLE_CHARS)),
                 ("invitedBy", v::id(USERS)),
                 ("expiresAt", v::float64()),
             ])
@@ -95,13 +106,13 @@ pub fn with_auth_tables(schema: Schema) -> Schema {
             define_table([
                 ("userId", v::id(USERS)),
                 // `verify-email` or `reset-password`.
-                ("purpose", v::string()),
+                ("purpose", v::string().max_len(MAX_ROLE_CHARS)),
                 // Lowercase hex sha256 of the token the mail carries.
-                ("tokenHash", v::string()),
+                ("tokenHash", v::string().max_len(64)),
                 // Milliseconds since the epoch.
                 ("expiresAt", v::float64()),
                 // Where `verify-email` redirects once the link is followed.
-                ("callbackURL", v::optional(v::string())),
+                ("callbackURL", v::optional(v::string().max_len(2048))),
             ])
             .index("by_hash", ["tokenHash"])
             .index("by_user", ["userId"]),

@@ -11,6 +11,12 @@
 //!
 //! The wire JSON is built here, at the edge: [`CallRecord`] and [`eml::Mail`]
 //! do not derive `Serialize`.
+//!
+//! **Invariant:** every dashboard route answers only a request whose `Host`
+//! is the loopback address and port the server is bound to
+//! ([`loopback_hosts`]); any other is 403. A web page elsewhere cannot read
+//! the dashboard through DNS rebinding (its host name pointed at 127.0.0.1),
+//! since the browser then sends that name as `Host`.
 
 mod eml;
 #[cfg(test)]
@@ -18,11 +24,14 @@ mod tests;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -76,8 +85,14 @@ struct Dashboard {
 }
 
 /// The dashboard's routes over a running server's state; `calls` must be the
-/// log its executor records to (see [`Executor::with_call_log`]).
-pub async fn routes(state: &AppState, calls: CallLog, options: &ServerOptions) -> Result<Router> {
+/// log its executor records to (see [`Executor::with_call_log`]); `addr` is
+/// the address the server is bound to.
+pub async fn routes(
+    state: &AppState,
+    calls: CallLog,
+    options: &ServerOptions,
+    addr: SocketAddr,
+) -> Result<Router> {
     let (notify, commits) = watch::channel(0);
     // Runs on the writer thread after each commit: it only stores a number.
     // Commits before this are covered by the page's first fetch.
@@ -107,7 +122,45 @@ pub async fn routes(state: &AppState, calls: CallLog, options: &ServerOptions) -
         .route("/_dashboard/api/calls", get(calls_after))
         .route("/_dashboard/api/outbox", get(outbox))
         .route("/_dashboard/api/events", get(events))
-        .with_state(dashboard))
+        .with_state(dashboard)
+        .layer(middleware::from_fn_with_state(
+            Arc::new(loopback_hosts(addr.port())),
+            check_host,
+        )))
+}
+
+/// The `Host` values the dashboard answers: the loopback names with the
+/// port it is served on.
+pub fn loopback_hosts(port: u16) -> [String; 3] {
+    [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ]
+}
+
+/// 403 unless the request's `Host` is one of `allowed` (see the module docs).
+async fn check_host(
+    State(allowed): State<Arc<[String; 3]>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    match host {
+        Some(host) if allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) => {
+            next.run(request).await
+        }
+        _ => failure(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the dashboard answers only at http://{}/_dashboard (or localhost, [::1])",
+                allowed[0]
+            ),
+        ),
+    }
 }
 
 async fn page() -> Response {

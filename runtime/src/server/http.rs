@@ -2,23 +2,83 @@
 //! `POST /api/query|mutation|action` with `{path, format, args: [{..}]}` and an
 //! optional `Authorization: Bearer` token; `200 {status: "success", value,
 //! logLines}` or `560 {status: "error", errorMessage, errorData?, logLines}`;
-//! `400` for a body that is not a request. Plus `GET /health`.
+//! `400` for a body that is not a request. Plus `GET /health`, and
+//! [`read_body`], which reads every route's request body under a timeout.
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use livebase_schema::Value;
 use serde_json::{json, Value as JsonValue};
 
-use super::AppState;
+use super::{AppState, MAX_MESSAGE_SIZE};
 use crate::error::{Error, Result};
 use crate::executor::Caller;
 use crate::registry::Identity;
 
 /// The status the npm client expects for a function's error.
 const FUNCTION_ERROR: u16 = 560;
+
+/// Time a client has to send a request's whole body once its headers are in:
+/// a `POST` announcing a megabyte and sending nothing (or a byte a second)
+/// is answered `408` and its connection closed. 2 MiB at 100 KB/s fits.
+pub const REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads the request body — at most [`MAX_MESSAGE_SIZE`] bytes, within
+/// `timeout` — before any handler runs, so that no route waits on a stalled
+/// body. Too slow: `408`; too big: `413`; both close the connection.
+pub async fn read_body(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let announced = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_MESSAGE_SIZE as u64) {
+        return refuse_body(StatusCode::PAYLOAD_TOO_LARGE, too_large());
+    }
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_MESSAGE_SIZE)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(e)) if e.to_string().contains("length limit") => {
+            refuse_body(StatusCode::PAYLOAD_TOO_LARGE, too_large())
+        }
+        Ok(Err(e)) => refuse_body(
+            StatusCode::BAD_REQUEST,
+            format!("reading the request body failed: {e}"),
+        ),
+        Err(_) => refuse_body(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {timeout:?}"),
+        ),
+    }
+}
+
+fn too_large() -> String {
+    format!("the request body is larger than {MAX_MESSAGE_SIZE} bytes")
+}
+
+/// An answer to a request whose body was not read whole: the connection
+/// cannot carry another request, so it is closed.
+fn refuse_body(status: StatusCode, message: String) -> Response {
+    let code = match status {
+        StatusCode::REQUEST_TIMEOUT => "RequestTimeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLarge",
+        _ => "BadRequest",
+    };
+    let mut response = (status, Json(json!({"code": code, "message": message}))).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
 
 pub async fn health() -> &'static str {
     "ok"

@@ -3,9 +3,14 @@
 //! (`/api/query`, `/api/mutation`, `/api/action`), the auth endpoints
 //! (`/api/auth/*`, see [`crate::auth::http`]), `/health`, and in dev mode the
 //! dashboard (`/_dashboard`, see [`dashboard`]). Shaped like
-//! mini-redis's server: a connection cap (a semaphore), a handler per
-//! connection, and one broadcast shutdown signal every handler listens to —
-//! the scheduler's worker too, started here beside them.
+//! mini-redis's server: connection caps (semaphores, and counts per client
+//! address), a handler per connection, and one broadcast shutdown signal every
+//! handler listens to — the scheduler's worker too, started here beside them.
+//!
+//! Every bound at the edge is a constant beside the code that enforces it
+//! ([`listener`]: HTTP connections and headers; [`http`]: request bodies;
+//! [`ws`]: WebSocket connections, `Connect` and liveness), collected in
+//! [`EdgeOptions`] so that tests can shorten the timeouts.
 
 pub mod dashboard;
 pub mod http;
@@ -26,6 +31,7 @@ use tokio::task::JoinHandle;
 use crate::auth::{Authenticator, SessionAuth};
 use crate::calllog::CallLog;
 use crate::database::Database;
+use crate::datadir::DataDirLock;
 use crate::email::{MailOptions, Mailer};
 use crate::error::{Error, Result};
 use crate::executor::Executor;
@@ -35,12 +41,20 @@ use crate::store::sqlite::SqlitePersistence;
 use crate::subscriptions::Subscriptions;
 use crate::system::with_system_tables;
 
+pub use http::REQUEST_BODY_TIMEOUT;
+pub use listener::{
+    AddressCounts, AddressSlot, ClientAddr, HANDSHAKE_TIMEOUT, MAX_HTTP_CONNECTIONS,
+    MAX_HTTP_CONNECTIONS_PER_ADDRESS, RETRY_AFTER,
+};
+pub use ws::{
+    CONNECT_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS, PING_INTERVAL, PONG_TIMEOUT,
+    SEND_TIMEOUT,
+};
+
 /// Largest WebSocket message (and HTTP body) accepted: 2 MiB, room for a
 /// maximal 1 MiB value in its JSON encoding. Bigger messages close the
 /// connection with code 1009.
 pub const MAX_MESSAGE_SIZE: usize = 2 << 20;
-/// Most WebSocket connections served at once; more are refused with 503.
-pub const MAX_CONNECTIONS: usize = 20_000;
 /// Messages queued for one connection before it counts as too slow and is
 /// dropped (it reconnects and resyncs).
 pub const OUTBOUND_QUEUE: usize = 256;
@@ -48,15 +62,47 @@ pub const OUTBOUND_QUEUE: usize = 256;
 /// slow, whatever the number of messages: 256 Transitions of near-megabyte
 /// results would otherwise hold a quarter of a gigabyte for one laggard.
 pub const OUTBOUND_QUEUE_BYTES: usize = 16 << 20;
-/// A connection idle this long is sent a `Ping`.
-pub const PING_INTERVAL: Duration = Duration::from_secs(15);
-/// Time a client has to send a request's headers (the HTTP side of the
-/// WebSocket handshake included) before the connection is closed.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time a new WebSocket has to send `Connect`.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time one outbound frame may take to be accepted by the socket.
-pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The timeouts and connection caps of the network edge. The defaults are the
+/// named constants; tests shorten the timeouts and lower the caps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EdgeOptions {
+    /// [`HANDSHAKE_TIMEOUT`]: to send a request's headers.
+    pub handshake_timeout: Duration,
+    /// [`REQUEST_BODY_TIMEOUT`]: to send a request's whole body.
+    pub body_timeout: Duration,
+    /// [`CONNECT_TIMEOUT`]: for a new WebSocket to send `Connect`.
+    pub connect_timeout: Duration,
+    /// [`PING_INTERVAL`]: between WebSocket pings (and before a protocol
+    /// `Ping` to an idle client).
+    pub ping_interval: Duration,
+    /// [`PONG_TIMEOUT`]: for a WebSocket peer to answer a ping.
+    pub pong_timeout: Duration,
+    /// [`MAX_HTTP_CONNECTIONS`].
+    pub max_http_connections: usize,
+    /// [`MAX_HTTP_CONNECTIONS_PER_ADDRESS`].
+    pub max_http_connections_per_address: usize,
+    /// [`MAX_CONNECTIONS`]: WebSockets.
+    pub max_connections: usize,
+    /// [`MAX_CONNECTIONS_PER_ADDRESS`]: WebSockets.
+    pub max_connections_per_address: usize,
+}
+
+impl Default for EdgeOptions {
+    fn default() -> Self {
+        EdgeOptions {
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            body_timeout: REQUEST_BODY_TIMEOUT,
+            connect_timeout: CONNECT_TIMEOUT,
+            ping_interval: PING_INTERVAL,
+            pong_timeout: PONG_TIMEOUT,
+            max_http_connections: MAX_HTTP_CONNECTIONS,
+            max_http_connections_per_address: MAX_HTTP_CONNECTIONS_PER_ADDRESS,
+            max_connections: MAX_CONNECTIONS,
+            max_connections_per_address: MAX_CONNECTIONS_PER_ADDRESS,
+        }
+    }
+}
 
 /// How to run a server.
 #[derive(Clone, Debug)]
@@ -72,6 +118,8 @@ pub struct ServerOptions {
     /// Serve the dev dashboard at `/_dashboard` and keep the call log it
     /// shows. Only `livebase dev` sets it: the dashboard shows every table.
     pub dashboard: bool,
+    /// Timeouts and connection caps at the network edge.
+    pub edge: EdgeOptions,
 }
 
 impl Default for ServerOptions {
@@ -83,6 +131,7 @@ impl Default for ServerOptions {
             mail: MailOptions::default(),
             scheduler: SchedulerOptions::default(),
             dashboard: false,
+            edge: EdgeOptions::default(),
         }
     }
 }
@@ -93,7 +142,11 @@ pub struct AppState {
     pub executor: Executor,
     pub subscriptions: Subscriptions,
     pub authenticator: Arc<dyn Authenticator>,
+    /// WebSocket connections, all together ([`EdgeOptions::max_connections`]).
     pub connections: Arc<Semaphore>,
+    /// WebSocket connections per client address.
+    pub connections_per_address: Arc<AddressCounts>,
+    pub edge: EdgeOptions,
     pub shutdown: broadcast::Sender<()>,
 }
 
@@ -103,6 +156,8 @@ pub struct RunningServer {
     pub state: AppState,
     task: JoinHandle<()>,
     scheduler: scheduler::Worker,
+    upkeep: JoinHandle<()>,
+    _data_dir: DataDirLock,
 }
 
 impl RunningServer {
@@ -120,10 +175,11 @@ impl RunningServer {
 
     /// Waits until the server stops (after [`AppState::shutdown`] fires): the
     /// listener, then the scheduler (running jobs get
-    /// [`scheduler::worker::SHUTDOWN_GRACE`] to finish).
+    /// [`scheduler::worker::SHUTDOWN_GRACE`] to finish) and the upkeep.
     pub async fn wait(self) {
         let _ = self.task.await;
         self.scheduler.stopped().await;
+        let _ = self.upkeep.await;
         self.state.subscriptions.shutdown();
     }
 }
@@ -151,8 +207,8 @@ async fn start(
     options: ServerOptions,
     authenticator: Option<Arc<dyn Authenticator>>,
 ) -> Result<RunningServer> {
-    std::fs::create_dir_all(&options.data_dir)
-        .map_err(|e| Error::internal(format!("creating {}: {e}", options.data_dir.display())))?;
+    // Held until the server is dropped: a second server on the folder fails.
+    let data_dir = crate::datadir::lock(&options.data_dir)?;
     registry.extend_schema(with_system_tables);
     let persistence = Arc::new(SqlitePersistence::open(
         options.data_dir.join(crate::store::sqlite::DATABASE_FILE),
@@ -196,11 +252,14 @@ async fn start(
         shutdown.subscribe(),
     )
     .await?;
+    let upkeep = crate::upkeep::start(executor.database().clone(), shutdown.subscribe());
     let state = AppState {
         executor,
         subscriptions,
         authenticator,
-        connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        connections: Arc::new(Semaphore::new(options.edge.max_connections)),
+        connections_per_address: AddressCounts::new(options.edge.max_connections_per_address),
+        edge: options.edge,
         shutdown,
     };
     let app = match auth_routes {
@@ -210,17 +269,30 @@ async fn start(
     let app = match calls {
         Some(calls) => {
             tracing::info!("dashboard at http://{addr}/_dashboard");
-            app.merge(dashboard::routes(&state, calls, &options).await?)
+            app.merge(dashboard::routes(&state, calls, &options, addr).await?)
         }
         None => app,
     };
+    // Outermost, so that every route's body is read under the timeout.
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        options.edge.body_timeout,
+        http::read_body,
+    ));
     let stop = state.shutdown.subscribe();
-    let task = tokio::spawn(listener::run(listener, app, stop, state.shutdown.clone()));
+    let task = tokio::spawn(listener::run(
+        listener,
+        app,
+        stop,
+        state.shutdown.clone(),
+        options.edge,
+    ));
     Ok(RunningServer {
         addr,
         state,
         task,
         scheduler,
+        upkeep,
+        _data_dir: data_dir,
     })
 }
 

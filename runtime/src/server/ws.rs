@@ -3,11 +3,19 @@
 //! worker, an action's response, the idle timer, shutdown — and answers each.
 //! Mutations run in order, one at a time per connection; actions run
 //! concurrently and answer when done.
+//!
+//! Connections are capped in total and per client address (refused before
+//! the upgrade, `503` and `429`), must send `Connect` in time, and must answer
+//! the WebSocket pings sent every [`PING_INTERVAL`]: a peer that is gone, or
+//! that stopped reading, is closed (1008) instead of held.
+
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use axum::Extension;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use livebase_schema::protocol::{
@@ -18,23 +26,59 @@ use livebase_schema::Value;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit};
 use tokio::time::{sleep_until, timeout, Instant};
 
-use super::{
-    AppState, CONNECT_TIMEOUT, MAX_MESSAGE_SIZE, OUTBOUND_QUEUE, PING_INTERVAL, SEND_TIMEOUT,
-};
+use super::listener::{too_many, AddressSlot, ClientAddr};
+use super::{AppState, MAX_MESSAGE_SIZE, OUTBOUND_QUEUE};
 use crate::error::Error;
 use crate::executor::{Caller, RequestKey};
 use crate::registry::Identity;
 use crate::subscriptions::{outbound_queue, ConnId, Event, OutboundRx};
 
+/// Most WebSocket connections served at once; more are refused with 503.
+pub const MAX_CONNECTIONS: usize = 20_000;
+/// Most WebSocket connections from one client address (as
+/// [`super::listener::client_key`] counts them); more are refused with `429`
+/// and `Retry-After`. Room for an office behind one NAT address.
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 1_000;
+/// Time a new WebSocket has to send `Connect`; then it is closed (1002).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a connection is sent a WebSocket ping (every browser and client
+/// library answers with a pong on its own); an idle one also gets the
+/// protocol's `Ping` after this long without a message.
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Time a peer has to answer a ping before the connection is closed (1008):
+/// a peer that is gone, or that stopped reading, no longer holds a slot.
+pub const PONG_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time one outbound frame may take to be accepted by the socket.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Close codes this server uses.
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_PROTOCOL: u16 = 1002;
+const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_OVERLOADED: u16 = 1013;
 
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    client: Option<Extension<ClientAddr>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // Without the listener (a router served some other way) there is no
+    // address to count by, and only the global cap applies.
+    let slot = match client {
+        Some(Extension(ClientAddr(addr))) => match state.connections_per_address.try_hold(addr) {
+            Some(slot) => Some(slot),
+            None => {
+                return too_many(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many connections from your address",
+                )
+            }
+        },
+        None => None,
+    };
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
+        return too_many(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
     };
     // Small buffers: tungstenite's defaults (128 KiB each way) would cost an
     // idle connection a quarter of a megabyte.
@@ -44,7 +88,7 @@ pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Res
         .write_buffer_size(4 * 1024)
         .on_upgrade(move |socket| async move {
             let shutdown = state.shutdown.subscribe();
-            Handler::run(socket, state, shutdown, permit).await
+            Handler::run(socket, state, shutdown, (permit, slot)).await
         })
 }
 
@@ -62,6 +106,10 @@ struct Handler {
     identity: Identity,
     actions: mpsc::Sender<ServerMessage>,
     last_sent: Instant,
+    /// When the unanswered WebSocket ping was sent, if one is.
+    ping_sent: Option<Instant>,
+    /// When the next WebSocket ping is due.
+    next_ping: Instant,
 }
 
 impl Handler {
@@ -69,12 +117,13 @@ impl Handler {
         socket: WebSocket,
         state: AppState,
         mut shutdown: broadcast::Receiver<()>,
-        _permit: OwnedSemaphorePermit,
+        _held: (OwnedSemaphorePermit, Option<AddressSlot>),
     ) {
         let (sink, mut stream) = socket.split();
         let conn = state.subscriptions.next_conn_id();
         let (out_tx, mut out_rx) = outbound_queue();
         let (actions, mut action_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let ping_interval = state.edge.ping_interval;
         let mut h = Handler {
             state,
             conn,
@@ -83,6 +132,8 @@ impl Handler {
             identity: Identity::Anonymous,
             actions,
             last_sent: Instant::now(),
+            ping_sent: None,
+            next_ping: Instant::now() + ping_interval,
         };
         let end = match h.handshake(&mut stream).await {
             Err(end) => end,
@@ -111,7 +162,7 @@ impl Handler {
 
     /// Waits for the `Connect` message that opens every session.
     async fn handshake(&mut self, stream: &mut SplitStream<WebSocket>) -> Result<(), End> {
-        let first = timeout(CONNECT_TIMEOUT, stream.next()).await;
+        let first = timeout(self.state.edge.connect_timeout, stream.next()).await;
         let text = match first {
             Err(_) => {
                 return Err(End::Close(
@@ -147,8 +198,13 @@ impl Handler {
         action_rx: &mut mpsc::Receiver<ServerMessage>,
         shutdown: &mut broadcast::Receiver<()>,
     ) -> End {
+        let edge = self.state.edge;
         loop {
-            let ping_at = self.last_sent + PING_INTERVAL;
+            let ping_at = self.last_sent + edge.ping_interval;
+            let liveness_at = match self.ping_sent {
+                Some(sent) => sent + edge.pong_timeout,
+                None => self.next_ping,
+            };
             let result = tokio::select! {
                 frame = stream.next() => match frame {
                     None => return End::ClientClosed,
@@ -156,7 +212,11 @@ impl Handler {
                     Some(Ok(Message::Text(text))) => self.on_text(&text).await,
                     Some(Ok(Message::Binary(_))) => Err(self.fatal("binary frames are not part of the protocol").await),
                     Some(Ok(Message::Close(_))) => return End::ClientClosed,
-                    Some(Ok(_)) => Ok(()), // ping/pong frames
+                    Some(Ok(Message::Pong(_))) => {
+                        self.ping_sent = None;
+                        Ok(())
+                    }
+                    Some(Ok(_)) => Ok(()), // pings (answered by the socket)
                 },
                 out = out_rx.recv() => match out {
                     // The worker found a protocol violation (a wrong query-set
@@ -172,11 +232,40 @@ impl Handler {
                 },
                 Some(msg) = action_rx.recv() => self.send(&msg).await,
                 _ = sleep_until(ping_at) => self.send(&ServerMessage::Ping).await,
+                _ = sleep_until(liveness_at) => self.check_liveness().await,
                 _ = shutdown.recv() => Err(End::Close(CLOSE_GOING_AWAY, "server shutting down".into())),
             };
             if let Err(end) = result {
                 return end;
             }
+        }
+    }
+
+    /// At the liveness deadline: closes a connection whose ping went
+    /// unanswered, or sends the next ping.
+    async fn check_liveness(&mut self) -> Result<(), End> {
+        let edge = self.state.edge;
+        if self.ping_sent.is_some() {
+            return Err(End::Close(
+                CLOSE_POLICY,
+                format!("no pong within {:?}", edge.pong_timeout),
+            ));
+        }
+        let now = Instant::now();
+        self.ping_sent = Some(now);
+        self.next_ping = now + edge.ping_interval;
+        match timeout(
+            SEND_TIMEOUT,
+            self.sink.send(Message::Ping(Default::default())),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::ClientClosed),
+            Err(_) => Err(End::Close(
+                CLOSE_OVERLOADED,
+                "connection too slow to keep up; reconnect".into(),
+            )),
         }
     }
 
@@ -297,12 +386,18 @@ impl Handler {
                 .await
             }
             Err(e) => {
+                // A refused token leaves no identity behind (as in Convex): the
+                // connection runs as anonymous, and its queries re-run so.
+                // The identity version does not move.
+                self.identity = Identity::Anonymous;
                 let msg = ServerMessage::AuthError {
                     error: e.client_message(),
                     base_version,
                     auth_update_attempted: true,
                 };
-                self.send(&msg).await
+                self.send(&msg).await?;
+                self.tell_worker(Event::ClearIdentity { conn: self.conn })
+                    .await
             }
         }
     }

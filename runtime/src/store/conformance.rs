@@ -3,7 +3,7 @@
 
 use livebase_schema::{obj, DocumentId, Timestamp, Value};
 
-use super::{Document, MutationOutcome, Order, OutcomeError, Persistence};
+use super::{Document, MutationOutcome, Order, Persistence};
 
 fn doc(table: &str, n: f64) -> Document {
     let Value::Object(fields) = obj!("n" => n) else {
@@ -157,65 +157,63 @@ pub fn run(p: &dyn Persistence) {
     r.end_read().unwrap();
 
     // Mutation outcomes: stored with the transaction (a rolled-back savepoint
-    // takes its outcome with it), found by session and request, values and
-    // error data exact, purged oldest first within the limit.
-    let outcome = |request_id: u32, ts: u64, result| MutationOutcome {
+    // takes its outcome with it), found by session, request and fingerprint
+    // (another fingerprint under the same session and request is another
+    // caller's, kept apart), values exact, purged oldest first within the
+    // limit.
+    let outcome = |request_id: u32, fingerprint: &[u8], ts: u64, value| MutationOutcome {
         session_id: "5d1b2c7e-0000-4000-8000-000000000000".into(),
         request_id,
+        fingerprint: fingerprint.to_vec(),
         ts: Timestamp::new(ts),
         path: "todos:create".into(),
-        result,
+        value,
     };
-    let ok = outcome(1, 100, Ok(obj!("n" => i64::MAX, "b" => vec![0u8, 255])));
-    let failed = outcome(
-        2,
-        200,
-        Err(OutcomeError {
-            message: "no such organization".into(),
-            data: Some(obj!("code" => "NOT_FOUND")),
-        }),
-    );
-    let undone = outcome(3, 300, Ok(Value::Null));
-    let plain = outcome(
-        4,
-        400,
-        Err(OutcomeError {
-            message: "boom".into(),
-            data: None,
-        }),
-    );
+    let (mine, theirs) = (&[1u8; 32][..], &[2u8; 32][..]);
+    let ok = outcome(1, mine, 100, obj!("n" => i64::MAX, "b" => vec![0u8, 255]));
+    let other = outcome(1, theirs, 200, Value::from("theirs"));
+    let undone = outcome(3, mine, 300, Value::Null);
+    let plain = outcome(4, mine, 400, Value::Null);
     w.begin_write().unwrap();
     w.put_outcome(&ok).unwrap();
-    w.put_outcome(&failed).unwrap();
+    w.put_outcome(&other).unwrap();
     w.savepoint().unwrap();
     w.put_outcome(&undone).unwrap();
     w.rollback_to_savepoint().unwrap();
     w.put_outcome(&plain).unwrap();
-    assert_eq!(w.get_outcome(&ok.session_id, 1).unwrap(), Some(ok.clone()));
+    assert_eq!(
+        w.get_outcome(&ok.session_id, 1, mine).unwrap(),
+        Some(ok.clone())
+    );
     w.commit(Timestamp::new(15)).unwrap();
     r.begin_read().unwrap();
-    assert_eq!(r.get_outcome(&ok.session_id, 1).unwrap(), Some(ok.clone()));
     assert_eq!(
-        r.get_outcome(&ok.session_id, 2).unwrap(),
-        Some(failed.clone())
+        r.get_outcome(&ok.session_id, 1, mine).unwrap(),
+        Some(ok.clone())
     );
-    assert_eq!(r.get_outcome(&ok.session_id, 3).unwrap(), None);
     assert_eq!(
-        r.get_outcome(&ok.session_id, 4).unwrap(),
+        r.get_outcome(&ok.session_id, 1, theirs).unwrap(),
+        Some(other.clone())
+    );
+    assert_eq!(r.get_outcome(&ok.session_id, 1, &[3u8; 32]).unwrap(), None);
+    assert_eq!(r.get_outcome(&ok.session_id, 3, mine).unwrap(), None);
+    assert_eq!(r.get_outcome(&ok.session_id, 4, theirs).unwrap(), None);
+    assert_eq!(
+        r.get_outcome(&ok.session_id, 4, mine).unwrap(),
         Some(plain.clone())
     );
-    assert_eq!(r.get_outcome("another-session", 1).unwrap(), None);
+    assert_eq!(r.get_outcome("another-session", 1, mine).unwrap(), None);
     assert_eq!(r.count_outcomes().unwrap(), 3);
     r.end_read().unwrap();
     w.begin_write().unwrap();
-    // Before ts 400: outcomes 1 and 2 qualify; the limit takes the older.
+    // Before ts 400: outcomes at 100 and 200 qualify; the limit takes the older.
     assert_eq!(w.purge_outcomes(Timestamp::new(400), 1).unwrap(), 1);
-    assert_eq!(w.get_outcome(&ok.session_id, 1).unwrap(), None);
+    assert_eq!(w.get_outcome(&ok.session_id, 1, mine).unwrap(), None);
     assert_eq!(w.purge_outcomes(Timestamp::new(400), 10).unwrap(), 1);
     assert_eq!(w.purge_outcomes(Timestamp::new(400), 10).unwrap(), 0);
     w.commit(Timestamp::new(16)).unwrap();
     r.begin_read().unwrap();
     assert_eq!(r.count_outcomes().unwrap(), 1);
-    assert_eq!(r.get_outcome(&ok.session_id, 4).unwrap(), Some(plain));
+    assert_eq!(r.get_outcome(&ok.session_id, 4, mine).unwrap(), Some(plain));
     r.end_read().unwrap();
 }

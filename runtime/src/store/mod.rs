@@ -78,24 +78,25 @@ pub fn index_key(table: &str, index: &IndexDefinition, doc: &Document) -> Vec<u8
 /// A client mutation's outcome, kept (by session and request id) so that a
 /// resent mutation is answered with what its first run returned instead of
 /// running again. Stored beside the documents, not as one: it is written by
-/// every client mutation, and a plain row costs the writer a fraction of a
-/// document with its index entries.
+/// every client mutation that wrote, and a plain row costs the writer a
+/// fraction of a document with its index entries. Only mutations that wrote
+/// keep one: a failure or a mutation that wrote nothing has no effect a
+/// resend could repeat, so it leaves nothing behind.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MutationOutcome {
     pub session_id: String,
     pub request_id: u32,
+    /// A digest of who called, which function and with what arguments: the
+    /// outcome answers only a request with the same session, request id and
+    /// fingerprint — a resend — never another caller who learned the
+    /// session id.
+    pub fingerprint: Vec<u8>,
     /// The commit timestamp the first run answered with.
     pub ts: Timestamp,
     /// The function, for the logs.
     pub path: String,
-    pub result: std::result::Result<Value, OutcomeError>,
-}
-
-/// A failed mutation's answer: the message and `errorData` the client saw.
-#[derive(Clone, Debug, PartialEq)]
-pub struct OutcomeError {
-    pub message: String,
-    pub data: Option<Value>,
+    /// What the first run returned.
+    pub value: Value,
 }
 
 /// Scan direction.
@@ -164,10 +165,16 @@ pub trait StoreConnection: Send {
     fn put_index_entry(&mut self, key: &[u8], id: &DocumentId) -> Result<()>;
     fn delete_index_entry(&mut self, key: &[u8]) -> Result<()>;
 
-    /// The stored outcome of request `request_id` of session `session_id`.
-    fn get_outcome(&mut self, session_id: &str, request_id: u32)
-        -> Result<Option<MutationOutcome>>;
-    /// Stores an outcome (replacing one with the same session and request).
+    /// The stored outcome of request `request_id` of session `session_id`
+    /// with this fingerprint.
+    fn get_outcome(
+        &mut self,
+        session_id: &str,
+        request_id: u32,
+        fingerprint: &[u8],
+    ) -> Result<Option<MutationOutcome>>;
+    /// Stores an outcome (replacing one with the same session, request and
+    /// fingerprint).
     fn put_outcome(&mut self, outcome: &MutationOutcome) -> Result<()>;
     /// Deletes at most `limit` outcomes whose `ts` is before `before`, oldest
     /// first; returns how many.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use livebase_schema::{DocumentId, Object, Timestamp, Value};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{Document, MutationOutcome, Order, OutcomeError, Persistence, StoreConnection};
+use super::{Document, MutationOutcome, Order, Persistence, StoreConnection};
 use crate::error::{Error, Result};
 
 const SCHEMA_SQL: &str = "
@@ -27,12 +27,11 @@ CREATE TABLE IF NOT EXISTS meta (
 CREATE TABLE IF NOT EXISTS mutation_outcomes (
     session_id TEXT NOT NULL,
     request_id INTEGER NOT NULL,
+    fingerprint BLOB NOT NULL,
     ts INTEGER NOT NULL,
     path TEXT NOT NULL,
-    success INTEGER NOT NULL,
-    result TEXT NOT NULL,
-    error_data TEXT,
-    PRIMARY KEY (session_id, request_id)
+    value TEXT NOT NULL,
+    PRIMARY KEY (session_id, request_id, fingerprint)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS mutation_outcomes_by_ts ON mutation_outcomes (ts);
 ";
@@ -62,7 +61,17 @@ impl SqlitePersistence {
     /// Opens (creating if needed) the database at `path` and its tables.
     pub fn open(path: impl AsRef<Path>) -> Result<SqlitePersistence> {
         let path = path.as_ref().to_path_buf();
+        // SQLite would create the file with the umask's mode (0644 as a
+        // rule), and its -wal and -shm with the mode of the database file:
+        // created private first, all three are.
+        match crate::datadir::create_private_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::internal(format!("creating {}: {e}", path.display())))
+            }
+            _ => {}
+        }
         let conn = open_connection(&path)?;
+        drop_unbound_outcomes(&conn)?;
         conn.execute_batch(SCHEMA_SQL)?;
         drop_legacy_outcomes(&conn)?;
         Ok(SqlitePersistence { path })
@@ -71,6 +80,24 @@ impl SqlitePersistence {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Outcomes stored before they were bound to their caller (keyed by session
+/// and request id alone) could answer anyone: a file from then drops them
+/// with their table, which is made again bound. They only matter for the
+/// few seconds of a reconnect.
+fn drop_unbound_outcomes(conn: &Connection) -> Result<()> {
+    let (columns, bound): (i64, i64) = conn.query_row(
+        "SELECT count(*), count(*) FILTER (WHERE name = 'fingerprint')
+         FROM pragma_table_info('mutation_outcomes')",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if columns > 0 && bound == 0 {
+        conn.execute_batch("DROP TABLE mutation_outcomes")?;
+        tracing::info!("dropped the mutation outcomes stored before they were bound to a caller");
+    }
+    Ok(())
 }
 
 fn drop_legacy_outcomes(conn: &Connection) -> Result<()> {
@@ -139,6 +166,25 @@ struct SqliteConnection {
     in_txn: bool,
 }
 
+impl SqliteConnection {
+    /// Ends the open transaction with `COMMIT` or `ROLLBACK`. SQLite keeps a
+    /// transaction open when its `COMMIT` fails (`SQLITE_BUSY`, a deferred
+    /// constraint): it is rolled back here, so a failed commit keeps nothing
+    /// and the next `BEGIN` works. `in_txn` says whether one is still open.
+    fn finish(&mut self, sql: &str) -> Result<()> {
+        let ended = self
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute([]));
+        if ended.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        self.in_txn = !self.conn.is_autocommit();
+        ended?;
+        Ok(())
+    }
+}
+
 fn last_ts(conn: &Connection) -> Result<Timestamp> {
     let v: Option<i64> = conn
         .prepare_cached("SELECT value FROM meta WHERE name = 'last_ts'")?
@@ -183,8 +229,7 @@ impl StoreConnection for SqliteConnection {
 
     fn end_read(&mut self) -> Result<()> {
         if self.in_txn {
-            self.in_txn = false;
-            self.conn.prepare_cached("COMMIT")?.execute([])?;
+            self.finish("COMMIT")?;
         }
         Ok(())
     }
@@ -205,15 +250,12 @@ impl StoreConnection for SqliteConnection {
                  ON CONFLICT(name) DO UPDATE SET value = excluded.value",
             )?
             .execute(params![ts.get() as i64])?;
-        self.in_txn = false;
-        self.conn.prepare_cached("COMMIT")?.execute([])?;
-        Ok(())
+        self.finish("COMMIT")
     }
 
     fn rollback(&mut self) -> Result<()> {
         if self.in_txn {
-            self.in_txn = false;
-            self.conn.prepare_cached("ROLLBACK")?.execute([])?;
+            self.finish("ROLLBACK")?;
         }
         Ok(())
     }
@@ -364,70 +406,51 @@ impl StoreConnection for SqliteConnection {
         &mut self,
         session_id: &str,
         request_id: u32,
+        fingerprint: &[u8],
     ) -> Result<Option<MutationOutcome>> {
         let row = self
             .conn
             .prepare_cached(
-                "SELECT ts, path, success, result, error_data FROM mutation_outcomes
-                 WHERE session_id = ?1 AND request_id = ?2",
+                "SELECT ts, path, value FROM mutation_outcomes
+                 WHERE session_id = ?1 AND request_id = ?2 AND fingerprint = ?3",
             )?
-            .query_row(params![session_id, request_id], |r| {
+            .query_row(params![session_id, request_id, fingerprint], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
-                    r.get::<_, bool>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, String>(2)?,
                 ))
             })
             .optional()?;
-        let Some((ts, path, success, result, error_data)) = row else {
+        let Some((ts, path, value)) = row else {
             return Ok(None);
         };
-        let decode = |text: &str| {
-            Value::from_json_str(text, "stored outcome")
-                .map_err(|e| Error::internal(format!("outcome of {session_id}/{request_id}: {e}")))
-        };
-        let result = if success {
-            Ok(decode(&result)?)
-        } else {
-            Err(OutcomeError {
-                message: result,
-                data: error_data.as_deref().map(decode).transpose()?,
-            })
-        };
+        let value = Value::from_json_str(&value, "stored outcome")
+            .map_err(|e| Error::internal(format!("outcome of {session_id}/{request_id}: {e}")))?;
         Ok(Some(MutationOutcome {
             session_id: session_id.to_string(),
             request_id,
+            fingerprint: fingerprint.to_vec(),
             ts: Timestamp::new(ts as u64),
             path,
-            result,
+            value,
         }))
     }
 
     fn put_outcome(&mut self, outcome: &MutationOutcome) -> Result<()> {
-        let (success, result, error_data) = match &outcome.result {
-            Ok(value) => (true, value.to_json_text(), None),
-            Err(e) => (
-                false,
-                e.message.clone(),
-                e.data.as_ref().map(Value::to_json_text),
-            ),
-        };
         self.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO mutation_outcomes
-                 (session_id, request_id, ts, path, success, result, error_data)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 (session_id, request_id, fingerprint, ts, path, value)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![
                 outcome.session_id,
                 outcome.request_id,
+                outcome.fingerprint,
                 outcome.ts.get() as i64,
                 outcome.path,
-                success,
-                result,
-                error_data
+                outcome.value.to_json_text()
             ])?;
         Ok(())
     }
@@ -436,8 +459,8 @@ impl StoreConnection for SqliteConnection {
         let n = self
             .conn
             .prepare_cached(
-                "DELETE FROM mutation_outcomes WHERE (session_id, request_id) IN
-                 (SELECT session_id, request_id FROM mutation_outcomes
+                "DELETE FROM mutation_outcomes WHERE (session_id, request_id, fingerprint) IN
+                 (SELECT session_id, request_id, fingerprint FROM mutation_outcomes
                   WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
             )?
             .execute(params![before.get() as i64, limit as i64])?;
@@ -502,6 +525,89 @@ mod tests {
         assert_eq!(r.get(&kept.id).unwrap(), Some(kept.clone()));
         let all = r.scan(&[], &[0xFF], Order::Asc, 10).unwrap();
         assert_eq!(all, vec![(kept_key, kept)]);
+        r.end_read().unwrap();
+    }
+
+    #[test]
+    fn a_failed_commit_keeps_nothing_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = SqlitePersistence::open(dir.path().join("db.sqlite3")).unwrap();
+        let mut w = SqliteConnection {
+            conn: open_connection(p.path()).unwrap(),
+            in_txn: false,
+        };
+        // A deferred foreign key is checked only at COMMIT, which SQLite then
+        // refuses and leaves the transaction open — as it does for SQLITE_BUSY.
+        w.conn
+            .execute_batch(
+                "PRAGMA foreign_keys = ON;
+                 CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                 CREATE TABLE child (parent INTEGER
+                     REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
+            )
+            .unwrap();
+        let doc = Document {
+            id: DocumentId::generate("todos"),
+            creation_time: 1.0,
+            fields: Object::new(),
+        };
+        w.begin_write().unwrap();
+        w.put_document(&doc).unwrap();
+        w.conn
+            .execute("INSERT INTO child (parent) VALUES (42)", [])
+            .unwrap();
+        let failed = w.commit(Timestamp::new(5));
+        assert!(failed.is_err(), "the dangling key fails the COMMIT");
+        assert!(w.conn.is_autocommit(), "no transaction is left open");
+
+        // The next transaction starts, sees nothing of the failed one, commits.
+        assert_eq!(w.begin_write().unwrap(), Timestamp::ZERO);
+        assert_eq!(w.get(&doc.id).unwrap(), None);
+        w.put_document(&doc).unwrap();
+        w.commit(Timestamp::new(6)).unwrap();
+        let mut r = p.connect().unwrap();
+        assert_eq!(r.begin_read().unwrap(), Timestamp::new(6));
+        assert_eq!(r.get(&doc.id).unwrap(), Some(doc));
+        r.end_read().unwrap();
+    }
+
+    #[test]
+    fn opening_a_file_drops_outcomes_not_bound_to_a_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite3");
+        {
+            // The table as it was: keyed by session and request id alone.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE mutation_outcomes (
+                    session_id TEXT NOT NULL, request_id INTEGER NOT NULL,
+                    ts INTEGER NOT NULL, path TEXT NOT NULL, success INTEGER NOT NULL,
+                    result TEXT NOT NULL, error_data TEXT,
+                    PRIMARY KEY (session_id, request_id)) WITHOUT ROWID;
+                 INSERT INTO mutation_outcomes VALUES ('s', 0, 1, 'a:b', 1, '\"secret\"', NULL);",
+            )
+            .unwrap();
+        }
+        let p = SqlitePersistence::open(&path).unwrap();
+        let mut w = p.connect().unwrap();
+        w.begin_write().unwrap();
+        assert_eq!(w.count_outcomes().unwrap(), 0);
+        let outcome = MutationOutcome {
+            session_id: "s".into(),
+            request_id: 0,
+            fingerprint: vec![7; 32],
+            ts: Timestamp::new(2),
+            path: "a:b".into(),
+            value: Value::from("mine"),
+        };
+        w.put_outcome(&outcome).unwrap();
+        w.commit(Timestamp::new(2)).unwrap();
+        drop(w);
+        // A second open keeps the bound table and its rows.
+        let p = SqlitePersistence::open(&path).unwrap();
+        let mut r = p.connect().unwrap();
+        r.begin_read().unwrap();
+        assert_eq!(r.get_outcome("s", 0, &[7; 32]).unwrap(), Some(outcome));
         r.end_read().unwrap();
     }
 

@@ -308,11 +308,27 @@ impl TestServer {
     }
 
     async fn start_with(dir: TempDir, app: Registry) -> TestServer {
-        let options = ServerOptions {
+        TestServer::start_with_options(dir, app, |_| {}).await
+    }
+
+    /// A server whose options `tune` changes first (shorter timeouts, lower
+    /// caps).
+    pub async fn start_tuned(tune: impl FnOnce(&mut ServerOptions)) -> TestServer {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        TestServer::start_with_options(dir, registry(), tune).await
+    }
+
+    async fn start_with_options(
+        dir: TempDir,
+        app: Registry,
+        tune: impl FnOnce(&mut ServerOptions),
+    ) -> TestServer {
+        let mut options = ServerOptions {
             listen: "127.0.0.1:0".parse().expect("an address"),
             data_dir: dir.path().to_path_buf(),
             ..ServerOptions::default()
         };
+        tune(&mut options);
         let server = serve(app, options).await.expect("the server starts");
         TestServer { server, dir }
     }
@@ -350,6 +366,11 @@ impl TestServer {
     /// The sync endpoint as the npm client names it (with its version).
     pub fn ws_url(&self) -> String {
         format!("ws://{}/api/1.48.0/sync", self.server.addr)
+    }
+
+    /// The server's executor, to inspect its store in process.
+    pub fn executor(&self) -> &livebase_runtime::executor::Executor {
+        &self.server.state.executor
     }
 
     pub fn stats(&self) -> &Stats {
@@ -903,20 +924,56 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
+    let stream = TcpStream::connect(addr).await.expect("connecting");
+    http_on(stream, method, path, headers, body).await
+}
+
+/// As [`http`], from the local address `from` (any of 127.0.0.0/8 reaches a
+/// server on 127.0.0.1): another client address, for per-address caps.
+pub async fn http_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+) -> HttpResponse {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(SocketAddr::new(from, 0))
+        .expect("binding the client address");
+    let stream = socket.connect(addr).await.expect("connecting");
+    http_on(stream, method, path, &[], b"").await
+}
+
+/// Sends one request (`Connection: close`) on `stream` and reads the whole
+/// response.
+pub async fn http_on(
+    stream: TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let addr = stream.peer_addr().expect("a connected stream");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(body);
+    http_raw(stream, &raw).await
+}
+
+/// Writes `request` as it is (a head announcing more body than it carries,
+/// say) and reads the whole response, until the server closes.
+pub async fn http_raw(mut stream: TcpStream, request: &[u8]) -> HttpResponse {
     let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.expect("connecting");
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str("\r\n");
         // A server may answer (413) and close before reading a large body:
         // a failed write is fine as long as the response can be read.
-        let _ = stream.write_all(head.as_bytes()).await;
-        let _ = stream.write_all(body).await;
+        let _ = stream.write_all(request).await;
         let mut raw = Vec::new();
         let mut chunk = [0u8; 16 * 1024];
         loop {

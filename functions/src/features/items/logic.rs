@@ -6,17 +6,19 @@ use livebase_runtime::Result;
 use livebase_schema::{obj, DocumentId, Object, Value};
 
 use super::schema::ITEMS;
+use crate::shared::LIST_LIMIT;
 
-/// The organization's items, oldest first.
+/// The organization's items, oldest first: the first [`LIST_LIMIT`].
 pub fn get_items(db: &mut Transaction, organization_id: &str) -> Result<Vec<Value>> {
     db.query(ITEMS)
         .with_index("by_organization", |q| {
             q.eq("organizationId", organization_id)
         })
-        .collect()
+        .take(LIST_LIMIT)
 }
 
-/// The organization's items with `status`, oldest first.
+/// The organization's items with `status`, oldest first: the first
+/// [`LIST_LIMIT`].
 pub fn get_items_by_status(
     db: &mut Transaction,
     organization_id: &str,
@@ -26,7 +28,7 @@ pub fn get_items_by_status(
         .with_index("by_organization_status", |q| {
             q.eq("organizationId", organization_id).eq("status", status)
         })
-        .collect()
+        .take(LIST_LIMIT)
 }
 
 /// A new item's fields.

@@ -15,6 +15,7 @@ use livebase_schema::{obj, DocumentId, Value};
 use crate::emails;
 use crate::shared::auth::permissions::Role;
 use crate::shared::auth::validations::Membership;
+use crate::shared::LIST_LIMIT;
 
 /// How long an invitation can be accepted.
 pub const INVITATION_LIFETIME_MS: f64 = 7.0 * 24.0 * 60.0 * 60.0 * 1000.0;
@@ -22,6 +23,12 @@ pub const INVITATION_LIFETIME_MS: f64 = 7.0 * 24.0 * 60.0 * 60.0 * 1000.0;
 pub const MAX_NAME_CHARS: usize = 100;
 /// Longest slug, in bytes.
 pub const MAX_SLUG_LEN: usize = 48;
+/// Most rows one mutation of an organization's removal deletes; a full batch
+/// schedules the next (a mutation may write at most 8,192 documents).
+pub const REMOVE_BATCH: usize = 1_000;
+/// The internal mutation that deletes the next batch of a removed
+/// organization's rows.
+pub const PURGE_REMOVED: &str = "organizations:purgeRemoved";
 
 /// Most invitations one organization may send in [`INVITATION_WINDOW_MS`].
 pub const MAX_INVITATIONS_PER_ORGANIZATION: usize = 100;
@@ -125,27 +132,51 @@ pub fn update_organization(db: &mut Transaction, organization_id: &str, name: &s
 /// Deletes the organization and every row that belongs to it: the rows of
 /// each table with a `by_organization` index — the application's tables
 /// (every one has it, DESIGN.md invariant 9), members and invitations.
-/// Bounded by the per-transaction write limit, like any mutation.
+///
+/// The organization's document goes first, in this mutation: every
+/// membership check reads it, so the organization is gone for every reader
+/// at once. Its rows follow [`REMOVE_BATCH`] per mutation (see
+/// [`purge_removed`]), however many members created.
 pub fn delete_organization(db: &mut Transaction, organization_id: &str) -> Result<()> {
     let id = organization_doc_id(organization_id)?;
+    db.delete(&id)?;
+    purge_removed(db, organization_id)
+}
+
+/// Deletes up to [`REMOVE_BATCH`] rows of a removed organization; when the
+/// batch is full, schedules [`PURGE_REMOVED`] for the next. Refuses an
+/// organization that still exists.
+pub fn purge_removed(db: &mut Transaction, organization_id: &str) -> Result<()> {
+    if db.get(&organization_doc_id(organization_id)?)?.is_some() {
+        return Err(Error::conflict(
+            "the organization exists; only a removed one's rows are purged",
+        ));
+    }
     let tables: Vec<String> = db
         .schema()
         .tables()
         .filter(|(_, def)| def.get_index("by_organization").is_some())
         .map(|(name, _)| name.to_string())
         .collect();
+    let mut left = REMOVE_BATCH;
     for table in tables {
         let rows = db
             .query(&table)
             .with_index("by_organization", |q| {
                 q.eq("organizationId", organization_id)
             })
-            .collect()?;
+            .take(left)?;
+        left -= rows.len();
         for row in rows {
             db.delete(&id_field(&row, "_id", &table)?)?;
         }
+        if left == 0 {
+            let next = obj! { "organizationId" => organization_id };
+            Scheduler::new(db).run_after(Duration::ZERO, PURGE_REMOVED, next)?;
+            break;
+        }
     }
-    db.delete(&id)
+    Ok(())
 }
 
 fn organization_doc_id(organization_id: &str) -> Result<DocumentId> {
@@ -177,9 +208,14 @@ pub fn list_mine(db: &mut Transaction, user: &User) -> Result<Vec<Value>> {
 }
 
 /// `[{userId, name, email, role}]` of the organization's members, in the
-/// order they joined.
+/// order they joined: the first [`LIST_LIMIT`].
 pub fn list_members(db: &mut Transaction, organization_id: &str) -> Result<Vec<Value>> {
-    let members = members_of(db, organization_id)?;
+    let members = db
+        .query(MEMBERS)
+        .with_index("by_organization", |q| {
+            q.eq("organizationId", organization_id)
+        })
+        .take(LIST_LIMIT)?;
     let mut out = Vec::with_capacity(members.len());
     for m in members {
         let user_id = id_field(&m, "userId", USERS)?;
@@ -340,7 +376,7 @@ fn status_of(invitation: &Value, now: f64) -> &str {
 }
 
 /// `[{_id, email, role, status}]` of the organization's invitations, oldest
-/// first.
+/// first: the first [`LIST_LIMIT`].
 pub fn list_invitations(db: &mut Transaction, organization_id: &str) -> Result<Vec<Value>> {
     let now = now_of(db);
     let rows = db
@@ -348,7 +384,7 @@ pub fn list_invitations(db: &mut Transaction, organization_id: &str) -> Result<V
         .with_index("by_organization", |q| {
             q.eq("organizationId", organization_id)
         })
-        .collect()?;
+        .take(LIST_LIMIT)?;
     Ok(rows
         .iter()
         .map(|i| {

@@ -6,18 +6,19 @@ use livebase_runtime::{Error, Result};
 use livebase_schema::{obj, DocumentId, Value};
 
 use super::schema::TODOS;
+use crate::shared::LIST_LIMIT;
 
 /// Longest todo text, in characters.
 pub const MAX_TEXT_CHARS: usize = 1000;
 
-/// The organization's todos, newest first.
+/// The organization's todos, newest first: the latest [`LIST_LIMIT`].
 pub fn list_todos(db: &mut Transaction, organization_id: &str) -> Result<Vec<Value>> {
     db.query(TODOS)
         .with_index("by_organization", |q| {
             q.eq("organizationId", organization_id)
         })
         .order(Order::Desc)
-        .collect()
+        .take(LIST_LIMIT)
 }
 
 /// Adds an open todo; the text is trimmed and must not be empty.

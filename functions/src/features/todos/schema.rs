@@ -2,11 +2,15 @@
 
 use livebase_schema::{define_table, v, TableDefinition};
 
+use super::logic::MAX_TEXT_CHARS;
+
 pub const TODOS: &str = "todos";
 
 pub fn todos_table() -> TableDefinition {
     define_table([
-        ("text", v::string()),
+        // `create_todo` refuses longer texts with its own message first; the
+        // table holds the bound for every other write.
+        ("text", v::string().max_len(MAX_TEXT_CHARS)),
         ("completed", v::boolean()),
         ("organizationId", v::string()),
         ("createdBy", v::string()),

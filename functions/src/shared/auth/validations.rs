@@ -13,7 +13,7 @@
 //! a removal re-runs every live query that passed the check, and the check then
 //! decides again.
 
-use livebase_runtime::auth::tables::MEMBERS;
+use livebase_runtime::auth::tables::{MEMBERS, ORGANIZATIONS};
 use livebase_runtime::auth::users::current_user;
 use livebase_runtime::registry::Ctx;
 use livebase_runtime::{Error, Result};
@@ -89,8 +89,16 @@ pub fn ensure_user_with_document(
 }
 
 /// The caller's `members` row in the organization, read through the
-/// `by_organization_user` index so that the read set covers exactly it.
+/// `by_organization_user` index so that the read set covers exactly it. An
+/// organization whose document is gone has no members: its removal deletes
+/// the document first and the rows after, in batches.
 fn membership(ctx: &mut Ctx, user: User, organization_id: &str) -> Result<Option<Membership>> {
+    let Some(organization) = DocumentId::parse_in(organization_id, ORGANIZATIONS) else {
+        return Ok(None);
+    };
+    if ctx.db.get(&organization)?.is_none() {
+        return Ok(None);
+    }
     let row = ctx
         .db
         .query(MEMBERS)

@@ -38,15 +38,25 @@ async fn start(dir: &tempfile::TempDir, dashboard: bool) -> RunningServer {
 }
 
 async fn request(addr: SocketAddr, path: &str) -> TcpStream {
+    request_as(addr, path, &addr.to_string()).await
+}
+
+/// `GET path` sent to `addr` with `Host: host`.
+async fn request_as(addr: SocketAddr, path: &str, host: &str) -> TcpStream {
     let mut tcp = TcpStream::connect(addr).await.expect("connect");
-    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     tcp.write_all(head.as_bytes()).await.expect("write");
     tcp
 }
 
 /// `GET path`: the status, the headers (lowercase) and the body.
 async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    let mut tcp = request(addr, path).await;
+    get_as(addr, path, &addr.to_string()).await
+}
+
+/// `GET path` with `Host: host`: the status, the headers and the body.
+async fn get_as(addr: SocketAddr, path: &str, host: &str) -> (u16, String, String) {
+    let mut tcp = request_as(addr, path, host).await;
     let mut raw = Vec::new();
     timeout(WAIT, tcp.read_to_end(&mut raw))
         .await
@@ -160,5 +170,48 @@ async fn without_the_option_there_is_no_dashboard() {
     ] {
         assert_eq!(get(server.addr, path).await.0, 404, "{path}");
     }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_dashboard_answers_only_its_own_loopback_host() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let server = start(&dir, true).await;
+    let (addr, port) = (server.addr, server.addr.port());
+    let paths = [
+        "/_dashboard",
+        "/_dashboard/api/tables",
+        "/_dashboard/api/events",
+    ];
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("LocalHost:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        assert_eq!(get_as(addr, paths[1], &host).await.0, 200, "{host}");
+    }
+    // DNS rebinding: a page on evil.example whose name now points at
+    // 127.0.0.1 sends its own name as Host.
+    for host in [
+        format!("evil.example:{port}"),
+        "evil.example".to_string(),
+        format!("127.0.0.1:{}", port.wrapping_add(1)),
+        "localhost".to_string(),
+        format!("localhost.evil.example:{port}"),
+    ] {
+        for path in paths {
+            let (status, _, body) = get_as(addr, path, &host).await;
+            assert_eq!(status, 403, "{host} {path}: {body}");
+            assert!(!body.contains("notes"), "{host} {path}: {body}");
+        }
+    }
+    // The rest of the server does not look at Host.
+    assert_eq!(
+        get_as(addr, "/health", &format!("evil.example:{port}"))
+            .await
+            .0,
+        200
+    );
     server.shutdown().await;
 }
