@@ -42,7 +42,7 @@ pub fn init(dev: bool) {
 /// ```text
 /// call  mutation todos:create  2.31ms  ok
 /// job   emails:send  14.02ms  success
-/// mail  ada@example.com → .livebase/outbox/1718000000-welcome.eml
+/// mail  ada@example.com → .livebase/outbox/1718000000-1a2b3c4d.eml  http://127.0.0.1:3900/api/auth/verify-email?token=…
 /// ```
 pub struct DevFormat;
 
@@ -144,7 +144,11 @@ fn render(target: &str, level: Level, f: &Fields, ansi: bool) -> String {
         }
         ("livebase::email", Some(path), _) => {
             let to = f.get("to").unwrap_or("?");
-            ("mail", YELLOW, format!("{to} → {path}"))
+            let mut body = format!("{to} → {path}");
+            if let Some(link) = f.get("link").filter(|l| !l.is_empty()) {
+                let _ = write!(body, "  {link}");
+            }
+            ("mail", YELLOW, body)
         }
         _ => {
             let tag = match target {
@@ -233,6 +237,19 @@ mod tests {
                     ],
                 ),
                 "mail  ada@example.com → .livebase/outbox/1.eml",
+            ),
+            (
+                "livebase::email",
+                Level::INFO,
+                fields(
+                    "mail written to the outbox",
+                    &[
+                        ("to", "ada@example.com"),
+                        ("path", ".livebase/outbox/2.eml"),
+                        ("link", "http://127.0.0.1:3900/api/auth/verify-email?token=t"),
+                    ],
+                ),
+                "mail  ada@example.com → .livebase/outbox/2.eml  http://127.0.0.1:3900/api/auth/verify-email?token=t",
             ),
             (
                 "livebase::scheduler",

@@ -6,7 +6,7 @@
 
 mod support;
 
-use livebase_runtime::auth::throttle::MAX_ATTEMPTS;
+use livebase_runtime::auth::limits::SIGN_IN_PER_ADDRESS;
 use livebase_runtime::auth::tokens::{Claims, TokenKeys, SECRET_FILE};
 use livebase_schema::protocol::ServerMessage;
 use serde_json::json;
@@ -84,11 +84,11 @@ async fn sign_up_refuses_bad_input_with_400_and_a_taken_email_with_422() {
 }
 
 #[tokio::test]
-async fn sign_up_records_the_welcome_email_job() {
+async fn sign_up_records_the_verification_email_job() {
     let t = TestServer::start().await;
     t.sign_up("ada@example.com", "Ada").await;
-    // The app's crons have jobs of their own; the welcome mail is the one
-    // email job.
+    // The app's crons have jobs of their own; the verification mail is the
+    // one email job.
     let jobs: Vec<_> = t
         .rows("_scheduled_functions")
         .await
@@ -102,8 +102,10 @@ async fn sign_up_records_the_welcome_email_job() {
         ["pending", "inProgress", "success"].contains(&state),
         "{state}"
     );
-    assert_eq!(jobs[0]["args"]["template"], "welcome");
+    assert_eq!(jobs[0]["args"]["template"], "verify-email");
     assert_eq!(jobs[0]["args"]["to"], "ada@example.com");
+    let url = jobs[0]["args"]["data"]["url"].as_str().unwrap_or_default();
+    assert!(url.contains("/api/auth/verify-email?token="), "{url}");
 }
 
 #[tokio::test]
@@ -120,6 +122,7 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_401() {
 
 #[tokio::test]
 async fn repeated_failed_sign_ins_are_refused_with_429_and_retry_after() {
+    const MAX_ATTEMPTS: u32 = SIGN_IN_PER_ADDRESS.burst;
     let t = TestServer::start().await;
     t.sign_up("ada@example.com", "Ada").await;
     t.sign_up("bob@example.com", "Bob").await;

@@ -69,8 +69,9 @@ async fn start_on(dir: TempDir) -> TestServer {
 }
 
 /// A seeded server: Ada owns `acme` with three todos (one done), Bob is a
-/// member; both sign-ups scheduled a welcome mail, waited for here until
-/// sent, so nothing changes after the seeding.
+/// member who verified his address; the mails (two verification links, Bob's
+/// welcome, his invitation) are waited for here until sent, so nothing
+/// changes after the seeding.
 struct Seeded {
     t: TestServer,
     ada: User,
@@ -80,7 +81,7 @@ struct Seeded {
 async fn seed() -> Seeded {
     let t = TestServer::start().await;
     let ada = t.sign_up("ada@example.com", "Ada").await;
-    let bob = t.sign_up("bob@example.com", "Bob").await;
+    let bob = t.sign_up_verified("bob@example.com", "Bob").await;
     let org = ok(t
         .mutation(
             "organizations:create",
@@ -133,13 +134,14 @@ async fn seed() -> Seeded {
         })
         .await
         .expect("a job is stored");
-    // Wait for the mails (three jobs: two welcomes, one invitation); the
+    // Wait for the mails (four jobs: two verifications, a welcome, an
+    // invitation); the
     // application's crons' next runs stay pending, far off.
     let mut jobs = Vec::new();
     for _ in 0..300 {
         jobs = t.rows("_scheduled_functions").await;
         let mails: Vec<&Json> = jobs.iter().filter(|j| j["name"] == "emails:send").collect();
-        if mails.len() == 3 && mails.iter().all(|j| j["state"] == "success") {
+        if mails.len() == 4 && mails.iter().all(|j| j["state"] == "success") {
             return Seeded { t, ada, org };
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

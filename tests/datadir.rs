@@ -169,7 +169,7 @@ async fn the_folder_and_every_file_in_it_are_private_whatever_the_umask() {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("data");
     let (server, addr) = start("serve", &dir);
-    // Sign-up mails a welcome, which goes to the outbox (no SMTP set).
+    // Sign-up mails a verification link, which goes to the outbox (no SMTP set).
     let up = support::http(
         addr,
         "POST",

@@ -176,11 +176,14 @@ async fn an_invitation_reaches_a_real_smtp_server_with_its_link_and_role() {
         .expect("the invitation is created");
     let invitation = invitation.as_str().expect("an invitation id");
 
-    // Sign-up's welcome to Ada, then the invitation to Bob.
+    // Sign-up's verification link to Ada, then the invitation to Bob.
     let mails = sink.wait_for(2, PATIENCE).await;
     assert_eq!(mails.len(), 2, "{mails:#?}");
-    let welcome = mails.iter().find(|m| m.rcpt_tos == ["ada@example.com"]);
-    assert_eq!(welcome.map(|m| m.subject.as_str()), Some("Welcome, Ada"));
+    let verify = mails.iter().find(|m| m.rcpt_tos == ["ada@example.com"]);
+    assert_eq!(
+        verify.map(|m| m.subject.as_str()),
+        Some("Confirm your email address")
+    );
     let to_bob: Vec<_> = mails
         .iter()
         .filter(|m| m.rcpt_tos == ["bob@example.com"])
@@ -390,7 +393,10 @@ async fn without_smtp_each_mail_is_an_eml_file_in_the_outbox() {
     assert_eq!(files[0].extension().and_then(|x| x.to_str()), Some("eml"));
     let eml = std::fs::read_to_string(&files[0]).unwrap();
     assert!(eml.contains("To: ada@example.com\r\n"), "{eml}");
-    assert!(eml.contains("Subject: Welcome, Ada\r\n"), "{eml}");
+    assert!(
+        eml.contains("Subject: Confirm your email address\r\n"),
+        "{eml}"
+    );
     assert!(eml.contains("multipart/alternative"), "{eml}");
     assert!(eml.contains("Hello Ada,"), "{eml}");
     let message_id = format!(
@@ -438,7 +444,7 @@ async fn a_refused_mail_fails_its_job_with_the_smtp_servers_reply() {
     assert_eq!(tried.len(), 1, "{job:#}");
     assert_eq!(tried[0]["error"], job["error"]);
     assert!(tried[0].get("nextAttemptTime").is_none(), "{job:#}");
-    // Only the welcome mail got through.
+    // Only the verification mail got through.
     let mails = sink.wait_for(1, PATIENCE).await;
     assert!(
         mails.iter().all(|m| m.rcpt_tos == ["ada@example.com"]),

@@ -135,8 +135,8 @@ async fn new_org(t: &TestServer, slug: &str, owner: &User, admin: &User, member:
 
 async fn setup(t: &TestServer) -> Org {
     let owner = t.sign_up("owner@example.com", "Olive Owner").await;
-    let admin = t.sign_up("admin@example.com", "Adam Admin").await;
-    let member = t.sign_up("member@example.com", "Mia Member").await;
+    let admin = t.sign_up_verified("admin@example.com", "Adam Admin").await;
+    let member = t.sign_up_verified("member@example.com", "Mia Member").await;
     let outsider = t.sign_up("outsider@example.com", "Otto Outsider").await;
     let id = new_org(t, "acme", &owner, &admin, &member).await;
     Org {
@@ -176,7 +176,7 @@ async fn perform(
         }
         "member:update" | "member:delete" => {
             let spare = t
-                .sign_up(&format!("spare{n}@example.com"), &format!("Spare {n}"))
+                .sign_up_verified(&format!("spare{n}@example.com"), &format!("Spare {n}"))
                 .await;
             join(t, org_id, owner, &spare, "member").await;
             if action == "member:update" {
@@ -534,7 +534,7 @@ async fn an_invitation_is_accepted_once_and_only_by_its_email() {
     );
 
     assert_eq!(code(&accept(&org.outsider, &invitation).await), "FORBIDDEN");
-    let newbie = t.sign_up("newbie@example.com", "Nia Newbie").await;
+    let newbie = t.sign_up_verified("newbie@example.com", "Nia Newbie").await;
     let member_id = ok(accept(&newbie, &invitation).await);
     assert!(member_id
         .as_str()
@@ -547,7 +547,7 @@ async fn an_invitation_is_accepted_once_and_only_by_its_email() {
 
     // Two accepts at once: the writer runs them one after the other, and the
     // second finds the invitation accepted.
-    let racer = t.sign_up("racer@example.com", "Rae Racer").await;
+    let racer = t.sign_up_verified("racer@example.com", "Rae Racer").await;
     let race = ok(invite("racer@example.com").await);
     let (a, b) = tokio::join!(accept(&racer, &race), accept(&racer, &race));
     assert_eq!(
@@ -577,7 +577,7 @@ async fn an_invitation_is_accepted_once_and_only_by_its_email() {
         json!({"invitationId": late}),
     )
     .await);
-    let latecomer = t.sign_up("late@example.com", "Lee Late").await;
+    let latecomer = t.sign_up_verified("late@example.com", "Lee Late").await;
     assert_eq!(
         code(&accept(&latecomer, &late).await),
         "CONFLICT",

@@ -61,9 +61,17 @@ macro_rules! template {
 ///
 /// - `invitation`: `organizationName`, `inviterName`, `role`, `invitationId`
 ///   (scheduled by `organizations:invite`).
-/// - `welcome`: `name` (scheduled by sign-up).
-pub const TEMPLATES: &[(&str, Template<'static>)] =
-    &[template!("invitation"), template!("welcome")];
+/// - `welcome`: `name` (scheduled when a user verifies their email).
+/// - `verify-email`: `name`, `url` (scheduled by sign-up and
+///   `POST /api/auth/send-verification-email`; `url` is the one-time link).
+/// - `reset-password`: `name`, `url` (scheduled by
+///   `POST /api/auth/request-password-reset`; `url` is the one-time link).
+pub const TEMPLATES: &[(&str, Template<'static>)] = &[
+    template!("invitation"),
+    template!("welcome"),
+    template!("verify-email"),
+    template!("reset-password"),
+];
 
 /// The compiled templates. A template that does not parse is a bug caught by
 /// this crate's tests, so it panics here with the template's name.
@@ -173,6 +181,31 @@ mod tests {
             .expect("the welcome mail renders");
         assert_eq!(welcome.subject, "Welcome, Ada");
         assert!(welcome.text.contains("Hello Ada"), "{}", welcome.text);
+
+        for (template, subject) in [
+            ("verify-email", "Confirm your email address"),
+            ("reset-password", "Reset your password"),
+        ] {
+            let link = "https://app.example.com/x?token=abc&y=1";
+            let mail = templates()
+                .render(
+                    template,
+                    "ada@example.com",
+                    &json!({"name": "Ada", "url": link, "appUrl": "https://app.example.com"}),
+                )
+                .expect("the mail renders");
+            assert_eq!(mail.subject, subject);
+            assert!(mail.text.contains(link), "{}", mail.text);
+            assert!(
+                mail.html
+                    .contains("href=\"https://app.example.com/x?token&#x3D;abc&amp;y&#x3D;1\"")
+                    || mail
+                        .html
+                        .contains("href=\"https://app.example.com/x?token=abc&amp;y=1\""),
+                "{}",
+                mail.html
+            );
+        }
     }
 
     #[test]

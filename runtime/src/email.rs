@@ -367,11 +367,23 @@ impl Mailer {
                 .await
                 .map_err(|e| Error::internal(format!("writing to the outbox: {e}")))?
                 .map_err(|e| Error::internal(format!("writing {}: {e}", path.display())))?;
-                tracing::info!(target: "livebase::email", to = %email.to, path = %path.display(), message_id, "mail written to the outbox");
+                // The mail's first link (a verification or reset link), so
+                // that `livebase dev` shows it and local work stays one click.
+                let link = first_link(&email.text).unwrap_or_default();
+                tracing::info!(target: "livebase::email", to = %email.to, path = %path.display(), message_id, link, "mail written to the outbox");
                 Ok(Sent::Outbox { path, message_id })
             }
         }
     }
+}
+
+/// The first `http://` or `https://` URL in `text`, up to whitespace.
+fn first_link(text: &str) -> Option<&str> {
+    let start = text.find("http://").or_else(|| text.find("https://"))?;
+    let end = text[start..]
+        .find(char::is_whitespace)
+        .map_or(text.len(), |i| start + i);
+    Some(&text[start..end])
 }
 
 /// `<ms since the epoch>-<random>.eml`: files sort in the order they were

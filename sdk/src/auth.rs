@@ -1,6 +1,8 @@
 //! Signing up and in over the server's HTTP auth endpoints
 //! (`POST /api/auth/sign-up/email`, `POST /api/auth/sign-in/email`), for the
-//! token that [`Client::set_auth`](crate::Client::set_auth) takes.
+//! token that [`Client::set_auth`](crate::Client::set_auth) takes; and the
+//! account calls beside them: email verification, password reset and change,
+//! and the caller's sessions (APP.md, "Auth").
 //!
 //! ```no_run
 //! use livebase_sdk::{auth, Client};
@@ -54,7 +56,9 @@ pub enum AuthError {
     #[error("invalid input ({code}): {message}")]
     InvalidInput { code: String, message: String },
     /// `401`: the email or the password is wrong (the server does not say
-    /// which); on sign-in also what an unknown email gets.
+    /// which); on sign-in also what an unknown email gets. For the calls
+    /// that take a token: the token is not (or no longer) valid, or
+    /// `change_password`'s current password is wrong.
     #[error("invalid email or password: {0}")]
     InvalidCredentials(String),
     /// `422`: sign-up with an email that already has a user.
@@ -89,13 +93,151 @@ pub async fn sign_up(
     name: &str,
 ) -> Result<Session, AuthError> {
     let body = json!({ "email": email, "password": password, "name": name });
-    session_from(post_json(base_url, "/api/auth/sign-up/email", &body).await?)
+    session_from(post_json(base_url, "/api/auth/sign-up/email", None, &body).await?)
 }
 
 /// Signs an existing user in.
 pub async fn sign_in(base_url: &str, email: &str, password: &str) -> Result<Session, AuthError> {
     let body = json!({ "email": email, "password": password });
-    session_from(post_json(base_url, "/api/auth/sign-in/email", &body).await?)
+    session_from(post_json(base_url, "/api/auth/sign-in/email", None, &body).await?)
+}
+
+/// Asks the server to mail `email` a new verification link (to
+/// `GET /api/auth/verify-email`). Answers `Ok` whether or not the address has
+/// an account; `callback_url` (a path, or a URL under the app's) is where the
+/// link redirects once followed.
+pub async fn send_verification_email(
+    base_url: &str,
+    email: &str,
+    callback_url: Option<&str>,
+) -> Result<(), AuthError> {
+    let body = json!({ "email": email, "callbackURL": callback_url });
+    post_json(base_url, "/api/auth/send-verification-email", None, &body)
+        .await
+        .map(drop)
+}
+
+/// Follows a verification link's `token` (what a person's click does): the
+/// user's email is verified. A used, expired or unknown token is
+/// [`AuthError::InvalidInput`] with code `INVALID_TOKEN`.
+pub async fn verify_email(base_url: &str, token: &str) -> Result<(), AuthError> {
+    let token: String = token
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let path = format!("/api/auth/verify-email?token={token}");
+    // A link issued with a callback answers with a redirect: verified too.
+    request(base_url, "GET", &path, None, None, &[302, 303])
+        .await
+        .map(drop)
+}
+
+/// Asks the server to mail `email` a one-time link to set a new password.
+/// Answers `Ok` whether or not the address has an account; `redirect_to` is
+/// the app page the link opens (`/reset-password` when `None`), with
+/// `?token=` added.
+pub async fn request_password_reset(
+    base_url: &str,
+    email: &str,
+    redirect_to: Option<&str>,
+) -> Result<(), AuthError> {
+    let body = json!({ "email": email, "redirectTo": redirect_to });
+    post_json(base_url, "/api/auth/request-password-reset", None, &body)
+        .await
+        .map(drop)
+}
+
+/// Sets a new password with the `token` of a reset link. Every session of
+/// the user ends, their live subscriptions included.
+pub async fn reset_password(
+    base_url: &str,
+    token: &str,
+    new_password: &str,
+) -> Result<(), AuthError> {
+    let body = json!({ "newPassword": new_password, "token": token });
+    post_json(base_url, "/api/auth/reset-password", None, &body)
+        .await
+        .map(drop)
+}
+
+/// Changes the password of `token`'s user. A wrong `current_password` is
+/// [`AuthError::InvalidCredentials`]. With `revoke_other_sessions` every
+/// session ends (this one too) and the new session's token is returned.
+pub async fn change_password(
+    base_url: &str,
+    token: &str,
+    current_password: &str,
+    new_password: &str,
+    revoke_other_sessions: bool,
+) -> Result<Option<String>, AuthError> {
+    let body = json!({
+        "currentPassword": current_password,
+        "newPassword": new_password,
+        "revokeOtherSessions": revoke_other_sessions,
+    });
+    let reply = post_json(base_url, "/api/auth/change-password", Some(token), &body).await?;
+    Ok(reply
+        .get("token")
+        .and_then(Json::as_str)
+        .map(str::to_string))
+}
+
+/// One of the caller's live sessions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionSummary {
+    /// What [`revoke_session`] takes.
+    pub id: String,
+    /// Milliseconds since the epoch.
+    pub created_at: f64,
+    pub expires_at: f64,
+    /// Whether it is the session of the token that asked.
+    pub current: bool,
+}
+
+/// The live sessions of `token`'s user, oldest first.
+pub async fn list_sessions(base_url: &str, token: &str) -> Result<Vec<SessionSummary>, AuthError> {
+    let reply = request(
+        base_url,
+        "GET",
+        "/api/auth/list-sessions",
+        Some(token),
+        None,
+        &[],
+    )
+    .await?;
+    let items = reply
+        .as_array()
+        .ok_or_else(|| AuthError::Protocol("list-sessions did not answer a list".into()))?;
+    items
+        .iter()
+        .map(|s| {
+            Some(SessionSummary {
+                id: s.get("id")?.as_str()?.to_string(),
+                created_at: s.get("createdAt")?.as_f64()?,
+                expires_at: s.get("expiresAt")?.as_f64()?,
+                current: s.get("current")?.as_bool()?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| AuthError::Protocol(format!("a malformed session in {reply}")))
+}
+
+/// Ends one of the caller's sessions, by the id [`list_sessions`] gives. A
+/// session that is not the caller's is `Server { status: 404, .. }`.
+pub async fn revoke_session(
+    base_url: &str,
+    token: &str,
+    session_id: &str,
+) -> Result<(), AuthError> {
+    let body = json!({ "token": session_id });
+    post_json(base_url, "/api/auth/revoke-session", Some(token), &body)
+        .await
+        .map(drop)
 }
 
 /// `{token, user: {id, email, name}}` as a [`Session`].
@@ -114,9 +256,28 @@ fn session_from(reply: Json) -> Result<Session, AuthError> {
     })
 }
 
-/// POSTs `body` to `path` on the server at `base_url` and returns the JSON
-/// of a `200` reply; any other status becomes its [`AuthError`].
-async fn post_json(base_url: &str, path: &str, body: &Json) -> Result<Json, AuthError> {
+/// POSTs `body` to `path` on the server at `base_url` (with `token` as a
+/// bearer) and returns the JSON of a `200` reply; any other status becomes
+/// its [`AuthError`].
+async fn post_json(
+    base_url: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &Json,
+) -> Result<Json, AuthError> {
+    request(base_url, "POST", path, token, Some(body), &[]).await
+}
+
+/// One request; a `200` (or a status of `also_ok`, answered as `null`)
+/// returns its JSON, any other status its [`AuthError`].
+async fn request(
+    base_url: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Json>,
+    also_ok: &[u16],
+) -> Result<Json, AuthError> {
     let (host, port) = host_port(base_url)?;
     let connect_error = |message: String| AuthError::Connect {
         url: base_url.to_string(),
@@ -126,10 +287,13 @@ async fn post_json(base_url: &str, path: &str, body: &Json) -> Result<Json, Auth
         let mut stream = TcpStream::connect((host.as_str(), port))
             .await
             .map_err(|e| connect_error(e.to_string()))?;
-        let body = body.to_string();
+        let body = body.map(Json::to_string).unwrap_or_default();
+        let bearer = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
         let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n\
-             Accept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n\
+             {bearer}Accept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
         stream
@@ -151,6 +315,9 @@ async fn post_json(base_url: &str, path: &str, body: &Json) -> Result<Json, Auth
     let json: Option<Json> = serde_json::from_slice(&reply.body).ok();
     if reply.status == 200 {
         return json.ok_or_else(|| AuthError::Protocol("a 200 reply that is not JSON".into()));
+    }
+    if also_ok.contains(&reply.status) {
+        return Ok(Json::Null);
     }
     let field = |name: &str| {
         json.as_ref()

@@ -100,3 +100,107 @@ async fn sign_up_and_in_and_every_refusal_with_its_message() {
     drop(client);
     server.shutdown().await;
 }
+
+/// The token of the newest link containing `marker` in the outbox mail to
+/// `to`, as a person would copy it out of the mail (waiting for the job).
+async fn mailed_token(data_dir: &std::path::Path, to: &str, marker: &str) -> String {
+    let outbox = data_dir.join("outbox");
+    for _ in 0..1500 {
+        let mut files: Vec<_> = std::fs::read_dir(&outbox)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        for file in files.iter().rev() {
+            let raw = std::fs::read_to_string(file).unwrap_or_default();
+            if !raw.lines().any(|l| l == format!("To: {to}")) {
+                continue;
+            }
+            // Quoted-printable: soft line breaks, then `=3D` for `=`.
+            let text = raw.replace("=\r\n", "").replace("=3D", "=");
+            if let Some(at) = text.find(marker) {
+                let token: String = text[at + marker.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                    .collect();
+                return token;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("no mail to {to} with {marker} in {}", outbox.display());
+}
+
+#[tokio::test]
+async fn verification_reset_and_sessions_through_the_sdk() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServerOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        ..ServerOptions::default()
+    };
+    let server = serve(livebase_functions::app(), options)
+        .await
+        .expect("server starts");
+    let url = server.url();
+    let password = "correct horse battery";
+    let ada = auth::sign_up(&url, "ada@example.com", password, "Ada")
+        .await
+        .expect("sign-up");
+
+    // Verification: the link of the sign-up mail works once.
+    let token = mailed_token(dir.path(), "ada@example.com", "verify-email?token=").await;
+    auth::verify_email(&url, &token).await.expect("verified");
+    match auth::verify_email(&url, &token).await {
+        Err(AuthError::InvalidInput { code, .. }) => assert_eq!(code, "INVALID_TOKEN"),
+        other => panic!("a used link: {other:?}"),
+    }
+    auth::send_verification_email(&url, "nobody@example.com", None)
+        .await
+        .expect("the same answer for an unknown address");
+
+    // Sessions: two, the other one revoked.
+    let laptop = auth::sign_in(&url, "ada@example.com", password)
+        .await
+        .expect("sign-in");
+    let sessions = auth::list_sessions(&url, &ada.token).await.expect("listed");
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    let other = sessions.iter().find(|s| !s.current).expect("the laptop's");
+    assert!(other.expires_at > other.created_at);
+    auth::revoke_session(&url, &ada.token, &other.id)
+        .await
+        .expect("revoked");
+    assert!(matches!(
+        auth::list_sessions(&url, &laptop.token).await,
+        Err(AuthError::InvalidCredentials(_))
+    ));
+
+    // Change: the current password is checked.
+    assert!(matches!(
+        auth::change_password(&url, &ada.token, "wrong", "new passphrase", false).await,
+        Err(AuthError::InvalidCredentials(_))
+    ));
+    let kept = auth::change_password(&url, &ada.token, password, "new passphrase", false)
+        .await
+        .expect("changed");
+    assert_eq!(kept, None, "no new token unless sessions are revoked");
+
+    // Reset: the mailed token sets a password and ends every session.
+    auth::request_password_reset(&url, "ada@example.com", None)
+        .await
+        .expect("asked");
+    auth::request_password_reset(&url, "nobody@example.com", None)
+        .await
+        .expect("the same answer for an unknown address");
+    let token = mailed_token(dir.path(), "ada@example.com", "/reset-password?token=").await;
+    auth::reset_password(&url, &token, "reset passphrase")
+        .await
+        .expect("reset");
+    assert!(matches!(
+        auth::list_sessions(&url, &ada.token).await,
+        Err(AuthError::InvalidCredentials(_))
+    ));
+    auth::sign_in(&url, "ada@example.com", "reset passphrase")
+        .await
+        .expect("the new password works");
+    server.shutdown().await;
+}

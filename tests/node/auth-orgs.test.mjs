@@ -19,6 +19,7 @@ import {
   rejects,
   rejectsWithCode,
   assertCode,
+  verifyEmail,
 } from "./harness.mjs";
 
 let server;
@@ -44,7 +45,8 @@ test("the HTTP auth endpoints: sign-up, sign-in, get-session", async () => {
 
   const up = await auth.signUp(url, { email, password, name: "Dana" });
   assert.equal(up.status, 200, up.text);
-  assert.deepEqual(Object.keys(up.json.user).sort(), ["email", "id", "name"]);
+  assert.deepEqual(Object.keys(up.json.user).sort(), ["email", "emailVerified", "id", "name"]);
+  assert.equal(up.json.user.emailVerified, false, "verified only once the mailed link is followed");
   assert.equal(up.json.user.email, email);
   assert.equal(up.json.user.name, "Dana");
   // A JWT with sub = user id, sid, iat, exp (the npm client schedules its
@@ -258,6 +260,15 @@ test("two users, two organizations, an invitation accepted, live lists stay in t
     "carol accepting bob's invitation",
   );
 
+  // Bob has not proved he owns his address yet: accepting is refused with a
+  // message that says to verify first. He follows the mailed link, then can.
+  const unverified = await rejectsWithCode(
+    b.mutation(api.organizations.acceptInvitation, { invitationId }),
+    "FORBIDDEN",
+    "bob accepting before verifying his address",
+  );
+  assert.match(String(unverified?.data?.message ?? unverified?.message), /verify/);
+  await verifyEmail(server.url, bob.email);
   const memberId = await ok(
     b.mutation(api.organizations.acceptInvitation, { invitationId }),
     "bob accepts",

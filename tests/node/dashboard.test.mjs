@@ -16,7 +16,16 @@ import path from "node:path";
 
 import { chromium } from "playwright-core";
 
-import { startServer, Clients, api, newUser, unique, ok, rejects } from "./harness.mjs";
+import {
+  startServer,
+  Clients,
+  api,
+  newUser,
+  unique,
+  ok,
+  rejects,
+  withTimeout,
+} from "./harness.mjs";
 
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 const CHROMIUM_ARGS = [
@@ -108,6 +117,17 @@ test("the dashboard shows documents live, the call log, jobs and the outbox", as
   await todoRow.waitFor();
   assert.equal(await todoRow.getAttribute("data-id"), todoId);
   await page.locator('#tables li[data-table="todos"] .count', { hasText: /^1$/ }).waitFor();
+  // `livebase dev` prints the mail's link on its log line: one click away.
+  await withTimeout(
+    (async () => {
+      while (!/mail {2}\S+ → \S+\.eml {2}http:\/\/\S+\/api\/auth\/verify-email\?token=\S+/.test(server.logs())) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })(),
+    10_000,
+    () => `the mail log line with its link in:\n${server.logs()}`,
+  );
+
   assert.equal(await page.evaluate(() => window.sameDocument), true, "the page did not reload");
 
   // Content is text: markup in a document is shown, not run or rendered.
@@ -130,7 +150,8 @@ test("the dashboard shows documents live, the call log, jobs and the outbox", as
   assert.match(await created.innerText(), /\d+\.\d\d ms/);
   await row("#calls", "todos:create").filter({ hasText: "failed" }).first().waitFor();
 
-  // Sign-up scheduled the welcome mail: a job that ran, and a mail in the outbox.
+  // Sign-up scheduled the verification mail: a job that ran, and a mail in the
+  // outbox with its link.
   await page.locator('nav button[data-tab="jobs"]').click();
   await row("#jobs", "emails:send").filter({ hasText: "success" }).first().waitFor();
 
@@ -143,13 +164,24 @@ test("the dashboard shows documents live, the call log, jobs and the outbox", as
   const mail = page.locator("#mails li", { hasText: owner.email });
   await mail.waitFor();
   await mail.click();
-  await page.locator("#mail-subject", { hasText: "Welcome, Owner" }).waitFor();
+  await page.locator("#mail-subject", { hasText: "Confirm your email address" }).waitFor();
   assert.equal(await page.locator("#mail-to").innerText(), owner.email);
   const frame = page.frameLocator("#mail-body iframe");
   await frame.locator("body", { hasText: "Hello Owner," }).waitFor();
   assert.equal(await page.locator("#mail-body iframe").getAttribute("sandbox"), "");
   await page.locator('.mail-parts button[data-part="text"]').click();
   await page.locator("#mail-body pre", { hasText: "Hello Owner," }).waitFor();
+
+  // `livebase dev` prints the mail's link on its log line: one click away.
+  await withTimeout(
+    (async () => {
+      while (!/mail {2}\S+ → \S+\.eml {2}http:\/\/\S+\/api\/auth\/verify-email\?token=\S+/.test(server.logs())) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })(),
+    10_000,
+    () => `the mail log line with its link in:\n${server.logs()}`,
+  );
 
   assert.equal(await page.evaluate(() => window.sameDocument), true, "the page did not reload");
   assert.deepEqual(pageErrors, [], "no script errors on the page");
@@ -180,7 +212,14 @@ test("the dashboard's JSON endpoints", async () => {
 
   const { json: outbox } = await get("outbox");
   assert.equal(outbox.outbox, path.join(server.dataDir, "outbox"));
-  assert.ok(outbox.mails.some((m) => m.subject === "Welcome, Owner" && m.text?.includes("Hello Owner,")));
+  assert.ok(
+    outbox.mails.some(
+      (m) =>
+        m.subject === "Confirm your email address" &&
+        m.text?.includes("Hello Owner,") &&
+        m.text?.includes("/api/auth/verify-email?token="),
+    ),
+  );
 });
 
 test("`livebase serve` does not serve the dashboard", async () => {

@@ -4,7 +4,7 @@
 // server. Nothing here may wait without a bound.
 
 import { spawn } from "node:child_process";
-import { mkdtemp, rm, access } from "node:fs/promises";
+import { mkdtemp, rm, access, readdir, readFile } from "node:fs/promises";
 import { constants as fsConstants } from "node:fs";
 import { tmpdir } from "node:os";
 import { createServer } from "node:net";
@@ -24,6 +24,10 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const START_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 15_000;
 const LOG_TAIL_BYTES = 64 * 1024;
+
+/** Each running server's data folder by URL, so a helper given only the URL
+ * can read the server's outbox (see `verifyEmail`). */
+const dataDirs = new Map();
 
 /** The binary under test: `$LIVEBASE_BIN` (relative to this folder when not
  * absolute) or the release build of the repository. */
@@ -135,6 +139,7 @@ export async function startServer({
     throw e;
   }
 
+  dataDirs.set(url, dataDir);
   let stopped = null;
   async function stop() {
     if (stopped) return stopped;
@@ -166,6 +171,7 @@ export async function startServer({
           `livebase should exit cleanly on SIGTERM\n${log}`,
         );
       } finally {
+        dataDirs.delete(url);
         if (givenDataDir === undefined) await removeDataDir(dataDir);
       }
     })();
@@ -273,6 +279,57 @@ export const auth = {
     return { status: res.status, json, text };
   },
 };
+
+/** Undoes quoted-printable and base64 transfer encodings well enough to find
+ * a link in an `.eml` lettre wrote. */
+function decodeMail(raw) {
+  const qp = raw
+    .replace(/=\r?\n/g, "")
+    .replace(/=([0-9A-F]{2})/g, (_, h) => String.fromCharCode(parseInt(h, 16)));
+  const b64 = [...raw.matchAll(/base64\r?\n\r?\n([A-Za-z0-9+/=\r\n]+)/g)]
+    .map((m) => Buffer.from(m[1].replace(/\s/g, ""), "base64").toString("utf8"))
+    .join("\n");
+  return `${qp}\n${b64}`;
+}
+
+/**
+ * The link containing `marker` in the newest mail to `email` in the outbox of
+ * the server at `url` (started by `startServer`), waiting for the mail job.
+ */
+export async function outboxLink(url, email, marker, ms = 10_000) {
+  const dataDir = dataDirs.get(url);
+  assert.ok(dataDir, `no server started here at ${url}`);
+  const outbox = path.join(dataDir, "outbox");
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const files = (await readdir(outbox).catch(() => [])).filter((f) => f.endsWith(".eml")).sort();
+    for (const file of files.reverse()) {
+      const raw = await readFile(path.join(outbox, file), "utf8");
+      if (!raw.split(/\r?\n/).some((l) => l.toLowerCase() === `to: ${email}`.toLowerCase())) continue;
+      const text = decodeMail(raw);
+      const at = text.indexOf(marker);
+      if (at < 0) continue;
+      const start = text.lastIndexOf("http", at);
+      const end = text.slice(at).search(/[\s"<]/);
+      return text.slice(start, end < 0 ? undefined : at + end);
+    }
+    if (Date.now() > deadline) {
+      assert.fail(`no mail to ${email} with a link containing ${marker} in ${outbox} within ${ms} ms`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * Verifies `email`'s address the way a person would: opens the verification
+ * link mailed to it (from the server's outbox) and expects it to work.
+ */
+export async function verifyEmail(url, email) {
+  const link = await outboxLink(url, email, "/api/auth/verify-email?");
+  const res = await withTimeout(fetch(link, { redirect: "manual" }), 10_000, `GET ${link}`);
+  const text = await res.text();
+  assert.equal(res.status, 200, `following the verification link ${link}: ${text}`);
+}
 
 /** Signs a new user up; returns `{token, user, email, password, name}`. */
 export async function newUser(url, name = "User") {
@@ -657,6 +714,8 @@ export async function orgWithMember(url, clients, label = "org") {
     }),
     "organizations:invite",
   );
+  // Accepting needs a verified address: the member follows the mailed link.
+  await verifyEmail(url, member.email);
   await ok(
     memberHttp.mutation(api.organizations.acceptInvitation, { invitationId }),
     "organizations:acceptInvitation",

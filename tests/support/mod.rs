@@ -82,6 +82,22 @@ impl TestServer {
         User::from_reply(&reply, email)
     }
 
+    /// Signs up `email` and follows the verification link mailed to it, as
+    /// a person would: the user may then accept invitations.
+    pub async fn sign_up_verified(&self, email: &str, name: &str) -> User {
+        let user = self.sign_up(email, name).await;
+        self.verify_email(&user.email).await;
+        user
+    }
+
+    /// Follows the newest verification link in the outbox mailed to `email`
+    /// (waiting for the mail job) and expects it to work.
+    pub async fn verify_email(&self, email: &str) {
+        let link = outbox_link(self.data_dir(), email, "/api/auth/verify-email?").await;
+        let reply = self.get(&path_of(&link), None).await;
+        assert_eq!(reply.status, 200, "following {link}: {}", reply.body);
+    }
+
     pub async fn sign_in(&self, email: &str, password: &str) -> Reply {
         self.post(
             "/api/auth/sign-in/email",
@@ -201,6 +217,83 @@ impl Reply {
     }
 }
 
+/// The path and query of a link (`https://host/p?q` → `/p?q`): mailed links
+/// point at the app's URL, which forwards `/api` to the server.
+pub fn path_of(link: &str) -> String {
+    let after_scheme = link.split_once("://").map_or(link, |(_, rest)| rest);
+    after_scheme
+        .find('/')
+        .map_or("/".to_string(), |i| after_scheme[i..].to_string())
+}
+
+/// Undoes quoted-printable (what lettre uses for text parts with long lines).
+pub fn decode_quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'=', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The first link containing `marker` in a mail text, up to whitespace.
+pub fn link_in(text: &str, marker: &str) -> Option<String> {
+    let at = text.find(marker)?;
+    let start = text[..at]
+        .rfind(|c: char| c.is_whitespace() || c == '"')
+        .map_or(0, |i| i + 1);
+    let end = text[at..]
+        .find(|c: char| c.is_whitespace() || c == '"' || c == '<')
+        .map_or(text.len(), |i| at + i);
+    Some(text[start..end].to_string())
+}
+
+/// The link containing `marker` in the newest outbox mail to `to`, waiting
+/// (up to [`PATIENCE`]) for the job that writes it.
+pub async fn outbox_link(data_dir: &Path, to: &str, marker: &str) -> String {
+    let outbox = data_dir.join("outbox");
+    let started = Instant::now();
+    loop {
+        let mut files: Vec<_> = std::fs::read_dir(&outbox)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        for file in files.iter().rev() {
+            let raw = std::fs::read_to_string(file).unwrap_or_default();
+            let addressed = raw
+                .lines()
+                .any(|l| l.eq_ignore_ascii_case(&format!("To: {to}")));
+            if !addressed {
+                continue;
+            }
+            if let Some(link) = link_in(&decode_quoted_printable(&raw), marker) {
+                return link;
+            }
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "no mail to {to} with a link containing {marker} in {}",
+            outbox.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`, so the
 /// reply ends where the stream does).
 pub async fn http(
@@ -210,8 +303,23 @@ pub async fn http(
     token: Option<&str>,
     body: Option<Json>,
 ) -> Reply {
+    http_with_headers(addr, method, path, token, &[], body).await
+}
+
+/// [`http`] with extra request headers.
+pub async fn http_with_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Json>,
+) -> Reply {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
     if let Some(token) = token {
         request.push_str(&format!("Authorization: Bearer {token}\r\n"));
     }

@@ -9,7 +9,10 @@
 //! - [`users`]: who the caller is, read through a function's transaction;
 //! - [`tokens`]: signed JWTs and their key;
 //! - [`passwords`]: argon2id, off the async threads;
-//! - [`throttle`]: the limit on repeated failed sign-ins;
+//! - [`expiry`]: ends each session when it expires, live queries included;
+//! - [`mail_tokens`]: the one-time tokens of mailed links (verification,
+//!   password reset), stored hashed;
+//! - [`limits`]: the rate limits per address and per client (`429`);
 //! - [`http`]: the endpoints, translating [`SessionAuth`]'s flows to HTTP.
 //!
 //! **Invariant:** a token is honoured only while its session row exists.
@@ -18,15 +21,18 @@
 //! [`users::current_user`]), so deleting the row — sign-out — ends the token
 //! everywhere, open subscriptions included.
 
+pub mod expiry;
 pub mod http;
+pub mod limits;
+pub mod mail_tokens;
 pub mod passwords;
 pub mod tables;
-pub mod throttle;
 pub mod tokens;
 pub mod users;
 
+use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use livebase_schema::{obj, DocumentId, Value};
@@ -35,8 +41,9 @@ use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::registry::{BoxFuture, Identity};
 use crate::system::schedule;
+use limits::{Action, AuthLimits};
+use mail_tokens::Purpose;
 use tables::{SESSIONS, USERS};
-use throttle::SignInThrottle;
 use tokens::{Claims, TokenKeys};
 use users::{normalize_email, session_user, user_by_email, User};
 
@@ -59,9 +66,13 @@ impl Authenticator for NoAuth {
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// Longest display name accepted at sign-up, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
-/// The function that sends templated emails; sign-up schedules the `welcome`
-/// one through it.
+/// The function that sends templated emails: sign-up schedules the
+/// `verify-email` one through it, verification the `welcome` one, a reset
+/// request the `reset-password` one.
 pub const SEND_EMAIL: &str = "emails:send";
+/// The frontend page a reset link opens when the request names none; it reads
+/// `?token=` and posts the new password to `/api/auth/reset-password`.
+pub const RESET_PAGE: &str = "/reset-password";
 
 /// Why an auth flow failed. [`http`] maps each to its status code.
 #[derive(Debug, thiserror::Error)]
@@ -76,9 +87,18 @@ pub enum AuthError {
     /// Wrong password or unknown email — deliberately one error (`401`).
     #[error("invalid email or password")]
     InvalidCredentials,
-    /// Too many sign-in attempts for this email (`429`).
-    #[error("too many sign-in attempts; try again later")]
+    /// Over one of [`limits`] (`429`).
+    #[error("too many requests; try again later")]
     TooManyAttempts { retry_after: Duration },
+    /// A mailed link's token that is unknown, used or expired (`400`).
+    #[error("this link is invalid, used or expired; ask for a new one")]
+    InvalidToken,
+    /// `change-password` with a wrong current password (`401`).
+    #[error("the current password is wrong")]
+    WrongPassword,
+    /// `revoke-session` naming no session of the caller's (`404`).
+    #[error("you have no such session")]
+    SessionNotFound,
     /// A missing, forged, expired or revoked token (`401`).
     #[error("{0}")]
     Unauthenticated(String),
@@ -125,7 +145,23 @@ pub struct SessionAuth {
 struct Inner {
     db: Database,
     keys: TokenKeys,
-    throttle: SignInThrottle,
+    limits: AuthLimits,
+    /// The sessions to end when they expire.
+    expiry: Arc<expiry::Expiry>,
+    /// Where mailed links point (`--app-url`, else the server's own URL),
+    /// without a trailing `/`; set once the server knows its address.
+    app_url: OnceLock<String>,
+}
+
+/// One of the caller's sessions, as `list-sessions` reports it.
+#[derive(Clone, Debug)]
+pub struct SessionRow {
+    pub id: DocumentId,
+    /// Milliseconds since the epoch.
+    pub created_at: f64,
+    pub expires_at: f64,
+    /// Whether it is the session of the token that asked.
+    pub current: bool,
 }
 
 fn unix_now() -> u64 {
@@ -150,24 +186,397 @@ impl SessionAuth {
 
     pub fn with_keys(keys: TokenKeys, db: Database) -> SessionAuth {
         passwords::warm_up();
+        let expiry = Arc::new(expiry::Expiry::new(db.clone()));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(expiry::run(Arc::downgrade(&expiry)));
+        }
         SessionAuth {
             inner: Arc::new(Inner {
                 db,
                 keys,
-                throttle: SignInThrottle::default(),
+                limits: AuthLimits::default(),
+                expiry,
+                app_url: OnceLock::new(),
             }),
         }
     }
 
-    /// Creates a user and signs them in. Schedules the `welcome` email in the
-    /// same transaction.
+    /// Sets where mailed links point; the first call wins.
+    pub fn set_app_url(&self, app_url: &str) {
+        let _ = self
+            .inner
+            .app_url
+            .set(app_url.trim_end_matches('/').to_string());
+    }
+
+    /// Counts `action` against the limits, or refuses it (`429`).
+    fn limit(
+        &self,
+        action: Action,
+        client: Option<IpAddr>,
+        address: Option<&str>,
+    ) -> Result<(), AuthError> {
+        self.inner
+            .limits
+            .check(action, client, address)
+            .map_err(|retry_after| AuthError::TooManyAttempts { retry_after })
+    }
+
+    fn app_url(&self) -> &str {
+        self.inner.app_url.get().map_or("", String::as_str)
+    }
+
+    /// `callbackURL`/`redirectTo` as an absolute URL on the app: a path
+    /// (`/welcome`) is taken relative to the app URL; an absolute URL must be
+    /// under it. Anything else would make our mail an open redirect.
+    pub fn app_link(&self, given: &str) -> Result<String, AuthError> {
+        let app = self.app_url();
+        let refuse = || AuthError::InvalidInput {
+            code: "INVALID_CALLBACK_URL",
+            message: format!(
+                "`{}`: a callback must be a path (`/…`) or a URL under {app}",
+                given.chars().take(100).collect::<String>()
+            ),
+        };
+        if given.len() > 2048 || given.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(refuse());
+        }
+        if given.starts_with('/') && !given.starts_with("//") && !given.starts_with("/\\") {
+            return Ok(format!("{app}{given}"));
+        }
+        match given.strip_prefix(app) {
+            Some(rest)
+                if !app.is_empty() && (rest.is_empty() || rest.starts_with(['/', '?', '#'])) =>
+            {
+                Ok(given.to_string())
+            }
+            _ => Err(refuse()),
+        }
+    }
+
+    /// Schedules a mail of `template` to `to` with a link carrying `token`
+    /// (`{"name", "url"}` for the template).
+    fn schedule_link_mail(
+        tx: &mut crate::transaction::Transaction,
+        to: &str,
+        name: &str,
+        template: &str,
+        url: String,
+    ) -> Result<()> {
+        let mail = obj! {
+            "to" => to,
+            "template" => template,
+            "data" => obj! { "name" => name, "url" => url },
+        };
+        schedule(tx, 0.0, SEND_EMAIL, mail).map(|_| ())
+    }
+
+    fn verify_url(&self, token: &str) -> String {
+        format!("{}/api/auth/verify-email?token={token}", self.app_url())
+    }
+
+    /// Mails `email`'s user a new verification link, unless there is no such
+    /// user or they are verified already. Answers the same either way.
+    pub async fn send_verification_email(
+        &self,
+        client: Option<IpAddr>,
+        email: &str,
+        callback_url: Option<&str>,
+    ) -> Result<(), AuthError> {
+        let callback = callback_url.map(|c| self.app_link(c)).transpose()?;
+        let email = normalize_email(email).ok();
+        self.limit(Action::Mail, client, email.as_deref())?;
+        let Some(email) = email else {
+            return Ok(());
+        };
+        let this = self.clone();
+        self.inner
+            .db
+            .mutate(move |tx| {
+                let Some(user) = user_by_email(tx, &email)? else {
+                    return Ok(());
+                };
+                if user.email_verified {
+                    return Ok(());
+                }
+                let token =
+                    mail_tokens::issue(tx, &user.id, Purpose::VerifyEmail, callback.as_deref())?;
+                let url = this.verify_url(&token);
+                SessionAuth::schedule_link_mail(tx, &user.email, &user.name, "verify-email", url)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Follows a verification link: marks its user's email verified and
+    /// schedules the `welcome` mail. Returns where to redirect, if the link
+    /// was issued with a `callbackURL`.
+    pub async fn verify_email(&self, token: &str) -> Result<Option<String>, AuthError> {
+        let token = token.to_string();
+        let done = self
+            .inner
+            .db
+            .mutate(move |tx| {
+                let Some(taken) = mail_tokens::take(tx, &token, Purpose::VerifyEmail)? else {
+                    return Ok(None);
+                };
+                let Some(user) = tx
+                    .get(&taken.user_id)?
+                    .as_ref()
+                    .and_then(User::from_document)
+                else {
+                    return Ok(None);
+                };
+                if !user.email_verified {
+                    tx.patch(&user.id, obj! { "emailVerified" => true })?;
+                    let welcome = obj! {
+                        "to" => user.email.as_str(),
+                        "template" => "welcome",
+                        "data" => obj! { "name" => user.name.as_str() },
+                    };
+                    schedule(tx, 0.0, SEND_EMAIL, welcome)?;
+                }
+                Ok(Some(taken.callback_url))
+            })
+            .await?;
+        done.value.ok_or(AuthError::InvalidToken)
+    }
+
+    /// Mails `email`'s user a one-time link to set a new password, if there
+    /// is such a user. Answers the same either way.
+    pub async fn request_password_reset(
+        &self,
+        client: Option<IpAddr>,
+        email: &str,
+        redirect_to: Option<&str>,
+    ) -> Result<(), AuthError> {
+        let page = match redirect_to {
+            Some(r) => self.app_link(r)?,
+            None => format!("{}{RESET_PAGE}", self.app_url()),
+        };
+        let email = normalize_email(email).ok();
+        self.limit(Action::Mail, client, email.as_deref())?;
+        let Some(email) = email else {
+            return Ok(());
+        };
+        self.inner
+            .db
+            .mutate(move |tx| {
+                let Some(user) = user_by_email(tx, &email)? else {
+                    return Ok(());
+                };
+                let token = mail_tokens::issue(tx, &user.id, Purpose::ResetPassword, None)?;
+                let separator = if page.contains('?') { '&' } else { '?' };
+                let url = format!("{page}{separator}token={token}");
+                SessionAuth::schedule_link_mail(tx, &user.email, &user.name, "reset-password", url)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Sets a new password with a reset link's token and ends every session
+    /// of the user: their tokens stop working everywhere at once, live
+    /// subscriptions included, as with sign-out.
+    pub async fn reset_password(&self, token: &str, new_password: String) -> Result<(), AuthError> {
+        passwords::check_strength(&new_password).map_err(|e| invalid("INVALID_PASSWORD", e))?;
+        // Checked before hashing so a bad token costs no hash; taken below,
+        // which is what decides.
+        let hashed = mail_tokens::hash(token);
+        let known = self
+            .inner
+            .db
+            .query(move |tx| {
+                Ok(tx
+                    .query(tables::AUTH_TOKENS)
+                    .with_index("by_hash", |q| q.eq("tokenHash", hashed.as_str()))
+                    .first()?
+                    .is_some())
+            })
+            .await?
+            .value;
+        if !known {
+            return Err(AuthError::InvalidToken);
+        }
+        let hash = passwords::hash(new_password).await?;
+        let token = token.to_string();
+        let done = self
+            .inner
+            .db
+            .mutate(move |tx| {
+                let Some(taken) = mail_tokens::take(tx, &token, Purpose::ResetPassword)? else {
+                    return Ok(false);
+                };
+                if tx.get(&taken.user_id)?.is_none() {
+                    return Ok(false);
+                }
+                // Following the mailed link proves the address, too.
+                tx.patch(
+                    &taken.user_id,
+                    obj! { "passwordHash" => hash.as_str(), "emailVerified" => true },
+                )?;
+                revoke_sessions(tx, &taken.user_id)?;
+                Ok(true)
+            })
+            .await?;
+        if done.value {
+            Ok(())
+        } else {
+            Err(AuthError::InvalidToken)
+        }
+    }
+
+    /// Changes the caller's password after checking the current one. With
+    /// `revoke_other_sessions`, every session of the user ends and a new one
+    /// is returned in their place.
+    pub async fn change_password(
+        &self,
+        token: &str,
+        current: String,
+        new_password: String,
+        revoke_other_sessions: bool,
+    ) -> Result<Option<SignedIn>, AuthError> {
+        let claims = self.inner.keys.verify(token)?;
+        passwords::check_strength(&new_password).map_err(|e| invalid("INVALID_PASSWORD", e))?;
+        let checked = claims.clone();
+        let (user, stored) = self
+            .inner
+            .db
+            .query(move |tx| {
+                let user = session_user(tx, &checked.sid, &checked.sub)?;
+                let stored = tx
+                    .get(&user.id)?
+                    .and_then(|d| d.get("passwordHash")?.as_str().map(str::to_string));
+                Ok((user, stored))
+            })
+            .await?
+            .value;
+        // Guessing the current password through a stolen token is guessing a
+        // password: it shares sign-in's per-address limit.
+        if let Err(retry_after) = self.inner.limits.check_password(&user.email) {
+            return Err(AuthError::TooManyAttempts { retry_after });
+        }
+        let current = if current.len() > passwords::MAX_PASSWORD_BYTES {
+            String::new()
+        } else {
+            current
+        };
+        if !passwords::verify(current, stored).await? {
+            return Err(AuthError::WrongPassword);
+        }
+        let hash = passwords::hash(new_password).await?;
+        let (iat, exp) = self.lifetime();
+        let user_id = user.id.clone();
+        let session_id = DocumentId::parse_in(&claims.sid, SESSIONS);
+        let session = self
+            .inner
+            .db
+            .mutate(move |tx| {
+                // The session may have ended while the passwords were hashed.
+                let live = match &session_id {
+                    Some(id) => tx.get(id)?.is_some(),
+                    None => false,
+                };
+                if !live {
+                    return Err(Error::unauthenticated(
+                        "the session has ended; sign in again",
+                    ));
+                }
+                tx.patch(&user_id, obj! { "passwordHash" => hash.as_str() })?;
+                if !revoke_other_sessions {
+                    return Ok(None);
+                }
+                // As Better Auth does: every session ends, the caller's
+                // included, and the caller gets a new one.
+                revoke_sessions(tx, &user_id)?;
+                insert_session(tx, &user_id, exp).map(Some)
+            })
+            .await?
+            .value;
+        match session {
+            Some(session) => self.signed_in(user, session, iat, exp).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The caller's live sessions, oldest first.
+    pub async fn list_sessions(&self, token: &str) -> Result<Vec<SessionRow>, AuthError> {
+        let claims = self.inner.keys.verify(token)?;
+        let rows = self
+            .inner
+            .db
+            .query(move |tx| {
+                let user = session_user(tx, &claims.sid, &claims.sub)?;
+                let now = users::now_ms();
+                let rows = tx
+                    .query(SESSIONS)
+                    .with_index("by_user", |q| q.eq("userId", user.id.as_str()))
+                    .collect()?;
+                Ok(rows
+                    .iter()
+                    .filter_map(|s| {
+                        let id = DocumentId::parse_in(s.get("_id")?.as_str()?, SESSIONS)?;
+                        let expires_at = s.get("expiresAt")?.as_f64()?;
+                        (expires_at > now).then(|| SessionRow {
+                            current: id.as_str() == claims.sid,
+                            id,
+                            created_at: s
+                                .get("_creationTime")
+                                .and_then(Value::as_f64)
+                                .unwrap_or_default(),
+                            expires_at,
+                        })
+                    })
+                    .collect())
+            })
+            .await?;
+        Ok(rows.value)
+    }
+
+    /// Ends one of the caller's sessions, named by its id (as `list-sessions`
+    /// gives it, in both `id` and `token`) or by a token of it.
+    pub async fn revoke_session(&self, token: &str, which: &str) -> Result<(), AuthError> {
+        let claims = self.inner.keys.verify(token)?;
+        let target = DocumentId::parse_in(which, SESSIONS)
+            .or_else(|| {
+                let other = self.inner.keys.verify(which).ok()?;
+                (other.sub == claims.sub)
+                    .then(|| DocumentId::parse_in(&other.sid, SESSIONS))
+                    .flatten()
+            })
+            .ok_or(AuthError::SessionNotFound)?;
+        let revoked = self
+            .inner
+            .db
+            .mutate(move |tx| {
+                let user = session_user(tx, &claims.sid, &claims.sub)?;
+                let owned = tx.get(&target)?.is_some_and(|s| {
+                    s.get("userId").and_then(Value::as_str) == Some(user.id.as_str())
+                });
+                if owned {
+                    tx.delete(&target)?;
+                }
+                Ok(owned)
+            })
+            .await?;
+        if revoked.value {
+            Ok(())
+        } else {
+            Err(AuthError::SessionNotFound)
+        }
+    }
+
+    /// Creates a user and signs them in. Schedules the `verify-email` mail in
+    /// the same transaction; the user is unverified until its link is
+    /// followed.
     pub async fn sign_up(
         &self,
+        client: Option<IpAddr>,
         email: &str,
         password: String,
         name: &str,
     ) -> Result<SignedIn, AuthError> {
         let email = normalize_email(email).map_err(|e| invalid("INVALID_EMAIL", e))?;
+        self.limit(Action::SignUp, client, Some(&email))?;
         passwords::check_strength(&password).map_err(|e| invalid("INVALID_PASSWORD", e))?;
         let name = name.trim().to_string();
         if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
@@ -189,6 +598,7 @@ impl SessionAuth {
         }
         let hash = passwords::hash(password).await?;
         let (iat, exp) = self.lifetime();
+        let this = self.clone();
         let created = self
             .inner
             .db
@@ -200,16 +610,20 @@ impl SessionAuth {
                     "email" => email.as_str(),
                     "name" => name.as_str(),
                     "passwordHash" => hash.as_str(),
+                    "emailVerified" => false,
                 };
                 let id = tx.insert(USERS, fields)?;
                 let session = insert_session(tx, &id, exp)?;
-                let welcome = obj! {
-                    "to" => email.as_str(),
-                    "template" => "welcome",
-                    "data" => obj! { "name" => name.as_str() },
+                let token = mail_tokens::issue(tx, &id, Purpose::VerifyEmail, None)?;
+                let url = this.verify_url(&token);
+                SessionAuth::schedule_link_mail(tx, &email, &name, "verify-email", url)?;
+                let user = User {
+                    id,
+                    email,
+                    name,
+                    email_verified: false,
                 };
-                schedule(tx, 0.0, SEND_EMAIL, welcome)?;
-                Ok(Some((User { id, email, name }, session)))
+                Ok(Some((user, session)))
             })
             .await?;
         let Some((user, session)) = created.value else {
@@ -220,13 +634,17 @@ impl SessionAuth {
 
     /// Checks an email and password and opens a session. Wrong password and
     /// unknown email fail alike, in the same time.
-    pub async fn sign_in(&self, email: &str, password: String) -> Result<SignedIn, AuthError> {
-        let Ok(email) = normalize_email(email) else {
+    pub async fn sign_in(
+        &self,
+        client: Option<IpAddr>,
+        email: &str,
+        password: String,
+    ) -> Result<SignedIn, AuthError> {
+        let email = normalize_email(email).ok();
+        self.limit(Action::SignIn, client, email.as_deref())?;
+        let Some(email) = email else {
             return Err(AuthError::InvalidCredentials);
         };
-        if let Err(retry_after) = self.inner.throttle.begin(&email) {
-            return Err(AuthError::TooManyAttempts { retry_after });
-        }
         let lookup = email.clone();
         let found = self
             .inner
@@ -259,7 +677,6 @@ impl SessionAuth {
             Some(user) if matches => user,
             _ => return Err(AuthError::InvalidCredentials),
         };
-        self.inner.throttle.succeeded(&email);
         let (iat, exp) = self.lifetime();
         let user_id = user.id.clone();
         let session = self
@@ -347,6 +764,26 @@ impl SessionAuth {
     }
 }
 
+/// Deletes every session of `user`: the write that ends their tokens
+/// everywhere, live queries included.
+fn revoke_sessions(tx: &mut crate::transaction::Transaction, user: &DocumentId) -> Result<()> {
+    let sessions = tx
+        .query(SESSIONS)
+        .with_index("by_user", |q| q.eq("userId", user.as_str()))
+        .collect()?;
+    for s in sessions {
+        let Some(id) = s
+            .get("_id")
+            .and_then(Value::as_str)
+            .and_then(|id| DocumentId::parse_in(id, SESSIONS))
+        else {
+            continue;
+        };
+        tx.delete(&id)?;
+    }
+    Ok(())
+}
+
 fn insert_session(
     tx: &mut crate::transaction::Transaction,
     user: &DocumentId,
@@ -364,11 +801,28 @@ impl Authenticator for SessionAuth {
     fn authenticate(&self, token: &str) -> BoxFuture<Result<Identity>> {
         let claims = self.inner.keys.verify(token);
         let db = self.inner.db.clone();
+        let expiry = self.inner.expiry.clone();
         Box::pin(async move {
             let claims = claims?;
             let checked = claims.clone();
-            db.query(move |tx| session_user(tx, &checked.sid, &checked.sub))
-                .await?;
+            let expires_at = db
+                .query(move |tx| {
+                    session_user(tx, &checked.sid, &checked.sub)?;
+                    let id = DocumentId::parse_in(&checked.sid, SESSIONS);
+                    Ok(match id {
+                        Some(id) => tx
+                            .get(&id)?
+                            .and_then(|s| s.get("expiresAt").and_then(Value::as_f64)),
+                        None => None,
+                    })
+                })
+                .await?
+                .value;
+            // Whoever holds this token may subscribe with it: end the session
+            // (and so those subscriptions) the moment it expires.
+            if let Some(at) = expires_at {
+                expiry.watch(&claims.sid, at);
+            }
             Ok(Identity::User {
                 user_id: claims.sub,
                 session_id: claims.sid,

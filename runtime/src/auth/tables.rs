@@ -1,5 +1,6 @@
 //! The runtime's auth tables — users, sessions, organizations, members and
-//! invitations — which live beside the application's tables in the same store.
+//! invitations, and the one-time tokens mailed for verification and password
+//! reset — which live beside the application's tables in the same store.
 //!
 //! They are marked as system tables (the runtime owns their shape) but keep
 //! plain names, so that an application's schema can say `v::id("users")` and
@@ -10,8 +11,10 @@ use livebase_schema::{define_table, v, Schema};
 use super::users::MAX_EMAIL_LEN;
 use super::MAX_NAME_CHARS;
 
-/// Users: one row per email address (stored lowercased), with the argon2id
-/// PHC string of their password.
+/// Users: one row per email address (stored in the canonical form of
+/// [`super::users::normalize_email`]), with the argon2id PHC string of their
+/// password and whether they proved they own the address (`emailVerified`,
+/// absent in rows written before it existed, which reads as `false`).
 pub const USERS: &str = "users";
 /// Sessions: one row per sign-in. A token is valid only while its session row
 /// exists; sign-out deletes the row, which is also the write that re-runs every
@@ -23,6 +26,10 @@ pub const ORGANIZATIONS: &str = "organizations";
 pub const MEMBERS: &str = "members";
 /// Invitations to join an organization, addressed to an email.
 pub const INVITATIONS: &str = "invitations";
+/// The one-time tokens of mailed links (see [`super::mail_tokens`]): only the
+/// sha256 of a token is stored, with its purpose, its user and its expiry. A
+/// runtime-internal table (leading `_`): no application refers to it.
+pub const AUTH_TOKENS: &str = "_auth_tokens";
 
 /// Longest organization slug, in characters (the application may allow fewer).
 pub const MAX_SLUG_CHARS: usize = 64;
@@ -41,6 +48,7 @@ pub fn with_auth_tables(schema: Schema) -> Schema {
                 ("email", v::string().max_len(MAX_EMAIL_LEN)),
                 ("name", v::string().max_len(MAX_NAME_CHARS)),
                 ("passwordHash", v::string().max_len(MAX_PASSWORD_HASH_CHARS)),
+                ("emailVerified", v::optional(v::boolean())),
             ])
             .index("by_email", ["email"]),
         )
@@ -88,6 +96,25 @@ pub fn with_auth_tables(schema: Schema) -> Schema {
                 ("expiresAt", v::float64()),
             ])
             .index("by_organization", ["organizationId"])
-            .index("by_email", ["email"]),
+            .index("by_email", ["email"])
+            // What `organizations:invite` reads: only this organization's
+            // invitations to the address, however many others have sent.
+            .index("by_organization_email", ["organizationId", "email"]),
+        )
+        .system_table(
+            AUTH_TOKENS,
+            define_table([
+                ("userId", v::id(USERS)),
+                // `verify-email` or `reset-password`.
+                ("purpose", v::string().max_len(MAX_ROLE_CHARS)),
+                // Lowercase hex sha256 of the token the mail carries.
+                ("tokenHash", v::string().max_len(64)),
+                // Milliseconds since the epoch.
+                ("expiresAt", v::float64()),
+                // Where `verify-email` redirects once the link is followed.
+                ("callbackURL", v::optional(v::string().max_len(2048))),
+            ])
+            .index("by_hash", ["tokenHash"])
+            .index("by_user", ["userId"]),
         )
 }

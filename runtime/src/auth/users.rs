@@ -15,16 +15,21 @@ use crate::error::{Error, Result};
 use crate::registry::Identity;
 use crate::transaction::Transaction;
 
-/// Longest email address accepted (RFC 5321's limit on a forward path).
+/// Longest email address accepted (RFC 5321's limit on a forward path), in
+/// bytes of its canonical form.
 pub const MAX_EMAIL_LEN: usize = 254;
+/// Longest local part (before the `@`), in bytes (RFC 5321).
+pub const MAX_LOCAL_LEN: usize = 64;
 
 /// A user, as the `users` table holds them (without the password hash).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
     pub id: DocumentId,
-    /// Lowercased.
+    /// Canonical (see [`normalize_email`]).
     pub email: String,
     pub name: String,
+    /// Whether the user followed a verification link mailed to `email`.
+    pub email_verified: bool,
 }
 
 impl User {
@@ -36,15 +41,18 @@ impl User {
             id: DocumentId::parse_in(id, USERS)?,
             email: doc.get("email")?.as_str()?.to_string(),
             name: doc.get("name")?.as_str()?.to_string(),
+            email_verified: doc.get("emailVerified").and_then(Value::as_bool) == Some(true),
         })
     }
 
-    /// `{id, email, name}`, the shape the auth endpoints reply with.
+    /// `{id, email, name, emailVerified}`, the shape the auth endpoints reply
+    /// with.
     pub fn to_value(&self) -> Value {
         livebase_schema::obj! {
             "id" => self.id.as_str(),
             "email" => self.email.as_str(),
             "name" => self.name.as_str(),
+            "emailVerified" => self.email_verified,
         }
     }
 }
@@ -56,32 +64,67 @@ pub fn now_ms() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }
 
-/// The canonical form of an email address — trimmed and lowercased — or an
-/// error saying why it is not one. The check is deliberately loose (one `@`
-/// with something on both sides, a dot in the domain, no spaces): the only real
-/// test of an address is mailing it.
+/// The canonical form of an email address, or an error saying why it is not
+/// one. Only a bare `local@domain` is an address here — no display name, no
+/// `<…>`, no comments, no quoted local part — since lettre would deliver
+/// `x<victim@example.com>` to the victim. The canonical form is what makes
+/// one mailbox one account: Unicode in NFC, lowercased, the domain in IDNA
+/// ASCII form (`bücher.de` → `xn--bcher-kva.de`, so a look-alike domain shows
+/// as what it is). A local part holds letters, digits and RFC 5322's `atext`
+/// symbols with single inner dots; non-ASCII letters and digits are allowed,
+/// invisible and formatting characters are not.
 pub fn normalize_email(email: &str) -> Result<String> {
-    let email = email.trim().to_lowercase();
-    let well_formed = email.len() <= MAX_EMAIL_LEN
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && match email.split_once('@') {
-            Some((local, domain)) => {
-                !local.is_empty()
-                    && !domain.contains('@')
-                    && domain.contains('.')
-                    && !domain.starts_with('.')
-                    && !domain.ends_with('.')
-            }
-            None => false,
-        };
-    if well_formed {
-        Ok(email)
-    } else {
+    let refuse = |why: &str| {
         Err(Error::invalid(format!(
-            "`{}` is not an email address",
-            truncate(&email, 64)
+            "`{}` is not an email address: {why}",
+            truncate(email.trim(), 64)
         )))
+    };
+    let nfc = icu_normalizer::ComposingNormalizerBorrowed::new_nfc();
+    let email = nfc.normalize(email.trim()).to_lowercase();
+    if email.len() > MAX_EMAIL_LEN * 4 {
+        return refuse("it is too long");
     }
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return refuse("expected `name@domain`");
+    };
+    if local.is_empty() || local.len() > MAX_LOCAL_LEN {
+        return refuse(&format!(
+            "the part before `@` must be 1 to {MAX_LOCAL_LEN} bytes"
+        ));
+    }
+    let local_ok = local.split('.').all(|atom| {
+        !atom.is_empty()
+            && atom.chars().all(|c| {
+                c.is_ascii_alphanumeric()
+                    || "!#$%&'*+/=?^_`{|}~-".contains(c)
+                    || (!c.is_ascii() && c.is_alphanumeric())
+            })
+    });
+    if !local_ok {
+        return refuse(
+            "the part before `@` may hold letters, digits, single inner dots and !#$%&'*+/=?^_`{|}~-",
+        );
+    }
+    // IDNA with STD3 rules: letters, digits and inner hyphens per label, and
+    // UTS 46's mapping (case, width, NFC) so that equivalent spellings of one
+    // domain are one string.
+    let domain = match idna::domain_to_ascii_strict(domain) {
+        Ok(d) => d,
+        Err(_) => return refuse("the domain is not a valid domain name"),
+    };
+    let labels_ok = domain.contains('.')
+        && domain
+            .split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-'));
+    if !labels_ok {
+        return refuse("the domain needs a dot and labels of 1 to 63 characters");
+    }
+    let email = format!("{local}@{domain}");
+    if email.len() > MAX_EMAIL_LEN {
+        return refuse(&format!("it is longer than {MAX_EMAIL_LEN} bytes"));
+    }
+    Ok(email)
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -146,6 +189,53 @@ mod tests {
             normalize_email("  Ada@Example.COM ").ok().as_deref(),
             Some("ada@example.com")
         );
+    }
+
+    #[test]
+    fn look_alike_spellings_are_one_address() {
+        // NFC: "é" precomposed and as e + combining acute are one address.
+        assert_eq!(
+            normalize_email("ren\u{e9}@example.com").ok(),
+            normalize_email("rene\u{301}@example.com").ok()
+        );
+        // IDNA: a Unicode domain is stored in its ASCII form, case and width
+        // folded.
+        assert_eq!(
+            normalize_email("ada@B\u{fc}cher.DE").ok().as_deref(),
+            Some("ada@xn--bcher-kva.de")
+        );
+        assert_eq!(
+            normalize_email("ada@\u{ff45}xample.com").ok().as_deref(),
+            Some("ada@example.com"),
+            "a fullwidth letter in the domain"
+        );
+        assert_eq!(
+            normalize_email("J\u{f6}rg@example.com").ok().as_deref(),
+            Some("j\u{f6}rg@example.com")
+        );
+    }
+
+    #[test]
+    fn only_a_bare_address_is_accepted() {
+        for bad in [
+            "x<victim@example.com>",
+            "Ada <ada@example.com>",
+            "\"ada\"@example.com",
+            "ada(comment)@example.com",
+            "ada@example.com,eve@example.com",
+            "ada@exa_mple.com",
+            "a..b@example.com",
+            ".ada@example.com",
+            "ada.@example.com",
+            "ad\u{200b}a@example.com",
+            "ada@-example.com",
+            "ada\r\n@example.com",
+        ] {
+            assert!(normalize_email(bad).is_err(), "{bad:?} was accepted");
+        }
+        for good in ["o'brien+tag@example.co.uk", "a.b-c_d@sub.example.com"] {
+            assert_eq!(normalize_email(good).ok().as_deref(), Some(good));
+        }
     }
 
     #[test]

@@ -214,12 +214,17 @@ async fn start(
         options.data_dir.join(crate::store::sqlite::DATABASE_FILE),
     )?);
     let db = Database::open(persistence, registry.schema().clone())?;
-    let (authenticator, auth_routes) = match authenticator {
-        Some(custom) => (custom, None),
+    let (authenticator, auth_routes, session_auth) = match authenticator {
+        Some(custom) => (custom, None, None),
         None => {
             let auth = SessionAuth::open(&options.data_dir, db.clone())?;
             let routes = crate::auth::http::routes(auth.clone());
-            (Arc::new(auth) as Arc<dyn Authenticator>, Some(routes))
+            let handle = auth.clone();
+            (
+                Arc::new(auth) as Arc<dyn Authenticator>,
+                Some(routes),
+                Some(handle),
+            )
         }
     };
     // Bound first: mail links default to the server's own URL.
@@ -231,6 +236,9 @@ async fn start(
         .map_err(|e| Error::internal(format!("reading the bound address: {e}")))?;
     let mailer = Mailer::from_options(&options.mail, &options.data_dir, &format!("http://{addr}"))?;
     tracing::info!(target: "livebase::email", to = %mailer.destination(), "outgoing mail");
+    if let Some(auth) = &session_auth {
+        auth.set_app_url(mailer.app_url());
+    }
     let mut executor = Executor::new(db, Arc::new(registry)).with_mailer(mailer);
     let calls = options.dashboard.then(CallLog::default);
     if let Some(calls) = &calls {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use livebase_runtime::auth::tables::{INVITATIONS, MEMBERS, ORGANIZATIONS, USERS};
 use livebase_runtime::auth::users::{normalize_email, now_ms, user_by_email, User};
 use livebase_runtime::scheduler::Scheduler;
+use livebase_runtime::store::Order;
 use livebase_runtime::transaction::Transaction;
 use livebase_runtime::{Error, Result};
 use livebase_schema::{obj, DocumentId, Value};
@@ -28,6 +29,16 @@ pub const REMOVE_BATCH: usize = 1_000;
 /// The internal mutation that deletes the next batch of a removed
 /// organization's rows.
 pub const PURGE_REMOVED: &str = "organizations:purgeRemoved";
+
+/// Most invitations one organization may send in [`INVITATION_WINDOW_MS`].
+pub const MAX_INVITATIONS_PER_ORGANIZATION: usize = 100;
+/// Most invitations one organization may send one address in
+/// [`INVITATION_WINDOW_MS`]: invitations are mail, and invite/cancel churn
+/// must not fill anyone's inbox. Counted per organization, so that what one
+/// organization does never makes an address un-invitable for another.
+pub const MAX_INVITATIONS_PER_ADDRESS: usize = 5;
+/// The sliding window of both invitation limits.
+pub const INVITATION_WINDOW_MS: f64 = 60.0 * 60.0 * 1000.0;
 
 /// Invitation states as stored; `expired` is derived on read.
 pub const PENDING: &str = "pending";
@@ -263,15 +274,32 @@ pub fn invite(
         }
     }
     let now = now_of(db);
-    let open = db
+    let org = org_id.as_str();
+    let by_org = db
         .query(INVITATIONS)
-        .with_index("by_email", |q| q.eq("email", email.as_str()))
-        .collect()?
-        .into_iter()
-        .any(|i| {
-            str_field(&i, "organizationId") == actor.organization_id
-                && status_of(&i, now) == PENDING
-        });
+        .with_index("by_organization", |q| q.eq("organizationId", org))
+        .order(Order::Desc)
+        .take(MAX_INVITATIONS_PER_ORGANIZATION)?;
+    check_invitation_rate(
+        &by_org,
+        MAX_INVITATIONS_PER_ORGANIZATION,
+        now,
+        "this organization",
+    )?;
+    let to_address = db
+        .query(INVITATIONS)
+        .with_index("by_organization_email", |q| {
+            q.eq("organizationId", org).eq("email", email.as_str())
+        })
+        .order(Order::Desc)
+        .take(MAX_INVITATIONS_PER_ADDRESS)?;
+    check_invitation_rate(&to_address, MAX_INVITATIONS_PER_ADDRESS, now, &email)?;
+    // Only this organization's invitations to the address are read, so what
+    // other organizations sent never makes it un-invitable here. A new one is
+    // made only while none is pending, so a pending one is the newest.
+    let open = to_address
+        .first()
+        .is_some_and(|i| status_of(i, now) == PENDING);
     if open {
         return Err(Error::conflict(format!(
             "{email} already has a pending invitation"
@@ -302,6 +330,28 @@ pub fn invite(
     // The seed's `ctx.scheduler.runAfter(0, internal.emails.send, ..)`.
     Scheduler::new(db).run_after(Duration::ZERO, emails::SEND, mail)?;
     Ok(id)
+}
+
+/// `LIMIT_EXCEEDED` if `recent` — the newest `max` invitations of one kind,
+/// newest first (ids grow with time) — were all sent within the window. The
+/// check reads at most `max` rows however many were ever sent, and needs no
+/// state beside the table.
+fn check_invitation_rate(recent: &[Value], max: usize, now: f64, who: &str) -> Result<()> {
+    let oldest = recent
+        .last()
+        .and_then(|i| i.get("_creationTime"))
+        .and_then(Value::as_f64);
+    match oldest {
+        Some(sent) if recent.len() >= max && now - sent < INVITATION_WINDOW_MS => {
+            let minutes = ((sent + INVITATION_WINDOW_MS - now) / 60_000.0)
+                .ceil()
+                .max(1.0);
+            Err(Error::limit(format!(
+                "{who} had {max} invitations in the last hour; try again in {minutes} minutes"
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The transaction's time in ms: its commit time in a mutation (so every
@@ -348,14 +398,23 @@ pub fn list_invitations(db: &mut Transaction, organization_id: &str) -> Result<V
         .collect())
 }
 
-/// Accepts an invitation for `user`, who must be the invited email's user;
-/// returns the new member id. Anything but a pending invitation is a
-/// `CONFLICT`, so a second accept — concurrent or not, since mutations are
-/// serial — creates no second membership.
+/// Accepts an invitation for `user`, who must be the invited email's user
+/// and have verified it — otherwise anyone who read the invitation list could
+/// sign up with the invited address and take the role. Returns the new member
+/// id. Anything but a pending invitation is a `CONFLICT`, so a second accept —
+/// concurrent or not, since mutations are serial — creates no second
+/// membership.
 pub fn accept_invitation(db: &mut Transaction, user: &User, id: &DocumentId) -> Result<DocumentId> {
     let invitation = db
         .get(id)?
         .ok_or_else(|| Error::not_found(format!("invitation {id} does not exist")))?;
+    if !user.email_verified {
+        return Err(Error::forbidden(format!(
+            "verify your email address before accepting an invitation: follow the link \
+             mailed to {} (POST /api/auth/send-verification-email sends a new one)",
+            user.email
+        )));
+    }
     if str_field(&invitation, "email") != user.email {
         return Err(Error::forbidden(
             "this invitation is for another email address",
