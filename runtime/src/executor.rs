@@ -290,19 +290,21 @@ impl Executor {
     }
 
     /// Evaluates a query in a read transaction the caller controls (the
-    /// subscription manager re-runs many queries on one snapshot this way).
+    /// subscription manager re-runs many queries on one snapshot this way);
+    /// also returns the journal the run left, if it paginated.
     pub fn evaluate_in(
         registry: &Registry,
         mut tx: crate::transaction::Transaction,
         path: &str,
         args: &[Value],
         identity: &Identity,
-    ) -> (Result<Value>, ReadSet) {
+    ) -> (Result<Value>, ReadSet, Option<String>) {
         let result = registry
             .lookup(path, FunctionKind::Query, true)
             .and_then(|f| Ok((f, Registry::check_args(f, args)?)))
             .and_then(|(f, args)| catch_panic(|| run_sync(f, &mut tx, identity, args)));
-        (result, tx.into_sets().0)
+        let journal = tx.journal().map(str::to_string);
+        (result, tx.into_sets().0, journal)
     }
 }
 

@@ -254,6 +254,9 @@ struct QueryState {
     identity: Identity,
     key: (String, String, String),
     result: Option<QueryResult>,
+    /// The page end a paginated query keeps between runs: the journal the
+    /// client sent back in `Add`, then whatever the last run left.
+    journal: Option<String>,
     reads: ReadSet,
     subscribers: HashSet<(ConnId, QueryId)>,
     /// Subscribers that joined while an evaluation was due and have not been
@@ -403,19 +406,23 @@ fn to_wire(result: Result<Value>) -> QueryResult {
     }
 }
 
-fn modification(query_id: QueryId, result: &QueryResult) -> StateModification {
+fn modification(
+    query_id: QueryId,
+    result: &QueryResult,
+    journal: Option<String>,
+) -> StateModification {
     match result {
         Ok(value) => StateModification::QueryUpdated {
             query_id,
             value: value.clone(),
             log_lines: Vec::new(),
-            journal: None,
+            journal,
         },
         Err(error) => StateModification::QueryFailed {
             query_id,
             error: error.clone(),
             log_lines: Vec::new(),
-            journal: None,
+            journal,
         },
     }
 }
@@ -542,7 +549,7 @@ impl Worker {
                     udf_path,
                     args,
                     component_path,
-                    ..
+                    journal,
                 } => {
                     let c = &self.connections[&conn];
                     if c.queries.contains_key(&query_id) || c.over_cap.contains(&query_id) {
@@ -557,7 +564,8 @@ impl Worker {
                         ));
                         let c = self.connections.get_mut(&conn).expect("checked");
                         c.over_cap.insert(query_id);
-                        c.pending.push(modification(query_id, &to_wire(Err(err))));
+                        c.pending
+                            .push(modification(query_id, &to_wire(Err(err)), None));
                         self.dirty.insert(conn);
                         continue;
                     }
@@ -566,7 +574,7 @@ impl Worker {
                         _ => udf_path,
                     };
                     let identity = c.identity.clone();
-                    self.subscribe(conn, query_id, path, args, identity, to_eval);
+                    self.subscribe(conn, query_id, path, args, journal, identity, to_eval);
                 }
                 QuerySetModification::Remove { query_id } => {
                     let Some(c) = self.connections.get_mut(&conn) else {
@@ -600,10 +608,17 @@ impl Worker {
         query_id: QueryId,
         path: String,
         args: Vec<Value>,
+        journal: Option<String>,
         identity: Identity,
         to_eval: &mut HashSet<u64>,
     ) {
-        let args_key = Value::Array(args.clone()).to_json().to_string();
+        // A page re-added with a journal keeps its own end: it shares only
+        // with subscriptions that sent the same journal.
+        let mut args_key = Value::Array(args.clone()).to_json().to_string();
+        if let Some(j) = &journal {
+            args_key.push('\0');
+            args_key.push_str(j);
+        }
         let key = (path.clone(), args_key, identity.cache_key());
         let handle = match self.by_key.get(&key) {
             Some(h) => *h,
@@ -618,6 +633,7 @@ impl Worker {
                         identity,
                         key: key.clone(),
                         result: None,
+                        journal,
                         reads: ReadSet::new(),
                         subscribers: HashSet::new(),
                         awaiting_first: HashSet::new(),
@@ -636,7 +652,10 @@ impl Worker {
         // A query whose result is current and not about to be re-run answers
         // from the shared result right away.
         match (&q.result, to_eval.contains(&handle)) {
-            (Some(result), false) => c.pending.push(modification(query_id, result)),
+            (Some(result), false) => {
+                c.pending
+                    .push(modification(query_id, result, q.journal.clone()))
+            }
             _ => {
                 q.awaiting_first.insert((conn, query_id));
             }
@@ -694,9 +713,17 @@ impl Worker {
             let Some(q) = self.queries.get(&handle) else {
                 continue;
             };
-            let (path, args) = (q.path.clone(), q.args.clone());
+            let (path, args, journal) = (q.path.clone(), q.args.clone(), q.journal.clone());
             self.unsubscribe(conn, query_id, handle);
-            self.subscribe(conn, query_id, path, args, identity.clone(), to_eval);
+            self.subscribe(
+                conn,
+                query_id,
+                path,
+                args,
+                journal,
+                identity.clone(),
+                to_eval,
+            );
         }
     }
 
@@ -729,12 +756,18 @@ impl Worker {
             let Some(q) = self.queries.get(&handle) else {
                 continue; // unsubscribed in the meantime
             };
-            let tx = Transaction::read_only(self.conn.as_mut(), registry.schema(), snapshot);
-            let (result, reads) =
+            let mut tx = Transaction::read_only(self.conn.as_mut(), registry.schema(), snapshot);
+            tx.set_journal(q.journal.clone());
+            let (result, reads, journal) =
                 Executor::evaluate_in(&registry, tx, &q.path, &q.args, &q.identity);
             self.stats.evaluations.fetch_add(1, Ordering::Relaxed);
             let result = to_wire(result.map_err(|e| e.redact(&q.path)));
             let q = self.queries.get_mut(&handle).expect("present");
+            // The page end, once set, stays (a failed run before `paginate`
+            // leaves none and must not erase it).
+            if journal.is_some() {
+                q.journal = journal;
+            }
             // A re-run usually reads the same ranges: refile only on change.
             if q.reads != reads {
                 self.index.remove(handle, &q.reads);
@@ -747,7 +780,8 @@ impl Worker {
             let recipients = if unchanged { &awaiting } else { &q.subscribers };
             for (conn, query_id) in recipients {
                 if let Some(c) = self.connections.get_mut(conn) {
-                    c.pending.push(modification(*query_id, &result));
+                    c.pending
+                        .push(modification(*query_id, &result, q.journal.clone()));
                     self.dirty.insert(*conn);
                 }
             }

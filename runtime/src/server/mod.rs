@@ -214,6 +214,11 @@ async fn start(
         options.data_dir.join(crate::store::sqlite::DATABASE_FILE),
     )?);
     let db = Database::open(persistence, registry.schema().clone())?;
+    // Cursors and journals stay valid across restarts: their key comes from
+    // the deployment's secret.
+    crate::pagination::set_deployment_key(crate::pagination::CursorKey::derive(
+        &crate::auth::tokens::deployment_secret(&options.data_dir)?,
+    ));
     let (authenticator, auth_routes) = match authenticator {
         Some(custom) => (custom, None),
         None => {
