@@ -287,3 +287,37 @@ test("forged and foreign cursors are INVALID_ARGUMENT; non-members are refused",
     await server.stop();
   }
 });
+
+test("a burst of inserts makes the first page split, and every row stays once", async () => {
+  const server = await startServer();
+  const clients = new Clients(server.url);
+  try {
+    const { owner, http, organizationId } = await orgWith25Items(server.url, clients);
+    const client = await clients.ws(owner.token);
+    const { pages, all } = await walkToExhausted(client, organizationId);
+    // The client's own page list (convex 1.48's paginated client, pinned).
+    const pageCount = () =>
+      [...client.paginatedClient.paginatedQuerySet.values()][0].pageKeys.length;
+    assert.equal(pageCount(), 3);
+
+    const burst = Array.from({ length: 25 }, (_, i) => `burst-${String(i).padStart(2, "0")}`);
+    for (const name of burst) {
+      await ok(
+        http.mutation(api.items.create, { name, status: "open", organizationId }),
+        `items:create ${name}`,
+      );
+    }
+    const expected = [...[...burst].reverse(), ...all];
+    await pages.waitFor(
+      (r) =>
+        r.status === "Exhausted" &&
+        JSON.stringify(r.results.map((i) => i.name)) === JSON.stringify(expected) &&
+        pageCount() > 3,
+      "the first page split into two, all 50 items once, newest first",
+    );
+    pages.unsubscribe();
+  } finally {
+    await clients.closeAll();
+    await server.stop();
+  }
+});
