@@ -622,7 +622,9 @@ impl Query<'_, '_> {
     /// ran before, where its journal says — and that end becomes the journal;
     /// with `endCursor` it runs exactly from `cursor` to `endCursor`. A page
     /// with a fixed end that grew to [`SPLIT_FACTOR`] times `numItems`
-    /// recommends a split at its middle. Records exactly the range it covers.
+    /// recommends a split at its middle; one that would read more than
+    /// `maximumRowsRead` stops there and requires one. Records exactly the
+    /// range it covers.
     pub fn paginate_with(mut self, opts: &PaginationOpts) -> Result<PaginationResult> {
         if self.tx.paginated {
             return Err(Error::invalid(
@@ -651,17 +653,31 @@ impl Query<'_, '_> {
         let journal;
         let result = match fixed_end {
             Some(end) => {
-                let scan = self.run(None, cursor, Some(end.clone()))?;
+                // Past `maximumRowsRead` the page cannot be served whole: it
+                // stops there and says `SplitRequired`.
+                let max_rows = opts.maximum_rows_read.map(|m| m.max(1));
+                let scan = self.run(max_rows, cursor, Some(end.clone()))?;
                 let continue_cursor = key.encode(&binding, &end);
                 journal = continue_cursor.clone();
-                let split = (scan.docs.len() >= SPLIT_FACTOR * num_items)
-                    .then(|| key.encode(&binding, &scan.docs[scan.docs.len() / 2 - 1].0));
+                let required = !scan.exhausted && max_rows.is_some();
+                let status = if required {
+                    Some("SplitRequired")
+                } else if scan.docs.len() >= SPLIT_FACTOR * num_items {
+                    Some("SplitRecommended")
+                } else {
+                    None
+                };
+                let split = status.map(|_| {
+                    let at = (scan.docs.len() / 2).max(1) - 1;
+                    let k = scan.docs.get(at).map_or(&scan.last, |(k, _)| k);
+                    key.encode(&binding, k)
+                });
                 PaginationResult {
                     page: values(scan.docs),
                     is_done: end == far_end,
                     continue_cursor,
-                    page_status: split.as_ref().map(|_| "SplitRecommended"),
                     split_cursor: split,
+                    page_status: status,
                 }
             }
             None => {

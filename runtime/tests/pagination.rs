@@ -243,6 +243,52 @@ async fn an_end_cursor_page_runs_between_its_cursors_and_recommends_a_split_when
         "the halves are the page, each row once"
     );
     assert_eq!(b.continue_cursor, first.continue_cursor);
+
+    // Past `maximumRowsRead` the page cannot be served whole: it stops,
+    // requires a split, and the split halves again hold every row once.
+    let capped_opts = PaginationOpts {
+        end_cursor: Some(first.continue_cursor.clone()),
+        maximum_rows_read: Some(16),
+        ..PaginationOpts::first(10)
+    };
+    let (capped, _, _) = page(&db, "p", capped_opts, None, None).await.unwrap();
+    assert_eq!(capped.page_status, Some("SplitRequired"));
+    assert_eq!(capped.page.len(), 16, "it stopped at maximumRowsRead");
+    assert_eq!(names(&capped), names(&whole)[..16].to_vec());
+    let split = capped.split_cursor.expect("a split cursor");
+    let (c, _, _) = page(
+        &db,
+        "p",
+        PaginationOpts {
+            end_cursor: Some(split.clone()),
+            ..PaginationOpts::first(10)
+        },
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    let (d, _, _) = page(
+        &db,
+        "p",
+        PaginationOpts {
+            cursor: Some(split),
+            end_cursor: Some(first.continue_cursor.clone()),
+            ..PaginationOpts::first(10)
+        },
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.page.len(), 8);
+    let mut halves = names(&c);
+    halves.extend(names(&d));
+    assert_eq!(
+        halves,
+        names(&whole),
+        "split at the middle of what was read"
+    );
 }
 
 #[tokio::test]
