@@ -264,6 +264,13 @@ struct QueryState {
     awaiting_first: HashSet<(ConnId, QueryId)>,
 }
 
+/// A query a connection asks for: its function, arguments and journal.
+struct Wanted {
+    path: String,
+    args: Vec<Value>,
+    journal: Option<String>,
+}
+
 struct ConnState {
     out: Outbound,
     sent: StateVersion,
@@ -574,7 +581,12 @@ impl Worker {
                         _ => udf_path,
                     };
                     let identity = c.identity.clone();
-                    self.subscribe(conn, query_id, path, args, journal, identity, to_eval);
+                    let wanted = Wanted {
+                        path,
+                        args,
+                        journal,
+                    };
+                    self.subscribe(conn, query_id, wanted, identity, to_eval);
                 }
                 QuerySetModification::Remove { query_id } => {
                     let Some(c) = self.connections.get_mut(&conn) else {
@@ -606,12 +618,15 @@ impl Worker {
         &mut self,
         conn: ConnId,
         query_id: QueryId,
-        path: String,
-        args: Vec<Value>,
-        journal: Option<String>,
+        wanted: Wanted,
         identity: Identity,
         to_eval: &mut HashSet<u64>,
     ) {
+        let Wanted {
+            path,
+            args,
+            journal,
+        } = wanted;
         // A page re-added with a journal keeps its own end: it shares only
         // with subscriptions that sent the same journal.
         let mut args_key = Value::Array(args.clone()).to_json().to_string();
@@ -715,15 +730,12 @@ impl Worker {
             };
             let (path, args, journal) = (q.path.clone(), q.args.clone(), q.journal.clone());
             self.unsubscribe(conn, query_id, handle);
-            self.subscribe(
-                conn,
-                query_id,
+            let wanted = Wanted {
                 path,
                 args,
                 journal,
-                identity.clone(),
-                to_eval,
-            );
+            };
+            self.subscribe(conn, query_id, wanted, identity.clone(), to_eval);
         }
     }
 

@@ -146,12 +146,11 @@ pub fn registry() -> Registry {
         |ctx, args| {
             let org = args.string("organizationId")?;
             let opts = PaginationOpts::from_value(args.value("paginationOpts").expect("checked"))?;
-            Ok(ctx
-                .db
+            ctx.db
                 .query("notes")
                 .with_index("by_organization", |q| q.eq("organizationId", org))
                 .order(livebase_runtime::store::Order::Desc)
-                .paginate_with(&opts)?)
+                .paginate_with(&opts)
         },
     );
     app.mutation("notes:add", new_note(), |ctx, args| add_note(ctx.db, &args));
