@@ -15,7 +15,7 @@
 //! at that same key, so pages grow and shrink instead of shifting rows into
 //! their neighbours. A journal is a cursor and is checked the same way.
 
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -89,26 +89,12 @@ impl CursorKey {
     }
 }
 
-/// The deployment's key: set by [`crate::server`] from the data folder's
-/// secret when it starts (one process serves one deployment), a random key of
-/// this process until then.
-static DEPLOYMENT_KEY: OnceLock<RwLock<Arc<CursorKey>>> = OnceLock::new();
-
-fn deployment_slot() -> &'static RwLock<Arc<CursorKey>> {
-    DEPLOYMENT_KEY.get_or_init(|| RwLock::new(CursorKey::random()))
-}
-
-/// The key every transaction signs and checks cursors with.
-pub fn deployment_key() -> Arc<CursorKey> {
-    deployment_slot()
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-}
-
-/// Sets the deployment's key (see [`deployment_key`]).
-pub fn set_deployment_key(key: CursorKey) {
-    *deployment_slot().write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
+/// The key a transaction signs and checks cursors with unless its caller
+/// sets the deployment's ([`crate::executor::Executor::with_cursor_key`]
+/// does, for every call): random, one per process.
+pub fn process_key() -> Arc<CursorKey> {
+    static KEY: OnceLock<Arc<CursorKey>> = OnceLock::new();
+    KEY.get_or_init(CursorKey::random).clone()
 }
 
 /// Convex's `paginationOpts`, checked.

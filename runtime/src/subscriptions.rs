@@ -137,6 +137,7 @@ impl Subscriptions {
         let stats = Arc::new(Stats::default());
         let worker = Worker {
             conn,
+            cursor_key: executor.cursor_key().clone(),
             registry: executor.registry().clone(),
             rx,
             deferred: VecDeque::new(),
@@ -288,6 +289,8 @@ struct ConnState {
 
 struct Worker {
     conn: Box<dyn StoreConnection>,
+    /// What live queries sign their cursors and journals with.
+    cursor_key: Arc<crate::pagination::CursorKey>,
     registry: Arc<Registry>,
     rx: std_mpsc::Receiver<Event>,
     /// Events met while draining commits up to a snapshot, handled next round.
@@ -769,6 +772,7 @@ impl Worker {
                 continue; // unsubscribed in the meantime
             };
             let mut tx = Transaction::read_only(self.conn.as_mut(), registry.schema(), snapshot);
+            tx.set_cursor_key(self.cursor_key.clone());
             tx.set_journal(q.journal.clone());
             let (result, reads, journal) =
                 Executor::evaluate_in(&registry, tx, &q.path, &q.args, &q.identity);

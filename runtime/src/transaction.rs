@@ -11,9 +11,7 @@ use livebase_schema::table::{TableDefinition, BY_CREATION_TIME};
 use livebase_schema::{DocumentId, Object, Schema, Timestamp, Value};
 
 use crate::error::{Error, Result};
-use crate::pagination::{
-    deployment_key, CursorKey, PaginationOpts, PaginationResult, SPLIT_FACTOR,
-};
+use crate::pagination::{process_key, CursorKey, PaginationOpts, PaginationResult, SPLIT_FACTOR};
 use crate::readset::{DocumentWrite, KeyInterval, ReadSet, WriteKind, WriteSet};
 use crate::store::{index_key, index_prefix, Document, MutationOutcome, Order, StoreConnection};
 
@@ -78,11 +76,16 @@ impl<'a> Transaction<'a> {
             bytes_read: 0,
             bytes_written: 0,
             wrote_other: false,
-            cursor_key: deployment_key(),
+            cursor_key: process_key(),
             journal_in: None,
             journal_out: None,
             paginated: false,
         }
+    }
+
+    /// Signs and checks pagination cursors with the deployment's `key`.
+    pub fn set_cursor_key(&mut self, key: Arc<CursorKey>) {
+        self.cursor_key = key;
     }
 
     /// Runs a live query's page to the end its journal records (a journal

@@ -127,3 +127,35 @@ async fn a_forged_or_foreign_journal_fails_the_query_with_invalid_argument() {
         );
     }
 }
+
+#[tokio::test]
+async fn cursors_outlive_a_restart_but_not_a_move_to_another_deployment() {
+    let server = TestServer::start().await;
+    let other = TestServer::start().await;
+    for s in [&server, &other] {
+        add_notes(s, "o", &["a", "b", "c", "d"]).await;
+    }
+    let first = server.query("notes:page", page_args("o")).await.unwrap();
+    let cursor = first
+        .get("continueCursor")
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_string();
+    let next = |c: &str| {
+        obj! {
+            "organizationId" => "o",
+            "paginationOpts" => obj! { "numItems" => 3.0, "cursor" => c },
+        }
+    };
+    // Another deployment (its own secret) refuses it: the same query, the
+    // same range, a different key.
+    let err = other.query("notes:page", next(&cursor)).await.unwrap_err();
+    assert!(err.contains("not one this query issued"), "{err}");
+    // The same deployment after a restart takes it.
+    let server = server.restart().await;
+    let second = server.query("notes:page", next(&cursor)).await.unwrap();
+    let Some(Value::Array(page)) = second.get("page") else {
+        panic!("not a page: {second:?}");
+    };
+    assert_eq!(page.len(), 1, "the fourth, oldest note");
+}

@@ -214,11 +214,6 @@ async fn start(
         options.data_dir.join(crate::store::sqlite::DATABASE_FILE),
     )?);
     let db = Database::open(persistence, registry.schema().clone())?;
-    // Cursors and journals stay valid across restarts: their key comes from
-    // the deployment's secret.
-    crate::pagination::set_deployment_key(crate::pagination::CursorKey::derive(
-        &crate::auth::tokens::deployment_secret(&options.data_dir)?,
-    ));
     let (authenticator, auth_routes) = match authenticator {
         Some(custom) => (custom, None),
         None => {
@@ -236,7 +231,14 @@ async fn start(
         .map_err(|e| Error::internal(format!("reading the bound address: {e}")))?;
     let mailer = Mailer::from_options(&options.mail, &options.data_dir, &format!("http://{addr}"))?;
     tracing::info!(target: "livebase::email", to = %mailer.destination(), "outgoing mail");
-    let mut executor = Executor::new(db, Arc::new(registry)).with_mailer(mailer);
+    // Cursors and journals stay valid across restarts: their key comes from
+    // the deployment's secret.
+    let cursor_key = crate::pagination::CursorKey::derive(&crate::auth::tokens::deployment_secret(
+        &options.data_dir,
+    )?);
+    let mut executor = Executor::new(db, Arc::new(registry))
+        .with_mailer(mailer)
+        .with_cursor_key(cursor_key);
     let calls = options.dashboard.then(CallLog::default);
     if let Some(calls) = &calls {
         executor = executor.with_call_log(calls.clone());
