@@ -1,0 +1,160 @@
+//! Paginated subscriptions: one live query per page, as Convex's paginated
+//! clients keep them. The first page starts with `cursor: null`, each
+//! [`PaginatedSubscription::load_more`] adds a page from the last page's
+//! `continueCursor`, and the stream yields the pages' items concatenated.
+//! The server fixes each live page's end (its journal, which the client
+//! sends back when it re-adds the page after a reconnect), so rows inserted
+//! or deleted while pages are loaded are never lost or repeated.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use livebase_schema::protocol::FunctionError;
+use livebase_schema::{Object, Value};
+
+use crate::client::{Client, Subscription};
+use crate::function::QueryRef;
+
+/// Where a paginated list stands, as Convex's `PaginationStatus`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageStatus {
+    LoadingFirstPage,
+    CanLoadMore,
+    LoadingMore,
+    Exhausted,
+}
+
+/// The concatenated pages' items and their status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PaginatedResult {
+    pub items: Vec<Value>,
+    pub status: PageStatus,
+}
+
+/// A paginated query's live pages; a `Stream` of [`PaginatedResult`]s.
+/// Dropping it unsubscribes every page.
+pub struct PaginatedSubscription {
+    client: Client,
+    path: &'static str,
+    args: Object,
+    pages: Vec<Subscription<Value>>,
+}
+
+fn opts(num_items: usize, cursor: Option<String>) -> Value {
+    let mut o = Object::new();
+    o.insert("numItems".into(), Value::Float64(num_items as f64));
+    o.insert("cursor".into(), cursor.map_or(Value::Null, Value::from));
+    Value::Object(o)
+}
+
+/// A page's `continueCursor` and `isDone`, if its result is a page.
+fn page_end(value: &Value) -> Option<(String, bool)> {
+    let cursor = value.get("continueCursor")?.as_str()?.to_string();
+    let done = matches!(value.get("isDone"), Some(Value::Boolean(true)));
+    Some((cursor, done))
+}
+
+impl PaginatedSubscription {
+    /// Subscribes to the first `initial_num_items` of `query` with `args`
+    /// (without `paginationOpts`; each page adds its own).
+    pub fn new(
+        client: &Client,
+        query: QueryRef<Object, Value>,
+        args: Object,
+        initial_num_items: usize,
+    ) -> PaginatedSubscription {
+        let mut this = PaginatedSubscription {
+            client: client.clone(),
+            path: query.path(),
+            args,
+            pages: Vec::new(),
+        };
+        this.add_page(initial_num_items, None);
+        this
+    }
+
+    fn add_page(&mut self, num_items: usize, cursor: Option<String>) {
+        let mut args = self.args.clone();
+        args.insert("paginationOpts".into(), opts(num_items, cursor));
+        let page = self
+            .client
+            .subscribe(QueryRef::<Object, Value>::new(self.path), args);
+        self.pages.push(page);
+    }
+
+    /// Adds a page of `num_items` after the last one; `false` if the last
+    /// page has not arrived yet or the list is exhausted.
+    pub fn load_more(&mut self, num_items: usize) -> bool {
+        let last = self.pages.last().and_then(|p| p.current());
+        match last
+            .as_ref()
+            .and_then(|r| r.as_ref().ok())
+            .and_then(page_end)
+        {
+            Some((cursor, false)) => {
+                self.add_page(num_items, Some(cursor));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// How many pages are live.
+    pub fn page_count(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// The pages' items so far and the status; a page's error if one failed.
+    pub fn current(&self) -> Result<PaginatedResult, FunctionError> {
+        let mut items = Vec::new();
+        let mut loading = false;
+        let mut done = false;
+        for page in &self.pages {
+            match page.current() {
+                None => {
+                    loading = true;
+                    done = false;
+                }
+                Some(result) => {
+                    let value = result?;
+                    if let Some(Value::Array(rows)) = value.get("page") {
+                        items.extend(rows.iter().cloned());
+                    }
+                    done = page_end(&value).is_some_and(|(_, d)| d);
+                }
+            }
+        }
+        let status = match (loading, done) {
+            (true, _) if items.is_empty() => PageStatus::LoadingFirstPage,
+            (true, _) => PageStatus::LoadingMore,
+            (false, true) => PageStatus::Exhausted,
+            (false, false) => PageStatus::CanLoadMore,
+        };
+        Ok(PaginatedResult { items, status })
+    }
+}
+
+impl Stream for PaginatedSubscription {
+    type Item = Result<PaginatedResult, FunctionError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let mut changed = false;
+        for page in &mut this.pages {
+            // Every page is polled, so each registers the waker.
+            loop {
+                match Pin::new(&mut *page).poll_next(cx) {
+                    Poll::Ready(Some(_)) => changed = true,
+                    Poll::Ready(None) => return Poll::Ready(None),
+                    Poll::Pending => break,
+                }
+            }
+        }
+        if changed {
+            Poll::Ready(Some(this.current()))
+        } else {
+            Poll::Pending
+        }
+    }
+}
