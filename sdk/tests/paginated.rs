@@ -1,7 +1,8 @@
 //! The SDK's paginated subscription against a real server: pages of 10 walk
 //! 25 notes to `Exhausted` with `load_more`; a note added at the top grows
-//! the first page and shifts nothing; and after the server restarts, the re-added pages keep their ends (their journals), so
-//! the list is still whole.
+//! the first page and shifts nothing; and after the server restarts, the
+//! re-added pages keep their ends (their journals), so the list is still
+//! whole.
 
 mod common;
 
