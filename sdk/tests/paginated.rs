@@ -98,3 +98,43 @@ async fn pages_walk_to_exhausted_and_stay_whole_through_writes_and_a_restart() {
     until(&mut pages, &expected, PageStatus::Exhausted).await;
     drop(dir);
 }
+
+#[tokio::test]
+async fn a_burst_of_inserts_splits_the_first_page_and_every_note_stays_once() {
+    let (server, _dir) = start().await;
+    let client = Client::connect(&server.url()).await.unwrap();
+    for i in 0..25 {
+        let args = obj! { "organizationId" => "org1", "body" => format!("note {i:02}") };
+        client.mutation(ADD, args).await.unwrap();
+    }
+    let mut pages = PaginatedSubscription::new(&client, PAGE, org(), 10);
+    let all = newest_first(25);
+    until(&mut pages, &all[..10], PageStatus::CanLoadMore).await;
+    assert!(pages.load_more(10));
+    until(&mut pages, &all[..20], PageStatus::CanLoadMore).await;
+    assert!(pages.load_more(10));
+    until(&mut pages, &all, PageStatus::Exhausted).await;
+    assert_eq!(pages.page_count(), 3);
+
+    let burst: Vec<String> = (0..25).map(|i| format!("burst {i:02}")).collect();
+    for body in &burst {
+        let args = obj! { "organizationId" => "org1", "body" => body.as_str() };
+        client.mutation(ADD, args).await.unwrap();
+    }
+    let mut expected: Vec<String> = burst.iter().rev().cloned().collect();
+    expected.extend(all.iter().cloned());
+    let split = async {
+        loop {
+            if let Ok(r) = pages.current() {
+                if pages.page_count() > 3 && bodies(&r) == expected {
+                    return;
+                }
+            }
+            pages.next().await.expect("live").expect("no page fails");
+        }
+    };
+    tokio::time::timeout(PATIENCE, split)
+        .await
+        .expect("the first page split, every note once");
+    assert_eq!(pages.current().unwrap().status, PageStatus::Exhausted);
+}
