@@ -368,6 +368,18 @@ async fn another_organizations_documents_are_not_found_and_never_listed() {
         )
         .await;
     assert_eq!(code(&outcome), "FORBIDDEN");
+    let outcome = t
+        .query(
+            "items:list",
+            rival,
+            json!({"organizationId": org.id, "paginationOpts": {"numItems": 10, "cursor": null}}),
+        )
+        .await;
+    assert_eq!(
+        code(&outcome),
+        "FORBIDDEN",
+        "items:list is for members only"
+    );
 
     let mine = ok(t
         .query("items:getAll", rival, json!({"organizationId": rival_org}))

@@ -1,8 +1,9 @@
 //! The registered `items:*` functions — the seed's `convex/items.ts`: each
 //! checks the caller at the right level, then calls `features::items::logic`.
 
+use livebase_runtime::pagination::PaginationOpts;
 use livebase_runtime::registry::Registry;
-use livebase_schema::v;
+use livebase_schema::{v, Value};
 
 use crate::features::items::logic::{self, CreateItem};
 use crate::features::items::schema::ITEMS;
@@ -28,6 +29,20 @@ pub fn register(app: &mut Registry) {
             let organization_id = args.string("organizationId")?;
             ensure_user_with_organization(ctx, &organization_id)?;
             logic::get_items_by_status(ctx.db, &organization_id, &args.string("status")?)
+        },
+    );
+
+    app.query(
+        "items:list",
+        [
+            ("organizationId", v::string()),
+            ("paginationOpts", v::pagination_opts()),
+        ],
+        |ctx, args| {
+            let organization_id = args.string("organizationId")?;
+            ensure_user_with_organization(ctx, &organization_id)?;
+            let opts = args.value("paginationOpts").unwrap_or(&Value::Null);
+            logic::list_items(ctx.db, &organization_id, &PaginationOpts::from_value(opts)?)
         },
     );
 

@@ -13,6 +13,7 @@ use crate::calllog::{CallLog, CallOutcome};
 use crate::database::{catch_panic, Database, QueryOutcome};
 use crate::email::Mailer;
 use crate::error::{Error, Result};
+use crate::pagination::CursorKey;
 use crate::readset::ReadSet;
 use crate::registry::{
     canonical_path, run_sync, ActionCtx, BoxFuture, FunctionKind, FunctionRunner, Handler,
@@ -48,6 +49,8 @@ struct Inner {
     mailer: Option<Mailer>,
     /// Where each call is also recorded, for the dev dashboard.
     calls: Option<CallLog>,
+    /// What every call's transaction signs pagination cursors with.
+    cursor_key: Arc<CursorKey>,
 }
 
 /// A query's result and what it read, at the snapshot `ts`.
@@ -61,6 +64,7 @@ impl Executor {
                 registry,
                 mailer: None,
                 calls: None,
+                cursor_key: crate::pagination::process_key(),
             }),
         }
     }
@@ -73,6 +77,7 @@ impl Executor {
                 registry: self.inner.registry.clone(),
                 mailer: Some(mailer),
                 calls: self.inner.calls.clone(),
+                cursor_key: self.inner.cursor_key.clone(),
             }),
         }
     }
@@ -85,8 +90,28 @@ impl Executor {
                 registry: self.inner.registry.clone(),
                 mailer: self.inner.mailer.clone(),
                 calls: Some(calls),
+                cursor_key: self.inner.cursor_key.clone(),
             }),
         }
+    }
+
+    /// This executor, signing pagination cursors and journals with the
+    /// deployment's `key` (so they outlive a restart).
+    pub fn with_cursor_key(self, key: CursorKey) -> Executor {
+        Executor {
+            inner: Arc::new(Inner {
+                db: self.inner.db.clone(),
+                registry: self.inner.registry.clone(),
+                mailer: self.inner.mailer.clone(),
+                calls: self.inner.calls.clone(),
+                cursor_key: Arc::new(key),
+            }),
+        }
+    }
+
+    /// What this executor's calls sign pagination cursors with.
+    pub fn cursor_key(&self) -> &Arc<CursorKey> {
+        &self.inner.cursor_key
     }
 
     /// The one log line of a call (and its entry in the call log, if any).
@@ -151,9 +176,13 @@ impl Executor {
             .lookup(path, FunctionKind::Query, caller == Caller::Client)?
             .clone();
         let args = Registry::check_args(&function, &args)?;
+        let key = self.inner.cursor_key.clone();
         self.inner
             .db
-            .query(move |tx| run_sync(&function, tx, &identity, args))
+            .query(move |tx| {
+                tx.set_cursor_key(key);
+                run_sync(&function, tx, &identity, args)
+            })
             .await
     }
 
@@ -213,10 +242,12 @@ impl Executor {
                 }
             };
         let path = function.path.clone();
+        let key_for_cursors = self.inner.cursor_key.clone();
         let committed = self
             .inner
             .db
             .mutate(move |tx| {
+                tx.set_cursor_key(key_for_cursors);
                 if let Some((fingerprint, key)) = &key {
                     let stored =
                         tx.mutation_outcome(&key.session_id, key.request_id, fingerprint)?;
@@ -308,19 +339,21 @@ impl Executor {
     }
 
     /// Evaluates a query in a read transaction the caller controls (the
-    /// subscription manager re-runs many queries on one snapshot this way).
+    /// subscription manager re-runs many queries on one snapshot this way);
+    /// also returns the journal the run left, if it paginated.
     pub fn evaluate_in(
         registry: &Registry,
         mut tx: crate::transaction::Transaction,
         path: &str,
         args: &[Value],
         identity: &Identity,
-    ) -> (Result<Value>, ReadSet) {
+    ) -> (Result<Value>, ReadSet, Option<String>) {
         let result = registry
             .lookup(path, FunctionKind::Query, true)
             .and_then(|f| Ok((f, Registry::check_args(f, args)?)))
             .and_then(|(f, args)| catch_panic(|| run_sync(f, &mut tx, identity, args)));
-        (result, tx.into_sets().0)
+        let journal = tx.journal().map(str::to_string);
+        (result, tx.into_sets().0, journal)
     }
 }
 

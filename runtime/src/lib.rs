@@ -14,6 +14,7 @@ pub mod datadir;
 pub mod email;
 pub mod error;
 pub mod executor;
+pub mod pagination;
 pub mod readset;
 pub mod registry;
 pub mod scheduler;

@@ -137,6 +137,7 @@ impl Subscriptions {
         let stats = Arc::new(Stats::default());
         let worker = Worker {
             conn,
+            cursor_key: executor.cursor_key().clone(),
             registry: executor.registry().clone(),
             rx,
             deferred: VecDeque::new(),
@@ -254,11 +255,21 @@ struct QueryState {
     identity: Identity,
     key: (String, String, String),
     result: Option<QueryResult>,
+    /// The page end a paginated query keeps between runs: the journal the
+    /// client sent back in `Add`, then whatever the last run left.
+    journal: Option<String>,
     reads: ReadSet,
     subscribers: HashSet<(ConnId, QueryId)>,
     /// Subscribers that joined while an evaluation was due and have not been
     /// sent a result yet.
     awaiting_first: HashSet<(ConnId, QueryId)>,
+}
+
+/// A query a connection asks for: its function, arguments and journal.
+struct Wanted {
+    path: String,
+    args: Vec<Value>,
+    journal: Option<String>,
 }
 
 struct ConnState {
@@ -278,6 +289,8 @@ struct ConnState {
 
 struct Worker {
     conn: Box<dyn StoreConnection>,
+    /// What live queries sign their cursors and journals with.
+    cursor_key: Arc<crate::pagination::CursorKey>,
     registry: Arc<Registry>,
     rx: std_mpsc::Receiver<Event>,
     /// Events met while draining commits up to a snapshot, handled next round.
@@ -403,19 +416,23 @@ fn to_wire(result: Result<Value>) -> QueryResult {
     }
 }
 
-fn modification(query_id: QueryId, result: &QueryResult) -> StateModification {
+fn modification(
+    query_id: QueryId,
+    result: &QueryResult,
+    journal: Option<String>,
+) -> StateModification {
     match result {
         Ok(value) => StateModification::QueryUpdated {
             query_id,
             value: value.clone(),
             log_lines: Vec::new(),
-            journal: None,
+            journal,
         },
         Err(error) => StateModification::QueryFailed {
             query_id,
             error: error.clone(),
             log_lines: Vec::new(),
-            journal: None,
+            journal,
         },
     }
 }
@@ -542,7 +559,7 @@ impl Worker {
                     udf_path,
                     args,
                     component_path,
-                    ..
+                    journal,
                 } => {
                     let c = &self.connections[&conn];
                     if c.queries.contains_key(&query_id) || c.over_cap.contains(&query_id) {
@@ -557,7 +574,8 @@ impl Worker {
                         ));
                         let c = self.connections.get_mut(&conn).expect("checked");
                         c.over_cap.insert(query_id);
-                        c.pending.push(modification(query_id, &to_wire(Err(err))));
+                        c.pending
+                            .push(modification(query_id, &to_wire(Err(err)), None));
                         self.dirty.insert(conn);
                         continue;
                     }
@@ -566,7 +584,12 @@ impl Worker {
                         _ => udf_path,
                     };
                     let identity = c.identity.clone();
-                    self.subscribe(conn, query_id, path, args, identity, to_eval);
+                    let wanted = Wanted {
+                        path,
+                        args,
+                        journal,
+                    };
+                    self.subscribe(conn, query_id, wanted, identity, to_eval);
                 }
                 QuerySetModification::Remove { query_id } => {
                     let Some(c) = self.connections.get_mut(&conn) else {
@@ -598,12 +621,22 @@ impl Worker {
         &mut self,
         conn: ConnId,
         query_id: QueryId,
-        path: String,
-        args: Vec<Value>,
+        wanted: Wanted,
         identity: Identity,
         to_eval: &mut HashSet<u64>,
     ) {
-        let args_key = Value::Array(args.clone()).to_json().to_string();
+        let Wanted {
+            path,
+            args,
+            journal,
+        } = wanted;
+        // A page re-added with a journal keeps its own end: it shares only
+        // with subscriptions that sent the same journal.
+        let mut args_key = Value::Array(args.clone()).to_json().to_string();
+        if let Some(j) = &journal {
+            args_key.push('\0');
+            args_key.push_str(j);
+        }
         let key = (path.clone(), args_key, identity.cache_key());
         let handle = match self.by_key.get(&key) {
             Some(h) => *h,
@@ -618,6 +651,7 @@ impl Worker {
                         identity,
                         key: key.clone(),
                         result: None,
+                        journal,
                         reads: ReadSet::new(),
                         subscribers: HashSet::new(),
                         awaiting_first: HashSet::new(),
@@ -636,7 +670,10 @@ impl Worker {
         // A query whose result is current and not about to be re-run answers
         // from the shared result right away.
         match (&q.result, to_eval.contains(&handle)) {
-            (Some(result), false) => c.pending.push(modification(query_id, result)),
+            (Some(result), false) => {
+                c.pending
+                    .push(modification(query_id, result, q.journal.clone()))
+            }
             _ => {
                 q.awaiting_first.insert((conn, query_id));
             }
@@ -694,9 +731,14 @@ impl Worker {
             let Some(q) = self.queries.get(&handle) else {
                 continue;
             };
-            let (path, args) = (q.path.clone(), q.args.clone());
+            let (path, args, journal) = (q.path.clone(), q.args.clone(), q.journal.clone());
             self.unsubscribe(conn, query_id, handle);
-            self.subscribe(conn, query_id, path, args, identity.clone(), to_eval);
+            let wanted = Wanted {
+                path,
+                args,
+                journal,
+            };
+            self.subscribe(conn, query_id, wanted, identity.clone(), to_eval);
         }
     }
 
@@ -729,12 +771,19 @@ impl Worker {
             let Some(q) = self.queries.get(&handle) else {
                 continue; // unsubscribed in the meantime
             };
-            let tx = Transaction::read_only(self.conn.as_mut(), registry.schema(), snapshot);
-            let (result, reads) =
+            let mut tx = Transaction::read_only(self.conn.as_mut(), registry.schema(), snapshot);
+            tx.set_cursor_key(self.cursor_key.clone());
+            tx.set_journal(q.journal.clone());
+            let (result, reads, journal) =
                 Executor::evaluate_in(&registry, tx, &q.path, &q.args, &q.identity);
             self.stats.evaluations.fetch_add(1, Ordering::Relaxed);
             let result = to_wire(result.map_err(|e| e.redact(&q.path)));
             let q = self.queries.get_mut(&handle).expect("present");
+            // The page end, once set, stays (a failed run before `paginate`
+            // leaves none and must not erase it).
+            if journal.is_some() {
+                q.journal = journal;
+            }
             // A re-run usually reads the same ranges: refile only on change.
             if q.reads != reads {
                 self.index.remove(handle, &q.reads);
@@ -747,7 +796,8 @@ impl Worker {
             let recipients = if unchanged { &awaiting } else { &q.subscribers };
             for (conn, query_id) in recipients {
                 if let Some(c) = self.connections.get_mut(conn) {
-                    c.pending.push(modification(*query_id, &result));
+                    c.pending
+                        .push(modification(*query_id, &result, q.journal.clone()));
                     self.dirty.insert(*conn);
                 }
             }

@@ -4,13 +4,14 @@
 //! writes are recorded with the index keys of the old and new version of each
 //! document.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use base64::Engine;
+use std::sync::Arc;
+
 use livebase_schema::key::encode_value;
 use livebase_schema::table::{TableDefinition, BY_CREATION_TIME};
 use livebase_schema::{DocumentId, Object, Schema, Timestamp, Value};
 
 use crate::error::{Error, Result};
+use crate::pagination::{process_key, CursorKey, PaginationOpts, PaginationResult, SPLIT_FACTOR};
 use crate::readset::{DocumentWrite, KeyInterval, ReadSet, WriteKind, WriteSet};
 use crate::store::{index_key, index_prefix, Document, MutationOutcome, Order, StoreConnection};
 
@@ -46,6 +47,15 @@ pub struct Transaction<'a> {
     /// Whether it wrote outside the documents (mutation outcomes), which must
     /// be committed even when no document changed.
     wrote_other: bool,
+    /// What signs and checks pagination cursors.
+    cursor_key: Arc<CursorKey>,
+    /// The live query's journal (its page's end cursor) given to this run,
+    /// and the one it leaves for the next (see [`crate::pagination`]).
+    journal_in: Option<String>,
+    journal_out: Option<String>,
+    /// Whether `paginate` ran: a query may paginate once, as in Convex, for
+    /// its journal holds one page end.
+    paginated: bool,
 }
 
 impl<'a> Transaction<'a> {
@@ -66,7 +76,28 @@ impl<'a> Transaction<'a> {
             bytes_read: 0,
             bytes_written: 0,
             wrote_other: false,
+            cursor_key: process_key(),
+            journal_in: None,
+            journal_out: None,
+            paginated: false,
         }
+    }
+
+    /// Signs and checks pagination cursors with the deployment's `key`.
+    pub fn set_cursor_key(&mut self, key: Arc<CursorKey>) {
+        self.cursor_key = key;
+    }
+
+    /// Runs a live query's page to the end its journal records (a journal
+    /// this deployment issued for this query; anything else fails the
+    /// query's `paginate` with `INVALID_ARGUMENT`).
+    pub fn set_journal(&mut self, journal: Option<String>) {
+        self.journal_in = journal;
+    }
+
+    /// The journal this run leaves: where its page ends, if it paginated.
+    pub fn journal(&self) -> Option<&str> {
+        self.journal_out.as_deref()
     }
 
     /// A write transaction that will commit at `commit_ts`, inside a store write
@@ -482,13 +513,22 @@ impl IndexRange {
     }
 }
 
-/// One page of a paginated query.
+/// One page of a paginated query (the short form of [`PaginationResult`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Page {
     pub page: Vec<Value>,
     pub is_done: bool,
     /// Pass this back to get the next page.
     pub continue_cursor: String,
+}
+
+/// What [`Query::run`] found: the matching documents with their keys,
+/// whether the range was exhausted, and the cursor key (the last key passed,
+/// or the range's far end when exhausted).
+struct Scan {
+    docs: Vec<(Vec<u8>, Value)>,
+    exhausted: bool,
+    last: Vec<u8>,
 }
 
 type Filter = Box<dyn Fn(&Value) -> bool>;
@@ -523,12 +563,12 @@ impl Query<'_, '_> {
         self
     }
 
-    pub fn collect(self) -> Result<Vec<Value>> {
-        Ok(self.run(None, None)?.0)
+    pub fn collect(mut self) -> Result<Vec<Value>> {
+        Ok(values(self.run(None, None, None)?.docs))
     }
 
-    pub fn take(self, n: usize) -> Result<Vec<Value>> {
-        Ok(self.run(Some(n), None)?.0)
+    pub fn take(mut self, n: usize) -> Result<Vec<Value>> {
+        Ok(values(self.run(Some(n), None, None)?.docs))
     }
 
     pub fn first(self) -> Result<Option<Value>> {
@@ -550,36 +590,136 @@ impl Query<'_, '_> {
 
     /// Up to `num_items` documents after `cursor` (`None` = from the start).
     pub fn paginate(self, cursor: Option<&str>, num_items: usize) -> Result<Page> {
-        let cursor = match cursor {
-            None => None,
-            Some(c) => Some(
-                B64.decode(c)
-                    .map_err(|_| Error::invalid(format!("`{c}` is not a pagination cursor")))?,
-            ),
+        let opts = PaginationOpts {
+            num_items,
+            cursor: cursor.map(str::to_string),
+            ..PaginationOpts::default()
         };
-        let (page, is_done, last) = self.run(Some(num_items.max(1)), cursor)?;
+        let r = self.paginate_with(&opts)?;
         Ok(Page {
-            page,
-            is_done,
-            continue_cursor: B64.encode(last),
+            page: r.page,
+            is_done: r.is_done,
+            continue_cursor: r.continue_cursor,
         })
     }
 
+    /// What the query's binding is for cursors: table, index, the range's
+    /// key interval and the order, so a cursor from any other query fails.
+    fn binding(&self, full: &KeyInterval) -> Vec<u8> {
+        let mut b = Vec::new();
+        for part in [
+            self.table.as_bytes(),
+            self.index.as_bytes(),
+            &full.start,
+            &full.end,
+        ] {
+            b.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            b.extend_from_slice(part);
+        }
+        b.push(matches!(self.order, Order::Asc) as u8);
+        b
+    }
+
+    /// A page as Convex's paginated clients ask for it. Without `endCursor`
+    /// the page ends after `numItems` documents — or, in a live query that
+    /// ran before, where its journal says — and that end becomes the journal;
+    /// with `endCursor` it runs exactly from `cursor` to `endCursor`. A page
+    /// with a fixed end that grew to [`SPLIT_FACTOR`] times `numItems`
+    /// recommends a split at its middle; one that would read more than
+    /// `maximumRowsRead` stops there and requires one. Records exactly the
+    /// range it covers.
+    pub fn paginate_with(mut self, opts: &PaginationOpts) -> Result<PaginationResult> {
+        if self.tx.paginated {
+            return Err(Error::invalid(
+                "a query may call paginate() only once: its journal holds one page end",
+            ));
+        }
+        self.tx.paginated = true;
+        let def = self.tx.table(&self.table)?;
+        let full = self.range.interval(&self.table, def, &self.index)?;
+        let binding = self.binding(&full);
+        let key = self.tx.cursor_key.clone();
+        let cursor = match &opts.cursor {
+            Some(c) => Some(key.decode(&binding, c)?),
+            None => None,
+        };
+        // An explicit end wins; else the journal of an earlier run.
+        let fixed_end = match opts.end_cursor.as_ref().or(self.tx.journal_in.as_ref()) {
+            Some(c) => Some(key.decode(&binding, c)?),
+            None => None,
+        };
+        let far_end = match self.order {
+            Order::Asc => full.end.clone(),
+            Order::Desc => full.start.clone(),
+        };
+        let num_items = opts.num_items.max(1);
+        let journal;
+        let result = match fixed_end {
+            Some(end) => {
+                // Past `maximumRowsRead` the page cannot be served whole: it
+                // stops there and says `SplitRequired`.
+                let max_rows = opts.maximum_rows_read.map(|m| m.max(1));
+                let scan = self.run(max_rows, cursor, Some(end.clone()))?;
+                let continue_cursor = key.encode(&binding, &end);
+                journal = continue_cursor.clone();
+                let required = !scan.exhausted && max_rows.is_some();
+                let status = if required {
+                    Some("SplitRequired")
+                } else if scan.docs.len() >= SPLIT_FACTOR * num_items {
+                    Some("SplitRecommended")
+                } else {
+                    None
+                };
+                let split = status.map(|_| {
+                    let at = (scan.docs.len() / 2).max(1) - 1;
+                    let k = scan.docs.get(at).map_or(&scan.last, |(k, _)| k);
+                    key.encode(&binding, k)
+                });
+                PaginationResult {
+                    page: values(scan.docs),
+                    is_done: end == far_end,
+                    continue_cursor,
+                    split_cursor: split,
+                    page_status: status,
+                }
+            }
+            None => {
+                let limit = opts
+                    .maximum_rows_read
+                    .map_or(num_items, |m| m.clamp(1, num_items));
+                let scan = self.run(Some(limit), cursor, None)?;
+                let continue_cursor = key.encode(&binding, &scan.last);
+                journal = continue_cursor.clone();
+                PaginationResult {
+                    page: values(scan.docs),
+                    is_done: scan.exhausted,
+                    continue_cursor,
+                    split_cursor: None,
+                    page_status: None,
+                }
+            }
+        };
+        self.tx.journal_out = Some(journal);
+        Ok(result)
+    }
+
     /// Scans the range in batches, applying filters, until `limit` documents
-    /// matched or the range ends. Returns the documents, whether the range was
-    /// exhausted, and the cursor key (the last key passed, or the range's far end
-    /// when exhausted). Records exactly the part of the range it passed.
+    /// matched or the range ends — after `cursor` and through `end` (keys of
+    /// the range, in scan order), when given. Records exactly the part of the
+    /// range it passed.
     fn run(
-        self,
+        &mut self,
         limit: Option<usize>,
         cursor: Option<Vec<u8>>,
-    ) -> Result<(Vec<Value>, bool, Vec<u8>)> {
-        let tx = self.tx;
+        through: Option<Vec<u8>>,
+    ) -> Result<Scan> {
+        let tx = &mut *self.tx;
         let def = tx.table(&self.table)?;
         let full = self.range.interval(&self.table, def, &self.index)?;
         let (mut start, mut end) = (full.start.clone(), full.end.clone());
+        let inside = |c: &Vec<u8>| full.start <= *c && *c <= full.end;
         if let Some(c) = cursor {
-            if !(full.start <= c && c <= full.end) {
+            if !inside(&c) {
                 return Err(Error::invalid(
                     "the pagination cursor belongs to another query",
                 ));
@@ -589,10 +729,30 @@ impl Query<'_, '_> {
                 Order::Desc => end = c,
             }
         }
+        if let Some(e) = through {
+            if !inside(&e) {
+                return Err(Error::invalid(
+                    "the pagination end cursor belongs to another query",
+                ));
+            }
+            // The page includes the row at `e` itself: it ended there.
+            match self.order {
+                Order::Asc => end = [e.as_slice(), &[0]].concat().min(full.end.clone()),
+                Order::Desc => start = e,
+            }
+            if start > end {
+                // A cursor past its end: an empty page at one point.
+                end = start.clone();
+            }
+        }
         if limit == Some(0) {
             // `take(0)` passes no key, so it reads (and records) nothing: a
             // commit anywhere in the range cannot change its empty result.
-            return Ok((Vec::new(), false, start));
+            return Ok(Scan {
+                docs: Vec::new(),
+                exhausted: false,
+                last: start,
+            });
         }
         let (scan_start, scan_end) = (start.clone(), end.clone());
         let mut out = Vec::new();
@@ -631,10 +791,10 @@ impl Query<'_, '_> {
                     Order::Asc => start = [key.as_slice(), &[0]].concat(),
                     Order::Desc => end = key.clone(),
                 }
-                last_key = Some(key);
+                last_key = Some(key.clone());
                 let value = doc.to_value();
                 if self.filters.iter().all(|keep| keep(&value)) {
-                    out.push(value);
+                    out.push((key, value));
                     if limit.is_some_and(|n| out.len() >= n) {
                         break;
                     }
@@ -655,6 +815,14 @@ impl Query<'_, '_> {
             (_, Order::Desc, _) => (KeyInterval::new(scan_start.clone(), scan_end), scan_start),
         };
         tx.reads.record(read);
-        Ok((out, exhausted, cursor))
+        Ok(Scan {
+            docs: out,
+            exhausted,
+            last: cursor,
+        })
     }
+}
+
+fn values(docs: Vec<(Vec<u8>, Value)>) -> Vec<Value> {
+    docs.into_iter().map(|(_, v)| v).collect()
 }

@@ -652,7 +652,7 @@ async fn paginate_returns_every_document_exactly_once_in_index_order() {
         .query(|tx| tx.query("items").paginate(Some("not a cursor!"), 5))
         .await
         .unwrap_err();
-    assert_invalid(&err, &["not a pagination cursor"]);
+    assert_invalid(&err, &["not one this query issued"]);
     let first_page = all_pages(&db, Order::Asc, 5, false).await.remove(0);
     let foreign = first_page.continue_cursor.clone();
     let err = db
@@ -663,7 +663,7 @@ async fn paginate_returns_every_document_exactly_once_in_index_order() {
         })
         .await
         .unwrap_err();
-    assert_invalid(&err, &["cursor belongs to another query"]);
+    assert_invalid(&err, &["not one this query issued"]);
 }
 
 #[tokio::test]

@@ -146,6 +146,21 @@ pub mod v {
     pub fn any() -> Validator {
         Validator::Any
     }
+
+    /// Convex's `paginationOptsValidator`: the `paginationOpts` argument of a
+    /// paginated query — `numItems`, the page's start `cursor` (null for the
+    /// first page), and optionally its `endCursor`, the client's page `id`
+    /// and the read bounds `maximumRowsRead` / `maximumBytesRead`.
+    pub fn pagination_opts() -> Validator {
+        object([
+            ("numItems", number()),
+            ("cursor", union([string(), null()])),
+            ("endCursor", optional(union([string(), null()]))),
+            ("id", optional(number())),
+            ("maximumRowsRead", optional(number())),
+            ("maximumBytesRead", optional(number())),
+        ])
+    }
 }
 
 impl Validator {
@@ -723,6 +738,26 @@ mod tests {
             error(&args, &obj! { "nmae" => "a" }, "args"),
             "unknown field `nmae` (expected one of: name)"
         );
+    }
+
+    #[test]
+    fn pagination_opts_accept_what_the_convex_client_sends() {
+        let opts = v::pagination_opts();
+        let first = obj! { "numItems" => 10.0, "cursor" => Value::Null, "id" => -1.0 };
+        opts.validate(&first, "paginationOpts")
+            .expect("a first page");
+        let split = obj! {
+            "numItems" => 10.0, "cursor" => "abc", "endCursor" => "def",
+            "maximumRowsRead" => 100.0, "maximumBytesRead" => 1000.0
+        };
+        opts.validate(&split, "paginationOpts")
+            .expect("a split page");
+        let missing = obj! { "numItems" => 10.0 };
+        let err = opts.validate(&missing, "paginationOpts").unwrap_err();
+        assert!(err.to_string().contains("cursor"), "{err}");
+        let wrong = obj! { "numItems" => "ten", "cursor" => Value::Null };
+        let err = opts.validate(&wrong, "paginationOpts").unwrap_err();
+        assert!(err.to_string().contains("numItems"), "{err}");
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod function;
+pub mod paginated;
 pub mod state;
 mod worker;
 
@@ -70,3 +71,4 @@ pub use function::{
 pub use livebase_schema::protocol;
 pub use livebase_schema::protocol::{FunctionError, QueryId, RequestId, SessionId};
 pub use livebase_schema::{obj, DecodeError, Object, Timestamp, Value};
+pub use paginated::{PageStatus, PaginatedResult, PaginatedSubscription};

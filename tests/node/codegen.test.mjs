@@ -65,7 +65,10 @@ async function typeCheck(dir, file) {
 
 const GOOD = `
 import { ConvexClient, ConvexHttpClient } from "convex/browser";
-import type { FunctionArgs } from "convex/server";
+import type { FunctionArgs, FunctionReference, PaginationOptions, PaginationResult } from "convex/server";
+// convex/react's \`PaginatedQueryReference\` (what \`usePaginatedQuery\` takes),
+// spelled out: its module needs React's types, which this project lacks.
+type PaginatedQueryReference = FunctionReference<"query", "public", { paginationOpts: PaginationOptions }, PaginationResult<any>>;
 import { api, type Id } from "./convex/api.js";
 
 const client = new ConvexClient("http://127.0.0.1:3900", { skipConvexDeploymentUrlCheck: true });
@@ -81,6 +84,16 @@ export async function useIt(todoId: Id<"todos">) {
   const http = new ConvexHttpClient("http://127.0.0.1:3900", { skipConvexDeploymentUrlCheck: true });
   await http.query(api.items.getAll, { organizationId });
   await http.query(api.organizations.listMine); // no arguments: they may be left out
+  // A paginated query, typed as one: what \`usePaginatedQuery\` takes.
+  const paginated: PaginatedQueryReference = api.items.list;
+  console.log(paginated);
+  const page = await http.query(api.items.list, {
+    organizationId,
+    paginationOpts: { numItems: 10, cursor: null },
+  });
+  const cursor: string = page.continueCursor;
+  const done: boolean = page.isDone;
+  console.log(cursor, done);
 }
 
 // The argument type is the validator's, visible to other code too.
@@ -92,6 +105,8 @@ export const text: string = args.text;
 // every marked line and on no other.
 const BAD = `
 import { ConvexClient, ConvexHttpClient } from "convex/browser";
+import type { FunctionReference, PaginationOptions, PaginationResult } from "convex/server";
+type PaginatedQueryReference = FunctionReference<"query", "public", { paginationOpts: PaginationOptions }, PaginationResult<any>>;
 import { api } from "./convex/api.js";
 
 const client = new ConvexClient("http://127.0.0.1:3900", { skipConvexDeploymentUrlCheck: true });
@@ -107,6 +122,9 @@ export async function misuse() {
   await client.mutation(api.todos.toggle, { id: "todos_plain_string" }); // MISUSE a string is not an Id
   await client.query(api.todos.list, { organizationId: "o", extra: 1 }); // MISUSE unknown argument
   await client.action(api.emails.send, { to: "a", template: "t", data: 1 }); // MISUSE internal function
+  const notPaginated: PaginatedQueryReference = api.items.getAll; // MISUSE not a paginated query
+  console.log(notPaginated);
+  await http.query(api.items.list, { organizationId: "o", paginationOpts: { numItems: 10 } }); // MISUSE paginationOpts without cursor
 }
 `;
 

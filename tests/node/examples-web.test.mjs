@@ -1,7 +1,8 @@
 // The web example (`examples/web/`, the npm client in a page) in headless
 // Chromium: sign in as a user who owns an organization, see its todos, and
 // see a todo added by another client appear without a reload; one added from
-// the page's form reaches the other client.
+// the page's form reaches the other client; its items load page by page with
+// "Load more" on the paginated client.
 //
 // Needs Debian's `chromium` at /usr/bin/chromium (or `$CHROMIUM_BIN`), like
 // dashboard.test.mjs.
@@ -94,4 +95,52 @@ test("the web example signs in and shows an organization's todos live", async ()
   );
   assert.equal(await page.evaluate(() => window.sameDocument), true, "no reload");
   assert.deepEqual(pageErrors, []);
+});
+
+test("the web example pages through an organization's items with Load more", async () => {
+  const owner = await newUser(server.url, "Owner");
+  const http = clients.http(owner.token);
+  const slug = unique("items");
+  const organizationId = await ok(
+    http.mutation(api.organizations.create, { name: slug, slug }),
+    "organizations:create",
+  );
+  for (let i = 0; i < 12; i++) {
+    await ok(
+      http.mutation(api.items.create, { name: `item ${i}`, status: "open", organizationId }),
+      `items:create ${i}`,
+    );
+  }
+
+  const page = await context.newPage();
+  page.setDefaultTimeout(10_000);
+  const pageErrors = [];
+  page.on("pageerror", (e) => pageErrors.push(e.message));
+  await page.goto(web.url);
+  await page.fill("#email", owner.email);
+  await page.fill("#password", owner.password);
+  await page.fill("#org", slug);
+  await page.click("#sign-in button");
+  const names = () => page.locator("#items li").allTextContents();
+  const newestFirst = (n) => Array.from({ length: n }, (_, i) => `item ${11 - i}`);
+
+  await page.locator("#items-status", { hasText: "5 items, CanLoadMore" }).waitFor();
+  assert.deepEqual(await names(), newestFirst(5));
+  await page.click("#load-more");
+  await page.locator("#items-status", { hasText: "10 items, CanLoadMore" }).waitFor();
+  assert.deepEqual(await names(), newestFirst(10));
+  await page.click("#load-more");
+  await page.locator("#items-status", { hasText: "12 items, Exhausted" }).waitFor();
+  assert.deepEqual(await names(), newestFirst(12));
+  assert.equal(await page.locator("#load-more").isDisabled(), true, "nothing more to load");
+
+  // A new item appears at the top of the loaded pages, none lost.
+  await ok(
+    http.mutation(api.items.create, { name: "item 12", status: "open", organizationId }),
+    "items:create 12",
+  );
+  await page.locator("#items-status", { hasText: "13 items, Exhausted" }).waitFor();
+  assert.deepEqual(await names(), ["item 12", ...newestFirst(12)]);
+  assert.deepEqual(pageErrors, []);
+  await page.close();
 });

@@ -102,6 +102,18 @@ impl TokenKeys {
     }
 }
 
+/// The deployment's secret itself, from where [`TokenKeys::load`] takes it:
+/// other keys of the deployment (pagination cursors) are derived from it.
+pub fn deployment_secret(data_dir: &Path) -> Result<Vec<u8>> {
+    match std::env::var(SECRET_ENV) {
+        Ok(secret) if secret.len() >= MIN_SECRET_LEN => Ok(secret.into_bytes()),
+        Ok(_) => Err(Error::internal(format!(
+            "{SECRET_ENV} must be at least {MIN_SECRET_LEN} characters long"
+        ))),
+        Err(_) => load_or_create_secret(data_dir),
+    }
+}
+
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
     Error::internal(format!("{what} {}: {e}", path.display()))
 }

@@ -239,7 +239,14 @@ async fn start(
     if let Some(auth) = &session_auth {
         auth.set_app_url(mailer.app_url());
     }
-    let mut executor = Executor::new(db, Arc::new(registry)).with_mailer(mailer);
+    // Cursors and journals stay valid across restarts: their key comes from
+    // the deployment's secret.
+    let cursor_key = crate::pagination::CursorKey::derive(&crate::auth::tokens::deployment_secret(
+        &options.data_dir,
+    )?);
+    let mut executor = Executor::new(db, Arc::new(registry))
+        .with_mailer(mailer)
+        .with_cursor_key(cursor_key);
     let calls = options.dashboard.then(CallLog::default);
     if let Some(calls) = &calls {
         executor = executor.with_call_log(calls.clone());

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use livebase_runtime::pagination::PaginationOpts;
 use livebase_runtime::registry::Registry;
 use livebase_runtime::server::{serve, RunningServer, ServerOptions};
 use livebase_runtime::subscriptions::Stats;
@@ -68,6 +69,7 @@ pub fn schema() -> Schema {
 /// | `notes:list {organizationId}` | query | the organization's notes, in creation order |
 /// | `notes:range {organizationId, lo, hi}` | query | its notes with `lo <= n < hi`, by `n` |
 /// | `notes:count {organizationId}` | query | how many notes it has (reads every one) |
+/// | `notes:page {organizationId, paginationOpts}` | query | a page of its notes, newest first |
 /// | `notes:add {organizationId, body, n}` | mutation | inserts one; returns its id |
 /// | `notes:addMany {organizationId, body, count}` | mutation | inserts `count` (n = 0, 1, …) |
 /// | `notes:set {id, body?, n?, organizationId?}` | mutation | patches the given fields |
@@ -133,6 +135,22 @@ pub fn registry() -> Registry {
                 .with_index("by_organization", |q| q.eq("organizationId", org))
                 .collect()?;
             Ok(docs.len() as f64)
+        },
+    );
+    app.query(
+        "notes:page",
+        [
+            ("organizationId", v::string()),
+            ("paginationOpts", v::pagination_opts()),
+        ],
+        |ctx, args| {
+            let org = args.string("organizationId")?;
+            let opts = PaginationOpts::from_value(args.value("paginationOpts").expect("checked"))?;
+            ctx.db
+                .query("notes")
+                .with_index("by_organization", |q| q.eq("organizationId", org))
+                .order(livebase_runtime::store::Order::Desc)
+                .paginate_with(&opts)
         },
     );
     app.mutation("notes:add", new_note(), |ctx, args| add_note(ctx.db, &args));

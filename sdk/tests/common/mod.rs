@@ -58,6 +58,26 @@ pub fn registry() -> Registry {
             Ok(Value::Array(notes))
         },
     );
+    app.query(
+        "notes:page",
+        [
+            ("organizationId", v::string()),
+            ("paginationOpts", v::pagination_opts()),
+        ],
+        |ctx, args| {
+            let organization_id = args.string("organizationId")?;
+            let opts = livebase_runtime::pagination::PaginationOpts::from_value(
+                args.value("paginationOpts").expect("checked"),
+            )?;
+            ctx.db
+                .query("notes")
+                .with_index("by_organization", |r| {
+                    r.eq("organizationId", organization_id)
+                })
+                .order(livebase_runtime::store::Order::Desc)
+                .paginate_with(&opts)
+        },
+    );
     app.query("notes:whoami", no_args(), |ctx, _| {
         Ok(match ctx.identity {
             Identity::Anonymous => Value::Null,

@@ -1,6 +1,8 @@
 //! What items do, on a transaction, with the caller already checked: the
 //! seed's `features/items/logic.ts`.
 
+use livebase_runtime::pagination::{PaginationOpts, PaginationResult};
+use livebase_runtime::store::Order;
 use livebase_runtime::transaction::Transaction;
 use livebase_runtime::Result;
 use livebase_schema::{obj, DocumentId, Object, Value};
@@ -15,6 +17,21 @@ pub fn get_items(db: &mut Transaction, organization_id: &str) -> Result<Vec<Valu
             q.eq("organizationId", organization_id)
         })
         .take(LIST_LIMIT)
+}
+
+/// A page of the organization's items, newest first (what
+/// `usePaginatedQuery(api.items.list, …)` drives).
+pub fn list_items(
+    db: &mut Transaction,
+    organization_id: &str,
+    opts: &PaginationOpts,
+) -> Result<PaginationResult> {
+    db.query(ITEMS)
+        .with_index("by_organization", |q| {
+            q.eq("organizationId", organization_id)
+        })
+        .order(Order::Desc)
+        .paginate_with(opts)
 }
 
 /// The organization's items with `status`, oldest first: the first
