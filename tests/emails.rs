@@ -583,13 +583,13 @@ async fn livebase_serve_sends_over_starttls_with_auth_and_never_logs_the_passwor
     )
     .await;
     let mails = sink.wait_for(1, PATIENCE).await;
-    let welcome = mails
+    let verify = mails
         .iter()
-        .find(|m| m.subject == "Welcome, Ada")
+        .find(|m| m.subject == "Confirm your email address")
         .unwrap_or_else(|| panic!("{mails:#?}"));
-    assert!(welcome.tls, "sent over TLS");
+    assert!(verify.tls, "sent over TLS");
     assert_eq!(
-        welcome.login.as_deref(),
+        verify.login.as_deref(),
         Some(SMTP_USER),
         "sent authenticated"
     );
