@@ -21,14 +21,16 @@ use tokio::time::{sleep_until, timeout, Instant};
 use super::{
     AppState, CONNECT_TIMEOUT, MAX_MESSAGE_SIZE, OUTBOUND_QUEUE, PING_INTERVAL, SEND_TIMEOUT,
 };
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::executor::{Caller, RequestKey};
 use crate::registry::Identity;
-use crate::subscriptions::{outbound_queue, ConnId, Event, OutboundRx};
+use crate::subscriptions::{outbound_queue, ConnId, ConnectionBudget, Event, OutboundRx};
 
 /// Close codes this server uses.
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_PROTOCOL: u16 = 1002;
+/// A client past one of its budgets (see [`ConnectionBudget`]).
+const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_OVERLOADED: u16 = 1013;
 
@@ -62,6 +64,8 @@ struct Handler {
     identity: Identity,
     actions: mpsc::Sender<ServerMessage>,
     last_sent: Instant,
+    /// What this connection may make the subscription worker do.
+    budget: ConnectionBudget,
 }
 
 impl Handler {
@@ -83,6 +87,7 @@ impl Handler {
             identity: Identity::Anonymous,
             actions,
             last_sent: Instant::now(),
+            budget: ConnectionBudget::default(),
         };
         let end = match h.handshake(&mut stream).await {
             Err(end) => end,
@@ -233,11 +238,16 @@ impl Handler {
                 new_version,
                 modifications,
             } => {
+                // Checked here, off the worker's thread: what is refused is
+                // never queued or kept.
+                let changes = self
+                    .budget
+                    .check(self.state.executor.registry(), modifications);
                 let event = Event::ModifyQuerySet {
                     conn: self.conn,
                     base_version,
                     new_version,
-                    modifications,
+                    changes,
                 };
                 self.tell_worker(event).await
             }
@@ -279,6 +289,9 @@ impl Handler {
         base_version: u32,
         token: AuthenticationToken,
     ) -> Result<(), End> {
+        if let Err(reason) = self.budget.authenticate() {
+            return Err(End::Close(CLOSE_POLICY, reason));
+        }
         let identity = match token {
             AuthenticationToken::None => Ok(Identity::Anonymous),
             AuthenticationToken::User(token) => self.state.authenticator.authenticate(&token).await,
@@ -295,6 +308,11 @@ impl Handler {
                     identity,
                 })
                 .await
+            }
+            // The server is busy (its readers' queue is full): the token
+            // was not checked, so it is not refused either.
+            Err(e) if e.code() == Some(&ErrorCode::LimitExceeded) => {
+                Err(End::Close(CLOSE_OVERLOADED, e.client_message()))
             }
             Err(e) => {
                 let msg = ServerMessage::AuthError {
