@@ -397,3 +397,65 @@ async fn one_identitys_backlog_of_heavy_queries_does_not_hold_back_anothers_push
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_reader_queue_answers_busy_instead_of_growing() {
+    use futures::FutureExt;
+    use livebase_runtime::database::{Database, READER_QUEUE, READER_THREADS};
+    use livebase_runtime::store::sqlite::SqlitePersistence;
+    use std::sync::Mutex;
+
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store = SqlitePersistence::open(dir.path().join("db.sqlite3")).expect("the store opens");
+    let db = Database::open(Arc::new(store), support::schema()).expect("the database opens");
+
+    // Every reader busy with a query that waits for the test's word ...
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = Arc::new(Mutex::new(released));
+    let (started, mut running) = tokio::sync::mpsc::unbounded_channel();
+    let mut blocked = Vec::new();
+    for _ in 0..READER_THREADS {
+        let (db, released, started) = (db.clone(), released.clone(), started.clone());
+        blocked.push(tokio::spawn(async move {
+            db.query(move |_| {
+                let _ = started.send(());
+                let _ = released.lock().unwrap().recv();
+                Ok(())
+            })
+            .await
+        }));
+    }
+    for _ in 0..READER_THREADS {
+        running.recv().await.expect("a reader started");
+    }
+    // ... and the queue behind them full (each query is queued when first
+    // polled; its caller then gives up waiting, its job stays queued).
+    for _ in 0..READER_QUEUE {
+        assert!(db.query(|_| Ok(())).now_or_never().is_none());
+    }
+    // One more is answered at once, with a limit error, not queued.
+    let busy = tokio::time::timeout(RECV_TIMEOUT, db.query(|_| Ok(())))
+        .await
+        .expect("an answer while every reader is busy")
+        .expect_err("the queue is full");
+    assert_eq!(
+        busy.code(),
+        Some(&livebase_runtime::ErrorCode::LimitExceeded)
+    );
+    assert!(busy.to_string().contains("busy"), "{busy}");
+
+    // Once the readers are free again, queries run.
+    for _ in 0..READER_THREADS {
+        release.send(()).expect("a reader waits");
+    }
+    for b in blocked {
+        b.await
+            .expect("the task ends")
+            .expect("the blocked query ends");
+    }
+    let ran = tokio::time::timeout(RECV_TIMEOUT, db.query(|_| Ok(7)))
+        .await
+        .expect("an answer")
+        .expect("the query runs");
+    assert_eq!(ran.value, 7);
+}
