@@ -18,7 +18,8 @@
 //!    snapshot contains), then evaluates due queries on that snapshot — the
 //!    fairest first, for at most [`ROUND_BUDGET`] (see below);
 //! 4. sends each connection with changes (or waiting for its own write) one
-//!    Transition ending at `S`, unless one of its queries is still due (it
+//!    Transition ending at `S` — as soon as the identity whose queries it
+//!    holds has had its turn — unless one of its queries is still due (it
 //!    waits for a later round): all its results are valid at `S`, because every
 //!    query it holds was either re-run at `S` or untouched by every commit up to
 //!    `S`.
@@ -1126,6 +1127,9 @@ impl Worker {
                 Err(_) => break,
             }
         }
+        // Every commit up to the snapshot is processed: a connection none of
+        // whose queries is due is valid at it from here on.
+        self.processed_ts = self.processed_ts.max(snapshot).max(last_commit);
         let started = Instant::now();
         let mut order: Vec<(f64, Arc<str>)> = self
             .queues
@@ -1134,12 +1138,14 @@ impl Worker {
             .collect();
         order.sort_by(|a, b| a.0.total_cmp(&b.0));
         'round: for (_, tenant) in order {
+            let mut ran = false;
             while let Some(handle) = self.queues.get_mut(&tenant).and_then(VecDeque::pop_front) {
                 if !self.due.remove(&handle) {
                     continue; // evaluated or unsubscribed since it was queued
                 }
                 let t0 = Instant::now();
                 self.evaluate_one(handle, snapshot);
+                ran = true;
                 let now = Instant::now();
                 let spent = self.spent.entry(tenant.clone()).or_insert(Spent {
                     seconds: 0.0,
@@ -1153,6 +1159,11 @@ impl Worker {
                     break 'round;
                 }
             }
+            // This tenant's connections need not wait for the tenants after
+            // it in the round.
+            if ran {
+                self.flush();
+            }
         }
         self.queues.retain(|_, q| !q.is_empty());
         if self.spent.len() > 2 * self.queues.len() + 1024 {
@@ -1162,7 +1173,6 @@ impl Worker {
                 .retain(|t, s| queues.contains_key(t) || s.now(now) > 1e-6);
         }
         self.conn.end_read()?;
-        self.processed_ts = self.processed_ts.max(snapshot).max(last_commit);
         Ok(())
     }
 
@@ -1265,5 +1275,98 @@ fn limit(message: String) -> FunctionError {
     FunctionError {
         message: e.client_message(),
         data: e.error_data(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting_connection(queries: u32) -> (ConnState, OutboundRx) {
+        let (out, rx) = outbound_queue();
+        let c = ConnState {
+            out,
+            sent: StateVersion::INITIAL,
+            query_set: 0,
+            identity_version: 0,
+            identity: Identity::Anonymous,
+            queries: (0..queries).map(|i| (QueryId(i), u64::from(i))).collect(),
+            args_bytes: 0,
+            refused: HashSet::new(),
+            pending: Vec::new(),
+            dirty: false,
+            await_ts: None,
+        };
+        (c, rx)
+    }
+
+    fn updated(query: u32, n: f64) -> StateModification {
+        StateModification::QueryUpdated {
+            query_id: QueryId(query),
+            value: Value::Float64(n).into(),
+            log_lines: Vec::new(),
+            journal: None,
+        }
+    }
+
+    #[test]
+    fn a_waiting_connection_keeps_only_the_last_result_of_each_query() {
+        let (mut c, _rx) = waiting_connection(3);
+        for round in 0..1000 {
+            for query in 0..3 {
+                c.push(updated(query, f64::from(round)));
+            }
+        }
+        c.push(StateModification::QueryRemoved {
+            query_id: QueryId(1),
+        });
+        assert!(c.pending.len() <= 2 * 3 + 64 + 1, "{}", c.pending.len());
+        // Whatever was dropped, the last modification of each query is there,
+        // in the order they were made.
+        let mut seen = HashSet::new();
+        let last: Vec<&StateModification> = c
+            .pending
+            .iter()
+            .rev()
+            .filter(|m| seen.insert(query_of(m)))
+            .collect();
+        assert_eq!(
+            last,
+            vec![
+                &StateModification::QueryRemoved {
+                    query_id: QueryId(1)
+                },
+                &updated(2, 999.0),
+                &updated(0, 999.0),
+            ]
+        );
+    }
+
+    #[test]
+    fn equal_keys_hash_equally_and_floats_are_told_apart_by_their_bits() {
+        use std::collections::hash_map::DefaultHasher;
+        let key = |n: f64| QueryKey {
+            path: "notes:list".into(),
+            args: Arc::new(vec![livebase_schema::obj! { "a" => n, "b" => "x" }]),
+            identity: String::new(),
+        };
+        let hash = |k: &QueryKey| {
+            let mut h = DefaultHasher::new();
+            k.hash(&mut h);
+            h.finish()
+        };
+        assert!(key(1.0) == key(1.0));
+        assert_eq!(hash(&key(1.0)), hash(&key(1.0)));
+        assert!(key(0.0) != key(-0.0));
+        assert_ne!(hash(&key(0.0)), hash(&key(-0.0)));
+    }
+
+    #[test]
+    fn a_token_bucket_allows_its_burst_then_its_rate() {
+        let mut bucket = TokenBucket::new(3, 0.0);
+        assert!(bucket.take() && bucket.take() && bucket.take());
+        assert!(!bucket.take());
+        bucket.refill();
+        assert!(!bucket.take(), "no refill at a rate of zero");
     }
 }
