@@ -52,6 +52,10 @@
 //! after [`ROUND_BUDGET`] of evaluation. So one identity's backlog of heavy
 //! queries delays another identity's push by about one round, not by the
 //! backlog; its own connections wait until their queries are all evaluated.
+//! An identity left with due queries at the end of every round for
+//! [`STARVATION_LIMIT`] gets one turn that is not cut short (its connections
+//! need all their queries re-run on one snapshot to be sent anything), so
+//! every connection is answered eventually.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -103,6 +107,12 @@ pub const AUTHENTICATE_PER_MINUTE: u32 = 30;
 /// running at the time) and its results are sent: what one identity's backlog
 /// can delay another's push by.
 pub const ROUND_BUDGET: Duration = Duration::from_millis(2);
+/// How long an identity's due queries may be cut off by [`ROUND_BUDGET`]
+/// round after round before it gets one turn without it, first in its round.
+/// Without this, an identity whose data changes faster than its many queries
+/// can all be re-run on one snapshot would never be sent a Transition; with
+/// it, others wait for such a turn at most once per this long.
+pub const STARVATION_LIMIT: Duration = Duration::from_secs(1);
 /// How fast an identity's recent evaluation time is forgotten (halved).
 const SPENT_HALF_LIFE: Duration = Duration::from_secs(1);
 /// Capacity of the worker's event queue. Connections that find it full are
@@ -206,6 +216,7 @@ impl Subscriptions {
             due: HashSet::new(),
             queues: HashMap::new(),
             spent: HashMap::new(),
+            cut_off: HashMap::new(),
             args_bytes: 0,
             stats: stats.clone(),
         };
@@ -460,6 +471,9 @@ struct Worker {
     /// are skipped).
     queues: HashMap<Arc<str>, VecDeque<u64>>,
     spent: HashMap<Arc<str>, Spent>,
+    /// Since when each tenant has had queries left due at the end of every
+    /// round (see [`STARVATION_LIMIT`]).
+    cut_off: HashMap<Arc<str>, Instant>,
     /// Bytes of path and arguments held by all live queries.
     args_bytes: usize,
     stats: Arc<Stats>,
@@ -1131,13 +1145,23 @@ impl Worker {
         // whose queries is due is valid at it from here on.
         self.processed_ts = self.processed_ts.max(snapshot).max(last_commit);
         let started = Instant::now();
-        let mut order: Vec<(f64, Arc<str>)> = self
+        // Starving tenants first (their turn is not cut short), then the
+        // least recently busy.
+        let starving = |t: &Arc<str>| {
+            self.cut_off
+                .get(t)
+                .is_some_and(|since| started.saturating_duration_since(*since) >= STARVATION_LIMIT)
+        };
+        let mut order: Vec<(bool, f64, Arc<str>)> = self
             .queues
             .keys()
-            .map(|t| (self.spent.get(t).map_or(0.0, |s| s.now(started)), t.clone()))
+            .map(|t| {
+                let spent = self.spent.get(t).map_or(0.0, |s| s.now(started));
+                (!starving(t), spent, t.clone())
+            })
             .collect();
-        order.sort_by(|a, b| a.0.total_cmp(&b.0));
-        'round: for (_, tenant) in order {
+        order.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        'round: for (not_starving, _, tenant) in order {
             let mut ran = false;
             while let Some(handle) = self.queues.get_mut(&tenant).and_then(VecDeque::pop_front) {
                 if !self.due.remove(&handle) {
@@ -1155,7 +1179,7 @@ impl Worker {
                     seconds: spent.now(now) + (now - t0).as_secs_f64(),
                     at: now,
                 };
-                if now - started >= ROUND_BUDGET {
+                if not_starving && now - started >= ROUND_BUDGET {
                     break 'round;
                 }
             }
@@ -1166,6 +1190,11 @@ impl Worker {
             }
         }
         self.queues.retain(|_, q| !q.is_empty());
+        let queues = &self.queues;
+        self.cut_off.retain(|t, _| queues.contains_key(t));
+        for tenant in self.queues.keys() {
+            self.cut_off.entry(tenant.clone()).or_insert(started);
+        }
         if self.spent.len() > 2 * self.queues.len() + 1024 {
             let now = Instant::now();
             let queues = &self.queues;
