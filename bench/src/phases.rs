@@ -79,8 +79,10 @@ impl Sizes {
                 throughput_total: 2_000,
                 memory_conns: 10_000,
                 scaling: vec![1_000, 10_000, 50_000],
+                // Enough pushes (about 20 s while the tenant churns) to span
+                // more than one `STARVATION_LIMIT` of the worker.
                 hostile: HostileSizes {
-                    writes: 300,
+                    writes: 1_000,
                     docs: 2_000,
                     heavy: 50,
                     churn: 20,

@@ -112,7 +112,7 @@ pub const ROUND_BUDGET: Duration = Duration::from_millis(2);
 /// Without this, an identity whose data changes faster than its many queries
 /// can all be re-run on one snapshot would never be sent a Transition; with
 /// it, others wait for such a turn at most once per this long.
-pub const STARVATION_LIMIT: Duration = Duration::from_secs(1);
+pub const STARVATION_LIMIT: Duration = Duration::from_secs(10);
 /// How fast an identity's recent evaluation time is forgotten (halved).
 const SPENT_HALF_LIFE: Duration = Duration::from_secs(1);
 /// Capacity of the worker's event queue. Connections that find it full are
