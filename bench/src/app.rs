@@ -1,10 +1,12 @@
 //! The application the benchmark drives: one organization-scoped table and the
-//! two functions every figure needs. No sign-in, so the figures measure the
-//! core (store, invalidation, push), not password hashing.
+//! two functions every figure needs, plus a heavy query and a bulk insert for
+//! the hostile-tenant phase. No sign-in in the functions, so the figures
+//! measure the core (store, invalidation, push), not password hashing; the
+//! hostile-tenant phase signs in only so its tenants are distinct identities.
 
 use livebase_runtime::registry::Registry;
 use livebase_runtime::store::Order;
-use livebase_schema::{define_table, obj, v, Schema};
+use livebase_schema::{define_table, obj, v, Schema, Value};
 
 pub fn registry() -> Registry {
     let schema = Schema::new().table(
@@ -44,6 +46,40 @@ pub fn registry() -> Registry {
                 "createdBy" => "bench",
             };
             ctx.db.insert("docs", doc)
+        },
+    );
+    // Every document of an organization, counted: the deliberately heavy live
+    // query of the hostile-tenant phase. `tag` makes copies distinct.
+    app.query(
+        "bench:count",
+        [
+            ("organizationId", v::string()),
+            ("tag", v::optional(v::float64())),
+        ],
+        |ctx, args| {
+            let org = args.string("organizationId")?;
+            let docs = ctx
+                .db
+                .query("docs")
+                .with_index("by_organization", |q| q.eq("organizationId", org))
+                .collect()?;
+            Ok(docs.len() as f64)
+        },
+    );
+    app.mutation(
+        "bench:addMany",
+        [("organizationId", v::string()), ("count", v::float64())],
+        |ctx, args| {
+            let org = args.string("organizationId")?;
+            for i in 0..args.f64("count")? as usize {
+                let doc = obj! {
+                    "organizationId" => org.as_str(),
+                    "n" => i as f64,
+                    "createdBy" => "bench",
+                };
+                ctx.db.insert("docs", doc)?;
+            }
+            Ok(Value::Null)
         },
     );
     app

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use livebase_schema::protocol::{
-    ClientMessage, QueryId, QuerySetModification, RequestId, ServerMessage, SessionId,
+    AuthenticationToken, ClientMessage, QueryId, QuerySetModification, RequestId, ServerMessage,
+    SessionId,
 };
 use livebase_schema::Value;
 use serde::Deserialize;
@@ -144,6 +145,125 @@ impl Conn {
     pub fn query_set(&self) -> u32 {
         self.query_set
     }
+
+    /// Sends one `ModifyQuerySet` (not awaited); returns its new version.
+    pub async fn modify(
+        &mut self,
+        modifications: Vec<QuerySetModification>,
+    ) -> Result<u32, BoxError> {
+        let base = self.query_set;
+        self.query_set += 1;
+        self.send(ClientMessage::ModifyQuerySet {
+            base_version: base,
+            new_version: base + 1,
+            modifications,
+        })
+        .await?;
+        Ok(self.query_set)
+    }
+
+    /// Sends `Authenticate` with a user's token and waits for the Transition
+    /// that moves the identity version past `base_version`.
+    pub async fn authenticate(
+        &mut self,
+        base_version: u32,
+        token: &str,
+        limit: Duration,
+    ) -> Result<(), BoxError> {
+        self.send(ClientMessage::Authenticate {
+            base_version,
+            token: AuthenticationToken::User(token.to_string()),
+        })
+        .await?;
+        loop {
+            match self.recv(limit).await? {
+                ServerMessage::Transition { end_version, .. }
+                    if end_version.identity > base_version =>
+                {
+                    return Ok(())
+                }
+                ServerMessage::AuthError { error, .. } => {
+                    return Err(format!("Authenticate failed: {error}").into())
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs a mutation and waits for its response.
+    pub async fn mutate(&mut self, path: &str, args: Value) -> Result<(), BoxError> {
+        let request_id = RequestId(self.next_request);
+        self.next_request += 1;
+        self.send(ClientMessage::Mutation {
+            request_id,
+            udf_path: path.into(),
+            args: vec![args],
+            component_path: None,
+        })
+        .await?;
+        loop {
+            if let ServerMessage::MutationResponse {
+                request_id: id,
+                result,
+                ..
+            } = self.recv(Duration::from_secs(60)).await?
+            {
+                if id == request_id {
+                    return result
+                        .map(|_| ())
+                        .map_err(|e| format!("{path} failed: {}", e.message).into());
+                }
+            }
+        }
+    }
+}
+
+/// An `Add` of `path` with `args`.
+pub fn add(query_id: u32, path: &str, args: Value) -> QuerySetModification {
+    QuerySetModification::Add {
+        query_id: QueryId(query_id),
+        udf_path: path.into(),
+        args: vec![args],
+        journal: None,
+        component_path: None,
+    }
+}
+
+/// Signs up (`POST /api/auth/sign-up/email`, one plain HTTP/1.1 request on
+/// loopback) or, with `sign_in`, signs in again for a second session; returns
+/// the token.
+pub async fn sign_up(base: &str, email: &str, sign_in: bool) -> Result<String, BoxError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let (path, body) = if sign_in {
+        (
+            "/api/auth/sign-in/email",
+            serde_json::json!({"email": email, "password": "bench-password-1"}),
+        )
+    } else {
+        (
+            "/api/auth/sign-up/email",
+            serde_json::json!({"email": email, "password": "bench-password-1", "name": "Bench"}),
+        )
+    };
+    let body = body.to_string();
+    let mut stream = TcpStream::connect(addr).await?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let (_, reply) = text.split_once("\r\n\r\n").ok_or("no HTTP response")?;
+    let json: serde_json::Value =
+        serde_json::from_str(reply.trim()).map_err(|e| format!("{path}: {e} in {reply:?}"))?;
+    json.get("token")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| format!("{path} gave no token: {reply}").into())
 }
 
 /// Buffers of 4 KiB each way, like the server's: tungstenite's 128 KiB

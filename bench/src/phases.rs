@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{lean_newest, small_buffers, BoxError, Conn};
+use crate::client::{lean_newest, sign_up, small_buffers, BoxError, Conn};
 use crate::server::Server;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -28,6 +28,20 @@ struct Sizes {
     throughput_total: usize,
     memory_conns: usize,
     scaling: Vec<usize>,
+    hostile: HostileSizes,
+}
+
+/// Sizes of the hostile-tenant phase.
+struct HostileSizes {
+    /// Victim pushes measured, quiet and then under churn.
+    writes: usize,
+    /// Documents in the hostile tenant's organization (each heavy query reads
+    /// them all).
+    docs: usize,
+    /// Heavy live queries the hostile tenant holds (distinct, so not shared).
+    heavy: u32,
+    /// Heavy queries its churning connection adds and removes per step.
+    churn: u32,
 }
 
 impl Sizes {
@@ -45,6 +59,12 @@ impl Sizes {
                 throughput_total: 64,
                 memory_conns: 50,
                 scaling: vec![100, 200],
+                hostile: HostileSizes {
+                    writes: 20,
+                    docs: 200,
+                    heavy: 10,
+                    churn: 5,
+                },
             }
         } else {
             Sizes {
@@ -59,6 +79,14 @@ impl Sizes {
                 throughput_total: 2_000,
                 memory_conns: 10_000,
                 scaling: vec![1_000, 10_000, 50_000],
+                // Enough pushes (about 20 s while the tenant churns) to span
+                // more than one `STARVATION_LIMIT` of the worker.
+                hostile: HostileSizes {
+                    writes: 1_000,
+                    docs: 2_000,
+                    heavy: 50,
+                    churn: 20,
+                },
             }
         }
     }
@@ -86,7 +114,14 @@ fn percentiles(samples: &mut [Duration]) -> (f64, f64, f64) {
 pub async fn run_all(quick: bool, only: Option<&str>, out: &Path) -> Result<(), BoxError> {
     let s = Sizes::new(quick);
     let mut results = serde_json::Map::new();
-    const PHASES: [&str; 5] = ["push", "fanout", "throughput", "memory", "scaling"];
+    const PHASES: [&str; 6] = [
+        "push",
+        "fanout",
+        "throughput",
+        "memory",
+        "scaling",
+        "hostile",
+    ];
     if let Some(o) = only.filter(|o| !PHASES.contains(o)) {
         return Err(format!("unknown phase `{o}`; the phases are {}", PHASES.join(", ")).into());
     }
@@ -196,6 +231,26 @@ pub async fn run_all(quick: bool, only: Option<&str>, out: &Path) -> Result<(), 
         results.insert("scaling".into(), json!(scaling));
     }
 
+    if want("hostile") {
+        let h = &s.hostile;
+        progress(&format!(
+            "hostile tenant: another organization's push, quiet and while one tenant churns ({} heavy queries over {} documents)",
+            h.heavy, h.docs
+        ));
+        let r = hostile_tenant(h).await?;
+        results.insert(
+            "hostile_tenant".into(),
+            json!({"quiet_p50_ms": r.quiet.0, "quiet_p99_ms": r.quiet.1, "quiet_max_ms": r.quiet.2,
+                   "hostile_p50_ms": r.hostile.0, "hostile_p99_ms": r.hostile.1, "hostile_max_ms": r.hostile.2,
+                   "p99_ratio": r.hostile.1 / r.quiet.1.max(1e-9), "p50_ratio": r.hostile.0 / r.quiet.0.max(1e-9),
+                   "hostile_mutations_per_s": r.mutations_per_s, "evaluations_per_s": r.evaluations_per_s,
+                   "quiet_write_p50_ms": r.quiet_write.0, "quiet_write_p99_ms": r.quiet_write.1,
+                   "hostile_write_p50_ms": r.hostile_write.0, "hostile_write_p99_ms": r.hostile_write.1,
+                   "churn_steps": r.churn_steps, "churn_reconnects": r.reconnects,
+                   "heavy_queries": h.heavy, "heavy_docs": h.docs}),
+        );
+    }
+
     let json = serde_json::Value::Object(results);
     std::fs::write(out, serde_json::to_string_pretty(&json)?)?;
     print_table(&json);
@@ -264,6 +319,20 @@ fn print_table(r: &serde_json::Value) {
         "| memory per idle subscribed connection | {:.1} KB | ≤ 50 KB |",
         f("/memory_kb_per_connection")
     );
+    if r.get("hostile_tenant").is_some() {
+        println!(
+            "| (the same victim's mutation round trip alone) | quiet p50 {:.3} ms, p99 {:.3} ms; churning p50 {:.3} ms, p99 {:.3} ms | — |",
+            f("/hostile_tenant/quiet_write_p50_ms"), f("/hostile_tenant/quiet_write_p99_ms"),
+            f("/hostile_tenant/hostile_write_p50_ms"), f("/hostile_tenant/hostile_write_p99_ms")
+        );
+        println!(
+            "| another organization's push while one tenant churns | quiet p50 {:.3} ms, p99 {:.3} ms; churning p50 {:.3} ms, p99 {:.3} ms ({:.1}× at p99); tenant {:.0} mutations/s, {:.0} evaluations/s | p99 ≤ 2× quiet |",
+            f("/hostile_tenant/quiet_p50_ms"), f("/hostile_tenant/quiet_p99_ms"),
+            f("/hostile_tenant/hostile_p50_ms"), f("/hostile_tenant/hostile_p99_ms"),
+            f("/hostile_tenant/p99_ratio"), f("/hostile_tenant/hostile_mutations_per_s"),
+            f("/hostile_tenant/evaluations_per_s")
+        );
+    }
     if let Some(rows) = r.get("scaling").and_then(|t| t.as_array()) {
         for row in rows {
             let g = |k: &str| {
@@ -660,4 +729,227 @@ async fn memory(conns: usize) -> Result<f64, BoxError> {
     let after = server.stats().await?;
     server.stop().await;
     Ok(after.rss_kb.saturating_sub(before.rss_kb) as f64 / conns.max(1) as f64)
+}
+
+struct HostileResult {
+    quiet: (f64, f64, f64),
+    hostile: (f64, f64, f64),
+    /// The victim's mutation round trips alone (no push awaited), to tell
+    /// the writer's share of the push latency from the worker's.
+    quiet_write: (f64, f64, f64),
+    hostile_write: (f64, f64, f64),
+    mutations_per_s: f64,
+    evaluations_per_s: f64,
+    churn_steps: u64,
+    reconnects: u64,
+}
+
+/// The victim's mutation round trips (the response only).
+async fn victim_writes(
+    writer: &mut Conn,
+    writes: usize,
+    offset: f64,
+) -> Result<(f64, f64, f64), BoxError> {
+    let mut samples = Vec::with_capacity(writes);
+    for i in 0..writes {
+        let t0 = Instant::now();
+        writer.add_and_wait("victim", offset + i as f64).await?;
+        samples.push(t0.elapsed());
+    }
+    Ok(percentiles(&mut samples))
+}
+
+/// The victim's push latency: its writer adds to its organization, its
+/// subscriber waits for the new newest document.
+async fn victim_pushes(
+    writer: &mut Conn,
+    sub: &mut Conn,
+    writes: usize,
+    offset: f64,
+) -> Result<(f64, f64, f64), BoxError> {
+    let mut samples = Vec::with_capacity(writes);
+    for i in 0..writes {
+        let n = offset + i as f64;
+        let t0 = Instant::now();
+        let id = writer.add("victim", n).await?;
+        wait_for_newest(sub, n).await?;
+        samples.push(t0.elapsed());
+        loop {
+            if let ServerMessage::MutationResponse { request_id, .. } = writer.recv(WAIT).await? {
+                if request_id == id {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(percentiles(&mut samples))
+}
+
+/// Another organization's push p50/p99, first quiet, then while one tenant
+/// churns at full speed: mutations hitting its own heavy live queries (each
+/// reads every document of its organization), a connection adding and
+/// removing heavy queries, and `Authenticate` flips between two sessions of
+/// the tenant's user (each re-runs every query that connection holds). The
+/// churning connection is closed by its budgets now and then; it reconnects
+/// and goes on, as a hostile client would.
+async fn hostile_tenant(h: &HostileSizes) -> Result<HostileResult, BoxError> {
+    use crate::client::add;
+    use livebase_schema::obj;
+    use livebase_schema::protocol::{QueryId, QuerySetModification};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let mut server = Server::start().await?;
+    let url = server.url.clone();
+    let victim_token = sign_up(&url, "victim@bench.test", false).await?;
+    let hostile_a = sign_up(&url, "hostile@bench.test", false).await?;
+    let hostile_b = sign_up(&url, "hostile@bench.test", true).await?;
+
+    let mut victim_writer = Conn::connect(&url).await?;
+    victim_writer.authenticate(0, &victim_token, WAIT).await?;
+    let mut victim_sub = Conn::connect(&url).await?;
+    victim_sub.authenticate(0, &victim_token, WAIT).await?;
+    victim_sub.subscribe(&[(0, "victim".into(), None)]).await?;
+    victim_sub.await_query_set(1, WAIT).await?;
+
+    let mut hostile_writer = Conn::connect(&url).await?;
+    hostile_writer.authenticate(0, &hostile_a, WAIT).await?;
+    hostile_writer
+        .mutate(
+            "bench:addMany",
+            obj! { "organizationId" => "hostile", "count" => h.docs as f64 },
+        )
+        .await?;
+    let heavy = |id: u32, tag: f64| {
+        add(
+            id,
+            "bench:count",
+            obj! { "organizationId" => "hostile", "tag" => tag },
+        )
+    };
+    let mut hostile_sub = Conn::connect(&url).await?;
+    hostile_sub.authenticate(0, &hostile_a, WAIT).await?;
+    let v = hostile_sub
+        .modify((0..h.heavy).map(|i| heavy(i, f64::from(i))).collect())
+        .await?;
+    hostile_sub.await_query_set(v, WAIT).await?;
+
+    for i in 0..5 {
+        victim_writer
+            .add_and_wait("victim", -1.0 - f64::from(i))
+            .await?;
+    }
+    progress("  quiet");
+    let quiet = victim_pushes(&mut victim_writer, &mut victim_sub, h.writes, 0.0).await?;
+    let quiet_write = victim_writes(&mut victim_writer, h.writes / 3, 5e4).await?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mutations = Arc::new(AtomicU64::new(0));
+    let steps = Arc::new(AtomicU64::new(0));
+    let reconnects = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    // Writes to its own organization, as fast as they commit.
+    {
+        let (stop, mutations) = (stop.clone(), mutations.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 1e9;
+            while !stop.load(Ordering::Relaxed) {
+                hostile_writer.add_and_wait("hostile", n).await?;
+                mutations.fetch_add(1, Ordering::Relaxed);
+                n += 1.0;
+            }
+            Ok::<(), BoxError>(())
+        }));
+    }
+    // Its heavy queries' subscriber reads what is pushed (a reader that
+    // stopped would only be cut off).
+    {
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = hostile_sub.recv_text(Duration::from_millis(100)).await;
+            }
+            Ok(())
+        }));
+    }
+    // Add/Remove and Authenticate churn on a connection of its own.
+    {
+        let (stop, steps, reconnects) = (stop.clone(), steps.clone(), reconnects.clone());
+        let (url, tokens) = (url.clone(), [hostile_a.clone(), hostile_b.clone()]);
+        let churn = h.churn;
+        tasks.push(tokio::spawn(async move {
+            let mut tag = 1e6;
+            while !stop.load(Ordering::Relaxed) {
+                let mut c = Conn::connect(&url).await?;
+                let mut identity = 0u32;
+                if c.authenticate(0, &tokens[0], WAIT).await.is_err() {
+                    reconnects.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                identity += 1;
+                let mut ids: Vec<u32> = Vec::new();
+                let mut next_id = 0u32;
+                let result: Result<(), BoxError> = async {
+                    while !stop.load(Ordering::Relaxed) {
+                        let adds: Vec<QuerySetModification> = (0..churn)
+                            .map(|k| {
+                                tag += 1.0;
+                                heavy(next_id + k, tag)
+                            })
+                            .collect();
+                        ids.extend(next_id..next_id + churn);
+                        next_id += churn;
+                        let v = c.modify(adds).await?;
+                        c.await_query_set(v, WAIT).await?;
+                        let token = &tokens[(identity % 2) as usize];
+                        c.authenticate(identity, token, WAIT).await?;
+                        identity += 1;
+                        let removes = ids
+                            .drain(..)
+                            .map(|id| QuerySetModification::Remove {
+                                query_id: QueryId(id),
+                            })
+                            .collect();
+                        let v = c.modify(removes).await?;
+                        c.await_query_set(v, WAIT).await?;
+                        steps.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
+                }
+                .await;
+                if result.is_err() {
+                    // Closed by its budget: a hostile client reconnects.
+                    reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(())
+        }));
+    }
+    // Let the churn get going before measuring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    progress("  while one tenant churns");
+    let before = server.stats().await?;
+    let t0 = Instant::now();
+    let m0 = mutations.load(Ordering::Relaxed);
+    let hostile = victim_pushes(&mut victim_writer, &mut victim_sub, h.writes, 1e5).await?;
+    let hostile_write = victim_writes(&mut victim_writer, h.writes / 3, 2e5).await?;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let after = server.stats().await?;
+    let tenant_mutations = mutations.load(Ordering::Relaxed) - m0;
+    stop.store(true, Ordering::Relaxed);
+    server.stop().await;
+    for t in tasks {
+        // The server is gone: the churners end with connection errors.
+        let _ = t.await;
+    }
+    Ok(HostileResult {
+        quiet,
+        hostile,
+        quiet_write,
+        hostile_write,
+        mutations_per_s: tenant_mutations as f64 / elapsed,
+        evaluations_per_s: (after.evaluations - before.evaluations) as f64 / elapsed,
+        churn_steps: steps.load(Ordering::Relaxed),
+        reconnects: reconnects.load(Ordering::Relaxed),
+    })
 }

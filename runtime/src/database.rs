@@ -55,6 +55,11 @@ pub type CommitListener = Box<dyn Fn(Commit) + Send>;
 
 /// Number of reader threads (and connections) for one-shot queries.
 pub const READER_THREADS: usize = 2;
+/// Queries (HTTP queries, token checks, sign-ins) waiting for a reader thread
+/// at most; one more is answered `LIMIT_EXCEEDED` ("the server is busy") at
+/// once instead of growing the queue (each job may hold megabytes of
+/// arguments) and every caller's wait.
+pub const READER_QUEUE: usize = 256;
 
 /// A handle to the database; cheap to clone.
 #[derive(Clone)]
@@ -66,7 +71,7 @@ struct Inner {
     schema: Arc<Schema>,
     persistence: Arc<dyn Persistence>,
     writer: std_mpsc::Sender<WriteJob>,
-    readers: std_mpsc::Sender<ReadJob>,
+    readers: std_mpsc::SyncSender<ReadJob>,
 }
 
 struct Writer {
@@ -152,7 +157,7 @@ impl Database {
             })
             .map_err(|e| Error::internal(format!("spawning the writer: {e}")))?;
 
-        let (reader_tx, reader_rx) = std_mpsc::channel::<ReadJob>();
+        let (reader_tx, reader_rx) = std_mpsc::sync_channel::<ReadJob>(READER_QUEUE);
         let reader_rx = Arc::new(Mutex::new(reader_rx));
         for i in 0..READER_THREADS {
             let mut conn = persistence.connect()?;
@@ -257,7 +262,8 @@ impl Database {
             .map_err(|_| Error::internal("the writer thread dropped a job"))?
     }
 
-    /// Runs `f` as a query on a fresh snapshot, on a reader thread.
+    /// Runs `f` as a query on a fresh snapshot, on a reader thread; fails
+    /// with `LIMIT_EXCEEDED` at once when [`READER_QUEUE`] queries wait already.
     pub async fn query<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Transaction) -> Result<T> + Send + 'static,
@@ -265,10 +271,17 @@ impl Database {
         let (tx, rx) = oneshot::channel();
         self.inner
             .readers
-            .send(Box::new(move |conn, schema| {
+            .try_send(Box::new(move |conn, schema| {
                 let _ = tx.send(run_query(conn, schema, f));
             }))
-            .map_err(|_| Error::internal("the reader threads have stopped"))?;
+            .map_err(|e| match e {
+                std_mpsc::TrySendError::Full(_) => Error::limit(format!(
+                    "the server is busy: {READER_QUEUE} reads are waiting already; try again"
+                )),
+                std_mpsc::TrySendError::Disconnected(_) => {
+                    Error::internal("the reader threads have stopped")
+                }
+            })?;
         rx.await
             .map_err(|_| Error::internal("a reader thread dropped a job"))?
     }

@@ -13,11 +13,14 @@
 //! 2. looks each written key up in the [`InvalidationIndex`] — a hash map from
 //!    the common prefix of each read interval to the queries that read it — so a
 //!    commit costs in proportion to the queries it hits, not to all queries;
-//! 3. if anything must be (re-)evaluated, opens one read snapshot at `S`, first
-//!    drains the commits up to `S` (so it has seen every write the snapshot
-//!    contains), then evaluates every affected or new query on that snapshot;
+//! 3. if any query is due for (re-)evaluation, opens one read snapshot at `S`,
+//!    first drains the commits up to `S` (so it has seen every write the
+//!    snapshot contains), then evaluates due queries on that snapshot — the
+//!    fairest first, for at most [`ROUND_BUDGET`] (see below);
 //! 4. sends each connection with changes (or waiting for its own write) one
-//!    Transition ending at `S`: all its results are valid at `S`, because every
+//!    Transition ending at `S` — as soon as the identity whose queries it
+//!    holds has had its turn — unless one of its queries is still due (it
+//!    waits for a later round): all its results are valid at `S`, because every
 //!    query it holds was either re-run at `S` or untouched by every commit up to
 //!    `S`.
 //!
@@ -26,12 +29,41 @@
 //! changed. Each connection's outbound queue is bounded: a connection that does
 //! not keep up is dropped (it reconnects and resyncs) rather than slowing the
 //! worker or growing memory.
+//!
+//! # Budgets and fairness
+//!
+//! Nothing a client asks for is kept before it is checked. Each connection
+//! checks its `Add`s before they reach the worker ([`ConnectionBudget`]): the
+//! function must be a public query, the arguments must pass its validator, and
+//! a connection may add [`QUERY_CHURN_BURST`] queries at once and
+//! [`QUERY_CHURN_PER_SECOND`] after (an `Authenticate`, which re-runs every
+//! query held, counts as adding them all, and is itself limited to
+//! [`AUTHENTICATE_BURST`] and [`AUTHENTICATE_PER_MINUTE`]). A refused query is
+//! answered `QueryFailed` and only its id is remembered, so the client can
+//! `Remove` it — at most [`MAX_REFUSED_QUERIES_PER_CONNECTION`] of them. The
+//! worker holds a query's path and arguments once (the lookup key and the state
+//! share them) and bounds what it holds per connection
+//! ([`MAX_QUERIES_PER_CONNECTION`], [`MAX_QUERY_ARGS_BYTES_PER_CONNECTION`]) and
+//! in total ([`MAX_QUERY_ARGS_BYTES_TOTAL`]).
+//!
+//! Evaluation is scheduled fairly between identities: due queries wait in one
+//! queue per identity (anonymous callers share one), a round serves first the
+//! identities that spent the least evaluation time lately, and a round ends
+//! after [`ROUND_BUDGET`] of evaluation. So one identity's backlog of heavy
+//! queries delays another identity's push by about one round, not by the
+//! backlog; its own connections wait until their queries are all evaluated.
+//! An identity left with due queries at the end of every round for
+//! [`STARVATION_LIMIT`] gets one turn that is not cut short (its connections
+//! need all their queries re-run on one snapshot to be sent anything), so
+//! every connection is answered eventually.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use livebase_schema::protocol::{
     FunctionError, QueryId, QuerySetModification, ResultValue, ServerMessage, StateModification,
@@ -44,12 +76,45 @@ use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::readset::{Commit, KeyInterval, ReadSet};
-use crate::registry::{Identity, Registry};
+use crate::registry::{FunctionKind, Identity, Registry};
 use crate::store::StoreConnection;
 use crate::transaction::Transaction;
 
 /// Most queries one connection may hold at once.
 pub const MAX_QUERIES_PER_CONNECTION: usize = 1024;
+/// Most bytes of arguments (as [`Value::size`] counts them) the queries one
+/// connection holds may take together; an `Add` past it is refused with
+/// `LIMIT_EXCEEDED`. Room for one maximal (1 MiB) argument and many small ones.
+pub const MAX_QUERY_ARGS_BYTES_PER_CONNECTION: usize = 2 << 20;
+/// Most bytes of arguments all live queries may take together (a query shared
+/// by many connections counts once); a new query past it is refused with
+/// `LIMIT_EXCEEDED`.
+pub const MAX_QUERY_ARGS_BYTES_TOTAL: usize = 512 << 20;
+/// Most refused queries (answered `QueryFailed` when added) one connection may
+/// leave in its query set; only their ids are kept, so it can `Remove` them.
+/// Past it the connection is closed.
+pub const MAX_REFUSED_QUERIES_PER_CONNECTION: usize = 1024;
+/// Queries one connection may add at once (room to subscribe to a full query
+/// set, twice) ...
+pub const QUERY_CHURN_BURST: u32 = 2 * MAX_QUERIES_PER_CONNECTION as u32;
+/// ... and per second after that; more are refused with `LIMIT_EXCEEDED`.
+pub const QUERY_CHURN_PER_SECOND: u32 = 100;
+/// `Authenticate` messages one connection may send at once ...
+pub const AUTHENTICATE_BURST: u32 = 10;
+/// ... and per minute after that; one more closes the connection (1008).
+pub const AUTHENTICATE_PER_MINUTE: u32 = 30;
+/// Evaluation time after which a round of the worker ends (after the query
+/// running at the time) and its results are sent: what one identity's backlog
+/// can delay another's push by.
+pub const ROUND_BUDGET: Duration = Duration::from_millis(2);
+/// How long an identity's due queries may be cut off by [`ROUND_BUDGET`]
+/// round after round before it gets one turn without it, first in its round.
+/// Without this, an identity whose data changes faster than its many queries
+/// can all be re-run on one snapshot would never be sent a Transition; with
+/// it, others wait for such a turn at most once per this long.
+pub const STARVATION_LIMIT: Duration = Duration::from_secs(10);
+/// How fast an identity's recent evaluation time is forgotten (halved).
+const SPENT_HALF_LIFE: Duration = Duration::from_secs(1);
 /// Capacity of the worker's event queue. Connections that find it full are
 /// told the server is overloaded; the writer waits (backpressure on commits).
 pub const EVENT_QUEUE: usize = 65_536;
@@ -67,11 +132,12 @@ pub enum Event {
     Disconnect {
         conn: ConnId,
     },
+    /// A `ModifyQuerySet`, its `Add`s checked by [`ConnectionBudget::check`].
     ModifyQuerySet {
         conn: ConnId,
         base_version: u32,
         new_version: u32,
-        modifications: Vec<QuerySetModification>,
+        changes: Vec<Change>,
     },
     /// The connection's identity changed (its token was already checked).
     SetIdentity {
@@ -103,6 +169,11 @@ pub struct Stats {
     pub live_queries: AtomicU64,
     /// Connections dropped because their outbound queue was full.
     pub dropped_slow: AtomicU64,
+    /// Bytes of arguments held by live queries (each shared query once).
+    pub query_args_bytes: AtomicU64,
+    /// Queries answered `QueryFailed` without being kept: unknown functions,
+    /// invalid arguments, budgets.
+    pub refused_queries: AtomicU64,
 }
 
 /// The handle to the worker; cheap to clone.
@@ -148,6 +219,11 @@ impl Subscriptions {
             by_key: HashMap::new(),
             next_handle: 0,
             index: InvalidationIndex::default(),
+            due: HashSet::new(),
+            queues: HashMap::new(),
+            spent: HashMap::new(),
+            cut_off: HashMap::new(),
+            args_bytes: 0,
             stats: stats.clone(),
         };
         thread::Builder::new()
@@ -248,12 +324,64 @@ impl InvalidationIndex {
 /// Transition points at the same one instead of holding a copy.
 type QueryResult = std::result::Result<Arc<ResultValue>, FunctionError>;
 
+/// What identifies a shared query: its canonical path, its arguments and its
+/// caller. The state and the lookup map share one copy of it.
+#[derive(PartialEq, Eq)]
+struct QueryKey {
+    path: String,
+    args: Arc<Vec<Value>>,
+    identity: String,
+    /// A page re-added with a journal keeps its own end: it shares only
+    /// with subscriptions that sent the same journal.
+    journal: Option<String>,
+}
+
+impl Hash for QueryKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.path.hash(state);
+        self.identity.hash(state);
+        self.journal.hash(state);
+        for arg in self.args.iter() {
+            hash_value(arg, state);
+        }
+    }
+}
+
+/// Hashes a value consistently with its `Eq` (floats by their bits, as
+/// `total_cmp` compares them).
+fn hash_value<H: Hasher>(value: &Value, state: &mut H) {
+    std::mem::discriminant(value).hash(state);
+    match value {
+        Value::Null => {}
+        Value::Int64(i) => i.hash(state),
+        Value::Float64(f) => f.to_bits().hash(state),
+        Value::Boolean(b) => b.hash(state),
+        Value::String(s) => s.hash(state),
+        Value::Bytes(b) => b.hash(state),
+        Value::Array(items) => {
+            items.len().hash(state);
+            for item in items {
+                hash_value(item, state);
+            }
+        }
+        Value::Object(fields) => {
+            fields.len().hash(state);
+            for (name, item) in fields {
+                name.hash(state);
+                hash_value(item, state);
+            }
+        }
+    }
+}
+
 /// One shared live query.
 struct QueryState {
-    path: String,
-    args: Vec<Value>,
+    key: Arc<QueryKey>,
     identity: Identity,
-    key: (String, String, String),
+    /// Whose evaluation time this query counts against (see [`tenant_of`]).
+    tenant: Arc<str>,
+    /// Bytes of its path and arguments, counted against the budgets.
+    size: usize,
     result: Option<QueryResult>,
     /// The page end a paginated query keeps between runs: the journal the
     /// client sent back in `Add`, then whatever the last run left.
@@ -265,11 +393,13 @@ struct QueryState {
     awaiting_first: HashSet<(ConnId, QueryId)>,
 }
 
-/// A query a connection asks for: its function, arguments and journal.
-struct Wanted {
-    path: String,
-    args: Vec<Value>,
-    journal: Option<String>,
+/// The fairness key of an identity: the user, whatever the session; all
+/// anonymous callers share one.
+fn tenant_of(identity: &Identity) -> Arc<str> {
+    match identity {
+        Identity::Anonymous => Arc::from(""),
+        Identity::User { user_id, .. } => Arc::from(format!("user:{user_id}")),
+    }
 }
 
 struct ConnState {
@@ -279,12 +409,57 @@ struct ConnState {
     identity_version: u32,
     identity: Identity,
     queries: HashMap<QueryId, u64>,
-    /// Queries refused for [`MAX_QUERIES_PER_CONNECTION`]: the client was
-    /// sent `QueryFailed` and still holds them, so it may `Remove` them.
-    over_cap: HashSet<QueryId>,
+    /// Bytes of path and arguments of the queries it holds.
+    args_bytes: usize,
+    /// Queries refused when added (the client was sent `QueryFailed` and still
+    /// holds them, so it may `Remove` them); at most
+    /// [`MAX_REFUSED_QUERIES_PER_CONNECTION`].
+    refused: HashSet<QueryId>,
     pending: Vec<StateModification>,
     dirty: bool,
     await_ts: Option<Timestamp>,
+}
+
+impl ConnState {
+    /// Queues a modification. A connection waiting for a due query may collect
+    /// several results of one query: only the last of each counts, so past
+    /// twice its query count the queue is compacted to that.
+    fn push(&mut self, m: StateModification) {
+        self.pending.push(m);
+        let bound = 2 * (self.queries.len() + self.refused.len()) + 64;
+        if self.pending.len() > bound {
+            let mut seen = HashSet::new();
+            let mut kept: Vec<StateModification> = std::mem::take(&mut self.pending)
+                .into_iter()
+                .rev()
+                .filter(|m| seen.insert(query_of(m)))
+                .collect();
+            kept.reverse();
+            self.pending = kept;
+        }
+    }
+}
+
+fn query_of(m: &StateModification) -> QueryId {
+    match m {
+        StateModification::QueryUpdated { query_id, .. }
+        | StateModification::QueryFailed { query_id, .. }
+        | StateModification::QueryRemoved { query_id } => *query_id,
+    }
+}
+
+/// An identity's recent evaluation time, fading with [`SPENT_HALF_LIFE`].
+#[derive(Clone, Copy)]
+struct Spent {
+    seconds: f64,
+    at: Instant,
+}
+
+impl Spent {
+    fn now(&self, now: Instant) -> f64 {
+        let age = now.saturating_duration_since(self.at).as_secs_f64();
+        self.seconds * 0.5f64.powf(age / SPENT_HALF_LIFE.as_secs_f64())
+    }
 }
 
 struct Worker {
@@ -301,10 +476,191 @@ struct Worker {
     /// round costs nothing for idle connections.
     dirty: HashSet<ConnId>,
     queries: HashMap<u64, QueryState>,
-    by_key: HashMap<(String, String, String), u64>,
+    by_key: HashMap<Arc<QueryKey>, u64>,
     next_handle: u64,
     index: InvalidationIndex,
+    /// Queries to (re-)evaluate: new ones, and those a processed commit
+    /// touched since their last evaluation.
+    due: HashSet<u64>,
+    /// The due queries by tenant, oldest first (entries no longer in `due`
+    /// are skipped).
+    queues: HashMap<Arc<str>, VecDeque<u64>>,
+    spent: HashMap<Arc<str>, Spent>,
+    /// Since when each tenant has had queries left due at the end of every
+    /// round (see [`STARVATION_LIMIT`]).
+    cut_off: HashMap<Arc<str>, Instant>,
+    /// Bytes of path and arguments held by all live queries.
+    args_bytes: usize,
     stats: Arc<Stats>,
+}
+
+/// A query-set change as the worker receives it: an `Add` already checked
+/// against the registry and the connection's churn budget, or refused.
+#[derive(Debug)]
+pub enum Change {
+    Add {
+        query_id: QueryId,
+        /// The canonical path of a public query.
+        path: String,
+        /// Arguments its validator accepted.
+        args: Arc<Vec<Value>>,
+        /// The page end the client sent back (a paginated query's journal).
+        journal: Option<String>,
+    },
+    /// Answered `QueryFailed` with this error; only the id is kept.
+    Refuse {
+        query_id: QueryId,
+        error: FunctionError,
+    },
+    Remove {
+        query_id: QueryId,
+    },
+}
+
+/// A token bucket: `capacity` at once, refilled at `per_second`.
+#[derive(Debug)]
+struct TokenBucket {
+    tokens: f64,
+    capacity: f64,
+    per_second: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(capacity: u32, per_second: f64) -> TokenBucket {
+        TokenBucket {
+            tokens: f64::from(capacity),
+            capacity: f64::from(capacity),
+            per_second,
+            at: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
+        self.at = now;
+    }
+
+    /// Takes one token if there is one.
+    fn take(&mut self) -> bool {
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// One connection's budget for work it makes the worker do, kept by the
+/// connection's handler: every `Add` is checked here before it is queued, and
+/// identity changes are rate-limited.
+#[derive(Debug)]
+pub struct ConnectionBudget {
+    adds: TokenBucket,
+    authentications: TokenBucket,
+    /// Queries the client holds (accepted or refused), for the cost of an
+    /// identity change.
+    held: usize,
+}
+
+impl Default for ConnectionBudget {
+    fn default() -> Self {
+        ConnectionBudget {
+            adds: TokenBucket::new(QUERY_CHURN_BURST, f64::from(QUERY_CHURN_PER_SECOND)),
+            authentications: TokenBucket::new(
+                AUTHENTICATE_BURST,
+                f64::from(AUTHENTICATE_PER_MINUTE) / 60.0,
+            ),
+            held: 0,
+        }
+    }
+}
+
+impl ConnectionBudget {
+    /// Checks a `ModifyQuerySet`'s modifications: an `Add` of anything but a
+    /// public query with valid arguments, or past the churn budget, becomes a
+    /// refusal that keeps neither its path nor its arguments.
+    pub fn check(
+        &mut self,
+        registry: &Registry,
+        modifications: Vec<QuerySetModification>,
+    ) -> Vec<Change> {
+        self.adds.refill();
+        modifications
+            .into_iter()
+            .map(|m| match m {
+                QuerySetModification::Remove { query_id } => {
+                    self.held = self.held.saturating_sub(1);
+                    Change::Remove { query_id }
+                }
+                QuerySetModification::Add {
+                    query_id,
+                    udf_path,
+                    args,
+                    component_path,
+                    journal,
+                } => {
+                    self.held += 1;
+                    if !self.adds.take() {
+                        let err = Error::limit(format!(
+                            "a connection may add at most {QUERY_CHURN_PER_SECOND} queries a second (after {QUERY_CHURN_BURST} at once); add this query again later"
+                        ));
+                        return refusal(query_id, err);
+                    }
+                    let path = match component_path {
+                        Some(p) if !p.is_empty() => format!("{p}/{udf_path}"),
+                        _ => udf_path,
+                    };
+                    let checked = registry
+                        .lookup(&path, FunctionKind::Query, true)
+                        .and_then(|f| Registry::check_args(f, &args).map(|_| f.path.clone()));
+                    match checked {
+                        Ok(path) => Change::Add {
+                            query_id,
+                            path,
+                            args: Arc::new(args),
+                            journal,
+                        },
+                        Err(e) => refusal(query_id, e),
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Counts one `Authenticate`; `Err` (the reason to close with) past the
+    /// budget. An identity change re-runs every query held, so it also costs
+    /// the add budget that many queries (which may go into debt: later `Add`s
+    /// are refused until it is paid back).
+    pub fn authenticate(&mut self) -> std::result::Result<(), String> {
+        self.authentications.refill();
+        if !self.authentications.take() {
+            return Err(format!(
+                "too many Authenticate messages: at most {AUTHENTICATE_BURST} at once and {AUTHENTICATE_PER_MINUTE} a minute"
+            ));
+        }
+        self.adds.refill();
+        self.adds.tokens -= self.held as f64;
+        Ok(())
+    }
+}
+
+fn refusal(query_id: QueryId, e: Error) -> Change {
+    Change::Refuse {
+        query_id,
+        error: FunctionError {
+            message: e.client_message(),
+            data: e.error_data(),
+        },
+    }
+}
+
+/// Bytes a query's path and arguments take.
+fn size_of(path: &str, args: &[Value]) -> usize {
+    path.len() + args.iter().map(Value::size).sum::<usize>()
 }
 
 /// The worker's end of one connection's outbound queue: at most
@@ -440,14 +796,16 @@ fn modification(
 impl Worker {
     fn run(mut self) {
         loop {
-            let first = match self.deferred.pop_front() {
-                Some(e) => e,
-                None => match self.rx.recv() {
-                    Ok(e) => e,
+            let mut events = Vec::new();
+            match self.deferred.pop_front() {
+                Some(e) => events.push(e),
+                // With queries still due, a round runs without waiting.
+                None if self.due.is_empty() => match self.rx.recv() {
+                    Ok(e) => events.push(e),
                     Err(_) => return,
                 },
-            };
-            let mut events = vec![first];
+                None => {}
+            }
             events.extend(self.deferred.drain(..));
             while events.len() < 4096 {
                 match self.rx.try_recv() {
@@ -455,35 +813,51 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            let mut to_eval: HashSet<u64> = HashSet::new();
             let mut last_commit = self.processed_ts;
             for event in events {
                 match event {
                     Event::Shutdown => return,
                     Event::Commit(c) => {
-                        self.invalidate(&c, &mut to_eval);
+                        self.invalidate(&c);
                         last_commit = last_commit.max(c.ts);
                     }
-                    other => self.handle(other, &mut to_eval),
+                    other => self.handle(other),
                 }
             }
-            if to_eval.is_empty() {
+            if self.due.is_empty() {
                 self.processed_ts = last_commit;
-            } else if let Err(e) = self.evaluate(&mut to_eval, last_commit) {
+            } else if let Err(e) = self.evaluate(last_commit) {
                 tracing::error!("subscription worker: evaluation failed: {e}");
             }
             self.flush();
         }
     }
 
-    fn invalidate(&mut self, commit: &Commit, to_eval: &mut HashSet<u64>) {
+    fn invalidate(&mut self, commit: &Commit) {
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        let mut hits = HashSet::new();
         for key in commit.writes.keys() {
-            self.index.hits(key, to_eval);
+            self.index.hits(key, &mut hits);
+        }
+        for handle in hits {
+            self.mark_due(handle);
         }
     }
 
-    fn handle(&mut self, event: Event, to_eval: &mut HashSet<u64>) {
+    /// Queues a query for evaluation in its tenant's queue, once.
+    fn mark_due(&mut self, handle: u64) {
+        let Some(q) = self.queries.get(&handle) else {
+            return;
+        };
+        if self.due.insert(handle) {
+            self.queues
+                .entry(q.tenant.clone())
+                .or_default()
+                .push_back(handle);
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
         match event {
             Event::Connect { conn, out } => {
                 self.connections.insert(
@@ -495,7 +869,8 @@ impl Worker {
                         identity_version: 0,
                         identity: Identity::Anonymous,
                         queries: HashMap::new(),
-                        over_cap: HashSet::new(),
+                        args_bytes: 0,
+                        refused: HashSet::new(),
                         pending: Vec::new(),
                         dirty: false,
                         await_ts: None,
@@ -507,16 +882,14 @@ impl Worker {
                 conn,
                 base_version,
                 new_version,
-                modifications,
-            } => self.modify(conn, base_version, new_version, modifications, to_eval),
+                changes,
+            } => self.modify(conn, base_version, new_version, changes),
             Event::SetIdentity {
                 conn,
                 base_version,
                 identity,
-            } => self.set_identity(conn, base_version, identity, to_eval),
-            Event::ClearIdentity { conn } => {
-                self.change_identity(conn, Identity::Anonymous, to_eval)
-            }
+            } => self.set_identity(conn, base_version, identity),
+            Event::ClearIdentity { conn } => self.change_identity(conn, Identity::Anonymous),
             Event::AwaitTs { conn, ts } => {
                 if let Some(c) = self.connections.get_mut(&conn) {
                     c.await_ts = Some(c.await_ts.map_or(ts, |t| t.max(ts)));
@@ -534,14 +907,7 @@ impl Worker {
         self.drop_connection(conn);
     }
 
-    fn modify(
-        &mut self,
-        conn: ConnId,
-        base_version: u32,
-        new_version: u32,
-        modifications: Vec<QuerySetModification>,
-        to_eval: &mut HashSet<u64>,
-    ) {
+    fn modify(&mut self, conn: ConnId, base_version: u32, new_version: u32, changes: Vec<Change>) {
         let Some(c) = self.connections.get(&conn) else {
             return;
         };
@@ -552,61 +918,51 @@ impl Worker {
             );
             return self.fatal(conn, msg);
         }
-        for m in modifications {
-            match m {
-                QuerySetModification::Add {
-                    query_id,
-                    udf_path,
-                    args,
-                    component_path,
-                    journal,
-                } => {
-                    let c = &self.connections[&conn];
-                    if c.queries.contains_key(&query_id) || c.over_cap.contains(&query_id) {
-                        return self.fatal(
-                            conn,
-                            format!("ModifyQuerySet: query {query_id} is already in the query set"),
-                        );
-                    }
-                    if c.queries.len() >= MAX_QUERIES_PER_CONNECTION {
-                        let err = Error::limit(format!(
-                            "a connection may hold at most {MAX_QUERIES_PER_CONNECTION} queries"
-                        ));
-                        let c = self.connections.get_mut(&conn).expect("checked");
-                        c.over_cap.insert(query_id);
-                        c.pending
-                            .push(modification(query_id, &to_wire(Err(err)), None));
-                        self.dirty.insert(conn);
-                        continue;
-                    }
-                    let path = match component_path {
-                        Some(p) if !p.is_empty() => format!("{p}/{udf_path}"),
-                        _ => udf_path,
-                    };
-                    let identity = c.identity.clone();
-                    let wanted = Wanted {
-                        path,
-                        args,
-                        journal,
-                    };
-                    self.subscribe(conn, query_id, wanted, identity, to_eval);
-                }
-                QuerySetModification::Remove { query_id } => {
-                    let Some(c) = self.connections.get_mut(&conn) else {
+        for change in changes {
+            let query_id = match &change {
+                Change::Remove { query_id } => {
+                    if !self.remove(conn, *query_id) {
                         return;
-                    };
-                    let Some(handle) = c.queries.remove(&query_id) else {
-                        if c.over_cap.remove(&query_id) {
-                            c.pending.push(StateModification::QueryRemoved { query_id });
-                            continue;
-                        }
-                        return self.fatal(
-                            conn,
-                            format!("ModifyQuerySet: query {query_id} is not in the query set"),
-                        );
-                    };
-                    c.pending.push(StateModification::QueryRemoved { query_id });
-                    self.unsubscribe(conn, query_id, handle);
+                    }
+                    continue;
+                }
+                Change::Add { query_id, .. } | Change::Refuse { query_id, .. } => *query_id,
+            };
+            let c = &self.connections[&conn];
+            if c.queries.contains_key(&query_id) || c.refused.contains(&query_id) {
+                return self.fatal(
+                    conn,
+                    format!("ModifyQuerySet: query {query_id} is already in the query set"),
+                );
+            }
+            let outcome = match change {
+                Change::Refuse { error, .. } => Err(error),
+                Change::Add {
+                    path,
+                    args,
+                    journal,
+                    ..
+                } => {
+                    let size = size_of(&path, &args);
+                    if c.queries.len() >= MAX_QUERIES_PER_CONNECTION {
+                        Err(limit(format!(
+                            "a connection may hold at most {MAX_QUERIES_PER_CONNECTION} queries"
+                        )))
+                    } else if c.args_bytes + size > MAX_QUERY_ARGS_BYTES_PER_CONNECTION {
+                        Err(limit(format!(
+                            "the queries of a connection may hold at most {MAX_QUERY_ARGS_BYTES_PER_CONNECTION} bytes of arguments; this one has {size} and {} are held",
+                            c.args_bytes
+                        )))
+                    } else {
+                        let identity = c.identity.clone();
+                        self.subscribe(conn, query_id, path, args, journal, identity)
+                    }
+                }
+                Change::Remove { .. } => unreachable!("handled above"),
+            };
+            if let Err(error) = outcome {
+                if !self.refuse(conn, query_id, error) {
+                    return;
                 }
             }
         }
@@ -617,67 +973,123 @@ impl Worker {
         }
     }
 
+    /// Removes a query (held or refused); `false` if the connection was
+    /// closed because it holds no such query.
+    fn remove(&mut self, conn: ConnId, query_id: QueryId) -> bool {
+        let Some(c) = self.connections.get_mut(&conn) else {
+            return false;
+        };
+        let Some(handle) = c.queries.remove(&query_id) else {
+            if c.refused.remove(&query_id) {
+                c.push(StateModification::QueryRemoved { query_id });
+                return true;
+            }
+            self.fatal(
+                conn,
+                format!("ModifyQuerySet: query {query_id} is not in the query set"),
+            );
+            return false;
+        };
+        c.push(StateModification::QueryRemoved { query_id });
+        self.unsubscribe(conn, query_id, handle);
+        true
+    }
+
+    /// Answers `QueryFailed` for a query that is not kept, remembering only
+    /// its id; `false` if that closed the connection (too many refused).
+    fn refuse(&mut self, conn: ConnId, query_id: QueryId, error: FunctionError) -> bool {
+        let Some(c) = self.connections.get_mut(&conn) else {
+            return false;
+        };
+        if c.refused.len() >= MAX_REFUSED_QUERIES_PER_CONNECTION {
+            self.fatal(
+                conn,
+                format!(
+                    "ModifyQuerySet: the query set holds {MAX_REFUSED_QUERIES_PER_CONNECTION} refused queries; remove some before adding more"
+                ),
+            );
+            return false;
+        }
+        self.stats.refused_queries.fetch_add(1, Ordering::Relaxed);
+        c.refused.insert(query_id);
+        c.push(StateModification::QueryFailed {
+            query_id,
+            error,
+            log_lines: Vec::new(),
+            journal: None,
+        });
+        self.dirty.insert(conn);
+        true
+    }
+
+    /// Subscribes `conn` to the shared query `(path, args, identity)`, making
+    /// it if needed: `Err` if a new one would pass the server's total budget.
     fn subscribe(
         &mut self,
         conn: ConnId,
         query_id: QueryId,
-        wanted: Wanted,
+        path: String,
+        args: Arc<Vec<Value>>,
+        journal: Option<String>,
         identity: Identity,
-        to_eval: &mut HashSet<u64>,
-    ) {
-        let Wanted {
+    ) -> std::result::Result<(), FunctionError> {
+        let key = QueryKey {
             path,
             args,
+            identity: identity.cache_key(),
             journal,
-        } = wanted;
-        // A page re-added with a journal keeps its own end: it shares only
-        // with subscriptions that sent the same journal.
-        let mut args_key = Value::Array(args.clone()).to_json().to_string();
-        if let Some(j) = &journal {
-            args_key.push('\0');
-            args_key.push_str(j);
-        }
-        let key = (path.clone(), args_key, identity.cache_key());
-        let handle = match self.by_key.get(&key) {
-            Some(h) => *h,
+        };
+        let (handle, size) = match self.by_key.get(&key) {
+            Some(h) => (*h, self.queries[h].size),
             None => {
+                let size = size_of(&key.path, &key.args);
+                if self.args_bytes + size > MAX_QUERY_ARGS_BYTES_TOTAL {
+                    return Err(limit(format!(
+                        "the server holds {MAX_QUERY_ARGS_BYTES_TOTAL} bytes of query arguments already; try again later"
+                    )));
+                }
                 let h = self.next_handle;
                 self.next_handle += 1;
+                let key = Arc::new(key);
                 self.queries.insert(
                     h,
                     QueryState {
-                        path,
-                        args,
-                        identity,
                         key: key.clone(),
+                        tenant: tenant_of(&identity),
+                        identity,
+                        size,
                         result: None,
-                        journal,
+                        journal: key.journal.clone(),
                         reads: ReadSet::new(),
                         subscribers: HashSet::new(),
                         awaiting_first: HashSet::new(),
                     },
                 );
                 self.by_key.insert(key, h);
+                self.args_bytes += size;
+                self.stats
+                    .query_args_bytes
+                    .store(self.args_bytes as u64, Ordering::Relaxed);
                 self.stats.live_queries.fetch_add(1, Ordering::Relaxed);
-                to_eval.insert(h);
-                h
+                self.mark_due(h);
+                (h, size)
             }
         };
+        let due = self.due.contains(&handle);
         let q = self.queries.get_mut(&handle).expect("just found or made");
         q.subscribers.insert((conn, query_id));
         let c = self.connections.get_mut(&conn).expect("caller checked");
         c.queries.insert(query_id, handle);
+        c.args_bytes += size;
         // A query whose result is current and not about to be re-run answers
         // from the shared result right away.
-        match (&q.result, to_eval.contains(&handle)) {
-            (Some(result), false) => {
-                c.pending
-                    .push(modification(query_id, result, q.journal.clone()))
-            }
+        match (&q.result, due) {
+            (Some(result), false) => c.push(modification(query_id, result, q.journal.clone())),
             _ => {
                 q.awaiting_first.insert((conn, query_id));
             }
         }
+        Ok(())
     }
 
     fn unsubscribe(&mut self, conn: ConnId, query_id: QueryId, handle: u64) {
@@ -686,21 +1098,23 @@ impl Worker {
         };
         q.subscribers.remove(&(conn, query_id));
         q.awaiting_first.remove(&(conn, query_id));
+        if let Some(c) = self.connections.get_mut(&conn) {
+            c.args_bytes = c.args_bytes.saturating_sub(q.size);
+        }
         if q.subscribers.is_empty() {
             let q = self.queries.remove(&handle).expect("present");
             self.index.remove(handle, &q.reads);
             self.by_key.remove(&q.key);
+            self.due.remove(&handle);
+            self.args_bytes -= q.size;
+            self.stats
+                .query_args_bytes
+                .store(self.args_bytes as u64, Ordering::Relaxed);
             self.stats.live_queries.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
-    fn set_identity(
-        &mut self,
-        conn: ConnId,
-        base_version: u32,
-        identity: Identity,
-        to_eval: &mut HashSet<u64>,
-    ) {
+    fn set_identity(&mut self, conn: ConnId, base_version: u32, identity: Identity) {
         let Some(c) = self.connections.get_mut(&conn) else {
             return;
         };
@@ -714,11 +1128,11 @@ impl Worker {
         c.identity_version = base_version + 1;
         c.dirty = true;
         self.dirty.insert(conn);
-        self.change_identity(conn, identity, to_eval);
+        self.change_identity(conn, identity);
     }
 
     /// Re-subscribes the connection's queries under `identity`, if it is new.
-    fn change_identity(&mut self, conn: ConnId, identity: Identity, to_eval: &mut HashSet<u64>) {
+    fn change_identity(&mut self, conn: ConnId, identity: Identity) {
         let Some(c) = self.connections.get_mut(&conn) else {
             return;
         };
@@ -731,14 +1145,15 @@ impl Worker {
             let Some(q) = self.queries.get(&handle) else {
                 continue;
             };
-            let (path, args, journal) = (q.path.clone(), q.args.clone(), q.journal.clone());
+            let (path, args, journal) = (q.key.path.clone(), q.key.args.clone(), q.journal.clone());
             self.unsubscribe(conn, query_id, handle);
-            let wanted = Wanted {
-                path,
-                args,
-                journal,
-            };
-            self.subscribe(conn, query_id, wanted, identity.clone(), to_eval);
+            if let Err(error) =
+                self.subscribe(conn, query_id, path, args, journal, identity.clone())
+            {
+                if !self.refuse(conn, query_id, error) {
+                    return;
+                }
+            }
         }
     }
 
@@ -751,65 +1166,125 @@ impl Worker {
         }
     }
 
-    /// Evaluates `to_eval` on one snapshot, after draining every commit the
-    /// snapshot contains (which may add to `to_eval`).
-    fn evaluate(&mut self, to_eval: &mut HashSet<u64>, mut last_commit: Timestamp) -> Result<()> {
+    /// One round of evaluation on one snapshot, after draining every commit the
+    /// snapshot contains (which may make more queries due): tenants that spent
+    /// the least evaluation time lately first, each one's queries oldest
+    /// first, until [`ROUND_BUDGET`] is spent. What is left stays due.
+    fn evaluate(&mut self, mut last_commit: Timestamp) -> Result<()> {
         let snapshot = self.conn.begin_read()?;
         while last_commit < snapshot {
             match self.rx.recv() {
                 Ok(Event::Commit(c)) => {
-                    self.invalidate(&c, to_eval);
+                    self.invalidate(&c);
                     last_commit = last_commit.max(c.ts);
                 }
                 Ok(other) => self.deferred.push_back(other),
                 Err(_) => break,
             }
         }
-        let registry = self.registry.clone();
-        let handles: Vec<u64> = to_eval.drain().collect();
-        for handle in handles {
-            let Some(q) = self.queries.get(&handle) else {
-                continue; // unsubscribed in the meantime
-            };
-            let mut tx = Transaction::read_only(self.conn.as_mut(), registry.schema(), snapshot);
-            tx.set_cursor_key(self.cursor_key.clone());
-            tx.set_journal(q.journal.clone());
-            let (result, reads, journal) =
-                Executor::evaluate_in(&registry, tx, &q.path, &q.args, &q.identity);
-            self.stats.evaluations.fetch_add(1, Ordering::Relaxed);
-            let result = to_wire(result.map_err(|e| e.redact(&q.path)));
-            let q = self.queries.get_mut(&handle).expect("present");
-            // The page end, once set, stays (a failed run before `paginate`
-            // leaves none and must not erase it).
-            if journal.is_some() {
-                q.journal = journal;
-            }
-            // A re-run usually reads the same ranges: refile only on change.
-            if q.reads != reads {
-                self.index.remove(handle, &q.reads);
-                self.index.insert(handle, &reads);
-                q.reads = reads;
-            }
-            let unchanged = q.result.as_ref() == Some(&result);
-            let awaiting = std::mem::take(&mut q.awaiting_first);
-            // Unchanged: only subscribers still waiting for a first result hear.
-            let recipients = if unchanged { &awaiting } else { &q.subscribers };
-            for (conn, query_id) in recipients {
-                if let Some(c) = self.connections.get_mut(conn) {
-                    c.pending
-                        .push(modification(*query_id, &result, q.journal.clone()));
-                    self.dirty.insert(*conn);
+        // Every commit up to the snapshot is processed: a connection none of
+        // whose queries is due is valid at it from here on.
+        self.processed_ts = self.processed_ts.max(snapshot).max(last_commit);
+        let started = Instant::now();
+        // Starving tenants first (their turn is not cut short), then the
+        // least recently busy.
+        let starving = |t: &Arc<str>| {
+            self.cut_off
+                .get(t)
+                .is_some_and(|since| started.saturating_duration_since(*since) >= STARVATION_LIMIT)
+        };
+        let mut order: Vec<(bool, f64, Arc<str>)> = self
+            .queues
+            .keys()
+            .map(|t| {
+                let spent = self.spent.get(t).map_or(0.0, |s| s.now(started));
+                (!starving(t), spent, t.clone())
+            })
+            .collect();
+        order.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        'round: for (not_starving, _, tenant) in order {
+            let mut ran = false;
+            while let Some(handle) = self.queues.get_mut(&tenant).and_then(VecDeque::pop_front) {
+                if !self.due.remove(&handle) {
+                    continue; // evaluated or unsubscribed since it was queued
+                }
+                let t0 = Instant::now();
+                self.evaluate_one(handle, snapshot);
+                ran = true;
+                let now = Instant::now();
+                let spent = self.spent.entry(tenant.clone()).or_insert(Spent {
+                    seconds: 0.0,
+                    at: now,
+                });
+                *spent = Spent {
+                    seconds: spent.now(now) + (now - t0).as_secs_f64(),
+                    at: now,
+                };
+                if not_starving && now - started >= ROUND_BUDGET {
+                    break 'round;
                 }
             }
-            q.result = Some(result);
+            // This tenant's connections need not wait for the tenants after
+            // it in the round.
+            if ran {
+                self.flush();
+            }
+        }
+        self.queues.retain(|_, q| !q.is_empty());
+        let queues = &self.queues;
+        self.cut_off.retain(|t, _| queues.contains_key(t));
+        for tenant in self.queues.keys() {
+            self.cut_off.entry(tenant.clone()).or_insert(started);
+        }
+        if self.spent.len() > 2 * self.queues.len() + 1024 {
+            let now = Instant::now();
+            let queues = &self.queues;
+            self.spent
+                .retain(|t, s| queues.contains_key(t) || s.now(now) > 1e-6);
         }
         self.conn.end_read()?;
-        self.processed_ts = self.processed_ts.max(snapshot).max(last_commit);
         Ok(())
     }
 
-    /// Sends each connection that has news one Transition ending at the
-    /// processed timestamp.
+    fn evaluate_one(&mut self, handle: u64, snapshot: Timestamp) {
+        let Some(q) = self.queries.get(&handle) else {
+            return;
+        };
+        let registry = self.registry.clone();
+        let mut tx = Transaction::read_only(self.conn.as_mut(), registry.schema(), snapshot);
+        tx.set_cursor_key(self.cursor_key.clone());
+        tx.set_journal(q.journal.clone());
+        let (result, reads, journal) =
+            Executor::evaluate_in(&registry, tx, &q.key.path, &q.key.args, &q.identity);
+        self.stats.evaluations.fetch_add(1, Ordering::Relaxed);
+        let result = to_wire(result.map_err(|e| e.redact(&q.key.path)));
+        let q = self.queries.get_mut(&handle).expect("present");
+        // The page end, once set, stays (a failed run before `paginate`
+        // leaves none and must not erase it).
+        if journal.is_some() {
+            q.journal = journal;
+        }
+        // A re-run usually reads the same ranges: refile only on change.
+        if q.reads != reads {
+            self.index.remove(handle, &q.reads);
+            self.index.insert(handle, &reads);
+            q.reads = reads;
+        }
+        let unchanged = q.result.as_ref() == Some(&result);
+        let awaiting = std::mem::take(&mut q.awaiting_first);
+        // Unchanged: only subscribers still waiting for a first result hear.
+        let recipients = if unchanged { &awaiting } else { &q.subscribers };
+        for (conn, query_id) in recipients {
+            if let Some(c) = self.connections.get_mut(conn) {
+                c.push(modification(*query_id, &result, q.journal.clone()));
+                self.dirty.insert(*conn);
+            }
+        }
+        q.result = Some(result);
+    }
+
+    /// Sends each connection that has news, and none of whose queries is
+    /// still due, one Transition ending at the processed timestamp.
     fn flush(&mut self) {
         let ts = self.processed_ts;
         let mut slow = Vec::new();
@@ -818,6 +1293,11 @@ impl Worker {
             let Some(c) = self.connections.get_mut(&id) else {
                 continue;
             };
+            if !self.due.is_empty() && c.queries.values().any(|h| self.due.contains(h)) {
+                // Not every result it holds is valid at `ts` yet.
+                still_waiting.push(id);
+                continue;
+            }
             let awaited = c.await_ts.is_some_and(|t| t <= ts);
             if !c.dirty && c.pending.is_empty() && !awaited {
                 if c.await_ts.is_some() {
@@ -863,5 +1343,108 @@ impl Worker {
         for id in slow {
             self.drop_connection(id);
         }
+    }
+}
+
+/// A `LIMIT_EXCEEDED` error as a query's failure.
+fn limit(message: String) -> FunctionError {
+    let e = Error::limit(message);
+    FunctionError {
+        message: e.client_message(),
+        data: e.error_data(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting_connection(queries: u32) -> (ConnState, OutboundRx) {
+        let (out, rx) = outbound_queue();
+        let c = ConnState {
+            out,
+            sent: StateVersion::INITIAL,
+            query_set: 0,
+            identity_version: 0,
+            identity: Identity::Anonymous,
+            queries: (0..queries).map(|i| (QueryId(i), u64::from(i))).collect(),
+            args_bytes: 0,
+            refused: HashSet::new(),
+            pending: Vec::new(),
+            dirty: false,
+            await_ts: None,
+        };
+        (c, rx)
+    }
+
+    fn updated(query: u32, n: f64) -> StateModification {
+        StateModification::QueryUpdated {
+            query_id: QueryId(query),
+            value: Value::Float64(n).into(),
+            log_lines: Vec::new(),
+            journal: None,
+        }
+    }
+
+    #[test]
+    fn a_waiting_connection_keeps_only_the_last_result_of_each_query() {
+        let (mut c, _rx) = waiting_connection(3);
+        for round in 0..1000 {
+            for query in 0..3 {
+                c.push(updated(query, f64::from(round)));
+            }
+        }
+        c.push(StateModification::QueryRemoved {
+            query_id: QueryId(1),
+        });
+        assert!(c.pending.len() <= 2 * 3 + 64 + 1, "{}", c.pending.len());
+        // Whatever was dropped, the last modification of each query is there,
+        // in the order they were made.
+        let mut seen = HashSet::new();
+        let last: Vec<&StateModification> = c
+            .pending
+            .iter()
+            .rev()
+            .filter(|m| seen.insert(query_of(m)))
+            .collect();
+        assert_eq!(
+            last,
+            vec![
+                &StateModification::QueryRemoved {
+                    query_id: QueryId(1)
+                },
+                &updated(2, 999.0),
+                &updated(0, 999.0),
+            ]
+        );
+    }
+
+    #[test]
+    fn equal_keys_hash_equally_and_floats_are_told_apart_by_their_bits() {
+        use std::collections::hash_map::DefaultHasher;
+        let key = |n: f64| QueryKey {
+            path: "notes:list".into(),
+            args: Arc::new(vec![livebase_schema::obj! { "a" => n, "b" => "x" }]),
+            identity: String::new(),
+            journal: None,
+        };
+        let hash = |k: &QueryKey| {
+            let mut h = DefaultHasher::new();
+            k.hash(&mut h);
+            h.finish()
+        };
+        assert!(key(1.0) == key(1.0));
+        assert_eq!(hash(&key(1.0)), hash(&key(1.0)));
+        assert!(key(0.0) != key(-0.0));
+        assert_ne!(hash(&key(0.0)), hash(&key(-0.0)));
+    }
+
+    #[test]
+    fn a_token_bucket_allows_its_burst_then_its_rate() {
+        let mut bucket = TokenBucket::new(3, 0.0);
+        assert!(bucket.take() && bucket.take() && bucket.take());
+        assert!(!bucket.take());
+        bucket.refill();
+        assert!(!bucket.take(), "no refill at a rate of zero");
     }
 }

@@ -28,10 +28,10 @@ use tokio::time::{sleep_until, timeout, Instant};
 
 use super::listener::{too_many, AddressSlot, ClientAddr};
 use super::{AppState, MAX_MESSAGE_SIZE, OUTBOUND_QUEUE};
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::executor::{Caller, RequestKey};
 use crate::registry::Identity;
-use crate::subscriptions::{outbound_queue, ConnId, Event, OutboundRx};
+use crate::subscriptions::{outbound_queue, ConnId, ConnectionBudget, Event, OutboundRx};
 
 /// Most WebSocket connections served at once; more are refused with 503.
 pub const MAX_CONNECTIONS: usize = 20_000;
@@ -54,6 +54,7 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Close codes this server uses.
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_PROTOCOL: u16 = 1002;
+/// A client past one of its budgets (see [`ConnectionBudget`]).
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_OVERLOADED: u16 = 1013;
@@ -110,6 +111,8 @@ struct Handler {
     ping_sent: Option<Instant>,
     /// When the next WebSocket ping is due.
     next_ping: Instant,
+    /// What this connection may make the subscription worker do.
+    budget: ConnectionBudget,
 }
 
 impl Handler {
@@ -134,6 +137,7 @@ impl Handler {
             last_sent: Instant::now(),
             ping_sent: None,
             next_ping: Instant::now() + ping_interval,
+            budget: ConnectionBudget::default(),
         };
         let end = match h.handshake(&mut stream).await {
             Err(end) => end,
@@ -322,11 +326,16 @@ impl Handler {
                 new_version,
                 modifications,
             } => {
+                // Checked here, off the worker's thread: what is refused is
+                // never queued or kept.
+                let changes = self
+                    .budget
+                    .check(self.state.executor.registry(), modifications);
                 let event = Event::ModifyQuerySet {
                     conn: self.conn,
                     base_version,
                     new_version,
-                    modifications,
+                    changes,
                 };
                 self.tell_worker(event).await
             }
@@ -368,6 +377,9 @@ impl Handler {
         base_version: u32,
         token: AuthenticationToken,
     ) -> Result<(), End> {
+        if let Err(reason) = self.budget.authenticate() {
+            return Err(End::Close(CLOSE_POLICY, reason));
+        }
         let identity = match token {
             AuthenticationToken::None => Ok(Identity::Anonymous),
             AuthenticationToken::User(token) => self.state.authenticator.authenticate(&token).await,
@@ -384,6 +396,11 @@ impl Handler {
                     identity,
                 })
                 .await
+            }
+            // The server is busy (its readers' queue is full): the token
+            // was not checked, so it is not refused either.
+            Err(e) if e.code() == Some(&ErrorCode::LimitExceeded) => {
+                Err(End::Close(CLOSE_OVERLOADED, e.client_message()))
             }
             Err(e) => {
                 // A refused token leaves no identity behind (as in Convex): the
