@@ -1,6 +1,7 @@
 //! `livebase-fuzz <target|all|list> [--seconds N | --runs N] [--seed S]`:
 //! fuzzes one target (or each in turn) from its corpus and prints how many
-//! inputs it ran and what it found. Build it with the `fuzz` profile
+//! inputs it ran and what it found. `livebase-fuzz replay <target> FILE…`
+//! runs saved inputs once each, panics shown as they happen. Build it with the `fuzz` profile
 //! (release speed, overflow checks on):
 //!
 //! ```text
@@ -17,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use livebase_fuzz::driver::{fuzz, Budget};
 use livebase_fuzz::{target, Target, TARGETS};
 
-const USAGE: &str = "usage: livebase-fuzz <target|all|list> [--seconds N | --runs N] [--seed S]";
+const USAGE: &str = "usage: livebase-fuzz <target|all|list> [--seconds N | --runs N] [--seed S]\n       livebase-fuzz replay <target> FILE...";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,6 +26,9 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
+    if name == "replay" {
+        return replay(&args[1..]);
+    }
     let mut budget = Budget::Time(Duration::from_secs(60));
     let mut seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -87,4 +91,22 @@ fn main() -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Runs each file through the target once and prints its outcome.
+fn replay(args: &[String]) -> ExitCode {
+    let Some(t) = args.first().and_then(|name| target(name)) else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    for file in &args[1..] {
+        match std::fs::read(file) {
+            Ok(bytes) => println!("{file}: {}", (t.run)(&bytes)),
+            Err(e) => {
+                eprintln!("{file}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }

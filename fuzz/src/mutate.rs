@@ -147,13 +147,18 @@ fn mutate_once(rng: &mut Rng, data: &mut Vec<u8>, corpus: &[Vec<u8>], dictionary
                 data.splice(at..end, token.iter().copied());
             }
         }
-        // Replace a run of digits (or any position) with an interesting number.
+        // Replace a whole number (or insert one where there is none).
         11 => {
             let number = rng.pick(INTERESTING_NUMBERS).as_bytes();
-            let at = rng.below(len + 1);
+            let in_number =
+                |b: &u8| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E');
+            let mut at = rng.below(len + 1);
+            while at > 0 && at < len && in_number(&data[at]) && in_number(&data[at - 1]) {
+                at -= 1;
+            }
             let end = data[at..]
                 .iter()
-                .position(|b| !b.is_ascii_digit())
+                .position(|b| !in_number(b))
                 .map_or(len, |p| at + p);
             data.splice(at..end, number.iter().copied());
         }

@@ -45,6 +45,11 @@ pub const FORMAT: &str = "livebase-export";
 pub const FORMAT_VERSION: u64 = 1;
 /// Documents read from the store per round trip while exporting.
 const PAGE: usize = 512;
+/// The latest time an export may carry (`snapshotTs`, `_creationTime`):
+/// 2500-01-01T00:00:00Z in nanoseconds. The import commits after every time
+/// in the file, and a later one would leave no room for the timestamps of
+/// the commits that follow (`u64` nanoseconds end in 2554).
+pub const LATEST_IMPORTED_TIME_NS: u64 = 16_725_225_600_000_000_000;
 
 /// Why an export or an import failed.
 #[derive(Debug, thiserror::Error)]
@@ -240,9 +245,16 @@ fn parse_header(text: &str) -> Result<u64, String> {
             ))
         }
     }
-    json.get("snapshotTs")
+    let ts = json
+        .get("snapshotTs")
         .and_then(Json::as_u64)
-        .ok_or_else(|| "the header has no `snapshotTs` (a whole number)".to_string())
+        .ok_or_else(|| "the header has no `snapshotTs` (a whole number)".to_string())?;
+    if ts > LATEST_IMPORTED_TIME_NS {
+        return Err(format!(
+            "`snapshotTs` {ts} is after the year 2500 ({LATEST_IMPORTED_TIME_NS} ns)"
+        ));
+    }
+    Ok(ts)
 }
 
 /// One document line, checked against the schema as an insert would be.
@@ -275,6 +287,11 @@ fn parse_document(schema: &Schema, text: &str) -> Result<Document, String> {
         .and_then(Json::as_f64)
         .filter(|t| t.is_finite() && *t >= 0.0)
         .ok_or("`_creationTime` is missing or not a time in ms")?;
+    if creation_time * 1e6 > LATEST_IMPORTED_TIME_NS as f64 {
+        return Err(format!(
+            "`_creationTime` {creation_time:e} is after the year 2500"
+        ));
+    }
     let doc = line.get("doc").ok_or("`doc` is missing")?;
     let fields = match Value::from_json(doc, "doc").map_err(|e| e.to_string())? {
         Value::Object(fields) => fields,
@@ -454,6 +471,10 @@ mod tests {
                 r#"{"table":"notes","_id":"notes_0000000000000001","doc":{"text":"x","n":{"$integer":"AQAAAAAAAAA="}}}"#,
                 "`_creationTime` is missing",
             ),
+            (
+                r#"{"table":"notes","_id":"notes_0000000000000001","_creationTime":1e300,"doc":{"text":"x","n":{"$integer":"AQAAAAAAAAA="}}}"#,
+                "`_creationTime` 1e300 is after the year 2500",
+            ),
             (good, "already appeared on line 2"),
         ];
         for (bad, expected) in cases {
@@ -479,6 +500,10 @@ mod tests {
             (
                 r#"{"format":"livebase-export","version":1}"#,
                 "no `snapshotTs`",
+            ),
+            (
+                r#"{"format":"livebase-export","version":1,"snapshotTs":18446744073709551615}"#,
+                "is after the year 2500",
             ),
         ] {
             let dir = tempfile::tempdir().unwrap();
