@@ -161,14 +161,14 @@ fn run_one(
                 Some((place, message)) => format!("{place} {}", crate::normalize(message)),
                 None => what.clone(),
             };
-            if !crashes.contains_key(&key) {
+            if let std::collections::hash_map::Entry::Vacant(e) = crashes.entry(key) {
                 let path = save_crash(artifacts, target.name, input);
                 eprintln!(
                     "{}: PANIC {what}\n  input saved to {}",
                     target.name,
                     path.display()
                 );
-                crashes.insert(key, (what, path));
+                e.insert((what, path));
             }
             None
         }

@@ -68,7 +68,7 @@ pub fn load_corpus(name: &str) -> std::io::Result<Vec<(PathBuf, Vec<u8>)>> {
 }
 
 /// A label that groups messages of one kind: quoted parts and numbers
-/// collapsed, cut short, so an attacker-chosen name or number in an error
+/// collapsed, so an attacker-chosen name or number in an error
 /// does not make every input look new.
 pub fn normalize(message: &str) -> String {
     let mut out = String::new();
@@ -96,11 +96,17 @@ pub fn normalize(message: &str) -> String {
             _ => out.push(c),
         }
         last_digit = c.is_ascii_digit();
-        if out.chars().count() >= 60 {
-            break;
-        }
     }
     out
+}
+
+/// The label of an error message: its last part (after the last `": "`,
+/// which follows the path of where the problem is), normalized, cut to 60
+/// characters.
+pub fn error_label(message: &str) -> String {
+    let shown = normalize(message);
+    let last = shown.rsplit(": ").next().unwrap_or(&shown);
+    last.chars().take(60).collect()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 
 use livebase_schema::protocol::{ClientMessage, ProtocolError, ServerMessage};
 
-use crate::{normalize, Target};
+use crate::{error_label, Target};
 
 pub const TARGET: Target = Target {
     name: "frame",
@@ -150,6 +150,5 @@ fn check_error(e: &ProtocolError, input: &str) -> String {
         path.is_empty() || KINDS.contains(&head) || (path == "type"),
         "the error's path `{path}` does not start with a message type"
     );
-    let message = shown.rsplit(": ").next().unwrap_or(&shown);
-    format!("{} {}", head, normalize(message))
+    format!("{head} {}", error_label(&shown))
 }

@@ -18,7 +18,7 @@ use livebase_runtime::system::with_system_tables;
 use livebase_schema::Schema;
 use serde_json::Value as Json;
 
-use crate::{normalize, Target};
+use crate::{error_label, Target};
 
 pub const TARGET: Target = Target {
     name: "import",
@@ -123,8 +123,7 @@ fn run_in(store: &Store, data: &[u8]) -> String {
                 "line {line} named in a file of {lines} lines: {message}"
             );
             assert!(!message.is_empty(), "an empty message for line {line}");
-            let what = message.split(": ").next().unwrap_or(&message);
-            format!("line {} {}", line.min(3), normalize(what))
+            format!("line {} {}", line.min(3), error_label(&message))
         }
         Err(other) => panic!("an import failed without naming a line: {other}"),
     }

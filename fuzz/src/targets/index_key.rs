@@ -40,7 +40,7 @@ fn run(data: &[u8]) -> String {
     let Some((&mode, rest)) = data.split_first() else {
         return "empty".into();
     };
-    if mode % 2 == 1 {
+    if !mode.is_multiple_of(2) {
         return match decode_tuple(rest) {
             Some(tuple) => {
                 assert_eq!(
@@ -118,7 +118,7 @@ impl Input<'_> {
         let n = self.byte() % 4;
         (0..n)
             .map(|_| {
-                if self.byte() % 8 == 0 {
+                if self.byte().is_multiple_of(8) {
                     None
                 } else {
                     Some(self.value(0))

@@ -13,7 +13,7 @@ use livebase_schema::Value;
 use serde_json::Value as Json;
 
 use crate::keycodec::decode_tuple;
-use crate::{normalize, Target};
+use crate::{error_label, Target};
 
 pub const TARGET: Target = Target {
     name: "value_json",
@@ -103,7 +103,7 @@ fn run(data: &[u8]) -> String {
                 e.path
             );
             assert!(!e.message.is_empty(), "an empty error message");
-            format!("error {}", normalize(&e.message))
+            format!("error {}", error_label(&e.message))
         }
     }
 }
