@@ -73,10 +73,17 @@ pub fn load_corpus(name: &str) -> std::io::Result<Vec<(PathBuf, Vec<u8>)>> {
 pub fn normalize(message: &str) -> String {
     let mut out = String::new();
     let mut quote: Option<char> = None;
+    let mut escaped = false;
     let mut last_digit = false;
     for c in message.chars() {
         if let Some(q) = quote {
-            if c == q {
+            // Inside a quoted part: skip to its closing quote (a JSON string
+            // in a message escapes its own quotes).
+            if escaped {
+                escaped = false;
+            } else if c == '\\' && q == '"' {
+                escaped = true;
+            } else if c == q {
                 quote = None;
                 out.push(c);
             }
