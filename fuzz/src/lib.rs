@@ -75,15 +75,24 @@ pub fn normalize(message: &str) -> String {
     let mut quote: Option<char> = None;
     let mut escaped = false;
     let mut last_digit = false;
-    for c in message.chars() {
+    let mut chars = message.chars().peekable();
+    while let Some(c) = chars.next() {
         if let Some(q) = quote {
-            // Inside a quoted part: skip to its closing quote (a JSON string
-            // in a message escapes its own quotes).
-            if escaped {
-                escaped = false;
-            } else if c == '\\' && q == '"' {
-                escaped = true;
-            } else if c == q {
+            // Inside a quoted part: skip to its closing quote. A JSON string
+            // in a message escapes its own quotes; a name in backticks is not
+            // escaped, so only a backtick before a space, punctuation or the
+            // end closes it.
+            let closes = match q {
+                '"' => !escaped && c == '"',
+                _ => {
+                    c == q
+                        && chars
+                            .peek()
+                            .is_none_or(|n| !n.is_alphanumeric() && *n != '`')
+                }
+            };
+            escaped = !escaped && c == '\\';
+            if closes {
                 quote = None;
                 out.push(c);
             }
