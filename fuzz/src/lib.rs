@@ -121,6 +121,14 @@ pub fn normalize(message: &str) -> String {
 /// characters.
 pub fn error_label(message: &str) -> String {
     let shown = normalize(message);
+    // Between the first and the last quote a name from the input may still
+    // hide (a backtick inside a backticked name): leave all of it out.
+    let shown = match (shown.find(['"', '`']), shown.rfind(['"', '`'])) {
+        (Some(first), Some(last)) if first < last => {
+            format!("{}…{}", &shown[..first], &shown[last + 1..])
+        }
+        _ => shown,
+    };
     let last = shown.rsplit(": ").next().unwrap_or(&shown);
     last.chars().take(60).collect()
 }
