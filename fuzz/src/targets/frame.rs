@@ -136,14 +136,18 @@ fn check_error(e: &ProtocolError, input: &str) -> String {
         shown.len(),
         input.len()
     );
-    let path = match e {
+    // The label is made of the message alone: the path holds the input's
+    // field names.
+    let (path, message) = match e {
         ProtocolError::NotJson(_) => return "not json".into(),
-        ProtocolError::UnknownType { path, found, .. } => {
+        ProtocolError::UnknownType {
+            path, found, what, ..
+        } => {
             assert!(found.chars().count() <= 64, "the unknown tag is cut short");
-            path.as_str()
+            (path.as_str(), format!("unknown {what} type"))
         }
-        ProtocolError::Invalid { path, .. } => path.as_str(),
-        ProtocolError::Value(d) => d.path.as_str(),
+        ProtocolError::Invalid { path, message } => (path.as_str(), message.clone()),
+        ProtocolError::Value(d) => (d.path.as_str(), d.message.clone()),
         other => panic!("an error of an unexpected kind: {other:?}"),
     };
     let head = path.split(['.', '[']).next().unwrap_or("");
@@ -151,5 +155,5 @@ fn check_error(e: &ProtocolError, input: &str) -> String {
         path.is_empty() || KINDS.contains(&head) || (path == "type"),
         "the error's path `{path}` does not start with a message type"
     );
-    format!("{head} {}", error_label(&shown))
+    format!("{head} {}", error_label(&message))
 }
