@@ -522,6 +522,10 @@ mod tests {
                 r#"{"table":"notes","_id":"notes_0000000000000001","doc":{"text":"x","n":{"$integer":"AQAAAAAAAAA="}}}"#,
                 "`_creationTime` is missing",
             ),
+            (
+                r#"{"table":"notes","_id":"notes_0000000000000001","_creationTime":1e300,"doc":{"text":"x","n":{"$integer":"AQAAAAAAAAA="}}}"#,
+                "`_creationTime` 1e+300 is more than 24 h past",
+            ),
             (good, "already appeared on line 2"),
         ];
         for (bad, expected) in cases {
