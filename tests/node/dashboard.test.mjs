@@ -1,6 +1,6 @@
 // The dev dashboard (`livebase dev`, /_dashboard) in headless Chromium: a
 // document created through the API appears on the open page without a
-// reload, the call shows in the function log, the sign-up's welcome mail in
+// reload, the call shows in the function log, the sign-up's verification mail in
 // the outbox and its job in the scheduled jobs — and document content is
 // shown as text, never as markup. `livebase serve` has no dashboard.
 //
@@ -159,7 +159,7 @@ test("the dashboard shows documents live, the call log, jobs and the outbox", as
   // The mail's job, by status: sent, after one attempt, with where it went.
   const mailJob = row("#mail-jobs", owner.email).filter({ hasText: "sent" }).first();
   await mailJob.waitFor();
-  assert.match(await mailJob.innerText(), /welcome/);
+  assert.match(await mailJob.innerText(), /verify-email/);
   assert.match(await page.locator("#mail-jobs-summary").innerText(), /\d+ sent/);
   const mail = page.locator("#mails li", { hasText: owner.email });
   await mail.waitFor();
