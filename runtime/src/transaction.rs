@@ -564,11 +564,11 @@ impl Query<'_, '_> {
     }
 
     pub fn collect(mut self) -> Result<Vec<Value>> {
-        Ok(values(self.run(None, None, None)?.docs))
+        Ok(values(self.run(None, None, None, None)?.docs))
     }
 
     pub fn take(mut self, n: usize) -> Result<Vec<Value>> {
-        Ok(values(self.run(Some(n), None, None)?.docs))
+        Ok(values(self.run(Some(n), None, None, None)?.docs))
     }
 
     pub fn first(self) -> Result<Option<Value>> {
@@ -626,8 +626,8 @@ impl Query<'_, '_> {
     /// with `endCursor` it runs exactly from `cursor` to `endCursor`. A page
     /// with a fixed end that grew to [`SPLIT_FACTOR`] times `numItems`
     /// recommends a split at its middle; one that would read more than
-    /// `maximumRowsRead` stops there and requires one. Records exactly the
-    /// range it covers.
+    /// `maximumRowsRead` rows or `maximumBytesRead` bytes of documents stops
+    /// there and requires one. Records exactly the range it covers.
     pub fn paginate_with(mut self, opts: &PaginationOpts) -> Result<PaginationResult> {
         if self.tx.paginated {
             return Err(Error::invalid(
@@ -653,16 +653,19 @@ impl Query<'_, '_> {
             Order::Desc => full.start.clone(),
         };
         let num_items = opts.num_items.max(1);
+        // At least one document per page, so every page makes progress.
+        let max_bytes = opts.maximum_bytes_read.map(|m| m.max(1));
         let journal;
         let result = match fixed_end {
             Some(end) => {
-                // Past `maximumRowsRead` the page cannot be served whole: it
-                // stops there and says `SplitRequired`.
+                // Past `maximumRowsRead` or `maximumBytesRead` the page
+                // cannot be served whole: it stops there and says
+                // `SplitRequired`.
                 let max_rows = opts.maximum_rows_read.map(|m| m.max(1));
-                let scan = self.run(max_rows, cursor, Some(end.clone()))?;
+                let scan = self.run(max_rows, cursor, Some(end.clone()), max_bytes)?;
                 let continue_cursor = key.encode(&binding, &end);
                 journal = continue_cursor.clone();
-                let required = !scan.exhausted && max_rows.is_some();
+                let required = !scan.exhausted && (max_rows.is_some() || max_bytes.is_some());
                 let status = if required {
                     Some("SplitRequired")
                 } else if scan.docs.len() >= SPLIT_FACTOR * num_items {
@@ -687,7 +690,9 @@ impl Query<'_, '_> {
                 let limit = opts
                     .maximum_rows_read
                     .map_or(num_items, |m| m.clamp(1, num_items));
-                let scan = self.run(Some(limit), cursor, None)?;
+                // A page without a fixed end that reaches `maximumBytesRead`
+                // simply ends there, as one that reaches `maximumRowsRead`.
+                let scan = self.run(Some(limit), cursor, None, max_bytes)?;
                 let continue_cursor = key.encode(&binding, &scan.last);
                 journal = continue_cursor.clone();
                 PaginationResult {
@@ -706,12 +711,15 @@ impl Query<'_, '_> {
     /// Scans the range in batches, applying filters, until `limit` documents
     /// matched or the range ends — after `cursor` and through `end` (keys of
     /// the range, in scan order), when given. Records exactly the part of the
-    /// range it passed.
+    /// range it passed. With `max_bytes` it also stops (not exhausted) after
+    /// the document that brings the bytes it read to `max_bytes`, filtered
+    /// out or not.
     fn run(
         &mut self,
         limit: Option<usize>,
         cursor: Option<Vec<u8>>,
         through: Option<Vec<u8>>,
+        max_bytes: Option<usize>,
     ) -> Result<Scan> {
         let tx = &mut *self.tx;
         let def = tx.table(&self.table)?;
@@ -758,7 +766,9 @@ impl Query<'_, '_> {
         let mut out = Vec::new();
         let mut last_key: Option<Vec<u8>> = None;
         let mut exhausted = false;
-        while limit.is_none_or(|n| out.len() < n) {
+        let mut bytes = 0usize;
+        let mut over_bytes = false;
+        while !over_bytes && limit.is_none_or(|n| out.len() < n) {
             if start >= end {
                 exhausted = true;
                 break;
@@ -773,9 +783,8 @@ impl Query<'_, '_> {
             let batch = tx.conn.scan(&start, &end, self.order, want)?;
             let fetched = batch.len();
             for (key, doc) in batch {
-                let counted = tx
-                    .count_reads(1)
-                    .and_then(|()| tx.count_bytes_read(document_size(&doc)));
+                let size = document_size(&doc);
+                let counted = tx.count_reads(1).and_then(|()| tx.count_bytes_read(size));
                 if let Err(e) = counted {
                     // The failure (too many documents or too many bytes)
                     // depends on every key passed so far, this one included:
@@ -793,14 +802,19 @@ impl Query<'_, '_> {
                 }
                 last_key = Some(key.clone());
                 let value = doc.to_value();
+                bytes += size;
+                over_bytes = max_bytes.is_some_and(|m| bytes >= m);
                 if self.filters.iter().all(|keep| keep(&value)) {
                     out.push((key, value));
                     if limit.is_some_and(|n| out.len() >= n) {
                         break;
                     }
                 }
+                if over_bytes {
+                    break;
+                }
             }
-            if fetched < want && limit.is_none_or(|n| out.len() < n) {
+            if !over_bytes && fetched < want && limit.is_none_or(|n| out.len() < n) {
                 exhausted = true;
                 break;
             }

@@ -1,7 +1,8 @@
 //! Pagination as Convex's clients drive it, on a real database: a page run
 //! again with its journal ends at the same key while rows come and go, a page
 //! with `endCursor` runs exactly between its cursors and recommends a split
-//! once it has grown, a page's read set stops at its end, and cursors or
+//! once it has grown (or requires one past `maximumRowsRead` or
+//! `maximumBytesRead`), a page's read set stops at its end, and cursors or
 //! journals from anywhere else are `INVALID_ARGUMENT`.
 
 mod common;
@@ -289,6 +290,108 @@ async fn an_end_cursor_page_runs_between_its_cursors_and_recommends_a_split_when
         names(&whole),
         "split at the middle of what was read"
     );
+}
+
+#[tokio::test]
+async fn a_page_stops_at_maximum_bytes_read_and_an_end_cursor_page_then_requires_a_split() {
+    let TestDb { db, .. } = test_db();
+    // Ten documents of a little over 1000 bytes each: 3500 bytes is four.
+    db.mutate(|tx| {
+        for i in 0..10 {
+            tx.insert(
+                "items",
+                obj! { "organizationId" => "big", "status" => "x".repeat(1000), "name" => name(i) },
+            )?;
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let bytes = |opts: PaginationOpts| PaginationOpts {
+        maximum_bytes_read: Some(3500),
+        ..opts
+    };
+
+    // Without an end the page simply ends where the bytes ran out.
+    let (short, _, _) = page(&db, "big", bytes(PaginationOpts::first(10)), None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&short),
+        newest_first(6..10),
+        "it stopped at 3500 bytes"
+    );
+    assert!(!short.is_done);
+    assert_eq!(short.page_status, None);
+    let (rest, _, _) = page(
+        &db,
+        "big",
+        PaginationOpts {
+            cursor: Some(short.continue_cursor.clone()),
+            ..PaginationOpts::first(10)
+        },
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        names(&rest),
+        newest_first(0..6),
+        "the next page goes on from there"
+    );
+
+    // With an end it cannot be served whole: it returns what it read,
+    // requires a split, and the halves hold every row of the span once.
+    let (full, _, _) = page(&db, "big", PaginationOpts::first(8), None, None)
+        .await
+        .unwrap();
+    assert_eq!(names(&full), newest_first(2..10));
+    let (capped, _, _) = page(
+        &db,
+        "big",
+        bytes(PaginationOpts {
+            end_cursor: Some(full.continue_cursor.clone()),
+            ..PaginationOpts::first(8)
+        }),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(capped.page_status, Some("SplitRequired"));
+    assert_eq!(names(&capped), newest_first(6..10));
+    assert_eq!(capped.continue_cursor, full.continue_cursor);
+    let split = capped.split_cursor.expect("a split cursor");
+    let (c, _, _) = page(
+        &db,
+        "big",
+        bytes(PaginationOpts {
+            end_cursor: Some(split.clone()),
+            ..PaginationOpts::first(8)
+        }),
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.page_status, None, "the first half fits");
+    let (d, _, _) = page(
+        &db,
+        "big",
+        PaginationOpts {
+            cursor: Some(split),
+            end_cursor: Some(full.continue_cursor.clone()),
+            ..PaginationOpts::first(8)
+        },
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    let mut halves = names(&c);
+    halves.extend(names(&d));
+    assert_eq!(halves, names(&full), "each row of the span once");
 }
 
 #[tokio::test]
