@@ -2,7 +2,8 @@
 //! 25 notes to `Exhausted` with `load_more`; a note added at the top grows
 //! the first page and shifts nothing; and after the server restarts, the
 //! re-added pages keep their ends (their journals), so the list is still
-//! whole.
+//! whole. Notes deleted inside a page and at a page's end leave every other
+//! note exactly once.
 
 mod common;
 
@@ -15,6 +16,7 @@ use livebase_sdk::{
 
 const PAGE: QueryRef<Object, Value> = query("notes:page");
 const ADD: MutationRef<Value, String> = mutation("notes:add");
+const REMOVE: MutationRef<Value, Value> = mutation("notes:remove");
 
 fn org() -> Object {
     match obj! { "organizationId" => "org1" } {
@@ -137,4 +139,47 @@ async fn a_burst_of_inserts_splits_the_first_page_and_every_note_stays_once() {
         .await
         .expect("the first page split, every note once");
     assert_eq!(pages.current().unwrap().status, PageStatus::Exhausted);
+}
+
+#[tokio::test]
+async fn deleting_notes_inside_a_page_and_at_its_end_keeps_every_other_note_once() {
+    let (server, _dir) = start().await;
+    let client = Client::connect(&server.url()).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let args = obj! { "organizationId" => "org1", "body" => format!("note {i:02}") };
+        ids.push(client.mutation(ADD, args).await.unwrap());
+    }
+    let mut pages = PaginatedSubscription::new(&client, PAGE, org(), 10);
+    let all = newest_first(25);
+    until(&mut pages, &all[..10], PageStatus::CanLoadMore).await;
+    assert!(pages.load_more(10));
+    until(&mut pages, &all[..20], PageStatus::CanLoadMore).await;
+    assert!(pages.load_more(10));
+    until(&mut pages, &all, PageStatus::Exhausted).await;
+
+    // "note 12" is inside the second page; "note 15" is the first page's
+    // last row, the key its journal ends at.
+    for i in [12, 15] {
+        client
+            .mutation(REMOVE, obj! { "id" => ids[i].as_str() })
+            .await
+            .unwrap();
+    }
+    let expected: Vec<String> = all
+        .iter()
+        .filter(|b| *b != "note 12" && *b != "note 15")
+        .cloned()
+        .collect();
+    until(&mut pages, &expected, PageStatus::Exhausted).await;
+    assert_eq!(pages.page_count(), 3, "a delete splits or merges nothing");
+
+    // A note added afterwards still lands once, at the top.
+    client
+        .mutation(ADD, obj! { "organizationId" => "org1", "body" => "top" })
+        .await
+        .unwrap();
+    let mut grown = vec!["top".to_string()];
+    grown.extend(expected);
+    until(&mut pages, &grown, PageStatus::Exhausted).await;
 }

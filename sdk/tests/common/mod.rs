@@ -103,6 +103,10 @@ pub fn registry() -> Registry {
             Ok(Value::from(id.to_string()))
         },
     );
+    app.mutation("notes:remove", [("id", v::id("notes"))], |ctx, args| {
+        ctx.db.delete(&args.id("id", "notes")?)?;
+        Ok(Value::Null)
+    });
     app.mutation("notes:reject", [("reason", v::string())], |_, args| {
         let mut data = Object::new();
         data.insert("retryable".into(), Value::Boolean(false));
