@@ -800,3 +800,44 @@ async fn clients_behind_a_local_proxy_are_limited_each_on_their_own() {
     assert_eq!(ask("198.51.100.7, 203.0.113.1", 100).await.status, 429);
     assert_eq!(ask("203.0.113.2", 101).await.status, 200, "another client");
 }
+
+/// A mailed link's one-time token lives in its `emails:send` job's row only
+/// until the mail is sent: the job then forgets the link (and keeps the rest
+/// of its arguments), so no table, export or dashboard holds the token.
+#[tokio::test]
+async fn a_sent_mail_job_no_longer_holds_its_link() {
+    let sink = SmtpSink::start();
+    let t = start(&sink).await;
+    t.sign_up("ada@example.com", "Ada").await;
+    let mail = mail_to(&sink, "ada@example.com", "Confirm your email address", 0).await;
+    let url = link(&mail, "/api/auth/verify-email?");
+    let token = url
+        .split("token=")
+        .nth(1)
+        .expect("the link carries a token")
+        .to_string();
+    let started = std::time::Instant::now();
+    let job = loop {
+        let jobs = t.rows("_scheduled_functions").await;
+        let job = jobs
+            .into_iter()
+            .find(|j| j["name"] == "emails:send" && j["args"]["template"] == "verify-email")
+            .expect("the verification mail's job");
+        if job["state"] == "success" {
+            break job;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the job never settled: {job:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(job["args"]["to"], "ada@example.com");
+    assert_eq!(job["args"]["data"]["name"], "Ada");
+    assert!(job["args"]["data"].get("url").is_none(), "{job:#}");
+    let everything = serde_json::to_string(&t.rows("_scheduled_functions").await).unwrap();
+    assert!(!everything.contains(&token), "{everything}");
+    // The link itself still works: the token's hash is what the store keeps.
+    let followed = t.get(&path_of(&url), None).await;
+    assert_eq!(followed.status, 200, "{}", followed.body);
+}

@@ -115,6 +115,9 @@ pub fn register(app: &mut Registry) {
         },
     );
     app.retryable(SEND, RETRY);
+    // A verification or reset link carries a one-time token: the job keeps it
+    // until the mail is sent (or given up on), and not a moment longer.
+    app.forget_args_when_done(SEND, &["data.url"]);
 }
 
 /// A value as plain JSON for a template: numbers as numbers (an int64

@@ -256,6 +256,10 @@ pub struct Function {
     /// For an action declared with [`Registry::retryable`]: how the scheduler
     /// retries its jobs. `None`: a scheduled run happens at most once.
     pub retry: Option<RetryPolicy>,
+    /// Argument fields (dotted paths into the arguments object) removed from
+    /// a job's `_scheduled_functions` row once it has succeeded or failed,
+    /// declared with [`Registry::forget_args_when_done`].
+    pub forget_when_done: &'static [&'static str],
 }
 
 impl Function {
@@ -368,6 +372,7 @@ impl Registry {
                 args,
                 handler,
                 retry: None,
+                forget_when_done: &[],
             }),
         );
     }
@@ -485,6 +490,27 @@ impl Registry {
             panic!("`{path}` is declared retryable after the registry was shared");
         };
         function.retry = Some(policy);
+    }
+
+    /// Declares that the argument fields `fields` (dotted paths, such as
+    /// `data.url`) of retryable action `path`'s jobs are removed from their
+    /// `_scheduled_functions` rows once the job has succeeded or failed:
+    /// arguments that must survive a crash until the run and no longer, such
+    /// as a mailed link holding a one-time token. Panics, as registration
+    /// does, unless `path` is declared [`Registry::retryable`] already.
+    pub fn forget_args_when_done(&mut self, path: &str, fields: &'static [&'static str]) {
+        let path = canonical_path(path);
+        let Some(function) = self.functions.get_mut(&path) else {
+            panic!("`{path}` forgets arguments but is not registered");
+        };
+        assert!(
+            function.retry.is_some(),
+            "`{path}` forgets arguments when done but is not declared retryable"
+        );
+        let Some(function) = Arc::get_mut(function) else {
+            panic!("`{path}` forgets arguments after the registry was shared");
+        };
+        function.forget_when_done = fields;
     }
 
     /// Finds a function of `kind` at `path`. With `public_only`, internal

@@ -192,10 +192,10 @@ async fn recover_interrupted(executor: &Executor) -> Result<(usize, usize)> {
                 let mut again = 0;
                 for doc in &stuck {
                     let job = Job::parse(doc)?;
-                    let policy = registry.get(&job.name).and_then(|f| f.retry);
-                    match policy {
-                        Some(policy) => {
-                            end_attempt(tx, &job.id, &policy, Outcome::Interrupted)?;
+                    let function = registry.get(&job.name);
+                    match function.and_then(|f| f.retry.map(|p| (p, f.forget_when_done))) {
+                        Some((policy, forget)) => {
+                            end_attempt(tx, &job.id, &policy, forget, Outcome::Interrupted)?;
                             again += 1;
                         }
                         None => settle(tx, &job.id, JobState::Failed, Some(INTERRUPTED))?,
@@ -344,7 +344,7 @@ impl Shared {
         match function {
             Some(f) if f.kind() == FunctionKind::Mutation => self.run_mutation(job, f).await,
             Some(f) if f.kind() == FunctionKind::Action => match f.retry {
-                Some(policy) => self.run_retryable(job, policy).await,
+                Some(policy) => self.run_retryable(job, policy, f.forget_when_done).await,
                 None => self.run_action(job).await,
             },
             Some(_) => {
@@ -464,7 +464,12 @@ impl Shared {
     /// then settled by [`end_attempt`] — success, another attempt later, or
     /// failed. A crash in between leaves it `inProgress`, and the next start
     /// makes it pending again ([`recover_interrupted`]).
-    async fn run_retryable(&self, job: Job, policy: RetryPolicy) -> Result<Settled> {
+    async fn run_retryable(
+        &self,
+        job: Job,
+        policy: RetryPolicy,
+        forget: &'static [&'static str],
+    ) -> Result<Settled> {
         let registry = self.executor.registry().clone();
         let Job {
             id,
@@ -512,7 +517,14 @@ impl Shared {
                 if state_of(tx, &id)? != Some(JobState::InProgress) {
                     return Ok(None);
                 }
-                end_attempt(tx, &id, &policy, Outcome::Returned(outcome.as_ref())).map(Some)
+                end_attempt(
+                    tx,
+                    &id,
+                    &policy,
+                    forget,
+                    Outcome::Returned(outcome.as_ref()),
+                )
+                .map(Some)
             })
             .await?
             .value;
@@ -649,11 +661,13 @@ fn is_interrupted(record: &Value) -> bool {
 /// and never failed for it (a restart is no fault of the remote, nor does it
 /// count against the policy); a transient error makes it `pending` again at
 /// the next attempt's time while `policy` allows one; anything else fails it
-/// with the error.
+/// with the error. Once the job has succeeded or failed, the argument fields
+/// `forget` names are removed from its row.
 fn end_attempt(
     tx: &mut Transaction,
     id: &DocumentId,
     policy: &RetryPolicy,
+    forget: &[&str],
     outcome: Outcome,
 ) -> Result<Ended> {
     let now = tx_now(tx);
@@ -743,7 +757,33 @@ fn end_attempt(
         fields.insert("state".into(), state.as_str().into());
         if state.is_final() {
             fields.insert("completedTime".into(), now.into());
+            if let Some(args) = fields.get_mut("args") {
+                for path in forget {
+                    remove_path(args, path);
+                }
+            }
         }
     })?;
     Ok(ended)
+}
+
+/// Removes the field at dotted `path` (`data.url`) from `value`, if there.
+fn remove_path(value: &mut Value, path: &str) {
+    let (head, rest) = match path.split_once('.') {
+        Some((head, rest)) => (head, Some(rest)),
+        None => (path, None),
+    };
+    let Value::Object(fields) = value else {
+        return;
+    };
+    match rest {
+        None => {
+            fields.remove(head);
+        }
+        Some(rest) => {
+            if let Some(inner) = fields.get_mut(head) {
+                remove_path(inner, rest);
+            }
+        }
+    }
 }
