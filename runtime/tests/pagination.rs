@@ -60,6 +60,23 @@ async fn page(
     Ok((out.value.0, out.value.1, hit))
 }
 
+/// The page from `cursor` (the start when `None`) to `end`, as a client asks
+/// for either half of a split page.
+async fn between(
+    db: &Database,
+    org: &'static str,
+    cursor: Option<String>,
+    end: String,
+    num_items: usize,
+) -> PaginationResult {
+    let opts = PaginationOpts {
+        cursor,
+        end_cursor: Some(end),
+        ..PaginationOpts::first(num_items)
+    };
+    page(db, org, opts, None, None).await.unwrap().0
+}
+
 fn names(r: &PaginationResult) -> Vec<String> {
     r.page
         .iter()
@@ -209,31 +226,8 @@ async fn an_end_cursor_page_runs_between_its_cursors_and_recommends_a_split_when
     assert_eq!(whole.page.len(), 40);
     assert_eq!(whole.page_status, Some("SplitRecommended"));
     let split = whole.split_cursor.clone().expect("a split cursor");
-    let (a, _, _) = page(
-        &db,
-        "p",
-        PaginationOpts {
-            end_cursor: Some(split.clone()),
-            ..PaginationOpts::first(10)
-        },
-        None,
-        None,
-    )
-    .await
-    .unwrap();
-    let (b, _, _) = page(
-        &db,
-        "p",
-        PaginationOpts {
-            cursor: Some(split),
-            end_cursor: Some(first.continue_cursor.clone()),
-            ..PaginationOpts::first(10)
-        },
-        None,
-        None,
-    )
-    .await
-    .unwrap();
+    let a = between(&db, "p", None, split.clone(), 10).await;
+    let b = between(&db, "p", Some(split), first.continue_cursor.clone(), 10).await;
     assert_eq!(a.page.len(), 20);
     assert_eq!(b.page.len(), 20);
     let mut halves = names(&a);
@@ -257,31 +251,8 @@ async fn an_end_cursor_page_runs_between_its_cursors_and_recommends_a_split_when
     assert_eq!(capped.page.len(), 16, "it stopped at maximumRowsRead");
     assert_eq!(names(&capped), names(&whole)[..16].to_vec());
     let split = capped.split_cursor.expect("a split cursor");
-    let (c, _, _) = page(
-        &db,
-        "p",
-        PaginationOpts {
-            end_cursor: Some(split.clone()),
-            ..PaginationOpts::first(10)
-        },
-        None,
-        None,
-    )
-    .await
-    .unwrap();
-    let (d, _, _) = page(
-        &db,
-        "p",
-        PaginationOpts {
-            cursor: Some(split),
-            end_cursor: Some(first.continue_cursor.clone()),
-            ..PaginationOpts::first(10)
-        },
-        None,
-        None,
-    )
-    .await
-    .unwrap();
+    let c = between(&db, "p", None, split.clone(), 10).await;
+    let d = between(&db, "p", Some(split), first.continue_cursor.clone(), 10).await;
     assert_eq!(c.page.len(), 8);
     let mut halves = names(&c);
     halves.extend(names(&d));
@@ -376,19 +347,7 @@ async fn a_page_stops_at_maximum_bytes_read_and_an_end_cursor_page_then_requires
     .await
     .unwrap();
     assert_eq!(c.page_status, None, "the first half fits");
-    let (d, _, _) = page(
-        &db,
-        "big",
-        PaginationOpts {
-            cursor: Some(split),
-            end_cursor: Some(full.continue_cursor.clone()),
-            ..PaginationOpts::first(8)
-        },
-        None,
-        None,
-    )
-    .await
-    .unwrap();
+    let d = between(&db, "big", Some(split), full.continue_cursor.clone(), 8).await;
     let mut halves = names(&c);
     halves.extend(names(&d));
     assert_eq!(halves, names(&full), "each row of the span once");
