@@ -320,7 +320,9 @@ async fn the_outcome_purge_keeps_up_with_any_number_of_outcomes() {
             .expect("reads")
             .value
     };
-    assert_eq!(count().await, old + fresh);
+    // No count is asserted here: the server's own upkeep, which runs at its
+    // start, may be purging the old outcomes at this very moment (the exact
+    // batches are pinned by `upkeep`'s unit test on a bare store).
 
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
