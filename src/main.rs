@@ -12,7 +12,10 @@ use clap::{Args, Parser, Subcommand};
 use livebase_runtime::email::{DkimOptions, MailOptions};
 use livebase_runtime::scheduler::worker::DEFAULT_MAX_CONCURRENT_JOBS;
 use livebase_runtime::scheduler::SchedulerOptions;
-use livebase_runtime::server::{serve, ServerOptions};
+use livebase_runtime::server::{
+    serve, EdgeOptions, ServerOptions, MAX_CALLS_IN_FLIGHT_PER_CALLER, MAX_CONNECTIONS_PER_ADDRESS,
+    MAX_CONNECTIONS_PER_USER, MAX_HTTP_CONNECTIONS_PER_ADDRESS,
+};
 
 #[derive(Parser)]
 #[command(name = "livebase", version, about = "A self-hosted reactive backend")]
@@ -88,6 +91,21 @@ struct ServeArgs {
     /// Most scheduled jobs running at once.
     #[arg(long, env = "LIVEBASE_MAX_CONCURRENT_JOBS", default_value_t = DEFAULT_MAX_CONCURRENT_JOBS)]
     max_concurrent_jobs: usize,
+    /// Most WebSocket connections from one client address (an IPv4 address or
+    /// an IPv6 /64). Raise it when many users share an address (a corporate
+    /// NAT) or a proxy that is not on this machine forwards every client.
+    #[arg(long, env = "LIVEBASE_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = MAX_CONNECTIONS_PER_ADDRESS)]
+    max_connections_per_address: usize,
+    /// Most HTTP connections from one client address.
+    #[arg(long, env = "LIVEBASE_MAX_HTTP_CONNECTIONS_PER_ADDRESS", default_value_t = MAX_HTTP_CONNECTIONS_PER_ADDRESS)]
+    max_http_connections_per_address: usize,
+    /// Most WebSocket connections signed in as one user.
+    #[arg(long, env = "LIVEBASE_MAX_CONNECTIONS_PER_USER", default_value_t = MAX_CONNECTIONS_PER_USER)]
+    max_connections_per_user: usize,
+    /// Most function calls one user, or one client address calling
+    /// anonymously, has in flight at once.
+    #[arg(long, env = "LIVEBASE_MAX_CALLS_IN_FLIGHT", default_value_t = MAX_CALLS_IN_FLIGHT_PER_CALLER)]
+    max_calls_in_flight: usize,
 }
 
 fn main() -> std::process::ExitCode {
@@ -133,6 +151,24 @@ fn codegen(args: CodegenArgs) -> std::process::ExitCode {
 
 /// Serves the application; `dev` adds the dashboard.
 async fn run(args: ServeArgs, dev: bool) -> Result<(), livebase_runtime::Error> {
+    for (flag, value) in [
+        (
+            "--max-connections-per-address",
+            args.max_connections_per_address,
+        ),
+        (
+            "--max-http-connections-per-address",
+            args.max_http_connections_per_address,
+        ),
+        ("--max-connections-per-user", args.max_connections_per_user),
+        ("--max-calls-in-flight", args.max_calls_in_flight),
+    ] {
+        if value == 0 {
+            return Err(livebase_runtime::Error::invalid(format!(
+                "{flag} must be at least 1 (it is 0, which would refuse everyone)"
+            )));
+        }
+    }
     let options = ServerOptions {
         listen: SocketAddr::new(args.host, args.port),
         data_dir: args.data.clone(),
@@ -151,7 +187,13 @@ async fn run(args: ServeArgs, dev: bool) -> Result<(), livebase_runtime::Error> 
             max_concurrent_jobs: args.max_concurrent_jobs,
         },
         dashboard: dev,
-        ..ServerOptions::default()
+        edge: EdgeOptions {
+            max_connections_per_address: args.max_connections_per_address,
+            max_http_connections_per_address: args.max_http_connections_per_address,
+            max_connections_per_user: args.max_connections_per_user,
+            max_calls_in_flight_per_caller: args.max_calls_in_flight,
+            ..EdgeOptions::default()
+        },
     };
     let signal = shutdown_signal()?;
     let server = serve(livebase_functions::app(), options).await?;

@@ -25,6 +25,9 @@ pub async fn child(data: PathBuf) -> Result<(), BoxError> {
             // Every benchmark client comes from the one loopback address.
             max_connections_per_address: MAX_CONNECTIONS,
             max_http_connections_per_address: MAX_HTTP_CONNECTIONS,
+            // ... and stands for many users, though it signs in as few.
+            max_connections_per_user: MAX_CONNECTIONS,
+            max_calls_in_flight_per_caller: MAX_CONNECTIONS,
             // The idle clients stand for browsers, which answer pings on their
             // own; the benchmark does not read them while they idle, so they
             // would not, and would be closed mid-measurement.

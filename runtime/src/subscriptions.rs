@@ -61,7 +61,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -182,6 +182,7 @@ pub struct Subscriptions {
     tx: std_mpsc::SyncSender<Event>,
     stats: Arc<Stats>,
     next_conn: Arc<AtomicU64>,
+    queued_total: Arc<QueuedTotal>,
 }
 
 /// The worker's queue is full.
@@ -191,8 +192,10 @@ pub struct Overloaded;
 
 impl Subscriptions {
     /// Starts the worker on its own store connection and subscribes it to every
-    /// commit of `executor`'s database.
-    pub async fn start(executor: &Executor) -> Result<Subscriptions> {
+    /// commit of `executor`'s database; the outbound queues of all connections
+    /// together may hold `max_queued_bytes` of results
+    /// ([`MAX_QUEUED_RESULT_BYTES_TOTAL`] by default).
+    pub async fn start(executor: &Executor, max_queued_bytes: usize) -> Result<Subscriptions> {
         let db: &Database = executor.database();
         let (tx, rx) = std_mpsc::sync_channel(EVENT_QUEUE);
         let conn = db.persistence().connect()?;
@@ -234,11 +237,26 @@ impl Subscriptions {
             tx,
             stats,
             next_conn: Arc::new(AtomicU64::new(1)),
+            queued_total: Arc::new(QueuedTotal {
+                bytes: AtomicUsize::new(0),
+                max: max_queued_bytes,
+            }),
         })
     }
 
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+
+    /// A new connection's outbound queue: the worker's end goes in its
+    /// `Connect` event.
+    pub fn outbound_queue(&self) -> (Outbound, OutboundRx) {
+        outbound_queue(self.queued_total.clone())
+    }
+
+    /// Bytes of results waiting in every connection's outbound queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_total.bytes.load(Ordering::Acquire)
     }
 
     /// A fresh connection id.
@@ -663,34 +681,69 @@ fn size_of(path: &str, args: &[Value]) -> usize {
     path.len() + args.iter().map(Value::size).sum::<usize>()
 }
 
+/// Most bytes of results waiting in the outbound queues of all connections
+/// together (counted as [`queued_size`] counts them). Past it, a connection
+/// with [`LAGGING_MESSAGES`] or more messages already waiting counts as too
+/// slow and is dropped, as it is past its own
+/// [`crate::server::OUTBOUND_QUEUE_BYTES`]; one that keeps up (its socket
+/// still taking the last message) is sent its next, so it is not dropped for
+/// others' backlog. Without it, a thousand connections that stop reading
+/// could each hold their own 16 MiB.
+pub const MAX_QUEUED_RESULT_BYTES_TOTAL: usize = 1 << 30;
+/// Messages waiting in a connection's queue that make it a laggard once all
+/// queues together are past [`MAX_QUEUED_RESULT_BYTES_TOTAL`].
+pub const LAGGING_MESSAGES: usize = 2;
+
+/// The bytes waiting in every outbound queue, and their bound.
+#[derive(Debug)]
+struct QueuedTotal {
+    bytes: AtomicUsize,
+    max: usize,
+}
+
+/// What one connection's queue holds, changed only under its lock (by the
+/// worker queuing, the connection receiving, or the connection ending), so
+/// the total never counts a message twice or loses one.
+#[derive(Debug, Default)]
+struct QueueCount {
+    bytes: usize,
+    messages: usize,
+    /// The receiving end is gone; nothing more is queued or counted.
+    closed: bool,
+}
+
 /// The worker's end of one connection's outbound queue: at most
 /// [`crate::server::OUTBOUND_QUEUE`] messages, and — because one message can
 /// carry results of up to a megabyte each — at most
-/// [`crate::server::OUTBOUND_QUEUE_BYTES`] of results waiting before the
-/// connection counts as too slow.
+/// [`crate::server::OUTBOUND_QUEUE_BYTES`] of results waiting (and no more
+/// than [`MAX_QUEUED_RESULT_BYTES_TOTAL`] for all connections together)
+/// before the connection counts as too slow.
 #[derive(Clone, Debug)]
 pub struct Outbound {
     tx: mpsc::Sender<ServerMessage>,
-    queued: Arc<AtomicUsize>,
+    count: Arc<Mutex<QueueCount>>,
+    total: Arc<QueuedTotal>,
 }
 
 /// The connection's end of its outbound queue.
 #[derive(Debug)]
 pub struct OutboundRx {
     rx: mpsc::Receiver<ServerMessage>,
-    queued: Arc<AtomicUsize>,
+    count: Arc<Mutex<QueueCount>>,
+    total: Arc<QueuedTotal>,
 }
 
-/// A connection's outbound queue.
-pub fn outbound_queue() -> (Outbound, OutboundRx) {
+/// A connection's outbound queue, counted in `total`.
+fn outbound_queue(total: Arc<QueuedTotal>) -> (Outbound, OutboundRx) {
     let (tx, rx) = mpsc::channel(crate::server::OUTBOUND_QUEUE);
-    let queued = Arc::new(AtomicUsize::new(0));
+    let count = Arc::new(Mutex::new(QueueCount::default()));
     (
         Outbound {
             tx,
-            queued: queued.clone(),
+            count: count.clone(),
+            total: total.clone(),
         },
-        OutboundRx { rx, queued },
+        OutboundRx { rx, count, total },
     )
 }
 
@@ -702,29 +755,39 @@ enum QueueError {
     Closed,
 }
 
+fn lock(count: &Mutex<QueueCount>) -> std::sync::MutexGuard<'_, QueueCount> {
+    count.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Outbound {
     /// Queues `msg` unless the connection already has too much waiting; a
     /// single message over the byte budget is still accepted by an otherwise
     /// empty queue, so no result is too big to ever be sent.
     fn try_send(&self, msg: ServerMessage) -> std::result::Result<(), QueueError> {
         let size = queued_size(&msg);
-        let before = self.queued.fetch_add(size, Ordering::AcqRel);
-        if before > 0 && before + size > crate::server::OUTBOUND_QUEUE_BYTES {
-            self.queued.fetch_sub(size, Ordering::AcqRel);
+        let mut count = lock(&self.count);
+        if count.closed {
+            return Err(QueueError::Closed);
+        }
+        let total = self.total.bytes.load(Ordering::Acquire);
+        let over_own = count.bytes > 0 && count.bytes + size > crate::server::OUTBOUND_QUEUE_BYTES;
+        let over_total = count.messages >= LAGGING_MESSAGES && total + size > self.total.max;
+        if over_own || over_total {
             return Err(QueueError::Full);
         }
-        self.tx.try_send(msg).map_err(|e| {
-            self.queued.fetch_sub(size, Ordering::AcqRel);
-            match e {
-                mpsc::error::TrySendError::Full(_) => QueueError::Full,
-                mpsc::error::TrySendError::Closed(_) => QueueError::Closed,
-            }
-        })
+        self.tx.try_send(msg).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => QueueError::Full,
+            mpsc::error::TrySendError::Closed(_) => QueueError::Closed,
+        })?;
+        count.bytes += size;
+        count.messages += 1;
+        self.total.bytes.fetch_add(size, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Bytes of results waiting in the queue.
     pub fn queued_bytes(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
+        lock(&self.count).bytes
     }
 }
 
@@ -732,8 +795,23 @@ impl OutboundRx {
     /// The next message; `None` once the worker dropped the connection.
     pub async fn recv(&mut self) -> Option<ServerMessage> {
         let msg = self.rx.recv().await?;
-        self.queued.fetch_sub(queued_size(&msg), Ordering::AcqRel);
+        let size = queued_size(&msg);
+        let mut count = lock(&self.count);
+        count.bytes -= size;
+        count.messages -= 1;
+        self.total.bytes.fetch_sub(size, Ordering::AcqRel);
         Some(msg)
+    }
+}
+
+impl Drop for OutboundRx {
+    /// What is left in a dropped queue no longer counts toward the total.
+    fn drop(&mut self) {
+        let mut count = lock(&self.count);
+        count.closed = true;
+        self.total.bytes.fetch_sub(count.bytes, Ordering::AcqRel);
+        count.bytes = 0;
+        count.messages = 0;
     }
 }
 
@@ -1360,7 +1438,10 @@ mod tests {
     use super::*;
 
     fn waiting_connection(queries: u32) -> (ConnState, OutboundRx) {
-        let (out, rx) = outbound_queue();
+        let (out, rx) = outbound_queue(Arc::new(QueuedTotal {
+            bytes: AtomicUsize::new(0),
+            max: MAX_QUEUED_RESULT_BYTES_TOTAL,
+        }));
         let c = ConnState {
             out,
             sent: StateVersion::INITIAL,

@@ -12,10 +12,11 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use livebase_schema::Value;
 use serde_json::{json, Value as JsonValue};
 
+use super::listener::ClientAddr;
 use super::{AppState, MAX_MESSAGE_SIZE};
 use crate::error::{Error, Result};
 use crate::executor::Caller;
@@ -175,13 +176,24 @@ fn reply(result: Result<Value>) -> Response {
     }
 }
 
-async fn call(state: AppState, headers: HeaderMap, body: Bytes, kind: &str) -> Response {
+async fn call(
+    state: AppState,
+    client: Option<Extension<ClientAddr>>,
+    headers: HeaderMap,
+    body: Bytes,
+    kind: &str,
+) -> Response {
     let call = match parse_call(&body) {
         Ok(c) => c,
         Err(bad) => return bad.into_response(),
     };
     let identity = match identity(&state, &headers).await {
         Ok(i) => i,
+        Err(e) => return reply(Err(e)),
+    };
+    let client = client.map(|Extension(ClientAddr(addr))| addr);
+    let _slot = match state.calls.start(&identity, client) {
+        Ok(slot) => slot,
         Err(e) => return reply(Err(e)),
     };
     let ex = &state.executor;
@@ -202,14 +214,29 @@ async fn call(state: AppState, headers: HeaderMap, body: Bytes, kind: &str) -> R
     reply(result)
 }
 
-pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    call(state, headers, body, "query").await
+pub async fn query(
+    State(state): State<AppState>,
+    client: Option<Extension<ClientAddr>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    call(state, client, headers, body, "query").await
 }
 
-pub async fn mutation(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    call(state, headers, body, "mutation").await
+pub async fn mutation(
+    State(state): State<AppState>,
+    client: Option<Extension<ClientAddr>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    call(state, client, headers, body, "mutation").await
 }
 
-pub async fn action(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    call(state, headers, body, "action").await
+pub async fn action(
+    State(state): State<AppState>,
+    client: Option<Extension<ClientAddr>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    call(state, client, headers, body, "action").await
 }

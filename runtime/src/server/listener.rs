@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,58 +69,76 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Connections held per client address, for a per-address cap. An address
-/// is in the map only while it holds a connection.
-pub struct AddressCounts {
+/// Things held per key — connections per client address or per user, calls
+/// in flight per caller — for a cap per key. A key is in the map only while
+/// it holds something, so the map is as large as the set of current holders.
+pub struct Counts<K: Hash + Eq + Clone> {
     max: usize,
-    counts: Mutex<HashMap<IpAddr, usize>>,
+    counts: Mutex<HashMap<K, usize>>,
 }
 
-/// One connection's place in an [`AddressCounts`], given back on drop.
-pub struct AddressSlot {
-    counts: Arc<AddressCounts>,
-    addr: IpAddr,
+/// One held thing's place in a [`Counts`], given back on drop.
+pub struct Slot<K: Hash + Eq + Clone> {
+    counts: Arc<Counts<K>>,
+    key: K,
 }
 
-impl AddressCounts {
-    pub fn new(max: usize) -> Arc<AddressCounts> {
-        Arc::new(AddressCounts {
+/// Connections held per client address.
+pub type AddressCounts = Counts<IpAddr>;
+/// One connection's place in an [`AddressCounts`].
+pub type AddressSlot = Slot<IpAddr>;
+
+impl<K: Hash + Eq + Clone> Counts<K> {
+    pub fn new(max: usize) -> Arc<Counts<K>> {
+        Arc::new(Counts {
             max,
             counts: Mutex::new(HashMap::new()),
         })
     }
 
-    /// A slot for `addr`, or `None` when it already holds `max`.
-    pub fn try_hold(self: &Arc<Self>, addr: IpAddr) -> Option<AddressSlot> {
+    /// The cap per key.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// A slot for `key`, or `None` when it already holds `max`.
+    pub fn try_hold(self: &Arc<Self>, key: K) -> Option<Slot<K>> {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let held = counts.entry(addr).or_insert(0);
+        let held = counts.entry(key.clone()).or_insert(0);
         if *held >= self.max {
             if *held == 0 {
-                counts.remove(&addr);
+                counts.remove(&key);
             }
             return None;
         }
         *held += 1;
-        Some(AddressSlot {
+        Some(Slot {
             counts: self.clone(),
-            addr,
+            key,
         })
     }
 
-    /// How many connections `addr` holds.
-    pub fn held(&self, addr: IpAddr) -> usize {
+    /// How many slots `key` holds.
+    pub fn held(&self, key: &K) -> usize {
         let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        counts.get(&addr).copied().unwrap_or(0)
+        counts.get(key).copied().unwrap_or(0)
     }
 }
 
-impl Drop for AddressSlot {
+impl<K: Hash + Eq + Clone> Slot<K> {
+    /// What this slot is counted against.
+    pub fn key(&self) -> &K {
+        &self.key
+    }
+}
+
+impl<K: Hash + Eq + Clone> Drop for Slot<K> {
     fn drop(&mut self) {
         let mut counts = self.counts.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(held) = counts.get_mut(&self.addr) {
+        if let Some(held) = counts.get_mut(&self.key) {
             *held -= 1;
             if *held == 0 {
-                counts.remove(&self.addr);
+                counts.remove(&self.key);
             }
         }
     }
@@ -313,7 +332,7 @@ mod tests {
         drop(first);
         let again = counts.try_hold(a).expect("a slot given back is free again");
         drop((second, again, other));
-        assert_eq!(counts.held(a), 0);
+        assert_eq!(counts.held(&a), 0);
         assert!(
             counts.counts.lock().unwrap().is_empty(),
             "no address stays in the map"

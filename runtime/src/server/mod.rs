@@ -14,6 +14,7 @@
 
 pub mod dashboard;
 pub mod http;
+pub mod inflight;
 mod listener;
 pub mod ws;
 
@@ -38,17 +39,18 @@ use crate::executor::Executor;
 use crate::registry::Registry;
 use crate::scheduler::{self, SchedulerOptions};
 use crate::store::sqlite::SqlitePersistence;
-use crate::subscriptions::Subscriptions;
+use crate::subscriptions::{Subscriptions, MAX_QUEUED_RESULT_BYTES_TOTAL};
 use crate::system::with_system_tables;
 
 pub use http::REQUEST_BODY_TIMEOUT;
+pub use inflight::{CallerKey, CallsInFlight, MAX_CALLS_IN_FLIGHT_PER_CALLER};
 pub use listener::{
-    AddressCounts, AddressSlot, ClientAddr, HANDSHAKE_TIMEOUT, MAX_HTTP_CONNECTIONS,
+    AddressCounts, AddressSlot, ClientAddr, Counts, Slot, HANDSHAKE_TIMEOUT, MAX_HTTP_CONNECTIONS,
     MAX_HTTP_CONNECTIONS_PER_ADDRESS, RETRY_AFTER,
 };
 pub use ws::{
-    CONNECT_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS, PING_INTERVAL, PONG_TIMEOUT,
-    SEND_TIMEOUT,
+    CONNECT_TIMEOUT, MAX_ACTIONS_PER_CONNECTION, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS,
+    MAX_CONNECTIONS_PER_USER, PING_INTERVAL, PONG_TIMEOUT, SEND_TIMEOUT,
 };
 
 /// Largest WebSocket message (and HTTP body) accepted: 2 MiB, room for a
@@ -86,6 +88,16 @@ pub struct EdgeOptions {
     pub max_connections: usize,
     /// [`MAX_CONNECTIONS_PER_ADDRESS`]: WebSockets.
     pub max_connections_per_address: usize,
+    /// [`MAX_CONNECTIONS_PER_USER`]: WebSockets signed in as one user.
+    pub max_connections_per_user: usize,
+    /// [`MAX_ACTIONS_PER_CONNECTION`]: actions one WebSocket runs at once.
+    pub max_actions_per_connection: usize,
+    /// [`MAX_CALLS_IN_FLIGHT_PER_CALLER`]: calls one user or anonymous client
+    /// address has in flight.
+    pub max_calls_in_flight_per_caller: usize,
+    /// [`MAX_QUEUED_RESULT_BYTES_TOTAL`]: results waiting in the outbound
+    /// queues of all connections together.
+    pub max_queued_result_bytes: usize,
 }
 
 impl Default for EdgeOptions {
@@ -100,6 +112,10 @@ impl Default for EdgeOptions {
             max_http_connections_per_address: MAX_HTTP_CONNECTIONS_PER_ADDRESS,
             max_connections: MAX_CONNECTIONS,
             max_connections_per_address: MAX_CONNECTIONS_PER_ADDRESS,
+            max_connections_per_user: MAX_CONNECTIONS_PER_USER,
+            max_actions_per_connection: MAX_ACTIONS_PER_CONNECTION,
+            max_calls_in_flight_per_caller: MAX_CALLS_IN_FLIGHT_PER_CALLER,
+            max_queued_result_bytes: MAX_QUEUED_RESULT_BYTES_TOTAL,
         }
     }
 }
@@ -146,6 +162,10 @@ pub struct AppState {
     pub connections: Arc<Semaphore>,
     /// WebSocket connections per client address.
     pub connections_per_address: Arc<AddressCounts>,
+    /// WebSocket connections per signed-in user (by user id).
+    pub connections_per_user: Arc<Counts<String>>,
+    /// Function calls in flight per caller.
+    pub calls: CallsInFlight,
     pub edge: EdgeOptions,
     pub shutdown: broadcast::Sender<()>,
 }
@@ -251,7 +271,8 @@ async fn start(
     if let Some(calls) = &calls {
         executor = executor.with_call_log(calls.clone());
     }
-    let subscriptions = Subscriptions::start(&executor).await?;
+    let subscriptions =
+        Subscriptions::start(&executor, options.edge.max_queued_result_bytes).await?;
     let (shutdown, _) = broadcast::channel(1);
     let scheduler = scheduler::start(
         executor.clone(),
@@ -266,6 +287,8 @@ async fn start(
         authenticator,
         connections: Arc::new(Semaphore::new(options.edge.max_connections)),
         connections_per_address: AddressCounts::new(options.edge.max_connections_per_address),
+        connections_per_user: Counts::new(options.edge.max_connections_per_user),
+        calls: CallsInFlight::new(options.edge.max_calls_in_flight_per_caller),
         edge: options.edge,
         shutdown,
     };

@@ -5,10 +5,16 @@
 //! concurrently and answer when done.
 //!
 //! Connections are capped in total and per client address (refused before
-//! the upgrade, `503` and `429`), must send `Connect` in time, and must answer
-//! the WebSocket pings sent every [`PING_INTERVAL`]: a peer that is gone, or
-//! that stopped reading, is closed (1008) instead of held.
+//! the upgrade, `503` and `429`) and per signed-in user (closed, 1008, when
+//! one more signs in as the user), must send `Connect` in time, and must
+//! answer the WebSocket pings sent every [`PING_INTERVAL`]: a peer that is
+//! gone, or that stopped reading, is closed (1008) instead of held. A
+//! connection runs at most [`MAX_ACTIONS_PER_CONNECTION`] actions at once,
+//! and every call it makes counts against its caller's calls in flight
+//! ([`super::inflight`]); a call past either is answered `LIMIT_EXCEEDED`.
 
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -23,15 +29,16 @@ use livebase_schema::protocol::{
     SessionId,
 };
 use livebase_schema::Value;
-use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit};
+use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 
-use super::listener::{too_many, AddressSlot, ClientAddr};
+use super::inflight::CallSlot;
+use super::listener::{too_many, AddressSlot, ClientAddr, Slot};
 use super::{AppState, MAX_MESSAGE_SIZE, OUTBOUND_QUEUE};
 use crate::error::{Error, ErrorCode};
 use crate::executor::{Caller, RequestKey};
 use crate::registry::Identity;
-use crate::subscriptions::{outbound_queue, ConnId, ConnectionBudget, Event, OutboundRx};
+use crate::subscriptions::{ConnId, ConnectionBudget, Event, OutboundRx};
 
 /// Most WebSocket connections served at once; more are refused with 503.
 pub const MAX_CONNECTIONS: usize = 20_000;
@@ -39,6 +46,13 @@ pub const MAX_CONNECTIONS: usize = 20_000;
 /// [`super::listener::client_key`] counts them); more are refused with `429`
 /// and `Retry-After`. Room for an office behind one NAT address.
 pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 1_000;
+/// Most WebSocket connections signed in as one user at once, whatever their
+/// addresses; one more that signs in as the user is closed (1008). Room for
+/// every tab and device of one person, not for a botnet sharing an account.
+pub const MAX_CONNECTIONS_PER_USER: usize = 256;
+/// Most actions one connection runs at once; one more is answered
+/// `LIMIT_EXCEEDED` without being started.
+pub const MAX_ACTIONS_PER_CONNECTION: usize = 64;
 /// Time a new WebSocket has to send `Connect`; then it is closed (1002).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a connection is sent a WebSocket ping (every browser and client
@@ -81,6 +95,7 @@ pub async fn upgrade(
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
         return too_many(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
     };
+    let client = client.map(|Extension(ClientAddr(addr))| addr);
     // Small buffers: tungstenite's defaults (128 KiB each way) would cost an
     // idle connection a quarter of a megabyte.
     ws.max_message_size(MAX_MESSAGE_SIZE)
@@ -89,7 +104,7 @@ pub async fn upgrade(
         .write_buffer_size(4 * 1024)
         .on_upgrade(move |socket| async move {
             let shutdown = state.shutdown.subscribe();
-            Handler::run(socket, state, shutdown, (permit, slot)).await
+            Handler::run(socket, state, client, shutdown, (permit, slot)).await
         })
 }
 
@@ -113,20 +128,28 @@ struct Handler {
     next_ping: Instant,
     /// What this connection may make the subscription worker do.
     budget: ConnectionBudget,
+    /// The client's address as the caps count it, if known.
+    client: Option<IpAddr>,
+    /// This connection's place among its user's connections, while signed in.
+    user_slot: Option<Slot<String>>,
+    /// Permits for the actions this connection may run at once.
+    actions_running: Arc<Semaphore>,
 }
 
 impl Handler {
     async fn run(
         socket: WebSocket,
         state: AppState,
+        client: Option<IpAddr>,
         mut shutdown: broadcast::Receiver<()>,
         _held: (OwnedSemaphorePermit, Option<AddressSlot>),
     ) {
         let (sink, mut stream) = socket.split();
         let conn = state.subscriptions.next_conn_id();
-        let (out_tx, mut out_rx) = outbound_queue();
+        let (out_tx, mut out_rx) = state.subscriptions.outbound_queue();
         let (actions, mut action_rx) = mpsc::channel(OUTBOUND_QUEUE);
         let ping_interval = state.edge.ping_interval;
+        let actions_running = Arc::new(Semaphore::new(state.edge.max_actions_per_connection));
         let mut h = Handler {
             state,
             conn,
@@ -138,6 +161,9 @@ impl Handler {
             ping_sent: None,
             next_ping: Instant::now() + ping_interval,
             budget: ConnectionBudget::default(),
+            client,
+            user_slot: None,
+            actions_running,
         };
         let end = match h.handshake(&mut stream).await {
             Err(end) => end,
@@ -358,8 +384,8 @@ impl Handler {
                 args,
                 component_path,
             } => {
-                self.action(request_id, udf_path, args, component_path);
-                Ok(())
+                self.action(request_id, udf_path, args, component_path)
+                    .await
             }
             ClientMessage::Event { .. } => Ok(()),
         }
@@ -389,6 +415,7 @@ impl Handler {
         };
         match identity {
             Ok(identity) => {
+                self.hold_user_slot(&identity)?;
                 self.identity = identity.clone();
                 self.tell_worker(Event::SetIdentity {
                     conn: self.conn,
@@ -407,6 +434,7 @@ impl Handler {
                 // connection runs as anonymous, and its queries re-run so.
                 // The identity version does not move.
                 self.identity = Identity::Anonymous;
+                self.user_slot = None;
                 let msg = ServerMessage::AuthError {
                     error: e.client_message(),
                     base_version,
@@ -427,6 +455,18 @@ impl Handler {
         component_path: Option<String>,
     ) -> Result<(), End> {
         let path = with_component(path, component_path);
+        let _call = match self.state.calls.start(&self.identity, self.client) {
+            Ok(slot) => slot,
+            Err(e) => {
+                return self
+                    .send(&ServerMessage::MutationResponse {
+                        request_id,
+                        result: Err(function_error(&e)),
+                        log_lines: Vec::new(),
+                    })
+                    .await
+            }
+        };
         let key = self.session.as_ref().map(|s| RequestKey {
             session_id: s.as_str().to_string(),
             request_id: request_id.0,
@@ -457,14 +497,26 @@ impl Handler {
         Ok(())
     }
 
-    fn action(
-        &self,
+    async fn action(
+        &mut self,
         request_id: RequestId,
         path: String,
         args: Vec<Value>,
         component_path: Option<String>,
-    ) {
+    ) -> Result<(), End> {
         let path = with_component(path, component_path);
+        let slots = match self.action_slots() {
+            Ok(slots) => slots,
+            Err(e) => {
+                return self
+                    .send(&ServerMessage::ActionResponse {
+                        request_id,
+                        result: Err(function_error(&e)),
+                        log_lines: Vec::new(),
+                    })
+                    .await
+            }
+        };
         let executor = self.state.executor.clone();
         let identity = self.identity.clone();
         let reply = self.actions.clone();
@@ -473,6 +525,9 @@ impl Handler {
                 .action(&path, args, identity, Caller::Client)
                 .await
                 .map_err(|e| function_error(&e));
+            // Given back before the answer is queued: a client that starts
+            // the next action on hearing back finds its place free.
+            drop(slots);
             let _ = reply
                 .send(ServerMessage::ActionResponse {
                     request_id,
@@ -481,6 +536,48 @@ impl Handler {
                 })
                 .await;
         });
+        Ok(())
+    }
+
+    /// The places one more action takes: one of this connection's, and one
+    /// of its caller's calls in flight.
+    fn action_slots(&self) -> Result<(OwnedSemaphorePermit, Option<CallSlot>), Error> {
+        let Ok(permit) = self.actions_running.clone().try_acquire_owned() else {
+            return Err(Error::limit(format!(
+                "too many actions running on this connection (at most {} at once); \
+                 wait for some to finish",
+                self.state.edge.max_actions_per_connection
+            )));
+        };
+        let call = self.state.calls.start(&self.identity, self.client)?;
+        Ok((permit, call))
+    }
+
+    /// Counts this connection among `identity`'s connections (a signed-in
+    /// user's), giving back its place among another user's; closes it when
+    /// the user already holds as many as allowed.
+    fn hold_user_slot(&mut self, identity: &Identity) -> Result<(), End> {
+        let Identity::User { user_id, .. } = identity else {
+            self.user_slot = None;
+            return Ok(());
+        };
+        if self.user_slot.as_ref().map(|s| s.key()) == Some(user_id) {
+            return Ok(());
+        }
+        self.user_slot = None;
+        match self.state.connections_per_user.try_hold(user_id.clone()) {
+            Some(slot) => {
+                self.user_slot = Some(slot);
+                Ok(())
+            }
+            None => Err(End::Close(
+                CLOSE_POLICY,
+                format!(
+                    "too many connections signed in as this user (at most {})",
+                    self.state.edge.max_connections_per_user
+                ),
+            )),
+        }
     }
 }
 

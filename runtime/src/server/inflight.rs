@@ -1,0 +1,77 @@
+//! Function calls in flight, counted per caller: what one signed-in user, or
+//! one client address calling anonymously, may have the server working on at
+//! once — WebSocket actions and mutations, and HTTP queries, mutations and
+//! actions — across all its connections. A call past the budget is answered
+//! `LIMIT_EXCEEDED` at once, without being started.
+//!
+//! Each connection also bounds its own actions
+//! ([`super::ws::MAX_ACTIONS_PER_CONNECTION`]); its mutations run one at a
+//! time, and an HTTP connection carries one request at a time.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::listener::{Counts, Slot};
+use crate::error::Error;
+use crate::registry::Identity;
+
+/// Most function calls one caller may have in flight at once (see the module
+/// docs); more are refused with `LIMIT_EXCEEDED`.
+pub const MAX_CALLS_IN_FLIGHT_PER_CALLER: usize = 256;
+
+/// Who a call is counted against.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CallerKey {
+    /// A signed-in user, whatever connection or address the call comes from.
+    User(String),
+    /// An anonymous caller, by client address (as the per-address
+    /// connection caps count it).
+    Address(IpAddr),
+}
+
+/// One call's place in the budget, given back when dropped (when the call
+/// ends).
+pub type CallSlot = Slot<CallerKey>;
+
+/// The calls in flight of every caller.
+#[derive(Clone)]
+pub struct CallsInFlight {
+    counts: Arc<Counts<CallerKey>>,
+}
+
+impl CallsInFlight {
+    /// At most `max` calls in flight per caller.
+    pub fn new(max: usize) -> CallsInFlight {
+        CallsInFlight {
+            counts: Counts::new(max),
+        }
+    }
+
+    /// A place for one call of `identity`, made from client address `addr`;
+    /// `Ok(None)` when an anonymous call has no address to count by (a router
+    /// served without the listener).
+    pub fn start(
+        &self,
+        identity: &Identity,
+        addr: Option<IpAddr>,
+    ) -> Result<Option<CallSlot>, Error> {
+        let key = match (identity, addr) {
+            (Identity::User { user_id, .. }, _) => CallerKey::User(user_id.clone()),
+            (Identity::Anonymous, Some(addr)) => CallerKey::Address(addr),
+            (Identity::Anonymous, None) => return Ok(None),
+        };
+        match self.counts.try_hold(key) {
+            Some(slot) => Ok(Some(slot)),
+            None => Err(Error::limit(format!(
+                "too many calls in flight (at most {} at once per user or client address); \
+                 wait for some to finish",
+                self.counts.max()
+            ))),
+        }
+    }
+
+    /// How many calls `key` has in flight.
+    pub fn held(&self, key: &CallerKey) -> usize {
+        self.counts.held(key)
+    }
+}

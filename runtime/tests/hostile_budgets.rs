@@ -1,0 +1,490 @@
+//! Hostile clients against the calls in flight, the connections one caller
+//! holds and the results queued for all connections (issue 11, "per
+//! identity" and "in total" budgets), each sent against a real server: one
+//! connection starting actions without waiting for their answers, one client
+//! address or one signed-in user doing so from many connections (and over
+//! HTTP), one user opening connections without end, and many connections
+//! that stop reading while large results change.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use livebase_runtime::auth::Authenticator;
+use livebase_runtime::registry::{BoxFuture, Identity};
+use livebase_runtime::server::{
+    serve_with, RunningServer, ServerOptions, MAX_ACTIONS_PER_CONNECTION,
+    MAX_CALLS_IN_FLIGHT_PER_CALLER, MAX_CONNECTIONS_PER_USER,
+};
+use livebase_runtime::subscriptions::LAGGING_MESSAGES;
+use livebase_runtime::Error;
+use livebase_schema::protocol::{
+    AuthenticationToken, ClientMessage, RequestId, ServerMessage, SessionId,
+};
+use livebase_schema::{obj, Value};
+use support::{add, args, error_code, http, org, Client, Frame, RECV_TIMEOUT};
+use tokio::sync::Semaphore;
+use tokio::time::{sleep, timeout, Instant};
+
+/// Close code for a client past one of its budgets.
+const CLOSE_POLICY: u16 = 1008;
+
+/// Tokens `user:<name>` sign in as `<name>`.
+struct NamedUsers;
+
+impl Authenticator for NamedUsers {
+    fn authenticate(&self, token: &str) -> BoxFuture<Result<Identity, Error>> {
+        let user = token.strip_prefix("user:").map(str::to_string);
+        Box::pin(async move {
+            let user_id = user.ok_or_else(|| Error::unauthenticated("unknown token"))?;
+            Ok(Identity::User {
+                session_id: format!("session-{user_id}"),
+                user_id,
+            })
+        })
+    }
+}
+
+/// A server whose `slow:hold` action waits until the test opens `gate`,
+/// counting the actions running at once.
+struct Held {
+    server: RunningServer,
+    _dir: tempfile::TempDir,
+    gate: Arc<Semaphore>,
+    running: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl Held {
+    async fn start() -> Held {
+        Held::start_tuned(|_| {}).await
+    }
+
+    async fn start_tuned(tune: impl FnOnce(&mut ServerOptions)) -> Held {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let mut options = ServerOptions {
+            listen: "127.0.0.1:0".parse().expect("an address"),
+            data_dir: dir.path().to_path_buf(),
+            ..ServerOptions::default()
+        };
+        tune(&mut options);
+        let gate = Arc::new(Semaphore::new(0));
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let mut app = support::registry();
+        let (g, r, p) = (gate.clone(), running.clone(), peak.clone());
+        app.action("slow:hold", [], move |_ctx, _args| {
+            let (gate, running, peak) = (g.clone(), r.clone(), p.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                let permit = gate.acquire().await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                drop(permit);
+                Ok(Value::from("done"))
+            }
+        });
+        let server = serve_with(app, options, Arc::new(NamedUsers))
+            .await
+            .expect("the server starts");
+        Held {
+            server,
+            _dir: dir,
+            gate,
+            running,
+            peak,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/api/sync", self.server.addr)
+    }
+
+    async fn client(&self, user: Option<&str>) -> Client {
+        let mut c = Client::connect(&self.url(), SessionId::random()).await;
+        if let Some(user) = user {
+            c.send(&ClientMessage::Authenticate {
+                base_version: 0,
+                token: AuthenticationToken::User(format!("user:{user}")),
+            })
+            .await;
+        }
+        c
+    }
+
+    /// Waits until `n` actions are running at once.
+    async fn until_running(&self, n: usize) {
+        let deadline = Instant::now() + RECV_TIMEOUT;
+        while self.running.load(Ordering::SeqCst) < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} actions started",
+                self.running.load(Ordering::SeqCst)
+            );
+            sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Lets every held action finish.
+    fn release(&self) {
+        self.gate.add_permits(1 << 20);
+    }
+
+    async fn shutdown(self) {
+        self.release();
+        timeout(Duration::from_secs(20), self.server.shutdown())
+            .await
+            .expect("the server shuts down in time");
+    }
+}
+
+/// Sends `count` `slow:hold` actions with request ids from `first` on.
+async fn start_actions(c: &mut Client, first: u32, count: u32) {
+    for id in first..first + count {
+        c.send(&ClientMessage::Action {
+            request_id: RequestId(id),
+            udf_path: "slow:hold".into(),
+            args: args(obj! {}),
+            component_path: None,
+        })
+        .await;
+    }
+}
+
+/// The next `count` action responses: `(request id, error code or None)`.
+async fn responses(c: &mut Client, count: usize) -> Vec<(u32, Option<String>)> {
+    let mut seen = Vec::new();
+    while seen.len() < count {
+        match c.next_frame(RECV_TIMEOUT).await {
+            Some(Frame::Message(ServerMessage::ActionResponse {
+                request_id, result, ..
+            })) => seen.push((request_id.0, result.err().and_then(|e| error_code(&e)))),
+            Some(Frame::Message(_)) => {}
+            other => panic!(
+                "expected {count} action responses, got {} then {other:?}",
+                seen.len()
+            ),
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_runs_a_bounded_number_of_actions_at_once() {
+    let held = Held::start().await;
+    let mut c = held.client(None).await;
+    let cap = MAX_ACTIONS_PER_CONNECTION as u32;
+    let extra = 20;
+    // The attack: actions sent without waiting for their answers, each
+    // holding a task (and whatever it reads) until it ends.
+    start_actions(&mut c, 0, cap + extra).await;
+
+    let refused = responses(&mut c, extra as usize).await;
+    for (id, code) in &refused {
+        assert_eq!(code.as_deref(), Some("LIMIT_EXCEEDED"), "action {id}");
+        assert!(*id >= cap, "action {id} was refused, not a later one");
+    }
+    held.until_running(cap as usize).await;
+    sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        held.peak.load(Ordering::SeqCst),
+        cap as usize,
+        "no more than the cap ran at once"
+    );
+
+    held.release();
+    let done = responses(&mut c, cap as usize).await;
+    assert!(done.iter().all(|(_, code)| code.is_none()), "{done:?}");
+    // The slots came back: the connection may start actions again.
+    held.gate.forget_permits(1 << 20);
+    start_actions(&mut c, 1000, cap).await;
+    held.until_running(cap as usize).await;
+    held.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_address_runs_a_bounded_number_of_calls_across_its_connections() {
+    let held = Held::start().await;
+    let per_connection = MAX_ACTIONS_PER_CONNECTION as u32;
+    let connections = (MAX_CALLS_IN_FLIGHT_PER_CALLER as u32).div_ceil(per_connection) + 1;
+    let total = connections * per_connection;
+    let mut clients = Vec::new();
+    for k in 0..connections {
+        let mut c = held.client(None).await;
+        start_actions(&mut c, k * 1000, per_connection).await;
+        clients.push(c);
+    }
+    held.until_running(MAX_CALLS_IN_FLIGHT_PER_CALLER).await;
+    // Every call past the caller's budget is answered at once.
+    let mut refused = 0;
+    for c in &mut clients {
+        loop {
+            match c.next_frame(Duration::from_millis(300)).await {
+                Some(Frame::Message(ServerMessage::ActionResponse { result, .. })) => {
+                    let err = result.expect_err("no held action ends before the release");
+                    assert_eq!(error_code(&err).as_deref(), Some("LIMIT_EXCEEDED"));
+                    refused += 1;
+                }
+                Some(Frame::Message(_)) => {}
+                None => break,
+                other => panic!("the connection ended: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(refused, total as usize - MAX_CALLS_IN_FLIGHT_PER_CALLER);
+    assert_eq!(
+        held.peak.load(Ordering::SeqCst),
+        MAX_CALLS_IN_FLIGHT_PER_CALLER
+    );
+
+    // A signed-in user is another caller, with a budget of its own.
+    let mut user = held.client(Some("alice")).await;
+    start_actions(&mut user, 0, 1).await;
+    held.until_running(MAX_CALLS_IN_FLIGHT_PER_CALLER + 1).await;
+    held.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_runs_a_bounded_number_of_calls_across_connections_and_http() {
+    let held = Held::start().await;
+    let per_connection = MAX_ACTIONS_PER_CONNECTION as u32;
+    let connections = MAX_CALLS_IN_FLIGHT_PER_CALLER as u32 / per_connection;
+    let mut clients = Vec::new();
+    for k in 0..connections {
+        let mut c = held.client(Some("mallory")).await;
+        start_actions(&mut c, k * 1000, per_connection).await;
+        clients.push(c);
+    }
+    held.until_running(MAX_CALLS_IN_FLIGHT_PER_CALLER).await;
+
+    // Her budget is spent: one more call, on a new connection from another
+    // of her devices or over HTTP, is refused at once.
+    let mut more = held.client(Some("mallory")).await;
+    start_actions(&mut more, 0, 1).await;
+    let refused = responses(&mut more, 1).await;
+    assert_eq!(refused[0].1.as_deref(), Some("LIMIT_EXCEEDED"));
+    let body = serde_json::json!({"path": "notes:list", "args": [org("A").to_json()]});
+    let body = serde_json::to_vec(&body).unwrap();
+    let bearer = |user: &str| format!("Bearer user:{user}");
+    let reply = http(
+        held.server.addr,
+        "POST",
+        "/api/query",
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &bearer("mallory")),
+        ],
+        &body,
+    )
+    .await;
+    let json = reply.json();
+    assert_eq!(json["status"], "error", "{json}");
+    assert_eq!(json["errorData"]["code"], "LIMIT_EXCEEDED", "{json}");
+
+    // Another user is not affected.
+    let reply = http(
+        held.server.addr,
+        "POST",
+        "/api/query",
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &bearer("bob")),
+        ],
+        &body,
+    )
+    .await;
+    assert_eq!(reply.json()["status"], "success");
+
+    // Once her actions end, her budget is whole again.
+    held.release();
+    for c in &mut clients {
+        let done = responses(c, per_connection as usize).await;
+        assert!(done.iter().all(|(_, code)| code.is_none()), "{done:?}");
+    }
+    let reply = http(
+        held.server.addr,
+        "POST",
+        "/api/query",
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &bearer("mallory")),
+        ],
+        &body,
+    )
+    .await;
+    assert_eq!(reply.json()["status"], "success");
+    held.shutdown().await;
+}
+
+/// Authenticates `c` as `user` and waits for the Transition of a query added
+/// after it: the sign-in has been taken.
+async fn signed_in(c: &mut Client, user: &str, query_id: u32) -> Option<(u16, String)> {
+    c.send(&ClientMessage::Authenticate {
+        base_version: 0,
+        token: AuthenticationToken::User(format!("user:{user}")),
+    })
+    .await;
+    c.send(&ClientMessage::ModifyQuerySet {
+        base_version: 0,
+        new_version: 1,
+        modifications: vec![add(query_id, "notes:list", org("A"))],
+    })
+    .await;
+    loop {
+        match c.next_frame(RECV_TIMEOUT).await {
+            Some(Frame::Message(ServerMessage::Transition { .. })) => return None,
+            Some(Frame::Message(_)) => {}
+            Some(Frame::Close(Some((code, reason)))) => return Some((code, reason)),
+            other => panic!("expected a Transition or a close, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_holds_a_bounded_number_of_connections() {
+    let held = Held::start().await;
+    let mut clients = Vec::new();
+    for _ in 0..MAX_CONNECTIONS_PER_USER {
+        let mut c = held.client(None).await;
+        assert_eq!(signed_in(&mut c, "mallory", 1).await, None);
+        clients.push(c);
+    }
+    // One more of her connections is closed when it signs in as her ...
+    let mut extra = held.client(None).await;
+    let (code, reason) = signed_in(&mut extra, "mallory", 1)
+        .await
+        .expect("the connection past the cap is closed");
+    assert_eq!(code, CLOSE_POLICY);
+    assert!(reason.contains("connections"), "{reason}");
+    // ... while another user signs in as usual.
+    let mut bob = held.client(None).await;
+    assert_eq!(signed_in(&mut bob, "bob", 1).await, None);
+
+    // A connection that ends, or signs out, gives its place back.
+    clients.pop().unwrap().close().await;
+    let signed_out = clients.last_mut().unwrap();
+    signed_out
+        .send(&ClientMessage::Authenticate {
+            base_version: 1,
+            token: AuthenticationToken::None,
+        })
+        .await;
+    sleep(Duration::from_millis(200)).await;
+    for _ in 0..2 {
+        let mut again = held.client(None).await;
+        assert_eq!(signed_in(&mut again, "mallory", 1).await, None);
+        clients.push(again);
+    }
+    held.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_queued_for_connections_that_stop_reading_are_bounded_in_total() {
+    const MAX_TOTAL: usize = 16 << 20;
+    const LAGGARDS: usize = 6;
+    let held = Held::start_tuned(|o| o.edge.max_queued_result_bytes = MAX_TOTAL).await;
+    let executor = held.server.state.executor.clone();
+    let subscriptions = held.server.state.subscriptions.clone();
+    // A live result of about 600 KB that every mutation below changes.
+    let body = "b".repeat(200_000);
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let (id, _) = executor
+            .mutation(
+                "notes:add",
+                args(obj! { "organizationId" => "A", "body" => body.as_str(), "n" => n as f64 }),
+                Identity::Anonymous,
+                livebase_runtime::executor::Caller::Client,
+                None,
+            )
+            .await
+            .expect("a note is added");
+        ids.push(id);
+    }
+    let one_result = 3 * body.len();
+
+    // Connections that subscribe and then never read again ...
+    let mut laggards = Vec::new();
+    for _ in 0..LAGGARDS {
+        let mut c = held.client(None).await;
+        c.subscribe(&[(1, "notes:list", org("A"))]).await;
+        laggards.push(c);
+    }
+    // ... and one that reads everything, in its own task.
+    let mut reader = held.client(None).await;
+    reader.subscribe(&[(1, "notes:list", org("A"))]).await;
+    let (seen_tx, mut seen_rx) = tokio::sync::watch::channel(0.0f64);
+    let reading = tokio::spawn(async move {
+        loop {
+            match reader.next_frame(Duration::from_secs(60)).await {
+                Some(Frame::Message(ServerMessage::Transition { modifications, .. })) => {
+                    for m in modifications {
+                        if let livebase_schema::protocol::StateModification::QueryUpdated {
+                            value,
+                            ..
+                        } = m
+                        {
+                            let n = support::docs(&value)[0]
+                                .as_object()
+                                .and_then(|o| o.get("n"))
+                                .and_then(Value::as_f64)
+                                .unwrap_or(-1.0);
+                            let _ = seen_tx.send(n);
+                        }
+                    }
+                }
+                Some(Frame::Message(_)) => {}
+                other => return other,
+            }
+        }
+    });
+
+    let dropped = || {
+        held.server
+            .state
+            .subscriptions
+            .stats()
+            .dropped_slow
+            .load(Ordering::SeqCst)
+    };
+    let mut peak = 0;
+    let mut writes = 0;
+    while dropped() < LAGGARDS as u64 && writes < 400 {
+        writes += 1;
+        let id = ids[0].as_str().expect("an id").to_string();
+        executor
+            .mutation(
+                "notes:set",
+                args(obj! { "id" => id.as_str(), "n" => writes as f64 }),
+                Identity::Anonymous,
+                livebase_runtime::executor::Caller::Client,
+                None,
+            )
+            .await
+            .expect("the note is changed");
+        peak = peak.max(subscriptions.queued_bytes());
+        // The reader keeps up: it has seen each write before the next.
+        let now = writes as f64;
+        let seen = timeout(RECV_TIMEOUT, seen_rx.wait_for(|n| *n == now)).await;
+        if !matches!(seen, Ok(Ok(_))) {
+            panic!("the reader stopped at write {writes}: {:?}", reading.await);
+        }
+    }
+    assert_eq!(
+        dropped(),
+        LAGGARDS as u64,
+        "every connection that stopped reading was dropped ({writes} writes)"
+    );
+    // Past the total, a queue may still fill up to LAGGING_MESSAGES results.
+    let bound = MAX_TOTAL + (LAGGARDS + 1) * LAGGING_MESSAGES * (one_result + 64 * 1024);
+    assert!(
+        peak <= bound,
+        "{peak} bytes were queued at once, more than {bound}"
+    );
+    // The reader kept up and was never dropped.
+    assert!(!reading.is_finished(), "the reader's connection is open");
+    drop(laggards);
+    held.shutdown().await;
+}

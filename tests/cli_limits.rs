@@ -1,0 +1,117 @@
+//! The per-address and per-user caps can be set on the command line (behind
+//! a proxy on another machine every client has the proxy's address), and a
+//! cap of 0, which would refuse everyone, is refused with an error naming the
+//! flag.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const GUARD: Duration = Duration::from_secs(60);
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn livebase(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_livebase"));
+    c.args(args)
+        .env_remove("LIVEBASE_DATA")
+        .env_remove("LIVEBASE_SMTP_URL")
+        .env_remove("LIVEBASE_MAX_CONNECTIONS_PER_ADDRESS")
+        .env_remove("LIVEBASE_MAX_HTTP_CONNECTIONS_PER_ADDRESS")
+        .env_remove("LIVEBASE_MAX_CONNECTIONS_PER_USER")
+        .env_remove("LIVEBASE_MAX_CALLS_IN_FLIGHT");
+    c
+}
+
+#[test]
+fn a_cap_of_zero_is_refused_naming_the_flag() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    for flag in [
+        "--max-connections-per-address",
+        "--max-http-connections-per-address",
+        "--max-connections-per-user",
+        "--max-calls-in-flight",
+    ] {
+        let out = livebase(&[
+            "serve",
+            "--port",
+            "0",
+            "--data",
+            dir.path().to_str().unwrap(),
+            flag,
+            "0",
+        ])
+        .output()
+        .expect("livebase runs");
+        assert!(!out.status.success(), "{flag} 0 is refused");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{stderr}");
+        assert!(stderr.contains("at least 1"), "{stderr}");
+    }
+}
+
+/// `GET /health` on a fresh connection: the status code.
+fn health(addr: SocketAddr) -> u16 {
+    let mut s = TcpStream::connect(addr).expect("connects");
+    s.set_read_timeout(Some(GUARD)).unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("writes");
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {reply:?}"))
+}
+
+#[test]
+fn the_per_address_http_cap_is_set_by_its_flag() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let child = livebase(&[
+        "serve",
+        "--port",
+        "0",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--max-http-connections-per-address",
+        "2",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("livebase starts");
+    let mut child = KillOnDrop(child);
+    let stdout = child.0.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr: SocketAddr = loop {
+        let line = rx.recv_timeout(GUARD).expect("livebase prints its URL");
+        if let Some(url) = line.strip_prefix("livebase listening on http://") {
+            break url.trim().parse().expect("an address");
+        }
+    };
+    assert_eq!(health(addr), 200);
+    // Two idle connections hold this address's two places ...
+    let idle: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(addr).expect("connects"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // ... so a third is refused, where the default (256) would serve it.
+    assert_eq!(health(addr), 429);
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(health(addr), 200);
+}
