@@ -13,13 +13,15 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use http_body_util::LengthLimitError;
 use livebase_schema::Value;
 use serde_json::{json, Value as JsonValue};
 
 use super::{AppState, MAX_MESSAGE_SIZE};
 use crate::error::{Error, Result};
 use crate::executor::Caller;
-use crate::registry::Identity;
+use crate::function::FunctionKind;
+use crate::identity::Identity;
 
 /// The status the npm client expects for a function's error.
 const FUNCTION_ERROR: u16 = 560;
@@ -47,9 +49,7 @@ pub async fn read_body(State(timeout): State<Duration>, request: Request, next: 
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
-        Ok(Err(e)) if e.to_string().contains("length limit") => {
-            refuse_body(StatusCode::PAYLOAD_TOO_LARGE, too_large())
-        }
+        Ok(Err(e)) if over_limit(&e) => refuse_body(StatusCode::PAYLOAD_TOO_LARGE, too_large()),
         Ok(Err(e)) => refuse_body(
             StatusCode::BAD_REQUEST,
             format!("reading the request body failed: {e}"),
@@ -59,6 +59,11 @@ pub async fn read_body(State(timeout): State<Duration>, request: Request, next: 
             format!("the request body did not arrive within {timeout:?}"),
         ),
     }
+}
+
+/// Whether reading a body failed for its size (rather than the connection).
+fn over_limit(e: &axum::Error) -> bool {
+    std::error::Error::source(e).is_some_and(|source| source.is::<LengthLimitError>())
 }
 
 fn too_large() -> String {
@@ -163,9 +168,10 @@ fn reply(result: Result<Value>) -> Response {
         )
             .into_response(),
         Err(e) => {
+            let error = e.to_function_error();
             let mut body =
-                json!({"status": "error", "errorMessage": e.client_message(), "logLines": []});
-            if let Some(data) = e.error_data() {
+                json!({"status": "error", "errorMessage": error.message, "logLines": []});
+            if let Some(data) = error.data {
                 body["errorData"] = data.to_json();
             }
             let status =
@@ -175,7 +181,7 @@ fn reply(result: Result<Value>) -> Response {
     }
 }
 
-async fn call(state: AppState, headers: HeaderMap, body: Bytes, kind: &str) -> Response {
+async fn call(state: AppState, headers: HeaderMap, body: Bytes, kind: FunctionKind) -> Response {
     let call = match parse_call(&body) {
         Ok(c) => c,
         Err(bad) => return bad.into_response(),
@@ -186,15 +192,15 @@ async fn call(state: AppState, headers: HeaderMap, body: Bytes, kind: &str) -> R
     };
     let ex = &state.executor;
     let result = match kind {
-        "query" => ex
+        FunctionKind::Query => ex
             .query(&call.path, call.args, identity, Caller::Client)
             .await
             .map(|o| o.value),
-        "mutation" => ex
+        FunctionKind::Mutation => ex
             .mutation(&call.path, call.args, identity, Caller::Client, None)
             .await
             .map(|(v, _)| v),
-        _ => {
+        FunctionKind::Action => {
             ex.action(&call.path, call.args, identity, Caller::Client)
                 .await
         }
@@ -203,13 +209,13 @@ async fn call(state: AppState, headers: HeaderMap, body: Bytes, kind: &str) -> R
 }
 
 pub async fn query(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    call(state, headers, body, "query").await
+    call(state, headers, body, FunctionKind::Query).await
 }
 
 pub async fn mutation(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    call(state, headers, body, "mutation").await
+    call(state, headers, body, FunctionKind::Mutation).await
 }
 
 pub async fn action(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    call(state, headers, body, "action").await
+    call(state, headers, body, FunctionKind::Action).await
 }
