@@ -11,7 +11,7 @@ use livebase_runtime::store::Order;
 use livebase_runtime::registry::Reader;
 use livebase_runtime::transaction::Transaction;
 use livebase_runtime::{Error, Result};
-use livebase_schema::{obj, DocumentId, Value};
+use livebase_schema::{obj, DocumentId, Timestamp, Value};
 
 use crate::emails;
 use crate::shared::auth::permissions::Role;
