@@ -8,7 +8,7 @@
 //!
 //! A query cannot write:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0599
 //! # use livebase_runtime::registry::Registry;
 //! # use livebase_schema::{obj, v, Value};
 //! let mut app = Registry::default();
