@@ -219,3 +219,28 @@ pub async fn mutation(State(state): State<AppState>, headers: HeaderMap, body: B
 pub async fn action(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     call(state, headers, body, FunctionKind::Action).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body over the limit is told from a failed read by the error's type,
+    /// whether or not it announced its length.
+    #[test]
+    fn a_body_over_the_limit_is_told_from_a_failed_read() {
+        let read = |body: Body| futures::executor::block_on(axum::body::to_bytes(body, 5));
+        let long = read(Body::from(vec![b'x'; 10])).unwrap_err();
+        assert!(over_limit(&long), "{long}");
+        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+            Ok(Bytes::from_static(b"abc")),
+            Ok(Bytes::from_static(b"def")),
+        ];
+        let streamed = read(Body::from_stream(futures::stream::iter(chunks))).unwrap_err();
+        assert!(over_limit(&streamed), "{streamed}");
+        let broken: Vec<Result<Bytes, std::io::Error>> =
+            vec![Err(std::io::Error::other("connection reset"))];
+        let failed = read(Body::from_stream(futures::stream::iter(broken))).unwrap_err();
+        assert!(!over_limit(&failed), "{failed}");
+        assert!(read(Body::from("ok")).is_ok());
+    }
+}
