@@ -70,8 +70,7 @@ fn strip(text: &str) -> String {
             }
             out.push('"');
             i += 1;
-        } else if c == '\'' && next.is_some_and(|n| n != '\\') && bytes.get(i + 2) == Some(&'\'')
-        {
+        } else if c == '\'' && next.is_some_and(|n| n != '\\') && bytes.get(i + 2) == Some(&'\'') {
             // A char literal such as '"' or '{'.
             i += 3;
         } else {
@@ -338,9 +337,15 @@ fn show(cycle: &[ModPath]) -> String {
 }
 
 fn assert_acyclic(krate: &str) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(krate).join("src");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(krate)
+        .join("src");
     let graph = graph(&src);
-    assert!(graph.len() > 5, "{krate}/src: found only {} modules", graph.len());
+    assert!(
+        graph.len() > 5,
+        "{krate}/src: found only {} modules",
+        graph.len()
+    );
     if let Some(cycle) = find_cycle(&graph) {
         panic!("{krate}/src has a module import cycle: {}", show(&cycle));
     }
@@ -374,7 +379,10 @@ fn the_checker_sees_cycles_of_every_path_form() {
         "d/e.rs",
         "pub struct Y;\n#[cfg(test)]\nmod tests {\n    use super::super::a;\n}\n",
     );
-    write("b.rs", "// use crate::a;  (a comment is no import)\npub struct Thing;\n");
+    write(
+        "b.rs",
+        "// use crate::a;  (a comment is no import)\npub struct Thing;\n",
+    );
     write("c/mod.rs", "mod inner;\npub use inner::X;\n");
     write(
         "c/inner.rs",

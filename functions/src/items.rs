@@ -42,7 +42,11 @@ pub fn register(app: &mut Registry) {
             let organization_id = args.string("organizationId")?;
             ensure_user_with_organization(ctx, &organization_id)?;
             let opts = args.value("paginationOpts").unwrap_or(&Value::Null);
-            logic::list_items(&mut ctx.db, &organization_id, &PaginationOpts::from_value(opts)?)
+            logic::list_items(
+                &mut ctx.db,
+                &organization_id,
+                &PaginationOpts::from_value(opts)?,
+            )
         },
     );
 

@@ -258,7 +258,8 @@ mod tests {
 
     #[test]
     fn every_named_code_has_its_own_string_and_a_client_status() {
-        let strings: std::collections::HashSet<&str> = NAMED.iter().map(ErrorCode::as_str).collect();
+        let strings: std::collections::HashSet<&str> =
+            NAMED.iter().map(ErrorCode::as_str).collect();
         assert_eq!(strings.len(), NAMED.len());
         for code in NAMED {
             assert!((400..500).contains(&code.http_status()), "{code}");

@@ -10,14 +10,14 @@ use livebase_schema::{Timestamp, Value};
 use sha2::{Digest, Sha256};
 
 use crate::calllog::{CallLog, CallOutcome};
+use crate::context::{ActionCtx, BoxFuture, FunctionRunner};
 use crate::database::{catch_panic, Database, QueryOutcome};
 use crate::email::Mailer;
 use crate::error::{Error, Result};
-use crate::pagination::CursorKey;
-use crate::readset::ReadSet;
-use crate::context::{ActionCtx, BoxFuture, FunctionRunner};
 use crate::function::{canonical_path, Access, FunctionKind};
 use crate::identity::Identity;
+use crate::pagination::CursorKey;
+use crate::readset::ReadSet;
 use crate::registry::{check_result, run_sync, Function, FunctionHandler, Registry};
 use crate::scheduler::retry::JobContext;
 use crate::store::MutationOutcome;
@@ -229,21 +229,22 @@ impl Executor {
             fingerprint: fingerprint(&identity, path, &args),
             request: key,
         });
-        let function = match self
-            .inner
-            .registry
-            .lookup(path, FunctionKind::Mutation, caller.access())
-        {
-            Ok(function) => function.clone(),
-            Err(missing) => {
-                // A redeploy between a mutation and its resend may have
-                // removed the function: the resend still gets its answer.
-                return match self.stored_outcome(key).await? {
-                    Some(stored) => Ok((stored.value, stored.ts)),
-                    None => Err(missing),
-                };
-            }
-        };
+        let function =
+            match self
+                .inner
+                .registry
+                .lookup(path, FunctionKind::Mutation, caller.access())
+            {
+                Ok(function) => function.clone(),
+                Err(missing) => {
+                    // A redeploy between a mutation and its resend may have
+                    // removed the function: the resend still gets its answer.
+                    return match self.stored_outcome(key).await? {
+                        Some(stored) => Ok((stored.value, stored.ts)),
+                        None => Err(missing),
+                    };
+                }
+            };
         let cursor_key = self.inner.cursor_key.clone();
         let committed = self
             .inner
@@ -265,11 +266,7 @@ impl Executor {
         let Some(key) = key else {
             return Ok(None);
         };
-        let stored = self
-            .inner
-            .db
-            .query(move |tx| key.stored(tx))
-            .await?;
+        let stored = self.inner.db.query(move |tx| key.stored(tx)).await?;
         Ok(stored.value)
     }
 

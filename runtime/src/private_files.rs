@@ -73,4 +73,3 @@ fn set_file_mode(file: &File, mode: u32) -> io::Result<()> {
 fn set_file_mode(_file: &File, _mode: u32) -> io::Result<()> {
     Ok(())
 }
-

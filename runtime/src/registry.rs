@@ -392,9 +392,7 @@ pub fn run_sync(
             let mut ctx = MutationCtx { db: tx, identity };
             check_result(h(&mut ctx, args)?)
         }
-        FunctionHandler::Action(_) => {
-            Err(Error::internal("an action cannot run in a transaction"))
-        }
+        FunctionHandler::Action(_) => Err(Error::internal("an action cannot run in a transaction")),
     }
 }
 

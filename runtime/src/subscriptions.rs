@@ -75,9 +75,9 @@ use tokio::sync::mpsc;
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::executor::Executor;
-use crate::readset::{Commit, KeyInterval, ReadSet};
 use crate::function::{Access, FunctionKind};
 use crate::identity::Identity;
+use crate::readset::{Commit, KeyInterval, ReadSet};
 use crate::registry::Registry;
 use crate::store::StoreConnection;
 use crate::transaction::Transaction;
@@ -936,7 +936,12 @@ impl SubscriptionWorker {
     /// Whether a `ModifyQuerySet` starts at the connection's query-set version
     /// and moves it forward; `false` if the connection is gone or was closed
     /// for it.
-    fn check_query_set_versions(&mut self, conn: ConnId, base_version: u32, new_version: u32) -> bool {
+    fn check_query_set_versions(
+        &mut self,
+        conn: ConnId,
+        base_version: u32,
+        new_version: u32,
+    ) -> bool {
         let Some(c) = self.connections.get(&conn) else {
             return false;
         };

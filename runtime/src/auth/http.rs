@@ -64,8 +64,8 @@ impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         // The status comes from the error's class, through the one table
         // beside `ErrorCode`; the body's `code` is Better Auth's.
-        let status = StatusCode::from_u16(self.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let code = self.wire_code();
         let retry_after = match &self {
             // Whole seconds, rounded up so a client that waits them is let in.
@@ -382,7 +382,11 @@ mod tests {
                 "INVALID_EMAIL",
             ),
             (AuthError::EmailTaken, 422, "USER_ALREADY_EXISTS"),
-            (AuthError::InvalidCredentials, 401, "INVALID_EMAIL_OR_PASSWORD"),
+            (
+                AuthError::InvalidCredentials,
+                401,
+                "INVALID_EMAIL_OR_PASSWORD",
+            ),
             (
                 AuthError::TooManyAttempts {
                     retry_after: Duration::from_millis(1500),
@@ -398,7 +402,11 @@ mod tests {
             (AuthError::InvalidToken, 400, "INVALID_TOKEN"),
             (AuthError::WrongPassword, 401, "INVALID_PASSWORD"),
             (AuthError::SessionNotFound, 404, "SESSION_NOT_FOUND"),
-            (AuthError::Internal(Error::internal("disk")), 500, "INTERNAL"),
+            (
+                AuthError::Internal(Error::internal("disk")),
+                500,
+                "INTERNAL",
+            ),
         ];
         for (error, status, code) in cases {
             let name = format!("{error:?}");
@@ -410,11 +418,9 @@ mod tests {
                 (status == 429).then(|| "2".to_string()),
                 "{name}"
             );
-            let body = futures::executor::block_on(axum::body::to_bytes(
-                response.into_body(),
-                usize::MAX,
-            ))
-            .unwrap();
+            let body =
+                futures::executor::block_on(axum::body::to_bytes(response.into_body(), usize::MAX))
+                    .unwrap();
             let body: JsonValue = serde_json::from_slice(&body).unwrap();
             assert_eq!(body["code"], code, "{name}");
         }

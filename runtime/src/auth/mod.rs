@@ -37,9 +37,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use livebase_schema::{obj, DocumentId, Value};
 
+use crate::context::{BoxFuture, Reader};
 use crate::database::Database;
 use crate::error::{Error, ErrorCode, Result};
-use crate::context::{BoxFuture, Reader};
 use crate::identity::Identity;
 use crate::system::schedule;
 use limits::{Action, AuthLimits};

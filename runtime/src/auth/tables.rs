@@ -8,7 +8,6 @@
 
 use livebase_schema::{define_table, v, Schema};
 
-
 /// Users: one row per email address (stored in the canonical form of
 /// [`super::users::normalize_email`]), with the argon2id PHC string of their
 /// password and whether they proved they own the address (`emailVerified`,

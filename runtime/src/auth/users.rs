@@ -11,8 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use livebase_schema::{DocumentId, Value};
 
 use super::tables::{SESSIONS, USERS};
-use crate::error::{Error, Result};
 use crate::context::Reader;
+use crate::error::{Error, Result};
 use crate::identity::Identity;
 use crate::transaction::Transaction;
 

@@ -39,8 +39,8 @@ use crate::executor::Executor;
 use crate::registry::Registry;
 use crate::scheduler::{self, SchedulerOptions};
 use crate::store::sqlite::SqlitePersistence;
-pub use crate::subscriptions::{OUTBOUND_QUEUE, OUTBOUND_QUEUE_BYTES};
 use crate::subscriptions::Subscriptions;
+pub use crate::subscriptions::{OUTBOUND_QUEUE, OUTBOUND_QUEUE_BYTES};
 use crate::system::with_system_tables;
 
 pub use http::REQUEST_BODY_TIMEOUT;

@@ -2,8 +2,8 @@
 //! seed's `features/items/logic.ts`.
 
 use livebase_runtime::pagination::{PaginationOpts, PaginationResult};
-use livebase_runtime::store::Order;
 use livebase_runtime::registry::Reader;
+use livebase_runtime::store::Order;
 use livebase_runtime::transaction::Transaction;
 use livebase_runtime::Result;
 use livebase_schema::{obj, DocumentId, Object, Value};

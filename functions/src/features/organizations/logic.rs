@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use livebase_runtime::auth::tables::{INVITATIONS, MEMBERS, ORGANIZATIONS, USERS};
 use livebase_runtime::auth::users::{normalize_email, now_ms, user_by_email, User};
+use livebase_runtime::registry::Reader;
 use livebase_runtime::scheduler::Scheduler;
 use livebase_runtime::store::Order;
-use livebase_runtime::registry::Reader;
 use livebase_runtime::transaction::Transaction;
 use livebase_runtime::{Error, Result};
 use livebase_schema::{obj, DocumentId, Timestamp, Value};

@@ -1,7 +1,7 @@
 //! What todos do, on a transaction, with the caller already checked.
 
-use livebase_runtime::store::Order;
 use livebase_runtime::registry::Reader;
+use livebase_runtime::store::Order;
 use livebase_runtime::transaction::Transaction;
 use livebase_runtime::{Error, Result};
 use livebase_schema::{obj, DocumentId, Value};
