@@ -18,7 +18,7 @@ pub fn register(app: &mut Registry) {
         |ctx, args| {
             let organization_id = args.string("organizationId")?;
             ensure_user_with_organization(ctx, &organization_id)?;
-            logic::get_items(ctx.db, &organization_id)
+            logic::get_items(&mut ctx.db, &organization_id)
         },
     );
 
@@ -28,7 +28,7 @@ pub fn register(app: &mut Registry) {
         |ctx, args| {
             let organization_id = args.string("organizationId")?;
             ensure_user_with_organization(ctx, &organization_id)?;
-            logic::get_items_by_status(ctx.db, &organization_id, &args.string("status")?)
+            logic::get_items_by_status(&mut ctx.db, &organization_id, &args.string("status")?)
         },
     );
 
@@ -42,7 +42,11 @@ pub fn register(app: &mut Registry) {
             let organization_id = args.string("organizationId")?;
             ensure_user_with_organization(ctx, &organization_id)?;
             let opts = args.value("paginationOpts").unwrap_or(&Value::Null);
-            logic::list_items(ctx.db, &organization_id, &PaginationOpts::from_value(opts)?)
+            logic::list_items(
+                &mut ctx.db,
+                &organization_id,
+                &PaginationOpts::from_value(opts)?,
+            )
         },
     );
 

@@ -32,7 +32,7 @@ pub fn register(app: &mut Registry) {
 
     app.query("organizations:listMine", [], |ctx, _args| {
         let user = ensure_user(ctx)?;
-        logic::list_mine(ctx.db, &user)
+        logic::list_mine(&mut ctx.db, &user)
     });
 
     app.mutation(
@@ -67,7 +67,7 @@ pub fn register(app: &mut Registry) {
         |ctx, args| {
             let organization_id = args.string("organizationId")?;
             ensure_user_with_organization(ctx, &organization_id)?;
-            logic::list_members(ctx.db, &organization_id)
+            logic::list_members(&mut ctx.db, &organization_id)
         },
     );
 
@@ -95,7 +95,7 @@ pub fn register(app: &mut Registry) {
         |ctx, args| {
             let organization_id = args.string("organizationId")?;
             ensure_user_with_organization(ctx, &organization_id)?;
-            logic::list_invitations(ctx.db, &organization_id)
+            logic::list_invitations(&mut ctx.db, &organization_id)
         },
     );
 

@@ -17,7 +17,7 @@ pub fn register(app: &mut Registry) {
         |ctx, args| {
             let organization_id = args.string("organizationId")?;
             ensure_user_with_organization(ctx, &organization_id)?;
-            logic::list_todos(ctx.db, &organization_id)
+            logic::list_todos(&mut ctx.db, &organization_id)
         },
     );
 

@@ -10,7 +10,7 @@ use crate::shared::auth::validations::ensure_user;
 pub fn register(app: &mut Registry) {
     app.query("userProfiles:get", [], |ctx, _args| {
         let user = ensure_user(ctx)?;
-        logic::get_profile(ctx.db, &user.id)
+        logic::get_profile(&mut ctx.db, &user.id)
     });
 
     app.mutation(

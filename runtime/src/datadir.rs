@@ -11,17 +11,15 @@ use std::path::{Path, PathBuf};
 use crate::auth::tokens::SECRET_FILE;
 use crate::email::OUTBOX_DIR;
 use crate::error::{Error, Result};
+use crate::private_files::set_mode;
+pub use crate::private_files::{
+    create_private_dir, create_private_file, write_private, DIR_MODE, FILE_MODE,
+};
 use crate::store::sqlite::DATABASE_FILE;
 
 /// The lock file in the data folder; it holds the pid of the process that
 /// has the folder, for the error another process shows.
 pub const LOCK_FILE: &str = "LOCK";
-/// Mode of the data folder and the folders in it: the owner's only.
-pub const DIR_MODE: u32 = 0o700;
-/// Mode of every file livebase writes: the database and its `-wal` and
-/// `-shm`, the token secret, outbox mails, exports.
-pub const FILE_MODE: u32 = 0o600;
-
 /// A data folder this process holds; dropping it releases the lock.
 #[derive(Debug)]
 pub struct DataDirLock {
@@ -118,67 +116,6 @@ fn narrow(path: &Path, mode: u32) {
             path.display()
         );
     }
-}
-
-/// Creates `dir` (and missing parents) and sets it to [`DIR_MODE`].
-pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(DIR_MODE);
-    }
-    builder.create(dir)?;
-    set_mode(dir, DIR_MODE).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("making it private (mode {DIR_MODE:o}): {e}"),
-        )
-    })
-}
-
-/// Creates the new file `path` with [`FILE_MODE`] (`create_new`: it fails
-/// if the file exists). The mode is set after creating, so the umask does
-/// not matter.
-pub fn create_private_file(path: &Path) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(FILE_MODE);
-    }
-    let file = options.open(path)?;
-    set_file_mode(&file, FILE_MODE)?;
-    Ok(file)
-}
-
-/// Writes `bytes` to the new file `path`, private from its first byte.
-pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    create_private_file(path)?.write_all(bytes)
-}
-
-#[cfg(unix)]
-fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-}
-
-#[cfg(not(unix))]
-fn set_mode(_path: &Path, _mode: u32) -> io::Result<()> {
-    Ok(())
-}
-
-#[cfg(unix)]
-fn set_file_mode(file: &File, mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    file.set_permissions(fs::Permissions::from_mode(mode))
-}
-
-#[cfg(not(unix))]
-fn set_file_mode(_file: &File, _mode: u32) -> io::Result<()> {
-    Ok(())
 }
 
 #[cfg(all(test, unix))]

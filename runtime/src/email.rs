@@ -361,8 +361,8 @@ impl Mailer {
                 let bytes = message.formatted();
                 let (write_dir, write_path) = (dir.clone(), path.clone());
                 tokio::task::spawn_blocking(move || {
-                    crate::datadir::create_private_dir(&write_dir)?;
-                    crate::datadir::write_private(&write_path, &bytes)
+                    crate::private_files::create_private_dir(&write_dir)?;
+                    crate::private_files::write_private(&write_path, &bytes)
                 })
                 .await
                 .map_err(|e| Error::internal(format!("writing to the outbox: {e}")))?

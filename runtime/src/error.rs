@@ -1,15 +1,24 @@
 //! One error classification for everything a function call can fail with. Each
-//! error has a [`ErrorCode`]; `protocol` edges (WebSocket, HTTP) turn it into wire
-//! errors and status codes in one place. Internal failures carry their detail for
-//! the log only: clients see `Server error` and a request id.
+//! error has a [`ErrorCode`]; this module alone turns it into what leaves the
+//! server — the wire's `FunctionError` and `errorData`
+//! ([`Error::to_function_error`]), an HTTP status ([`ErrorCode::http_status`],
+//! [`Error::http_status`]) — and a code's string back into the code
+//! ([`ErrorCode::from_str`]). The WebSocket, the subscription worker, the HTTP
+//! function API and the auth endpoints all go through these. Internal failures
+//! carry their detail for the log only: clients see `Server error` and a
+//! request id.
 
+use std::convert::Infallible;
 use std::fmt;
+use std::str::FromStr;
 
+use livebase_schema::protocol::FunctionError;
 use livebase_schema::{Object, Value};
 
 /// What kind of failure an application error is. The string forms are the
 /// `errorData.code` values of the wire protocol.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ErrorCode {
     /// Not signed in, or the token is expired, forged or revoked.
     Unauthenticated,
@@ -25,9 +34,23 @@ pub enum ErrorCode {
     Conflict,
     /// A documented limit was exceeded (size, reads, queries per connection).
     LimitExceeded,
+    /// Too many requests from one caller or address in a while (the auth
+    /// endpoints' rate limits).
+    RateLimited,
     /// An application-defined code.
     Custom(String),
 }
+
+/// The codes with a variant of their own, for [`ErrorCode::from_str`].
+const NAMED: [ErrorCode; 7] = [
+    ErrorCode::Unauthenticated,
+    ErrorCode::Forbidden,
+    ErrorCode::NotFound,
+    ErrorCode::InvalidArgument,
+    ErrorCode::Conflict,
+    ErrorCode::LimitExceeded,
+    ErrorCode::RateLimited,
+];
 
 impl ErrorCode {
     pub fn as_str(&self) -> &str {
@@ -38,8 +61,39 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
             ErrorCode::Conflict => "CONFLICT",
             ErrorCode::LimitExceeded => "LIMIT_EXCEEDED",
+            ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::Custom(code) => code,
         }
+    }
+
+    /// The HTTP status of an error with this code, where an endpoint answers
+    /// with a status of its own (the auth endpoints; the function API answers
+    /// every function error `560`, as the npm client expects). `CONFLICT` is
+    /// `422`, as Better Auth answers a taken email.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::InvalidArgument | ErrorCode::LimitExceeded => 400,
+            ErrorCode::Conflict => 422,
+            ErrorCode::RateLimited => 429,
+            // An application's own refusal is about the request.
+            ErrorCode::Custom(_) => 400,
+        }
+    }
+}
+
+/// The code a wire string names; any other string is an application's
+/// [`ErrorCode::Custom`] code. The inverse of [`ErrorCode::as_str`].
+impl FromStr for ErrorCode {
+    type Err = Infallible;
+
+    fn from_str(s: &str) -> Result<ErrorCode, Infallible> {
+        Ok(NAMED
+            .into_iter()
+            .find(|code| code.as_str() == s)
+            .unwrap_or_else(|| ErrorCode::Custom(s.to_string())))
     }
 }
 
@@ -51,6 +105,7 @@ impl fmt::Display for ErrorCode {
 
 /// An error a function call ends with.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Error {
     /// An error meant for the caller: its code and message reach the client as
     /// `errorData`.
@@ -149,6 +204,27 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The wire form of this error, as `MutationResponse`, `ActionResponse`,
+    /// `QueryFailed` and the HTTP function API carry it: the client message,
+    /// and `errorData` for application errors.
+    pub fn to_function_error(&self) -> FunctionError {
+        FunctionError {
+            message: self.client_message(),
+            data: self.error_data(),
+        }
+    }
+
+    /// The HTTP status of this error where an endpoint answers with one:
+    /// its code's ([`ErrorCode::http_status`]), `500` for a server error.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Error::App { code, .. } => code.http_status(),
+            Error::Internal(_) | Error::Server { .. } => 500,
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -164,5 +240,44 @@ impl std::error::Error for Error {}
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         Error::Internal(format!("sqlite: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_code_and_its_string_round_trip() {
+        for code in NAMED {
+            assert_eq!(code.as_str().parse(), Ok(code.clone()), "{code}");
+        }
+        let custom = ErrorCode::Custom("NOTE_REJECTED".into());
+        assert_eq!("NOTE_REJECTED".parse(), Ok(custom));
+    }
+
+    #[test]
+    fn every_named_code_has_its_own_string_and_a_client_status() {
+        let strings: std::collections::HashSet<&str> =
+            NAMED.iter().map(ErrorCode::as_str).collect();
+        assert_eq!(strings.len(), NAMED.len());
+        for code in NAMED {
+            assert!((400..500).contains(&code.http_status()), "{code}");
+        }
+    }
+
+    #[test]
+    fn the_wire_form_carries_the_code_and_hides_internals() {
+        let app = Error::conflict("slug taken").to_function_error();
+        assert_eq!(app.message, "slug taken");
+        let data = app.data.expect("errorData").to_json();
+        assert_eq!(data["code"], "CONFLICT");
+        assert_eq!(data["message"], "slug taken");
+
+        let internal = Error::internal("disk on fire");
+        assert_eq!(internal.http_status(), 500);
+        let wire = internal.to_function_error();
+        assert_eq!(wire.message, "Server error");
+        assert_eq!(wire.data, None);
     }
 }

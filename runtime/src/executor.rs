@@ -10,23 +10,34 @@ use livebase_schema::{Timestamp, Value};
 use sha2::{Digest, Sha256};
 
 use crate::calllog::{CallLog, CallOutcome};
+use crate::context::{ActionCtx, BoxFuture, FunctionRunner};
 use crate::database::{catch_panic, Database, QueryOutcome};
 use crate::email::Mailer;
 use crate::error::{Error, Result};
+use crate::function::{canonical_path, Access, FunctionKind};
+use crate::identity::Identity;
 use crate::pagination::CursorKey;
 use crate::readset::ReadSet;
-use crate::registry::{
-    canonical_path, run_sync, ActionCtx, BoxFuture, FunctionKind, FunctionRunner, Handler,
-    Identity, Registry,
-};
-use crate::scheduler::JobContext;
+use crate::registry::{check_result, run_sync, Function, FunctionHandler, Registry};
+use crate::scheduler::retry::JobContext;
 use crate::store::MutationOutcome;
+use crate::transaction::Transaction;
 
 /// Who is asking: a client (public functions only) or the server itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Caller {
     Client,
     Server,
+}
+
+impl Caller {
+    /// The functions this caller may find: a client only public ones.
+    pub fn access(self) -> Access {
+        match self {
+            Caller::Client => Access::PublicOnly,
+            Caller::Server => Access::Any,
+        }
+    }
 }
 
 /// A mutation's idempotency key: the client's session and request id.
@@ -173,7 +184,7 @@ impl Executor {
         let function = self
             .inner
             .registry
-            .lookup(path, FunctionKind::Query, caller == Caller::Client)?
+            .lookup(path, FunctionKind::Query, caller.access())?
             .clone();
         let args = Registry::check_args(&function, &args)?;
         let key = self.inner.cursor_key.clone();
@@ -214,72 +225,49 @@ impl Executor {
         // same arguments, under the same session and request id — is answered
         // from a stored outcome: a stranger who learned a session id reads
         // none, and what a stranger stores never stops the owner's mutation.
-        let key = key.map(|key| (fingerprint(&identity, path, &args), key));
+        let key = key.map(|key| OutcomeKey {
+            fingerprint: fingerprint(&identity, path, &args),
+            request: key,
+        });
         let function =
             match self
                 .inner
                 .registry
-                .lookup(path, FunctionKind::Mutation, caller == Caller::Client)
+                .lookup(path, FunctionKind::Mutation, caller.access())
             {
                 Ok(function) => function.clone(),
                 Err(missing) => {
                     // A redeploy between a mutation and its resend may have
                     // removed the function: the resend still gets its answer.
-                    if let Some((fingerprint, key)) = key {
-                        let stored = self
-                            .inner
-                            .db
-                            .query(move |tx| {
-                                tx.mutation_outcome(&key.session_id, key.request_id, &fingerprint)
-                            })
-                            .await?
-                            .value;
-                        if let Some(stored) = stored {
-                            return Ok((stored.value, stored.ts));
-                        }
-                    }
-                    return Err(missing);
+                    return match self.stored_outcome(key).await? {
+                        Some(stored) => Ok((stored.value, stored.ts)),
+                        None => Err(missing),
+                    };
                 }
             };
-        let path = function.path.clone();
-        let key_for_cursors = self.inner.cursor_key.clone();
+        let cursor_key = self.inner.cursor_key.clone();
         let committed = self
             .inner
             .db
             .mutate(move |tx| {
-                tx.set_cursor_key(key_for_cursors);
-                if let Some((fingerprint, key)) = &key {
-                    let stored =
-                        tx.mutation_outcome(&key.session_id, key.request_id, fingerprint)?;
-                    if let Some(stored) = stored {
-                        return Ok(Run::Replayed(stored));
-                    }
-                }
-                let args = Registry::check_args(&function, &args)?;
-                let value = run_sync(&function, tx, &identity, args)?;
-                // Only a mutation that wrote has an effect a resend could
-                // repeat, so only it keeps its outcome. A failure wrote
-                // nothing (its transaction is rolled back): it leaves nothing
-                // behind, and its resend simply runs again.
-                if let Some((fingerprint, key)) = key {
-                    if !tx.write_set().is_empty() {
-                        tx.store_mutation_outcome(&MutationOutcome {
-                            session_id: key.session_id,
-                            request_id: key.request_id,
-                            fingerprint,
-                            ts: tx.commit_ts().unwrap_or_default(),
-                            path,
-                            value: value.clone(),
-                        })?;
-                    }
-                }
-                Ok(Run::Fresh(value))
+                tx.set_cursor_key(cursor_key);
+                run_keyed_mutation(tx, &function, &identity, &args, key)
             })
             .await?;
         match committed.value {
             Run::Replayed(stored) => Ok((stored.value, stored.ts)),
             Run::Fresh(value) => Ok((value, committed.ts)),
         }
+    }
+
+    /// The stored outcome of a keyed mutation, read on a snapshot (for a
+    /// resend whose function is gone).
+    async fn stored_outcome(&self, key: Option<OutcomeKey>) -> Result<Option<MutationOutcome>> {
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        let stored = self.inner.db.query(move |tx| key.stored(tx)).await?;
+        Ok(stored.value)
     }
 
     /// Runs an action.
@@ -323,17 +311,17 @@ impl Executor {
         let function = self
             .inner
             .registry
-            .lookup(path, FunctionKind::Action, caller == Caller::Client)?
+            .lookup(path, FunctionKind::Action, caller.access())?
             .clone();
         let args = Registry::check_args(&function, &args)?;
-        let Handler::Action(handler) = &function.handler else {
+        let FunctionHandler::Action(handler) = &function.handler else {
             return Err(Error::internal("lookup returned a non-action"));
         };
         let ctx = ActionCtx::new(identity, Arc::new(self.clone())).with_job(job);
         let fut = catch_panic(|| Ok(handler(ctx, args)))?;
         // A panic inside the future surfaces as a JoinError of its task.
         match tokio::spawn(fut).await {
-            Ok(result) => result.and_then(crate::registry::check_result),
+            Ok(result) => result.and_then(check_result),
             Err(e) => Err(Error::internal(format!("action panicked: {e}"))),
         }
     }
@@ -343,13 +331,13 @@ impl Executor {
     /// also returns the journal the run left, if it paginated.
     pub fn evaluate_in(
         registry: &Registry,
-        mut tx: crate::transaction::Transaction,
+        mut tx: Transaction,
         path: &str,
         args: &[Value],
         identity: &Identity,
     ) -> (Result<Value>, ReadSet, Option<String>) {
         let result = registry
-            .lookup(path, FunctionKind::Query, true)
+            .lookup(path, FunctionKind::Query, Access::PublicOnly)
             .and_then(|f| Ok((f, Registry::check_args(f, args)?)))
             .and_then(|(f, args)| catch_panic(|| run_sync(f, &mut tx, identity, args)));
         let journal = tx.journal().map(str::to_string);
@@ -362,6 +350,65 @@ impl Executor {
 enum Run {
     Replayed(MutationOutcome),
     Fresh(Value),
+}
+
+/// What a stored outcome is filed under: the client's request, and the
+/// [`fingerprint`] of who called what with which arguments.
+struct OutcomeKey {
+    fingerprint: Vec<u8>,
+    request: RequestKey,
+}
+
+impl OutcomeKey {
+    /// The outcome stored under this key, if the mutation ran before.
+    fn stored(&self, tx: &mut Transaction) -> Result<Option<MutationOutcome>> {
+        tx.mutation_outcome(
+            &self.request.session_id,
+            self.request.request_id,
+            &self.fingerprint,
+        )
+    }
+}
+
+/// A mutation's transaction: a resend is answered from its stored outcome;
+/// otherwise the arguments are checked, the function runs, and — if it
+/// wrote — its outcome is stored in the same transaction.
+fn run_keyed_mutation(
+    tx: &mut Transaction,
+    function: &Function,
+    identity: &Identity,
+    args: &[Value],
+    key: Option<OutcomeKey>,
+) -> Result<Run> {
+    if let Some(key) = &key {
+        if let Some(stored) = key.stored(tx)? {
+            return Ok(Run::Replayed(stored));
+        }
+    }
+    let args = Registry::check_args(function, args)?;
+    let value = run_sync(function, tx, identity, args)?;
+    if let Some(key) = key {
+        store_outcome(tx, key, &function.path, &value)?;
+    }
+    Ok(Run::Fresh(value))
+}
+
+/// Keeps a keyed mutation's outcome for its resends. Only a mutation that
+/// wrote has an effect a resend could repeat, so only it keeps one. A failure
+/// wrote nothing (its transaction is rolled back): it leaves nothing behind,
+/// and its resend simply runs again.
+fn store_outcome(tx: &mut Transaction, key: OutcomeKey, path: &str, value: &Value) -> Result<()> {
+    if tx.write_set().is_empty() {
+        return Ok(());
+    }
+    tx.store_mutation_outcome(&MutationOutcome {
+        session_id: key.request.session_id,
+        request_id: key.request.request_id,
+        fingerprint: key.fingerprint,
+        ts: tx.commit_ts().unwrap_or_default(),
+        path: path.to_string(),
+        value: value.clone(),
+    })
 }
 
 /// What binds a stored outcome to its request: SHA-256 over who called (the

@@ -6,244 +6,46 @@
 //! app.query("items:getAll", [("organizationId", v::string())], |ctx, args| {
 //!     let organization_id = args.string("organizationId")?;
 //!     ensure_user_with_organization(ctx, &organization_id)?;
-//!     logic::get_items(ctx.db, &organization_id)
+//!     logic::get_items(&mut ctx.db, &organization_id)
 //! });
 //! ```
 //!
 //! Queries and mutations are synchronous (they run inside one store
 //! transaction, on a store thread); actions are async and reach the database
-//! only through [`ActionCtx`].
+//! only through [`ActionCtx`]. What each handler is given lives in
+//! [`crate::context`] (a query's context has reads only), what names a
+//! function and its arguments in [`crate::function`], the caller in
+//! [`crate::identity`]; all are re-exported here.
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use livebase_schema::{v, DocumentId, Object, Schema, Validator, Value};
+use livebase_schema::{v, Object, Schema, Validator, Value};
 
-use crate::email::Mailer;
 use crate::error::{Error, Result};
-use crate::scheduler::{CronJob, JobContext, RetryPolicy, Schedule, Scheduler};
+use crate::scheduler::cron::{CronJob, Schedule};
+use crate::scheduler::retry::RetryPolicy;
 use crate::transaction::Transaction;
 
-/// Who is calling: nobody, or a signed-in user with a live session.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Identity {
-    #[default]
-    Anonymous,
-    User {
-        user_id: String,
-        session_id: String,
-    },
-}
+pub use crate::context::{
+    ActionCtx, BoxFuture, FunctionRunner, MutationCtx, QueryCtx, ReadCtx, Reader,
+};
+pub use crate::function::{canonical_path, Access, Args, FunctionKind, Visibility};
+pub use crate::identity::Identity;
 
-impl Identity {
-    /// A stable key for sharing query evaluations between identical callers.
-    pub fn cache_key(&self) -> String {
-        match self {
-            Identity::Anonymous => String::new(),
-            Identity::User { session_id, .. } => session_id.clone(),
-        }
-    }
-}
-
-/// What a query or mutation handler gets: the transaction and the caller.
-pub struct Ctx<'t, 'a> {
-    pub db: &'t mut Transaction<'a>,
-    pub identity: &'t Identity,
-}
-
-impl<'a> Ctx<'_, 'a> {
-    /// Schedules functions from a mutation, in its transaction — the seed's
-    /// `ctx.scheduler`: `ctx.scheduler().run_after(Duration::ZERO, "emails:send", args)`.
-    pub fn scheduler(&mut self) -> Scheduler<'_, 'a> {
-        Scheduler::new(self.db)
-    }
-}
-
-/// The seed's names for the two contexts; a query's transaction refuses writes.
-pub type QueryCtx<'t, 'a> = Ctx<'t, 'a>;
-pub type MutationCtx<'t, 'a> = Ctx<'t, 'a>;
-
-/// Validated arguments of a call, with typed accessors whose errors name the
-/// argument.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Args(Object);
-
-impl Args {
-    pub fn new(fields: Object) -> Args {
-        Args(fields)
-    }
-
-    pub fn value(&self, name: &str) -> Option<&Value> {
-        self.0.get(name)
-    }
-
-    pub fn into_value(self) -> Value {
-        Value::Object(self.0)
-    }
-
-    pub fn string(&self, name: &str) -> Result<String> {
-        match self.0.get(name) {
-            Some(Value::String(s)) => Ok(s.clone()),
-            other => Err(Error::invalid(format!(
-                "args.{name}: expected a string, found {}",
-                describe(other)
-            ))),
-        }
-    }
-
-    pub fn opt_string(&self, name: &str) -> Result<Option<String>> {
-        match self.0.get(name) {
-            None => Ok(None),
-            Some(_) => self.string(name).map(Some),
-        }
-    }
-
-    pub fn f64(&self, name: &str) -> Result<f64> {
-        self.0.get(name).and_then(Value::as_f64).ok_or_else(|| {
-            Error::invalid(format!(
-                "args.{name}: expected a number, found {}",
-                describe(self.0.get(name))
-            ))
-        })
-    }
-
-    pub fn bool(&self, name: &str) -> Result<bool> {
-        self.0.get(name).and_then(Value::as_bool).ok_or_else(|| {
-            Error::invalid(format!(
-                "args.{name}: expected a boolean, found {}",
-                describe(self.0.get(name))
-            ))
-        })
-    }
-
-    /// An id argument that must name a document of `table`.
-    pub fn id(&self, name: &str, table: &str) -> Result<DocumentId> {
-        let s = self.string(name)?;
-        DocumentId::parse_in(&s, table).ok_or_else(|| {
-            Error::invalid(format!(
-                "args.{name}: `{s}` is not an id of table `{table}`"
-            ))
-        })
-    }
-}
-
-fn describe(v: Option<&Value>) -> String {
-    v.map_or("nothing".into(), |v| v.value_type().to_string())
-}
-
-type SyncHandler = Arc<dyn Fn(&mut Ctx, Args) -> Result<Value> + Send + Sync>;
-/// A boxed future as actions return it.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type QueryHandler = Arc<dyn Fn(&mut QueryCtx, Args) -> Result<Value> + Send + Sync>;
+type MutationHandler = Arc<dyn Fn(&mut MutationCtx, Args) -> Result<Value> + Send + Sync>;
 type ActionHandler = Arc<dyn Fn(ActionCtx, Args) -> BoxFuture<Result<Value>> + Send + Sync>;
 
-/// What an action handler gets: the caller and a way to run other functions.
+/// A registered function's code, by kind: each kind's handler takes its own
+/// context.
 #[derive(Clone)]
-pub struct ActionCtx {
-    pub identity: Identity,
-    runner: Arc<dyn FunctionRunner>,
-    job: Option<JobContext>,
-}
-
-impl ActionCtx {
-    pub fn new(identity: Identity, runner: Arc<dyn FunctionRunner>) -> ActionCtx {
-        ActionCtx {
-            identity,
-            runner,
-            job: None,
-        }
-    }
-
-    /// The same context, for an action the scheduler runs as `job`.
-    pub fn with_job(mut self, job: Option<JobContext>) -> ActionCtx {
-        self.job = job;
-        self
-    }
-
-    /// The scheduled job this action runs for — its id is the same on every
-    /// attempt of a retryable action, a key to make its effect safe to
-    /// repeat — or `None` when it was called directly.
-    pub fn job(&self) -> Option<&JobContext> {
-        self.job.as_ref()
-    }
-
-    /// Runs a query (public or internal) as this action's caller.
-    pub async fn run_query(&self, path: &str, args: Value) -> Result<Value> {
-        self.runner
-            .run(FunctionKind::Query, path, args, self.identity.clone())
-            .await
-    }
-
-    /// Runs a mutation (public or internal) as this action's caller.
-    pub async fn run_mutation(&self, path: &str, args: Value) -> Result<Value> {
-        self.runner
-            .run(FunctionKind::Mutation, path, args, self.identity.clone())
-            .await
-    }
-
-    /// Runs an action (public or internal) as this action's caller.
-    pub async fn run_action(&self, path: &str, args: Value) -> Result<Value> {
-        self.runner
-            .run(FunctionKind::Action, path, args, self.identity.clone())
-            .await
-    }
-
-    /// The server's mailer: SMTP when configured, the outbox folder otherwise.
-    pub fn mailer(&self) -> Result<Mailer> {
-        self.runner
-            .mailer()
-            .ok_or_else(|| Error::internal("this server has no mailer"))
-    }
-}
-
-/// Runs functions on behalf of actions; implemented by the executor.
-pub trait FunctionRunner: Send + Sync + 'static {
-    fn run(
-        &self,
-        kind: FunctionKind,
-        path: &str,
-        args: Value,
-        identity: Identity,
-    ) -> BoxFuture<Result<Value>>;
-
-    /// The mailer actions send through, if the server has one.
-    fn mailer(&self) -> Option<Mailer> {
-        None
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FunctionKind {
-    Query,
-    Mutation,
-    Action,
-}
-
-impl FunctionKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            FunctionKind::Query => "query",
-            FunctionKind::Mutation => "mutation",
-            FunctionKind::Action => "action",
-        }
-    }
-}
-
-/// Whether clients may call a function.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Visibility {
-    Public,
-    /// Callable only from actions and the scheduler; to clients it looks
-    /// exactly like a function that does not exist.
-    Internal,
-}
-
-#[derive(Clone)]
-pub enum Handler {
-    Query(SyncHandler),
-    Mutation(SyncHandler),
+#[non_exhaustive]
+pub enum FunctionHandler {
+    Query(QueryHandler),
+    Mutation(MutationHandler),
     Action(ActionHandler),
 }
 
@@ -252,7 +54,7 @@ pub struct Function {
     pub path: String,
     pub visibility: Visibility,
     pub args: Validator,
-    pub handler: Handler,
+    pub handler: FunctionHandler,
     /// For an action declared with [`Registry::retryable`]: how the scheduler
     /// retries its jobs. `None`: a scheduled run happens at most once.
     pub retry: Option<RetryPolicy>,
@@ -265,9 +67,9 @@ pub struct Function {
 impl Function {
     pub fn kind(&self) -> FunctionKind {
         match self.handler {
-            Handler::Query(_) => FunctionKind::Query,
-            Handler::Mutation(_) => FunctionKind::Mutation,
-            Handler::Action(_) => FunctionKind::Action,
+            FunctionHandler::Query(_) => FunctionKind::Query,
+            FunctionHandler::Mutation(_) => FunctionKind::Mutation,
+            FunctionHandler::Action(_) => FunctionKind::Action,
         }
     }
 }
@@ -279,15 +81,6 @@ pub struct Registry {
     /// Shared, so a call holds its function without copying its validator.
     functions: BTreeMap<String, Arc<Function>>,
     crons: Vec<CronJob>,
-}
-
-/// The canonical form of a function path: `module:name`, a module's `.js`
-/// suffix dropped (the npm client may send it) and `default` when no name is
-/// given.
-pub fn canonical_path(path: &str) -> String {
-    let (module, name) = path.rsplit_once(':').unwrap_or((path, "default"));
-    let module = module.strip_suffix(".js").unwrap_or(module);
-    format!("{module}:{name}")
 }
 
 fn object_validator<'a>(args: impl IntoIterator<Item = (&'a str, Validator)>) -> Validator {
@@ -355,7 +148,13 @@ impl Registry {
         self.crons.push(cron);
     }
 
-    fn add(&mut self, path: &str, visibility: Visibility, args: Validator, handler: Handler) {
+    fn add(
+        &mut self,
+        path: &str,
+        visibility: Visibility,
+        args: Validator,
+        handler: FunctionHandler,
+    ) {
         let path = canonical_path(path);
         assert!(
             !self.functions.contains_key(&path),
@@ -377,10 +176,20 @@ impl Registry {
         );
     }
 
-    fn sync<R: Into<Value>>(
-        handler: impl Fn(&mut Ctx, Args) -> Result<R> + Send + Sync + 'static,
-    ) -> SyncHandler {
-        Arc::new(move |ctx, args| handler(ctx, args).map(Into::into))
+    fn query_handler<R: Into<Value>>(
+        handler: impl Fn(&mut QueryCtx, Args) -> Result<R> + Send + Sync + 'static,
+    ) -> FunctionHandler {
+        FunctionHandler::Query(Arc::new(move |ctx, args| {
+            handler(ctx, args).map(Into::into)
+        }))
+    }
+
+    fn mutation_handler<R: Into<Value>>(
+        handler: impl Fn(&mut MutationCtx, Args) -> Result<R> + Send + Sync + 'static,
+    ) -> FunctionHandler {
+        FunctionHandler::Mutation(Arc::new(move |ctx, args| {
+            handler(ctx, args).map(Into::into)
+        }))
     }
 
     fn action_handler<F, R>(
@@ -403,7 +212,7 @@ impl Registry {
         args: impl IntoIterator<Item = (&'a str, Validator)>,
         handler: impl Fn(&mut QueryCtx, Args) -> Result<R> + Send + Sync + 'static,
     ) {
-        let h = Handler::Query(Self::sync(handler));
+        let h = Self::query_handler(handler);
         self.add(path, Visibility::Public, object_validator(args), h);
     }
 
@@ -414,7 +223,7 @@ impl Registry {
         args: impl IntoIterator<Item = (&'a str, Validator)>,
         handler: impl Fn(&mut QueryCtx, Args) -> Result<R> + Send + Sync + 'static,
     ) {
-        let h = Handler::Query(Self::sync(handler));
+        let h = Self::query_handler(handler);
         self.add(path, Visibility::Internal, object_validator(args), h);
     }
 
@@ -425,7 +234,7 @@ impl Registry {
         args: impl IntoIterator<Item = (&'a str, Validator)>,
         handler: impl Fn(&mut MutationCtx, Args) -> Result<R> + Send + Sync + 'static,
     ) {
-        let h = Handler::Mutation(Self::sync(handler));
+        let h = Self::mutation_handler(handler);
         self.add(path, Visibility::Public, object_validator(args), h);
     }
 
@@ -436,7 +245,7 @@ impl Registry {
         args: impl IntoIterator<Item = (&'a str, Validator)>,
         handler: impl Fn(&mut MutationCtx, Args) -> Result<R> + Send + Sync + 'static,
     ) {
-        let h = Handler::Mutation(Self::sync(handler));
+        let h = Self::mutation_handler(handler);
         self.add(path, Visibility::Internal, object_validator(args), h);
     }
 
@@ -450,7 +259,7 @@ impl Registry {
         F: Future<Output = Result<R>> + Send + 'static,
         R: Into<Value>,
     {
-        let h = Handler::Action(Self::action_handler(handler));
+        let h = FunctionHandler::Action(Self::action_handler(handler));
         self.add(path, Visibility::Public, object_validator(args), h);
     }
 
@@ -464,7 +273,7 @@ impl Registry {
         F: Future<Output = Result<R>> + Send + 'static,
         R: Into<Value>,
     {
-        let h = Handler::Action(Self::action_handler(handler));
+        let h = FunctionHandler::Action(Self::action_handler(handler));
         self.add(path, Visibility::Internal, object_validator(args), h);
     }
 
@@ -513,19 +322,13 @@ impl Registry {
         function.forget_when_done = fields;
     }
 
-    /// Finds a function of `kind` at `path`. With `public_only`, internal
-    /// functions are not found — with the same error as a missing one.
-    pub fn lookup(
-        &self,
-        path: &str,
-        kind: FunctionKind,
-        public_only: bool,
-    ) -> Result<&Arc<Function>> {
+    /// Finds a function of `kind` at `path`, among those `access` may find:
+    /// an internal function is not found by [`Access::PublicOnly`] — with
+    /// the same error as a missing one.
+    pub fn lookup(&self, path: &str, kind: FunctionKind, access: Access) -> Result<&Arc<Function>> {
         let path = canonical_path(path);
         match self.functions.get(&path) {
-            Some(f) if f.kind() == kind && (!public_only || f.visibility == Visibility::Public) => {
-                Ok(f)
-            }
+            Some(f) if f.kind() == kind && access.allows(f.visibility) => Ok(f),
             _ => Err(Error::invalid(format!(
                 "Could not find public function for '{path}' (no {} with that path)",
                 kind.name()
@@ -561,7 +364,7 @@ impl Registry {
             .validate(&value, "args")
             .map_err(|e| Error::invalid(e.to_string()))?;
         match value {
-            Value::Object(o) => Ok(Args(o)),
+            Value::Object(o) => Ok(Args::new(o)),
             _ => unreachable!("built as an object above"),
         }
     }
@@ -577,10 +380,19 @@ pub fn run_sync(
     identity: &Identity,
     args: Args,
 ) -> Result<Value> {
-    let mut ctx = Ctx { db: tx, identity };
     match &function.handler {
-        Handler::Query(h) | Handler::Mutation(h) => check_result(h(&mut ctx, args)?),
-        Handler::Action(_) => Err(Error::internal("an action cannot run in a transaction")),
+        FunctionHandler::Query(h) => {
+            let mut ctx = QueryCtx {
+                db: Reader::new(tx),
+                identity,
+            };
+            check_result(h(&mut ctx, args)?)
+        }
+        FunctionHandler::Mutation(h) => {
+            let mut ctx = MutationCtx { db: tx, identity };
+            check_result(h(&mut ctx, args)?)
+        }
+        FunctionHandler::Action(_) => Err(Error::internal("an action cannot run in a transaction")),
     }
 }
 

@@ -75,8 +75,10 @@ use tokio::sync::mpsc;
 use crate::database::Database;
 use crate::error::{Error, Result};
 use crate::executor::Executor;
+use crate::function::{Access, FunctionKind};
+use crate::identity::Identity;
 use crate::readset::{Commit, KeyInterval, ReadSet};
-use crate::registry::{FunctionKind, Identity, Registry};
+use crate::registry::Registry;
 use crate::store::StoreConnection;
 use crate::transaction::Transaction;
 
@@ -209,7 +211,7 @@ impl Subscriptions {
             }))
             .await?;
         let stats = Arc::new(Stats::default());
-        let worker = Worker {
+        let worker = SubscriptionWorker {
             conn,
             cursor_key: executor.cursor_key().clone(),
             registry: executor.registry().clone(),
@@ -217,7 +219,7 @@ impl Subscriptions {
             deferred: VecDeque::new(),
             processed_ts: start_ts,
             connections: HashMap::new(),
-            dirty: HashSet::new(),
+            to_flush: HashSet::new(),
             queries: HashMap::new(),
             by_key: HashMap::new(),
             next_handle: 0,
@@ -340,7 +342,7 @@ impl InvalidationIndex {
 
 /// A query's latest result. The value is shared: every subscriber's
 /// Transition points at the same one instead of holding a copy.
-type QueryResult = std::result::Result<Arc<ResultValue>, FunctionError>;
+type SharedResult = std::result::Result<Arc<ResultValue>, FunctionError>;
 
 /// What identifies a shared query: its canonical path, its arguments and its
 /// caller. The state and the lookup map share one copy of it.
@@ -400,7 +402,7 @@ struct QueryState {
     tenant: Arc<str>,
     /// Bytes of its path and arguments, counted against the budgets.
     size: usize,
-    result: Option<QueryResult>,
+    result: Option<SharedResult>,
     /// The page end a paginated query keeps between runs: the journal the
     /// client sent back in `Add`, then whatever the last run left.
     journal: Option<String>,
@@ -434,7 +436,9 @@ struct ConnState {
     /// [`MAX_REFUSED_QUERIES_PER_CONNECTION`].
     refused: HashSet<QueryId>,
     pending: Vec<StateModification>,
-    dirty: bool,
+    /// Its query-set or identity version moved since the last Transition:
+    /// one is owed even with no modification in it.
+    version_moved: bool,
     await_ts: Option<Timestamp>,
 }
 
@@ -480,7 +484,7 @@ impl Spent {
     }
 }
 
-struct Worker {
+struct SubscriptionWorker {
     conn: Box<dyn StoreConnection>,
     /// What live queries sign their cursors and journals with.
     cursor_key: Arc<crate::pagination::CursorKey>,
@@ -491,8 +495,9 @@ struct Worker {
     processed_ts: Timestamp,
     connections: HashMap<ConnId, ConnState>,
     /// Connections with something to send; `flush` visits only these, so a
-    /// round costs nothing for idle connections.
-    dirty: HashSet<ConnId>,
+    /// round costs nothing for idle connections. (A query due for a re-run
+    /// is in `due`.)
+    to_flush: HashSet<ConnId>,
     queries: HashMap<u64, QueryState>,
     by_key: HashMap<Arc<QueryKey>, u64>,
     next_handle: u64,
@@ -633,7 +638,7 @@ impl ConnectionBudget {
                         _ => udf_path,
                     };
                     let checked = registry
-                        .lookup(&path, FunctionKind::Query, true)
+                        .lookup(&path, FunctionKind::Query, Access::PublicOnly)
                         .and_then(|f| Registry::check_args(f, &args).map(|_| f.path.clone()));
                     match checked {
                         Ok(path) => Change::Add {
@@ -669,10 +674,7 @@ impl ConnectionBudget {
 fn refusal(query_id: QueryId, e: Error) -> Change {
     Change::Refuse {
         query_id,
-        error: FunctionError {
-            message: e.client_message(),
-            data: e.error_data(),
-        },
+        error: e.to_function_error(),
     }
 }
 
@@ -681,11 +683,19 @@ fn size_of(path: &str, args: &[Value]) -> usize {
     path.len() + args.iter().map(Value::size).sum::<usize>()
 }
 
+/// Messages queued for one connection before it counts as too slow and is
+/// dropped (it reconnects and resyncs).
+pub const OUTBOUND_QUEUE: usize = 256;
+/// Bytes of query results queued for one connection before it counts as too
+/// slow, whatever the number of messages: 256 Transitions of near-megabyte
+/// results would otherwise hold a quarter of a gigabyte for one laggard.
+pub const OUTBOUND_QUEUE_BYTES: usize = 16 << 20;
+
 /// Most bytes of results waiting in the outbound queues of all connections
 /// together (counted as [`queued_size`] counts them). Past it, a connection
 /// with [`LAGGING_MESSAGES`] or more messages already waiting counts as too
 /// slow and is dropped, as it is past its own
-/// [`crate::server::OUTBOUND_QUEUE_BYTES`]; one that keeps up (its socket
+/// [`OUTBOUND_QUEUE_BYTES`]; one that keeps up (its socket
 /// still taking the last message) is sent its next, so it is not dropped for
 /// others' backlog. Without it, a thousand connections that stop reading
 /// could each hold their own 16 MiB.
@@ -713,9 +723,9 @@ struct QueueCount {
 }
 
 /// The worker's end of one connection's outbound queue: at most
-/// [`crate::server::OUTBOUND_QUEUE`] messages, and — because one message can
+/// [`OUTBOUND_QUEUE`] messages, and — because one message can
 /// carry results of up to a megabyte each — at most
-/// [`crate::server::OUTBOUND_QUEUE_BYTES`] of results waiting (and no more
+/// [`OUTBOUND_QUEUE_BYTES`] of results waiting (and no more
 /// than [`MAX_QUEUED_RESULT_BYTES_TOTAL`] for all connections together)
 /// before the connection counts as too slow.
 #[derive(Clone, Debug)]
@@ -735,7 +745,7 @@ pub struct OutboundRx {
 
 /// A connection's outbound queue, counted in `total`.
 fn outbound_queue(total: Arc<QueuedTotal>) -> (Outbound, OutboundRx) {
-    let (tx, rx) = mpsc::channel(crate::server::OUTBOUND_QUEUE);
+    let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
     let count = Arc::new(Mutex::new(QueueCount::default()));
     (
         Outbound {
@@ -770,7 +780,7 @@ impl Outbound {
             return Err(QueueError::Closed);
         }
         let total = self.total.bytes.load(Ordering::Acquire);
-        let over_own = count.bytes > 0 && count.bytes + size > crate::server::OUTBOUND_QUEUE_BYTES;
+        let over_own = count.bytes > 0 && count.bytes + size > OUTBOUND_QUEUE_BYTES;
         let over_total = count.messages >= LAGGING_MESSAGES && total + size > self.total.max;
         if over_own || over_total {
             return Err(QueueError::Full);
@@ -840,19 +850,16 @@ fn queued_size(msg: &ServerMessage) -> usize {
     }
 }
 
-fn to_wire(result: Result<Value>) -> QueryResult {
+fn to_wire(result: Result<Value>) -> SharedResult {
     match result {
         Ok(v) => Ok(v.into()),
-        Err(e) => Err(FunctionError {
-            message: e.client_message(),
-            data: e.error_data(),
-        }),
+        Err(e) => Err(e.to_function_error()),
     }
 }
 
 fn modification(
     query_id: QueryId,
-    result: &QueryResult,
+    result: &SharedResult,
     journal: Option<String>,
 ) -> StateModification {
     match result {
@@ -871,7 +878,7 @@ fn modification(
     }
 }
 
-impl Worker {
+impl SubscriptionWorker {
     fn run(mut self) {
         loop {
             let mut events = Vec::new();
@@ -950,7 +957,7 @@ impl Worker {
                         args_bytes: 0,
                         refused: HashSet::new(),
                         pending: Vec::new(),
-                        dirty: false,
+                        version_moved: false,
                         await_ts: None,
                     },
                 );
@@ -971,7 +978,7 @@ impl Worker {
             Event::AwaitTs { conn, ts } => {
                 if let Some(c) = self.connections.get_mut(&conn) {
                     c.await_ts = Some(c.await_ts.map_or(ts, |t| t.max(ts)));
-                    self.dirty.insert(conn);
+                    self.to_flush.insert(conn);
                 }
             }
             Event::Commit(_) | Event::Shutdown => {}
@@ -985,70 +992,105 @@ impl Worker {
         self.drop_connection(conn);
     }
 
+    /// Applies a `ModifyQuerySet`: its versions checked, then each change in
+    /// order, then the query-set version moved. A protocol violation closes
+    /// the connection and stops there.
     fn modify(&mut self, conn: ConnId, base_version: u32, new_version: u32, changes: Vec<Change>) {
-        let Some(c) = self.connections.get(&conn) else {
+        if !self.check_query_set_versions(conn, base_version, new_version) {
             return;
+        }
+        for change in changes {
+            if !self.apply_change(conn, change) {
+                return;
+            }
+        }
+        if let Some(c) = self.connections.get_mut(&conn) {
+            c.query_set = new_version;
+            c.version_moved = true;
+            self.to_flush.insert(conn);
+        }
+    }
+
+    /// Whether a `ModifyQuerySet` starts at the connection's query-set version
+    /// and moves it forward; `false` if the connection is gone or was closed
+    /// for it.
+    fn check_query_set_versions(
+        &mut self,
+        conn: ConnId,
+        base_version: u32,
+        new_version: u32,
+    ) -> bool {
+        let Some(c) = self.connections.get(&conn) else {
+            return false;
         };
         if base_version != c.query_set || new_version <= base_version {
             let msg = format!(
                 "ModifyQuerySet: baseVersion {base_version} does not match the query set version {} (or newVersion {new_version} is not after it)",
                 c.query_set
             );
-            return self.fatal(conn, msg);
+            self.fatal(conn, msg);
+            return false;
         }
-        for change in changes {
-            let query_id = match &change {
-                Change::Remove { query_id } => {
-                    if !self.remove(conn, *query_id) {
-                        return;
-                    }
-                    continue;
-                }
-                Change::Add { query_id, .. } | Change::Refuse { query_id, .. } => *query_id,
-            };
-            let c = &self.connections[&conn];
-            if c.queries.contains_key(&query_id) || c.refused.contains(&query_id) {
-                return self.fatal(
-                    conn,
-                    format!("ModifyQuerySet: query {query_id} is already in the query set"),
-                );
-            }
-            let outcome = match change {
-                Change::Refuse { error, .. } => Err(error),
-                Change::Add {
-                    path,
-                    args,
-                    journal,
-                    ..
-                } => {
-                    let size = size_of(&path, &args);
-                    if c.queries.len() >= MAX_QUERIES_PER_CONNECTION {
-                        Err(limit(format!(
-                            "a connection may hold at most {MAX_QUERIES_PER_CONNECTION} queries"
-                        )))
-                    } else if c.args_bytes + size > MAX_QUERY_ARGS_BYTES_PER_CONNECTION {
-                        Err(limit(format!(
-                            "the queries of a connection may hold at most {MAX_QUERY_ARGS_BYTES_PER_CONNECTION} bytes of arguments; this one has {size} and {} are held",
-                            c.args_bytes
-                        )))
-                    } else {
-                        let identity = c.identity.clone();
-                        self.subscribe(conn, query_id, path, args, journal, identity)
-                    }
-                }
-                Change::Remove { .. } => unreachable!("handled above"),
-            };
-            if let Err(error) = outcome {
-                if !self.refuse(conn, query_id, error) {
-                    return;
-                }
-            }
+        true
+    }
+
+    /// Applies one change of a query set; `false` if that closed the
+    /// connection (a removed query it does not hold, an added one it does,
+    /// too many refused).
+    fn apply_change(&mut self, conn: ConnId, change: Change) -> bool {
+        let query_id = match &change {
+            Change::Remove { query_id } => return self.remove(conn, *query_id),
+            Change::Add { query_id, .. } | Change::Refuse { query_id, .. } => *query_id,
+        };
+        let c = &self.connections[&conn];
+        if c.queries.contains_key(&query_id) || c.refused.contains(&query_id) {
+            self.fatal(
+                conn,
+                format!("ModifyQuerySet: query {query_id} is already in the query set"),
+            );
+            return false;
         }
-        if let Some(c) = self.connections.get_mut(&conn) {
-            c.query_set = new_version;
-            c.dirty = true;
-            self.dirty.insert(conn);
+        let outcome = match change {
+            Change::Refuse { error, .. } => Err(error),
+            Change::Add {
+                path,
+                args,
+                journal,
+                ..
+            } => self.add(conn, query_id, path, args, journal),
+            Change::Remove { .. } => unreachable!("handled above"),
+        };
+        match outcome {
+            Ok(()) => true,
+            Err(error) => self.refuse(conn, query_id, error),
         }
+    }
+
+    /// Adds a query the connection's handler accepted, within the
+    /// connection's budgets: `Err` (to be answered `QueryFailed`) past them.
+    fn add(
+        &mut self,
+        conn: ConnId,
+        query_id: QueryId,
+        path: String,
+        args: Arc<Vec<Value>>,
+        journal: Option<String>,
+    ) -> std::result::Result<(), FunctionError> {
+        let c = &self.connections[&conn];
+        let size = size_of(&path, &args);
+        if c.queries.len() >= MAX_QUERIES_PER_CONNECTION {
+            return Err(limit(format!(
+                "a connection may hold at most {MAX_QUERIES_PER_CONNECTION} queries"
+            )));
+        }
+        if c.args_bytes + size > MAX_QUERY_ARGS_BYTES_PER_CONNECTION {
+            return Err(limit(format!(
+                "the queries of a connection may hold at most {MAX_QUERY_ARGS_BYTES_PER_CONNECTION} bytes of arguments; this one has {size} and {} are held",
+                c.args_bytes
+            )));
+        }
+        let identity = c.identity.clone();
+        self.subscribe(conn, query_id, path, args, journal, identity)
     }
 
     /// Removes a query (held or refused); `false` if the connection was
@@ -1096,7 +1138,7 @@ impl Worker {
             log_lines: Vec::new(),
             journal: None,
         });
-        self.dirty.insert(conn);
+        self.to_flush.insert(conn);
         true
     }
 
@@ -1204,8 +1246,8 @@ impl Worker {
             return self.fatal(conn, msg);
         }
         c.identity_version = base_version + 1;
-        c.dirty = true;
-        self.dirty.insert(conn);
+        c.version_moved = true;
+        self.to_flush.insert(conn);
         self.change_identity(conn, identity);
     }
 
@@ -1355,7 +1397,7 @@ impl Worker {
         for (conn, query_id) in recipients {
             if let Some(c) = self.connections.get_mut(conn) {
                 c.push(modification(*query_id, &result, q.journal.clone()));
-                self.dirty.insert(*conn);
+                self.to_flush.insert(*conn);
             }
         }
         q.result = Some(result);
@@ -1367,7 +1409,7 @@ impl Worker {
         let ts = self.processed_ts;
         let mut slow = Vec::new();
         let mut still_waiting = Vec::new();
-        for id in self.dirty.drain() {
+        for id in self.to_flush.drain() {
             let Some(c) = self.connections.get_mut(&id) else {
                 continue;
             };
@@ -1377,7 +1419,7 @@ impl Worker {
                 continue;
             }
             let awaited = c.await_ts.is_some_and(|t| t <= ts);
-            if !c.dirty && c.pending.is_empty() && !awaited {
+            if !c.version_moved && c.pending.is_empty() && !awaited {
                 if c.await_ts.is_some() {
                     still_waiting.push(id);
                 }
@@ -1398,7 +1440,7 @@ impl Worker {
                 client_clock_skew: None,
                 server_ts: None,
             };
-            c.dirty = false;
+            c.version_moved = false;
             if c.await_ts.is_some() {
                 // Its own write is not processed yet: visit it again later.
                 still_waiting.push(id);
@@ -1417,7 +1459,7 @@ impl Worker {
                 Err(QueueError::Closed) => slow.push(id),
             }
         }
-        self.dirty.extend(still_waiting);
+        self.to_flush.extend(still_waiting);
         for id in slow {
             self.drop_connection(id);
         }
@@ -1426,11 +1468,7 @@ impl Worker {
 
 /// A `LIMIT_EXCEEDED` error as a query's failure.
 fn limit(message: String) -> FunctionError {
-    let e = Error::limit(message);
-    FunctionError {
-        message: e.client_message(),
-        data: e.error_data(),
-    }
+    Error::limit(message).to_function_error()
 }
 
 #[cfg(test)]
@@ -1452,7 +1490,7 @@ mod tests {
             args_bytes: 0,
             refused: HashSet::new(),
             pending: Vec::new(),
-            dirty: false,
+            version_moved: false,
             await_ts: None,
         };
         (c, rx)

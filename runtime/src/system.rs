@@ -10,7 +10,7 @@
 use livebase_schema::{define_table, obj, v, DocumentId, Schema, Value};
 
 use crate::error::{Error, Result};
-use crate::registry::canonical_path;
+use crate::function::canonical_path;
 use crate::transaction::Transaction;
 
 /// Jobs scheduled by mutations: run function `name` with `args` at

@@ -8,9 +8,8 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures::Stream;
 use livebase_schema::protocol::{FunctionError, SessionId};
@@ -19,46 +18,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ClientError;
 use crate::function::{ActionRef, FromValue, IntoArgs, MutationRef, QueryRef};
+pub use crate::options::ClientOptions;
+use crate::slot::Slot;
 use crate::state::ClientState;
 use crate::worker::{self, Command, RequestKind, Worker};
-
-/// How the client connects and reconnects. The defaults suit a server on the
-/// same network; tests shorten the backoff.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct ClientOptions {
-    /// The wait before the first reconnect attempt; each failed attempt doubles
-    /// it, up to `max_backoff`. Each wait is jittered down by up to half, so
-    /// clients cut off together do not come back together.
-    pub min_backoff: Duration,
-    pub max_backoff: Duration,
-    /// Time allowed to open the WebSocket, and to hand one batch of frames to it.
-    pub connect_timeout: Duration,
-    /// Silence after which the connection counts as dead. The server sends a
-    /// `Ping` after 15 s of quiet, so this is several pings missed (the npm
-    /// client also uses 60 s).
-    pub server_silence: Duration,
-}
-
-impl Default for ClientOptions {
-    fn default() -> Self {
-        ClientOptions {
-            min_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(15),
-            connect_timeout: Duration::from_secs(10),
-            server_silence: Duration::from_secs(60),
-        }
-    }
-}
-
-impl ClientOptions {
-    /// The defaults, with reconnect waits between `min` and `max`.
-    pub fn with_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.min_backoff = min;
-        self.max_backoff = max.max(min);
-        self
-    }
-}
 
 /// A connection to a livebase server, kept open (and reopened) by a background
 /// task until the last handle — the `Client` clones and every live
@@ -260,7 +223,7 @@ impl<O: FromValue> Subscription<O> {
     /// The latest result, without waiting (and without consuming it: the stream
     /// still yields it if it has not yet). `None` until the first one arrives.
     pub fn current(&self) -> Option<Result<O, FunctionError>> {
-        let result = self.slot.lock().latest.clone()?;
+        let result = self.slot.latest()?;
         Some(decode(self.path, result))
     }
 
@@ -274,19 +237,9 @@ impl<O: FromValue> Stream for Subscription<O> {
     type Item = Result<O, FunctionError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut slot = self.slot.lock();
-        if slot.unseen {
-            slot.unseen = false;
-            if let Some(result) = slot.latest.clone() {
-                drop(slot);
-                return Poll::Ready(Some(decode(self.path, result)));
-            }
-        }
-        if slot.closed {
-            return Poll::Ready(None);
-        }
-        slot.waker = Some(cx.waker().clone());
-        Poll::Pending
+        self.slot
+            .poll_next(cx)
+            .map(|next| next.map(|result| decode(self.path, result)))
     }
 }
 
@@ -308,53 +261,6 @@ fn decode<O: FromValue>(
         .to_string(),
         data: None,
     })
-}
-
-/// Where the worker leaves a subscription's newest result for its stream.
-#[derive(Debug, Default)]
-pub(crate) struct Slot {
-    inner: Mutex<SlotInner>,
-}
-
-#[derive(Debug, Default)]
-struct SlotInner {
-    latest: Option<Result<Value, FunctionError>>,
-    /// `latest` changed since the stream last yielded.
-    unseen: bool,
-    /// The worker has stopped: the stream ends.
-    closed: bool,
-    waker: Option<Waker>,
-}
-
-impl Slot {
-    // A std mutex, not tokio's: it is held only to swap a value, never across
-    // an `.await`.
-    fn lock(&self) -> MutexGuard<'_, SlotInner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn set(&self, result: Result<Value, FunctionError>) {
-        let waker = {
-            let mut slot = self.lock();
-            slot.latest = Some(result);
-            slot.unseen = true;
-            slot.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-
-    pub(crate) fn close(&self) {
-        let waker = {
-            let mut slot = self.lock();
-            slot.closed = true;
-            slot.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
 }
 
 /// The WebSocket URL of the sync endpoint for a server address.

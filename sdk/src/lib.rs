@@ -46,6 +46,7 @@
 //!   background task (`worker.rs`) that owns the socket and the state.
 //! - [`auth`] — signing up and in over HTTP, for the token [`Client::set_auth`]
 //!   takes: [`auth::sign_up`], [`auth::sign_in`].
+//! - [`options`] — [`ClientOptions`], shared by the handle and the worker.
 //! - [`function`] — typed function references, [`IntoArgs`] and [`FromValue`].
 //! - [`error`] — [`ClientError`].
 //!
@@ -57,7 +58,9 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod function;
+pub mod options;
 pub mod paginated;
+mod slot;
 pub mod state;
 mod worker;
 

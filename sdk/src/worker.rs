@@ -22,8 +22,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::client::{ClientOptions, Slot};
 use crate::error::ClientError;
+use crate::options::ClientOptions;
+use crate::slot::Slot;
 use crate::state::{AuthGeneration, ClientState, Notification};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;

@@ -30,7 +30,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value as JsonValue};
 
 use super::{AuthError, SessionAuth, SignedIn};
-use crate::server::ClientAddr;
+use crate::server::client_addr::ClientAddr;
 
 /// Largest auth request body: these bodies hold an email, a name and a
 /// password.
@@ -62,21 +62,11 @@ pub fn routes(auth: SessionAuth) -> Router {
 
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            AuthError::InvalidInput { code, .. } => (StatusCode::BAD_REQUEST, *code),
-            AuthError::EmailTaken => (StatusCode::UNPROCESSABLE_ENTITY, "USER_ALREADY_EXISTS"),
-            AuthError::InvalidCredentials => {
-                (StatusCode::UNAUTHORIZED, "INVALID_EMAIL_OR_PASSWORD")
-            }
-            AuthError::TooManyAttempts { .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_ATTEMPTS")
-            }
-            AuthError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
-            AuthError::InvalidToken => (StatusCode::BAD_REQUEST, "INVALID_TOKEN"),
-            AuthError::WrongPassword => (StatusCode::UNAUTHORIZED, "INVALID_PASSWORD"),
-            AuthError::SessionNotFound => (StatusCode::NOT_FOUND, "SESSION_NOT_FOUND"),
-            AuthError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
-        };
+        // The status comes from the error's class, through the one table
+        // beside `ErrorCode`; the body's `code` is Better Auth's.
+        let status =
+            StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let code = self.wire_code();
         let retry_after = match &self {
             // Whole seconds, rounded up so a client that waits them is let in.
             AuthError::TooManyAttempts { retry_after } => {
@@ -370,4 +360,69 @@ async fn revoke_session(
     }
     .await;
     reply(result, |()| status_true())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::error::Error;
+
+    /// Each refusal's status and code, as Better Auth's clients expect them.
+    #[test]
+    fn every_refusal_has_its_status_and_code() {
+        let cases = [
+            (
+                AuthError::InvalidInput {
+                    code: "INVALID_EMAIL",
+                    message: "bad".into(),
+                },
+                400,
+                "INVALID_EMAIL",
+            ),
+            (AuthError::EmailTaken, 422, "USER_ALREADY_EXISTS"),
+            (
+                AuthError::InvalidCredentials,
+                401,
+                "INVALID_EMAIL_OR_PASSWORD",
+            ),
+            (
+                AuthError::TooManyAttempts {
+                    retry_after: Duration::from_millis(1500),
+                },
+                429,
+                "TOO_MANY_ATTEMPTS",
+            ),
+            (
+                AuthError::Unauthenticated("expired".into()),
+                401,
+                "UNAUTHENTICATED",
+            ),
+            (AuthError::InvalidToken, 400, "INVALID_TOKEN"),
+            (AuthError::WrongPassword, 401, "INVALID_PASSWORD"),
+            (AuthError::SessionNotFound, 404, "SESSION_NOT_FOUND"),
+            (
+                AuthError::Internal(Error::internal("disk")),
+                500,
+                "INTERNAL",
+            ),
+        ];
+        for (error, status, code) in cases {
+            let name = format!("{error:?}");
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), status, "{name}");
+            let retry_after = response.headers().get(header::RETRY_AFTER);
+            assert_eq!(
+                retry_after.map(|v| v.to_str().unwrap().to_string()),
+                (status == 429).then(|| "2".to_string()),
+                "{name}"
+            );
+            let body =
+                futures::executor::block_on(axum::body::to_bytes(response.into_body(), usize::MAX))
+                    .unwrap();
+            let body: JsonValue = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["code"], code, "{name}");
+        }
+    }
 }

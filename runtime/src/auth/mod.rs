@@ -37,9 +37,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use livebase_schema::{obj, DocumentId, Value};
 
+use crate::context::{BoxFuture, Reader};
 use crate::database::Database;
-use crate::error::{Error, Result};
-use crate::registry::{BoxFuture, Identity};
+use crate::error::{Error, ErrorCode, Result};
+use crate::identity::Identity;
 use crate::system::schedule;
 use limits::{Action, AuthLimits};
 use mail_tokens::Purpose;
@@ -64,8 +65,7 @@ impl Authenticator for NoAuth {
 
 /// How long a session (and its token) lasts.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(7 * 24 * 60 * 60);
-/// Longest display name accepted at sign-up, in characters.
-pub const MAX_NAME_CHARS: usize = 200;
+pub use tables::MAX_NAME_CHARS;
 /// The function that sends templated emails: sign-up schedules the
 /// `verify-email` one through it, verification the `welcome` one, a reset
 /// request the `reset-password` one.
@@ -107,11 +107,49 @@ pub enum AuthError {
     Internal(Error),
 }
 
+impl AuthError {
+    /// What kind of failure this is, in the runtime's one classification;
+    /// `None` for a failure of the server.
+    pub fn class(&self) -> Option<ErrorCode> {
+        Some(match self {
+            AuthError::InvalidInput { .. } | AuthError::InvalidToken => ErrorCode::InvalidArgument,
+            AuthError::EmailTaken => ErrorCode::Conflict,
+            AuthError::InvalidCredentials
+            | AuthError::WrongPassword
+            | AuthError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            AuthError::TooManyAttempts { .. } => ErrorCode::RateLimited,
+            AuthError::SessionNotFound => ErrorCode::NotFound,
+            AuthError::Internal(_) => return None,
+        })
+    }
+
+    /// The HTTP status the auth endpoints answer with: the class's
+    /// ([`ErrorCode::http_status`]), `500` for a failure of the server.
+    pub fn http_status(&self) -> u16 {
+        self.class().map_or(500, |code| code.http_status())
+    }
+
+    /// The `code` of the endpoints' error body, as Better Auth names it.
+    pub fn wire_code(&self) -> &'static str {
+        match self {
+            AuthError::InvalidInput { code, .. } => code,
+            AuthError::EmailTaken => "USER_ALREADY_EXISTS",
+            AuthError::InvalidCredentials => "INVALID_EMAIL_OR_PASSWORD",
+            AuthError::TooManyAttempts { .. } => "TOO_MANY_ATTEMPTS",
+            AuthError::Unauthenticated(_) => "UNAUTHENTICATED",
+            AuthError::InvalidToken => "INVALID_TOKEN",
+            AuthError::WrongPassword => "INVALID_PASSWORD",
+            AuthError::SessionNotFound => "SESSION_NOT_FOUND",
+            AuthError::Internal(_) => "INTERNAL",
+        }
+    }
+}
+
 impl From<Error> for AuthError {
     fn from(e: Error) -> Self {
         match e {
             Error::App {
-                code: crate::ErrorCode::Unauthenticated,
+                code: ErrorCode::Unauthenticated,
                 message,
                 ..
             } => AuthError::Unauthenticated(message),
@@ -442,7 +480,7 @@ impl SessionAuth {
             .inner
             .db
             .query(move |tx| {
-                let user = session_user(tx, &checked.sid, &checked.sub)?;
+                let user = session_user(&mut Reader::new(tx), &checked.sid, &checked.sub)?;
                 let stored = tx
                     .get(&user.id)?
                     .and_then(|d| d.get("passwordHash")?.as_str().map(str::to_string));
@@ -505,7 +543,7 @@ impl SessionAuth {
             .inner
             .db
             .query(move |tx| {
-                let user = session_user(tx, &claims.sid, &claims.sub)?;
+                let user = session_user(&mut Reader::new(tx), &claims.sid, &claims.sub)?;
                 let now = users::now_ms();
                 let rows = tx
                     .query(SESSIONS)
@@ -548,7 +586,7 @@ impl SessionAuth {
             .inner
             .db
             .mutate(move |tx| {
-                let user = session_user(tx, &claims.sid, &claims.sub)?;
+                let user = session_user(&mut Reader::new(tx), &claims.sid, &claims.sub)?;
                 let owned = tx.get(&target)?.is_some_and(|s| {
                     s.get("userId").and_then(Value::as_str) == Some(user.id.as_str())
                 });
@@ -724,7 +762,7 @@ impl SessionAuth {
             .inner
             .db
             .query(move |tx| {
-                let user = session_user(tx, &claims.sid, &claims.sub)?;
+                let user = session_user(&mut Reader::new(tx), &claims.sid, &claims.sub)?;
                 let session_id = DocumentId::parse_in(&claims.sid, SESSIONS)
                     .ok_or_else(|| Error::unauthenticated("the token is not valid"))?;
                 let expires_at = tx
@@ -807,7 +845,7 @@ impl Authenticator for SessionAuth {
             let checked = claims.clone();
             let expires_at = db
                 .query(move |tx| {
-                    session_user(tx, &checked.sid, &checked.sub)?;
+                    session_user(&mut Reader::new(tx), &checked.sid, &checked.sub)?;
                     let id = DocumentId::parse_in(&checked.sid, SESSIONS);
                     Ok(match id {
                         Some(id) => tx

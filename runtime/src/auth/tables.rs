@@ -8,9 +8,6 @@
 
 use livebase_schema::{define_table, v, Schema};
 
-use super::users::MAX_EMAIL_LEN;
-use super::MAX_NAME_CHARS;
-
 /// Users: one row per email address (stored in the canonical form of
 /// [`super::users::normalize_email`]), with the argon2id PHC string of their
 /// password and whether they proved they own the address (`emailVerified`,
@@ -31,6 +28,11 @@ pub const INVITATIONS: &str = "invitations";
 /// runtime-internal table (leading `_`): no application refers to it.
 pub const AUTH_TOKENS: &str = "_auth_tokens";
 
+/// Longest email address accepted (RFC 5321's limit on a forward path), in
+/// bytes of its canonical form.
+pub const MAX_EMAIL_LEN: usize = 254;
+/// Longest display name accepted at sign-up, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
 /// Longest organization slug, in characters (the application may allow fewer).
 pub const MAX_SLUG_CHARS: usize = 64;
 /// Longest role or invitation status name, in characters.

@@ -145,7 +145,7 @@ fn create_secret_file(data_dir: &Path) -> Result<()> {
     let mut secret = [0u8; 32];
     rand::rng().fill(&mut secret);
     let tmp = data_dir.join(format!(".{SECRET_FILE}.{:016x}.tmp", rand::random::<u64>()));
-    let written = crate::datadir::create_private_file(&tmp).and_then(|mut file| {
+    let written = crate::private_files::create_private_file(&tmp).and_then(|mut file| {
         file.write_all(B64.encode(secret).as_bytes())?;
         file.write_all(b"\n")?;
         file.sync_all()

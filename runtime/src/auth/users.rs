@@ -11,13 +11,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use livebase_schema::{DocumentId, Value};
 
 use super::tables::{SESSIONS, USERS};
+use crate::context::Reader;
 use crate::error::{Error, Result};
-use crate::registry::Identity;
+use crate::identity::Identity;
 use crate::transaction::Transaction;
 
-/// Longest email address accepted (RFC 5321's limit on a forward path), in
-/// bytes of its canonical form.
-pub const MAX_EMAIL_LEN: usize = 254;
+pub use super::tables::MAX_EMAIL_LEN;
 /// Longest local part (before the `@`), in bytes (RFC 5321).
 pub const MAX_LOCAL_LEN: usize = 64;
 
@@ -137,7 +136,7 @@ fn truncate(s: &str, max: usize) -> &str {
 
 /// The signed-in caller, read through `tx`: their session must still exist,
 /// belong to them and not have expired. Every failure is `UNAUTHENTICATED`.
-pub fn current_user(tx: &mut Transaction, identity: &Identity) -> Result<User> {
+pub fn current_user(db: &mut Reader, identity: &Identity) -> Result<User> {
     let Identity::User {
         user_id,
         session_id,
@@ -145,14 +144,14 @@ pub fn current_user(tx: &mut Transaction, identity: &Identity) -> Result<User> {
     else {
         return Err(Error::unauthenticated("not signed in"));
     };
-    session_user(tx, session_id, user_id)
+    session_user(db, session_id, user_id)
 }
 
 /// The user of session `session_id` if it is live and belongs to `user_id`.
-pub fn session_user(tx: &mut Transaction, session_id: &str, user_id: &str) -> Result<User> {
+pub fn session_user(db: &mut Reader, session_id: &str, user_id: &str) -> Result<User> {
     let ended = || Error::unauthenticated("the session has ended; sign in again");
     let session_id = DocumentId::parse_in(session_id, SESSIONS).ok_or_else(ended)?;
-    let session = tx.get(&session_id)?.ok_or_else(ended)?;
+    let session = db.get(&session_id)?.ok_or_else(ended)?;
     if session.get("userId").and_then(Value::as_str) != Some(user_id) {
         return Err(ended());
     }
@@ -166,7 +165,7 @@ pub fn session_user(tx: &mut Transaction, session_id: &str, user_id: &str) -> Re
         ));
     }
     let user_id = DocumentId::parse_in(user_id, USERS).ok_or_else(ended)?;
-    let user = tx.get(&user_id)?.ok_or_else(ended)?;
+    let user = db.get(&user_id)?.ok_or_else(ended)?;
     User::from_document(&user).ok_or_else(|| Error::internal(format!("malformed user {user_id}")))
 }
 

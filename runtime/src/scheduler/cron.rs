@@ -24,7 +24,7 @@ use croner::Cron;
 use livebase_schema::{obj, DocumentId, Value};
 
 use crate::error::{Error, Result};
-use crate::registry::canonical_path;
+use crate::function::canonical_path;
 use crate::system::{self, JobState, CRONS, SCHEDULED_FUNCTIONS};
 use crate::transaction::Transaction;
 

@@ -13,6 +13,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use http_body_util::LengthLimitError;
 use livebase_schema::Value;
 use serde_json::{json, Value as JsonValue};
 
@@ -20,7 +21,8 @@ use super::listener::ClientAddr;
 use super::{AppState, MAX_MESSAGE_SIZE};
 use crate::error::{Error, Result};
 use crate::executor::Caller;
-use crate::registry::Identity;
+use crate::function::FunctionKind;
+use crate::identity::Identity;
 
 /// The status the npm client expects for a function's error.
 const FUNCTION_ERROR: u16 = 560;
@@ -48,9 +50,7 @@ pub async fn read_body(State(timeout): State<Duration>, request: Request, next: 
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
-        Ok(Err(e)) if e.to_string().contains("length limit") => {
-            refuse_body(StatusCode::PAYLOAD_TOO_LARGE, too_large())
-        }
+        Ok(Err(e)) if over_limit(&e) => refuse_body(StatusCode::PAYLOAD_TOO_LARGE, too_large()),
         Ok(Err(e)) => refuse_body(
             StatusCode::BAD_REQUEST,
             format!("reading the request body failed: {e}"),
@@ -60,6 +60,11 @@ pub async fn read_body(State(timeout): State<Duration>, request: Request, next: 
             format!("the request body did not arrive within {timeout:?}"),
         ),
     }
+}
+
+/// Whether reading a body failed for its size (rather than the connection).
+fn over_limit(e: &axum::Error) -> bool {
+    std::error::Error::source(e).is_some_and(|source| source.is::<LengthLimitError>())
 }
 
 fn too_large() -> String {
@@ -164,9 +169,10 @@ fn reply(result: Result<Value>) -> Response {
         )
             .into_response(),
         Err(e) => {
+            let error = e.to_function_error();
             let mut body =
-                json!({"status": "error", "errorMessage": e.client_message(), "logLines": []});
-            if let Some(data) = e.error_data() {
+                json!({"status": "error", "errorMessage": error.message, "logLines": []});
+            if let Some(data) = error.data {
                 body["errorData"] = data.to_json();
             }
             let status =
@@ -181,7 +187,7 @@ async fn call(
     client: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
     body: Bytes,
-    kind: &str,
+    kind: FunctionKind,
 ) -> Response {
     let call = match parse_call(&body) {
         Ok(c) => c,
@@ -198,15 +204,15 @@ async fn call(
     };
     let ex = &state.executor;
     let result = match kind {
-        "query" => ex
+        FunctionKind::Query => ex
             .query(&call.path, call.args, identity, Caller::Client)
             .await
             .map(|o| o.value),
-        "mutation" => ex
+        FunctionKind::Mutation => ex
             .mutation(&call.path, call.args, identity, Caller::Client, None)
             .await
             .map(|(v, _)| v),
-        _ => {
+        FunctionKind::Action => {
             ex.action(&call.path, call.args, identity, Caller::Client)
                 .await
         }
@@ -220,7 +226,7 @@ pub async fn query(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    call(state, client, headers, body, "query").await
+    call(state, client, headers, body, FunctionKind::Query).await
 }
 
 pub async fn mutation(
@@ -229,7 +235,7 @@ pub async fn mutation(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    call(state, client, headers, body, "mutation").await
+    call(state, client, headers, body, FunctionKind::Mutation).await
 }
 
 pub async fn action(
@@ -238,5 +244,30 @@ pub async fn action(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    call(state, client, headers, body, "action").await
+    call(state, client, headers, body, FunctionKind::Action).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body over the limit is told from a failed read by the error's type,
+    /// whether or not it announced its length.
+    #[test]
+    fn a_body_over_the_limit_is_told_from_a_failed_read() {
+        let read = |body: Body| futures::executor::block_on(axum::body::to_bytes(body, 5));
+        let long = read(Body::from(vec![b'x'; 10])).unwrap_err();
+        assert!(over_limit(&long), "{long}");
+        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+            Ok(Bytes::from_static(b"abc")),
+            Ok(Bytes::from_static(b"def")),
+        ];
+        let streamed = read(Body::from_stream(futures::stream::iter(chunks))).unwrap_err();
+        assert!(over_limit(&streamed), "{streamed}");
+        let broken: Vec<Result<Bytes, std::io::Error>> =
+            vec![Err(std::io::Error::other("connection reset"))];
+        let failed = read(Body::from_stream(futures::stream::iter(broken))).unwrap_err();
+        assert!(!over_limit(&failed), "{failed}");
+        assert!(read(Body::from("ok")).is_ok());
+    }
 }

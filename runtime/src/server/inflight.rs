@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::listener::{Counts, Slot};
 use crate::error::Error;
-use crate::registry::Identity;
+use crate::identity::Identity;
 
 /// Most function calls one caller may have in flight at once (see the module
 /// docs); more are refused with `LIMIT_EXCEEDED`.

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+pub use super::client_addr::{client_key, ClientAddr};
 use super::EdgeOptions;
 
 /// Time a client has to send a request's headers (the HTTP side of the
@@ -47,27 +48,6 @@ const MAX_REFUSALS: usize = 256;
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long shutdown waits for in-flight HTTP requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// The client's address as the caps count it (see [`client_key`]), set as a
-/// request extension on every request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ClientAddr(pub IpAddr);
-
-/// What the per-address caps count: an IPv4 address as it is, an IPv6 one by
-/// its /64 network (a host is given a whole /64, so its single addresses are
-/// free to it), an IPv4-mapped IPv6 address as the IPv4 one.
-pub fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
 
 /// Things held per key — connections per client address or per user, calls
 /// in flight per caller — for a cap per key. A key is in the map only while

@@ -12,6 +12,7 @@
 //! [`ws`]: WebSocket connections, `Connect` and liveness), collected in
 //! [`EdgeOptions`] so that tests can shorten the timeouts.
 
+pub(crate) mod client_addr;
 pub mod dashboard;
 pub mod http;
 pub mod inflight;
@@ -40,6 +41,7 @@ use crate::registry::Registry;
 use crate::scheduler::{self, SchedulerOptions};
 use crate::store::sqlite::SqlitePersistence;
 use crate::subscriptions::{Subscriptions, MAX_QUEUED_RESULT_BYTES_TOTAL};
+pub use crate::subscriptions::{OUTBOUND_QUEUE, OUTBOUND_QUEUE_BYTES};
 use crate::system::with_system_tables;
 
 pub use http::REQUEST_BODY_TIMEOUT;
@@ -57,13 +59,6 @@ pub use ws::{
 /// maximal 1 MiB value in its JSON encoding. Bigger messages close the
 /// connection with code 1009.
 pub const MAX_MESSAGE_SIZE: usize = 2 << 20;
-/// Messages queued for one connection before it counts as too slow and is
-/// dropped (it reconnects and resyncs).
-pub const OUTBOUND_QUEUE: usize = 256;
-/// Bytes of query results queued for one connection before it counts as too
-/// slow, whatever the number of messages: 256 Transitions of near-megabyte
-/// results would otherwise hold a quarter of a gigabyte for one laggard.
-pub const OUTBOUND_QUEUE_BYTES: usize = 16 << 20;
 
 /// The timeouts and connection caps of the network edge. The defaults are the
 /// named constants; tests shorten the timeouts and lower the caps.

@@ -25,8 +25,7 @@ use axum::Extension;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use livebase_schema::protocol::{
-    AuthenticationToken, ClientMessage, FunctionError, MutationSuccess, RequestId, ServerMessage,
-    SessionId,
+    AuthenticationToken, ClientMessage, MutationSuccess, RequestId, ServerMessage, SessionId,
 };
 use livebase_schema::Value;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
@@ -37,7 +36,7 @@ use super::listener::{too_many, AddressSlot, ClientAddr, Slot};
 use super::{AppState, MAX_MESSAGE_SIZE, OUTBOUND_QUEUE};
 use crate::error::{Error, ErrorCode};
 use crate::executor::{Caller, RequestKey};
-use crate::registry::Identity;
+use crate::identity::Identity;
 use crate::subscriptions::{ConnId, ConnectionBudget, Event, OutboundRx};
 
 /// Most WebSocket connections served at once; more are refused with 503.
@@ -299,16 +298,20 @@ impl Handler {
         }
     }
 
+    /// A failed read: a message or frame over [`MAX_MESSAGE_SIZE`] (the
+    /// socket's capacity error) is closed 1009; anything else means the peer
+    /// is gone.
     fn read_error(&self, e: axum::Error) -> End {
-        let text = e.to_string();
-        if text.contains("too long") || text.contains("Space limit") || text.contains("size") {
-            End::Close(
+        let inner = e.into_inner();
+        match inner.downcast_ref::<tungstenite::Error>() {
+            Some(tungstenite::Error::Capacity(_)) => End::Close(
                 CLOSE_TOO_BIG,
                 format!("message larger than {MAX_MESSAGE_SIZE} bytes"),
-            )
-        } else {
-            tracing::debug!(conn = self.conn, "websocket read error: {text}");
-            End::ClientClosed
+            ),
+            _ => {
+                tracing::debug!(conn = self.conn, "websocket read error: {inner}");
+                End::ClientClosed
+            }
         }
     }
 
@@ -461,7 +464,7 @@ impl Handler {
                 return self
                     .send(&ServerMessage::MutationResponse {
                         request_id,
-                        result: Err(function_error(&e)),
+                        result: Err(e.to_function_error()),
                         log_lines: Vec::new(),
                     })
                     .await
@@ -478,7 +481,7 @@ impl Handler {
             .await;
         let (result, ts) = match outcome {
             Ok((value, ts)) => (Ok(MutationSuccess { value, ts }), Some(ts)),
-            Err(e) => (Err(function_error(&e)), None),
+            Err(e) => (Err(e.to_function_error()), None),
         };
         self.send(&ServerMessage::MutationResponse {
             request_id,
@@ -511,7 +514,7 @@ impl Handler {
                 return self
                     .send(&ServerMessage::ActionResponse {
                         request_id,
-                        result: Err(function_error(&e)),
+                        result: Err(e.to_function_error()),
                         log_lines: Vec::new(),
                     })
                     .await
@@ -524,7 +527,7 @@ impl Handler {
             let result = executor
                 .action(&path, args, identity, Caller::Client)
                 .await
-                .map_err(|e| function_error(&e));
+                .map_err(|e| e.to_function_error());
             // Given back before the answer is queued: a client that starts
             // the next action on hearing back finds its place free.
             drop(slots);
@@ -585,14 +588,6 @@ fn with_component(path: String, component: Option<String>) -> String {
     match component {
         Some(c) if !c.is_empty() => format!("{c}/{path}"),
         _ => path,
-    }
-}
-
-/// The wire form of a function's error.
-pub fn function_error(e: &Error) -> FunctionError {
-    FunctionError {
-        message: e.client_message(),
-        data: e.error_data(),
     }
 }
 

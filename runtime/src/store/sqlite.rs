@@ -64,7 +64,7 @@ impl SqlitePersistence {
         // SQLite would create the file with the umask's mode (0644 as a
         // rule), and its -wal and -shm with the mode of the database file:
         // created private first, all three are.
-        match crate::datadir::create_private_file(&path) {
+        match crate::private_files::create_private_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
                 return Err(Error::internal(format!("creating {}: {e}", path.display())))
             }

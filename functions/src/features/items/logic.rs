@@ -2,6 +2,7 @@
 //! seed's `features/items/logic.ts`.
 
 use livebase_runtime::pagination::{PaginationOpts, PaginationResult};
+use livebase_runtime::registry::Reader;
 use livebase_runtime::store::Order;
 use livebase_runtime::transaction::Transaction;
 use livebase_runtime::Result;
@@ -11,7 +12,7 @@ use super::schema::ITEMS;
 use crate::shared::LIST_LIMIT;
 
 /// The organization's items, oldest first: the first [`LIST_LIMIT`].
-pub fn get_items(db: &mut Transaction, organization_id: &str) -> Result<Vec<Value>> {
+pub fn get_items(db: &mut Reader, organization_id: &str) -> Result<Vec<Value>> {
     db.query(ITEMS)
         .with_index("by_organization", |q| {
             q.eq("organizationId", organization_id)
@@ -22,7 +23,7 @@ pub fn get_items(db: &mut Transaction, organization_id: &str) -> Result<Vec<Valu
 /// A page of the organization's items, newest first (what
 /// `usePaginatedQuery(api.items.list, …)` drives).
 pub fn list_items(
-    db: &mut Transaction,
+    db: &mut Reader,
     organization_id: &str,
     opts: &PaginationOpts,
 ) -> Result<PaginationResult> {
@@ -37,7 +38,7 @@ pub fn list_items(
 /// The organization's items with `status`, oldest first: the first
 /// [`LIST_LIMIT`].
 pub fn get_items_by_status(
-    db: &mut Transaction,
+    db: &mut Reader,
     organization_id: &str,
     status: &str,
 ) -> Result<Vec<Value>> {

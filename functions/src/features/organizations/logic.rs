@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use livebase_runtime::auth::tables::{INVITATIONS, MEMBERS, ORGANIZATIONS, USERS};
 use livebase_runtime::auth::users::{normalize_email, now_ms, user_by_email, User};
+use livebase_runtime::registry::Reader;
 use livebase_runtime::scheduler::Scheduler;
 use livebase_runtime::store::Order;
 use livebase_runtime::transaction::Transaction;
 use livebase_runtime::{Error, Result};
-use livebase_schema::{obj, DocumentId, Value};
+use livebase_schema::{obj, DocumentId, Timestamp, Value};
 
 use crate::emails;
 use crate::shared::auth::permissions::Role;
@@ -187,7 +188,7 @@ fn organization_doc_id(organization_id: &str) -> Result<DocumentId> {
 
 /// `[{_id, name, slug, role}]` of the organizations `user` belongs to, in the
 /// order they joined.
-pub fn list_mine(db: &mut Transaction, user: &User) -> Result<Vec<Value>> {
+pub fn list_mine(db: &mut Reader, user: &User) -> Result<Vec<Value>> {
     let memberships = db
         .query(MEMBERS)
         .with_index("by_user", |q| q.eq("userId", user.id.as_str()))
@@ -209,7 +210,7 @@ pub fn list_mine(db: &mut Transaction, user: &User) -> Result<Vec<Value>> {
 
 /// `[{userId, name, email, role}]` of the organization's members, in the
 /// order they joined: the first [`LIST_LIMIT`].
-pub fn list_members(db: &mut Transaction, organization_id: &str) -> Result<Vec<Value>> {
+pub fn list_members(db: &mut Reader, organization_id: &str) -> Result<Vec<Value>> {
     let members = db
         .query(MEMBERS)
         .with_index("by_organization", |q| {
@@ -273,7 +274,7 @@ pub fn invite(
             return Err(Error::conflict(format!("{email} is already a member")));
         }
     }
-    let now = now_of(db);
+    let now = now_of(db.commit_ts());
     let org = org_id.as_str();
     let by_org = db
         .query(INVITATIONS)
@@ -356,8 +357,8 @@ fn check_invitation_rate(recent: &[Value], max: usize, now: f64, who: &str) -> R
 
 /// The transaction's time in ms: its commit time in a mutation (so every
 /// check in it agrees), the wall clock in a query.
-fn now_of(db: &Transaction) -> f64 {
-    db.commit_ts().map_or_else(now_ms, |ts| ts.as_millis_f64())
+fn now_of(commit_ts: Option<Timestamp>) -> f64 {
+    commit_ts.map_or_else(now_ms, |ts| ts.as_millis_f64())
 }
 
 /// An invitation's status, with a pending one past `expiresAt` reported as
@@ -377,8 +378,8 @@ fn status_of(invitation: &Value, now: f64) -> &str {
 
 /// `[{_id, email, role, status}]` of the organization's invitations, oldest
 /// first: the first [`LIST_LIMIT`].
-pub fn list_invitations(db: &mut Transaction, organization_id: &str) -> Result<Vec<Value>> {
-    let now = now_of(db);
+pub fn list_invitations(db: &mut Reader, organization_id: &str) -> Result<Vec<Value>> {
+    let now = now_of(db.commit_ts());
     let rows = db
         .query(INVITATIONS)
         .with_index("by_organization", |q| {
@@ -420,7 +421,7 @@ pub fn accept_invitation(db: &mut Transaction, user: &User, id: &DocumentId) -> 
             "this invitation is for another email address",
         ));
     }
-    match status_of(&invitation, now_of(db)) {
+    match status_of(&invitation, now_of(db.commit_ts())) {
         PENDING => {}
         status => {
             return Err(Error::conflict(format!("this invitation is {status}")));
@@ -443,7 +444,7 @@ pub fn cancel_invitation(db: &mut Transaction, id: &DocumentId) -> Result<()> {
     let invitation = db
         .get(id)?
         .ok_or_else(|| Error::not_found(format!("invitations {id} does not exist")))?;
-    match status_of(&invitation, now_of(db)) {
+    match status_of(&invitation, now_of(db.commit_ts())) {
         PENDING => db.patch(id, obj! { "status" => CANCELED }),
         status => Err(Error::conflict(format!("this invitation is {status}"))),
     }

@@ -1,5 +1,6 @@
 //! What todos do, on a transaction, with the caller already checked.
 
+use livebase_runtime::registry::Reader;
 use livebase_runtime::store::Order;
 use livebase_runtime::transaction::Transaction;
 use livebase_runtime::{Error, Result};
@@ -12,7 +13,7 @@ use crate::shared::LIST_LIMIT;
 pub const MAX_TEXT_CHARS: usize = 1000;
 
 /// The organization's todos, newest first: the latest [`LIST_LIMIT`].
-pub fn list_todos(db: &mut Transaction, organization_id: &str) -> Result<Vec<Value>> {
+pub fn list_todos(db: &mut Reader, organization_id: &str) -> Result<Vec<Value>> {
     db.query(TODOS)
         .with_index("by_organization", |q| {
             q.eq("organizationId", organization_id)

@@ -1,5 +1,6 @@
 //! Reading and writing the caller's profile, on a transaction.
 
+use livebase_runtime::registry::Reader;
 use livebase_runtime::transaction::Transaction;
 use livebase_runtime::{Error, Result};
 use livebase_schema::{DocumentId, Object, Value};
@@ -7,7 +8,7 @@ use livebase_schema::{DocumentId, Object, Value};
 use super::schema::USER_PROFILES;
 
 /// The user's profile, if they made one.
-pub fn get_profile(db: &mut Transaction, user_id: &DocumentId) -> Result<Option<Value>> {
+pub fn get_profile(db: &mut Reader, user_id: &DocumentId) -> Result<Option<Value>> {
     db.query(USER_PROFILES)
         .with_index("by_user", |q| q.eq("userId", user_id.as_str()))
         .first()
@@ -27,7 +28,7 @@ pub fn upsert_profile(
     if let Some(bio) = bio {
         fields.insert("bio".into(), bio.into());
     }
-    let existing = get_profile(db, user_id)?;
+    let existing = get_profile(&mut Reader::new(db), user_id)?;
     match existing
         .as_ref()
         .and_then(|p| p.get("_id"))

@@ -8,14 +8,15 @@
 //!
 //! plus [`ensure_user_with_document`] for functions given a document's id.
 //!
-//! Each check reads the caller's session row and member row through `ctx.db`,
+//! Each check takes a query's or a mutation's context (any
+//! [`ReadCtx`]) and reads the caller's session row and member row through it,
 //! so they are part of the function's read set: signing out, a role change or
 //! a removal re-runs every live query that passed the check, and the check then
 //! decides again.
 
 use livebase_runtime::auth::tables::{MEMBERS, ORGANIZATIONS};
 use livebase_runtime::auth::users::current_user;
-use livebase_runtime::registry::Ctx;
+use livebase_runtime::registry::{ReadCtx, Reader};
 use livebase_runtime::{Error, Result};
 use livebase_schema::{DocumentId, Value};
 
@@ -39,22 +40,26 @@ pub struct Membership {
 
 /// Level 1: the caller is signed in with a live session. `UNAUTHENTICATED`
 /// otherwise.
-pub fn ensure_user(ctx: &mut Ctx) -> Result<User> {
-    current_user(ctx.db, ctx.identity)
+pub fn ensure_user<'a>(ctx: &mut impl ReadCtx<'a>) -> Result<User> {
+    let (mut db, identity) = ctx.reads();
+    current_user(&mut db, identity)
 }
 
 /// Level 2: the caller is a member of the organization. `FORBIDDEN` otherwise
 /// (an organization that does not exist has no members, so it is the same).
-pub fn ensure_user_with_organization(ctx: &mut Ctx, organization_id: &str) -> Result<Membership> {
+pub fn ensure_user_with_organization<'a>(
+    ctx: &mut impl ReadCtx<'a>,
+    organization_id: &str,
+) -> Result<Membership> {
     let user = ensure_user(ctx)?;
-    membership(ctx, user, organization_id)?
+    membership(&mut ctx.reads().0, user, organization_id)?
         .ok_or_else(|| Error::forbidden("you are not a member of this organization"))
 }
 
 /// Level 3: the caller is a member whose role grants every named action.
 /// `FORBIDDEN` otherwise, naming the first missing permission.
-pub fn ensure_user_with_permissions(
-    ctx: &mut Ctx,
+pub fn ensure_user_with_permissions<'a>(
+    ctx: &mut impl ReadCtx<'a>,
     organization_id: &str,
     permissions: Permissions,
 ) -> Result<Membership> {
@@ -70,20 +75,21 @@ pub fn ensure_user_with_permissions(
 /// is not in are both `NOT_FOUND`, with the same message — another
 /// organization's rows are never shown, not even their existence. A member
 /// without the permission gets `FORBIDDEN`.
-pub fn ensure_user_with_document(
-    ctx: &mut Ctx,
+pub fn ensure_user_with_document<'a>(
+    ctx: &mut impl ReadCtx<'a>,
     id: &DocumentId,
     permissions: Permissions,
 ) -> Result<(Membership, Value)> {
     let user = ensure_user(ctx)?;
     let not_found = || Error::not_found(format!("{} {id} does not exist", id.table()));
-    let doc = ctx.db.get(id)?.ok_or_else(not_found)?;
+    let (mut db, _) = ctx.reads();
+    let doc = db.get(id)?.ok_or_else(not_found)?;
     let organization_id = doc
         .get("organizationId")
         .and_then(Value::as_str)
         .ok_or_else(not_found)?
         .to_string();
-    let member = membership(ctx, user, &organization_id)?.ok_or_else(not_found)?;
+    let member = membership(&mut db, user, &organization_id)?.ok_or_else(not_found)?;
     check_role(member.role, permissions)?;
     Ok((member, doc))
 }
@@ -92,15 +98,14 @@ pub fn ensure_user_with_document(
 /// `by_organization_user` index so that the read set covers exactly it. An
 /// organization whose document is gone has no members: its removal deletes
 /// the document first and the rows after, in batches.
-fn membership(ctx: &mut Ctx, user: User, organization_id: &str) -> Result<Option<Membership>> {
+fn membership(db: &mut Reader, user: User, organization_id: &str) -> Result<Option<Membership>> {
     let Some(organization) = DocumentId::parse_in(organization_id, ORGANIZATIONS) else {
         return Ok(None);
     };
-    if ctx.db.get(&organization)?.is_none() {
+    if db.get(&organization)?.is_none() {
         return Ok(None);
     }
-    let row = ctx
-        .db
+    let row = db
         .query(MEMBERS)
         .with_index("by_organization_user", |q| {
             q.eq("organizationId", organization_id)
