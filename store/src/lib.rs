@@ -21,7 +21,7 @@ pub mod persistence;
 pub mod readset;
 pub mod transaction;
 
-#[cfg(any(test, feature = "conformance"))]
+#[cfg(feature = "conformance")]
 pub mod conformance;
 
 pub use error::{Error, ErrorCode, Result, StoreError};

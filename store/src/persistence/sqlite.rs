@@ -488,14 +488,6 @@ impl Drop for SqliteConnection {
 mod tests {
     use super::*;
 
-    /// Every case of the conformance suite, through the interface another
-    /// engine's crate uses: `sqlite::tests::conformance::<case>`.
-    mod conformance {
-        crate::conformance_tests!(|dir: &std::path::Path| {
-            super::SqlitePersistence::open(dir.join("db.sqlite3")).unwrap()
-        });
-    }
-
     #[test]
     fn opening_a_file_drops_outcomes_stored_as_documents_by_older_versions() {
         let dir = tempfile::tempdir().unwrap();
