@@ -21,8 +21,8 @@ use livebase_schema::{Schema, Timestamp};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
-use crate::readset::{Commit, ReadSet, WriteSet};
 use crate::persistence::{Persistence, StoreConnection};
+use crate::readset::{Commit, ReadSet, WriteSet};
 use crate::transaction::Transaction;
 
 /// Most mutations committed together.

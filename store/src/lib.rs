@@ -9,9 +9,10 @@
 //! engines only through [`Persistence`], and their failures only as
 //! [`StoreError`], turned into an internal [`Error`] at the boundary.
 //!
-//! With the `conformance` feature, [`conformance`] exports the suite every
-//! engine must pass as named cases, and [`conformance_tests!`] runs them all
-//! as one `#[test]` each in another engine's crate.
+//! With the `conformance` feature, `conformance` exports the suite every
+//! engine must pass as named cases, and `conformance_tests!` runs them all as
+//! one `#[test]` each in another engine's crate (`tests/conformance.rs` runs
+//! them on SQLite that way).
 
 pub mod database;
 pub mod error;

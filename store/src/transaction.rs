@@ -12,8 +12,10 @@ use livebase_schema::{DocumentId, Object, Schema, Timestamp, Value};
 
 use crate::error::{Error, Result};
 use crate::pagination::{process_key, CursorKey, PaginationOpts, PaginationResult, SPLIT_FACTOR};
+use crate::persistence::{
+    index_key, index_prefix, Document, MutationOutcome, Order, StoreConnection,
+};
 use crate::readset::{DocumentWrite, KeyInterval, ReadSet, WriteKind, WriteSet};
-use crate::persistence::{index_key, index_prefix, Document, MutationOutcome, Order, StoreConnection};
 
 /// Most documents one transaction may read (by id or by scanning).
 pub const MAX_READS_PER_TRANSACTION: usize = 16_384;

@@ -424,8 +424,9 @@ impl StoreConnection for SqliteConnection {
         let Some((ts, path, value)) = row else {
             return Ok(None);
         };
-        let value = Value::from_json_str(&value, "stored outcome")
-            .map_err(|e| StoreError::Corrupt(format!("outcome of {session_id}/{request_id}: {e}")))?;
+        let value = Value::from_json_str(&value, "stored outcome").map_err(|e| {
+            StoreError::Corrupt(format!("outcome of {session_id}/{request_id}: {e}"))
+        })?;
         Ok(Some(MutationOutcome {
             session_id: session_id.to_string(),
             request_id,
