@@ -149,8 +149,8 @@ impl<'a> Transaction<'a> {
 
     /// The stored outcome of a client's request with this fingerprint (the
     /// same caller, function and arguments), if its mutation already ran (the
-    /// runtime's executor looks it up). Not part of the read set: outcomes are not
-    /// documents, and no query can read them.
+    /// runtime's executor looks it up). Not part of the read set: outcomes
+    /// are not documents, and no query can read them.
     pub fn mutation_outcome(
         &mut self,
         session_id: &str,
