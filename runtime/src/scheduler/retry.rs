@@ -122,7 +122,8 @@ pub fn transient(error: Error) -> Error {
 pub fn is_transient(error: &Error) -> bool {
     match error {
         Error::App { data, .. } => data.get(TRANSIENT_FIELD) == Some(&Value::Boolean(true)),
-        Error::Internal(_) | Error::Server { .. } => true,
+        // Internal and server errors, and any kind added later.
+        _ => true,
     }
 }
 

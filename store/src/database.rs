@@ -21,8 +21,8 @@ use livebase_schema::{Schema, Timestamp};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
+use crate::persistence::{Persistence, StoreConnection};
 use crate::readset::{Commit, ReadSet, WriteSet};
-use crate::store::{Persistence, StoreConnection};
 use crate::transaction::Transaction;
 
 /// Most mutations committed together.
@@ -329,6 +329,7 @@ impl Writer {
             Ok(snapshot) => self.last_ts = self.last_ts.max(snapshot),
             Err(e) => {
                 tracing::error!("starting a write transaction failed: {e}");
+                let e = Error::from(e);
                 // Each caller hears the failure; nothing ran.
                 for m in mutations {
                     (m(Err(e.clone())).reply)(Ok(()));
@@ -367,6 +368,7 @@ impl Writer {
                 let _ = self.conn.rollback();
                 self.last_ts = committed_ts;
                 tracing::error!("committing a group of mutations failed: {e}");
+                let e = Error::from(e);
                 for s in staged {
                     (s.reply)(Err(e.clone()));
                 }
