@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod backup;
 pub mod calllog;
+pub mod clock;
 pub mod codegen;
 pub mod database;
 pub mod datadir;

@@ -24,7 +24,7 @@ use livebase_schema::protocol::{
 };
 use livebase_schema::Value;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit};
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{timeout, Instant};
 
 use super::listener::{too_many, AddressSlot, ClientAddr};
 use super::{AppState, MAX_MESSAGE_SIZE, OUTBOUND_QUEUE};
@@ -127,6 +127,7 @@ impl Handler {
         let (out_tx, mut out_rx) = outbound_queue();
         let (actions, mut action_rx) = mpsc::channel(OUTBOUND_QUEUE);
         let ping_interval = state.edge.ping_interval;
+        let now = state.clock.now();
         let mut h = Handler {
             state,
             conn,
@@ -134,9 +135,9 @@ impl Handler {
             session: None,
             identity: Identity::Anonymous,
             actions,
-            last_sent: Instant::now(),
+            last_sent: now,
             ping_sent: None,
-            next_ping: Instant::now() + ping_interval,
+            next_ping: now + ping_interval,
             budget: ConnectionBudget::default(),
         };
         let end = match h.handshake(&mut stream).await {
@@ -203,6 +204,7 @@ impl Handler {
         shutdown: &mut broadcast::Receiver<()>,
     ) -> End {
         let edge = self.state.edge;
+        let clock = self.state.clock.clone();
         loop {
             let ping_at = self.last_sent + edge.ping_interval;
             let liveness_at = match self.ping_sent {
@@ -235,8 +237,8 @@ impl Handler {
                     None => Err(End::Close(CLOSE_OVERLOADED, "connection too slow to keep up; reconnect".into())),
                 },
                 Some(msg) = action_rx.recv() => self.send(&msg).await,
-                _ = sleep_until(ping_at) => self.send(&ServerMessage::Ping).await,
-                _ = sleep_until(liveness_at) => self.check_liveness().await,
+                _ = clock.sleep_until(ping_at) => self.send(&ServerMessage::Ping).await,
+                _ = clock.sleep_until(liveness_at) => self.check_liveness().await,
                 _ = shutdown.recv() => Err(End::Close(CLOSE_GOING_AWAY, "server shutting down".into())),
             };
             if let Err(end) = result {
@@ -255,7 +257,7 @@ impl Handler {
                 format!("no pong within {:?}", edge.pong_timeout),
             ));
         }
-        let now = Instant::now();
+        let now = self.state.clock.now();
         self.ping_sent = Some(now);
         self.next_ping = now + edge.ping_interval;
         match timeout(
@@ -290,7 +292,7 @@ impl Handler {
         let text = msg.to_text();
         match timeout(SEND_TIMEOUT, self.sink.send(Message::Text(text.into()))).await {
             Ok(Ok(())) => {
-                self.last_sent = Instant::now();
+                self.last_sent = self.state.clock.now();
                 Ok(())
             }
             Ok(Err(_)) => Err(End::ClientClosed),
