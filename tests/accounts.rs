@@ -15,7 +15,9 @@ use std::time::Duration;
 use livebase_runtime::email::MailOptions;
 use livebase_testkit::mail::{link_in, path_of};
 use livebase_testkit::server::code;
-use livebase_testkit::{error_code, HttpResponse, TestServer, User, PASSWORD, PATIENCE};
+use livebase_testkit::{
+    error_code, eventually, HttpResponse, TestServer, User, PASSWORD, PATIENCE,
+};
 use serde_json::{json, Value as Json};
 use smtp::{Received, SmtpSink};
 
@@ -33,24 +35,18 @@ async fn start(sink: &SmtpSink) -> TestServer {
 /// Waits for the newest mail to `to` with `subject` that arrived after the
 /// first `skip` mails (any recipient).
 async fn mail_to(sink: &SmtpSink, to: &str, subject: &str, skip: usize) -> Received {
-    let started = std::time::Instant::now();
-    loop {
-        let found = sink
-            .received()
-            .into_iter()
+    let what = format!("a mail to {to} with subject {subject:?}");
+    eventually(&what, PATIENCE, || async {
+        let received = sink.received();
+        received
+            .iter()
             .skip(skip)
             .rev()
-            .find(|m| m.rcpt_tos == [to] && m.subject == subject);
-        if let Some(mail) = found {
-            return mail;
-        }
-        assert!(
-            started.elapsed() < PATIENCE,
-            "no mail to {to} with subject {subject:?}: {:#?}",
-            sink.received()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .find(|m| m.rcpt_tos == [to] && m.subject == subject)
+            .cloned()
+            .ok_or_else(|| format!("{received:#?}"))
+    })
+    .await
 }
 
 /// The link in a mail's text part that contains `marker`.

@@ -1,5 +1,5 @@
 //! Users and sessions end to end, over real sockets: the `/api/auth/*`
-//! endpoints with APP.md's status codes, the one 401 for a wrong password and
+//! endpoints with `docs/reference/app.md`'s status codes, the one 401 for a wrong password and
 //! an unknown email, sign-in throttling, tokens that are forged, expired or
 //! revoked — refused by HTTP calls, `get-session` and the WebSocket alike —
 //! and a sign-out that fails a live subscription at once.

@@ -11,12 +11,11 @@ mod support;
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use livebase_runtime::auth::tokens::SECRET_FILE;
 use livebase_runtime::store::sqlite::{SqlitePersistence, DATABASE_FILE};
 use livebase_runtime::store::{Document, Persistence};
-use livebase_schema::obj;
+use livebase_schema::{obj, Value};
 use livebase_testkit::server::code;
 use livebase_testkit::{TestServer, User, PASSWORD};
 use serde_json::{json, Value as Json};
@@ -128,16 +127,16 @@ async fn seed() -> Seeded {
     // Wait for the mails (four jobs: two verifications, a welcome, an
     // invitation); the
     // application's crons' next runs stay pending, far off.
-    let mut jobs = Vec::new();
-    for _ in 0..300 {
-        jobs = t.rows_json("_scheduled_functions").await;
-        let mails: Vec<&Json> = jobs.iter().filter(|j| j["name"] == "emails:send").collect();
-        if mails.len() == 4 && mails.iter().all(|j| j["state"] == "success") {
-            return Seeded { t, ada, org };
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the scheduled jobs did not finish: {jobs:?}");
+    t.rows_until("_scheduled_functions", "the mail jobs to finish", |jobs| {
+        let mails: Vec<&Value> = jobs
+            .iter()
+            .filter(|j| j.get("name").and_then(Value::as_str) == Some("emails:send"))
+            .collect();
+        let sent = |j: &&Value| j.get("state").and_then(Value::as_str) == Some("success");
+        (mails.len() == 4 && mails.iter().all(sent)).then_some(())
+    })
+    .await;
+    Seeded { t, ada, org }
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@
 //! with a certificate made for the run and AUTH, with the password in no log
 //! line; DKIM signing.
 //!
-//! And DESIGN.md invariant 7 across crashes: a server SIGKILLed between the
+//! And invariant 7 (`docs/reference/invariants.md`) across crashes: a server SIGKILLed between the
 //! scheduling commit and the run sends the mail once, and runs the scheduled
 //! mutation once, after it restarts (the killed server is a child process —
 //! this test binary re-executed to run only [`child_serves_until_killed`]);
@@ -66,18 +66,10 @@ async fn rows_until<T>(
     what: &str,
     check: impl Fn(&[Json]) -> Option<T>,
 ) -> T {
-    let started = Instant::now();
-    loop {
-        let rows = t.rows_json(table).await;
-        if let Some(found) = check(&rows) {
-            return found;
-        }
-        assert!(
-            started.elapsed() < PATIENCE,
-            "waited for {what}; {table}: {rows:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    t.rows_until(table, what, |rows| {
+        check(&rows.iter().map(Value::to_json).collect::<Vec<_>>())
+    })
+    .await
 }
 
 /// The `emails:send` job whose mail goes to `to`, once `check` holds of it.

@@ -1,5 +1,5 @@
 //! Organizations, roles and tenancy end to end, through real calls to the
-//! application of `functions/`: every cell of APP.md's role table allowed and
+//! application of `functions/`: every cell of `docs/reference/app.md`'s role table allowed and
 //! denied, another organization's documents reported as `NOT_FOUND`, the rules
 //! that protect owners, invitations accepted once by their email's user, and
 //! role changes reaching a member's live subscriptions.
@@ -10,7 +10,7 @@ use livebase_testkit::server::code;
 use livebase_testkit::{error_code, Outcome, TestServer, User};
 use serde_json::{json, Value as Json};
 
-/// APP.md's role table: what each role may do. Everything else is denied.
+/// The role table of `docs/reference/app.md`: what each role may do. Everything else is denied.
 const TABLE: &[(&str, &[&str])] = &[
     (
         "owner",

@@ -1,4 +1,4 @@
-//! Acknowledged is durable (DESIGN.md invariant 8): a child process commits in
+//! Acknowledged is durable (`docs/reference/invariants.md`, invariant 8): a child process commits in
 //! a loop and reports each commit after `mutate` returned; the parent kills it
 //! with SIGKILL mid-stream, reopens the database and finds every reported write,
 //! whole. The child is this same test binary, re-executed to run only

@@ -20,7 +20,7 @@ use livebase_runtime::transaction::{
 use livebase_schema::value::MAX_VALUE_SIZE;
 use livebase_schema::{obj, Value};
 use livebase_testkit::http::{call, http, http_from, http_raw};
-use livebase_testkit::{error_code, Frame, HttpResponse, TestServer, PATIENCE};
+use livebase_testkit::{error_code, eventually, Frame, HttpResponse, TestServer, PATIENCE};
 use support::org;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -38,18 +38,14 @@ async fn health(server: &TestServer) -> HttpResponse {
 /// Asks for `/health` until it answers 200: a slot given back is freed when
 /// the server notices the other side closed, a moment after the close.
 async fn eventually_healthy(server: &TestServer) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let status = health(server).await.status;
-        if status == 200 {
-            return;
+    let what = "a slot back after the held connection closed";
+    eventually(what, PATIENCE, || async {
+        match health(server).await.status {
+            200 => Ok(()),
+            status => Err(format!("still refused ({status})")),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still refused ({status}) after the held connection closed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// Opens `n` connections that send nothing, and waits until the server holds

@@ -47,17 +47,6 @@ async fn authenticate(client: &mut Client, token: &str) {
     }
 }
 
-/// How many outcomes the server keeps.
-async fn stored_outcomes(server: &TestServer) -> usize {
-    server
-        .executor()
-        .database()
-        .query(|tx| tx.count_mutation_outcomes())
-        .await
-        .expect("the store reads")
-        .value
-}
-
 /// The attack of the issue: an anonymous client sends `Connect` with a
 /// signed-in user's session id and a `Mutation` with request id 0 to a path
 /// that does not exist. It must not receive the user's stored result; and
@@ -185,7 +174,7 @@ async fn failed_mutations_leave_no_outcome_behind() {
         .await
         .expect("notes:add succeeds");
     assert_eq!(
-        stored_outcomes(&server).await,
+        server.stored_outcomes().await,
         1,
         "a mutation that wrote keeps its outcome"
     );
@@ -226,7 +215,7 @@ async fn failed_mutations_leave_no_outcome_behind() {
         .expect_err("fails again");
     assert_eq!(first, resent);
     assert_eq!(
-        stored_outcomes(&server).await,
+        server.stored_outcomes().await,
         1,
         "a failure stored an outcome"
     );

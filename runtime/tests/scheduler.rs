@@ -1,4 +1,4 @@
-//! Durable scheduling (DESIGN.md invariant 7) on a real server over a real
+//! Durable scheduling (`docs/reference/invariants.md`, invariant 7) on a real server over a real
 //! SQLite file: a job runs after its delay and never before; a commit that
 //! schedules an earlier job wakes the worker; a canceled job never runs; a
 //! failed mutation schedules nothing; a failing scheduled mutation leaves no
@@ -32,7 +32,7 @@ use livebase_runtime::Error;
 use livebase_schema::protocol::SessionId;
 use livebase_schema::{define_table, obj, v, DocumentId, Schema, Value};
 use livebase_testkit::process::{run_test_alone, KillOnDrop};
-use livebase_testkit::{Client, TestServer, PATIENCE, SILENCE};
+use livebase_testkit::{eventually, Client, TestServer, PATIENCE, SILENCE};
 use tempfile::TempDir;
 
 /// Set in the child: its data folder.
@@ -361,31 +361,20 @@ impl Jobs for TestServer {
         what: &str,
         check: impl Fn(&[Value]) -> bool,
     ) -> Vec<Value> {
-        let started = Instant::now();
-        loop {
-            let rows = self.rows(table).await;
-            if check(&rows) {
-                return rows;
-            }
-            assert!(started.elapsed() < PATIENCE, "waited for {what}: {rows:#?}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.rows_until(table, what, |rows| check(rows).then(|| rows.to_vec()))
+            .await
     }
 
     /// Polls until the job is no longer pending or in progress.
     async fn settled(&self, id: &DocumentId) -> Value {
-        let started = Instant::now();
-        loop {
+        eventually(&format!("job {id} to settle"), PATIENCE, || async {
             let job = self.job(id).await;
-            if !matches!(state(&job), "pending" | "inProgress") {
-                return job;
+            match state(&job) {
+                "pending" | "inProgress" => Err(format!("{job:?}")),
+                _ => Ok(job),
             }
-            assert!(
-                started.elapsed() < PATIENCE,
-                "waited for job {id} to settle: {job:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        })
+        .await
     }
 }
 

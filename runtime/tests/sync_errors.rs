@@ -1,4 +1,4 @@
-//! The error model of PROTOCOL.md over the WebSocket: application errors carry
+//! The error model of `docs/reference/protocol.md` over the WebSocket: application errors carry
 //! `errorData.code`; a panicking handler says only `Server error` with a
 //! request id and fails only its own call; internal functions look exactly
 //! like missing ones; invalid arguments name the field.

@@ -1,4 +1,4 @@
-//! Exact invalidation over the wire (DESIGN.md invariants 3 and 4), checked
+//! Exact invalidation over the wire (`docs/reference/invariants.md`, invariants 3 and 4), checked
 //! at random: random notes across a few organizations, random subscriptions
 //! (`notes:list`, `notes:range` with random bounds, and `notes:count`, whose
 //! result often survives a write that hits it) spread over a few connections,

@@ -1,4 +1,4 @@
-//! Idempotent mutations (DESIGN.md invariant 6): a `Mutation` resent with the
+//! Idempotent mutations (`docs/reference/invariants.md`, invariant 6): a `Mutation` resent with the
 //! same session id and request id — on a new connection, and after the server
 //! restarted on the same data folder — returns the stored outcome and does not
 //! run again. The documents are counted to prove it.

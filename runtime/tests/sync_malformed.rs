@@ -1,4 +1,4 @@
-//! Bad input on the WebSocket (DESIGN.md invariant 10): a frame that is not
+//! Bad input on the WebSocket (`docs/reference/invariants.md`, invariant 10): a frame that is not
 //! JSON, an unknown message type, a binary frame, fields of the wrong type,
 //! protocol-order mistakes and wrong query-set or identity versions each get a
 //! `FatalError` naming the problem and then a close — for that connection

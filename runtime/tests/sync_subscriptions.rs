@@ -1,4 +1,4 @@
-//! Live queries over the sync protocol, end to end (DESIGN.md invariants 3–5):
+//! Live queries over the sync protocol, end to end (`docs/reference/invariants.md`, invariants 3–5):
 //! a subscription's first result and its pushes, version chaining, read your
 //! writes, selectivity across organizations, shared evaluations, unchanged
 //! results not re-sent, and one consistent Transition per commit. Every

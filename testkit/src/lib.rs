@@ -19,7 +19,10 @@ pub mod process;
 pub mod server;
 pub mod ws;
 
+use std::future::Future;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 pub use http::HttpResponse;
 pub use server::{Failure, Outcome, TestServer, User, PASSWORD};
@@ -34,3 +37,26 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 /// (another connection already got the same round's push), so it only has to
 /// cover the gap between two sends of one flush.
 pub const SILENCE: Duration = Duration::from_millis(300);
+
+/// Polls `probe` every 20 ms until it returns `Ok(value)`, and returns the
+/// value; fails the test after `patience`, naming `what` and showing the
+/// probe's last `Err` (what it saw instead). For what the test can only
+/// watch for — a row a job writes, a mail that arrives — not for what a
+/// reply already says.
+pub async fn eventually<T, Fut>(what: &str, patience: Duration, mut probe: impl FnMut() -> Fut) -> T
+where
+    Fut: Future<Output = Result<T, String>>,
+{
+    let started = Instant::now();
+    loop {
+        let seen = match probe().await {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
+        assert!(
+            started.elapsed() < patience,
+            "waited {patience:?} for {what}; saw {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -3,11 +3,8 @@
 //! with quoted-printable undone, the link in it.
 
 use std::path::Path;
-use std::time::Duration;
 
-use tokio::time::Instant;
-
-use crate::PATIENCE;
+use crate::{eventually, PATIENCE};
 
 /// The path and query of a link (`https://host/p?q` → `/p?q`): mailed links
 /// point at the app's URL, which forwards `/api` to the server.
@@ -59,8 +56,8 @@ pub fn link_in(text: &str, marker: &str) -> Option<String> {
 /// (up to [`PATIENCE`]) for the job that writes it.
 pub async fn outbox_link(data_dir: &Path, to: &str, marker: &str) -> String {
     let outbox = data_dir.join("outbox");
-    let started = Instant::now();
-    loop {
+    let what = format!("a mail to {to} with a link containing {marker}");
+    eventually(&what, PATIENCE, || async {
         let mut files: Vec<_> = std::fs::read_dir(&outbox)
             .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
             .unwrap_or_default();
@@ -74,14 +71,10 @@ pub async fn outbox_link(data_dir: &Path, to: &str, marker: &str) -> String {
                 continue;
             }
             if let Some(link) = link_in(&decode_quoted_printable(&raw), marker) {
-                return link;
+                return Ok(link);
             }
         }
-        assert!(
-            started.elapsed() < PATIENCE,
-            "no mail to {to} with a link containing {marker} in {}",
-            outbox.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        Err(format!("{} file(s) in {}", files.len(), outbox.display()))
+    })
+    .await
 }

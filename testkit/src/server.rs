@@ -24,7 +24,7 @@ use tokio::time::timeout;
 use crate::http::{http_json, HttpResponse};
 use crate::mail::{outbox_link, path_of};
 use crate::ws::Client;
-use crate::PATIENCE;
+use crate::{eventually, PATIENCE};
 
 /// The password every test user signs up with.
 pub const PASSWORD: &str = "correct horse battery";
@@ -148,6 +148,30 @@ impl TestServer {
             .await
             .expect("the table reads")
             .value
+    }
+
+    /// How many mutation outcomes the store keeps (to answer resends).
+    pub async fn stored_outcomes(&self) -> usize {
+        self.database()
+            .query(|tx| tx.count_mutation_outcomes())
+            .await
+            .expect("the store reads")
+            .value
+    }
+
+    /// Polls `table` until `check` finds what it looks for in its rows (up
+    /// to [`PATIENCE`]): what a job or the server's upkeep writes.
+    pub async fn rows_until<T>(
+        &self,
+        table: &'static str,
+        what: &str,
+        check: impl Fn(&[Value]) -> Option<T>,
+    ) -> T {
+        eventually(what, PATIENCE, || async {
+            let rows = self.rows(table).await;
+            check(&rows).ok_or_else(|| format!("{table}: {rows:#?}"))
+        })
+        .await
     }
 
     /// [`TestServer::rows`] as JSON.

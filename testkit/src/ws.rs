@@ -35,6 +35,23 @@ pub struct Transition {
 }
 
 impl Transition {
+    /// The Transition a message is, or the message back if it is another.
+    pub fn of(msg: ServerMessage) -> Result<Transition, ServerMessage> {
+        match msg {
+            ServerMessage::Transition {
+                start_version,
+                end_version,
+                modifications,
+                ..
+            } => Ok(Transition {
+                start: start_version,
+                end: end_version,
+                modifications,
+            }),
+            other => Err(other),
+        }
+    }
+
     /// The value of `QueryUpdated` for `query`, if this Transition has one.
     pub fn updated(&self, query: u32) -> Option<&Value> {
         self.modifications.iter().find_map(|m| match m {
@@ -205,7 +222,8 @@ impl Client {
         }
     }
 
-    /// Invariant 4, checked on every Transition that arrives.
+    /// Invariant 4 (`docs/reference/invariants.md`), checked on every
+    /// Transition that arrives.
     fn check_versions(&mut self, msg: &ServerMessage) {
         if let ServerMessage::Transition {
             start_version,
@@ -252,19 +270,8 @@ impl Client {
 
     /// The next Transition, failing the test on any other message.
     pub async fn transition(&mut self) -> Transition {
-        match self.recv().await {
-            ServerMessage::Transition {
-                start_version,
-                end_version,
-                modifications,
-                ..
-            } => Transition {
-                start: start_version,
-                end: end_version,
-                modifications,
-            },
-            other => panic!("expected a Transition, got {other:?}"),
-        }
+        Transition::of(self.recv().await)
+            .unwrap_or_else(|other| panic!("expected a Transition, got {other:?}"))
     }
 
     /// Transitions until one ends at `ts` or later; returns all of them.
@@ -466,18 +473,9 @@ impl Client {
     pub fn stashed_transitions(&mut self) -> Vec<Transition> {
         self.stash
             .drain(..)
-            .map(|m| match m {
-                ServerMessage::Transition {
-                    start_version,
-                    end_version,
-                    modifications,
-                    ..
-                } => Transition {
-                    start: start_version,
-                    end: end_version,
-                    modifications,
-                },
-                other => panic!("expected only Transitions, got {other:?}"),
+            .map(|m| {
+                Transition::of(m)
+                    .unwrap_or_else(|other| panic!("expected only Transitions, got {other:?}"))
             })
             .collect()
     }
