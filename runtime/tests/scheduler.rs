@@ -431,6 +431,28 @@ async fn a_scheduled_mutation_runs_after_its_delay_and_never_before() {
     );
 }
 
+/// The worker's time is the server's clock: a job due in an hour runs once
+/// the clock has moved an hour, not an hour later.
+#[tokio::test]
+async fn a_job_comes_due_when_the_servers_clock_reaches_its_time() {
+    let time = TestClock::new();
+    let s = start_on(
+        &time,
+        tempfile::tempdir().unwrap(),
+        registry(Arc::default()),
+    )
+    .await;
+    let job = s
+        .run_after(3_600_000.0, "events:record", note("in an hour"))
+        .await;
+    assert_eq!(state(&s.job(&job).await), "pending");
+    time.advance(Duration::from_secs(3600));
+    let ran = s.settled(&job).await;
+    assert_eq!(state(&ran), "success", "{ran:?}");
+    let at = field_f64(&s.events("in an hour").await[0], "at");
+    assert!(at >= field_f64(&ran, "scheduledTime"), "{ran:?}");
+}
+
 #[tokio::test]
 async fn a_commit_that_schedules_an_earlier_job_wakes_the_worker() {
     let s = start(registry(Arc::default())).await;

@@ -474,3 +474,27 @@ async fn an_idle_connection_is_sent_a_ping_and_stays_usable() {
         .any(|t| t.updated(0) == Some(&Value::Float64(1.0))));
     server.shutdown().await;
 }
+
+/// The ping timer reads the server's clock: with pings an hour apart, moving
+/// the clock an hour brings one at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ping_timer_runs_on_the_servers_clock() {
+    use livebase_runtime::clock::TestClock;
+    use std::time::Duration;
+    let time = TestClock::new();
+    let clock = time.clock();
+    let server = TestServer::start_tuned(support::registry(), |o| {
+        o.clock = clock;
+        o.edge.ping_interval = Duration::from_secs(3600);
+        o.edge.pong_timeout = Duration::from_secs(3600);
+    })
+    .await;
+    let mut idle = server.client().await;
+    idle.subscribe(&[(0, "notes:count", org("A"))]).await;
+    time.advance(Duration::from_secs(3600));
+    match idle.next_frame_with_pings(livebase_testkit::PATIENCE).await {
+        Some(livebase_testkit::Frame::Message(livebase_schema::protocol::ServerMessage::Ping)) => {}
+        other => panic!("expected a Ping once the clock moved an hour, got {other:?}"),
+    }
+    server.shutdown().await;
+}

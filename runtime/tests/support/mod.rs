@@ -65,15 +65,7 @@ pub fn registry() -> Registry {
     app.query(
         "notes:list",
         [("organizationId", v::string())],
-        |ctx, args| {
-            let org = args.string("organizationId")?;
-            let docs = ctx
-                .db
-                .query("notes")
-                .with_index("by_organization", |q| q.eq("organizationId", org))
-                .collect()?;
-            Ok(Value::Array(docs))
-        },
+        |ctx, args| Ok(Value::Array(notes_of(ctx.db, &args)?)),
     );
     app.query(
         "notes:range",
@@ -98,15 +90,7 @@ pub fn registry() -> Registry {
     app.query(
         "notes:count",
         [("organizationId", v::string())],
-        |ctx, args| {
-            let org = args.string("organizationId")?;
-            let docs = ctx
-                .db
-                .query("notes")
-                .with_index("by_organization", |q| q.eq("organizationId", org))
-                .collect()?;
-            Ok(docs.len() as f64)
-        },
+        |ctx, args| Ok(notes_of(ctx.db, &args)?.len() as f64),
     );
     app.query(
         "notes:page",
@@ -210,6 +194,17 @@ pub fn registry() -> Registry {
             .await
     });
     app
+}
+
+/// Every note of the organization `args.organizationId`, in creation order.
+pub fn notes_of(
+    tx: &mut livebase_runtime::transaction::Transaction,
+    args: &livebase_runtime::registry::Args,
+) -> Result<Vec<Value>, Error> {
+    let org = args.string("organizationId")?;
+    tx.query("notes")
+        .with_index("by_organization", |q| q.eq("organizationId", org))
+        .collect()
 }
 
 fn add_note(
