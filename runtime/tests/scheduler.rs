@@ -280,6 +280,18 @@ async fn start_on(time: &TestClock, dir: TempDir, registry: Registry) -> TestSer
     TestServer::start_in(dir, registry, |o| o.clock = clock).await
 }
 
+/// The test application on a test clock, over a fresh data folder.
+async fn start_clocked() -> (TestClock, TestServer) {
+    let time = TestClock::new();
+    let s = start_on(
+        &time,
+        tempfile::tempdir().unwrap(),
+        registry(Arc::default()),
+    )
+    .await;
+    (time, s)
+}
+
 /// Advances `time` by `step`, then waits until `check` holds of the jobs:
 /// one step at a time, so that no tick of a cron is skipped over.
 async fn step(
@@ -435,13 +447,7 @@ async fn a_scheduled_mutation_runs_after_its_delay_and_never_before() {
 /// the clock has moved an hour, not an hour later.
 #[tokio::test]
 async fn a_job_comes_due_when_the_servers_clock_reaches_its_time() {
-    let time = TestClock::new();
-    let s = start_on(
-        &time,
-        tempfile::tempdir().unwrap(),
-        registry(Arc::default()),
-    )
-    .await;
+    let (time, s) = start_clocked().await;
     let job = s
         .run_after(3_600_000.0, "events:record", note("in an hour"))
         .await;
@@ -471,13 +477,7 @@ async fn a_commit_that_schedules_an_earlier_job_wakes_the_worker() {
 
 #[tokio::test]
 async fn a_canceled_job_never_runs() {
-    let time = TestClock::new();
-    let s = start_on(
-        &time,
-        tempfile::tempdir().unwrap(),
-        registry(Arc::default()),
-    )
-    .await;
+    let (time, s) = start_clocked().await;
     let job = s.run_after(300.0, "events:record", note("canceled")).await;
     let canceled = s
         .run_mutation("jobs:cancel", obj! { "id" => job.as_str() })
@@ -574,13 +574,7 @@ async fn a_scheduled_action_runs_once_and_settles() {
 
 #[tokio::test]
 async fn run_at_takes_an_absolute_time_and_a_past_one_runs_at_once() {
-    let time = TestClock::new();
-    let s = start_on(
-        &time,
-        tempfile::tempdir().unwrap(),
-        registry(Arc::default()),
-    )
-    .await;
+    let (time, s) = start_clocked().await;
     let at = time.clock().now_ms() + 200.0;
     let id = s
         .run_mutation(
@@ -633,13 +627,7 @@ async fn no_more_jobs_run_at_once_than_the_bound() {
 
 #[tokio::test]
 async fn a_query_can_read_a_job_and_its_subscribers_see_it_change() {
-    let time = TestClock::new();
-    let s = start_on(
-        &time,
-        tempfile::tempdir().unwrap(),
-        registry(Arc::default()),
-    )
-    .await;
+    let (time, s) = start_clocked().await;
     let job = s.run_after(300.0, "events:record", note("watched")).await;
     let url = format!("ws://{}/api/sync", s.addr());
     let mut client = Client::connect(&url, SessionId::random()).await;
