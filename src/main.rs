@@ -194,6 +194,7 @@ async fn run(args: ServeArgs, dev: bool) -> Result<(), livebase_runtime::Error> 
             max_calls_in_flight_per_caller: args.max_calls_in_flight,
             ..EdgeOptions::default()
         },
+        ..ServerOptions::default()
     };
     let signal = shutdown_signal()?;
     let server = serve(livebase_functions::app(), options).await?;

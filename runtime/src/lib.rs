@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod backup;
 pub mod calllog;
+
 pub mod codegen;
 pub mod context;
 pub mod datadir;
@@ -26,6 +27,6 @@ pub mod upkeep;
 
 // The store's modules, at the paths they had when they lived here.
 pub use livebase_store::persistence as store;
-pub use livebase_store::{database, error, pagination, readset, transaction};
+pub use livebase_store::{clock, database, error, pagination, readset, transaction};
 
 pub use error::{Error, ErrorCode, Result};

@@ -32,6 +32,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::{Authenticator, SessionAuth};
 use crate::calllog::CallLog;
+use crate::clock::Clock;
 use crate::database::Database;
 use crate::datadir::DataDirLock;
 use crate::email::{MailOptions, Mailer};
@@ -131,6 +132,10 @@ pub struct ServerOptions {
     pub dashboard: bool,
     /// Timeouts and connection caps at the network edge.
     pub edge: EdgeOptions,
+    /// Where commit timestamps, the scheduler and the WebSocket liveness
+    /// timers read the time: the real clock, or a test's
+    /// ([`crate::clock::TestClock`]).
+    pub clock: Clock,
 }
 
 impl Default for ServerOptions {
@@ -143,6 +148,7 @@ impl Default for ServerOptions {
             scheduler: SchedulerOptions::default(),
             dashboard: false,
             edge: EdgeOptions::default(),
+            clock: Clock::real(),
         }
     }
 }
@@ -162,6 +168,8 @@ pub struct AppState {
     /// Function calls in flight per caller.
     pub calls: CallsInFlight,
     pub edge: EdgeOptions,
+    /// The clock of the WebSocket liveness timers.
+    pub clock: Clock,
     pub shutdown: broadcast::Sender<()>,
 }
 
@@ -228,7 +236,11 @@ async fn start(
     let persistence = Arc::new(SqlitePersistence::open(
         options.data_dir.join(crate::store::sqlite::DATABASE_FILE),
     )?);
-    let db = Database::open(persistence, registry.schema().clone())?;
+    let db = Database::open_with_clock(
+        persistence,
+        registry.schema().clone(),
+        options.clock.clone(),
+    )?;
     let (authenticator, auth_routes, session_auth) = match authenticator {
         Some(custom) => (custom, None, None),
         None => {
@@ -285,6 +297,7 @@ async fn start(
         connections_per_user: Counts::new(options.edge.max_connections_per_user),
         calls: CallsInFlight::new(options.edge.max_calls_in_flight_per_caller),
         edge: options.edge,
+        clock: options.clock.clone(),
         shutdown,
     };
     let app = match auth_routes {
