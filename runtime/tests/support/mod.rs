@@ -381,6 +381,11 @@ impl TestServer {
         self.server.addr
     }
 
+    /// The server's data folder (its token key is there).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// The sync endpoint as the npm client names it (with its version).
     pub fn ws_url(&self) -> String {
         format!("ws://{}/api/1.48.0/sync", self.server.addr)
