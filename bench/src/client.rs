@@ -339,10 +339,11 @@ pub fn lean_newest(text: &str) -> Result<Option<Vec<f64>>, BoxError> {
 pub fn lean_holds(text: &str, n: f64) -> Result<bool, BoxError> {
     let frame: LeanFrame = serde_json::from_str(text)?;
     Ok(frame.kind == "Transition"
-        && frame
-            .modifications
-            .iter()
-            .any(|m| m.value.as_ref().is_some_and(|docs| docs.iter().any(|d| d.n == n))))
+        && frame.modifications.iter().any(|m| {
+            m.value
+                .as_ref()
+                .is_some_and(|docs| docs.iter().any(|d| d.n == n))
+        }))
 }
 
 fn org_args(org: &str) -> Value {
@@ -390,7 +391,11 @@ impl HttpCaller {
             .as_deref()
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
             .unwrap_or_default();
-        let connection = if self.keep_alive { "keep-alive" } else { "close" };
+        let connection = if self.keep_alive {
+            "keep-alive"
+        } else {
+            "close"
+        };
         let head = format!(
             "POST /api/mutation HTTP/1.1\r\nHost: {}\r\nConnection: {connection}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n",
             self.addr,

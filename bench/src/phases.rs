@@ -280,8 +280,10 @@ pub async fn run_all(quick: bool, only: Option<&str>, out: &Path) -> Result<(), 
                 "push when one row of a live {n}-row result changes"
             ));
             let r = push_by_result_size(n, s.result_writes).await?;
-            rows.push(json!({"rows": n, "p50_ms": r.p50, "p99_ms": r.p99, "max_ms": r.max,
-                             "cpu_us_per_mutation": r.cpu_us_per_mutation}));
+            rows.push(
+                json!({"rows": n, "p50_ms": r.p50, "p99_ms": r.p99, "max_ms": r.max,
+                             "cpu_us_per_mutation": r.cpu_us_per_mutation}),
+            );
         }
         results.insert("push_by_result_size".into(), json!(rows));
     }
