@@ -653,15 +653,17 @@ struct HttpCpu {
     fresh_anonymous: f64,
 }
 
-/// The server child's CPU time per `bench:add`, `calls` of them in a row,
-/// over an authenticated WebSocket, then as HTTP calls carrying the same
-/// token (`Authorization: Bearer`) on one kept-alive connection, on a fresh
-/// connection per call, and on a fresh connection per call without a token.
-/// The calls are sequential, so the CPU is the server's work per call, not
-/// contention.
+/// The server child's CPU time per `bench:add` over an authenticated
+/// WebSocket, and as HTTP calls carrying the same token (`Authorization:
+/// Bearer`) on one kept-alive connection, on a fresh connection per call, and
+/// on a fresh connection per call without a token. The calls are sequential,
+/// so the CPU is the server's work per call, not contention; the transports
+/// take turns in rounds of `calls / ROUNDS`, so that a change in the shared
+/// machine's load during the run weighs on all of them alike.
 async fn http_cpu(calls: usize) -> Result<HttpCpu, BoxError> {
     use crate::client::HttpCaller;
     use livebase_schema::obj;
+    const ROUNDS: usize = 10;
 
     let mut server = Server::start().await?;
     let token = sign_up(&server.url, "http@bench.test", false).await?;
@@ -669,42 +671,44 @@ async fn http_cpu(calls: usize) -> Result<HttpCpu, BoxError> {
 
     let mut ws = Conn::connect(&server.url).await?;
     ws.authenticate(0, &token, WAIT).await?;
+    let mut kept = HttpCaller::new(&server.url, Some(token.clone()), true);
+    let mut fresh = HttpCaller::new(&server.url, Some(token.clone()), false);
+    let mut anonymous = HttpCaller::new(&server.url, None, false);
+    // Warm up each transport (and the token check) first.
     for i in 0..5 {
         ws.add_and_wait("http", i as f64).await?;
+        kept.mutation("bench:add", args(i)).await?;
+        fresh.mutation("bench:add", args(i)).await?;
+        anonymous.mutation("bench:add", args(i)).await?;
     }
-    let before = server.stats().await?;
-    for i in 0..calls {
-        ws.add_and_wait("http", i as f64).await?;
-    }
-    let after = server.stats().await?;
-    let per_call = |before: crate::server::Stats, after: crate::server::Stats| {
-        (after.cpu_ns - before.cpu_ns) as f64 / 1e3 / calls.max(1) as f64
-    };
-    let ws_us = per_call(before, after);
-
-    let mut measured = Vec::new();
-    for (token, keep_alive) in [
-        (Some(token.clone()), true),
-        (Some(token.clone()), false),
-        (None, false),
-    ] {
-        let mut http = HttpCaller::new(&server.url, token, keep_alive);
-        for i in 0..5 {
-            http.mutation("bench:add", args(i)).await?;
-        }
+    let per_round = (calls / ROUNDS).max(1);
+    let mut cpu_ns = [0u64; 4];
+    for _ in 0..ROUNDS {
         let before = server.stats().await?;
-        for i in 0..calls {
-            http.mutation("bench:add", args(i)).await?;
+        for i in 0..per_round {
+            ws.add_and_wait("http", i as f64).await?;
         }
         let after = server.stats().await?;
-        measured.push(per_call(before, after));
+        cpu_ns[0] += after.cpu_ns - before.cpu_ns;
+        for (k, http) in [&mut kept, &mut fresh, &mut anonymous]
+            .into_iter()
+            .enumerate()
+        {
+            let before = server.stats().await?;
+            for i in 0..per_round {
+                http.mutation("bench:add", args(i)).await?;
+            }
+            let after = server.stats().await?;
+            cpu_ns[k + 1] += after.cpu_ns - before.cpu_ns;
+        }
     }
     server.stop().await;
+    let us = |ns: u64| ns as f64 / 1e3 / (per_round * ROUNDS) as f64;
     Ok(HttpCpu {
-        ws: ws_us,
-        keep_alive: measured[0],
-        fresh: measured[1],
-        fresh_anonymous: measured[2],
+        ws: us(cpu_ns[0]),
+        keep_alive: us(cpu_ns[1]),
+        fresh: us(cpu_ns[2]),
+        fresh_anonymous: us(cpu_ns[3]),
     })
 }
 
