@@ -149,6 +149,11 @@ impl TokenCache {
             .tokens
             .len()
     }
+
+    /// Whether no token is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[cfg(test)]
@@ -235,7 +240,7 @@ mod tests {
         cache.insert(cache.generation(), "t1", "users_ada", "sessions_1", NOW);
         assert_eq!(cache.get("t1", NOW - 1.0), ada());
         assert_eq!(cache.get("t1", NOW), None);
-        assert_eq!(cache.len(), 0, "an expired entry is dropped");
+        assert!(cache.is_empty(), "an expired entry is dropped");
     }
 
     #[test]
