@@ -1,6 +1,7 @@
 //! The recent function calls, kept in memory for the dev dashboard: a ring of
 //! the last [`CALL_LOG_CAPACITY`] calls (path, kind, duration, outcome), fed by
-//! the executor at the same place it writes its one log line per call.
+//! the executor at the same place it writes its one log line per call, and by
+//! the HTTP routes (`server::routes`) at theirs.
 //!
 //! Only `livebase dev` keeps one (see [`crate::server::ServerOptions`]'s
 //! `dashboard`); without it the executor records nothing.
@@ -15,6 +16,30 @@ use crate::registry::FunctionKind;
 
 /// How many calls the log keeps; older ones are forgotten.
 pub const CALL_LOG_CAPACITY: usize = 500;
+
+/// What was called: a function of a kind, or an HTTP route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallKind {
+    Function(FunctionKind),
+    /// An application's HTTP route; its `path` is `METHOD /path`.
+    Route,
+}
+
+impl CallKind {
+    /// `query`, `mutation`, `action` or `http`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CallKind::Function(kind) => kind.name(),
+            CallKind::Route => "http",
+        }
+    }
+}
+
+impl From<FunctionKind> for CallKind {
+    fn from(kind: FunctionKind) -> CallKind {
+        CallKind::Function(kind)
+    }
+}
 
 /// How one call ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,7 +59,7 @@ pub struct CallRecord {
     /// When the call ended, in ms since the epoch.
     pub ended_ms: f64,
     pub path: String,
-    pub kind: FunctionKind,
+    pub kind: CallKind,
     pub duration: Duration,
     pub outcome: CallOutcome,
 }
@@ -82,7 +107,14 @@ impl CallLog {
     }
 
     /// Adds a call that just ended, forgetting the oldest if the log is full.
-    pub fn record(&self, path: &str, kind: FunctionKind, duration: Duration, outcome: CallOutcome) {
+    pub fn record(
+        &self,
+        path: &str,
+        kind: impl Into<CallKind>,
+        duration: Duration,
+        outcome: CallOutcome,
+    ) {
+        let kind = kind.into();
         let ended_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64() * 1e3);

@@ -152,6 +152,12 @@ impl Executor {
         }
     }
 
+    /// The call log this executor records in, if any (the HTTP routes
+    /// record theirs there too).
+    pub fn call_log(&self) -> Option<&CallLog> {
+        self.inner.calls.as_ref()
+    }
+
     pub fn database(&self) -> &Database {
         &self.inner.db
     }

@@ -19,6 +19,7 @@ pub mod function;
 pub mod identity;
 pub mod private_files;
 pub mod registry;
+pub mod route;
 pub mod scheduler;
 pub mod server;
 pub mod subscriptions;

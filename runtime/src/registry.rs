@@ -25,6 +25,7 @@ use std::time::Duration;
 use livebase_schema::{v, Object, Schema, Validator, Value};
 
 use crate::error::{Error, Result};
+use crate::route::{HttpRequest, HttpResponse, Method, Route, Routes};
 use crate::scheduler::cron::{CronJob, Schedule};
 use crate::scheduler::retry::RetryPolicy;
 use crate::transaction::Transaction;
@@ -81,6 +82,8 @@ pub struct Registry {
     /// Shared, so a call holds its function without copying its validator.
     functions: BTreeMap<String, Arc<Function>>,
     crons: Vec<CronJob>,
+    /// HTTP routes ([`Registry::route`]).
+    routes: Routes,
 }
 
 fn object_validator<'a>(args: impl IntoIterator<Item = (&'a str, Validator)>) -> Validator {
@@ -93,6 +96,7 @@ impl Registry {
             schema,
             functions: BTreeMap::new(),
             crons: Vec::new(),
+            routes: Routes::default(),
         }
     }
 
@@ -117,6 +121,33 @@ impl Registry {
     /// The declared crons.
     pub fn crons(&self) -> &[CronJob] {
         &self.crons
+    }
+
+    /// The declared HTTP routes.
+    pub fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
+    /// Declares HTTP route `method pattern` (`/path/{param}`) — Convex's
+    /// `http.route`: `handler` gets an action's context and the request, and
+    /// answers a response; see [`crate::route`]. The returned route takes a
+    /// CORS policy (`.cors(Cors::origins([..]))`). Panics, as registration
+    /// does, on a malformed pattern, one under `/api`, `/_dashboard` or
+    /// `/health`, or a method and pattern declared twice.
+    pub fn route<F>(
+        &mut self,
+        method: Method,
+        pattern: &str,
+        handler: impl Fn(ActionCtx, HttpRequest) -> F + Send + Sync + 'static,
+    ) -> &mut Route
+    where
+        F: Future<Output = Result<HttpResponse>> + Send + 'static,
+    {
+        self.routes.add(
+            method,
+            pattern,
+            Arc::new(move |ctx, request| Box::pin(handler(ctx, request))),
+        )
     }
 
     /// Declares cron `name`: run mutation or action `path` with `args` every

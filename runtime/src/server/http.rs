@@ -147,7 +147,8 @@ fn parse_call(body: &[u8]) -> Result<Call, BadRequest> {
     Ok(Call { path, args })
 }
 
-async fn identity(state: &AppState, headers: &HeaderMap) -> Result<Identity> {
+/// The caller an `Authorization: Bearer` header names; anonymous without one.
+pub(crate) async fn identity(state: &AppState, headers: &HeaderMap) -> Result<Identity> {
     let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
         return Ok(Identity::Anonymous);
     };

@@ -1,8 +1,9 @@
 //! The network edge: one axum router on one port serving the sync WebSocket
 //! (`/api/sync`, `/api/<client version>/sync`), the HTTP function API
 //! (`/api/query`, `/api/mutation`, `/api/action`), the auth endpoints
-//! (`/api/auth/*`, see [`crate::auth::http`]), `/health`, and in dev mode the
-//! dashboard (`/_dashboard`, see [`dashboard`]). Shaped like
+//! (`/api/auth/*`, see [`crate::auth::http`]), `/health`, in dev mode the
+//! dashboard (`/_dashboard`, see [`dashboard`]), and, as the fallback, the
+//! application's HTTP routes ([`routes`]). Shaped like
 //! mini-redis's server: connection caps (semaphores, and counts per client
 //! address), a handler per connection, and one broadcast shutdown signal every
 //! handler listens to — the scheduler's worker too, started here beside them.
@@ -17,6 +18,7 @@ pub mod dashboard;
 pub mod http;
 pub mod inflight;
 mod listener;
+pub mod routes;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -311,6 +313,11 @@ async fn start(
         }
         None => app,
     };
+    // Last, so that every built-in route keeps its handlers.
+    let routes_state = state.clone();
+    let app = app.fallback(move |request: axum::extract::Request| {
+        routes::serve(routes_state.clone(), request)
+    });
     // Outermost, so that every route's body is read under the timeout.
     let app = app.layer(axum::middleware::from_fn_with_state(
         options.edge.body_timeout,
