@@ -10,6 +10,7 @@
 
 pub mod emails;
 pub mod features;
+pub mod http;
 pub mod items;
 pub mod organizations;
 pub mod shared;
@@ -31,13 +32,21 @@ pub fn schema() -> Schema {
         .table(USER_PROFILES, user_profiles_table())
 }
 
-/// The application: its schema and every registered function.
+/// The application: its schema, every registered function and its HTTP
+/// routes, with the webhook secret of `LIVEBASE_WEBHOOK_SECRET` (read now).
 pub fn app() -> Registry {
+    app_with_webhook_secret(http::WebhookSecret::from_env())
+}
+
+/// [`app`] with the webhook secret given (`None`: `POST /webhooks/items`
+/// answers `503`).
+pub fn app_with_webhook_secret(secret: Option<http::WebhookSecret>) -> Registry {
     let mut app = Registry::new(schema());
     organizations::register(&mut app);
     items::register(&mut app);
     todos::register(&mut app);
     user_profiles::register(&mut app);
     emails::register(&mut app);
+    http::register(&mut app, secret);
     app
 }

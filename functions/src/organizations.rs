@@ -6,7 +6,7 @@
 use livebase_runtime::auth::tables::INVITATIONS;
 use livebase_runtime::registry::{Args, Registry};
 use livebase_runtime::{Error, Result};
-use livebase_schema::v;
+use livebase_schema::{v, Value};
 
 use crate::features::organizations::logic;
 use crate::shared::auth::permissions::{role_validator, Role};
@@ -143,4 +143,13 @@ pub fn register(app: &mut Registry) {
             logic::remove_member(ctx.db, &actor, &args.string("userId")?)
         },
     );
+
+    // What `GET /public/organizations/{slug}` shows: `{name, members}` or
+    // null. Internal: the route is the public face, and decides the 404.
+    app.internal_query(PUBLIC_BY_SLUG, [("slug", v::string())], |ctx, args| {
+        Ok(logic::public_profile(&mut ctx.db, &args.string("slug")?)?.unwrap_or(Value::Null))
+    });
 }
+
+/// The internal query behind `GET /public/organizations/{slug}`.
+pub const PUBLIC_BY_SLUG: &str = "organizations:publicBySlug";

@@ -503,3 +503,48 @@ pub fn remove_member(db: &mut Transaction, actor: &Membership, user_id: &str) ->
     }
     db.delete(&id_field(&target, "_id", MEMBERS)?)
 }
+
+/// The organization with `slug`, if it exists (a removed one does not: its
+/// document goes at once).
+pub fn by_slug(db: &mut Reader, slug: &str) -> Result<Option<Value>> {
+    db.query(ORGANIZATIONS)
+        .with_index("by_slug", |q| q.eq("slug", slug))
+        .first()
+}
+
+/// `{name, members}` of the organization with `slug` — all anyone may see
+/// of it without signing in (`GET /public/organizations/{slug}`) — or
+/// `None`. Counting reads every member row, within a transaction's read
+/// limit.
+pub fn public_profile(db: &mut Reader, slug: &str) -> Result<Option<Value>> {
+    let Some(organization) = by_slug(db, slug)? else {
+        return Ok(None);
+    };
+    let id = organization.get("_id").and_then(Value::as_str).unwrap_or_default().to_string();
+    let members = db
+        .query(MEMBERS)
+        .with_index("by_organization", |q| q.eq("organizationId", id))
+        .collect()?
+        .len();
+    Ok(Some(obj! {
+        "name" => str_field(&organization, "name"),
+        "members" => members as f64,
+    }))
+}
+
+/// The organization's first owner: the earliest of its members (in the
+/// order they joined) who holds the owner role. Every organization keeps
+/// one, so `None` means the organization is gone.
+pub fn first_owner(db: &mut Reader, organization_id: &str) -> Result<Option<DocumentId>> {
+    let owner = Role::Owner.as_str();
+    let member = db
+        .query(MEMBERS)
+        .with_index("by_organization", |q| {
+            q.eq("organizationId", organization_id)
+        })
+        .filter(move |m| m.get("role").and_then(Value::as_str) == Some(owner))
+        .first()?;
+    member
+        .map(|m| id_field(&m, "userId", USERS))
+        .transpose()
+}
