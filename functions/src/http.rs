@@ -108,7 +108,12 @@ pub fn register(app: &mut Registry, secret: Option<WebhookSecret>) {
             if profile == Value::Null {
                 return Err(Error::not_found(format!("no organization `{slug}`")));
             }
-            Ok(HttpResponse::json(&profile.to_json()))
+            // A count is a whole number: `3`, not the value model's `3.0`.
+            let members = profile.get("members").and_then(Value::as_f64).unwrap_or(0.0);
+            Ok(HttpResponse::json(&json!({
+                "name": profile.get("name").map(Value::to_json),
+                "members": members as u64,
+            })))
         },
     );
 
