@@ -311,6 +311,35 @@ async fn a_body_over_the_limit_never_reaches_the_route() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_is_answered_408_before_the_route_runs() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let server = serve_tuned(
+        move |app| {
+            app.route(Method::POST, "/hook", move |_, _| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { Ok(HttpResponse::new(204)) }
+            });
+        },
+        |options| options.edge.body_timeout = std::time::Duration::from_millis(300),
+    )
+    .await;
+    let head = format!(
+        "POST /hook HTTP/1.1\r\nHost: {}\r\nContent-Length: 1000\r\n\r\n{{\"partial",
+        server.addr()
+    );
+    let stalled = tokio::net::TcpStream::connect(server.addr())
+        .await
+        .expect("connecting");
+    let reply = support::http_raw(stalled, head.as_bytes()).await;
+    assert_eq!(reply.status, 408, "{reply:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+    // Positive control: the whole body in time reaches the route.
+    assert_eq!(http(server.addr(), "POST", "/hook", &[], b"{}").await.status, 204);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_calls_count_against_the_callers_budget_and_are_logged() {
     let (entered_tx, mut entered) = mpsc::unbounded_channel::<()>();
     let release = Arc::new(Notify::new());

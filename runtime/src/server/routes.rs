@@ -137,7 +137,8 @@ fn log_call(
     }
     match outcome {
         Ok(response) => {
-            tracing::info!(target: "livebase::call", path = label, request = path, kind = "http", status = response.status.as_u16(), ms, "ok")
+            // The status is the outcome: `dev` shows `http  GET /p/{x}  1.20ms  200`.
+            tracing::info!(target: "livebase::call", path = label, request = path, kind = "http", ms, "{}", response.status.as_u16())
         }
         Err(e) => {
             tracing::info!(target: "livebase::call", path = label, request = path, kind = "http", status = e.http_status(), ms, error = %e, "failed")
