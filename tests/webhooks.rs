@@ -38,7 +38,15 @@ async fn webhook(t: &TestServer, body: &Json, signature: Option<&str>) -> Reply 
     let headers: Vec<(&str, &str)> = signature
         .map(|s| vec![(SIGNATURE_HEADER, s)])
         .unwrap_or_default();
-    http_with_headers(t.addr(), "POST", "/webhooks/items", None, &headers, Some(body.clone())).await
+    http_with_headers(
+        t.addr(),
+        "POST",
+        "/webhooks/items",
+        None,
+        &headers,
+        Some(body.clone()),
+    )
+    .await
 }
 
 /// The signature of `body` as the test client sends it (its JSON text).
@@ -126,7 +134,11 @@ async fn forged_unsigned_and_tampered_webhooks_are_refused_and_write_nothing() {
         ("no signature", &body, None),
         ("a signature of another body", &tampered, Some(&signed)),
         ("a malformed signature", &body, Some("sha256=not-hex")),
-        ("a bare digest", &body, Some(signed.trim_start_matches("sha256="))),
+        (
+            "a bare digest",
+            &body,
+            Some(signed.trim_start_matches("sha256=")),
+        ),
     ];
     for (attack, body, signature) in attacks {
         let reply = webhook(&t, body, signature).await;
@@ -145,11 +157,31 @@ async fn a_signed_webhook_with_a_bad_body_is_400_naming_the_field() {
     acme(&t).await;
     let long = "x".repeat(201);
     let cases = [
-        (json!({"organizationSlug": "acme", "name": long, "status": "s"}), 400, "body.name"),
-        (json!({"organizationSlug": "acme", "name": "n", "status": "s".repeat(65)}), 400, "body.status"),
-        (json!({"organizationSlug": "acme", "name": "n"}), 400, "status"),
-        (json!({"organizationSlug": "acme", "name": 5, "status": "s"}), 400, "body.name"),
-        (json!({"organizationSlug": "nope", "name": "n", "status": "s"}), 404, "nope"),
+        (
+            json!({"organizationSlug": "acme", "name": long, "status": "s"}),
+            400,
+            "body.name",
+        ),
+        (
+            json!({"organizationSlug": "acme", "name": "n", "status": "s".repeat(65)}),
+            400,
+            "body.status",
+        ),
+        (
+            json!({"organizationSlug": "acme", "name": "n"}),
+            400,
+            "status",
+        ),
+        (
+            json!({"organizationSlug": "acme", "name": 5, "status": "s"}),
+            400,
+            "body.name",
+        ),
+        (
+            json!({"organizationSlug": "nope", "name": "n", "status": "s"}),
+            404,
+            "nope",
+        ),
         (json!([1, 2]), 400, "body"),
     ];
     for (body, status, named) in cases {

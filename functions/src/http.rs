@@ -87,7 +87,7 @@ impl std::fmt::Debug for WebhookSecret {
 
 /// Lowercase or uppercase hex, an even number of digits.
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     (0..hex.len())
@@ -109,7 +109,10 @@ pub fn register(app: &mut Registry, secret: Option<WebhookSecret>) {
                 return Err(Error::not_found(format!("no organization `{slug}`")));
             }
             // A count is a whole number: `3`, not the value model's `3.0`.
-            let members = profile.get("members").and_then(Value::as_f64).unwrap_or(0.0);
+            let members = profile
+                .get("members")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0);
             Ok(HttpResponse::json(&json!({
                 "name": profile.get("name").map(Value::to_json),
                 "members": members as u64,
@@ -132,11 +135,13 @@ pub fn register(app: &mut Registry, secret: Option<WebhookSecret>) {
 
 /// The webhook's item, once its signature and then its body are checked.
 fn verified_item(secret: &WebhookSecret, request: &HttpRequest) -> Result<Value> {
-    let signature = request.header(SIGNATURE_HEADER).ok_or_else(|| {
-        Error::unauthenticated(format!("missing {SIGNATURE_HEADER} header"))
-    })?;
+    let signature = request
+        .header(SIGNATURE_HEADER)
+        .ok_or_else(|| Error::unauthenticated(format!("missing {SIGNATURE_HEADER} header")))?;
     if !secret.verify(signature, &request.body) {
-        return Err(Error::unauthenticated("the signature does not match the body"));
+        return Err(Error::unauthenticated(
+            "the signature does not match the body",
+        ));
     }
     let json = request.json()?;
     let item = Value::from_json(&json, "body").map_err(|e| Error::invalid(e.to_string()))?;
@@ -175,10 +180,19 @@ mod tests {
         let body = br#"{"organizationSlug":"acme","name":"n","status":"s"}"#;
         let signature = secret.sign(body);
         assert!(secret.verify(&signature, body));
-        assert!(secret.verify(&signature.to_uppercase().replace("SHA256=", "sha256="), body));
+        assert!(secret.verify(
+            &signature.to_uppercase().replace("SHA256=", "sha256="),
+            body
+        ));
         assert!(!secret.verify(&signature, b"{}"));
         assert!(!WebhookSecret::new("other").verify(&signature, body));
-        for bad in ["", "sha256=", "sha256=zz", "md5=00", &signature[..signature.len() - 1]] {
+        for bad in [
+            "",
+            "sha256=",
+            "sha256=zz",
+            "md5=00",
+            &signature[..signature.len() - 1],
+        ] {
             assert!(!secret.verify(bad, body), "{bad}");
         }
     }

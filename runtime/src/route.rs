@@ -198,9 +198,7 @@ impl Cors {
     pub fn allow_headers<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Cors {
         self.headers = names
             .into_iter()
-            .map(|n| {
-                HeaderName::try_from(n).unwrap_or_else(|e| panic!("CORS header `{n}`: {e}"))
-            })
+            .map(|n| HeaderName::try_from(n).unwrap_or_else(|e| panic!("CORS header `{n}`: {e}")))
             .collect();
         self
     }
@@ -407,7 +405,7 @@ impl Routes {
             let Some(params) = route.matches(&parts) else {
                 continue;
             };
-            if &route.method != method {
+            if route.method != *method {
                 if !others.contains(&route.method) {
                     others.push(route.method.clone());
                 }
@@ -443,10 +441,12 @@ fn parse_pattern(pattern: &str) -> Result<Vec<Segment>, String> {
             return Err("empty segment (`//`, or a trailing `/`)".into());
         }
         if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-            let valid = !name.is_empty()
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            let valid =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !valid {
-                return Err(format!("`{part}`: a parameter is `{{name}}`, letters, digits and `_`"));
+                return Err(format!(
+                    "`{part}`: a parameter is `{{name}}`, letters, digits and `_`"
+                ));
             }
             if segments.contains(&Segment::Param(name.to_string())) {
                 return Err(format!("parameter `{name}` appears twice"));
@@ -498,7 +498,9 @@ mod tests {
 
     fn found(t: &Routes, method: Method, path: &str) -> Option<(String, Vec<(String, String)>)> {
         match t.find(&method, path) {
-            Found::Route(r, params) => Some((r.pattern().to_string(), params.into_iter().collect())),
+            Found::Route(r, params) => {
+                Some((r.pattern().to_string(), params.into_iter().collect()))
+            }
             _ => None,
         }
     }
@@ -516,13 +518,26 @@ mod tests {
             found(&t, Method::GET, "/orgs/a%20b"),
             Some(("/orgs/{slug}".into(), vec![p("slug", "a b")]))
         );
-        assert_eq!(found(&t, Method::GET, "/orgs/new"), Some(("/orgs/new".into(), vec![])));
+        assert_eq!(
+            found(&t, Method::GET, "/orgs/new"),
+            Some(("/orgs/new".into(), vec![]))
+        );
         assert_eq!(
             found(&t, Method::GET, "/orgs/x/items/7"),
-            Some(("/orgs/{slug}/items/{id}".into(), vec![p("id", "7"), p("slug", "x")]))
+            Some((
+                "/orgs/{slug}/items/{id}".into(),
+                vec![p("id", "7"), p("slug", "x")]
+            ))
         );
         assert_eq!(found(&t, Method::GET, "/"), Some(("/".into(), vec![])));
-        for miss in ["/orgs", "/orgs/", "/orgs/a/", "/orgs//items/1", "/orgs/%zz", "/other"] {
+        for miss in [
+            "/orgs",
+            "/orgs/",
+            "/orgs/a/",
+            "/orgs//items/1",
+            "/orgs/%zz",
+            "/other",
+        ] {
             assert!(found(&t, Method::GET, miss).is_none(), "{miss}");
         }
         assert!(matches!(
@@ -543,7 +558,9 @@ mod tests {
 
     #[test]
     fn malformed_patterns_are_refused() {
-        for pattern in ["no-slash", "/a//b", "/a/", "/{}", "/{a-b}", "/{x}/{x}", "/a*"] {
+        for pattern in [
+            "no-slash", "/a//b", "/a/", "/{}", "/{a-b}", "/{x}/{x}", "/a*",
+        ] {
             assert!(parse_pattern(pattern).is_err(), "{pattern}");
         }
     }

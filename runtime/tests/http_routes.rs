@@ -95,17 +95,28 @@ async fn a_route_gets_its_request_and_writes_through_its_context() {
         b"raw body bytes",
     )
     .await;
-    assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     assert_eq!(reply.header("content-type"), Some("application/json"));
     let body = reply.json();
     assert_eq!(body["tag"], "x&y");
     assert_eq!(body["header"], "seen");
     assert_eq!(body["path"], "/orgs/a%20b/notes/7");
 
-    let notes = server.query("notes:list", org("a b")).await.expect("listed");
+    let notes = server
+        .query("notes:list", org("a b"))
+        .await
+        .expect("listed");
     let notes = support::docs(&notes);
     assert_eq!(notes.len(), 1, "{notes:?}");
-    assert_eq!(notes[0].get("body").and_then(|b| b.as_str()), Some("raw body bytes"));
+    assert_eq!(
+        notes[0].get("body").and_then(|b| b.as_str()),
+        Some("raw body bytes")
+    );
     assert_eq!(notes[0].get("n").and_then(|n| n.as_f64()), Some(7.0));
     assert_eq!(
         notes[0].get("_id").map(|id| id.to_json()),
@@ -115,7 +126,13 @@ async fn a_route_gets_its_request_and_writes_through_its_context() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserved_prefixes_and_duplicates_panic_at_registration() {
-    for pattern in ["/api", "/api/hook", "/_dashboard/x", "/health", "/health/deep"] {
+    for pattern in [
+        "/api",
+        "/api/hook",
+        "/_dashboard/x",
+        "/health",
+        "/health/deep",
+    ] {
         let message = registration_panic(|app| ok_route(app, Method::GET, pattern))
             .unwrap_or_else(|| panic!("`{pattern}` was accepted"));
         assert!(message.contains("is reserved"), "{pattern}: {message}");
@@ -167,9 +184,16 @@ async fn no_route_answers_under_a_reserved_prefix_and_the_built_in_routes_keep_t
     assert_eq!(hits.load(Ordering::SeqCst), 0);
     assert_eq!(http(addr, "GET", "/health", &[], b"").await.body, b"ok");
     let (status, body) = support::call(addr, "query", "notes:list", org("A")).await;
-    assert_eq!((status, &body["status"]), (200, &json!("success")), "{body}");
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("success")),
+        "{body}"
+    );
     // Positive control: the catch-all routes do answer elsewhere.
-    assert_eq!(http(addr, "GET", "/anything", &[], b"").await.body, b"caught");
+    assert_eq!(
+        http(addr, "GET", "/anything", &[], b"").await.body,
+        b"caught"
+    );
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
 
@@ -228,8 +252,10 @@ async fn cors_preflights_and_headers_follow_each_routes_policy() {
             Ok(HttpResponse::text("put"))
         })
         .cors(Cors::origins(["https://app.example"]).allow_headers(["content-type", "x-key"]));
-        app.route(Method::GET, "/open", |_, _| async { Ok(HttpResponse::text("open")) })
-            .cors(Cors::any_origin());
+        app.route(Method::GET, "/open", |_, _| async {
+            Ok(HttpResponse::text("open"))
+        })
+        .cors(Cors::any_origin());
         app.route(Method::GET, "/private", |_, _| async {
             Ok(HttpResponse::text("private"))
         });
@@ -267,22 +293,52 @@ async fn cors_preflights_and_headers_follow_each_routes_policy() {
         assert_eq!(refused.header("access-control-allow-origin"), None);
     }
     assert_eq!(
-        preflight("/nowhere", "https://app.example", "GET").await.status,
+        preflight("/nowhere", "https://app.example", "GET")
+            .await
+            .status,
         404
     );
 
-    let put = http(addr, "PUT", "/shared/1", &[("Origin", "https://app.example")], b"").await;
+    let put = http(
+        addr,
+        "PUT",
+        "/shared/1",
+        &[("Origin", "https://app.example")],
+        b"",
+    )
+    .await;
     assert_eq!(put.status, 200);
     assert_eq!(
         put.header("access-control-allow-origin"),
         Some("https://app.example")
     );
-    let foreign = http(addr, "PUT", "/shared/1", &[("Origin", "https://evil.example")], b"").await;
+    let foreign = http(
+        addr,
+        "PUT",
+        "/shared/1",
+        &[("Origin", "https://evil.example")],
+        b"",
+    )
+    .await;
     assert_eq!(foreign.header("access-control-allow-origin"), None);
-    let open = http(addr, "GET", "/open", &[("Origin", "https://any.example")], b"").await;
+    let open = http(
+        addr,
+        "GET",
+        "/open",
+        &[("Origin", "https://any.example")],
+        b"",
+    )
+    .await;
     assert_eq!(open.header("access-control-allow-origin"), Some("*"));
     assert_eq!(open.header("vary"), None);
-    let private = http(addr, "GET", "/private", &[("Origin", "https://app.example")], b"").await;
+    let private = http(
+        addr,
+        "GET",
+        "/private",
+        &[("Origin", "https://app.example")],
+        b"",
+    )
+    .await;
     assert_eq!(private.status, 200);
     assert_eq!(private.header("access-control-allow-origin"), None);
 }
@@ -335,7 +391,12 @@ async fn a_stalled_body_is_answered_408_before_the_route_runs() {
     assert_eq!(reply.status, 408, "{reply:?}");
     assert_eq!(hits.load(Ordering::SeqCst), 0);
     // Positive control: the whole body in time reaches the route.
-    assert_eq!(http(server.addr(), "POST", "/hook", &[], b"{}").await.status, 204);
+    assert_eq!(
+        http(server.addr(), "POST", "/hook", &[], b"{}")
+            .await
+            .status,
+        204
+    );
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
 
@@ -376,14 +437,25 @@ async fn route_calls_count_against_the_callers_budget_and_are_logged() {
 
     release.notify_one();
     let done = first.await.expect("the first call");
-    assert_eq!((done.status, done.body.as_slice()), (200, b"done".as_slice()));
+    assert_eq!(
+        (done.status, done.body.as_slice()),
+        (200, b"done".as_slice())
+    );
 
-    let log = server.executor().call_log().expect("a call log in dev mode");
+    let log = server
+        .executor()
+        .call_log()
+        .expect("a call log in dev mode");
     let routes: Vec<_> = log
         .since(0)
         .into_iter()
         .filter(|c| c.kind == CallKind::Route)
-        .map(|c| (c.path, c.outcome == livebase_runtime::calllog::CallOutcome::Success))
+        .map(|c| {
+            (
+                c.path,
+                c.outcome == livebase_runtime::calllog::CallOutcome::Success,
+            )
+        })
         .collect();
     assert_eq!(
         routes,

@@ -156,7 +156,8 @@ fn into_response(answer: HttpResponse) -> Response {
 /// An error as a route answers it: its code's status and `{code,
 /// message}`; a server error `500` with only its request id.
 pub fn error_response(error: Error) -> Response {
-    let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = match error.code() {
         Some(code) => json!({"code": code.as_str(), "message": error.client_message()}),
         None => json!({"code": "SERVER_ERROR", "message": error.client_message()}),

@@ -520,7 +520,11 @@ pub fn public_profile(db: &mut Reader, slug: &str) -> Result<Option<Value>> {
     let Some(organization) = by_slug(db, slug)? else {
         return Ok(None);
     };
-    let id = organization.get("_id").and_then(Value::as_str).unwrap_or_default().to_string();
+    let id = organization
+        .get("_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let members = db
         .query(MEMBERS)
         .with_index("by_organization", |q| q.eq("organizationId", id))
@@ -544,7 +548,5 @@ pub fn first_owner(db: &mut Reader, organization_id: &str) -> Result<Option<Docu
         })
         .filter(move |m| m.get("role").and_then(Value::as_str) == Some(owner))
         .first()?;
-    member
-        .map(|m| id_field(&m, "userId", USERS))
-        .transpose()
+    member.map(|m| id_field(&m, "userId", USERS)).transpose()
 }
