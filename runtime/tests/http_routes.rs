@@ -240,6 +240,12 @@ async fn errors_answer_their_codes_statuses() {
     let unknown = http(addr, "GET", "/nowhere", &[], b"").await;
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.json()["code"], "NOT_FOUND");
+    let head = http(addr, "HEAD", "/fail/CONFLICT", &[], b"").await;
+    assert_eq!(
+        (head.status, head.body.len()),
+        (422, 0),
+        "a HEAD runs the GET route, bodiless"
+    );
     let wrong_method = http(addr, "DELETE", "/internal", &[], b"").await;
     assert_eq!(wrong_method.status, 405);
     assert_eq!(wrong_method.header("allow"), Some("GET"));

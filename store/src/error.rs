@@ -71,7 +71,8 @@ impl ErrorCode {
     }
 
     /// The HTTP status of an error with this code, where an endpoint answers
-    /// with a status of its own (the auth endpoints; the function API answers
+    /// with a status of its own (the auth endpoints, an application's HTTP
+    /// routes; the function API answers
     /// every function error `560`, as the npm client expects). `CONFLICT` is
     /// `422`, as Better Auth answers a taken email.
     pub fn http_status(&self) -> u16 {

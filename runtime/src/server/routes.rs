@@ -6,7 +6,8 @@
 //!    unknown `/api/…` or a `/_dashboard` that `serve` does not have stays
 //!    unanswered whatever the application declared;
 //! 2. the route is found by method and path (none: `404`; the path with
-//!    other methods only: `405` with `Allow`); an `OPTIONS` that no route
+//!    other methods only: `405` with `Allow`; a `HEAD` that no route
+//!    declares runs the `GET` route); an `OPTIONS` that no route
 //!    declares is a CORS preflight, answered for a route with a CORS policy
 //!    that allows the `Origin`;
 //! 3. the caller: an `Authorization: Bearer` token the authenticator accepts
@@ -57,7 +58,13 @@ pub async fn serve(state: AppState, request: Request) -> Response {
         .get(header::ORIGIN)
         .and_then(|o| o.to_str().ok())
         .map(str::to_string);
-    let (route, params) = match routes.find(&parts.method, &path) {
+    let found = match routes.find(&parts.method, &path) {
+        // A `HEAD` no route declares is the `GET` without its body (hyper
+        // sends none in answer to a `HEAD`), as axum does for its own routes.
+        Found::OtherMethods(_) if parts.method == Method::HEAD => routes.find(&Method::GET, &path),
+        found => found,
+    };
+    let (route, params) = match found {
         Found::Route(route, params) => (route.clone(), params),
         Found::OtherMethods(_) | Found::Nothing if parts.method == Method::OPTIONS => {
             return preflight(&state, &parts.headers, &path, origin.as_deref());
