@@ -4,7 +4,8 @@
 //! ([`Error::to_function_error`]), an HTTP status ([`ErrorCode::http_status`],
 //! [`Error::http_status`]) — and a code's string back into the code
 //! ([`ErrorCode::from_str`]). The WebSocket, the subscription worker, the HTTP
-//! function API and the auth endpoints all go through these. Internal failures
+//! function API, the auth endpoints and the application's HTTP routes all go
+//! through these. Internal failures
 //! carry their detail for the log only: clients see `Server error` and a
 //! request id.
 //!
