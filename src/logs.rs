@@ -202,6 +202,20 @@ mod tests {
                 "livebase::call",
                 Level::INFO,
                 fields(
+                    "201",
+                    &[
+                        ("path", "POST /webhooks/items"),
+                        ("request", "/webhooks/items"),
+                        ("kind", "http"),
+                        ("ms", "3.02"),
+                    ],
+                ),
+                "call  http     POST /webhooks/items  3.02ms  201",
+            ),
+            (
+                "livebase::call",
+                Level::INFO,
+                fields(
                     "failed",
                     &[
                         ("path", "todos:list"),
