@@ -5,28 +5,16 @@
 //! bad body is `400` naming the field; a server without a secret refuses
 //! every webhook with `503`.
 
-mod support;
-
-use std::net::SocketAddr;
-
 use livebase_functions::http::{WebhookSecret, SIGNATURE_HEADER};
-use livebase_runtime::server::{serve, ServerOptions};
+use livebase_testkit::http::{http, http_json, HttpResponse};
+use livebase_testkit::{Outcome, TestServer, User};
 use serde_json::{json, Value as Json};
-use support::{http, http_with_headers, Outcome, Reply, TestServer, User};
 
 const SECRET: &str = "whsec-test-0123456789";
 
+/// The application of `functions/` with `secret` as its webhook secret.
 async fn start(secret: Option<WebhookSecret>) -> TestServer {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let options = ServerOptions {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: dir.path().to_path_buf(),
-        ..ServerOptions::default()
-    };
-    let server = serve(livebase_functions::app_with_webhook_secret(secret), options)
-        .await
-        .expect("server starts");
-    TestServer { server, dir }
+    TestServer::start(livebase_functions::app_with_webhook_secret(secret)).await
 }
 
 fn ok(outcome: Outcome) -> Json {
@@ -34,17 +22,18 @@ fn ok(outcome: Outcome) -> Json {
 }
 
 /// `POST /webhooks/items` with `body` and, if given, the signature header.
-async fn webhook(t: &TestServer, body: &Json, signature: Option<&str>) -> Reply {
+async fn webhook(t: &TestServer, body: &Json, signature: Option<&str>) -> HttpResponse {
     let headers: Vec<(&str, &str)> = signature
         .map(|s| vec![(SIGNATURE_HEADER, s)])
         .unwrap_or_default();
-    http_with_headers(
+    // The kit sends `body.to_string()`: the text `sign` signs.
+    http_json(
         t.addr(),
         "POST",
         "/webhooks/items",
         None,
         &headers,
-        Some(body.clone()),
+        Some(body),
     )
     .await
 }
@@ -97,10 +86,10 @@ async fn items_seen_by(t: &TestServer, user: &User, org: &str) -> Vec<Json> {
 async fn the_public_page_answers_without_sign_in() {
     let t = start(None).await;
     let (_org, ..) = acme(&t).await;
-    let reply = http(t.addr(), "GET", "/public/organizations/acme", None, None).await;
+    let reply = http(t.addr(), "GET", "/public/organizations/acme", &[], b"").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.body, json!({"name": "Acme Inc", "members": 3}));
-    let unknown = http(t.addr(), "GET", "/public/organizations/nope", None, None).await;
+    let unknown = http(t.addr(), "GET", "/public/organizations/nope", &[], b"").await;
     assert_eq!(unknown.status, 404, "{}", unknown.body);
     assert_eq!(unknown.body["code"], "NOT_FOUND");
 }
