@@ -23,6 +23,7 @@ pub mod readset;
 pub mod registry;
 pub mod scheduler;
 pub mod server;
+pub mod storage;
 pub mod store;
 pub mod subscriptions;
 pub mod system;
