@@ -10,6 +10,7 @@
 
 pub mod emails;
 pub mod features;
+pub mod files;
 pub mod items;
 pub mod organizations;
 pub mod shared;
@@ -39,5 +40,6 @@ pub fn app() -> Registry {
     todos::register(&mut app);
     user_profiles::register(&mut app);
     emails::register(&mut app);
+    files::register(&mut app);
     app
 }
