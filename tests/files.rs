@@ -181,13 +181,9 @@ async fn upload_ok(t: &TestServer, user: &User, content_type: &str, bytes: &[u8]
 
 async fn signed_up_with_profile(t: &TestServer, email: &str) -> User {
     let user = t.sign_up(email, "Ada").await;
-    t.mutation(
-        "userProfiles:upsert",
-        &user,
-        json!({"displayName": "Ada"}),
-    )
-    .await
-    .expect("a profile");
+    t.mutation("userProfiles:upsert", &user, json!({"displayName": "Ada"}))
+        .await
+        .expect("a profile");
     user
 }
 
@@ -294,9 +290,21 @@ async fn active_content_is_served_as_an_attachment() {
             .expect("the profile");
         let reply = get(t.addr(), profile["avatarUrl"].as_str().unwrap(), &[]).await;
         assert_eq!(reply.status, 200, "{kind}");
-        assert_eq!(reply.header("content-disposition"), Some("attachment"), "{kind}");
-        assert_eq!(reply.header("content-security-policy"), Some("sandbox"), "{kind}");
-        assert_eq!(reply.header("x-content-type-options"), Some("nosniff"), "{kind}");
+        assert_eq!(
+            reply.header("content-disposition"),
+            Some("attachment"),
+            "{kind}"
+        );
+        assert_eq!(
+            reply.header("content-security-policy"),
+            Some("sandbox"),
+            "{kind}"
+        );
+        assert_eq!(
+            reply.header("x-content-type-options"),
+            Some("nosniff"),
+            "{kind}"
+        );
     }
 }
 

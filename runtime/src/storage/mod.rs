@@ -91,7 +91,8 @@ pub fn with_storage_tables(schema: Schema) -> Schema {
                 ("userId", v::optional(v::string())),
                 ("expiresAt", v::float64()),
             ])
-            .index("by_token", ["tokenHash"]),
+            .index("by_token", ["tokenHash"])
+            .index("by_expiry", ["expiresAt"]),
         )
         .system_table(STORAGE_DELETIONS, define_table([("sha256", v::string())]))
 }
@@ -604,6 +605,7 @@ impl Files {
                 _ = files.sweep() => {}
                 _ = shutdown.recv() => return,
             }
+            let mut purge = tokio::time::interval(UPLOAD_URL_LIFETIME);
             loop {
                 tokio::select! {
                     _ = files.collect_deleted() => {}
@@ -611,6 +613,12 @@ impl Files {
                 }
                 tokio::select! {
                     _ = files.inner.wake.notified() => {}
+                    _ = purge.tick() => {
+                        tokio::select! {
+                            _ = files.purge_expired_tokens() => {}
+                            _ = shutdown.recv() => return,
+                        }
+                    }
                     _ = shutdown.recv() => return,
                 }
             }
@@ -627,6 +635,42 @@ impl Files {
                 }
             }
             Err(e) => tracing::warn!(target: "livebase::storage", "listing blobs: {e}"),
+        }
+    }
+
+    /// Deletes upload tokens past their expiry (a URL asked for and never
+    /// used), a batch per transaction.
+    async fn purge_expired_tokens(&self) {
+        loop {
+            let now = now_ms();
+            let purged = self
+                .inner
+                .db
+                .mutate(move |tx| {
+                    let expired = tx
+                        .query(STORAGE_UPLOADS)
+                        .with_index("by_expiry", |r| r.lt("expiresAt", now))
+                        .take(COLLECT_BATCH)?;
+                    for row in &expired {
+                        if let Some(id) = row
+                            .get("_id")
+                            .and_then(Value::as_str)
+                            .and_then(DocumentId::parse)
+                        {
+                            tx.delete(&id)?;
+                        }
+                    }
+                    Ok(expired.len())
+                })
+                .await;
+            match purged {
+                Ok(c) if c.value == COLLECT_BATCH => continue,
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(target: "livebase::storage", "purging expired upload tokens: {e}");
+                    return;
+                }
+            }
         }
     }
 

@@ -50,7 +50,9 @@ pub fn set_avatar(ctx: &mut MutationCtx, user_id: &DocumentId, avatar: &Document
     let profile = get_profile(&mut Reader::new(ctx.db), user_id)?
         .ok_or_else(|| Error::not_found("make a profile first (userProfiles:upsert)"))?;
     if ctx.storage().get_metadata(avatar)?.is_none() {
-        return Err(Error::not_found(format!("there is no stored file {avatar}")));
+        return Err(Error::not_found(format!(
+            "there is no stored file {avatar}"
+        )));
     }
     let id = profile_id(&profile)?;
     let holders = ctx
