@@ -476,3 +476,126 @@ async fn bytes_two_files_share_stay_until_neither_is_left() {
         .await;
     assert_eq!(code(&taken), "FORBIDDEN");
 }
+
+#[tokio::test]
+async fn an_action_stores_bytes_and_reads_them_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut app = livebase_functions::app();
+    app.action("fileTest:roundTrip", [], |ctx, _args| async move {
+        let files = ctx.storage()?;
+        let id = files
+            .store(b"made by an action".to_vec(), Some("text/plain".into()))
+            .await?;
+        let read = files.get(&id).await?.expect("the file just stored");
+        Ok(json_value(&id, read))
+    });
+    fn json_value(
+        id: &livebase_schema::DocumentId,
+        read: livebase_runtime::storage::FileBytes,
+    ) -> livebase_schema::Value {
+        livebase_schema::obj! {
+            "id" => id.as_str(),
+            "text" => String::from_utf8(read.bytes).expect("utf-8"),
+            "contentType" => read.content_type.unwrap_or_default(),
+        }
+    }
+    let options = ServerOptions {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: dir.path().to_path_buf(),
+        ..ServerOptions::default()
+    };
+    let server = serve(app, options).await.expect("server starts");
+    let t = TestServer { server, dir };
+    let value = t
+        .call("action", "fileTest:roundTrip", None, json!({}))
+        .await
+        .expect("the action runs");
+    assert_eq!(value["text"], json!("made by an action"));
+    assert_eq!(value["contentType"], json!("text/plain"));
+    let rows = t.rows(STORAGE).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["_id"], value["id"]);
+    assert_eq!(files_on_disk(t.data_dir()).len(), 1);
+}
+
+#[tokio::test]
+async fn uploads_count_against_their_uploaders_calls_in_flight() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = ServerOptions {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: dir.path().to_path_buf(),
+        edge: EdgeOptions {
+            max_calls_in_flight_per_caller: 1,
+            ..EdgeOptions::default()
+        },
+        ..ServerOptions::default()
+    };
+    let server = serve(livebase_functions::app(), options)
+        .await
+        .expect("server starts");
+    let t = TestServer { server, dir };
+    let ada = signed_up_with_profile(&t, "ada@example.com").await;
+    let (first, second) = (upload_url(&t, &ada).await, upload_url(&t, &ada).await);
+    // The first upload stalls mid-body, holding Ada's one call.
+    let mut stalled = TcpStream::connect(t.addr()).await.expect("connects");
+    let head = format!(
+        "POST {first} HTTP/1.1\r\nHost: {}\r\nContent-Length: 1000\r\n\r\n",
+        t.addr()
+    );
+    stalled.write_all(head.as_bytes()).await.expect("sends");
+    stalled.write_all(&[0u8; 10]).await.expect("sends");
+    eventually("the first upload has begun", || {
+        !files_on_disk(t.data_dir()).is_empty()
+    })
+    .await;
+    let refused = upload(&t, &second, "text/plain", b"second").await;
+    assert_eq!(refused.status, 429, "{}", refused.json());
+    drop(stalled);
+    eventually("the stalled upload is gone", || {
+        files_on_disk(t.data_dir()).is_empty()
+    })
+    .await;
+    // Its slot given back (the handler has ended), the same URL works.
+    let mut reply = upload(&t, &second, "text/plain", b"second").await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while reply.status == 429 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        reply = upload(&t, &second, "text/plain", b"second").await;
+    }
+    assert_eq!(reply.status, 200, "{}", reply.json());
+}
+
+#[tokio::test]
+async fn a_restart_removes_half_written_and_unnamed_blobs_and_keeps_the_rest() {
+    let t = TestServer::start().await;
+    let ada = signed_up_with_profile(&t, "ada@example.com").await;
+    let kept = b"a file with a row";
+    upload_ok(&t, &ada, "text/plain", kept).await;
+    let TestServer { server, dir } = t;
+    server.shutdown().await;
+
+    // What a crash could leave: a temporary file, and a blob whose row
+    // never committed.
+    let files = dir.path().join("files");
+    std::fs::write(files.join("tmp").join("0123abcd"), b"half").unwrap();
+    let orphan = hex_sha256(b"no row names me");
+    std::fs::create_dir_all(files.join(&orphan[..2])).unwrap();
+    std::fs::write(files.join(&orphan[..2]).join(&orphan), b"no row names me").unwrap();
+    assert_eq!(files_on_disk(dir.path()).len(), 3);
+
+    let options = ServerOptions {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: dir.path().to_path_buf(),
+        ..ServerOptions::default()
+    };
+    let server = serve(livebase_functions::app(), options)
+        .await
+        .expect("server restarts");
+    let t = TestServer { server, dir };
+    let kept_hash = hex_sha256(kept);
+    eventually("only the file with a row is left", || {
+        let files = files_on_disk(t.data_dir());
+        files.len() == 1 && files[0].ends_with(&kept_hash)
+    })
+    .await;
+}
