@@ -45,7 +45,8 @@ use crate::storage::{storage_id, BlobHash, BlobReader, Files, UrlKey};
 pub const MIN_UPLOAD_RATE: u64 = 64 * 1024;
 /// Longest `Content-Type` kept with a file.
 const MAX_CONTENT_TYPE_LEN: usize = 255;
-/// Bytes read from a blob per chunk of a response.
+/// Bytes read from a blob per chunk of a response, and written to one at
+/// least per write of an upload.
 const CHUNK: usize = 64 * 1024;
 
 /// The file routes, over `state`.
@@ -146,6 +147,8 @@ async fn upload(
     };
     // Dropping `writer` on any early return removes what it wrote.
     let mut stream = body.into_data_stream();
+    // Small network chunks are gathered into writes of at least CHUNK bytes.
+    let mut pending = Vec::with_capacity(CHUNK);
     loop {
         let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
             Err(_) => {
@@ -155,7 +158,15 @@ async fn upload(
                     "the file did not arrive in time".into(),
                 )
             }
-            Ok(None) => break,
+            Ok(None) => {
+                if !pending.is_empty() {
+                    writer = match files.write(writer, Bytes::from(pending)).await {
+                        Ok(w) => w,
+                        Err(e) => return error_response(e, PATH),
+                    };
+                }
+                break;
+            }
             Ok(Some(Err(e))) => {
                 return refuse_body(
                     StatusCode::BAD_REQUEST,
@@ -165,13 +176,17 @@ async fn upload(
             }
             Ok(Some(Ok(chunk))) => chunk,
         };
-        if writer.size() + chunk.len() as u64 > max {
+        if writer.size() + (pending.len() + chunk.len()) as u64 > max {
             return too_large();
         }
-        writer = match files.write(writer, chunk).await {
-            Ok(w) => w,
-            Err(e) => return error_response(e, PATH),
-        };
+        pending.extend_from_slice(&chunk);
+        if pending.len() >= CHUNK {
+            let full = std::mem::replace(&mut pending, Vec::with_capacity(CHUNK));
+            writer = match files.write(writer, Bytes::from(full)).await {
+                Ok(w) => w,
+                Err(e) => return error_response(e, PATH),
+            };
+        }
     }
     let committed = files
         .commit(writer, content_type, move |tx| {
@@ -398,33 +413,27 @@ async fn download(
     (status, out, stream(reader)).into_response()
 }
 
-/// A blob's bytes as a response body, read on a blocking thread a chunk at
-/// a time (a slow client holds at most a few chunks in memory).
-fn stream(mut reader: BlobReader) -> Body {
-    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            match io::Read::read(&mut reader, &mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if tx
-                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    break;
-                }
-            }
+/// A blob's bytes as a response body, read a chunk at a time on a blocking
+/// thread that is let go between chunks: a slow client holds its reader and
+/// one chunk, never a thread.
+fn stream(reader: BlobReader) -> Body {
+    let chunks = futures::stream::unfold(Some(reader), |reader| async move {
+        let mut reader = reader?;
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; CHUNK];
+            let n = io::Read::read(&mut reader, &mut buf)?;
+            buf.truncate(n);
+            Ok::<_, io::Error>((buf, reader))
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)));
+        match read {
+            Ok((buf, _)) if buf.is_empty() => None,
+            Ok((buf, reader)) => Some((Ok(Bytes::from(buf)), Some(reader))),
+            Err(e) => Some((Err(e), None)),
         }
     });
-    Body::from_stream(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    }))
+    Body::from_stream(chunks)
 }
 
 #[cfg(test)]
