@@ -282,6 +282,24 @@ mod tests {
     }
 
     #[test]
+    fn the_data_folder_store_passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::storage::conformance::run(&DirBlobStore::open(dir.path()).unwrap());
+        assert!(files_in(&dir.path().join(FILES_DIR))
+            .iter()
+            .all(|f| f.starts_with(dir.path().join(FILES_DIR).join("e3"))));
+    }
+
+    #[test]
+    fn a_temporary_file_a_crash_left_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirBlobStore::open(dir.path()).unwrap();
+        fs::write(dir.path().join(FILES_DIR).join(TEMP_DIR).join("x"), b"half").unwrap();
+        assert_eq!(store.remove_temporary().unwrap(), 1);
+        assert!(files_in(&dir.path().join(FILES_DIR)).is_empty());
+    }
+
+    #[test]
     fn a_finished_blob_is_at_its_hash_and_reads_back_in_ranges() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirBlobStore::open(dir.path()).unwrap();

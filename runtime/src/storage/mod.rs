@@ -31,6 +31,8 @@
 //! store's own answer.
 
 pub mod blobs;
+#[cfg(test)]
+pub(crate) mod conformance;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
