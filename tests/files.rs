@@ -599,3 +599,51 @@ async fn a_restart_removes_half_written_and_unnamed_blobs_and_keeps_the_rest() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_expired_upload_url_is_refused_and_purged() {
+    use livebase_runtime::storage::{token_hash, STORAGE_UPLOADS};
+    let t = TestServer::start().await;
+    let expired = "an-expired-token";
+    let hash = token_hash(expired);
+    t.server
+        .state
+        .executor
+        .database()
+        .mutate(move |tx| {
+            tx.insert(
+                STORAGE_UPLOADS,
+                livebase_schema::obj! { "tokenHash" => hash, "expiresAt" => 1.0 },
+            )
+        })
+        .await
+        .expect("a token row");
+    let reply = upload(
+        &t,
+        &format!("/api/storage/upload?token={expired}"),
+        "text/plain",
+        b"too late",
+    )
+    .await;
+    assert_eq!(reply.status, 403, "{}", reply.json());
+    assert!(files_on_disk(t.data_dir()).is_empty());
+    assert_eq!(t.rows(STORAGE_UPLOADS).await.len(), 1);
+
+    // The purge runs at start (and hourly).
+    let TestServer { server, dir } = t;
+    server.shutdown().await;
+    let options = ServerOptions {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: dir.path().to_path_buf(),
+        ..ServerOptions::default()
+    };
+    let server = serve(livebase_functions::app(), options)
+        .await
+        .expect("server restarts");
+    let t = TestServer { server, dir };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !t.rows(STORAGE_UPLOADS).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never purged");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
