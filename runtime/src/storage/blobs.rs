@@ -282,15 +282,6 @@ mod tests {
     }
 
     #[test]
-    fn the_data_folder_store_passes_the_conformance_suite() {
-        let dir = tempfile::tempdir().unwrap();
-        crate::storage::conformance::run(&DirBlobStore::open(dir.path()).unwrap());
-        assert!(files_in(&dir.path().join(FILES_DIR))
-            .iter()
-            .all(|f| f.starts_with(dir.path().join(FILES_DIR).join("e3"))));
-    }
-
-    #[test]
     fn a_temporary_file_a_crash_left_is_removed() {
         let dir = tempfile::tempdir().unwrap();
         let store = DirBlobStore::open(dir.path()).unwrap();

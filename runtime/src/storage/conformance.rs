@@ -4,7 +4,7 @@
 
 use std::io::Read;
 
-use super::blobs::{BlobHash, BlobStore};
+use super::blobs::{self, BlobHash, BlobStore};
 
 fn read_all(store: &dyn BlobStore, hash: &BlobHash, start: u64, end: u64) -> Option<Vec<u8>> {
     let mut reader = store.read(hash, start, end).unwrap()?;
@@ -67,4 +67,19 @@ pub fn run(store: &dyn BlobStore) {
         read_all(store, &empty.sha256, 0, 0).as_deref(),
         Some(&b""[..])
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::blobs::{DirBlobStore, FILES_DIR};
+
+    #[test]
+    fn the_data_folder_store_passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        super::run(&DirBlobStore::open(dir.path()).unwrap());
+        // Only the empty blob (sha256 e3b0…) is left, temporary files none.
+        let files = dir.path().join(FILES_DIR);
+        assert_eq!(std::fs::read_dir(files.join("tmp")).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(files.join("e3")).unwrap().count(), 1);
+    }
 }
