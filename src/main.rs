@@ -198,6 +198,7 @@ async fn run(args: ServeArgs, dev: bool) -> Result<(), livebase_runtime::Error> 
             max_upload_bytes: args.max_upload_bytes,
             ..EdgeOptions::default()
         },
+        ..ServerOptions::default()
     };
     let signal = shutdown_signal()?;
     let server = serve(livebase_functions::app(), options).await?;

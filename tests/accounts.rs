@@ -13,51 +13,40 @@ mod support;
 use std::time::Duration;
 
 use livebase_runtime::email::MailOptions;
-use livebase_runtime::server::{serve, ServerOptions};
+use livebase_testkit::mail::{link_in, path_of};
+use livebase_testkit::server::code;
+use livebase_testkit::{
+    error_code, eventually, HttpResponse, TestServer, User, PASSWORD, PATIENCE,
+};
 use serde_json::{json, Value as Json};
 use smtp::{Received, SmtpSink};
-use support::{
-    code, error_code, link_in, path_of, Reply, TestServer, User, Ws, PASSWORD, PATIENCE,
-};
 
 /// The application's server, mailing through `sink`.
 async fn start(sink: &SmtpSink) -> TestServer {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let options = ServerOptions {
-        data_dir: dir.path().to_path_buf(),
-        mail: MailOptions {
+    TestServer::start_tuned(livebase_functions::app(), |o| {
+        o.mail = MailOptions {
             smtp: Some(sink.url()),
             ..MailOptions::default()
-        },
-        ..ServerOptions::default()
-    };
-    let server = serve(livebase_functions::app(), options)
-        .await
-        .expect("the server starts");
-    TestServer { server, dir }
+        };
+    })
+    .await
 }
 
 /// Waits for the newest mail to `to` with `subject` that arrived after the
 /// first `skip` mails (any recipient).
 async fn mail_to(sink: &SmtpSink, to: &str, subject: &str, skip: usize) -> Received {
-    let started = std::time::Instant::now();
-    loop {
-        let found = sink
-            .received()
-            .into_iter()
+    let what = format!("a mail to {to} with subject {subject:?}");
+    eventually(&what, PATIENCE, || async {
+        let received = sink.received();
+        received
+            .iter()
             .skip(skip)
             .rev()
-            .find(|m| m.rcpt_tos == [to] && m.subject == subject);
-        if let Some(mail) = found {
-            return mail;
-        }
-        assert!(
-            started.elapsed() < PATIENCE,
-            "no mail to {to} with subject {subject:?}: {:#?}",
-            sink.received()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .find(|m| m.rcpt_tos == [to] && m.subject == subject)
+            .cloned()
+            .ok_or_else(|| format!("{received:#?}"))
+    })
+    .await
 }
 
 /// The link in a mail's text part that contains `marker`.
@@ -66,7 +55,7 @@ fn link(mail: &Received, marker: &str) -> String {
 }
 
 /// Follows the verification link of the newest verification mail to `to`.
-async fn follow_verification(t: &TestServer, sink: &SmtpSink, to: &str) -> Reply {
+async fn follow_verification(t: &TestServer, sink: &SmtpSink, to: &str) -> HttpResponse {
     let mail = mail_to(sink, to, "Confirm your email address", 0).await;
     t.get(&path_of(&link(&mail, "/api/auth/verify-email?")), None)
         .await
@@ -79,11 +68,11 @@ async fn sign_up_verified(t: &TestServer, sink: &SmtpSink, email: &str, name: &s
     user
 }
 
-fn ok(outcome: support::Outcome) -> Json {
+fn ok(outcome: livebase_testkit::Outcome) -> Json {
     outcome.unwrap_or_else(|f| panic!("expected success, got {f:?}"))
 }
 
-fn token_of(reply: &Reply) -> String {
+fn token_of(reply: &HttpResponse) -> String {
     reply.body["token"]
         .as_str()
         .unwrap_or_else(|| panic!("a token in {}", reply.body))
@@ -316,9 +305,9 @@ async fn a_reset_link_sets_a_new_password_and_ends_every_session_live_ones_inclu
     let t = start(&sink).await;
     let ada = sign_up_verified(&t, &sink, "ada@example.com", "Ada").await;
     let second = token_of(&t.sign_in("ada@example.com", PASSWORD).await);
-    let mut ws = Ws::connect(t.addr()).await;
+    let mut ws = t.client().await;
     ws.authenticate(&second).await;
-    ws.subscribe(1, "organizations:listMine", json!({})).await;
+    ws.add_query(1, "organizations:listMine", json!({})).await;
     assert_eq!(ws.next_result(1).await, Ok(json!([])));
 
     let before = sink.received().len();
@@ -366,7 +355,7 @@ async fn a_reset_link_sets_a_new_password_and_ends_every_session_live_ones_inclu
     // Every session ended at once: the live subscription fails, both tokens
     // are refused.
     let failed = ws.next_result(1).await.expect_err("the session ended");
-    assert_eq!(error_code(&failed), "UNAUTHENTICATED");
+    assert_eq!(error_code(&failed), Some("UNAUTHENTICATED"));
     for token in [&ada.token, &second] {
         assert_eq!(
             t.get("/api/auth/get-session", Some(token)).await.status,
@@ -390,7 +379,7 @@ async fn a_reset_link_sets_a_new_password_and_ends_every_session_live_ones_inclu
     assert_eq!(reused.status, 400, "single use: {}", reused.body);
     assert_eq!(reused.body["code"], "INVALID_TOKEN");
     // Only the hash of a token is stored.
-    let stored = t.rows("_auth_tokens").await;
+    let stored = t.rows_json("_auth_tokens").await;
     assert!(
         !stored.iter().any(|r| r.to_string().contains(token)),
         "{stored:?}"
@@ -403,7 +392,13 @@ async fn changing_the_password_needs_the_current_one_and_can_end_other_sessions(
     let t = start(&sink).await;
     let ada = t.sign_up("ada@example.com", "Ada").await;
     let other = token_of(&t.sign_in("ada@example.com", PASSWORD).await);
-    async fn change(t: &TestServer, token: &str, current: &str, new: &str, revoke: bool) -> Reply {
+    async fn change(
+        t: &TestServer,
+        token: &str,
+        current: &str,
+        new: &str,
+        revoke: bool,
+    ) -> HttpResponse {
         t.post(
             "/api/auth/change-password",
             Some(token),
@@ -474,9 +469,9 @@ async fn sessions_are_listed_and_revoked_by_their_owner_only() {
         .expect("the other session");
     assert!(laptop_session["expiresAt"].as_f64().unwrap_or(0.0) > 0.0);
 
-    let mut ws = Ws::connect(t.addr()).await;
+    let mut ws = t.client().await;
     ws.authenticate(&laptop).await;
-    ws.subscribe(1, "organizations:listMine", json!({})).await;
+    ws.add_query(1, "organizations:listMine", json!({})).await;
     assert_eq!(ws.next_result(1).await, Ok(json!([])));
 
     // Bob cannot revoke Ada's session, by id or by token.
@@ -506,7 +501,7 @@ async fn sessions_are_listed_and_revoked_by_their_owner_only() {
         .await;
     assert_eq!(revoked.status, 200, "{}", revoked.body);
     let failed = ws.next_result(1).await.expect_err("the session ended");
-    assert_eq!(error_code(&failed), "UNAUTHENTICATED");
+    assert_eq!(error_code(&failed), Some("UNAUTHENTICATED"));
     assert_eq!(
         t.get("/api/auth/get-session", Some(&laptop)).await.status,
         401
@@ -572,7 +567,7 @@ async fn statuses(t: &TestServer, n: usize, path: &str, body: impl Fn(usize) -> 
     out
 }
 
-fn assert_refused_with_retry_after(reply: &Reply, what: &str) {
+fn assert_refused_with_retry_after(reply: &HttpResponse, what: &str) {
     assert_eq!(reply.status, 429, "{what}: {}", reply.body);
     let seconds: u64 = reply
         .header("retry-after")
@@ -586,7 +581,7 @@ async fn every_auth_limit_refuses_with_429_and_retry_after() {
     use livebase_runtime::auth::limits::{
         MAIL_PER_ADDRESS, MAIL_PER_IP, SIGN_IN_PER_IP, SIGN_UP_PER_ADDRESS, SIGN_UP_PER_IP,
     };
-    let t = TestServer::start().await;
+    let t = support::start().await;
 
     // Sign-up per address: a taken address answers 422 only so often.
     t.sign_up("taken@example.com", "Taken").await;
@@ -677,14 +672,19 @@ async fn invitations_are_limited_per_organization_and_address_without_blocking_o
     use livebase_functions::features::organizations::logic::{
         MAX_INVITATIONS_PER_ADDRESS, MAX_INVITATIONS_PER_ORGANIZATION,
     };
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let ada = t.sign_up("ada@example.com", "Ada").await;
     let bob = t.sign_up("bob@example.com", "Bob").await;
     async fn create(t: &TestServer, user: &User, slug: &str) -> Json {
         let args = json!({"name": slug, "slug": slug});
         ok(t.mutation("organizations:create", user, args).await)
     }
-    async fn invite(t: &TestServer, user: &User, org: &Json, email: &str) -> support::Outcome {
+    async fn invite(
+        t: &TestServer,
+        user: &User,
+        org: &Json,
+        email: &str,
+    ) -> livebase_testkit::Outcome {
         let args = json!({"organizationId": org, "email": email, "role": "member"});
         t.mutation("organizations:invite", user, args).await
     }
@@ -722,7 +722,7 @@ async fn a_session_that_expires_ends_its_live_queries_without_any_write() {
     use livebase_schema::obj;
     use std::time::{SystemTime, UNIX_EPOCH};
 
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let ada = t.sign_up("ada@example.com", "Ada").await;
     // A session that ends in about a second, and a token for it signed with
     // the server's own key.
@@ -753,13 +753,13 @@ async fn a_session_that_expires_ends_its_live_queries_without_any_write() {
         })
         .expect("signs");
 
-    let mut ws = Ws::connect(t.addr()).await;
+    let mut ws = t.client().await;
     ws.authenticate(&token).await;
-    ws.subscribe(1, "organizations:listMine", json!({})).await;
+    ws.add_query(1, "organizations:listMine", json!({})).await;
     assert_eq!(ws.next_result(1).await, Ok(json!([])));
     // Nothing is written from here on; the next result is the session's end.
     let ended = ws.next_result(1).await.expect_err("the session expired");
-    assert_eq!(error_code(&ended), "UNAUTHENTICATED");
+    assert_eq!(error_code(&ended), Some("UNAUTHENTICATED"));
     assert_eq!(
         t.get("/api/auth/get-session", Some(&token)).await.status,
         401
@@ -776,18 +776,18 @@ async fn a_session_that_expires_ends_its_live_queries_without_any_write() {
 #[tokio::test]
 async fn clients_behind_a_local_proxy_are_limited_each_on_their_own() {
     use livebase_runtime::auth::limits::MAIL_PER_IP;
-    let t = TestServer::start().await;
+    let t = support::start().await;
     // A reverse proxy on this machine says whom it forwards for.
     let ask = |client: &'static str, n: usize| {
         let t = &t;
         async move {
-            support::http_with_headers(
+            livebase_testkit::http::http_json(
                 t.addr(),
                 "POST",
                 "/api/auth/send-verification-email",
                 None,
                 &[("X-Forwarded-For", client)],
-                Some(json!({"email": format!("someone{n}@example.com")})),
+                Some(&json!({"email": format!("someone{n}@example.com")})),
             )
             .await
         }
@@ -818,7 +818,7 @@ async fn a_sent_mail_job_no_longer_holds_its_link() {
         .to_string();
     let started = std::time::Instant::now();
     let job = loop {
-        let jobs = t.rows("_scheduled_functions").await;
+        let jobs = t.rows_json("_scheduled_functions").await;
         let job = jobs
             .into_iter()
             .find(|j| j["name"] == "emails:send" && j["args"]["template"] == "verify-email")
@@ -835,7 +835,7 @@ async fn a_sent_mail_job_no_longer_holds_its_link() {
     assert_eq!(job["args"]["to"], "ada@example.com");
     assert_eq!(job["args"]["data"]["name"], "Ada");
     assert!(job["args"]["data"].get("url").is_none(), "{job:#}");
-    let everything = serde_json::to_string(&t.rows("_scheduled_functions").await).unwrap();
+    let everything = serde_json::to_string(&t.rows_json("_scheduled_functions").await).unwrap();
     assert!(!everything.contains(&token), "{everything}");
     // The link itself still works: the token's hash is what the store keeps.
     let followed = t.get(&path_of(&url), None).await;

@@ -1,5 +1,5 @@
 //! Users and sessions end to end, over real sockets: the `/api/auth/*`
-//! endpoints with APP.md's status codes, the one 401 for a wrong password and
+//! endpoints with `docs/reference/app.md`'s status codes, the one 401 for a wrong password and
 //! an unknown email, sign-in throttling, tokens that are forged, expired or
 //! revoked — refused by HTTP calls, `get-session` and the WebSocket alike —
 //! and a sign-out that fails a live subscription at once.
@@ -9,8 +9,9 @@ mod support;
 use livebase_runtime::auth::limits::SIGN_IN_PER_ADDRESS;
 use livebase_runtime::auth::tokens::{Claims, TokenKeys, SECRET_FILE};
 use livebase_schema::protocol::ServerMessage;
+use livebase_testkit::server::code;
+use livebase_testkit::{error_code, PASSWORD};
 use serde_json::json;
-use support::{code, error_code, TestServer, Ws, PASSWORD};
 
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
@@ -21,7 +22,7 @@ fn now_secs() -> u64 {
 
 #[tokio::test]
 async fn sign_up_sign_in_and_get_session_agree_on_the_user() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let up = t
         .post(
             "/api/auth/sign-up/email",
@@ -58,7 +59,7 @@ async fn sign_up_sign_in_and_get_session_agree_on_the_user() {
 
 #[tokio::test]
 async fn sign_up_refuses_bad_input_with_400_and_a_taken_email_with_422() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let sign_up = |email: &'static str, password: &'static str, name: &'static str| {
         t.post(
             "/api/auth/sign-up/email",
@@ -85,12 +86,12 @@ async fn sign_up_refuses_bad_input_with_400_and_a_taken_email_with_422() {
 
 #[tokio::test]
 async fn sign_up_records_the_verification_email_job() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     t.sign_up("ada@example.com", "Ada").await;
     // The app's crons have jobs of their own; the verification mail is the
     // one email job.
     let jobs: Vec<_> = t
-        .rows("_scheduled_functions")
+        .rows_json("_scheduled_functions")
         .await
         .into_iter()
         .filter(|j| j["name"] == "emails:send")
@@ -116,7 +117,7 @@ async fn sign_up_records_the_verification_email_job() {
 
 #[tokio::test]
 async fn a_wrong_password_and_an_unknown_email_get_the_same_401() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     t.sign_up("ada@example.com", "Ada").await;
     let wrong_password = t.sign_in("ada@example.com", "not the password").await;
     let unknown_email = t.sign_in("nobody@example.com", PASSWORD).await;
@@ -129,7 +130,7 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_401() {
 #[tokio::test]
 async fn repeated_failed_sign_ins_are_refused_with_429_and_retry_after() {
     const MAX_ATTEMPTS: u32 = SIGN_IN_PER_ADDRESS.burst;
-    let t = TestServer::start().await;
+    let t = support::start().await;
     t.sign_up("ada@example.com", "Ada").await;
     t.sign_up("bob@example.com", "Bob").await;
     for attempt in 0..MAX_ATTEMPTS {
@@ -157,7 +158,7 @@ async fn repeated_failed_sign_ins_are_refused_with_429_and_retry_after() {
 
 #[tokio::test]
 async fn forged_expired_and_revoked_tokens_are_refused_everywhere() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let ada = t.sign_up("ada@example.com", "Ada").await;
     let session = t.get("/api/auth/get-session", Some(&ada.token)).await;
     let sid = session.body["session"]["id"]
@@ -197,7 +198,7 @@ async fn forged_expired_and_revoked_tokens_are_refused_everywhere() {
             .call("query", "userProfiles:get", Some(token), json!({}))
             .await;
         assert_eq!(code(&call), "UNAUTHENTICATED", "{name} HTTP call");
-        let mut ws = Ws::connect(t.addr()).await;
+        let mut ws = t.client().await;
         assert!(
             matches!(
                 ws.authenticate(token).await,
@@ -221,7 +222,7 @@ async fn forged_expired_and_revoked_tokens_are_refused_everywhere() {
             .call("query", "userProfiles:get", Some(token), json!({}))
             .await;
         assert_eq!(code(&call), "UNAUTHENTICATED");
-        let mut ws = Ws::connect(t.addr()).await;
+        let mut ws = t.client().await;
         assert!(matches!(
             ws.authenticate(token).await,
             ServerMessage::AuthError { .. }
@@ -232,7 +233,7 @@ async fn forged_expired_and_revoked_tokens_are_refused_everywhere() {
 
 #[tokio::test]
 async fn signing_out_fails_the_live_subscriptions_of_that_session_only() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let ada = t.sign_up("ada@example.com", "Ada").await;
     let other_session = t.sign_in("ada@example.com", PASSWORD).await;
     let other_token = other_session.body["token"]
@@ -240,22 +241,22 @@ async fn signing_out_fails_the_live_subscriptions_of_that_session_only() {
         .expect("token")
         .to_string();
 
-    let mut ws = Ws::connect(t.addr()).await;
+    let mut ws = t.client().await;
     assert!(matches!(
         ws.authenticate(&ada.token).await,
         ServerMessage::Transition { .. }
     ));
-    ws.subscribe(1, "userProfiles:get", json!({})).await;
-    ws.subscribe(2, "organizations:listMine", json!({})).await;
+    ws.add_query(1, "userProfiles:get", json!({})).await;
+    ws.add_query(2, "organizations:listMine", json!({})).await;
     assert_eq!(ws.next_result(1).await, Ok(json!(null)));
     assert_eq!(ws.next_result(2).await, Ok(json!([])));
 
-    let mut other = Ws::connect(t.addr()).await;
+    let mut other = t.client().await;
     assert!(matches!(
         other.authenticate(&other_token).await,
         ServerMessage::Transition { .. }
     ));
-    other.subscribe(1, "userProfiles:get", json!({})).await;
+    other.add_query(1, "userProfiles:get", json!({})).await;
     assert_eq!(other.next_result(1).await, Ok(json!(null)));
 
     let out = t
@@ -263,11 +264,11 @@ async fn signing_out_fails_the_live_subscriptions_of_that_session_only() {
         .await;
     assert_eq!(out.status, 200);
     let failed = ws.next_result(1).await.expect_err("the session ended");
-    assert_eq!(error_code(&failed), "UNAUTHENTICATED");
+    assert_eq!(error_code(&failed), Some("UNAUTHENTICATED"));
 
     // The other session of the same user is untouched: its next push is
     // the profile it writes, not a failure.
-    let other_user = support::User {
+    let other_user = livebase_testkit::User {
         id: ada.id.clone(),
         email: ada.email.clone(),
         token: other_token.clone(),
@@ -285,7 +286,7 @@ async fn signing_out_fails_the_live_subscriptions_of_that_session_only() {
 
 #[tokio::test]
 async fn the_signing_key_is_generated_private_in_the_data_folder() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let path = t.data_dir().join(SECRET_FILE);
     assert!(path.exists());
     #[cfg(unix)]
@@ -298,15 +299,15 @@ async fn the_signing_key_is_generated_private_in_the_data_folder() {
 
 #[tokio::test]
 async fn authenticating_re_runs_the_connections_queries_under_the_new_identity() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let ada = t.sign_up("ada@example.com", "Ada").await;
     t.mutation("userProfiles:upsert", &ada, json!({"displayName": "Ada"}))
         .await
         .expect("a profile");
-    let mut ws = Ws::connect(t.addr()).await;
-    ws.subscribe(1, "userProfiles:get", json!({})).await;
+    let mut ws = t.client().await;
+    ws.add_query(1, "userProfiles:get", json!({})).await;
     let anonymous = ws.next_result(1).await.expect_err("signed out");
-    assert_eq!(error_code(&anonymous), "UNAUTHENTICATED");
+    assert_eq!(error_code(&anonymous), Some("UNAUTHENTICATED"));
     assert!(matches!(
         ws.authenticate(&ada.token).await,
         ServerMessage::Transition { .. }
@@ -322,17 +323,17 @@ async fn authenticating_re_runs_the_connections_queries_under_the_new_identity()
 
 #[tokio::test]
 async fn a_refused_token_signs_the_connection_out() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let ada = t.sign_up("ada@example.com", "Ada").await;
     t.mutation("userProfiles:upsert", &ada, json!({"displayName": "Ada"}))
         .await
         .expect("a profile");
-    let mut ws = Ws::connect(t.addr()).await;
+    let mut ws = t.client().await;
     assert!(matches!(
         ws.authenticate(&ada.token).await,
         ServerMessage::Transition { .. }
     ));
-    ws.subscribe(1, "userProfiles:get", json!({})).await;
+    ws.add_query(1, "userProfiles:get", json!({})).await;
     let profile = ws.next_result(1).await.expect("signed in");
     assert_eq!(profile["displayName"], "Ada");
     // A failed Authenticate does not keep the previous identity: the query
@@ -342,7 +343,7 @@ async fn a_refused_token_signs_the_connection_out() {
         ServerMessage::AuthError { .. }
     ));
     let anonymous = ws.next_result(1).await.expect_err("signed out");
-    assert_eq!(error_code(&anonymous), "UNAUTHENTICATED");
+    assert_eq!(error_code(&anonymous), Some("UNAUTHENTICATED"));
     // The identity version did not move: the next Authenticate (from the
     // same base) is accepted and signs in again.
     assert!(matches!(

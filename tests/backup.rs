@@ -9,18 +9,16 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use livebase_runtime::auth::tokens::SECRET_FILE;
-use livebase_runtime::server::{serve, ServerOptions};
 use livebase_runtime::store::sqlite::{SqlitePersistence, DATABASE_FILE};
 use livebase_runtime::store::{Document, Persistence};
-use livebase_schema::obj;
+use livebase_schema::{obj, Value};
+use livebase_testkit::server::code;
+use livebase_testkit::{TestServer, User, PASSWORD};
 use serde_json::{json, Value as Json};
-use support::{code, TestServer, User, PASSWORD};
 use tempfile::TempDir;
 
 /// Runs the `livebase` binary.
@@ -51,21 +49,13 @@ fn documents(data: &Path) -> Vec<Document> {
     docs
 }
 
-fn ok(outcome: support::Outcome) -> Json {
+fn ok(outcome: livebase_testkit::Outcome) -> Json {
     outcome.unwrap_or_else(|f| panic!("expected success, got {f:?}"))
 }
 
 /// The server of `functions/` over an existing data folder.
 async fn start_on(dir: TempDir) -> TestServer {
-    let options = ServerOptions {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: dir.path().to_path_buf(),
-        ..ServerOptions::default()
-    };
-    let server = serve(livebase_functions::app(), options)
-        .await
-        .expect("server starts");
-    TestServer { server, dir }
+    TestServer::start_in(dir, livebase_functions::app(), |_| {}).await
 }
 
 /// A seeded server: Ada owns `acme` with three todos (one done), Bob is a
@@ -79,7 +69,7 @@ struct Seeded {
 }
 
 async fn seed() -> Seeded {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let ada = t.sign_up("ada@example.com", "Ada").await;
     let bob = t.sign_up_verified("bob@example.com", "Bob").await;
     let org = ok(t
@@ -137,16 +127,16 @@ async fn seed() -> Seeded {
     // Wait for the mails (four jobs: two verifications, a welcome, an
     // invitation); the
     // application's crons' next runs stay pending, far off.
-    let mut jobs = Vec::new();
-    for _ in 0..300 {
-        jobs = t.rows("_scheduled_functions").await;
-        let mails: Vec<&Json> = jobs.iter().filter(|j| j["name"] == "emails:send").collect();
-        if mails.len() == 4 && mails.iter().all(|j| j["state"] == "success") {
-            return Seeded { t, ada, org };
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the scheduled jobs did not finish: {jobs:?}");
+    t.rows_until("_scheduled_functions", "the mail jobs to finish", |jobs| {
+        let mails: Vec<&Value> = jobs
+            .iter()
+            .filter(|j| j.get("name").and_then(Value::as_str) == Some("emails:send"))
+            .collect();
+        let sent = |j: &&Value| j.get("state").and_then(Value::as_str) == Some("success");
+        (mails.len() == 4 && mails.iter().all(sent)).then_some(())
+    })
+    .await;
+    Seeded { t, ada, org }
 }
 
 #[tokio::test]

@@ -6,35 +6,23 @@
 //! exports 0600. Folders left world-readable by earlier versions are
 //! narrowed when a server opens them.
 
-mod support;
-
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use livebase_runtime::auth::tokens::SECRET_FILE;
 use livebase_runtime::datadir::{sidecar, DIR_MODE, FILE_MODE, LOCK_FILE};
 use livebase_runtime::email::OUTBOX_DIR;
 use livebase_runtime::store::sqlite::DATABASE_FILE;
+use livebase_testkit::process::{listening_address, KillOnDrop};
+use livebase_testkit::PASSWORD;
 use serde_json::json;
-use support::PASSWORD;
 
 /// How long a command may take before the test gives up on it (a guard
 /// against hanging, not a measure of speed).
 const GUARD: Duration = Duration::from_secs(60);
-
-/// A child process, killed on drop.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `livebase <args>` under `umask 000`, so that only the modes livebase sets
 /// itself can keep anything private.
@@ -63,19 +51,7 @@ fn start(mode: &str, dir: &Path) -> (KillOnDrop, SocketAddr) {
         .spawn()
         .expect("livebase starts");
     let mut child = KillOnDrop(child);
-    let stdout = child.0.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr = loop {
-        let line = rx.recv_timeout(GUARD).expect("livebase prints its URL");
-        if let Some(url) = line.strip_prefix("livebase listening on http://") {
-            break url.trim().parse().expect("an address");
-        }
-    };
+    let (addr, _) = listening_address(&child.stdout_lines());
     (child, addr)
 }
 
@@ -170,12 +146,13 @@ async fn the_folder_and_every_file_in_it_are_private_whatever_the_umask() {
     let dir = parent.path().join("data");
     let (server, addr) = start("serve", &dir);
     // Sign-up mails a verification link, which goes to the outbox (no SMTP set).
-    let up = support::http(
+    let up = livebase_testkit::http::http_json(
         addr,
         "POST",
         "/api/auth/sign-up/email",
         None,
-        Some(json!({"email": "ada@example.com", "password": PASSWORD, "name": "Ada"})),
+        &[],
+        Some(&json!({"email": "ada@example.com", "password": PASSWORD, "name": "Ada"})),
     )
     .await;
     assert_eq!(up.status, 200, "{}", up.body);

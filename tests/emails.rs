@@ -8,7 +8,7 @@
 //! with a certificate made for the run and AUTH, with the password in no log
 //! line; DKIM signing.
 //!
-//! And DESIGN.md invariant 7 across crashes: a server SIGKILLed between the
+//! And invariant 7 (`docs/reference/invariants.md`) across crashes: a server SIGKILLed between the
 //! scheduling commit and the run sends the mail once, and runs the scheduled
 //! mutation once, after it restarts (the killed server is a child process —
 //! this test binary re-executed to run only [`child_serves_until_killed`]);
@@ -16,20 +16,19 @@
 //! every one, any repeat with the same `Message-ID`.
 
 mod smtp;
-mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use livebase_runtime::email::{DkimOptions, MailOptions};
 use livebase_runtime::registry::Registry;
 use livebase_runtime::server::{serve, ServerOptions};
 use livebase_schema::{define_table, obj, v, Value};
+use livebase_testkit::process::{listening_address, run_test_alone, KillOnDrop};
+use livebase_testkit::{TestServer, PATIENCE};
 use serde_json::{json, Value as Json};
 use smtp::{SinkOptions, SinkTls, SmtpSink};
-use support::{TestServer, PATIENCE};
 use tempfile::TempDir;
 
 /// Where links in mails point, in these tests.
@@ -57,8 +56,7 @@ async fn start(dir: TempDir, registry: Registry, smtp: Option<String>) -> TestSe
 }
 
 async fn start_with(dir: TempDir, registry: Registry, options: ServerOptions) -> TestServer {
-    let server = serve(registry, options).await.expect("the server starts");
-    TestServer { server, dir }
+    TestServer::start_in(dir, registry, |o| *o = options).await
 }
 
 /// Waits until `check` finds what it looks for in `table`'s rows.
@@ -68,18 +66,10 @@ async fn rows_until<T>(
     what: &str,
     check: impl Fn(&[Json]) -> Option<T>,
 ) -> T {
-    let started = Instant::now();
-    loop {
-        let rows = t.rows(table).await;
-        if let Some(found) = check(&rows) {
-            return found;
-        }
-        assert!(
-            started.elapsed() < PATIENCE,
-            "waited for {what}; {table}: {rows:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    t.rows_until(table, what, |rows| {
+        check(&rows.iter().map(Value::to_json).collect::<Vec<_>>())
+    })
+    .await
 }
 
 /// The `emails:send` job whose mail goes to `to`, once `check` holds of it.
@@ -98,7 +88,7 @@ async fn mail_job_until(
 }
 
 /// Ada signs up and creates organization Acme; returns her and its id.
-async fn ada_with_acme(t: &TestServer) -> (support::User, Json) {
+async fn ada_with_acme(t: &TestServer) -> (livebase_testkit::User, Json) {
     let ada = t.sign_up("ada@example.com", "Ada").await;
     let org = t
         .mutation(
@@ -111,7 +101,7 @@ async fn ada_with_acme(t: &TestServer) -> (support::User, Json) {
     (ada, org)
 }
 
-async fn invite(t: &TestServer, ada: &support::User, org: &Json, email: &str) {
+async fn invite(t: &TestServer, ada: &livebase_testkit::User, org: &Json, email: &str) {
     t.mutation(
         "organizations:invite",
         ada,
@@ -252,23 +242,8 @@ fn livebase_serve_logged(
         .spawn()
         .expect("livebase starts");
     let mut child = KillOnDrop(child);
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut early = Vec::new();
-    let addr = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("livebase prints its URL");
-        if let Some(url) = line.strip_prefix("livebase listening on http://") {
-            break url.trim().parse().expect("an address");
-        }
-        early.push(line);
-    };
+    let rx = child.stdout_lines();
+    let (addr, early) = listening_address(&rx);
     (child, addr, Logs { early, rx })
 }
 
@@ -302,7 +277,8 @@ impl Logs {
 
 /// `POST path` with `body` (and a bearer token) to a server; the JSON reply.
 async fn post(addr: std::net::SocketAddr, path: &str, token: Option<&str>, body: Json) -> Json {
-    let reply = support::http(addr, "POST", path, token, Some(body)).await;
+    let reply =
+        livebase_testkit::http::http_json(addr, "POST", path, token, &[], Some(&body)).await;
     assert_eq!(reply.status, 200, "{path}: {}", reply.body);
     reply.body
 }
@@ -334,7 +310,7 @@ async fn livebase_serve_with_smtp_mails_the_invitation() {
         addr,
         "/api/auth/sign-up/email",
         None,
-        json!({"email": "ada@example.com", "password": support::PASSWORD, "name": "Ada"}),
+        json!({"email": "ada@example.com", "password": livebase_testkit::PASSWORD, "name": "Ada"}),
     )
     .await;
     let token = signed_up["token"].as_str().expect("a token");
@@ -579,7 +555,7 @@ async fn livebase_serve_sends_over_starttls_with_auth_and_never_logs_the_passwor
         addr,
         "/api/auth/sign-up/email",
         None,
-        json!({"email": "ada@example.com", "password": support::PASSWORD, "name": "Ada"}),
+        json!({"email": "ada@example.com", "password": livebase_testkit::PASSWORD, "name": "Ada"}),
     )
     .await;
     let mails = sink.wait_for(1, PATIENCE).await;
@@ -864,43 +840,19 @@ async fn child_serves_until_killed() {
     std::future::pending::<()>().await;
 }
 
-/// Kills the child if the test fails before it does.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_before_a_job_runs_sends_the_mail_once_after_restart() {
     let sink = SmtpSink::start();
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_serves_until_killed",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR, dir.path())
-        .env(CHILD_SMTP, sink.url())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the child");
-    let mut child = KillOnDrop(child);
-    let stdout = child.0.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let smtp = sink.url();
+    let mut child = run_test_alone(
+        "child_serves_until_killed",
+        &[
+            (CHILD_DIR, dir.path().as_os_str()),
+            (CHILD_SMTP, smtp.as_ref()),
+        ],
+    );
+    let lines_rx = child.stdout_lines();
     let addr = loop {
         let line = lines_rx
             .recv_timeout(Duration::from_secs(60))
@@ -914,12 +866,13 @@ async fn a_server_killed_before_a_job_runs_sends_the_mail_once_after_restart() {
     };
 
     let asked = Instant::now();
-    let reply = support::http(
+    let reply = livebase_testkit::http::http_json(
         addr,
         "POST",
         "/api/mutation",
         None,
-        Some(json!({
+        &[],
+        Some(&json!({
             "path": "test:inviteLater",
             "format": "convex_encoded_json",
             "args": [{"to": "carol@example.com", "delayMs": CRASH_DELAY_MS}],
@@ -962,10 +915,14 @@ async fn a_server_killed_before_a_job_runs_sends_the_mail_once_after_restart() {
     );
     assert_eq!(mails[0].rcpt_tos, ["carol@example.com"]);
     assert_eq!(mails[0].subject, "Ada invited you to join Acme");
-    assert_eq!(t.rows("records").await, records, "the mutation ran once");
+    assert_eq!(
+        t.rows_json("records").await,
+        records,
+        "the mutation ran once"
+    );
     assert_eq!(records.len(), 1);
     // The two jobs ran, each once.
-    let jobs = t.rows("_scheduled_functions").await;
+    let jobs = t.rows_json("_scheduled_functions").await;
     assert_eq!(jobs.len(), 2, "{jobs:#?}");
     assert!(jobs.iter().all(|j| j["state"] == "success"), "{jobs:#?}");
 }
@@ -1001,7 +958,7 @@ async fn invitations_survive_kill_9_at_random_moments_and_repeats_keep_their_mes
                     addr,
                     "/api/auth/sign-up/email",
                     None,
-                    json!({"email": "ada@example.com", "password": support::PASSWORD, "name": "Ada"}),
+                    json!({"email": "ada@example.com", "password": livebase_testkit::PASSWORD, "name": "Ada"}),
                 )
                 .await;
                 let token = signed_up["token"].as_str().expect("a token").to_string();

@@ -10,30 +10,17 @@ mod support;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use livebase_runtime::server::{serve, EdgeOptions, ServerOptions};
 use livebase_runtime::storage::STORAGE;
+use livebase_testkit::server::code;
+use livebase_testkit::{TestServer, User, PATIENCE};
 use serde_json::{json, Value as Json};
 use sha2::{Digest, Sha256};
-use support::{code, TestServer, User, Ws, PATIENCE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A server of the application whose uploads may be at most `max` bytes.
 async fn server_with_upload_limit(max: u64) -> TestServer {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let options = ServerOptions {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: dir.path().to_path_buf(),
-        edge: EdgeOptions {
-            max_upload_bytes: max,
-            ..EdgeOptions::default()
-        },
-        ..ServerOptions::default()
-    };
-    let server = serve(livebase_functions::app(), options)
-        .await
-        .expect("server starts");
-    TestServer { server, dir }
+    TestServer::start_tuned(livebase_functions::app(), |o| o.edge.max_upload_bytes = max).await
 }
 
 /// An HTTP reply with its body as bytes.
@@ -194,20 +181,20 @@ fn picture() -> Vec<u8> {
 
 #[tokio::test]
 async fn an_avatar_uploaded_through_a_generated_url_is_served_with_its_type_etag_and_ranges() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let ada = signed_up_with_profile(&t, "ada@example.com").await;
     let bytes = picture();
     let id = upload_ok(&t, &ada, "image/png", &bytes).await;
 
-    let meta = t.rows(STORAGE).await;
+    let meta = t.rows_json(STORAGE).await;
     assert_eq!(meta.len(), 1);
     assert_eq!(meta[0]["sha256"], json!(hex_sha256(&bytes)));
     assert_eq!(meta[0]["size"], json!(bytes.len() as f64));
     assert_eq!(meta[0]["contentType"], json!("image/png"));
 
-    let mut ws = Ws::connect(t.addr()).await;
+    let mut ws = t.client().await;
     ws.authenticate(&ada.token).await;
-    ws.subscribe(1, "userProfiles:get", json!({})).await;
+    ws.add_query(1, "userProfiles:get", json!({})).await;
     let before = ws.next_result(1).await.expect("the profile");
     assert!(before.get("avatarUrl").is_none(), "{before}");
 
@@ -246,7 +233,7 @@ async fn an_avatar_uploaded_through_a_generated_url_is_served_with_its_type_etag
 
 #[tokio::test]
 async fn a_bad_signature_or_an_unknown_file_is_404() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let ada = signed_up_with_profile(&t, "ada@example.com").await;
     let id = upload_ok(&t, &ada, "image/png", b"png bytes").await;
     t.mutation("userProfiles:setAvatar", &ada, json!({"storageId": id}))
@@ -277,7 +264,7 @@ async fn a_bad_signature_or_an_unknown_file_is_404() {
 
 #[tokio::test]
 async fn active_content_is_served_as_an_attachment() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let ada = signed_up_with_profile(&t, "ada@example.com").await;
     for kind in ["text/html", "image/svg+xml", "application/javascript"] {
         let id = upload_ok(&t, &ada, kind, b"<script>alert(1)</script>").await;
@@ -310,25 +297,25 @@ async fn active_content_is_served_as_an_attachment() {
 
 #[tokio::test]
 async fn a_replayed_upload_url_is_refused_and_stores_no_second_file() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let ada = signed_up_with_profile(&t, "ada@example.com").await;
     let url = upload_url(&t, &ada).await;
     let first = upload(&t, &url, "text/plain", b"first").await;
     assert_eq!(first.status, 200, "{}", first.json());
     let again = upload(&t, &url, "text/plain", b"second").await;
     assert_eq!(again.status, 403, "{}", again.json());
-    assert_eq!(t.rows(STORAGE).await.len(), 1);
+    assert_eq!(t.rows_json(STORAGE).await.len(), 1);
     assert_eq!(files_on_disk(t.data_dir()).len(), 1);
 
     let forged = upload(&t, "/api/storage/upload?token=forged", "text/plain", b"x").await;
     assert_eq!(forged.status, 403);
-    assert_eq!(t.rows(STORAGE).await.len(), 1);
+    assert_eq!(t.rows_json(STORAGE).await.len(), 1);
     assert_eq!(files_on_disk(t.data_dir()).len(), 1);
 }
 
 #[tokio::test]
 async fn an_upload_url_is_for_signed_in_users_only() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let outcome = t
         .call("mutation", "files:generateUploadUrl", None, json!({}))
         .await;
@@ -363,7 +350,7 @@ async fn an_upload_over_the_limit_is_413_and_leaves_no_file() {
     let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut raw)).await;
     assert_eq!(parse(&raw).status, 413);
 
-    assert!(t.rows(STORAGE).await.is_empty());
+    assert!(t.rows_json(STORAGE).await.is_empty());
     eventually("no file (nor temporary file) is left", || {
         files_on_disk(t.data_dir()).is_empty()
     })
@@ -375,7 +362,7 @@ async fn an_upload_over_the_limit_is_413_and_leaves_no_file() {
 
 #[tokio::test]
 async fn an_upload_cut_off_leaves_no_file_and_its_url_still_works() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let ada = signed_up_with_profile(&t, "ada@example.com").await;
     let url = upload_url(&t, &ada).await;
     let mut stream = TcpStream::connect(t.addr()).await.expect("connects");
@@ -394,7 +381,7 @@ async fn an_upload_cut_off_leaves_no_file_and_its_url_still_works() {
         files_on_disk(t.data_dir()).is_empty()
     })
     .await;
-    assert!(t.rows(STORAGE).await.is_empty());
+    assert!(t.rows_json(STORAGE).await.is_empty());
 
     // The token was not used: the same URL takes the whole file.
     let whole = upload(&t, &url, "image/png", &[1u8; 100_000]).await;
@@ -404,7 +391,7 @@ async fn an_upload_cut_off_leaves_no_file_and_its_url_still_works() {
 
 #[tokio::test]
 async fn a_replaced_avatar_is_deleted_from_disk_and_its_url_stops_working() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let ada = signed_up_with_profile(&t, "ada@example.com").await;
     let old = upload_ok(&t, &ada, "image/png", b"the old avatar").await;
     t.mutation("userProfiles:setAvatar", &ada, json!({"storageId": old}))
@@ -420,7 +407,7 @@ async fn a_replaced_avatar_is_deleted_from_disk_and_its_url_stops_working() {
         .await
         .expect("the avatar is replaced");
 
-    let rows = t.rows(STORAGE).await;
+    let rows = t.rows_json(STORAGE).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["_id"], json!(new));
     let new_hash = hex_sha256(b"the new avatar");
@@ -434,7 +421,7 @@ async fn a_replaced_avatar_is_deleted_from_disk_and_its_url_stops_working() {
 
 #[tokio::test]
 async fn bytes_two_files_share_stay_until_neither_is_left() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let ada = signed_up_with_profile(&t, "ada@example.com").await;
     let bob = signed_up_with_profile(&t, "bob@example.com").await;
     let same = b"the same bytes";
@@ -452,7 +439,7 @@ async fn bytes_two_files_share_stay_until_neither_is_left() {
     t.mutation("userProfiles:setAvatar", &ada, json!({"storageId": other}))
         .await
         .expect("the avatar is replaced");
-    assert_eq!(t.rows(STORAGE).await.len(), 2);
+    assert_eq!(t.rows_json(STORAGE).await.len(), 2);
     let bob_url = t.query("userProfiles:get", &bob, json!({})).await.unwrap()["avatarUrl"]
         .as_str()
         .unwrap()
@@ -461,7 +448,7 @@ async fn bytes_two_files_share_stay_until_neither_is_left() {
     let mut collected = false;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !collected {
-        collected = t.rows("_storage_deletions").await.is_empty();
+        collected = t.rows_json("_storage_deletions").await.is_empty();
         assert!(tokio::time::Instant::now() < deadline, "never collected");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -499,20 +486,14 @@ async fn an_action_stores_bytes_and_reads_them_back() {
             "contentType" => read.content_type.unwrap_or_default(),
         }
     }
-    let options = ServerOptions {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: dir.path().to_path_buf(),
-        ..ServerOptions::default()
-    };
-    let server = serve(app, options).await.expect("server starts");
-    let t = TestServer { server, dir };
+    let t = TestServer::start_in(dir, app, |_| {}).await;
     let value = t
         .call("action", "fileTest:roundTrip", None, json!({}))
         .await
         .expect("the action runs");
     assert_eq!(value["text"], json!("made by an action"));
     assert_eq!(value["contentType"], json!("text/plain"));
-    let rows = t.rows(STORAGE).await;
+    let rows = t.rows_json(STORAGE).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["_id"], value["id"]);
     assert_eq!(files_on_disk(t.data_dir()).len(), 1);
@@ -520,20 +501,10 @@ async fn an_action_stores_bytes_and_reads_them_back() {
 
 #[tokio::test]
 async fn uploads_count_against_their_uploaders_calls_in_flight() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let options = ServerOptions {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: dir.path().to_path_buf(),
-        edge: EdgeOptions {
-            max_calls_in_flight_per_caller: 1,
-            ..EdgeOptions::default()
-        },
-        ..ServerOptions::default()
-    };
-    let server = serve(livebase_functions::app(), options)
-        .await
-        .expect("server starts");
-    let t = TestServer { server, dir };
+    let t = TestServer::start_tuned(livebase_functions::app(), |o| {
+        o.edge.max_calls_in_flight_per_caller = 1
+    })
+    .await;
     let ada = signed_up_with_profile(&t, "ada@example.com").await;
     let (first, second) = (upload_url(&t, &ada).await, upload_url(&t, &ada).await);
     // The first upload stalls mid-body, holding Ada's one call.
@@ -567,12 +538,11 @@ async fn uploads_count_against_their_uploaders_calls_in_flight() {
 
 #[tokio::test]
 async fn a_restart_removes_half_written_and_unnamed_blobs_and_keeps_the_rest() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let ada = signed_up_with_profile(&t, "ada@example.com").await;
     let kept = b"a file with a row";
     upload_ok(&t, &ada, "text/plain", kept).await;
-    let TestServer { server, dir } = t;
-    server.shutdown().await;
+    let dir = t.stop().await;
 
     // What a crash could leave: a temporary file, and a blob whose row
     // never committed.
@@ -583,15 +553,7 @@ async fn a_restart_removes_half_written_and_unnamed_blobs_and_keeps_the_rest() {
     std::fs::write(files.join(&orphan[..2]).join(&orphan), b"no row names me").unwrap();
     assert_eq!(files_on_disk(dir.path()).len(), 3);
 
-    let options = ServerOptions {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: dir.path().to_path_buf(),
-        ..ServerOptions::default()
-    };
-    let server = serve(livebase_functions::app(), options)
-        .await
-        .expect("server restarts");
-    let t = TestServer { server, dir };
+    let t = TestServer::start_in(dir, livebase_functions::app(), |_| {}).await;
     let kept_hash = hex_sha256(kept);
     eventually("only the file with a row is left", || {
         let files = files_on_disk(t.data_dir());
@@ -603,13 +565,10 @@ async fn a_restart_removes_half_written_and_unnamed_blobs_and_keeps_the_rest() {
 #[tokio::test]
 async fn an_expired_upload_url_is_refused_and_purged() {
     use livebase_runtime::storage::{token_hash, STORAGE_UPLOADS};
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let expired = "an-expired-token";
     let hash = token_hash(expired);
-    t.server
-        .state
-        .executor
-        .database()
+    t.database()
         .mutate(move |tx| {
             tx.insert(
                 STORAGE_UPLOADS,
@@ -627,22 +586,12 @@ async fn an_expired_upload_url_is_refused_and_purged() {
     .await;
     assert_eq!(reply.status, 403, "{}", reply.json());
     assert!(files_on_disk(t.data_dir()).is_empty());
-    assert_eq!(t.rows(STORAGE_UPLOADS).await.len(), 1);
+    assert_eq!(t.rows_json(STORAGE_UPLOADS).await.len(), 1);
 
     // The purge runs at start (and hourly).
-    let TestServer { server, dir } = t;
-    server.shutdown().await;
-    let options = ServerOptions {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: dir.path().to_path_buf(),
-        ..ServerOptions::default()
-    };
-    let server = serve(livebase_functions::app(), options)
-        .await
-        .expect("server restarts");
-    let t = TestServer { server, dir };
+    let t = t.restart(livebase_functions::app()).await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !t.rows(STORAGE_UPLOADS).await.is_empty() {
+    while !t.rows_json(STORAGE_UPLOADS).await.is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "never purged");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }

@@ -7,8 +7,9 @@
 
 mod support;
 
+use livebase_testkit::server::code;
+use livebase_testkit::{Outcome, TestServer, User};
 use serde_json::{json, Value as Json};
-use support::{code, Outcome, TestServer, User};
 
 fn failure(outcome: &Outcome) -> (&str, &str) {
     match outcome {
@@ -45,7 +46,7 @@ async fn owner_with_organization(t: &TestServer) -> (User, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_names_and_statuses_are_bounded_at_create_and_update() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let (owner, org) = owner_with_organization(&t).await;
     let huge = "n".repeat(200_000);
 
@@ -97,7 +98,7 @@ async fn item_names_and_statuses_are_bounded_at_create_and_update() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn profiles_and_todos_are_bounded() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let (owner, org) = owner_with_organization(&t).await;
 
     let profile = t

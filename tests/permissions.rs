@@ -1,15 +1,16 @@
 //! Organizations, roles and tenancy end to end, through real calls to the
-//! application of `functions/`: every cell of APP.md's role table allowed and
+//! application of `functions/`: every cell of `docs/reference/app.md`'s role table allowed and
 //! denied, another organization's documents reported as `NOT_FOUND`, the rules
 //! that protect owners, invitations accepted once by their email's user, and
 //! role changes reaching a member's live subscriptions.
 
 mod support;
 
+use livebase_testkit::server::code;
+use livebase_testkit::{error_code, Outcome, TestServer, User};
 use serde_json::{json, Value as Json};
-use support::{code, error_code, Outcome, TestServer, User, Ws};
 
-/// APP.md's role table: what each role may do. Everything else is denied.
+/// The role table of `docs/reference/app.md`: what each role may do. Everything else is denied.
 const TABLE: &[(&str, &[&str])] = &[
     (
         "owner",
@@ -262,7 +263,7 @@ async fn perform(
 
 #[tokio::test]
 async fn every_cell_of_the_role_table_is_allowed_or_denied_as_app_md_says() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let org = setup(&t).await;
     let mut n = 0;
     for (role, allowed) in TABLE {
@@ -296,7 +297,7 @@ async fn every_cell_of_the_role_table_is_allowed_or_denied_as_app_md_says() {
 
 #[tokio::test]
 async fn another_organizations_documents_are_not_found_and_never_listed() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let org = setup(&t).await;
     let rival = &org.outsider;
     let rival_org = id(&ok(t
@@ -408,7 +409,7 @@ async fn another_organizations_documents_are_not_found_and_never_listed() {
 
 #[tokio::test]
 async fn owners_are_protected_and_the_last_owner_stays() {
-    let server = TestServer::start().await;
+    let server = support::start().await;
     let t = &server;
     let org = setup(t).await;
     let (owner, admin, member) = (&org.owner, &org.admin, &org.member);
@@ -504,7 +505,7 @@ async fn owners_are_protected_and_the_last_owner_stays() {
 
 #[tokio::test]
 async fn an_invitation_is_accepted_once_and_only_by_its_email() {
-    let server = TestServer::start().await;
+    let server = support::start().await;
     let t = &server;
     let org = setup(t).await;
     let owner = &org.owner;
@@ -527,7 +528,7 @@ async fn an_invitation_is_accepted_once_and_only_by_its_email() {
     };
 
     let invitation = ok(invite("Newbie@Example.com").await);
-    let jobs = t.rows("_scheduled_functions").await;
+    let jobs = t.rows_json("_scheduled_functions").await;
     let mail = jobs
         .iter()
         .find(|j| j["args"]["template"] == "invitation" && j["args"]["to"] == "newbie@example.com")
@@ -634,12 +635,12 @@ async fn an_invitation_is_accepted_once_and_only_by_its_email() {
 
 #[tokio::test]
 async fn a_role_change_and_a_removal_reach_the_members_live_subscriptions() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let org = setup(&t).await;
-    let mut ws = Ws::connect(t.addr()).await;
+    let mut ws = t.client().await;
     ws.authenticate(&org.member.token).await;
-    ws.subscribe(1, "organizations:listMine", json!({})).await;
-    ws.subscribe(2, "items:getAll", json!({"organizationId": org.id}))
+    ws.add_query(1, "organizations:listMine", json!({})).await;
+    ws.add_query(2, "items:getAll", json!({"organizationId": org.id}))
         .await;
     let mine = ws.next_result(1).await.expect("listMine");
     assert_eq!(mine[0]["role"], "member");
@@ -677,12 +678,12 @@ async fn a_role_change_and_a_removal_reach_the_members_live_subscriptions() {
             Err(e) => break e,
         }
     };
-    assert_eq!(error_code(&items), "FORBIDDEN");
+    assert_eq!(error_code(&items), Some("FORBIDDEN"));
 }
 
 #[tokio::test]
 async fn the_application_functions_do_what_app_md_says() {
-    let t = TestServer::start().await;
+    let t = support::start().await;
     let org = setup(&t).await;
     let (owner, member) = (&org.owner, &org.member);
 

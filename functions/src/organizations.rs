@@ -1,4 +1,4 @@
-//! The registered `organizations:*` functions of APP.md, plus the three that
+//! The registered `organizations:*` functions of `docs/reference/app.md`, plus the three that
 //! make every cell of its role table reachable: `update` (organization:
 //! update), `remove` (organization: delete) and `cancelInvitation`
 //! (invitation: cancel).

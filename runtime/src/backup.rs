@@ -85,6 +85,13 @@ pub enum BackupError {
     },
 }
 
+/// A failure of the store's engine is the store failing underneath.
+impl From<crate::error::StoreError> for BackupError {
+    fn from(e: crate::error::StoreError) -> Self {
+        BackupError::Store(e.into())
+    }
+}
+
 /// What an export or an import covered.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {

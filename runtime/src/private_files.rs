@@ -3,15 +3,15 @@
 //! ([`crate::datadir`]), the store, the token secret and the outbox all
 //! create their files through it.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 
 /// Mode of the data folder and the folders in it: the owner's only.
 pub const DIR_MODE: u32 = 0o700;
-/// Mode of every file livebase writes: the database and its `-wal` and
-/// `-shm`, the token secret, outbox mails, exports.
-pub const FILE_MODE: u32 = 0o600;
+/// Mode of every file livebase writes, and how it creates them: the store's
+/// (it creates the database files), one definition for both.
+pub use livebase_store::files::{create_private_file, FILE_MODE};
 
 /// Creates `dir` (and missing parents) and sets it to [`DIR_MODE`].
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
@@ -31,22 +31,6 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     })
 }
 
-/// Creates the new file `path` with [`FILE_MODE`] (`create_new`: it fails
-/// if the file exists). The mode is set after creating, so the umask does
-/// not matter.
-pub fn create_private_file(path: &Path) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(FILE_MODE);
-    }
-    let file = options.open(path)?;
-    set_file_mode(&file, FILE_MODE)?;
-    Ok(file)
-}
-
 /// Writes `bytes` to the new file `path`, private from its first byte.
 pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     create_private_file(path)?.write_all(bytes)
@@ -60,16 +44,5 @@ pub(crate) fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
 
 #[cfg(not(unix))]
 pub(crate) fn set_mode(_path: &Path, _mode: u32) -> io::Result<()> {
-    Ok(())
-}
-
-#[cfg(unix)]
-fn set_file_mode(file: &File, mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    file.set_permissions(fs::Permissions::from_mode(mode))
-}
-
-#[cfg(not(unix))]
-fn set_file_mode(_file: &File, _mode: u32) -> io::Result<()> {
     Ok(())
 }

@@ -279,7 +279,7 @@ impl Registry {
 
     /// Declares action `path` (already registered) retryable under `policy`:
     /// a scheduled run of it that fails with a [`crate::scheduler::transient`]
-    /// error, or is cut short by a crash, runs again (DESIGN.md invariant 7).
+    /// error, or is cut short by a crash, runs again (`docs/reference/invariants.md`, invariant 7).
     /// The action must make its effect safe to repeat, keyed by
     /// [`ActionCtx::job`]. Panics, as registration does, on a missing
     /// function, one that is not an action, or an invalid policy.

@@ -57,7 +57,7 @@
 //! need all their queries re-run on one snapshot to be sent anything), so
 //! every connection is answered eventually.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -77,7 +77,7 @@ use crate::error::{Error, Result};
 use crate::executor::Executor;
 use crate::function::{Access, FunctionKind};
 use crate::identity::Identity;
-use crate::readset::{Commit, KeyInterval, ReadSet};
+use crate::readset::{Commit, InvalidationIndex, ReadSet};
 use crate::registry::Registry;
 use crate::store::StoreConnection;
 use crate::transaction::Transaction;
@@ -274,69 +274,6 @@ impl Subscriptions {
     /// Stops the worker.
     pub fn shutdown(&self) {
         let _ = self.tx.send(Event::Shutdown);
-    }
-}
-
-/// Where live queries' read intervals are filed, by their common prefix.
-///
-/// **Invariant:** a key `k` lies inside interval `i` only if `k` starts with
-/// `i.common_prefix()`, so looking up `k`'s prefixes — one hash lookup per
-/// distinct prefix length in use — finds every candidate, and a commit touching
-/// one organization's rows never visits another organization's queries.
-#[derive(Default)]
-pub struct InvalidationIndex {
-    by_prefix: HashMap<Vec<u8>, HashMap<u64, Vec<KeyInterval>>>,
-    /// How many prefixes of each length are filed (lengths to probe).
-    lengths: BTreeMap<usize, usize>,
-}
-
-impl InvalidationIndex {
-    pub fn insert(&mut self, handle: u64, reads: &ReadSet) {
-        for interval in reads.intervals() {
-            let prefix = interval.common_prefix().to_vec();
-            let len = prefix.len();
-            let bucket = self.by_prefix.entry(prefix).or_default();
-            if bucket.is_empty() {
-                *self.lengths.entry(len).or_default() += 1;
-            }
-            bucket.entry(handle).or_default().push(interval.clone());
-        }
-    }
-
-    pub fn remove(&mut self, handle: u64, reads: &ReadSet) {
-        for interval in reads.intervals() {
-            let prefix = interval.common_prefix();
-            let Some(bucket) = self.by_prefix.get_mut(prefix) else {
-                continue;
-            };
-            bucket.remove(&handle);
-            if bucket.is_empty() {
-                let len = prefix.len();
-                self.by_prefix.remove(prefix);
-                if let Some(n) = self.lengths.get_mut(&len) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.lengths.remove(&len);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Adds to `hits` every query with a read interval holding `key`.
-    pub fn hits(&self, key: &[u8], hits: &mut HashSet<u64>) {
-        for &len in self.lengths.keys() {
-            if len > key.len() {
-                break;
-            }
-            if let Some(bucket) = self.by_prefix.get(&key[..len]) {
-                for (handle, intervals) in bucket {
-                    if intervals.iter().any(|i| i.contains(key)) {
-                        hits.insert(*handle);
-                    }
-                }
-            }
-        }
     }
 }
 

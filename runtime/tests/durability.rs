@@ -1,4 +1,4 @@
-//! Acknowledged is durable (DESIGN.md invariant 8): a child process commits in
+//! Acknowledged is durable (`docs/reference/invariants.md`, invariant 8): a child process commits in
 //! a loop and reports each commit after `mutate` returned; the parent kills it
 //! with SIGKILL mid-stream, reopens the database and finds every reported write,
 //! whole. The child is this same test binary, re-executed to run only
@@ -7,14 +7,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{open_in, test_db};
 use livebase_runtime::database::Database;
 use livebase_schema::{obj, DocumentId, Timestamp, Value};
+use livebase_testkit::process::run_test_alone;
 
 /// Set in the child: the folder holding the database.
 const CHILD_DIR: &str = "LIVEBASE_DURABILITY_CHILD_DIR";
@@ -81,16 +79,6 @@ async fn child_commits_until_killed() {
     }
 }
 
-/// Kills the child if the parent fails before it does.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Acknowledged {
     run: i64,
     i: i64,
@@ -102,31 +90,12 @@ struct Acknowledged {
 /// SIGKILLs it, and returns every commit it acknowledged (including lines it
 /// printed after the one the parent stopped at, still in the pipe).
 fn run_child_and_kill(dir: &std::path::Path, run: i64) -> Vec<Acknowledged> {
-    let exe = std::env::current_exe().unwrap();
-    let child = Command::new(exe)
-        .args([
-            "--exact",
-            "child_commits_until_killed",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR, dir)
-        .env(CHILD_RUN, run.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the child");
-    let mut child = KillOnDrop(child);
-    let stdout = child.0.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let run_text = run.to_string();
+    let mut child = run_test_alone(
+        "child_commits_until_killed",
+        &[(CHILD_DIR, dir.as_os_str()), (CHILD_RUN, run_text.as_ref())],
+    );
+    let lines_rx = child.stdout_lines();
 
     let parse = |line: &str| -> Option<Acknowledged> {
         // libtest's `test child_commits_until_killed ... ` has no newline, so the
@@ -157,9 +126,9 @@ fn run_child_and_kill(dir: &std::path::Path, run: i64) -> Vec<Acknowledged> {
         !status.success(),
         "the child was killed, it did not finish: {status}"
     );
-    reader.join().unwrap();
-    // Lines the child printed before it died are still in the pipe.
-    acked.extend(lines_rx.try_iter().filter_map(|l| parse(&l)));
+    // Lines the child printed before it died are still in the pipe: read
+    // until it ends.
+    acked.extend(lines_rx.iter().filter_map(|l| parse(&l)));
     acked
 }
 

@@ -24,7 +24,9 @@ use livebase_schema::protocol::{
     AuthenticationToken, ClientMessage, RequestId, ServerMessage, SessionId,
 };
 use livebase_schema::{obj, Value};
-use support::{add, args, error_code, http, org, Client, Frame, RECV_TIMEOUT};
+use livebase_testkit::http::http;
+use livebase_testkit::{add, error_code, Client, Frame, PATIENCE as RECV_TIMEOUT};
+use support::{args, org};
 use tokio::sync::Semaphore;
 use tokio::time::{sleep, timeout, Instant};
 
@@ -160,7 +162,12 @@ async fn responses(c: &mut Client, count: usize) -> Vec<(u32, Option<String>)> {
         match c.next_frame(RECV_TIMEOUT).await {
             Some(Frame::Message(ServerMessage::ActionResponse {
                 request_id, result, ..
-            })) => seen.push((request_id.0, result.err().and_then(|e| error_code(&e)))),
+            })) => seen.push((
+                request_id.0,
+                result
+                    .err()
+                    .and_then(|e| error_code(&e).map(str::to_string)),
+            )),
             Some(Frame::Message(_)) => {}
             other => panic!(
                 "expected {count} action responses, got {} then {other:?}",
@@ -224,7 +231,7 @@ async fn one_client_address_runs_a_bounded_number_of_calls_across_its_connection
             match c.next_frame(Duration::from_millis(300)).await {
                 Some(Frame::Message(ServerMessage::ActionResponse { result, .. })) => {
                     let err = result.expect_err("no held action ends before the release");
-                    assert_eq!(error_code(&err).as_deref(), Some("LIMIT_EXCEEDED"));
+                    assert_eq!(error_code(&err), Some("LIMIT_EXCEEDED"));
                     refused += 1;
                 }
                 Some(Frame::Message(_)) => {}

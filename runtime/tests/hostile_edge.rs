@@ -19,9 +19,9 @@ use livebase_runtime::transaction::{
 };
 use livebase_schema::value::MAX_VALUE_SIZE;
 use livebase_schema::{obj, Value};
-use support::{
-    call, error_code, http, http_from, http_raw, org, Frame, HttpResponse, TestServer, RECV_TIMEOUT,
-};
+use livebase_testkit::http::{call, http, http_from, http_raw};
+use livebase_testkit::{error_code, eventually, Frame, HttpResponse, TestServer, PATIENCE};
+use support::org;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite;
@@ -38,18 +38,14 @@ async fn health(server: &TestServer) -> HttpResponse {
 /// Asks for `/health` until it answers 200: a slot given back is freed when
 /// the server notices the other side closed, a moment after the close.
 async fn eventually_healthy(server: &TestServer) {
-    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
-    loop {
-        let status = health(server).await.status;
-        if status == 200 {
-            return;
+    let what = "a slot back after the held connection closed";
+    eventually(what, PATIENCE, || async {
+        match health(server).await.status {
+            200 => Ok(()),
+            status => Err(format!("still refused ({status})")),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still refused ({status}) after the held connection closed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// Opens `n` connections that send nothing, and waits until the server holds
@@ -85,7 +81,7 @@ fn assert_refused(response: &HttpResponse, status: u16, names: &str) {
 /// body timeout passes; other clients are served meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_request_body_is_answered_408_and_closed() {
-    let server = TestServer::start_tuned(|o: &mut ServerOptions| {
+    let server = TestServer::start_tuned(support::registry(), |o: &mut ServerOptions| {
         o.edge.body_timeout = Duration::from_millis(300);
     })
     .await;
@@ -117,7 +113,7 @@ async fn a_stalled_request_body_is_answered_408_and_closed() {
 /// does not keep its slot under the caps below.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
-    let server = TestServer::start_tuned(|o: &mut ServerOptions| {
+    let server = TestServer::start_tuned(support::registry(), |o: &mut ServerOptions| {
         o.edge.handshake_timeout = Duration::from_millis(300);
     })
     .await;
@@ -125,7 +121,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     let request = format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr());
     kept.write_all(request.as_bytes()).await.expect("sending");
     let mut raw = Vec::new();
-    let read = tokio::time::timeout(RECV_TIMEOUT, kept.read_to_end(&mut raw)).await;
+    let read = tokio::time::timeout(PATIENCE, kept.read_to_end(&mut raw)).await;
     assert!(read.is_ok(), "the idle connection was held open");
     let text = String::from_utf8_lossy(&raw);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
@@ -138,7 +134,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
 /// free again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_connections_per_address_are_capped_with_429() {
-    let server = TestServer::start_tuned(|o: &mut ServerOptions| {
+    let server = TestServer::start_tuned(support::registry(), |o: &mut ServerOptions| {
         o.edge.max_http_connections_per_address = 2;
     })
     .await;
@@ -156,7 +152,7 @@ async fn http_connections_per_address_are_capped_with_429() {
 /// `Retry-After`, whatever its address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_connections_are_capped_in_total_with_503() {
-    let server = TestServer::start_tuned(|o: &mut ServerOptions| {
+    let server = TestServer::start_tuned(support::registry(), |o: &mut ServerOptions| {
         o.edge.max_http_connections = 2;
     })
     .await;
@@ -172,12 +168,9 @@ async fn http_connections_are_capped_in_total_with_503() {
 /// The WebSocket handshake of one connection too many: the HTTP status the
 /// server refused it with, and its `Retry-After`.
 async fn refused_upgrade(server: &TestServer) -> (u16, Option<String>) {
-    match tokio::time::timeout(
-        RECV_TIMEOUT,
-        tokio_tungstenite::connect_async(server.ws_url()),
-    )
-    .await
-    .expect("an answer to the handshake in time")
+    match tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(server.ws_url()))
+        .await
+        .expect("an answer to the handshake in time")
     {
         Err(tungstenite::Error::Http(response)) => (
             response.status().as_u16(),
@@ -197,7 +190,7 @@ async fn refused_upgrade(server: &TestServer) -> (u16, Option<String>) {
 /// one gives its slot back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websockets_per_address_are_capped_with_429() {
-    let server = TestServer::start_tuned(|o: &mut ServerOptions| {
+    let server = TestServer::start_tuned(support::registry(), |o: &mut ServerOptions| {
         o.edge.max_connections_per_address = 2;
         o.edge.max_http_connections_per_address = 2;
     })
@@ -210,7 +203,7 @@ async fn websockets_per_address_are_capped_with_429() {
     assert_eq!(health(&server).await.status, 200);
 
     first.close().await;
-    let deadline = tokio::time::Instant::now() + RECV_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     let third = loop {
         match tokio_tungstenite::connect_async(server.ws_url()).await {
             Ok((socket, _)) => break socket,
@@ -226,7 +219,7 @@ async fn websockets_per_address_are_capped_with_429() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websockets_are_capped_in_total_with_503() {
-    let server = TestServer::start_tuned(|o: &mut ServerOptions| {
+    let server = TestServer::start_tuned(support::registry(), |o: &mut ServerOptions| {
         o.edge.max_connections = 1;
     })
     .await;
@@ -239,11 +232,11 @@ async fn websockets_are_capped_in_total_with_503() {
 /// timeout (1002).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_that_never_sends_connect_is_closed() {
-    let server = TestServer::start_tuned(|o: &mut ServerOptions| {
+    let server = TestServer::start_tuned(support::registry(), |o: &mut ServerOptions| {
         o.edge.connect_timeout = Duration::from_millis(200);
     })
     .await;
-    let mut silent = support::Client::without_connect(&server.ws_url()).await;
+    let mut silent = livebase_testkit::Client::without_connect(&server.ws_url()).await;
     assert_eq!(silent.expect_close().await, Some(1002));
     server.shutdown().await;
 }
@@ -253,7 +246,7 @@ async fn a_websocket_that_never_sends_connect_is_closed() {
 /// peer that reads answers them (its WebSocket library does) and stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_reading_is_closed_and_one_that_reads_stays() {
-    let server = TestServer::start_tuned(|o: &mut ServerOptions| {
+    let server = TestServer::start_tuned(support::registry(), |o: &mut ServerOptions| {
         o.edge.ping_interval = Duration::from_millis(100);
         o.edge.pong_timeout = Duration::from_millis(200);
     })
@@ -273,7 +266,7 @@ async fn a_peer_that_stops_reading_is_closed_and_one_that_reads_stays() {
 
     // Reading only now, the other finds that it was closed meanwhile.
     let (code, reason) = loop {
-        match deaf.next_frame(RECV_TIMEOUT).await {
+        match deaf.next_frame(PATIENCE).await {
             Some(Frame::Message(_)) => continue,
             Some(Frame::Close(Some(close))) => break close,
             other => panic!("expected a close frame, got {other:?}"),
@@ -299,12 +292,12 @@ async fn add_big_notes(server: &TestServer, count: usize) {
     let mut left = count;
     while left > 0 {
         let n = left.min(per_mutation);
-        server
-            .mutate(
-                "notes:addMany",
-                obj! {"organizationId" => "A", "body" => big_body(), "count" => n as f64},
-            )
-            .await;
+        support::mutate(
+            server,
+            "notes:addMany",
+            obj! {"organizationId" => "A", "body" => big_body(), "count" => n as f64},
+        )
+        .await;
         left -= n;
     }
 }
@@ -330,14 +323,14 @@ async fn expect_limit_over_http(server: &TestServer, path: &str, limit: usize) {
 /// over HTTP too — not a megabytes-long body — as it does over the WebSocket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_over_the_limit_is_refused_over_http_as_over_the_websocket() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     add_big_notes(&server, 8).await;
     expect_limit_over_http(&server, "notes:list", MAX_VALUE_SIZE).await;
 
     let mut client = server.client().await;
     let t = client.subscribe(&[(0, "notes:list", org("A"))]).await;
     let error = t.failed(0).expect("the live query fails too");
-    assert_eq!(error_code(error).as_deref(), Some("LIMIT_EXCEEDED"));
+    assert_eq!(error_code(error), Some("LIMIT_EXCEEDED"));
     // A result within the limit is still sent whole.
     let (status, body) = call(server.addr(), "query", "notes:count", org("A")).await;
     assert_eq!((status, body["value"].as_f64()), (200, Some(8.0)), "{body}");
@@ -350,14 +343,14 @@ async fn a_result_over_the_limit_is_refused_over_http_as_over_the_websocket() {
 /// than the bytes-written limit is refused and writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_and_writes_are_bounded_in_bytes() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let over = MAX_BYTES_READ_PER_TRANSACTION / 200_000 + 2;
     add_big_notes(&server, over).await;
     expect_limit_over_http(&server, "notes:count", MAX_BYTES_READ_PER_TRANSACTION).await;
     let mut client = server.client().await;
     let t = client.subscribe(&[(0, "notes:count", org("A"))]).await;
     let error = t.failed(0).expect("the live query fails too");
-    assert_eq!(error_code(error).as_deref(), Some("LIMIT_EXCEEDED"));
+    assert_eq!(error_code(error), Some("LIMIT_EXCEEDED"));
     assert!(
         error
             .message
@@ -383,6 +376,10 @@ async fn reads_and_writes_are_bounded_in_bytes() {
             .contains(&MAX_BYTES_WRITTEN_PER_TRANSACTION.to_string()),
         "{body}"
     );
-    assert_eq!(server.count("B").await, 0.0, "nothing was written");
+    assert_eq!(
+        support::count(&server, "B").await,
+        0.0,
+        "nothing was written"
+    );
     server.shutdown().await;
 }

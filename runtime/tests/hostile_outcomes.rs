@@ -11,7 +11,9 @@ use livebase_schema::protocol::{
     AuthenticationToken, ClientMessage, RequestId, ServerMessage, SessionId,
 };
 use livebase_schema::{obj, Value};
-use support::{is_note_id, note, post_json, Client, TestServer};
+use livebase_testkit::http::post_json;
+use livebase_testkit::{Client, TestServer};
+use support::{is_note_id, note};
 
 /// Signs up a user over HTTP and returns the token.
 async fn sign_up(server: &TestServer, email: &str) -> String {
@@ -45,17 +47,6 @@ async fn authenticate(client: &mut Client, token: &str) {
     }
 }
 
-/// How many outcomes the server keeps.
-async fn stored_outcomes(server: &TestServer) -> usize {
-    server
-        .executor()
-        .database()
-        .query(|tx| tx.count_mutation_outcomes())
-        .await
-        .expect("the store reads")
-        .value
-}
-
 /// The attack of the issue: an anonymous client sends `Connect` with a
 /// signed-in user's session id and a `Mutation` with request id 0 to a path
 /// that does not exist. It must not receive the user's stored result; and
@@ -63,7 +54,7 @@ async fn stored_outcomes(server: &TestServer) -> usize {
 /// its own mutation, not the user's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_with_anothers_session_id_is_not_answered_with_its_outcome() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let token = sign_up(&server, "victim@example.com").await;
     let session = SessionId::random();
     let mut victim = Client::connect(&server.ws_url(), session.clone()).await;
@@ -96,7 +87,7 @@ async fn a_stranger_with_anothers_session_id_is_not_answered_with_its_outcome() 
         own.value, original.value,
         "the stranger got the victim's id"
     );
-    assert_eq!(server.count("V").await, 2.0);
+    assert_eq!(support::count(&server, "V").await, 2.0);
     stranger.close().await;
 
     // The victim's resend is still answered with its own outcome, and only
@@ -118,7 +109,7 @@ async fn a_stranger_with_anothers_session_id_is_not_answered_with_its_outcome() 
         .await
         .expect("notes:add succeeds");
     assert_eq!(ran, own);
-    assert_eq!(server.count("V").await, 2.0);
+    assert_eq!(support::count(&server, "V").await, 2.0);
     server.shutdown().await;
 }
 
@@ -127,7 +118,7 @@ async fn a_stranger_with_anothers_session_id_is_not_answered_with_its_outcome() 
 /// The owner's later mutations still run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_cannot_plant_an_outcome_that_stops_the_owners_mutation() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let session = SessionId::random();
     let mut stranger = Client::connect(&server.ws_url(), session.clone()).await;
     let planted = stranger
@@ -160,8 +151,7 @@ async fn a_stranger_cannot_plant_an_outcome_that_stops_the_owners_mutation() {
         assert_ne!(ran.value, planted.value);
     }
     let bodies: Vec<String> = support::docs(
-        &server
-            .query("notes:list", support::org("P"))
+        &support::query(&server, "notes:list", support::org("P"))
             .await
             .expect("notes:list"),
     )
@@ -177,14 +167,14 @@ async fn a_stranger_cannot_plant_an_outcome_that_stops_the_owners_mutation() {
 /// (or make the server write and sync) by failing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_mutations_leave_no_outcome_behind() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut client = server.client().await;
     client
         .mutation("notes:add", note("F", "one write", 0.0))
         .await
         .expect("notes:add succeeds");
     assert_eq!(
-        stored_outcomes(&server).await,
+        server.stored_outcomes().await,
         1,
         "a mutation that wrote keeps its outcome"
     );
@@ -203,7 +193,7 @@ async fn failed_mutations_leave_no_outcome_behind() {
             .await
             .expect_err("notes:conflict fails");
         assert_eq!(
-            support::error_code(&failed).as_deref(),
+            livebase_testkit::error_code(&failed),
             Some("CONFLICT"),
             "{failed:?}"
         );
@@ -225,7 +215,7 @@ async fn failed_mutations_leave_no_outcome_behind() {
         .expect_err("fails again");
     assert_eq!(first, resent);
     assert_eq!(
-        stored_outcomes(&server).await,
+        server.stored_outcomes().await,
         1,
         "a failure stored an outcome"
     );

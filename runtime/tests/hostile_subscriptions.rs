@@ -20,7 +20,8 @@ use livebase_runtime::subscriptions::{
 use livebase_runtime::Error;
 use livebase_schema::protocol::{AuthenticationToken, ClientMessage, ServerMessage, SessionId};
 use livebase_schema::{obj, v, Value};
-use support::{add, error_code, org, remove, Client, Frame, TestServer, Transition, RECV_TIMEOUT};
+use livebase_testkit::{add, error_code, remove, Client, Frame, TestServer, Transition, PATIENCE};
+use support::org;
 
 /// How long the heavy tenant's hundreds of evaluations may take (a debug
 /// build on a loaded machine); only waits, never asserted on.
@@ -39,7 +40,7 @@ fn args_bytes(server: &TestServer) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_the_worker_cannot_run_are_refused_and_nothing_of_them_is_kept() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     // The attack of the issue, scaled down: anonymous connections adding
     // queries with large arguments to a function that does not exist, to an
     // internal one, and to a real one with arguments its validator refuses.
@@ -64,11 +65,7 @@ async fn queries_the_worker_cannot_run_are_refused_and_nothing_of_them_is_kept()
         let t = c.modify(adds).await;
         for i in 0..10 {
             let err = t.failed(i).expect("every query is refused");
-            assert_eq!(
-                error_code(err).as_deref(),
-                Some("INVALID_ARGUMENT"),
-                "{err:?}"
-            );
+            assert_eq!(error_code(err), Some("INVALID_ARGUMENT"), "{err:?}");
             assert!(err.message.len() < 1000, "the error does not echo the args");
         }
         assert!(t.failed(0).unwrap().message.contains("nope:nothing"));
@@ -97,7 +94,7 @@ async fn queries_the_worker_cannot_run_are_refused_and_nothing_of_them_is_kept()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arguments_past_a_connections_budget_are_refused_with_limit_exceeded() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     // Valid arguments, a quarter of the budget each: the fourth is over it.
     let quarter = MAX_QUERY_ARGS_BYTES_PER_CONNECTION / 4;
     let mut clients = Vec::new();
@@ -110,11 +107,7 @@ async fn arguments_past_a_connections_budget_are_refused_with_limit_exceeded() {
                 assert_eq!(t.updated(i), Some(&Value::Array(vec![])), "query {i}");
             } else {
                 let err = t.failed(i).expect("past the budget");
-                assert_eq!(
-                    error_code(err).as_deref(),
-                    Some("LIMIT_EXCEEDED"),
-                    "{err:?}"
-                );
+                assert_eq!(error_code(err), Some("LIMIT_EXCEEDED"), "{err:?}");
                 assert!(err.message.contains("bytes of arguments"), "{err:?}");
             }
         }
@@ -143,7 +136,7 @@ async fn arguments_past_a_connections_budget_are_refused_with_limit_exceeded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_piles_up_refused_queries_is_closed() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut c = server.client().await;
     let cap = MAX_REFUSED_QUERIES_PER_CONNECTION as u32;
     let adds = (0..=cap).map(|i| add(i, "nope:nothing", obj! {})).collect();
@@ -164,7 +157,7 @@ async fn a_connection_that_piles_up_refused_queries_is_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_and_remove_churn_past_the_budget_is_refused() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut c = server.client().await;
     // Rounds of 1,000 adds and 1,000 removes of one shared query: far more
     // than the burst (plus what refills while the test runs).
@@ -180,11 +173,7 @@ async fn add_and_remove_churn_past_the_budget_is_refused() {
         for i in base..base + 1000 {
             match t.failed(i) {
                 Some(err) => {
-                    assert_eq!(
-                        error_code(err).as_deref(),
-                        Some("LIMIT_EXCEEDED"),
-                        "{err:?}"
-                    );
+                    assert_eq!(error_code(err), Some("LIMIT_EXCEEDED"), "{err:?}");
                     assert!(err.message.contains("a second"), "{err:?}");
                     refused += 1;
                 }
@@ -204,7 +193,7 @@ async fn add_and_remove_churn_past_the_budget_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authenticate_churn_past_the_budget_closes_the_connection() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut c = server.client().await;
     c.subscribe(&[(0, "notes:count", org("A"))]).await;
     // The burst is allowed, each answered ...
@@ -227,7 +216,7 @@ async fn authenticate_churn_past_the_budget_closes_the_connection() {
         let _ = c.try_send_raw(frame).await;
     }
     let reason = loop {
-        match c.next_frame(RECV_TIMEOUT).await {
+        match c.next_frame(PATIENCE).await {
             Some(Frame::Message(_)) => {}
             Some(Frame::Close(Some((code, reason)))) => {
                 assert_eq!(code, CLOSE_POLICY, "{reason}");
@@ -311,15 +300,7 @@ async fn one_identitys_backlog_of_heavy_queries_does_not_hold_back_anothers_push
     app.query(
         "notes:heavy",
         [("organizationId", v::string()), ("tag", v::float64())],
-        |ctx, args| {
-            let org = args.string("organizationId")?;
-            let docs = ctx
-                .db
-                .query("notes")
-                .with_index("by_organization", |q| q.eq("organizationId", org))
-                .collect()?;
-            Ok(docs.len() as f64)
-        },
+        |ctx, args| Ok(support::notes_of(ctx.db.reborrow(), &args)?.len() as f64),
     );
     let server = serve_with(app, options, Arc::new(NamedUsers))
         .await
@@ -436,7 +417,7 @@ async fn a_full_reader_queue_answers_busy_instead_of_growing() {
         assert!(db.query(|_| Ok(())).now_or_never().is_none());
     }
     // One more is answered at once, with a limit error, not queued.
-    let busy = tokio::time::timeout(RECV_TIMEOUT, db.query(|_| Ok(())))
+    let busy = tokio::time::timeout(PATIENCE, db.query(|_| Ok(())))
         .await
         .expect("an answer while every reader is busy")
         .expect_err("the queue is full");
@@ -455,7 +436,7 @@ async fn a_full_reader_queue_answers_busy_instead_of_growing() {
             .expect("the task ends")
             .expect("the blocked query ends");
     }
-    let ran = tokio::time::timeout(RECV_TIMEOUT, db.query(|_| Ok(7)))
+    let ran = tokio::time::timeout(PATIENCE, db.query(|_| Ok(7)))
         .await
         .expect("an answer")
         .expect("the query runs");

@@ -1,4 +1,4 @@
-//! Exact invalidation (DESIGN.md invariant 3), checked at random: a commit's
+//! Exact invalidation (`docs/reference/invariants.md`, invariant 3), checked at random: a commit's
 //! write set overlaps a query's read set exactly when the commit changed that
 //! query's result. Random documents, random index-range queries (with and
 //! without `take`), reads by id, and random inserts, patches (of indexed fields,

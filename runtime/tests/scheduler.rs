@@ -1,4 +1,4 @@
-//! Durable scheduling (DESIGN.md invariant 7) on a real server over a real
+//! Durable scheduling (`docs/reference/invariants.md`, invariant 7) on a real server over a real
 //! SQLite file: a job runs after its delay and never before; a commit that
 //! schedules an earlier job wakes the worker; a canceled job never runs; a
 //! failed mutation schedules nothing; a failing scheduled mutation leaves no
@@ -13,29 +13,28 @@
 //! and after a kill, fails at once on a permanent error, and gives up when its
 //! policy allows no more attempts.
 //!
-//! Delays are a few hundred milliseconds; every wait is bounded.
+//! Time is a test clock wherever a test waits for a job to come due: the
+//! server's commits and its scheduler read it, and the test advances it
+//! instead of sleeping. Delays are a few hundred milliseconds; every wait is
+//! bounded.
 
-mod support;
-
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use livebase_runtime::clock::TestClock;
 use livebase_runtime::executor::Caller;
 use livebase_runtime::registry::{ActionCtx, Identity, Registry};
 use livebase_runtime::scheduler::{transient, RetryPolicy, SchedulerOptions};
-use livebase_runtime::server::{serve, RunningServer, ServerOptions};
+use livebase_runtime::server::{serve, ServerOptions};
 use livebase_runtime::system::{CRONS, SCHEDULED_FUNCTIONS};
 use livebase_runtime::Error;
 use livebase_schema::protocol::SessionId;
 use livebase_schema::{define_table, obj, v, DocumentId, Schema, Value};
-use support::Client;
+use livebase_testkit::process::{run_test_alone, KillOnDrop};
+use livebase_testkit::{eventually, Client, TestServer, PATIENCE, SILENCE};
 use tempfile::TempDir;
 
-/// The longest any wait in these tests lasts before failing.
-const PATIENCE: Duration = Duration::from_secs(15);
 /// Set in the child: its data folder.
 const CHILD_DIR: &str = "LIVEBASE_SCHEDULER_CHILD_DIR";
 /// Set in the child: what it schedules before waiting to be killed
@@ -43,14 +42,6 @@ const CHILD_DIR: &str = "LIVEBASE_SCHEDULER_CHILD_DIR";
 const CHILD_JOB: &str = "LIVEBASE_SCHEDULER_CHILD_JOB";
 /// The crash test's mutation is due this long after it is scheduled.
 const CRASH_DELAY_MS: f64 = 800.0;
-
-fn now_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-        * 1e3
-}
 
 /// In-flight and peak counts of `events:slow` runs.
 #[derive(Default)]
@@ -269,13 +260,7 @@ async fn record_try(ctx: &ActionCtx, note: &str) -> Result<u32, Error> {
     Ok(job.attempt)
 }
 
-/// A server over a SQLite file in its own temporary folder.
-struct Server {
-    server: RunningServer,
-    dir: TempDir,
-}
-
-async fn start(registry: Registry) -> Server {
+async fn start(registry: Registry) -> TestServer {
     start_in(
         tempfile::tempdir().unwrap(),
         registry,
@@ -284,28 +269,63 @@ async fn start(registry: Registry) -> Server {
     .await
 }
 
-async fn start_in(dir: TempDir, registry: Registry, scheduler: SchedulerOptions) -> Server {
-    let options = ServerOptions {
-        data_dir: dir.path().to_path_buf(),
-        scheduler,
-        ..ServerOptions::default()
-    };
-    let server = serve(registry, options).await.expect("the server starts");
-    Server { server, dir }
+async fn start_in(dir: TempDir, registry: Registry, scheduler: SchedulerOptions) -> TestServer {
+    TestServer::start_in(dir, registry, |o| o.scheduler = scheduler).await
 }
 
-impl Server {
-    async fn stop(self) -> TempDir {
-        tokio::time::timeout(PATIENCE, self.server.shutdown())
-            .await
-            .expect("the server stops in time");
-        self.dir
-    }
+/// A server on `time`: its commits and its scheduler see the time move only
+/// as fast as the real clock, plus what the test advances it by.
+async fn start_on(time: &TestClock, dir: TempDir, registry: Registry) -> TestServer {
+    let clock = time.clock();
+    TestServer::start_in(dir, registry, |o| o.clock = clock).await
+}
 
-    async fn mutation(&self, path: &str, args: Value) -> Result<Value, Error> {
-        self.server
-            .state
-            .executor
+/// The test application on a test clock, over a fresh data folder.
+async fn start_clocked() -> (TestClock, TestServer) {
+    let time = TestClock::new();
+    let s = start_on(
+        &time,
+        tempfile::tempdir().unwrap(),
+        registry(Arc::default()),
+    )
+    .await;
+    (time, s)
+}
+
+/// Advances `time` by `step`, then waits until `check` holds of the jobs:
+/// one step at a time, so that no tick of a cron is skipped over.
+async fn step(
+    s: &TestServer,
+    time: &TestClock,
+    step: Duration,
+    what: &str,
+    check: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    time.advance(step);
+    s.wait_rows(SCHEDULED_FUNCTIONS, what, check).await
+}
+
+/// What these tests ask of the server beside the kit's: calls in process,
+/// and the state of jobs and what they wrote.
+trait Jobs {
+    async fn run_mutation(&self, path: &str, args: Value) -> Result<Value, Error>;
+    async fn run_after(&self, delay_ms: f64, path: &str, args: Value) -> DocumentId;
+    async fn job(&self, id: &DocumentId) -> Value;
+    async fn tries(&self, note: &str) -> Vec<Value>;
+    async fn events(&self, note: &str) -> Vec<Value>;
+    async fn wait_rows(
+        &self,
+        table: &'static str,
+        what: &str,
+        check: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value>;
+    async fn settled(&self, id: &DocumentId) -> Value;
+}
+
+impl Jobs for TestServer {
+    /// Runs a mutation in process, as a client.
+    async fn run_mutation(&self, path: &str, args: Value) -> Result<Value, Error> {
+        self.executor()
             .mutation(path, vec![args], Identity::Anonymous, Caller::Client, None)
             .await
             .map(|(value, _)| value)
@@ -314,7 +334,7 @@ impl Server {
     /// Schedules `path` with `args` `delay_ms` from now; returns the job id.
     async fn run_after(&self, delay_ms: f64, path: &str, args: Value) -> DocumentId {
         let id = self
-            .mutation(
+            .run_mutation(
                 "jobs:runAfter",
                 obj! { "path" => path, "delayMs" => delay_ms, "args" => args },
             )
@@ -323,23 +343,9 @@ impl Server {
         DocumentId::parse(id.as_str().expect("a job id")).expect("a job id")
     }
 
-    async fn rows(&self, table: &'static str) -> Vec<Value> {
-        self.server
-            .state
-            .executor
-            .database()
-            .query(move |tx| tx.query(table).collect())
-            .await
-            .expect("the table reads")
-            .value
-    }
-
     async fn job(&self, id: &DocumentId) -> Value {
         let id = id.clone();
-        self.server
-            .state
-            .executor
-            .database()
+        self.database()
             .query(move |tx| tx.get(&id))
             .await
             .expect("the job reads")
@@ -367,31 +373,20 @@ impl Server {
         what: &str,
         check: impl Fn(&[Value]) -> bool,
     ) -> Vec<Value> {
-        let started = Instant::now();
-        loop {
-            let rows = self.rows(table).await;
-            if check(&rows) {
-                return rows;
-            }
-            assert!(started.elapsed() < PATIENCE, "waited for {what}: {rows:#?}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.rows_until(table, what, |rows| check(rows).then(|| rows.to_vec()))
+            .await
     }
 
     /// Polls until the job is no longer pending or in progress.
     async fn settled(&self, id: &DocumentId) -> Value {
-        let started = Instant::now();
-        loop {
+        eventually(&format!("job {id} to settle"), PATIENCE, || async {
             let job = self.job(id).await;
-            if !matches!(state(&job), "pending" | "inProgress") {
-                return job;
+            match state(&job) {
+                "pending" | "inProgress" => Err(format!("{job:?}")),
+                _ => Ok(job),
             }
-            assert!(
-                started.elapsed() < PATIENCE,
-                "waited for job {id} to settle: {job:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        })
+        .await
     }
 }
 
@@ -411,19 +406,29 @@ fn note(note: &str) -> Value {
 
 #[tokio::test]
 async fn a_scheduled_mutation_runs_after_its_delay_and_never_before() {
-    let s = start(registry(Arc::default())).await;
-    let asked = now_ms();
+    let time = TestClock::new();
+    let clock = time.clock();
+    let s = start_on(
+        &time,
+        tempfile::tempdir().unwrap(),
+        registry(Arc::default()),
+    )
+    .await;
+    let asked = clock.now_ms();
     let job = s.run_after(300.0, "events:record", note("later")).await;
     let row = s.job(&job).await;
     assert_eq!(state(&row), "pending");
     let due = field_f64(&row, "scheduledTime");
     assert!(due >= asked + 300.0, "due {due} is 300 ms after {asked}");
 
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Halfway: the worker, woken by the advance, finds nothing due.
+    time.advance(Duration::from_millis(150));
+    tokio::time::sleep(SILENCE).await;
     let early = s.events("later").await;
-    if now_ms() < due {
+    if clock.now_ms() < due {
         assert!(early.is_empty(), "not run early: {early:?}");
     }
+    time.advance(Duration::from_millis(150));
     let ran = s.settled(&job).await;
     assert_eq!(state(&ran), "success", "{ran:?}");
     let events = s.events("later").await;
@@ -436,6 +441,22 @@ async fn a_scheduled_mutation_runs_after_its_delay_and_never_before() {
         at,
         "the state changed in the same commit"
     );
+}
+
+/// The worker's time is the server's clock: a job due in an hour runs once
+/// the clock has moved an hour, not an hour later.
+#[tokio::test]
+async fn a_job_comes_due_when_the_servers_clock_reaches_its_time() {
+    let (time, s) = start_clocked().await;
+    let job = s
+        .run_after(3_600_000.0, "events:record", note("in an hour"))
+        .await;
+    assert_eq!(state(&s.job(&job).await), "pending");
+    time.advance(Duration::from_secs(3600));
+    let ran = s.settled(&job).await;
+    assert_eq!(state(&ran), "success", "{ran:?}");
+    let at = field_f64(&s.events("in an hour").await[0], "at");
+    assert!(at >= field_f64(&ran, "scheduledTime"), "{ran:?}");
 }
 
 #[tokio::test]
@@ -456,22 +477,23 @@ async fn a_commit_that_schedules_an_earlier_job_wakes_the_worker() {
 
 #[tokio::test]
 async fn a_canceled_job_never_runs() {
-    let s = start(registry(Arc::default())).await;
+    let (time, s) = start_clocked().await;
     let job = s.run_after(300.0, "events:record", note("canceled")).await;
     let canceled = s
-        .mutation("jobs:cancel", obj! { "id" => job.as_str() })
+        .run_mutation("jobs:cancel", obj! { "id" => job.as_str() })
         .await
         .expect("cancel commits");
     assert_eq!(canceled, Value::Boolean(true));
     // A job scheduled with it, after it, shows the worker got past its time.
     let witness = s.run_after(400.0, "events:record", note("witness")).await;
+    time.advance(Duration::from_millis(400));
     assert_eq!(state(&s.settled(&witness).await), "success");
     assert!(s.events("canceled").await.is_empty());
     let row = s.job(&job).await;
     assert_eq!(state(&row), "canceled");
     assert!(row.get("completedTime").is_some());
     let again = s
-        .mutation("jobs:cancel", obj! { "id" => job.as_str() })
+        .run_mutation("jobs:cancel", obj! { "id" => job.as_str() })
         .await;
     assert_eq!(
         again,
@@ -479,7 +501,7 @@ async fn a_canceled_job_never_runs() {
         "a second cancel changes nothing"
     );
     let ran = s
-        .mutation("jobs:cancel", obj! { "id" => witness.as_str() })
+        .run_mutation("jobs:cancel", obj! { "id" => witness.as_str() })
         .await;
     assert_eq!(
         ran,
@@ -492,7 +514,7 @@ async fn a_canceled_job_never_runs() {
 async fn a_failed_mutation_schedules_nothing() {
     let s = start(registry(Arc::default())).await;
     let failed = s
-        .mutation("jobs:scheduleThenFail", obj! { "path" => "events:record" })
+        .run_mutation("jobs:scheduleThenFail", obj! { "path" => "events:record" })
         .await;
     assert!(matches!(failed, Err(Error::App { .. })), "{failed:?}");
     assert!(s.rows(SCHEDULED_FUNCTIONS).await.is_empty());
@@ -552,10 +574,10 @@ async fn a_scheduled_action_runs_once_and_settles() {
 
 #[tokio::test]
 async fn run_at_takes_an_absolute_time_and_a_past_one_runs_at_once() {
-    let s = start(registry(Arc::default())).await;
-    let at = now_ms() + 200.0;
+    let (time, s) = start_clocked().await;
+    let at = time.clock().now_ms() + 200.0;
     let id = s
-        .mutation(
+        .run_mutation(
             "jobs:runAt",
             obj! { "path" => "events:record", "at" => at, "args" => note("at") },
         )
@@ -563,11 +585,12 @@ async fn run_at_takes_an_absolute_time_and_a_past_one_runs_at_once() {
         .unwrap();
     let job = DocumentId::parse(id.as_str().unwrap()).unwrap();
     assert_eq!(field_f64(&s.job(&job).await, "scheduledTime"), at);
+    time.advance(Duration::from_millis(200));
     s.settled(&job).await;
     assert!(field_f64(&s.events("at").await[0], "at") >= at);
 
     let past = s
-        .mutation(
+        .run_mutation(
             "jobs:runAt",
             obj! { "path" => "events:record", "at" => 0.0, "args" => note("past") },
         )
@@ -604,9 +627,9 @@ async fn no_more_jobs_run_at_once_than_the_bound() {
 
 #[tokio::test]
 async fn a_query_can_read_a_job_and_its_subscribers_see_it_change() {
-    let s = start(registry(Arc::default())).await;
+    let (time, s) = start_clocked().await;
     let job = s.run_after(300.0, "events:record", note("watched")).await;
-    let url = format!("ws://{}/api/sync", s.server.addr);
+    let url = format!("ws://{}/api/sync", s.addr());
     let mut client = Client::connect(&url, SessionId::random()).await;
     let first = client
         .subscribe(&[(1, "jobs:get", obj! { "id" => job.as_str() })])
@@ -617,6 +640,7 @@ async fn a_query_can_read_a_job_and_its_subscribers_see_it_change() {
         seen.get("name").and_then(Value::as_str),
         Some("events:record")
     );
+    time.advance(Duration::from_millis(300));
     let next = client.transition().await;
     let seen = next.updated(1).expect("the job's update is pushed");
     assert_eq!(
@@ -666,43 +690,15 @@ async fn child_schedules_then_waits_to_be_killed() {
     std::future::pending::<()>().await;
 }
 
-/// Kills the child if the test fails before it does.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts the child on `dir` scheduling `job`, waits for the line containing
 /// `kill_at`, SIGKILLs it, and returns the scheduled job's id and when the
 /// scheduling was acknowledged.
 fn run_child_and_kill(dir: &std::path::Path, job: &str, kill_at: &str) -> (DocumentId, Instant) {
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_schedules_then_waits_to_be_killed",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR, dir)
-        .env(CHILD_JOB, job)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the child");
-    let mut child = KillOnDrop(child);
-    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in lines.by_ref().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut child: KillOnDrop = run_test_alone(
+        "child_schedules_then_waits_to_be_killed",
+        &[(CHILD_DIR, dir.as_os_str()), (CHILD_JOB, job.as_ref())],
+    );
+    let rx = child.stdout_lines();
     let mut id = None;
     let mut acknowledged = Instant::now();
     loop {
@@ -735,11 +731,10 @@ async fn a_scheduled_mutation_runs_exactly_once_after_a_kill_and_restart() {
         acknowledged.elapsed() < Duration::from_secs_f64(CRASH_DELAY_MS / 1e3),
         "killed before the job was due"
     );
-    // Stay down until the job is overdue.
-    let overdue = acknowledged + Duration::from_secs_f64(CRASH_DELAY_MS / 1e3 + 0.1);
-    tokio::time::sleep_until(overdue.into()).await;
-
-    let s = start_in(dir, registry(Arc::default()), SchedulerOptions::default()).await;
+    // Stay down until the job is overdue: come back on a clock that far on.
+    let time = TestClock::new();
+    time.advance(Duration::from_secs_f64(CRASH_DELAY_MS / 1e3 + 0.1));
+    let s = start_on(&time, dir, registry(Arc::default())).await;
     let row = s.settled(&job).await;
     assert_eq!(state(&row), "success", "{row:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -747,7 +742,7 @@ async fn a_scheduled_mutation_runs_exactly_once_after_a_kill_and_restart() {
 
     // And once more across a clean restart: nothing runs again.
     let dir = s.stop().await;
-    let s = start_in(dir, registry(Arc::default()), SchedulerOptions::default()).await;
+    let s = start_on(&time, dir, registry(Arc::default())).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(s.events("crash").await.len(), 1, "still once");
     assert_eq!(s.rows(SCHEDULED_FUNCTIONS).await.len(), 1);
@@ -953,13 +948,16 @@ fn with_interval(every_ms: u64) -> Registry {
 
 #[tokio::test]
 async fn an_interval_cron_fires_on_its_cadence() {
-    let started = now_ms();
-    let s = start(with_interval(200)).await;
-    let jobs = s
-        .wait_rows(SCHEDULED_FUNCTIONS, "four ticks", |jobs| {
-            cron_runs(jobs, "tick").len() >= 4
+    let time = TestClock::new();
+    let started = time.clock().now_ms();
+    let s = start_on(&time, tempfile::tempdir().unwrap(), with_interval(200)).await;
+    let mut jobs = Vec::new();
+    for ticks in 1..=4 {
+        jobs = step(&s, &time, Duration::from_millis(200), "a tick", |jobs| {
+            cron_runs(jobs, "tick").len() >= ticks
         })
         .await;
+    }
     let runs = cron_runs(&jobs, "tick");
     let first = field_f64(&runs[0], "scheduledTime");
     assert!(
@@ -986,12 +984,19 @@ async fn an_interval_cron_fires_on_its_cadence() {
 async fn a_cron_expression_fires_at_its_matching_times() {
     let mut app = registry(Arc::default());
     app.cron("second", "* * * * * *", "events:record", note("second"));
-    let s = start(app).await;
-    let jobs = s
-        .wait_rows(SCHEDULED_FUNCTIONS, "two runs", |jobs| {
-            cron_runs(jobs, "second").len() >= 2
-        })
-        .await;
+    let time = TestClock::new();
+    let s = start_on(&time, tempfile::tempdir().unwrap(), app).await;
+    // Just past the next whole second, then one second on.
+    let into_second = time.clock().now_ms() % 1000.0;
+    let first = Duration::from_secs_f64((1001.0 - into_second) / 1e3);
+    step(&s, &time, first, "a run", |jobs| {
+        !cron_runs(jobs, "second").is_empty()
+    })
+    .await;
+    let jobs = step(&s, &time, Duration::from_secs(1), "two runs", |jobs| {
+        cron_runs(jobs, "second").len() >= 2
+    })
+    .await;
     let runs = cron_runs(&jobs, "second");
     for run in &runs {
         let due = field_f64(run, "scheduledTime");
@@ -1005,26 +1010,36 @@ async fn a_cron_expression_fires_at_its_matching_times() {
 
 #[tokio::test]
 async fn a_cron_run_missed_while_down_happens_once_after_restart() {
-    let s = start(with_interval(200)).await;
-    s.wait_rows(SCHEDULED_FUNCTIONS, "a tick", |jobs| {
+    let time = TestClock::new();
+    let clock = time.clock();
+    let s = start_on(&time, tempfile::tempdir().unwrap(), with_interval(200)).await;
+    step(&s, &time, Duration::from_millis(200), "a tick", |jobs| {
         !cron_runs(jobs, "tick").is_empty()
     })
     .await;
     let dir = s.stop().await;
-    let down = now_ms();
+    let down = clock.now_ms();
     // Down across about five ticks.
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let up = now_ms();
-    let s = start_in(dir, with_interval(200), SchedulerOptions::default()).await;
-    let jobs = s
-        .wait_rows(SCHEDULED_FUNCTIONS, "ticks after the restart", |jobs| {
-            cron_runs(jobs, "tick")
-                .iter()
-                .filter(|j| field_f64(j, "scheduledTime") > up)
-                .count()
-                >= 2
-        })
+    time.advance(Duration::from_millis(1_000));
+    let up = clock.now_ms();
+    let s = start_on(&time, dir, with_interval(200)).await;
+    let after_up = |jobs: &[Value]| {
+        cron_runs(jobs, "tick")
+            .iter()
+            .filter(|j| field_f64(j, "scheduledTime") > up)
+            .count()
+    };
+    let mut jobs = Vec::new();
+    for ticks in 1..=2 {
+        jobs = step(
+            &s,
+            &time,
+            Duration::from_millis(200),
+            "ticks after the restart",
+            |jobs| after_up(jobs) >= ticks,
+        )
         .await;
+    }
     let runs = cron_runs(&jobs, "tick");
     let missed: Vec<&Value> = runs
         .iter()

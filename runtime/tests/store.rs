@@ -1,7 +1,10 @@
-//! The transaction API against a real SQLite file: every document call, every
-//! query shape, commit ordering, rollback of failed mutations, the errors a
-//! caller mistake gets, and a property test holding index range scans to a naive
-//! filter-and-sort over all documents.
+//! The transaction API on every storage engine (today a real SQLite file):
+//! every document call, every query shape, commit ordering, rollback of failed
+//! mutations, the errors a caller mistake gets, and a property test holding
+//! index range scans to a naive filter-and-sort over all documents.
+//!
+//! Each case is a function of a fresh `Database`; `on_every_engine!` runs
+//! each on each engine of `engines`, as `<engine>::<case>`.
 
 mod common;
 
@@ -9,7 +12,7 @@ use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{
-    app_message, arb_range, arb_thing, id_of, index_cmp, reset_things, runner, test_db, TestDb,
+    app_message, arb_range, arb_thing, id_of, index_cmp, reset_things, runner, schema, TestDb,
 };
 use livebase_runtime::database::Database;
 use livebase_runtime::store::Order;
@@ -23,6 +26,105 @@ use proptest::test_runner::TestCaseError;
 type RangeFn = Box<dyn FnOnce(IndexRange) -> IndexRange + Send>;
 /// A handler that tries to write.
 type WriteFn = Box<dyn FnOnce(&mut Transaction) -> livebase_runtime::Result<()> + Send>;
+
+/// The storage engines the suite runs on: each opens a fresh, empty store in
+/// a folder. A new engine is one more function here and one more name in
+/// the `engines` list below.
+mod engines {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use livebase_runtime::store::sqlite::SqlitePersistence;
+    use livebase_runtime::store::Persistence;
+
+    /// Opens a fresh, empty store in the folder given.
+    pub type Engine = fn(&Path) -> Arc<dyn Persistence>;
+
+    pub fn sqlite(dir: &Path) -> Arc<dyn Persistence> {
+        Arc::new(SqlitePersistence::open(dir.join("livebase.sqlite3")).expect("open sqlite"))
+    }
+}
+
+/// A database over a fresh store of `engine`, in a temporary folder.
+fn db_on(engine: engines::Engine) -> TestDb {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Database::open(engine(dir.path()), schema()).expect("open database");
+    TestDb { db, dir }
+}
+
+/// One module of tests per engine, one test per case: `cases` on a
+/// current-thread runtime, `threaded` ones on two worker threads, `blocking`
+/// ones (which drive their own runtime) as plain tests.
+macro_rules! on_every_engine {
+    (
+        engines: [$($engine:ident),* $(,)?],
+        cases: $cases:tt,
+        threaded: $threaded:tt,
+        blocking: $blocking:tt $(,)?
+    ) => {
+        $(on_every_engine!(@engine $engine, $cases, $threaded, $blocking);)*
+    };
+    (
+        @engine $engine:ident,
+        [$($case:ident),* $(,)?],
+        [$($threaded:ident),* $(,)?],
+        [$($blocking:ident),* $(,)?]
+    ) => {
+        mod $engine {
+            use super::{db_on, engines};
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let t = db_on(engines::$engine);
+                    super::$case(t.db.clone()).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $threaded() {
+                    let t = db_on(engines::$engine);
+                    super::$threaded(t.db.clone()).await;
+                }
+            )*
+            $(
+                #[test]
+                fn $blocking() {
+                    let t = db_on(engines::$engine);
+                    super::$blocking(t.db.clone());
+                }
+            )*
+        }
+    };
+}
+
+on_every_engine! {
+    engines: [sqlite],
+    cases: [
+        insert_then_get_round_trips_with_id_naming_its_table_and_creation_time,
+        patch_sets_the_given_fields_and_keeps_the_others,
+        replace_swaps_every_user_field,
+        delete_removes_the_document_from_get_and_every_index,
+        with_index_eq_and_bounds_select_exactly_the_range,
+        ranges_tell_a_string_from_the_same_string_followed_by_a_zero_byte,
+        desc_order_reverses_the_index_order,
+        filter_take_first_and_unique,
+        unique_fails_when_two_documents_match,
+        paginate_returns_every_document_exactly_once_in_index_order,
+        a_page_of_crossed_bounds_is_empty_and_its_cursor_is_taken_back,
+        commit_timestamps_strictly_increase,
+        a_failed_mutation_writes_nothing_and_the_next_one_commits,
+        a_query_cannot_write,
+        unknown_tables_and_indexes_are_named_in_the_error,
+        schema_violations_name_the_field_and_what_was_expected,
+        system_fields_and_non_objects_cannot_be_written,
+    ],
+    threaded: [
+        concurrent_mutations_commit_in_groups_each_on_its_own,
+    ],
+    blocking: [
+        range_scans_return_exactly_what_a_naive_filter_and_sort_gives,
+    ],
+}
 
 fn item(org: &str, status: &str, name: &str) -> Value {
     obj! { "organizationId" => org, "status" => status, "name" => name }
@@ -94,9 +196,7 @@ fn assert_invalid(err: &Error, needles: &[&str]) -> String {
     message
 }
 
-#[tokio::test]
-async fn insert_then_get_round_trips_with_id_naming_its_table_and_creation_time() {
-    let TestDb { db, .. } = test_db();
+async fn insert_then_get_round_trips_with_id_naming_its_table_and_creation_time(db: Database) {
     let before_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -130,9 +230,7 @@ async fn insert_then_get_round_trips_with_id_naming_its_table_and_creation_time(
     assert_eq!(get(&db, &DocumentId::generate("nowhere")).await, None);
 }
 
-#[tokio::test]
-async fn patch_sets_the_given_fields_and_keeps_the_others() {
-    let TestDb { db, .. } = test_db();
+async fn patch_sets_the_given_fields_and_keeps_the_others(db: Database) {
     let id = insert_each(&db, "items", vec![item("org1", "draft", "Widget")]).await[0].clone();
     let created = get(&db, &id).await.unwrap().get("_creationTime").cloned();
     let patch_id = id.clone();
@@ -163,9 +261,7 @@ async fn patch_sets_the_given_fields_and_keeps_the_others() {
     assert!(drafts.is_empty(), "the old index entry is gone: {drafts:?}");
 }
 
-#[tokio::test]
-async fn replace_swaps_every_user_field() {
-    let TestDb { db, .. } = test_db();
+async fn replace_swaps_every_user_field(db: Database) {
     let first = obj! { "organizationId" => "org1", "status" => "draft", "name" => "Old", "priority" => 3.0 };
     let id = insert_each(&db, "items", vec![first]).await[0].clone();
     let created = get(&db, &id).await.unwrap().get("_creationTime").cloned();
@@ -196,9 +292,7 @@ async fn replace_swaps_every_user_field() {
     );
 }
 
-#[tokio::test]
-async fn delete_removes_the_document_from_get_and_every_index() {
-    let TestDb { db, .. } = test_db();
+async fn delete_removes_the_document_from_get_and_every_index(db: Database) {
     let ids = insert_each(
         &db,
         "items",
@@ -246,9 +340,7 @@ async fn seed_ranges(db: &Database) {
     .await;
 }
 
-#[tokio::test]
-async fn with_index_eq_and_bounds_select_exactly_the_range() {
-    let TestDb { db, .. } = test_db();
+async fn with_index_eq_and_bounds_select_exactly_the_range(db: Database) {
     seed_ranges(&db).await;
     let by_os = "by_organization_status";
     let asc = Order::Asc;
@@ -342,9 +434,7 @@ async fn with_index_eq_and_bounds_select_exactly_the_range() {
 
 /// `"b"`'s key is a prefix of `"b\0"`'s (07 62 00 and 07 62 00 FF 00): an
 /// equality or a bound on `"b"` must still tell them apart.
-#[tokio::test]
-async fn ranges_tell_a_string_from_the_same_string_followed_by_a_zero_byte() {
-    let TestDb { db, .. } = test_db();
+async fn ranges_tell_a_string_from_the_same_string_followed_by_a_zero_byte(db: Database) {
     let statuses = ["a", "b", "b\0", "b\0\0", "b\0x", "b\x01", "c"];
     insert_each(
         &db,
@@ -396,9 +486,7 @@ async fn ranges_tell_a_string_from_the_same_string_followed_by_a_zero_byte() {
     }
 }
 
-#[tokio::test]
-async fn desc_order_reverses_the_index_order() {
-    let TestDb { db, .. } = test_db();
+async fn desc_order_reverses_the_index_order(db: Database) {
     seed_ranges(&db).await;
     let got = range(&db, "by_organization_status", Order::Desc, |q| {
         q.eq("organizationId", "a")
@@ -422,9 +510,7 @@ async fn desc_order_reverses_the_index_order() {
     );
 }
 
-#[tokio::test]
-async fn filter_take_first_and_unique() {
-    let TestDb { db, .. } = test_db();
+async fn filter_take_first_and_unique(db: Database) {
     seed_ranges(&db).await;
     let filtered = db
         .query(|tx| {
@@ -522,9 +608,7 @@ async fn filter_take_first_and_unique() {
     assert_eq!(unique.1, None);
 }
 
-#[tokio::test]
-async fn unique_fails_when_two_documents_match() {
-    let TestDb { db, .. } = test_db();
+async fn unique_fails_when_two_documents_match(db: Database) {
     seed_ranges(&db).await;
     let err = db
         .query(|tx| {
@@ -576,9 +660,7 @@ async fn all_pages(db: &Database, order: Order, page_size: usize, even_only: boo
     }
 }
 
-#[tokio::test]
-async fn paginate_returns_every_document_exactly_once_in_index_order() {
-    let TestDb { db, .. } = test_db();
+async fn paginate_returns_every_document_exactly_once_in_index_order(db: Database) {
     // More documents than one store scan batch; several commits, so creation
     // times both differ and tie (ties are ordered by `_id`).
     const N: usize = 300;
@@ -666,9 +748,40 @@ async fn paginate_returns_every_document_exactly_once_in_index_order() {
     assert_invalid(&err, &["not one this query issued"]);
 }
 
-#[tokio::test]
-async fn commit_timestamps_strictly_increase() {
-    let TestDb { db, .. } = test_db();
+/// Bounds that cross (`gte("m").lt("c")`) select nothing; the cursor that
+/// such a page ends at must still be accepted by the same query (a fuzzed
+/// range once found it refused as "another query's").
+async fn a_page_of_crossed_bounds_is_empty_and_its_cursor_is_taken_back(db: Database) {
+    seed_ranges(&db).await;
+    for order in [Order::Asc, Order::Desc] {
+        let crossed = move |tx: &mut Transaction<'_>, cursor: Option<String>| {
+            tx.query("items")
+                .with_index("by_organization_status", |q| {
+                    q.eq("organizationId", "a")
+                        .gte("status", "m")
+                        .lt("status", "c")
+                })
+                .order(order)
+                .paginate(cursor.as_deref(), 5)
+        };
+        let first = db
+            .query(move |tx| crossed(tx, None))
+            .await
+            .expect("a page")
+            .value;
+        assert!(first.page.is_empty(), "{order:?}: {:?}", first.page);
+        assert!(first.is_done);
+        let cursor = first.continue_cursor.clone();
+        let again = db
+            .query(move |tx| crossed(tx, Some(cursor)))
+            .await
+            .unwrap_or_else(|e| panic!("{order:?}: its own cursor was refused: {e}"))
+            .value;
+        assert!(again.page.is_empty() && again.is_done);
+    }
+}
+
+async fn commit_timestamps_strictly_increase(db: Database) {
     let mut last = db.last_ts().await.unwrap();
     let mut created = f64::NEG_INFINITY;
     for i in 0..20 {
@@ -703,9 +816,7 @@ async fn commit_timestamps_strictly_increase() {
     assert_eq!(db.last_ts().await.unwrap(), next.ts);
 }
 
-#[tokio::test]
-async fn a_failed_mutation_writes_nothing_and_the_next_one_commits() {
-    let TestDb { db, .. } = test_db();
+async fn a_failed_mutation_writes_nothing_and_the_next_one_commits(db: Database) {
     let kept = insert_each(&db, "items", vec![item("o", "before", "kept")]).await[0].clone();
     let before = db.last_ts().await.unwrap();
     let snapshot = range(&db, "by_creation_time", Order::Asc, |q| q).await;
@@ -771,9 +882,7 @@ async fn a_failed_mutation_writes_nothing_and_the_next_one_commits() {
     );
 }
 
-#[tokio::test]
-async fn a_query_cannot_write() {
-    let TestDb { db, .. } = test_db();
+async fn a_query_cannot_write(db: Database) {
     let id = insert_each(&db, "items", vec![item("o", "s", "only")]).await[0].clone();
     let before = range(&db, "by_creation_time", Order::Asc, |q| q).await;
     let i = id.clone();
@@ -800,9 +909,7 @@ async fn a_query_cannot_write() {
     assert!(get(&db, &id).await.is_some());
 }
 
-#[tokio::test]
-async fn unknown_tables_and_indexes_are_named_in_the_error() {
-    let TestDb { db, .. } = test_db();
+async fn unknown_tables_and_indexes_are_named_in_the_error(db: Database) {
     let err = mutation_error(&db, |tx| tx.insert("nope", obj! { "a" => 1.0 })).await;
     assert_invalid(&err, &["no table `nope`"]);
     let err = db.query(|tx| tx.query("nope").collect()).await.unwrap_err();
@@ -871,9 +978,7 @@ async fn unknown_tables_and_indexes_are_named_in_the_error() {
     assert_invalid(&err, &["`status`", "(organizationId)"]);
 }
 
-#[tokio::test]
-async fn schema_violations_name_the_field_and_what_was_expected() {
-    let TestDb { db, .. } = test_db();
+async fn schema_violations_name_the_field_and_what_was_expected(db: Database) {
     let wrong_type = obj! { "organizationId" => 5.0, "status" => "s", "name" => "n" };
     let err = mutation_error(&db, move |tx| tx.insert("items", wrong_type)).await;
     assert_invalid(
@@ -918,9 +1023,7 @@ async fn schema_violations_name_the_field_and_what_was_expected() {
     );
 }
 
-#[tokio::test]
-async fn system_fields_and_non_objects_cannot_be_written() {
-    let TestDb { db, .. } = test_db();
+async fn system_fields_and_non_objects_cannot_be_written(db: Database) {
     for field in ["_id", "_creationTime", "_secret"] {
         let mut doc = item("o", "s", "n").as_object().unwrap().clone();
         doc.insert(field.into(), Value::from("x"));
@@ -960,12 +1063,10 @@ async fn system_fields_and_non_objects_cannot_be_written() {
 // ---------------------------------------------------------------------------
 // Property: a range scan returns exactly what a naive filter and sort gives.
 
-#[test]
-fn range_scans_return_exactly_what_a_naive_filter_and_sort_gives() {
+fn range_scans_return_exactly_what_a_naive_filter_and_sort_gives(db: Database) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let TestDb { db, .. } = test_db();
     let strategy = (
         prop::collection::vec(arb_thing(), 0..14),
         prop::collection::vec(arb_range(), 1..12),
@@ -993,9 +1094,7 @@ fn range_scans_return_exactly_what_a_naive_filter_and_sort_gives() {
 /// Many mutations at once are committed in groups sharing one sync: each still
 /// gets its own strictly increasing timestamp, a failing one is undone alone,
 /// and commits reach listeners in timestamp order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_mutations_commit_in_groups_each_on_its_own() {
-    let TestDb { db, .. } = test_db();
+async fn concurrent_mutations_commit_in_groups_each_on_its_own(db: Database) {
     let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = heard.clone();
     db.on_commit(Box::new(move |c| sink.lock().unwrap().push(c.ts)))

@@ -9,7 +9,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use livebase_schema::obj;
-use support::{docs, id_of, org, Frame, TestServer, RECV_TIMEOUT};
+use livebase_testkit::{Frame, TestServer, PATIENCE};
+use support::{docs, id_of, org};
 
 /// Close code for "try again later", which the server uses for a laggard.
 const CLOSE_OVERLOADED: u16 = 1013;
@@ -25,14 +26,14 @@ const PROMPT: Duration = Duration::from_secs(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_disconnected_while_others_keep_their_pushes() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let body = "b".repeat(BODY);
-    server
-        .mutate(
-            "notes:addMany",
-            obj! { "organizationId" => "A", "body" => body.as_str(), "count" => NOTES as f64 },
-        )
-        .await;
+    support::mutate(
+        &server,
+        "notes:addMany",
+        obj! { "organizationId" => "A", "body" => body.as_str(), "count" => NOTES as f64 },
+    )
+    .await;
 
     let mut slow = server.client().await;
     let first = slow.subscribe(&[(0, "notes:list", org("A"))]).await;
@@ -90,7 +91,7 @@ async fn a_client_that_stops_reading_is_disconnected_while_others_keep_their_pus
     // The slow client, reading again, finds what was queued and then the close.
     let mut received = 0;
     let code = loop {
-        match slow.next_frame(RECV_TIMEOUT).await {
+        match slow.next_frame(PATIENCE).await {
             Some(Frame::Message(_)) => received += 1,
             Some(Frame::Close(frame)) => break frame.map(|(code, _)| code),
             Some(Frame::Ended(_)) => break None,
@@ -123,14 +124,14 @@ async fn a_laggard_on_large_results_is_cut_off_by_bytes_not_only_by_messages() {
     /// 16 MiB of queue plus the socket buffers hold a few dozen of these
     /// pushes; the message bound alone would take more than 256.
     const CUT_OFF_WITHIN: usize = 120;
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let body = "b".repeat(BIG_BODY);
-    server
-        .mutate(
-            "notes:addMany",
-            obj! { "organizationId" => "A", "body" => body.as_str(), "count" => BIG_NOTES as f64 },
-        )
-        .await;
+    support::mutate(
+        &server,
+        "notes:addMany",
+        obj! { "organizationId" => "A", "body" => body.as_str(), "count" => BIG_NOTES as f64 },
+    )
+    .await;
     let mut slow = server.client().await;
     let first = slow.subscribe(&[(0, "notes:list", org("A"))]).await;
     let target = id_of(&docs(first.updated(0).expect("the list"))[0]);
@@ -156,7 +157,7 @@ async fn a_laggard_on_large_results_is_cut_off_by_bytes_not_only_by_messages() {
     }
     eprintln!("cut off after {writes} pushes of about 900 KB");
     let code = loop {
-        match slow.next_frame(RECV_TIMEOUT).await {
+        match slow.next_frame(PATIENCE).await {
             Some(Frame::Message(_)) => {}
             Some(Frame::Close(frame)) => break frame.map(|(code, _)| code),
             Some(Frame::Ended(_)) => break None,

@@ -1,4 +1,4 @@
-//! The error model of PROTOCOL.md over the WebSocket: application errors carry
+//! The error model of `docs/reference/protocol.md` over the WebSocket: application errors carry
 //! `errorData.code`; a panicking handler says only `Server error` with a
 //! request id and fails only its own call; internal functions look exactly
 //! like missing ones; invalid arguments name the field.
@@ -7,11 +7,13 @@ mod support;
 
 use livebase_schema::protocol::FunctionError;
 use livebase_schema::{obj, Value};
-use support::{error_code, note, org, server_error_request_id, TestServer};
+use livebase_testkit::ws::server_error_request_id;
+use livebase_testkit::{error_code, TestServer};
+use support::{note, org};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_application_error_arrives_with_its_code_and_data() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut c = server.client().await;
 
     let err = c
@@ -36,7 +38,7 @@ async fn an_application_error_arrives_with_its_code_and_data() {
         )
         .await
         .expect_err("invalid arguments");
-    assert_eq!(error_code(&err).as_deref(), Some("INVALID_ARGUMENT"));
+    assert_eq!(error_code(&err), Some("INVALID_ARGUMENT"));
 
     // A failed mutation does not end the connection.
     let ok = c
@@ -49,7 +51,7 @@ async fn an_application_error_arrives_with_its_code_and_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_says_server_error_with_a_request_id_and_fails_only_its_call() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut c = server.client().await;
 
     let err = c
@@ -120,7 +122,7 @@ fn without_path(error: &FunctionError, path: &str) -> (String, Option<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_internal_function_and_a_missing_one_give_the_same_error() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut c = server.client().await;
 
     // Mutations.
@@ -132,13 +134,13 @@ async fn an_internal_function_and_a_missing_one_give_the_same_error() {
         .mutation("notes:doesNotExist", note("A", "sneaky", 1.0))
         .await
         .expect_err("no such mutation");
-    assert_eq!(error_code(&internal).as_deref(), Some("INVALID_ARGUMENT"));
+    assert_eq!(error_code(&internal), Some("INVALID_ARGUMENT"));
     assert_eq!(
         without_path(&internal, "notes:internalAdd"),
         without_path(&missing, "notes:doesNotExist")
     );
     assert_eq!(
-        server.count("A").await,
+        support::count(&server, "A").await,
         0.0,
         "the internal mutation did not run"
     );
@@ -176,13 +178,13 @@ async fn an_internal_function_and_a_missing_one_give_the_same_error() {
         .await
         .expect("the action succeeds");
     assert!(support::is_note_id(&id), "{id:?}");
-    assert_eq!(server.count("A").await, 1.0);
+    assert_eq!(support::count(&server, "A").await, 1.0);
     server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_arguments_are_invalid_argument_errors_that_name_the_field() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut c = server.client().await;
     let cases = [
         (
@@ -205,7 +207,7 @@ async fn invalid_arguments_are_invalid_argument_errors_that_name_the_field() {
     for (what, fields, names) in cases {
         let err = c.mutation("notes:add", fields).await.expect_err(what);
         assert_eq!(
-            error_code(&err).as_deref(),
+            error_code(&err),
             Some("INVALID_ARGUMENT"),
             "{what}: {err:?}"
         );
@@ -219,11 +221,7 @@ async fn invalid_arguments_are_invalid_argument_errors_that_name_the_field() {
         .mutation("notes:set", obj! { "id" => "users_123", "body" => "b" })
         .await
         .expect_err("an id of another table");
-    assert_eq!(
-        error_code(&err).as_deref(),
-        Some("INVALID_ARGUMENT"),
-        "{err:?}"
-    );
+    assert_eq!(error_code(&err), Some("INVALID_ARGUMENT"), "{err:?}");
     assert!(err.message.contains("args.id"), "{:?}", err.message);
 
     let t = c
@@ -234,10 +232,10 @@ async fn invalid_arguments_are_invalid_argument_errors_that_name_the_field() {
         )])
         .await;
     let failed = t.failed(0).expect("invalid query arguments fail the query");
-    assert_eq!(error_code(failed).as_deref(), Some("INVALID_ARGUMENT"));
+    assert_eq!(error_code(failed), Some("INVALID_ARGUMENT"));
     assert!(failed.message.contains("args.hi"), "{:?}", failed.message);
     assert_eq!(
-        server.count("A").await,
+        support::count(&server, "A").await,
         0.0,
         "no invalid call wrote anything"
     );
@@ -247,7 +245,7 @@ async fn invalid_arguments_are_invalid_argument_errors_that_name_the_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_token_is_an_auth_error_and_the_connection_goes_on() {
     use livebase_schema::protocol::{AuthenticationToken, ClientMessage, ServerMessage};
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut c = server.client().await;
     c.subscribe(&[(0, "notes:count", org("A"))]).await;
     for token in [
@@ -279,7 +277,7 @@ async fn a_refused_token_is_an_auth_error_and_the_connection_goes_on() {
         event: serde_json::json!({"marks": []}),
     })
     .await;
-    c.expect_silence(support::SILENCE).await;
+    c.expect_silence(livebase_testkit::SILENCE).await;
     let ok = c
         .mutation("notes:add", note("A", "still signed out", 1.0))
         .await

@@ -1,4 +1,4 @@
-//! Exact invalidation over the wire (DESIGN.md invariants 3 and 4), checked
+//! Exact invalidation over the wire (`docs/reference/invariants.md`, invariants 3 and 4), checked
 //! at random: random notes across a few organizations, random subscriptions
 //! (`notes:list`, `notes:range` with random bounds, and `notes:count`, whose
 //! result often survives a write that hits it) spread over a few connections,
@@ -24,9 +24,9 @@ use std::sync::Arc;
 
 use livebase_schema::protocol::StateModification;
 use livebase_schema::{obj, Value};
+use livebase_testkit::{add, remove, Client, TestServer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use support::{add, remove, Client, TestServer};
 
 const SEEDS: [u64; 3] = [7, 1_000_003, 20_240_611];
 const ORGS: [&str; 3] = ["o1", "o2", "o3"];
@@ -190,8 +190,7 @@ async fn pushes_go_to_exactly_the_subscriptions_whose_results_changed() {
 }
 
 async fn fresh(server: &TestServer, query: &Query) -> Value {
-    server
-        .query(query.path(), query.args())
+    support::query(server, query.path(), query.args())
         .await
         .unwrap_or_else(|e| panic!("{query:?} failed: {e}"))
 }
@@ -202,7 +201,7 @@ fn live_keys(subs: &[Sub]) -> BTreeSet<String> {
 
 async fn run(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut writer = server.client().await;
     let mut notes: BTreeMap<String, Note> = BTreeMap::new();
     for _ in 0..INITIAL_NOTES {

@@ -7,8 +7,11 @@
 mod support;
 
 use livebase_schema::Value;
+use livebase_testkit::http::{call, http, post_json};
+use livebase_testkit::ws::server_error_request_id;
+use livebase_testkit::TestServer;
 use serde_json::{json, Value as Json};
-use support::{call, http, note, org, post_json, server_error_request_id, TestServer};
+use support::{note, org};
 
 /// The keys of a JSON object, sorted.
 fn keys(body: &Json) -> Vec<&str> {
@@ -24,7 +27,7 @@ fn keys(body: &Json) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn successful_calls_answer_200_with_the_value_and_reach_subscribers() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let addr = server.addr();
     let mut watcher = server.client().await;
     watcher.subscribe(&[(0, "notes:list", org("A"))]).await;
@@ -90,7 +93,7 @@ async fn successful_calls_answer_200_with_the_value_and_reach_subscribers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_calls_answer_560_with_the_error_model() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let addr = server.addr();
 
     let (status, body) = call(addr, "mutation", "notes:conflict", livebase_schema::obj! {}).await;
@@ -143,7 +146,7 @@ async fn failed_calls_answer_560_with_the_error_model() {
         );
         assert_eq!(b1["errorData"]["code"], "INVALID_ARGUMENT");
     }
-    assert_eq!(server.count("A").await, 0.0);
+    assert_eq!(support::count(&server, "A").await, 0.0);
 
     let (status, body) = call(
         addr,
@@ -166,7 +169,7 @@ async fn failed_calls_answer_560_with_the_error_model() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_is_not_a_request_is_400_and_names_the_problem() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let addr = server.addr();
     let json_header = [("Content-Type", "application/json")];
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
@@ -198,7 +201,7 @@ async fn a_body_that_is_not_a_request_is_400_and_names_the_problem() {
         for (what, body, names) in &cases {
             let response = http(addr, "POST", &format!("/api/{kind}"), &json_header, body).await;
             assert_eq!(response.status, 400, "{kind} with {what}");
-            let text = String::from_utf8_lossy(&response.body);
+            let text = String::from_utf8_lossy(&response.bytes);
             assert!(
                 text.contains(names),
                 "{kind} with {what}: {text} should name {names}"
@@ -228,7 +231,7 @@ async fn a_stalled_request_is_cut_off_after_the_handshake_timeout() {
     use std::time::{Duration, Instant};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut stalled = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
     stalled
         .write_all(b"GET /api/sync HTTP/1.1\r\nHost: x\r\n")

@@ -1,4 +1,4 @@
-//! Idempotent mutations (DESIGN.md invariant 6): a `Mutation` resent with the
+//! Idempotent mutations (`docs/reference/invariants.md`, invariant 6): a `Mutation` resent with the
 //! same session id and request id — on a new connection, and after the server
 //! restarted on the same data folder — returns the stored outcome and does not
 //! run again. The documents are counted to prove it.
@@ -6,11 +6,12 @@
 mod support;
 
 use livebase_schema::protocol::{RequestId, SessionId};
-use support::{error_code, note, Client, TestServer};
+use livebase_testkit::{error_code, Client, TestServer};
+use support::note;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resent_mutation_returns_its_stored_outcome_after_a_reconnect_and_a_restart() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let session = SessionId::random();
     let mut first = Client::connect(&server.ws_url(), session.clone()).await;
     let original = first
@@ -21,7 +22,7 @@ async fn a_resent_mutation_returns_its_stored_outcome_after_a_reconnect_and_a_re
         .mutation_as(RequestId(1), "notes:conflict", livebase_schema::obj! {})
         .await
         .expect_err("notes:conflict fails");
-    assert_eq!(server.count("A").await, 1.0);
+    assert_eq!(support::count(&server, "A").await, 1.0);
     first.close().await;
 
     // A reconnect resends both (the npm client resends what had no response,
@@ -39,27 +40,31 @@ async fn a_resent_mutation_returns_its_stored_outcome_after_a_reconnect_and_a_re
         .await
         .expect_err("the same failure, run again");
     assert_eq!(refailed, failed);
-    assert_eq!(error_code(&refailed).as_deref(), Some("CONFLICT"));
-    assert_eq!(server.count("A").await, 1.0, "the resend did not run again");
+    assert_eq!(error_code(&refailed), Some("CONFLICT"));
+    assert_eq!(
+        support::count(&server, "A").await,
+        1.0,
+        "the resend did not run again"
+    );
 
     // A new request id on the same session is a new mutation.
     second
         .mutation_as(RequestId(2), "notes:add", note("A", "twice", 2.0))
         .await
         .expect("notes:add succeeds");
-    assert_eq!(server.count("A").await, 2.0);
+    assert_eq!(support::count(&server, "A").await, 2.0);
     // The same request id in another session is another request too.
     let mut stranger = server.client().await;
     stranger
         .mutation_as(RequestId(0), "notes:add", note("A", "stranger", 3.0))
         .await
         .expect("notes:add succeeds");
-    assert_eq!(server.count("A").await, 3.0);
+    assert_eq!(support::count(&server, "A").await, 3.0);
     second.close().await;
     stranger.close().await;
 
     // After a restart on the same data folder the outcomes are still there.
-    let server = server.restart().await;
+    let server = server.restart(support::registry()).await;
     let mut third = Client::connect(&server.ws_url(), session.clone()).await;
     let after_restart = third
         .mutation_as(RequestId(0), "notes:add", note("A", "once", 1.0))
@@ -72,7 +77,7 @@ async fn a_resent_mutation_returns_its_stored_outcome_after_a_reconnect_and_a_re
         .expect_err("the same failure, run again");
     assert_eq!(refailed, failed);
     assert_eq!(
-        server.count("A").await,
+        support::count(&server, "A").await,
         3.0,
         "nothing ran again after the restart"
     );
@@ -85,7 +90,7 @@ async fn a_resent_mutation_returns_its_stored_outcome_after_a_reconnect_and_a_re
 /// request hears that the function is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resend_gets_its_stored_outcome_even_after_the_function_was_removed() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let session = SessionId::random();
     let mut first = Client::connect(&server.ws_url(), session.clone()).await;
     let original = first
@@ -101,7 +106,7 @@ async fn a_resend_gets_its_stored_outcome_even_after_the_function_was_removed() 
     // The same tables, no functions at all.
     let schema = support::registry().schema().clone();
     let server = server
-        .redeploy(livebase_runtime::registry::Registry::new(schema))
+        .restart(livebase_runtime::registry::Registry::new(schema))
         .await;
     let mut second = Client::connect(&server.ws_url(), session.clone()).await;
     let resent = second
@@ -128,7 +133,7 @@ async fn a_resend_gets_its_stored_outcome_even_after_the_function_was_removed() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resend_on_a_second_connection_while_the_first_is_open_runs_once() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let session = SessionId::random();
     let mut a = Client::connect(&server.ws_url(), session.clone()).await;
     let mut b = Client::connect(&server.ws_url(), session.clone()).await;
@@ -144,6 +149,6 @@ async fn a_resend_on_a_second_connection_while_the_first_is_open_runs_once() {
         assert_eq!(x, y, "both connections get the one outcome");
         outcomes.push(x);
     }
-    assert_eq!(server.count("A").await, 5.0);
+    assert_eq!(support::count(&server, "A").await, 5.0);
     server.shutdown().await;
 }

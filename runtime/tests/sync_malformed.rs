@@ -1,4 +1,4 @@
-//! Bad input on the WebSocket (DESIGN.md invariant 10): a frame that is not
+//! Bad input on the WebSocket (`docs/reference/invariants.md`, invariant 10): a frame that is not
 //! JSON, an unknown message type, a binary frame, fields of the wrong type,
 //! protocol-order mistakes and wrong query-set or identity versions each get a
 //! `FatalError` naming the problem and then a close — for that connection
@@ -9,7 +9,9 @@ mod support;
 
 use livebase_schema::protocol::{AuthenticationToken, ClientMessage};
 use livebase_schema::{obj, Value};
-use support::{add, connect_message, docs, error_code, note, org, remove, Client, TestServer};
+use livebase_testkit::ws::connect_message;
+use livebase_testkit::{add, error_code, remove, Client, TestServer};
+use support::{docs, note, org};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Close code for a protocol violation.
@@ -50,7 +52,7 @@ impl Bystander {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_frame_gets_a_fatal_error_and_a_close_for_that_connection_only() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut bystander = Bystander::start(&server).await;
     let cases: Vec<(&str, Message, &str)> = vec![
         (
@@ -118,7 +120,7 @@ async fn a_malformed_frame_gets_a_fatal_error_and_a_close_for_that_connection_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_message_other_than_connect_is_fatal() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut bystander = Bystander::start(&server).await;
     let cases: Vec<(&str, Message, &str)> = vec![
         ("not JSON", Message::text("hello"), "not valid JSON"),
@@ -158,7 +160,7 @@ async fn a_first_message_other_than_connect_is_fatal() {
         bystander.still_served().await;
     }
     assert_eq!(
-        server.count("A").await,
+        support::count(&server, "A").await,
         bystander.notes as f64,
         "nothing early ran"
     );
@@ -167,7 +169,7 @@ async fn a_first_message_other_than_connect_is_fatal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_query_set_and_identity_versions_are_fatal() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut bystander = Bystander::start(&server).await;
     let modify = |base, new, modifications| ClientMessage::ModifyQuerySet {
         base_version: base,
@@ -241,7 +243,7 @@ async fn wrong_query_set_and_identity_versions_are_fatal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_message_closes_with_1009_and_a_large_argument_is_a_limit_error() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut bystander = Bystander::start(&server).await;
 
     let mut victim = server.client().await;
@@ -266,11 +268,7 @@ async fn an_oversized_message_closes_with_1009_and_a_large_argument_is_a_limit_e
         .mutation("notes:add", note("A", &big, 0.0))
         .await
         .expect_err("too large a value");
-    assert_eq!(
-        error_code(&err).as_deref(),
-        Some("LIMIT_EXCEEDED"),
-        "{err:?}"
-    );
+    assert_eq!(error_code(&err), Some("LIMIT_EXCEEDED"), "{err:?}");
     assert!(
         err.message.len() < 1000,
         "the error does not echo the value"
@@ -285,7 +283,7 @@ async fn an_oversized_message_closes_with_1009_and_a_large_argument_is_a_limit_e
     sender.transitions_until(ok.ts).await;
     bystander.still_served().await;
     assert_eq!(
-        server.query("notes:count", org("A")).await,
+        support::query(&server, "notes:count", org("A")).await,
         Ok(Value::Float64(bystander.notes as f64))
     );
     server.shutdown().await;
@@ -294,7 +292,7 @@ async fn an_oversized_message_closes_with_1009_and_a_large_argument_is_a_limit_e
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_over_the_per_connection_cap_fails_and_can_still_be_removed() {
     use livebase_runtime::subscriptions::MAX_QUERIES_PER_CONNECTION;
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut c = server.client().await;
     let cap = MAX_QUERIES_PER_CONNECTION as u32;
     let adds = (0..=cap)
@@ -305,11 +303,7 @@ async fn a_query_over_the_per_connection_cap_fails_and_can_still_be_removed() {
     assert_eq!(t.updated(0), Some(&Value::Float64(0.0)));
     assert_eq!(t.updated(cap - 1), Some(&Value::Float64(0.0)));
     let over = t.failed(cap).expect("the query over the cap fails");
-    assert_eq!(
-        error_code(over).as_deref(),
-        Some("LIMIT_EXCEEDED"),
-        "{over:?}"
-    );
+    assert_eq!(error_code(over), Some("LIMIT_EXCEEDED"), "{over:?}");
     assert_eq!(
         server.evaluations(),
         1,
@@ -332,7 +326,7 @@ async fn a_query_over_the_per_connection_cap_fails_and_can_still_be_removed() {
 async fn a_websocket_that_never_sends_connect_is_closed_after_the_handshake_timeout() {
     use livebase_runtime::server::CONNECT_TIMEOUT;
     use std::time::{Duration, Instant};
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut bystander = Bystander::start(&server).await;
     let mut silent = Client::without_connect(&server.ws_url()).await;
     let since = Instant::now();
@@ -342,7 +336,7 @@ async fn a_websocket_that_never_sends_connect_is_closed_after_the_handshake_time
         .expect("the server closes the silent connection");
     let waited = since.elapsed();
     match frame {
-        support::Frame::Close(Some((code, reason))) => {
+        livebase_testkit::Frame::Close(Some((code, reason))) => {
             assert_eq!(code, CLOSE_PROTOCOL);
             assert!(reason.contains("Connect"), "{reason:?}");
         }

@@ -9,7 +9,8 @@ use std::sync::atomic::Ordering;
 
 use livebase_schema::protocol::{QueryId, QuerySetModification, StateModification};
 use livebase_schema::{obj, Value};
-use support::{args, error_code, TestServer, Transition};
+use livebase_testkit::{error_code, TestServer, Transition};
+use support::args;
 
 fn page_args(org: &str) -> Value {
     obj! {
@@ -52,18 +53,18 @@ fn bodies(t: &Transition, query: u32) -> Vec<String> {
 
 async fn add_notes(server: &TestServer, org: &str, bodies: &[&str]) {
     for (i, body) in bodies.iter().enumerate() {
-        server
-            .mutate(
-                "notes:add",
-                obj! { "organizationId" => org, "body" => *body, "n" => i as f64 },
-            )
-            .await;
+        support::mutate(
+            server,
+            "notes:add",
+            obj! { "organizationId" => org, "body" => *body, "n" => i as f64 },
+        )
+        .await;
     }
 }
 
 #[tokio::test]
 async fn a_live_page_keeps_its_end_and_a_re_add_with_its_journal_does_too() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     add_notes(&server, "o", &["a", "b", "c", "d", "e"]).await;
     let mut client = server.client().await;
     let t = client.modify(vec![add_page(1, "o", None)]).await;
@@ -71,12 +72,12 @@ async fn a_live_page_keeps_its_end_and_a_re_add_with_its_journal_does_too() {
     let journal = journal_of(&t, 1).expect("a live page's update carries its journal");
 
     // A new note lands at the top: the page grows, its end stays.
-    server
-        .mutate(
-            "notes:add",
-            obj! { "organizationId" => "o", "body" => "f", "n" => 9.0 },
-        )
-        .await;
+    support::mutate(
+        &server,
+        "notes:add",
+        obj! { "organizationId" => "o", "body" => "f", "n" => 9.0 },
+    )
+    .await;
     let t = client.transition().await;
     assert_eq!(bodies(&t, 1), ["f", "e", "d", "c"]);
     assert_eq!(journal_of(&t, 1).as_deref(), Some(journal.as_str()));
@@ -105,7 +106,7 @@ async fn a_live_page_keeps_its_end_and_a_re_add_with_its_journal_does_too() {
 
 #[tokio::test]
 async fn a_forged_or_foreign_journal_fails_the_query_with_invalid_argument() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     add_notes(&server, "o", &["a", "b", "c", "d"]).await;
     add_notes(&server, "other", &["x", "y", "z", "w"]).await;
     let mut client = server.client().await;
@@ -120,22 +121,20 @@ async fn a_forged_or_foreign_journal_fails_the_query_with_invalid_argument() {
         .await;
     for query in [2, 3] {
         let err = t.failed(query).expect("the query fails");
-        assert_eq!(
-            error_code(err).as_deref(),
-            Some("INVALID_ARGUMENT"),
-            "{err:?}"
-        );
+        assert_eq!(error_code(err), Some("INVALID_ARGUMENT"), "{err:?}");
     }
 }
 
 #[tokio::test]
 async fn cursors_outlive_a_restart_but_not_a_move_to_another_deployment() {
-    let server = TestServer::start().await;
-    let other = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
+    let other = TestServer::start(support::registry()).await;
     for s in [&server, &other] {
         add_notes(s, "o", &["a", "b", "c", "d"]).await;
     }
-    let first = server.query("notes:page", page_args("o")).await.unwrap();
+    let first = support::query(&server, "notes:page", page_args("o"))
+        .await
+        .unwrap();
     let cursor = first
         .get("continueCursor")
         .and_then(Value::as_str)
@@ -149,11 +148,15 @@ async fn cursors_outlive_a_restart_but_not_a_move_to_another_deployment() {
     };
     // Another deployment (its own secret) refuses it: the same query, the
     // same range, a different key.
-    let err = other.query("notes:page", next(&cursor)).await.unwrap_err();
+    let err = support::query(&other, "notes:page", next(&cursor))
+        .await
+        .unwrap_err();
     assert!(err.contains("not one this query issued"), "{err}");
     // The same deployment after a restart takes it.
-    let server = server.restart().await;
-    let second = server.query("notes:page", next(&cursor)).await.unwrap();
+    let server = server.restart(support::registry()).await;
+    let second = support::query(&server, "notes:page", next(&cursor))
+        .await
+        .unwrap();
     let Some(Value::Array(page)) = second.get("page") else {
         panic!("not a page: {second:?}");
     };

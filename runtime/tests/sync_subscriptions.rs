@@ -1,19 +1,20 @@
-//! Live queries over the sync protocol, end to end (DESIGN.md invariants 3–5):
+//! Live queries over the sync protocol, end to end (`docs/reference/invariants.md`, invariants 3–5):
 //! a subscription's first result and its pushes, version chaining, read your
 //! writes, selectivity across organizations, shared evaluations, unchanged
 //! results not re-sent, and one consistent Transition per commit. Every
 //! client checks on each Transition that `startVersion` is the previous
-//! `endVersion` and that `ts` never goes back (see `support::Client`).
+//! `endVersion` and that `ts` never goes back (see `livebase_testkit::Client`).
 
 mod support;
 
 use livebase_schema::protocol::StateVersion;
 use livebase_schema::{obj, Value};
-use support::{docs, id_of, is_note_id, note, org, remove, TestServer, SILENCE};
+use livebase_testkit::{remove, TestServer, SILENCE};
+use support::{docs, id_of, is_note_id, note, org};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_gets_its_result_then_a_push_for_each_write_from_another_connection() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut reader = server.client().await;
     let mut writer = server.client().await;
 
@@ -67,7 +68,7 @@ async fn a_subscription_gets_its_result_then_a_push_for_each_write_from_another_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mutation_is_followed_by_a_transition_at_its_ts_even_when_nothing_changed() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
 
     // No queries at all.
     let mut bare = server.client().await;
@@ -110,7 +111,7 @@ async fn a_mutation_is_followed_by_a_transition_at_its_ts_even_when_nothing_chan
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_to_one_organization_neither_reruns_nor_pushes_another_organizations_queries() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut a = server.client().await;
     let mut b = server.client().await;
     let mut writer = server.client().await;
@@ -168,7 +169,7 @@ async fn a_write_to_one_organization_neither_reruns_nor_pushes_another_organizat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identical_subscriptions_on_many_connections_share_one_evaluation() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut clients = Vec::new();
     for i in 0..4u32 {
         let mut c = server.client().await;
@@ -216,7 +217,7 @@ async fn identical_subscriptions_on_many_connections_share_one_evaluation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rerun_that_leaves_the_result_unchanged_sends_nothing() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut counter = server.client().await;
     let mut lister = server.client().await;
     let mut both = server.client().await;
@@ -282,7 +283,7 @@ async fn a_rerun_that_leaves_the_result_unchanged_sends_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_changed_by_one_commit_arrive_together_in_one_transition() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut watcher = server.client().await;
     let mut writer = server.client().await;
     let id = writer
@@ -323,7 +324,9 @@ async fn queries_changed_by_one_commit_arrive_together_in_one_transition() {
     watcher.expect_silence(SILENCE).await;
     // Each pushed result is the fresh one.
     for (qid, path, fields) in &queries {
-        let fresh = server.query(path, fields.clone()).await.expect("fresh");
+        let fresh = support::query(&server, path, fields.clone())
+            .await
+            .expect("fresh");
         assert_eq!(t.updated(*qid), Some(&fresh), "{path} {fields:?}");
     }
 
@@ -347,7 +350,7 @@ async fn queries_changed_by_one_commit_arrive_together_in_one_transition() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_query_is_acknowledged_and_pushed_no_more() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut watcher = server.client().await;
     let mut writer = server.client().await;
     watcher
@@ -384,7 +387,7 @@ async fn a_removed_query_is_acknowledged_and_pushed_no_more() {
 
     // Closing the connection releases its queries.
     watcher.close().await;
-    let deadline = tokio::time::Instant::now() + support::RECV_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + livebase_testkit::PATIENCE;
     while live() != 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -397,7 +400,7 @@ async fn a_removed_query_is_acknowledged_and_pushed_no_more() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resuming_client_is_never_sent_a_ts_below_its_max_observed_timestamp() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(support::registry()).await;
     let mut first = server.client().await;
     let mut last = None;
     for i in 0..3 {
@@ -414,7 +417,7 @@ async fn a_resuming_client_is_never_sent_a_ts_below_its_max_observed_timestamp()
 
     // Resume on a restarted server, as the npm client does: same session, the
     // newest ts it saw, the whole query set re-added from version 0.
-    let server = server.restart().await;
+    let server = server.restart(support::registry()).await;
     let connect = livebase_schema::protocol::ClientMessage::Connect {
         session_id: session,
         connection_count: 1,
@@ -422,7 +425,7 @@ async fn a_resuming_client_is_never_sent_a_ts_below_its_max_observed_timestamp()
         max_observed_timestamp: Some(observed),
         client_ts: Some(0),
     };
-    let mut resumed = support::Client::connect_with(&server.ws_url(), connect).await;
+    let mut resumed = livebase_testkit::Client::connect_with(&server.ws_url(), connect).await;
     let t = resumed.subscribe(&[(0, "notes:list", org("A"))]).await;
     assert_eq!(t.start, StateVersion::INITIAL);
     assert!(t.end.ts >= observed, "{:?} < {observed:?}", t.end.ts);
@@ -430,20 +433,33 @@ async fn a_resuming_client_is_never_sent_a_ts_below_its_max_observed_timestamp()
     server.shutdown().await;
 }
 
+/// On the server's clock, a test clock: the 15 s of idleness pass at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_is_sent_a_ping_and_stays_usable() {
+    use livebase_runtime::clock::TestClock;
     use livebase_runtime::server::PING_INTERVAL;
-    use std::time::{Duration, Instant};
-    let server = TestServer::start().await;
+    use std::time::Duration;
+    let time = TestClock::new();
+    let clock = time.clock();
+    let server = TestServer::start_tuned(support::registry(), |o| o.clock = clock.clone()).await;
     let mut idle = server.client().await;
     idle.subscribe(&[(0, "notes:count", org("A"))]).await;
-    let since = Instant::now();
-    let slack = Duration::from_secs(5);
-    match idle.next_frame_with_pings(PING_INTERVAL + slack).await {
-        Some(support::Frame::Message(livebase_schema::protocol::ServerMessage::Ping)) => {}
+    let since = clock.now();
+    // Not yet: two seconds short of the interval, nothing is sent.
+    time.advance(PING_INTERVAL - Duration::from_secs(2));
+    let early = idle.next_frame_with_pings(SILENCE).await;
+    let frame = match early {
+        Some(frame) => Some(frame),
+        None => {
+            time.advance(Duration::from_secs(2));
+            idle.next_frame_with_pings(livebase_testkit::PATIENCE).await
+        }
+    };
+    match frame {
+        Some(livebase_testkit::Frame::Message(livebase_schema::protocol::ServerMessage::Ping)) => {}
         other => panic!("expected a Ping after {PING_INTERVAL:?} idle, got {other:?}"),
     }
-    let waited = since.elapsed();
+    let waited = clock.now() - since;
     assert!(
         waited + Duration::from_millis(500) >= PING_INTERVAL,
         "pinged after only {waited:?}"
@@ -456,5 +472,29 @@ async fn an_idle_connection_is_sent_a_ping_and_stays_usable() {
     assert!(seen
         .iter()
         .any(|t| t.updated(0) == Some(&Value::Float64(1.0))));
+    server.shutdown().await;
+}
+
+/// The ping timer reads the server's clock: with pings an hour apart, moving
+/// the clock an hour brings one at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ping_timer_runs_on_the_servers_clock() {
+    use livebase_runtime::clock::TestClock;
+    use std::time::Duration;
+    let time = TestClock::new();
+    let clock = time.clock();
+    let server = TestServer::start_tuned(support::registry(), |o| {
+        o.clock = clock;
+        o.edge.ping_interval = Duration::from_secs(3600);
+        o.edge.pong_timeout = Duration::from_secs(3600);
+    })
+    .await;
+    let mut idle = server.client().await;
+    idle.subscribe(&[(0, "notes:count", org("A"))]).await;
+    time.advance(Duration::from_secs(3600));
+    match idle.next_frame_with_pings(livebase_testkit::PATIENCE).await {
+        Some(livebase_testkit::Frame::Message(livebase_schema::protocol::ServerMessage::Ping)) => {}
+        other => panic!("expected a Ping once the clock moved an hour, got {other:?}"),
+    }
     server.shutdown().await;
 }

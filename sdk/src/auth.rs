@@ -2,7 +2,7 @@
 //! (`POST /api/auth/sign-up/email`, `POST /api/auth/sign-in/email`), for the
 //! token that [`Client::set_auth`](crate::Client::set_auth) takes; and the
 //! account calls beside them: email verification, password reset and change,
-//! and the caller's sessions (APP.md, "Auth").
+//! and the caller's sessions (`docs/reference/app.md`, "Auth").
 //!
 //! ```no_run
 //! use livebase_sdk::{auth, Client};

@@ -3,25 +3,18 @@
 //! refusal reported with the server's message, and the token accepted by the
 //! sync client.
 
-use livebase_runtime::server::{serve, ServerOptions};
 use livebase_sdk::auth::{self, AuthError};
 use livebase_sdk::{query, Client, QueryRef, Value};
+use livebase_testkit::mail::outbox_link;
+use livebase_testkit::{TestServer, PASSWORD};
 
 const LIST_MINE: QueryRef<(), Value> = query("organizations:listMine");
 
 #[tokio::test]
 async fn sign_up_and_in_and_every_refusal_with_its_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = ServerOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        ..ServerOptions::default()
-    };
-    let server = serve(livebase_functions::app(), options)
-        .await
-        .expect("server starts");
+    let server = TestServer::start(livebase_functions::app()).await;
     let url = server.url();
-    let password = "correct horse battery";
+    let password = PASSWORD;
 
     let up = auth::sign_up(&url, "ada@example.com", password, "Ada")
         .await
@@ -104,51 +97,25 @@ async fn sign_up_and_in_and_every_refusal_with_its_message() {
 /// The token of the newest link containing `marker` in the outbox mail to
 /// `to`, as a person would copy it out of the mail (waiting for the job).
 async fn mailed_token(data_dir: &std::path::Path, to: &str, marker: &str) -> String {
-    let outbox = data_dir.join("outbox");
-    for _ in 0..1500 {
-        let mut files: Vec<_> = std::fs::read_dir(&outbox)
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        files.sort();
-        for file in files.iter().rev() {
-            let raw = std::fs::read_to_string(file).unwrap_or_default();
-            if !raw.lines().any(|l| l == format!("To: {to}")) {
-                continue;
-            }
-            // Quoted-printable: soft line breaks, then `=3D` for `=`.
-            let text = raw.replace("=\r\n", "").replace("=3D", "=");
-            if let Some(at) = text.find(marker) {
-                let token: String = text[at + marker.len()..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-                    .collect();
-                return token;
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("no mail to {to} with {marker} in {}", outbox.display());
+    let link = outbox_link(data_dir, to, marker).await;
+    let at = link.find(marker).expect("the marker is in the link");
+    link[at + marker.len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
 }
 
 #[tokio::test]
 async fn verification_reset_and_sessions_through_the_sdk() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = ServerOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_path_buf(),
-        ..ServerOptions::default()
-    };
-    let server = serve(livebase_functions::app(), options)
-        .await
-        .expect("server starts");
+    let server = TestServer::start(livebase_functions::app()).await;
     let url = server.url();
-    let password = "correct horse battery";
+    let password = PASSWORD;
     let ada = auth::sign_up(&url, "ada@example.com", password, "Ada")
         .await
         .expect("sign-up");
 
     // Verification: the link of the sign-up mail works once.
-    let token = mailed_token(dir.path(), "ada@example.com", "verify-email?token=").await;
+    let token = mailed_token(server.data_dir(), "ada@example.com", "verify-email?token=").await;
     auth::verify_email(&url, &token).await.expect("verified");
     match auth::verify_email(&url, &token).await {
         Err(AuthError::InvalidInput { code, .. }) => assert_eq!(code, "INVALID_TOKEN"),
@@ -191,7 +158,12 @@ async fn verification_reset_and_sessions_through_the_sdk() {
     auth::request_password_reset(&url, "nobody@example.com", None)
         .await
         .expect("the same answer for an unknown address");
-    let token = mailed_token(dir.path(), "ada@example.com", "/reset-password?token=").await;
+    let token = mailed_token(
+        server.data_dir(),
+        "ada@example.com",
+        "/reset-password?token=",
+    )
+    .await;
     auth::reset_password(&url, &token, "reset passphrase")
         .await
         .expect("reset");

@@ -93,7 +93,7 @@ async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
 
 #[tokio::test]
 async fn a_subscription_streams_what_another_client_writes() {
-    let (server, _dir) = start().await;
+    let server = start().await;
     let reader = Client::connect(&server.url()).await.unwrap();
     let writer = Client::connect(&server.url()).await.unwrap();
 
@@ -131,7 +131,7 @@ async fn a_subscription_streams_what_another_client_writes() {
 
 #[tokio::test]
 async fn a_mutation_resolves_only_after_every_subscription_reflects_it() {
-    let (server, _dir) = start().await;
+    let server = start().await;
     let client = Client::connect(&server.url()).await.unwrap();
     let mut list = client.subscribe(notes::LIST, org1());
     let mut same = client.subscribe(notes::LIST, org1());
@@ -163,7 +163,7 @@ impl<S: futures::Stream + Unpin> NextReady for S {}
 
 #[tokio::test]
 async fn function_errors_reach_the_client_with_their_data() {
-    let (server, _dir) = start().await;
+    let server = start().await;
     let client = Client::connect(&server.url()).await.unwrap();
 
     let err = within(client.mutation(notes::REJECT, obj! { "reason" => "too long" }))
@@ -220,7 +220,7 @@ async fn function_errors_reach_the_client_with_their_data() {
 
 #[tokio::test]
 async fn actions_answer_with_their_result() {
-    let (server, _dir) = start().await;
+    let server = start().await;
     let client = Client::connect(&server.url()).await.unwrap();
     let shout = within(client.action(notes::SHOUT, obj! { "text" => "hi" })).await;
     assert_eq!(shout, Ok("HI".to_string()));
@@ -228,7 +228,7 @@ async fn actions_answer_with_their_result() {
 
 #[tokio::test]
 async fn set_auth_reruns_queries_as_the_user_and_a_refused_token_signs_out() {
-    let (server, _dir) = start().await;
+    let server = start().await;
     let client = Client::connect(&server.url()).await.unwrap();
     let mut me = client.subscribe(notes::WHOAMI, ());
     assert_eq!(next(&mut me).await, Ok(None));
@@ -257,8 +257,8 @@ async fn set_auth_reruns_queries_as_the_user_and_a_refused_token_signs_out() {
 
 #[tokio::test]
 async fn a_subscription_resumes_after_the_server_restarts_on_the_same_port_and_data() {
-    let (server, dir) = start().await;
-    let addr = server.addr;
+    let server = start().await;
+    let addr = server.addr();
     let client = Client::connect_with(&server.url(), fast()).await.unwrap();
     within(client.set_auth(Some("user:alice".into())))
         .await
@@ -269,13 +269,13 @@ async fn a_subscription_resumes_after_the_server_restarts_on_the_same_port_and_d
         .await
         .unwrap();
 
-    server.shutdown().await;
+    let dir = server.stop().await;
     // Called while the server is down: queued, sent once it is back.
     let pending = tokio::spawn(client.mutation(notes::ADD, add("while down")));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!pending.is_finished());
 
-    let server = start_at(addr, dir.path()).await;
+    let server = start_at(addr, dir).await;
     let id = within(pending).await.unwrap().unwrap();
     let notes = list.current().unwrap().unwrap();
     assert_eq!(bodies(&notes), ["before", "while down"]);
@@ -294,7 +294,7 @@ async fn a_subscription_resumes_after_the_server_restarts_on_the_same_port_and_d
 
 #[tokio::test]
 async fn a_mutation_whose_response_was_lost_is_resent_and_applied_once() {
-    let (server, _dir) = start().await;
+    let server = start().await;
     let proxy = Proxy::start(&server.url()).await;
     let client = Client::connect_with(&proxy.url, fast()).await.unwrap();
     let mut list = client.subscribe(notes::LIST, org1());
@@ -363,7 +363,7 @@ async fn a_mutation_whose_response_was_lost_is_resent_and_applied_once() {
 
 #[tokio::test]
 async fn an_action_cut_off_by_a_dropped_connection_fails_and_is_not_resent() {
-    let (server, _dir) = start().await;
+    let server = start().await;
     let proxy = Proxy::start(&server.url()).await;
     let client = Client::connect_with(&proxy.url, fast()).await.unwrap();
     proxy.cut_at("ActionResponse");
@@ -383,7 +383,7 @@ async fn an_action_cut_off_by_a_dropped_connection_fails_and_is_not_resent() {
 
 #[tokio::test]
 async fn dropping_the_last_handle_closes_the_connection_once_calls_are_answered() {
-    let (server, _dir) = start().await;
+    let server = start().await;
     let proxy = Proxy::start(&server.url()).await;
     let client = Client::connect(&proxy.url).await.unwrap();
     let mut list = client.subscribe(notes::LIST, org1());

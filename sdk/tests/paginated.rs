@@ -59,8 +59,8 @@ fn newest_first(n: usize) -> Vec<String> {
 
 #[tokio::test]
 async fn pages_walk_to_exhausted_and_stay_whole_through_writes_and_a_restart() {
-    let (server, dir) = start().await;
-    let addr = server.addr;
+    let server = start().await;
+    let addr = server.addr();
     let client = Client::connect_with(&server.url(), fast()).await.unwrap();
     let mut ids = Vec::new();
     for i in 0..25 {
@@ -89,8 +89,8 @@ async fn pages_walk_to_exhausted_and_stay_whole_through_writes_and_a_restart() {
     // The server restarts: the client re-adds the pages with their journals.
     // Without them the first page would end after 10 rows again and its
     // 11th would fall between the pages.
-    server.shutdown().await;
-    let server = start_at(addr, dir.path()).await;
+    let dir = server.stop().await;
+    let server = start_at(addr, dir).await;
     let other = Client::connect(&server.url()).await.unwrap();
     other
         .mutation(ADD, obj! { "organizationId" => "org1", "body" => "after" })
@@ -98,12 +98,12 @@ async fn pages_walk_to_exhausted_and_stay_whole_through_writes_and_a_restart() {
         .unwrap();
     expected.insert(0, "after".to_string());
     until(&mut pages, &expected, PageStatus::Exhausted).await;
-    drop(dir);
+    drop(server);
 }
 
 #[tokio::test]
 async fn a_burst_of_inserts_splits_the_first_page_and_every_note_stays_once() {
-    let (server, _dir) = start().await;
+    let server = start().await;
     let client = Client::connect(&server.url()).await.unwrap();
     for i in 0..25 {
         let args = obj! { "organizationId" => "org1", "body" => format!("note {i:02}") };
@@ -143,7 +143,7 @@ async fn a_burst_of_inserts_splits_the_first_page_and_every_note_stays_once() {
 
 #[tokio::test]
 async fn deleting_notes_inside_a_page_and_at_its_end_keeps_every_other_note_once() {
-    let (server, _dir) = start().await;
+    let server = start().await;
     let client = Client::connect(&server.url()).await.unwrap();
     let mut ids = Vec::new();
     for i in 0..25 {

@@ -13,8 +13,9 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use livebase_testkit::eventually;
 use serde_json::Value as Json;
 use tempfile::TempDir;
 
@@ -197,37 +198,22 @@ impl SmtpSink {
         patience: Duration,
         check: impl Fn(&[Received]) -> bool,
     ) -> Vec<Received> {
-        let started = Instant::now();
-        loop {
+        eventually(what, patience, || async {
             let got = self.received();
             if check(&got) {
-                return got;
+                Ok(got)
+            } else {
+                Err(format!("{} mail(s): {got:#?}", got.len()))
             }
-            assert!(
-                started.elapsed() < patience,
-                "waited {patience:?} for {what}; got {}: {got:#?}",
-                got.len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
 
     /// Waits (up to `patience`) until at least `n` messages arrived; returns
     /// them all.
     pub async fn wait_for(&self, n: usize, patience: Duration) -> Vec<Received> {
-        let started = Instant::now();
-        loop {
-            let got = self.received();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                started.elapsed() < patience,
-                "waited {patience:?} for {n} mail(s), got {}: {got:?}",
-                got.len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.wait_until(&format!("{n} mail(s)"), patience, |got| got.len() >= n)
+            .await
     }
 }
 

@@ -27,7 +27,7 @@ use livebase_schema::{obj, DecodeError, Value};
 use livebase_sdk::auth::{self, AuthError};
 use livebase_sdk::{Client, Fields, FromValue, IntoArgs};
 
-/// The application's functions this client calls, typed (see APP.md).
+/// The application's functions this client calls, typed (see `docs/reference/app.md`).
 mod api {
     use livebase_sdk::{mutation, query, MutationRef, QueryRef, Value};
 

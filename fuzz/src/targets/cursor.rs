@@ -1,9 +1,9 @@
 //! Target `cursor`: hostile pagination cursors through `Query::paginate`
-//! (`runtime/src/transaction.rs`), on a real SQLite file holding documents
+//! (`store/src/transaction.rs`), on a real SQLite file holding documents
 //! whose index keys meet every edge of the key encoding (strings that are
 //! prefixes of others, `"b\0"`, missing fields, NaN, `-0`, `0xFF` bytes).
 //!
-//! A cursor is opaque and tamper-evident (`runtime/src/pagination.rs`): the
+//! A cursor is opaque and tamper-evident (`store/src/pagination.rs`): the
 //! URL-safe base64 of an index key followed by a 16-byte HMAC-SHA-256 tag
 //! over the key and the query's binding (table, index, key range, order)
 //! under the deployment's `CursorKey`. The input picks a query (index,
@@ -231,6 +231,8 @@ impl Spec {
             Some((_, v, true)) => past(with(v)),
             Some((_, v, false)) => with(v),
         };
+        // Crossed bounds: the empty interval at `start`.
+        let end = end.max(start.clone());
         KeyInterval::new(start, end)
     }
 }

@@ -1,4 +1,4 @@
-//! The auth endpoints, with JSON bodies, as APP.md fixes them:
+//! The auth endpoints, with JSON bodies, as `docs/reference/app.md` fixes them:
 //!
 //! | endpoint | reply |
 //! | --- | --- |

@@ -1,4 +1,4 @@
-//! Durable scheduling (DESIGN.md invariant 7): mutations schedule functions
+//! Durable scheduling (`docs/reference/invariants.md`, invariant 7): mutations schedule functions
 //! with [`Scheduler`] — `ctx.scheduler().run_after(..)`, as the seed's
 //! `ctx.scheduler.runAfter` — and the [`worker`] runs them when they come due.
 //! Crons declared by the application ([`cron`]) are kept as jobs too.

@@ -1,4 +1,4 @@
-//! Retryable actions (DESIGN.md "Side effects", invariant 7): an action
+//! Retryable actions (`docs/reference/invariants.md`, invariant 7 and "Side effects"): an action
 //! declared with a [`RetryPolicy`] (see [`crate::registry::Registry::retryable`])
 //! is run again when an attempt fails transiently or is cut short by a crash,
 //! instead of being marked failed. The action makes its effect safe to repeat
@@ -122,7 +122,8 @@ pub fn transient(error: Error) -> Error {
 pub fn is_transient(error: &Error) -> bool {
     match error {
         Error::App { data, .. } => data.get(TRANSIENT_FIELD) == Some(&Value::Boolean(true)),
-        Error::Internal(_) | Error::Server { .. } => true,
+        // Internal and server errors, and any kind added later.
+        _ => true,
     }
 }
 

@@ -4,7 +4,9 @@
 //! the next one is — or until a commit that writes `_scheduled_functions`
 //! pokes its [`Notify`], since that commit may have scheduled an earlier job.
 //! An idle server costs nothing: the task waits in one `select!` over
-//! `sleep_until`, `notified` and shutdown.
+//! `sleep_until`, `notified` and shutdown. Time is the database's
+//! [`Clock`] — the one its commit timestamps, and so the jobs' scheduled
+//! times, come from — so a test can advance it instead of sleeping.
 //!
 //! Jobs run in tasks of their own, at most
 //! [`SchedulerOptions::max_concurrent_jobs`] at once (a [`Semaphore`]).
@@ -16,10 +18,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use livebase_schema::{obj, DocumentId, Object, Value};
 use tokio::sync::{broadcast, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 
 use super::cron;
 use super::retry::{self, JobContext, RetryPolicy};
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::executor::{Caller, Executor};
 use crate::registry::{run_sync, Function, FunctionKind, Identity, Registry};
@@ -93,6 +96,8 @@ struct Shared {
     /// `pending` in the store until the commit that runs it, so the scan must
     /// skip these. A `std` mutex: it is never held across an `.await`.
     running: Mutex<HashSet<String>>,
+    /// The database's clock: when jobs are due, and the sleep until then.
+    clock: Clock,
 }
 
 /// Starts the scheduler over `executor`'s database and application: marks
@@ -131,8 +136,10 @@ pub async fn start(
         .await?;
 
     let max = options.max_concurrent_jobs.max(1);
+    let clock = db.clock().clone();
     let shared = Arc::new(Shared {
         executor,
+        clock,
         wake,
         permits: Arc::new(Semaphore::new(max)),
         max_concurrent_jobs: max,
@@ -145,7 +152,7 @@ pub async fn start(
                 Ok(wait) => wait,
                 Err(e) => {
                     tracing::error!(target: "livebase::scheduler", "reading due jobs: {e}");
-                    Wait::Until(Instant::now() + RETRY_AFTER)
+                    Wait::Until(shared.clock.now() + RETRY_AFTER)
                 }
             };
             while jobs.try_join_next().is_some() {}
@@ -156,7 +163,7 @@ pub async fn start(
             tokio::select! {
                 _ = shutdown.recv() => break,
                 _ = shared.wake.notified() => {}
-                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
+                _ = shared.clock.sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
             }
         }
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
@@ -279,12 +286,12 @@ impl Shared {
             })
             .await?
             .value;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         for doc in &pending {
             let job = Job::parse(doc)?;
             if job.scheduled_time > now {
                 let wait = Duration::from_secs_f64((job.scheduled_time - now) / 1e3).min(MAX_SLEEP);
-                return Ok(Wait::Until(Instant::now() + wait));
+                return Ok(Wait::Until(self.clock.now() + wait));
             }
             let Ok(mut running) = self.running.lock() else {
                 return Err(Error::internal("the scheduler's running set is poisoned"));
@@ -318,7 +325,7 @@ impl Shared {
                 tracing::warn!(target: "livebase::scheduler", job = %id, function = %name, ms, %error, "failed")
             }
             Ok(Settled::Retrying { error, at }) => {
-                let in_ms = format!("{:.0}", at - now_ms());
+                let in_ms = format!("{:.0}", at - self.clock.now_ms());
                 tracing::warn!(target: "livebase::scheduler", job = %id, function = %name, ms, %error, retry_in_ms = in_ms, "failed; will retry")
             }
             Ok(Settled::NotPending) => {
@@ -328,7 +335,7 @@ impl Shared {
                 // Nothing about the job could be written: leave it be for a
                 // while, then let the worker find it again.
                 tracing::error!(target: "livebase::scheduler", job = %id, function = %name, "settling the job failed: {e}");
-                tokio::time::sleep(RETRY_AFTER).await;
+                self.clock.sleep_until(self.clock.now() + RETRY_AFTER).await;
             }
         }
         drop(permit);

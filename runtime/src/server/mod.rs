@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::{Authenticator, SessionAuth};
 use crate::calllog::CallLog;
+use crate::clock::Clock;
 use crate::database::Database;
 use crate::datadir::DataDirLock;
 use crate::email::{MailOptions, Mailer};
@@ -136,6 +137,10 @@ pub struct ServerOptions {
     pub dashboard: bool,
     /// Timeouts and connection caps at the network edge.
     pub edge: EdgeOptions,
+    /// Where commit timestamps, the scheduler and the WebSocket liveness
+    /// timers read the time: the real clock, or a test's
+    /// ([`crate::clock::TestClock`]).
+    pub clock: Clock,
 }
 
 impl Default for ServerOptions {
@@ -148,6 +153,7 @@ impl Default for ServerOptions {
             scheduler: SchedulerOptions::default(),
             dashboard: false,
             edge: EdgeOptions::default(),
+            clock: Clock::real(),
         }
     }
 }
@@ -167,6 +173,8 @@ pub struct AppState {
     /// Function calls in flight per caller.
     pub calls: CallsInFlight,
     pub edge: EdgeOptions,
+    /// The clock of the WebSocket liveness timers.
+    pub clock: Clock,
     pub shutdown: broadcast::Sender<()>,
 }
 
@@ -235,7 +243,11 @@ async fn start(
     let persistence = Arc::new(SqlitePersistence::open(
         options.data_dir.join(crate::store::sqlite::DATABASE_FILE),
     )?);
-    let db = Database::open(persistence, registry.schema().clone())?;
+    let db = Database::open_with_clock(
+        persistence,
+        registry.schema().clone(),
+        options.clock.clone(),
+    )?;
     let (authenticator, auth_routes, session_auth) = match authenticator {
         Some(custom) => (custom, None, None),
         None => {
@@ -299,6 +311,7 @@ async fn start(
         connections_per_user: Counts::new(options.edge.max_connections_per_user),
         calls: CallsInFlight::new(options.edge.max_calls_in_flight_per_caller),
         edge: options.edge,
+        clock: options.clock.clone(),
         shutdown,
     };
     let app = match auth_routes {

@@ -29,7 +29,7 @@ use livebase_schema::protocol::{
 };
 use livebase_schema::Value;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{timeout, Instant};
 
 use super::inflight::CallSlot;
 use super::listener::{too_many, AddressSlot, ClientAddr, Slot};
@@ -149,6 +149,7 @@ impl Handler {
         let (actions, mut action_rx) = mpsc::channel(OUTBOUND_QUEUE);
         let ping_interval = state.edge.ping_interval;
         let actions_running = Arc::new(Semaphore::new(state.edge.max_actions_per_connection));
+        let now = state.clock.now();
         let mut h = Handler {
             state,
             conn,
@@ -156,9 +157,9 @@ impl Handler {
             session: None,
             identity: Identity::Anonymous,
             actions,
-            last_sent: Instant::now(),
+            last_sent: now,
             ping_sent: None,
-            next_ping: Instant::now() + ping_interval,
+            next_ping: now + ping_interval,
             budget: ConnectionBudget::default(),
             client,
             user_slot: None,
@@ -228,6 +229,7 @@ impl Handler {
         shutdown: &mut broadcast::Receiver<()>,
     ) -> End {
         let edge = self.state.edge;
+        let clock = self.state.clock.clone();
         loop {
             let ping_at = self.last_sent + edge.ping_interval;
             let liveness_at = match self.ping_sent {
@@ -260,8 +262,8 @@ impl Handler {
                     None => Err(End::Close(CLOSE_OVERLOADED, "connection too slow to keep up; reconnect".into())),
                 },
                 Some(msg) = action_rx.recv() => self.send(&msg).await,
-                _ = sleep_until(ping_at) => self.send(&ServerMessage::Ping).await,
-                _ = sleep_until(liveness_at) => self.check_liveness().await,
+                _ = clock.sleep_until(ping_at) => self.send(&ServerMessage::Ping).await,
+                _ = clock.sleep_until(liveness_at) => self.check_liveness().await,
                 _ = shutdown.recv() => Err(End::Close(CLOSE_GOING_AWAY, "server shutting down".into())),
             };
             if let Err(end) = result {
@@ -280,7 +282,7 @@ impl Handler {
                 format!("no pong within {:?}", edge.pong_timeout),
             ));
         }
-        let now = Instant::now();
+        let now = self.state.clock.now();
         self.ping_sent = Some(now);
         self.next_ping = now + edge.ping_interval;
         match timeout(
@@ -319,7 +321,7 @@ impl Handler {
         let text = msg.to_text();
         match timeout(SEND_TIMEOUT, self.sink.send(Message::Text(text.into()))).await {
             Ok(Ok(())) => {
-                self.last_sent = Instant::now();
+                self.last_sent = self.state.clock.now();
                 Ok(())
             }
             Ok(Err(_)) => Err(End::ClientClosed),

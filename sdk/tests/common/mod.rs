@@ -1,13 +1,13 @@
 //! Fixtures for the SDK's tests against a real server: a small application
-//! (`notes`, shaped like the seed's tables), a server on port 0 with its SQLite
-//! file in a temporary folder, and a WebSocket proxy between client and server
+//! (`notes`, shaped like the seed's tables) served by `livebase_testkit`'s
+//! server on port 0 with its SQLite file in a temporary folder, and a
+//! WebSocket proxy between client and server
 //! that records the client's frames and can cut the connection at a chosen
 //! moment.
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,17 +15,15 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use livebase_runtime::auth::Authenticator;
 use livebase_runtime::registry::{BoxFuture, Identity, Registry};
-use livebase_runtime::server::{serve_with, RunningServer, ServerOptions};
 use livebase_runtime::{Error, ErrorCode};
 use livebase_schema::protocol::{ClientMessage, ServerMessage};
 use livebase_schema::{define_table, obj, v, Object, Schema, Validator, Value};
 use livebase_sdk::{ClientOptions, Subscription};
 use tempfile::TempDir;
+
+pub use livebase_testkit::{TestServer, PATIENCE};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
-
-/// How long any single wait in a test may take before it counts as a hang.
-pub const PATIENCE: Duration = Duration::from_secs(10);
 
 /// The test application: `notes` scoped by organization, plus functions that
 /// fail in each way a client must report.
@@ -151,23 +149,17 @@ impl Authenticator for TestAuth {
     }
 }
 
-/// A server on a free port with a fresh data folder (removed on drop).
-pub async fn start() -> (RunningServer, TempDir) {
+/// The test application with [`TestAuth`] on a free port over a fresh data
+/// folder (removed on drop).
+pub async fn start() -> TestServer {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = start_at("127.0.0.1:0".parse().unwrap(), dir.path()).await;
-    (server, dir)
+    start_at("127.0.0.1:0".parse().unwrap(), dir).await
 }
 
-/// A server on `listen` over the data in `data_dir`.
-pub async fn start_at(listen: SocketAddr, data_dir: &Path) -> RunningServer {
-    let options = ServerOptions {
-        listen,
-        data_dir: data_dir.to_path_buf(),
-        ..ServerOptions::default()
-    };
-    serve_with(registry(), options, Arc::new(TestAuth))
-        .await
-        .expect("server starts")
+/// The same, on `listen` over the data in `dir`: a restart at the address
+/// the clients know.
+pub async fn start_at(listen: SocketAddr, dir: TempDir) -> TestServer {
+    TestServer::start_with_auth(dir, registry(), |o| o.listen = listen, Arc::new(TestAuth)).await
 }
 
 /// Client options for tests: reconnect within milliseconds.

@@ -132,7 +132,7 @@ pub fn update_organization(db: &mut Transaction, organization_id: &str, name: &s
 
 /// Deletes the organization and every row that belongs to it: the rows of
 /// each table with a `by_organization` index — the application's tables
-/// (every one has it, DESIGN.md invariant 9), members and invitations.
+/// (every one has it, invariant 9 of `docs/reference/invariants.md`), members and invitations.
 ///
 /// The organization's document goes first, in this mutation: every
 /// membership check reads it, so the organization is gone for every reader

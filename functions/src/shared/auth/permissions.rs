@@ -1,4 +1,4 @@
-//! Who may do what: APP.md's role → statements table, as data. A statement
+//! Who may do what: `docs/reference/app.md`'s role → statements table, as data. A statement
 //! names a resource and the actions a role may take on it; reading is not a
 //! statement, because every member may read their organization.
 //!
@@ -87,7 +87,7 @@ pub fn is_known(resource: &str, action: &str) -> bool {
 mod tests {
     use super::*;
 
-    /// APP.md's table, cell by cell: `(role, resource, allowed actions)`.
+    /// `docs/reference/app.md`'s table, cell by cell: `(role, resource, allowed actions)`.
     const APP_MD: &[(Role, &str, &[&str])] = &[
         (Role::Owner, "organization", &["update", "delete"]),
         (Role::Owner, "member", &["update", "delete"]),

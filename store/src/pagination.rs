@@ -99,8 +99,8 @@ impl CursorKey {
 }
 
 /// The key a transaction signs and checks cursors with unless its caller
-/// sets the deployment's ([`crate::executor::Executor::with_cursor_key`]
-/// does, for every call): random, one per process.
+/// sets the deployment's (the runtime's `Executor::with_cursor_key` does,
+/// for every call): random, one per process.
 pub fn process_key() -> Arc<CursorKey> {
     static KEY: OnceLock<Arc<CursorKey>> = OnceLock::new();
     KEY.get_or_init(CursorKey::random).clone()

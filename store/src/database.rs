@@ -15,14 +15,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use livebase_schema::{Schema, Timestamp};
 use tokio::sync::oneshot;
 
+use crate::clock::Clock;
 use crate::error::{Error, Result};
+use crate::persistence::{Persistence, StoreConnection};
 use crate::readset::{Commit, ReadSet, WriteSet};
-use crate::store::{Persistence, StoreConnection};
 use crate::transaction::Transaction;
 
 /// Most mutations committed together.
@@ -72,6 +72,7 @@ struct Inner {
     persistence: Arc<dyn Persistence>,
     writer: std_mpsc::Sender<WriteJob>,
     readers: std_mpsc::SyncSender<ReadJob>,
+    clock: Clock,
 }
 
 struct Writer {
@@ -82,6 +83,8 @@ struct Writer {
     /// Whether the group being staged has more than one mutation, so each
     /// runs in a savepoint of its own.
     isolate: bool,
+    /// Where commit timestamps come from.
+    clock: Clock,
 }
 
 /// What a committed mutation produced.
@@ -102,12 +105,6 @@ pub struct QueryOutcome<T> {
     pub reads: ReadSet,
 }
 
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 /// Runs `f`, turning a panic into an internal error so that one bad handler
 /// fails only its own call.
 pub fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -124,6 +121,15 @@ pub fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 impl Database {
     /// Starts the writer and reader threads over `persistence`.
     pub fn open(persistence: Arc<dyn Persistence>, schema: Schema) -> Result<Database> {
+        Database::open_with_clock(persistence, schema, Clock::real())
+    }
+
+    /// As [`Database::open`], with commit timestamps read from `clock`.
+    pub fn open_with_clock(
+        persistence: Arc<dyn Persistence>,
+        schema: Schema,
+        clock: Clock,
+    ) -> Result<Database> {
         schema
             .check()
             .map_err(|e| Error::internal(format!("invalid schema: {e}")))?;
@@ -139,6 +145,7 @@ impl Database {
             last_ts,
             listeners: listeners.clone(),
             isolate: false,
+            clock: clock.clone(),
         };
         thread::Builder::new()
             .name("livebase-writer".into())
@@ -184,6 +191,7 @@ impl Database {
                 persistence,
                 writer: writer_tx,
                 readers: reader_tx,
+                clock,
             }),
         };
         Ok(db)
@@ -191,6 +199,12 @@ impl Database {
 
     pub fn schema(&self) -> &Arc<Schema> {
         &self.inner.schema
+    }
+
+    /// The clock commit timestamps are read from; what runs on this
+    /// database (the scheduler) reads the same one.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     pub fn persistence(&self) -> &Arc<dyn Persistence> {
@@ -329,6 +343,7 @@ impl Writer {
             Ok(snapshot) => self.last_ts = self.last_ts.max(snapshot),
             Err(e) => {
                 tracing::error!("starting a write transaction failed: {e}");
+                let e = Error::from(e);
                 // Each caller hears the failure; nothing ran.
                 for m in mutations {
                     (m(Err(e.clone())).reply)(Ok(()));
@@ -367,6 +382,7 @@ impl Writer {
                 let _ = self.conn.rollback();
                 self.last_ts = committed_ts;
                 tracing::error!("committing a group of mutations failed: {e}");
+                let e = Error::from(e);
                 for s in staged {
                     (s.reply)(Err(e.clone()));
                 }
@@ -382,7 +398,7 @@ impl Writer {
         f: impl FnOnce(&mut Transaction) -> Result<T>,
     ) -> Result<(Committed<T>, bool)> {
         let snapshot = self.last_ts;
-        let ts = snapshot.next_after(now_nanos());
+        let ts = snapshot.next_after(self.clock.now_nanos());
         if self.isolate {
             self.conn.savepoint()?;
         }

@@ -1,9 +1,105 @@
 //! The conformance suite every [`Persistence`] engine must pass: one set of
-//! checks, so another engine can be added without writing new tests.
+//! checks, as named cases, so another engine — in this crate or in its own —
+//! is added without writing new tests.
+//!
+//! An engine is given as a constructor ([`MakeEngine`]): it opens a fresh,
+//! empty store, keeping its files (if it has any) in the folder it is handed,
+//! which lives as long as the case. [`conformance_tests!`](crate::conformance_tests)
+//! turns every case into a `#[test]` of its own, named after the case:
+//!
+//! ```text
+//! // In another engine's crate, with livebase-store's `conformance` feature:
+//! mod conformance {
+//!     livebase_store::conformance_tests!(|dir| MyEngine::open(dir).unwrap());
+//! }
+//! ```
+//!
+//! [`CASES`] lists the same cases by name, and [`run_all`] runs them in one go.
+
+use std::path::Path;
 
 use livebase_schema::{obj, DocumentId, Timestamp, Value};
 
-use super::{Document, MutationOutcome, Order, Persistence};
+use crate::persistence::{Document, MutationOutcome, Order, Persistence};
+
+/// Opens a fresh, empty engine whose files live in the folder given.
+pub type MakeEngine = dyn Fn(&Path) -> Box<dyn Persistence>;
+
+/// One case of the suite.
+pub type Case = fn(&MakeEngine);
+
+/// Every case, by name.
+pub const CASES: &[(&str, Case)] = crate::__conformance_cases!(__conformance_case_list!());
+
+/// Runs every case against fresh engines made by `make`.
+pub fn run_all(make: &MakeEngine) {
+    for (_name, case) in CASES {
+        case(make);
+    }
+}
+
+/// An engine constructor from a function returning any engine: what
+/// [`conformance_tests!`](crate::conformance_tests) wraps its argument in.
+pub fn engine<P: Persistence>(make: impl Fn(&Path) -> P) -> impl Fn(&Path) -> Box<dyn Persistence> {
+    move |dir| Box::new(make(dir))
+}
+
+/// Expands to one `#[test]` per conformance case, each running it on engines
+/// made by `$make` (a closure or function from the folder a store may keep
+/// its files in to a fresh, empty engine).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::__conformance_cases!(__conformance_tests!($make));
+    };
+}
+
+/// The list of cases, handed to `$callback` (one list for [`CASES`] and for
+/// the tests [`conformance_tests!`] expands to).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($callback:ident ! $args:tt) => {
+        $crate::$callback! { $args
+            an_empty_store_is_at_zero_and_readers_see_only_commits
+            a_snapshot_does_not_move_while_later_commits_land
+            scans_honour_bounds_order_and_limit
+            a_whole_store_scan_pages_through_one_snapshot_in_id_order
+            rollback_and_a_dropped_connection_discard_the_transaction
+            inserting_an_existing_id_fails_and_keeps_the_stored_document
+            savepoints_undo_or_keep_only_their_own_writes
+            mutation_outcomes_are_found_by_caller_and_purged_oldest_first
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_case_list {
+    (() $($case:ident)*) => {
+        &[$((stringify!($case), $crate::conformance::$case as $crate::conformance::Case)),*]
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    (($make:expr) $($case:ident)*) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::conformance::$case(&$crate::conformance::engine($make));
+            }
+        )*
+    };
+}
+
+/// A fresh engine in a temporary folder (dropped after the engine).
+fn fresh(make: &MakeEngine) -> (tempfile::TempDir, Box<dyn Persistence>) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let p = make(dir.path());
+    (dir, p)
+}
 
 fn doc(table: &str, n: f64) -> Document {
     let Value::Object(fields) = obj!("n" => n) else {
@@ -16,12 +112,23 @@ fn doc(table: &str, n: f64) -> Document {
     }
 }
 
-/// Runs every check against a fresh, empty store.
-pub fn run(p: &dyn Persistence) {
+/// Commits `docs` in one write transaction at `ts`.
+fn commit_docs(p: &dyn Persistence, docs: &[&Document], ts: u64) {
+    let mut w = p.connect().unwrap();
+    w.begin_write().unwrap();
+    for d in docs {
+        w.put_document(d).unwrap();
+    }
+    w.commit(Timestamp::new(ts)).unwrap();
+}
+
+/// An empty store is at timestamp zero; a reader does not see an
+/// uncommitted write, the writer sees its own, and a commit is seen by the
+/// next snapshot at its timestamp.
+pub fn an_empty_store_is_at_zero_and_readers_see_only_commits(make: &MakeEngine) {
+    let (_dir, p) = fresh(make);
     let mut w = p.connect().unwrap();
     let mut r = p.connect().unwrap();
-
-    // Empty store: ts zero, nothing to read.
     assert_eq!(w.begin_write().unwrap(), Timestamp::ZERO);
     let a = doc("t", 1.0);
     let b = doc("t", 2.0);
@@ -29,15 +136,30 @@ pub fn run(p: &dyn Persistence) {
     w.put_document(&b).unwrap();
     w.put_index_entry(b"k1", &a.id).unwrap();
     w.put_index_entry(b"k2", &b.id).unwrap();
-    // A reader does not see an uncommitted write.
     assert_eq!(r.begin_read().unwrap(), Timestamp::ZERO);
     assert_eq!(r.get(&a.id).unwrap(), None);
     r.end_read().unwrap();
-    // The writer sees its own writes.
     assert_eq!(w.get(&a.id).unwrap(), Some(a.clone()));
     w.commit(Timestamp::new(10)).unwrap();
+    assert_eq!(r.begin_read().unwrap(), Timestamp::new(10));
+    assert_eq!(r.get(&b.id).unwrap(), Some(b.clone()));
+    r.end_read().unwrap();
+}
 
-    // A snapshot taken now keeps seeing ts 10 while a later commit lands.
+/// A snapshot taken before a commit keeps seeing what it saw — by id and by
+/// scan — until it ends; the next snapshot sees the commit.
+pub fn a_snapshot_does_not_move_while_later_commits_land(make: &MakeEngine) {
+    let (_dir, p) = fresh(make);
+    let mut w = p.connect().unwrap();
+    let mut r = p.connect().unwrap();
+    let (a, b) = (doc("t", 1.0), doc("t", 2.0));
+    w.begin_write().unwrap();
+    w.put_document(&a).unwrap();
+    w.put_document(&b).unwrap();
+    w.put_index_entry(b"k1", &a.id).unwrap();
+    w.put_index_entry(b"k2", &b.id).unwrap();
+    w.commit(Timestamp::new(10)).unwrap();
+
     assert_eq!(r.begin_read().unwrap(), Timestamp::new(10));
     assert_eq!(r.get(&b.id).unwrap(), Some(b.clone()));
     assert_eq!(w.begin_write().unwrap(), Timestamp::new(10));
@@ -60,8 +182,13 @@ pub fn run(p: &dyn Persistence) {
     assert_eq!(r.begin_read().unwrap(), Timestamp::new(11));
     assert_eq!(r.get(&b.id).unwrap(), None);
     r.end_read().unwrap();
+}
 
-    // Scans: bounds are [start, end), order and limit are honoured.
+/// Scans: bounds are `[start, end)`, order and limit are honoured.
+pub fn scans_honour_bounds_order_and_limit(make: &MakeEngine) {
+    let (_dir, p) = fresh(make);
+    let mut w = p.connect().unwrap();
+    let mut r = p.connect().unwrap();
     w.begin_write().unwrap();
     let docs: Vec<_> = (0..5).map(|i| doc("u", f64::from(i))).collect();
     for (i, d) in docs.iter().enumerate() {
@@ -81,10 +208,19 @@ pub fn run(p: &dyn Persistence) {
         [4.0, 3.0]
     );
     r.end_read().unwrap();
+}
 
-    // The whole store page by page, in id order, within one snapshot: a
-    // commit between two pages (an insert, deletes of documents not yet
-    // read) does not show in the later page.
+/// The whole store page by page, in id order, within one snapshot: a commit
+/// between two pages (an insert, deletes of documents not yet read) does not
+/// show in the later page.
+pub fn a_whole_store_scan_pages_through_one_snapshot_in_id_order(make: &MakeEngine) {
+    let (_dir, p) = fresh(make);
+    let a = doc("t", 1.0);
+    let docs: Vec<_> = (0..5).map(|i| doc("u", f64::from(i))).collect();
+    commit_docs(p.as_ref(), &docs.iter().chain([&a]).collect::<Vec<_>>(), 12);
+    let mut w = p.connect().unwrap();
+    let mut r = p.connect().unwrap();
+
     r.begin_read().unwrap();
     let first = r.scan_documents(None, 3).unwrap();
     assert_eq!(first.len(), 3);
@@ -112,8 +248,13 @@ pub fn run(p: &dyn Persistence) {
     r.end_read().unwrap();
     assert_eq!(w.begin_write().unwrap(), Timestamp::new(13));
     w.rollback().unwrap();
+}
 
-    // Rollback discards; so does dropping a connection mid-transaction.
+/// Rollback discards; so does dropping a connection mid-transaction.
+pub fn rollback_and_a_dropped_connection_discard_the_transaction(make: &MakeEngine) {
+    let (_dir, p) = fresh(make);
+    commit_docs(p.as_ref(), &[&doc("t", 1.0)], 13);
+    let mut w = p.connect().unwrap();
     w.begin_write().unwrap();
     let c = doc("t", 3.0);
     w.put_document(&c).unwrap();
@@ -125,8 +266,12 @@ pub fn run(p: &dyn Persistence) {
     assert_eq!(w.begin_write().unwrap(), Timestamp::new(13));
     assert_eq!(w.get(&c.id).unwrap(), None);
     w.rollback().unwrap();
+}
 
-    // Inserting a document whose id exists fails and keeps the stored one.
+/// Inserting a document whose id exists fails and keeps the stored one.
+pub fn inserting_an_existing_id_fails_and_keeps_the_stored_document(make: &MakeEngine) {
+    let (_dir, p) = fresh(make);
+    let mut w = p.connect().unwrap();
     let first = doc("i", 1.0);
     w.begin_write().unwrap();
     w.insert_document(&first).unwrap();
@@ -135,9 +280,14 @@ pub fn run(p: &dyn Persistence) {
     assert!(w.insert_document(&clash).is_err());
     assert_eq!(w.get(&first.id).unwrap(), Some(first.clone()));
     w.rollback().unwrap();
+}
 
-    // Savepoints: a rolled-back savepoint undoes only its own writes, a
-    // released one keeps them, and the transaction commits the rest.
+/// Savepoints: a rolled-back savepoint undoes only its own writes, a
+/// released one keeps them, and the transaction commits the rest.
+pub fn savepoints_undo_or_keep_only_their_own_writes(make: &MakeEngine) {
+    let (_dir, p) = fresh(make);
+    let mut w = p.connect().unwrap();
+    let mut r = p.connect().unwrap();
     let (kept, undone, later) = (doc("s", 1.0), doc("s", 2.0), doc("s", 3.0));
     w.begin_write().unwrap();
     w.put_document(&kept).unwrap();
@@ -155,12 +305,17 @@ pub fn run(p: &dyn Persistence) {
     assert_eq!(r.get(&later.id).unwrap(), Some(later));
     assert!(r.scan(b"s-", b"s.", Order::Asc, 10).unwrap().is_empty());
     r.end_read().unwrap();
+}
 
-    // Mutation outcomes: stored with the transaction (a rolled-back savepoint
-    // takes its outcome with it), found by session, request and fingerprint
-    // (another fingerprint under the same session and request is another
-    // caller's, kept apart), values exact, purged oldest first within the
-    // limit.
+/// Mutation outcomes: stored with the transaction (a rolled-back savepoint
+/// takes its outcome with it), found by session, request and fingerprint
+/// (another fingerprint under the same session and request is another
+/// caller's, kept apart), values exact, purged oldest first within the
+/// limit.
+pub fn mutation_outcomes_are_found_by_caller_and_purged_oldest_first(make: &MakeEngine) {
+    let (_dir, p) = fresh(make);
+    let mut w = p.connect().unwrap();
+    let mut r = p.connect().unwrap();
     let outcome = |request_id: u32, fingerprint: &[u8], ts: u64, value| MutationOutcome {
         session_id: "5d1b2c7e-0000-4000-8000-000000000000".into(),
         request_id,

@@ -12,8 +12,10 @@ use livebase_schema::{DocumentId, Object, Schema, Timestamp, Value};
 
 use crate::error::{Error, Result};
 use crate::pagination::{process_key, CursorKey, PaginationOpts, PaginationResult, SPLIT_FACTOR};
+use crate::persistence::{
+    index_key, index_prefix, Document, MutationOutcome, Order, StoreConnection,
+};
 use crate::readset::{DocumentWrite, KeyInterval, ReadSet, WriteKind, WriteSet};
-use crate::store::{index_key, index_prefix, Document, MutationOutcome, Order, StoreConnection};
 
 /// Most documents one transaction may read (by id or by scanning).
 pub const MAX_READS_PER_TRANSACTION: usize = 16_384;
@@ -152,16 +154,16 @@ impl<'a> Transaction<'a> {
     }
 
     /// The stored outcome of a client's request with this fingerprint (the
-    /// same caller, function and arguments), if its mutation already ran (see
-    /// [`crate::executor`]). Not part of the read set: outcomes are not
-    /// documents, and no query can read them.
+    /// same caller, function and arguments), if its mutation already ran (the
+    /// runtime's executor looks it up). Not part of the read set: outcomes
+    /// are not documents, and no query can read them.
     pub fn mutation_outcome(
         &mut self,
         session_id: &str,
         request_id: u32,
         fingerprint: &[u8],
     ) -> Result<Option<MutationOutcome>> {
-        self.conn.get_outcome(session_id, request_id, fingerprint)
+        Ok(self.conn.get_outcome(session_id, request_id, fingerprint)?)
     }
 
     /// Stores a client mutation's outcome, committed with this transaction.
@@ -183,7 +185,7 @@ impl<'a> Transaction<'a> {
 
     /// How many mutation outcomes are stored.
     pub fn count_mutation_outcomes(&mut self) -> Result<usize> {
-        self.conn.count_outcomes()
+        Ok(self.conn.count_outcomes()?)
     }
 
     fn table(&self, table: &str) -> Result<&'a TableDefinition> {
@@ -515,6 +517,10 @@ impl IndexRange {
             Some((_, v, true)) => end_of(&with(v)),
             Some((_, v, false)) => with(v),
         };
+        // Bounds that cross (`gte(5).lt(3)`) hold no key: the empty interval
+        // at `start`, so that the cursor a page of it ends at lies inside it
+        // and is accepted back.
+        let end = end.max(start.clone());
         Ok(KeyInterval::new(start, end))
     }
 }
@@ -720,6 +726,9 @@ impl Query<'_, '_> {
     /// range it passed. With `max_bytes` it also stops (not exhausted) after
     /// the document that brings the bytes it read to `max_bytes`, filtered
     /// out or not.
+    ///
+    /// In three steps: [`Query::bounds`] (where to scan), [`Query::scan`]
+    /// (what the scan keeps and where it stopped), [`passed`] (what it read).
     fn run(
         &mut self,
         limit: Option<usize>,
@@ -727,9 +736,37 @@ impl Query<'_, '_> {
         through: Option<Vec<u8>>,
         max_bytes: Option<usize>,
     ) -> Result<Scan> {
-        let tx = &mut *self.tx;
-        let def = tx.table(&self.table)?;
+        let def = self.tx.table(&self.table)?;
         let full = self.range.interval(&self.table, def, &self.index)?;
+        let (start, end) = self.bounds(&full, cursor, through)?;
+        if limit == Some(0) {
+            // `take(0)` passes no key, so it reads (and records) nothing: a
+            // commit anywhere in the range cannot change its empty result.
+            return Ok(Scan {
+                docs: Vec::new(),
+                exhausted: false,
+                last: start,
+            });
+        }
+        let found = self.scan(&start, &end, limit, max_bytes)?;
+        let (read, last) = passed(self.order, start, end, found.exhausted, found.last_key);
+        self.tx.reads.record(read);
+        Ok(Scan {
+            docs: found.docs,
+            exhausted: found.exhausted,
+            last,
+        })
+    }
+
+    /// The keys to scan, `[start, end)`: the range `full`, after `cursor` and
+    /// through `through` (keys of the range, in scan order) when given. A key
+    /// outside the range is refused: no cursor moves a scan out of its range.
+    fn bounds(
+        &self,
+        full: &KeyInterval,
+        cursor: Option<Vec<u8>>,
+        through: Option<Vec<u8>>,
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
         let (mut start, mut end) = (full.start.clone(), full.end.clone());
         let inside = |c: &Vec<u8>| full.start <= *c && *c <= full.end;
         if let Some(c) = cursor {
@@ -759,16 +796,21 @@ impl Query<'_, '_> {
                 end = start.clone();
             }
         }
-        if limit == Some(0) {
-            // `take(0)` passes no key, so it reads (and records) nothing: a
-            // commit anywhere in the range cannot change its empty result.
-            return Ok(Scan {
-                docs: Vec::new(),
-                exhausted: false,
-                last: start,
-            });
-        }
-        let (scan_start, scan_end) = (start.clone(), end.clone());
+        Ok((start, end))
+    }
+
+    /// Fetches `[scan_start, scan_end)` in batches, in the query's order,
+    /// keeping the documents the filters pass, until `limit` are kept, the
+    /// bytes read reach `max_bytes`, or the range ends. Records nothing
+    /// unless a read limit fails the query (see [`Query::count_read`]).
+    fn scan(
+        &mut self,
+        scan_start: &[u8],
+        scan_end: &[u8],
+        limit: Option<usize>,
+        max_bytes: Option<usize>,
+    ) -> Result<Found> {
+        let (mut start, mut end) = (scan_start.to_vec(), scan_end.to_vec());
         let mut out = Vec::new();
         let mut last_key: Option<Vec<u8>> = None;
         let mut exhausted = false;
@@ -785,23 +827,12 @@ impl Query<'_, '_> {
                 Some(n) if self.filters.is_empty() => (n - out.len()).min(SCAN_BATCH),
                 _ => SCAN_BATCH,
             };
-            let want = tx.scan_batch(want);
-            let batch = tx.conn.scan(&start, &end, self.order, want)?;
+            let want = self.tx.scan_batch(want);
+            let batch = self.tx.conn.scan(&start, &end, self.order, want)?;
             let fetched = batch.len();
             for (key, doc) in batch {
                 let size = document_size(&doc);
-                let counted = tx.count_reads(1).and_then(|()| tx.count_bytes_read(size));
-                if let Err(e) = counted {
-                    // The failure (too many documents or too many bytes)
-                    // depends on every key passed so far, this one included:
-                    // recorded, a delete there re-runs a live query that
-                    // failed here, which may then fit.
-                    tx.reads.record(match self.order {
-                        Order::Asc => KeyInterval::new(scan_start, [key.as_slice(), &[0]].concat()),
-                        Order::Desc => KeyInterval::new(key, scan_end),
-                    });
-                    return Err(e);
-                }
+                self.count_read(scan_start, scan_end, &key, size)?;
                 match self.order {
                     Order::Asc => start = [key.as_slice(), &[0]].concat(),
                     Order::Desc => end = key.clone(),
@@ -825,21 +856,61 @@ impl Query<'_, '_> {
                 break;
             }
         }
-        let (read, cursor) = match (exhausted, self.order, last_key) {
-            (false, Order::Asc, Some(k)) => (
-                KeyInterval::new(scan_start, [k.as_slice(), &[0]].concat()),
-                k,
-            ),
-            (false, Order::Desc, Some(k)) => (KeyInterval::new(k.clone(), scan_end), k),
-            (_, Order::Asc, _) => (KeyInterval::new(scan_start, scan_end.clone()), scan_end),
-            (_, Order::Desc, _) => (KeyInterval::new(scan_start.clone(), scan_end), scan_start),
-        };
-        tx.reads.record(read);
-        Ok(Scan {
+        Ok(Found {
             docs: out,
             exhausted,
-            last: cursor,
+            last_key,
         })
+    }
+
+    /// Counts one fetched document (at `key`, of `size` bytes) against the
+    /// transaction's read limits. Past them the query fails — and the
+    /// failure depends on every key passed so far, this one included:
+    /// recorded, a delete there re-runs a live query that failed here, which
+    /// may then fit.
+    fn count_read(
+        &mut self,
+        scan_start: &[u8],
+        scan_end: &[u8],
+        key: &[u8],
+        size: usize,
+    ) -> Result<()> {
+        let tx = &mut *self.tx;
+        let counted = tx.count_reads(1).and_then(|()| tx.count_bytes_read(size));
+        if counted.is_err() {
+            tx.reads.record(match self.order {
+                Order::Asc => KeyInterval::new(scan_start.to_vec(), [key, &[0]].concat()),
+                Order::Desc => KeyInterval::new(key.to_vec(), scan_end.to_vec()),
+            });
+        }
+        counted
+    }
+}
+
+/// What [`Query::scan`] kept, whether it ran to the end of its keys, and the
+/// last key it passed.
+struct Found {
+    docs: Vec<(Vec<u8>, Value)>,
+    exhausted: bool,
+    last_key: Option<Vec<u8>>,
+}
+
+/// What a scan of `[start, end)` in `order` read, and the key its cursor
+/// names: through its last key when it stopped early, the whole of
+/// `[start, end)` — cursor at the far end — when it was exhausted (or
+/// passed no key).
+fn passed(
+    order: Order,
+    start: Vec<u8>,
+    end: Vec<u8>,
+    exhausted: bool,
+    last_key: Option<Vec<u8>>,
+) -> (KeyInterval, Vec<u8>) {
+    match (exhausted, order, last_key) {
+        (false, Order::Asc, Some(k)) => (KeyInterval::new(start, [k.as_slice(), &[0]].concat()), k),
+        (false, Order::Desc, Some(k)) => (KeyInterval::new(k.clone(), end), k),
+        (_, Order::Asc, _) => (KeyInterval::new(start, end.clone()), end),
+        (_, Order::Desc, _) => (KeyInterval::new(start.clone(), end), start),
     }
 }
 

@@ -1,9 +1,15 @@
 //! Read sets and write sets: what a transaction observed and what a commit
 //! changed, as byte intervals and byte keys over the one index key space (see
-//! [`crate::store::index_key`]). The subscription manager decides invalidation
-//! with exactly one test, [`ReadSet::overlaps`].
+//! [`crate::persistence::index_key`]), and the [`InvalidationIndex`] that
+//! files live queries' read sets.
+//!
+//! Invalidation has one definition, [`ReadSet::overlaps`]: a commit
+//! invalidates a query exactly when it wrote a key inside the query's read
+//! set. The index is how the subscription manager finds those queries
+//! without testing every one; its `hits` is held to `overlaps` by a property
+//! test below.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -76,7 +82,9 @@ impl ReadSet {
         ReadSet::default()
     }
 
-    pub fn record(&mut self, interval: KeyInterval) {
+    /// Adds an interval. Crate-private: only [`crate::transaction::Transaction`]'s
+    /// read methods record, so a read set says exactly what was read.
+    pub(crate) fn record(&mut self, interval: KeyInterval) {
         if !interval.is_empty() {
             self.intervals.push(interval);
         }
@@ -159,6 +167,75 @@ impl WriteSet {
     }
 }
 
+/// Where live queries' read intervals are filed, by their common prefix.
+///
+/// **Invariant:** a key `k` lies inside interval `i` only if `k` starts with
+/// `i.common_prefix()`, so looking up `k`'s prefixes — one hash lookup per
+/// distinct prefix length in use — finds every candidate, and a commit touching
+/// one organization's rows never visits another organization's queries.
+///
+/// **Invariant:** [`InvalidationIndex::hits`] finds exactly the queries whose
+/// read set [`ReadSet::overlaps`] a write of the key — the index is a faster
+/// way to ask the same question, never a second definition.
+#[derive(Default)]
+pub struct InvalidationIndex {
+    by_prefix: HashMap<Vec<u8>, HashMap<u64, Vec<KeyInterval>>>,
+    /// How many prefixes of each length are filed (lengths to probe).
+    lengths: BTreeMap<usize, usize>,
+}
+
+impl InvalidationIndex {
+    /// Files the read set of query `handle` (which holds no other).
+    pub fn insert(&mut self, handle: u64, reads: &ReadSet) {
+        for interval in reads.intervals() {
+            let prefix = interval.common_prefix().to_vec();
+            let len = prefix.len();
+            let bucket = self.by_prefix.entry(prefix).or_default();
+            if bucket.is_empty() {
+                *self.lengths.entry(len).or_default() += 1;
+            }
+            bucket.entry(handle).or_default().push(interval.clone());
+        }
+    }
+
+    /// Forgets query `handle`, filed with `reads`.
+    pub fn remove(&mut self, handle: u64, reads: &ReadSet) {
+        for interval in reads.intervals() {
+            let prefix = interval.common_prefix();
+            let Some(bucket) = self.by_prefix.get_mut(prefix) else {
+                continue;
+            };
+            bucket.remove(&handle);
+            if bucket.is_empty() {
+                let len = prefix.len();
+                self.by_prefix.remove(prefix);
+                if let Some(n) = self.lengths.get_mut(&len) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.lengths.remove(&len);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds to `hits` every query with a read interval holding `key`.
+    pub fn hits(&self, key: &[u8], hits: &mut HashSet<u64>) {
+        for &len in self.lengths.keys() {
+            if len > key.len() {
+                break;
+            }
+            if let Some(bucket) = self.by_prefix.get(&key[..len]) {
+                for (handle, intervals) in bucket {
+                    if intervals.iter().any(|i| i.contains(key)) {
+                        hits.insert(*handle);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A commit as the subscription manager sees it.
 #[derive(Clone, Debug)]
 pub struct Commit {
@@ -223,5 +300,88 @@ mod tests {
         let mut reads = ReadSet::new();
         reads.record(KeyInterval::point(&[2, 0, 0, 0x4e, 0x1f]));
         assert!(reads.overlaps(&writes), "key 2/19999 is in the set");
+    }
+
+    // -----------------------------------------------------------------------
+    // Property: the index finds exactly the queries `overlaps` names.
+
+    use proptest::prelude::*;
+
+    /// Short keys over few byte values (0xFF included, the byte range ends
+    /// append), so intervals share prefixes, nest, touch and cross.
+    fn arb_key() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(prop::sample::select(vec![0u8, 1, 2, 0xFF]), 0..4)
+    }
+
+    fn arb_interval() -> impl Strategy<Value = KeyInterval> {
+        prop_oneof![
+            (arb_key(), arb_key()).prop_map(|(a, b)| KeyInterval::new(a, b)),
+            arb_key().prop_map(|k| KeyInterval::point(&k)),
+            // A prefix range, as an index equality scans one.
+            arb_key().prop_map(|k| KeyInterval::new(k.clone(), [k.as_slice(), &[0xFF]].concat())),
+        ]
+    }
+
+    fn arb_read_set() -> impl Strategy<Value = ReadSet> {
+        prop::collection::vec(arb_interval(), 0..5).prop_map(|intervals| {
+            let mut reads = ReadSet::new();
+            for i in intervals {
+                reads.record(i);
+            }
+            reads
+        })
+    }
+
+    fn write_of(key: &[u8]) -> WriteSet {
+        let mut writes = WriteSet::new();
+        let write = DocumentWrite {
+            table: "t".into(),
+            id: "t_1".into(),
+            kind: WriteKind::Update,
+        };
+        writes.record(write, &[], &[key.to_vec()]);
+        writes
+    }
+
+    proptest! {
+        /// Queries are filed, some re-filed with a new read set (a re-run)
+        /// and some removed, as the worker does; then every key's hits are
+        /// the queries whose current read set overlaps a write of the key.
+        #[test]
+        fn hits_are_exactly_the_queries_whose_read_set_overlaps_the_write(
+            first in prop::collection::vec(arb_read_set(), 0..8),
+            rerun in prop::collection::vec(prop::option::of(arb_read_set()), 8),
+            removed in prop::collection::vec(any::<bool>(), 8),
+            keys in prop::collection::vec(arb_key(), 1..16),
+        ) {
+            let mut index = InvalidationIndex::default();
+            let mut live: HashMap<u64, ReadSet> = HashMap::new();
+            for (h, reads) in first.into_iter().enumerate() {
+                index.insert(h as u64, &reads);
+                live.insert(h as u64, reads);
+            }
+            for h in 0..live.len() as u64 {
+                if let Some(new) = &rerun[h as usize] {
+                    index.remove(h, &live[&h]);
+                    index.insert(h, new);
+                    live.insert(h, new.clone());
+                }
+                if removed[h as usize] {
+                    index.remove(h, &live[&h]);
+                    live.remove(&h);
+                }
+            }
+            for key in keys {
+                let mut hits = HashSet::new();
+                index.hits(&key, &mut hits);
+                let writes = write_of(&key);
+                let expected: HashSet<u64> = live
+                    .iter()
+                    .filter(|(_, reads)| reads.overlaps(&writes))
+                    .map(|(h, _)| *h)
+                    .collect();
+                prop_assert_eq!(hits, expected, "key {:?}", key);
+            }
+        }
     }
 }

@@ -7,13 +7,17 @@
 //! function API and the auth endpoints all go through these. Internal failures
 //! carry their detail for the log only: clients see `Server error` and a
 //! request id.
+//!
+//! A storage engine fails with a [`StoreError`] of its own; it becomes an
+//! internal [`Error`] in one place, its `From` conversion.
 
 use std::convert::Infallible;
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use livebase_schema::protocol::FunctionError;
-use livebase_schema::{Object, Value};
+use livebase_schema::{DocumentId, Object, Value};
 
 /// What kind of failure an application error is. The string forms are the
 /// `errorData.code` values of the wire protocol.
@@ -237,9 +241,48 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        Error::Internal(format!("sqlite: {e}"))
+/// How a storage engine fails. None of these is a caller's mistake, so each
+/// reaches callers of the store as an internal error (logged, never sent).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The engine itself failed: SQLite busy past its timeout, a full disk,
+    /// an I/O error, a constraint.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database file could not be opened.
+    #[error("opening {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// A file of the store could not be created.
+    #[error("creating {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Stored data that does not decode: a malformed id, a body that is not
+    /// an object.
+    #[error("{0}")]
+    Corrupt(String),
+    /// A new document's id is already stored (`insert_document`); nothing
+    /// was written.
+    #[error("a new document's id {0} is already taken")]
+    IdTaken(DocumentId),
+    /// A connection used out of order, such as `begin_read` inside a
+    /// transaction: a bug of the caller.
+    #[error("{0}")]
+    Misuse(&'static str),
+}
+
+/// What a storage engine's calls return.
+pub type StoreResult<T> = std::result::Result<T, StoreError>;
+
+/// The boundary: an engine's failure is the server's, not the caller's.
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Internal(e.to_string())
     }
 }
 

@@ -6,6 +6,9 @@
 //! pair, so all indexes of all tables share one ordered key space and read sets
 //! and write sets are plain byte intervals and byte keys.
 //!
+//! Engines fail with [`crate::StoreError`], which the rest of the crate turns
+//! into an internal [`crate::Error`].
+//!
 //! **Invariant:** nothing above this module sees a SQL connection; functions
 //! reach the store only through [`crate::transaction::Transaction`].
 
@@ -17,7 +20,7 @@ use livebase_schema::key::{encode_tuple, encode_value};
 use livebase_schema::table::{IndexDefinition, CREATION_TIME_FIELD, ID_FIELD};
 use livebase_schema::{DocumentId, Object, Timestamp, Value};
 
-use crate::error::Result;
+use crate::error::StoreResult as Result;
 
 /// A stored document: its id, creation time and user fields.
 #[derive(Clone, Debug, PartialEq)]
@@ -182,6 +185,3 @@ pub trait StoreConnection: Send {
     /// How many outcomes are stored.
     fn count_outcomes(&mut self) -> Result<usize>;
 }
-
-#[cfg(test)]
-pub(crate) mod conformance;
