@@ -120,13 +120,13 @@ fn files_on_disk(data: &Path) -> Vec<PathBuf> {
 }
 
 /// Waits until `done` holds (the server works after it answers: the
-/// collector, a handler seeing its client go).
+/// collector, a handler seeing its client go), through the kit's one poll.
 async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    livebase_testkit::eventually(what, PATIENCE, || {
+        let ok = done();
+        async move { ok.then_some(()).ok_or_else(|| "not yet".to_string()) }
+    })
+    .await
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
@@ -445,13 +445,10 @@ async fn bytes_two_files_share_stay_until_neither_is_left() {
         .unwrap()
         .to_string();
     // The collector has run once the deletion is handled (its row gone).
-    let mut collected = false;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !collected {
-        collected = t.rows_json("_storage_deletions").await.is_empty();
-        assert!(tokio::time::Instant::now() < deadline, "never collected");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    t.rows_until("_storage_deletions", "the deletion collected", |rows| {
+        rows.is_empty().then_some(())
+    })
+    .await;
     let reply = get(t.addr(), &bob_url, &[]).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, same);
@@ -527,13 +524,15 @@ async fn uploads_count_against_their_uploaders_calls_in_flight() {
     })
     .await;
     // Its slot given back (the handler has ended), the same URL works.
-    let mut reply = upload(&t, &second, "text/plain", b"second").await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while reply.status == 429 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        reply = upload(&t, &second, "text/plain", b"second").await;
-    }
-    assert_eq!(reply.status, 200, "{}", reply.json());
+    livebase_testkit::eventually("the second upload accepted", PATIENCE, || async {
+        let reply = upload(&t, &second, "text/plain", b"second").await;
+        match reply.status {
+            200 => Ok(()),
+            429 => Err("429".to_string()),
+            other => panic!("upload: {other} {}", reply.json()),
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -590,9 +589,8 @@ async fn an_expired_upload_url_is_refused_and_purged() {
 
     // The purge runs at start (and hourly).
     let t = t.restart(livebase_functions::app()).await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !t.rows_json(STORAGE_UPLOADS).await.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "never purged");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    t.rows_until(STORAGE_UPLOADS, "the expired token purged", |rows| {
+        rows.is_empty().then_some(())
+    })
+    .await;
 }

@@ -313,12 +313,6 @@ fn find_token(tx: &mut Transaction, hash: &str, now_ms: f64) -> Result<(Document
     Ok((id, Uploader { user_id }))
 }
 
-fn now_ms() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_millis() as f64)
-}
-
 fn io(what: &str, e: impl std::fmt::Display) -> Error {
     Error::internal(format!("{what}: {e}"))
 }
@@ -386,7 +380,7 @@ impl Files {
     /// or `FORBIDDEN` for a token that is unknown, expired or used.
     pub async fn check_token(&self, token: &str) -> Result<Uploader> {
         let hash = token_hash(token);
-        let now = now_ms();
+        let now = self.inner.db.clock().now_ms();
         self.inner
             .db
             .query(move |tx| find_token(tx, &hash, now).map(|(_, who)| who))
@@ -644,7 +638,7 @@ impl Files {
     /// used), a batch per transaction.
     async fn purge_expired_tokens(&self) {
         loop {
-            let now = now_ms();
+            let now = self.inner.db.clock().now_ms();
             let purged = self
                 .inner
                 .db
