@@ -1,12 +1,14 @@
 //! The application the benchmark drives: one organization-scoped table and the
 //! two functions every figure needs, plus a heavy query and a bulk insert for
-//! the hostile-tenant phase. No sign-in in the functions, so the figures
+//! the hostile-tenant phase, and a whole-organization list with a one-row
+//! update for the push-cost-by-result-size phase. No sign-in in the functions, so the figures
 //! measure the core (store, invalidation, push), not password hashing; the
 //! hostile-tenant phase signs in only so its tenants are distinct identities.
 
+use livebase_runtime::error::Error;
 use livebase_runtime::registry::Registry;
 use livebase_runtime::store::Order;
-use livebase_schema::{define_table, obj, v, Schema, Value};
+use livebase_schema::{define_table, obj, v, DocumentId, Schema, Value};
 
 pub fn registry() -> Registry {
     let schema = Schema::new().table(
@@ -79,6 +81,41 @@ pub fn registry() -> Registry {
                 };
                 ctx.db.insert("docs", doc)?;
             }
+            Ok(Value::Null)
+        },
+    );
+    // Every document of an organization, as `items:getAll` returns a list:
+    // the live result whose size the `pushsize` phase varies.
+    app.query(
+        "bench:all",
+        [("organizationId", v::string())],
+        |ctx, args| {
+            let org = args.string("organizationId")?;
+            ctx.db
+                .query("docs")
+                .with_index("by_organization", |q| q.eq("organizationId", org))
+                .collect()
+        },
+    );
+    // Changes one row of an organization (its oldest document's `n`), so that
+    // one row of a live `bench:all` result changes and the rest stay.
+    app.mutation(
+        "bench:setFirst",
+        [("organizationId", v::string()), ("n", v::float64())],
+        |ctx, args| {
+            let org = args.string("organizationId")?;
+            let first = ctx
+                .db
+                .query("docs")
+                .with_index("by_organization", |q| q.eq("organizationId", org))
+                .first()?
+                .ok_or_else(|| Error::invalid("the organization has no documents"))?;
+            let id = first
+                .get("_id")
+                .and_then(Value::as_str)
+                .and_then(|id| DocumentId::parse_in(id, "docs"))
+                .ok_or_else(|| Error::internal("a document without its id"))?;
+            ctx.db.patch(&id, obj! { "n" => args.f64("n")? })?;
             Ok(Value::Null)
         },
     );

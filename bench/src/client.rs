@@ -190,8 +190,9 @@ impl Conn {
         }
     }
 
-    /// Runs a mutation and waits for its response.
-    pub async fn mutate(&mut self, path: &str, args: Value) -> Result<(), BoxError> {
+    /// Sends a mutation and returns its request id (the response is not
+    /// awaited).
+    pub async fn send_mutation(&mut self, path: &str, args: Value) -> Result<RequestId, BoxError> {
         let request_id = RequestId(self.next_request);
         self.next_request += 1;
         self.send(ClientMessage::Mutation {
@@ -201,6 +202,12 @@ impl Conn {
             component_path: None,
         })
         .await?;
+        Ok(request_id)
+    }
+
+    /// Runs a mutation and waits for its response.
+    pub async fn mutate(&mut self, path: &str, args: Value) -> Result<(), BoxError> {
+        let request_id = self.send_mutation(path, args).await?;
         loop {
             if let ServerMessage::MutationResponse {
                 request_id: id,
@@ -327,6 +334,18 @@ pub fn lean_newest(text: &str) -> Result<Option<Vec<f64>>, BoxError> {
     ))
 }
 
+/// Whether a Transition frame updates a result holding a document whose `n`
+/// is `n` (read leanly, as [`lean_newest`] reads).
+pub fn lean_holds(text: &str, n: f64) -> Result<bool, BoxError> {
+    let frame: LeanFrame = serde_json::from_str(text)?;
+    Ok(frame.kind == "Transition"
+        && frame.modifications.iter().any(|m| {
+            m.value
+                .as_ref()
+                .is_some_and(|docs| docs.iter().any(|d| d.n == n))
+        }))
+}
+
 fn org_args(org: &str) -> Value {
     livebase_schema::obj! { "organizationId" => org }
 }
@@ -337,4 +356,96 @@ fn list_args(org: &str, tag: Option<f64>) -> Value {
         o.insert("tag".into(), Value::Float64(tag));
     }
     args
+}
+
+/// A bare HTTP/1.1 client for `POST /api/mutation`, as the npm
+/// `ConvexHttpClient` calls it: one request at a time, either on a fresh
+/// connection per call (`Connection: close`) or on one kept-alive connection.
+pub struct HttpCaller {
+    addr: String,
+    token: Option<String>,
+    /// The kept-alive connection, when calls share one.
+    kept: Option<tokio::io::BufReader<TcpStream>>,
+    keep_alive: bool,
+}
+
+impl HttpCaller {
+    pub fn new(base: &str, token: Option<String>, keep_alive: bool) -> HttpCaller {
+        HttpCaller {
+            addr: base.trim_start_matches("http://").to_string(),
+            token,
+            kept: None,
+            keep_alive,
+        }
+    }
+
+    /// Calls mutation `path` with `args` and checks that it succeeded.
+    pub async fn mutation(&mut self, path: &str, args: Value) -> Result<(), BoxError> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let body = format!(
+            r#"{{"path":"{path}","format":"convex_encoded_json","args":[{}]}}"#,
+            args.to_json_text()
+        );
+        let auth = self
+            .token
+            .as_deref()
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let connection = if self.keep_alive {
+            "keep-alive"
+        } else {
+            "close"
+        };
+        let head = format!(
+            "POST /api/mutation HTTP/1.1\r\nHost: {}\r\nConnection: {connection}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        let mut stream = match self.kept.take() {
+            Some(s) => s,
+            None => {
+                let tcp = TcpStream::connect(&self.addr).await?;
+                tcp.set_nodelay(true)?;
+                BufReader::new(tcp)
+            }
+        };
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body.as_bytes());
+        stream.get_mut().write_all(&request).await?;
+        // The head, then exactly Content-Length bytes of body.
+        let mut status = None;
+        let mut length = None;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if stream.read_line(&mut line).await? == 0 {
+                return Err("the server closed the connection mid-response".into());
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if status.is_none() {
+                status = l.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok());
+            } else if let Some((name, value)) = l.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse::<usize>().ok();
+                }
+            }
+        }
+        let length = length.ok_or("a response without Content-Length")?;
+        let mut reply = vec![0u8; length];
+        stream.read_exact(&mut reply).await?;
+        if status != Some(200) {
+            return Err(format!(
+                "{path} over HTTP: {status:?} {}",
+                String::from_utf8_lossy(&reply)
+            )
+            .into());
+        }
+        if self.keep_alive {
+            self.kept = Some(stream);
+        }
+        Ok(())
+    }
 }

@@ -29,7 +29,8 @@ struct Cli {
     /// A seconds-long smoke run with small sizes (CI).
     #[arg(long)]
     quick: bool,
-    /// Run only one phase (push, fanout, throughput, memory, scaling, hostile), e.g.
+    /// Run only one phase (push, fanout, throughput, memory, scaling, hostile,
+    /// pushsize, http, distinct), e.g.
     /// while profiling the server child; the limits are always measured.
     #[arg(long)]
     only: Option<String>,

@@ -29,6 +29,15 @@ struct Sizes {
     memory_conns: usize,
     scaling: Vec<usize>,
     hostile: HostileSizes,
+    /// Rows of the live results whose one-row change is pushed.
+    result_rows: Vec<usize>,
+    /// One-row changes measured per result size.
+    result_writes: usize,
+    /// Mutations per transport in the HTTP-against-WebSocket CPU phase.
+    http_calls: usize,
+    /// Subscribers (each of its own query) and writes in the distinct fan-out.
+    distinct_conns: usize,
+    distinct_repeats: usize,
 }
 
 /// Sizes of the hostile-tenant phase.
@@ -65,6 +74,11 @@ impl Sizes {
                     heavy: 10,
                     churn: 5,
                 },
+                result_rows: vec![20, 100, 500],
+                result_writes: 20,
+                http_calls: 30,
+                distinct_conns: 20,
+                distinct_repeats: 3,
             }
         } else {
             Sizes {
@@ -87,6 +101,11 @@ impl Sizes {
                     heavy: 50,
                     churn: 20,
                 },
+                result_rows: vec![20, 100, 500],
+                result_writes: 500,
+                http_calls: 1_000,
+                distinct_conns: 1_000,
+                distinct_repeats: 50,
             }
         }
     }
@@ -114,13 +133,16 @@ fn percentiles(samples: &mut [Duration]) -> (f64, f64, f64) {
 pub async fn run_all(quick: bool, only: Option<&str>, out: &Path) -> Result<(), BoxError> {
     let s = Sizes::new(quick);
     let mut results = serde_json::Map::new();
-    const PHASES: [&str; 6] = [
+    const PHASES: [&str; 9] = [
         "push",
         "fanout",
         "throughput",
         "memory",
         "scaling",
         "hostile",
+        "pushsize",
+        "http",
+        "distinct",
     ];
     if let Some(o) = only.filter(|o| !PHASES.contains(o)) {
         return Err(format!("unknown phase `{o}`; the phases are {}", PHASES.join(", ")).into());
@@ -170,7 +192,7 @@ pub async fn run_all(quick: bool, only: Option<&str>, out: &Path) -> Result<(), 
             "fan-out: {} subscribers of one query",
             s.fanout_conns
         ));
-        let fan = fanout(s.fanout_conns, s.fanout_repeats).await?;
+        let fan = fanout(s.fanout_conns, s.fanout_repeats, false).await?;
         progress(&format!(
             "limit: a bare WebSocket broadcast to {} connections",
             s.fanout_conns
@@ -248,6 +270,55 @@ pub async fn run_all(quick: bool, only: Option<&str>, out: &Path) -> Result<(), 
                    "hostile_write_p50_ms": r.hostile_write.0, "hostile_write_p99_ms": r.hostile_write.1,
                    "churn_steps": r.churn_steps, "churn_reconnects": r.reconnects,
                    "heavy_queries": h.heavy, "heavy_docs": h.docs}),
+        );
+    }
+
+    if want("pushsize") {
+        let mut rows = Vec::new();
+        for &n in &s.result_rows {
+            progress(&format!(
+                "push when one row of a live {n}-row result changes"
+            ));
+            let r = push_by_result_size(n, s.result_writes).await?;
+            rows.push(
+                json!({"rows": n, "p50_ms": r.p50, "p99_ms": r.p99, "max_ms": r.max,
+                             "cpu_us_per_mutation": r.cpu_us_per_mutation}),
+            );
+        }
+        results.insert("push_by_result_size".into(), json!(rows));
+    }
+
+    if want("http") {
+        progress(&format!(
+            "server CPU per mutation: HTTP (fresh connection, keep-alive) vs WebSocket, {} calls each",
+            s.http_calls
+        ));
+        let r = http_cpu(s.http_calls).await?;
+        results.insert(
+            "http_cpu".into(),
+            json!({"calls": s.http_calls, "ws_us": r.ws, "http_keep_alive_us": r.keep_alive,
+                   "http_fresh_us": r.fresh, "http_fresh_anonymous_us": r.fresh_anonymous,
+                   "keep_alive_ratio": r.keep_alive / r.ws.max(1e-9),
+                   "fresh_ratio": r.fresh / r.ws.max(1e-9)}),
+        );
+    }
+
+    if want("distinct") {
+        progress(&format!(
+            "fan-out: {} subscribers of {} distinct queries",
+            s.distinct_conns, s.distinct_conns
+        ));
+        let fan = fanout(s.distinct_conns, s.distinct_repeats, true).await?;
+        progress(&format!(
+            "limit: a bare WebSocket broadcast to {} connections",
+            s.distinct_conns
+        ));
+        let floor = fanout_limit(s.distinct_conns, s.distinct_repeats).await?;
+        results.insert(
+            "fanout_distinct".into(),
+            json!({"connections": s.distinct_conns, "last_p50_ms": fan.0, "last_p99_ms": fan.1,
+                   "runs_per_write": fan.2, "limit_last_p50_ms": floor.0, "limit_last_p99_ms": floor.1,
+                   "p99_ratio": fan.1 / floor.1.max(1e-9)}),
         );
     }
 
@@ -331,6 +402,34 @@ fn print_table(r: &serde_json::Value) {
             f("/hostile_tenant/hostile_p50_ms"), f("/hostile_tenant/hostile_p99_ms"),
             f("/hostile_tenant/p99_ratio"), f("/hostile_tenant/hostile_mutations_per_s"),
             f("/hostile_tenant/evaluations_per_s")
+        );
+    }
+    if let Some(rows) = r.get("push_by_result_size").and_then(|t| t.as_array()) {
+        for row in rows {
+            let g = |k: &str| {
+                row.get(k)
+                    .and_then(serde_json::Value::as_f64)
+                    .unwrap_or(f64::NAN)
+            };
+            println!(
+                "| push when one row of a live {}-row result changes | p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; {:.1} µs CPU per mutation | 500 rows: p50 ≤ 1 ms and ≤ 2× the 20-row p50; p99 ≤ 2 ms |",
+                g("rows"), g("p50_ms"), g("p99_ms"), g("max_ms"), g("cpu_us_per_mutation")
+            );
+        }
+    }
+    if r.get("http_cpu").is_some() {
+        println!(
+            "| server CPU per mutation: WebSocket vs HTTP keep-alive, HTTP fresh connection (and without a token) | {:.1} µs vs {:.1} µs ({:.2}×), {:.1} µs ({:.2}×; {:.1} µs) | HTTP ≤ 2× WebSocket |",
+            f("/http_cpu/ws_us"), f("/http_cpu/http_keep_alive_us"), f("/http_cpu/keep_alive_ratio"),
+            f("/http_cpu/http_fresh_us"), f("/http_cpu/fresh_ratio"), f("/http_cpu/http_fresh_anonymous_us")
+        );
+    }
+    if r.get("fanout_distinct").is_some() {
+        println!(
+            "| fan-out to {} subscribers of as many distinct queries | last p50 {:.2} ms, p99 {:.2} ms ({:.2}× the bare broadcast's p99 of {:.2} ms, p50 {:.2} ms); query runs per write {:.0} | p99 ≤ 1.2× the bare broadcast |",
+            f("/fanout_distinct/connections"), f("/fanout_distinct/last_p50_ms"), f("/fanout_distinct/last_p99_ms"),
+            f("/fanout_distinct/p99_ratio"), f("/fanout_distinct/limit_last_p99_ms"), f("/fanout_distinct/limit_last_p50_ms"),
+            f("/fanout_distinct/runs_per_write")
         );
     }
     if let Some(rows) = r.get("scaling").and_then(|t| t.as_array()) {
@@ -471,6 +570,148 @@ async fn push_scenario(idle: usize, orgs: usize, writes: usize) -> Result<PushRe
     })
 }
 
+/// One subscriber of `bench:all` over an organization of `rows` documents,
+/// another connection changing one of them: the time from sending the
+/// mutation to the arrival of the Transition that carries the change. The
+/// frame's arrival is the sample; the subscriber parses it only afterwards
+/// (to check it is the one), so client-side parsing is not counted.
+async fn push_by_result_size(rows: usize, writes: usize) -> Result<PushResult, BoxError> {
+    use crate::client::{add, lean_holds};
+    use livebase_schema::obj;
+
+    let mut server = Server::start().await?;
+    let org = format!("rows{rows}");
+    let mut writer = Conn::connect(&server.url).await?;
+    writer
+        .mutate(
+            "bench:addMany",
+            obj! { "organizationId" => org.as_str(), "count" => rows as f64 },
+        )
+        .await?;
+    let mut sub = Conn::connect(&server.url).await?;
+    let v = sub
+        .modify(vec![add(
+            0,
+            "bench:all",
+            obj! { "organizationId" => org.as_str() },
+        )])
+        .await?;
+    sub.await_query_set(v, WAIT).await?;
+    let mut set = async |n: f64| -> Result<Duration, BoxError> {
+        let t0 = Instant::now();
+        let id = writer
+            .send_mutation(
+                "bench:setFirst",
+                obj! { "organizationId" => org.as_str(), "n" => n },
+            )
+            .await?;
+        let elapsed = loop {
+            let text = sub.recv_text(WAIT).await?;
+            let at = t0.elapsed();
+            if lean_holds(&text, n)? {
+                break at;
+            }
+        };
+        loop {
+            if let ServerMessage::MutationResponse {
+                request_id, result, ..
+            } = writer.recv(WAIT).await?
+            {
+                if request_id == id {
+                    result.map_err(|e| format!("bench:setFirst failed: {}", e.message))?;
+                    break;
+                }
+            }
+        }
+        Ok(elapsed)
+    };
+    // Warm up caches and prepared statements.
+    for i in 0..5 {
+        set(-1.0 - f64::from(i)).await?;
+    }
+    let before = server.stats().await?;
+    let mut samples = Vec::with_capacity(writes);
+    for i in 0..writes {
+        samples.push(set(1e6 + i as f64).await?);
+    }
+    let after = server.stats().await?;
+    server.stop().await;
+    let (p50, p99, max) = percentiles(&mut samples);
+    Ok(PushResult {
+        p50,
+        p99,
+        max,
+        cpu_us_per_mutation: (after.cpu_ns - before.cpu_ns) as f64 / 1e3 / writes.max(1) as f64,
+    })
+}
+
+/// Server CPU per mutation (µs), by transport.
+struct HttpCpu {
+    ws: f64,
+    keep_alive: f64,
+    fresh: f64,
+    fresh_anonymous: f64,
+}
+
+/// The server child's CPU time per `bench:add` over an authenticated
+/// WebSocket, and as HTTP calls carrying the same token (`Authorization:
+/// Bearer`) on one kept-alive connection, on a fresh connection per call, and
+/// on a fresh connection per call without a token. The calls are sequential,
+/// so the CPU is the server's work per call, not contention; the transports
+/// take turns in rounds of `calls / ROUNDS`, so that a change in the shared
+/// machine's load during the run weighs on all of them alike.
+async fn http_cpu(calls: usize) -> Result<HttpCpu, BoxError> {
+    use crate::client::HttpCaller;
+    use livebase_schema::obj;
+    const ROUNDS: usize = 10;
+
+    let mut server = Server::start().await?;
+    let token = sign_up(&server.url, "http@bench.test", false).await?;
+    let args = |n: usize| obj! { "organizationId" => "http", "n" => n as f64 };
+
+    let mut ws = Conn::connect(&server.url).await?;
+    ws.authenticate(0, &token, WAIT).await?;
+    let mut kept = HttpCaller::new(&server.url, Some(token.clone()), true);
+    let mut fresh = HttpCaller::new(&server.url, Some(token.clone()), false);
+    let mut anonymous = HttpCaller::new(&server.url, None, false);
+    // Warm up each transport (and the token check) first.
+    for i in 0..5 {
+        ws.add_and_wait("http", i as f64).await?;
+        kept.mutation("bench:add", args(i)).await?;
+        fresh.mutation("bench:add", args(i)).await?;
+        anonymous.mutation("bench:add", args(i)).await?;
+    }
+    let per_round = (calls / ROUNDS).max(1);
+    let mut cpu_ns = [0u64; 4];
+    for _ in 0..ROUNDS {
+        let before = server.stats().await?;
+        for i in 0..per_round {
+            ws.add_and_wait("http", i as f64).await?;
+        }
+        let after = server.stats().await?;
+        cpu_ns[0] += after.cpu_ns - before.cpu_ns;
+        for (k, http) in [&mut kept, &mut fresh, &mut anonymous]
+            .into_iter()
+            .enumerate()
+        {
+            let before = server.stats().await?;
+            for i in 0..per_round {
+                http.mutation("bench:add", args(i)).await?;
+            }
+            let after = server.stats().await?;
+            cpu_ns[k + 1] += after.cpu_ns - before.cpu_ns;
+        }
+    }
+    server.stop().await;
+    let us = |ns: u64| ns as f64 / 1e3 / (per_round * ROUNDS) as f64;
+    Ok(HttpCpu {
+        ws: us(cpu_ns[0]),
+        keep_alive: us(cpu_ns[1]),
+        fresh: us(cpu_ns[2]),
+        fresh_anonymous: us(cpu_ns[3]),
+    })
+}
+
 /// Reads until a Transition shows `n` as the newest document.
 async fn wait_for_newest(conn: &mut Conn, n: f64) -> Result<(), BoxError> {
     loop {
@@ -481,14 +722,17 @@ async fn wait_for_newest(conn: &mut Conn, n: f64) -> Result<(), BoxError> {
     }
 }
 
-/// `conns` connections subscribed to one query; per write, the time until
-/// the last of them has the result; and query runs per write.
-async fn fanout(conns: usize, repeats: usize) -> Result<(f64, f64, f64), BoxError> {
+/// `conns` connections subscribed to one query (or, `distinct`, each to a
+/// query of its own over the same documents, so every write re-runs all of
+/// them); per write, the time until the last of them has the result; and
+/// query runs per write.
+async fn fanout(conns: usize, repeats: usize, distinct: bool) -> Result<(f64, f64, f64), BoxError> {
     let mut server = Server::start().await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
-    for _ in 0..conns {
+    for k in 0..conns {
         let mut c = Conn::connect(&server.url).await?;
-        c.subscribe(&[(0, "fan".into(), None)]).await?;
+        let tag = distinct.then_some(k as f64);
+        c.subscribe(&[(0, "fan".into(), tag)]).await?;
         c.await_query_set(1, WAIT).await?;
         let tx = tx.clone();
         tokio::spawn(async move {

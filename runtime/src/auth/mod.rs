@@ -6,6 +6,8 @@
 //!
 //! - [`tables`]: the users, sessions, organizations, members and invitations
 //!   tables the runtime adds to every schema;
+//! - [`cache`]: tokens that passed the check, until their session or user is
+//!   written or their time runs out;
 //! - [`users`]: who the caller is, read through a function's transaction;
 //! - [`tokens`]: signed JWTs and their key;
 //! - [`passwords`]: argon2id, off the async threads;
@@ -19,8 +21,11 @@
 //! [`SessionAuth::authenticate`] checks the row when a token is presented, and
 //! functions re-read it inside their own transaction (see
 //! [`users::current_user`]), so deleting the row — sign-out — ends the token
-//! everywhere, open subscriptions included.
+//! everywhere, open subscriptions included. A checked token is answered from
+//! [`cache`] only until a commit writes its session or user row (the commit
+//! forgets it before its mutation is answered) or its time runs out.
 
+pub mod cache;
 pub mod expiry;
 pub mod http;
 pub mod limits;
@@ -186,6 +191,11 @@ struct Inner {
     limits: AuthLimits,
     /// The sessions to end when they expire.
     expiry: Arc<expiry::Expiry>,
+    /// Tokens that passed the check, with their identities.
+    tokens: Arc<cache::TokenCache>,
+    /// Whether [`Inner::tokens`] hears of commits: set by the first check,
+    /// which registers its commit listener; nothing is cached before.
+    listening: tokio::sync::OnceCell<bool>,
     /// Where mailed links point (`--app-url`, else the server's own URL),
     /// without a trailing `/`; set once the server knows its address.
     app_url: OnceLock<String>,
@@ -234,6 +244,8 @@ impl SessionAuth {
                 keys,
                 limits: AuthLimits::default(),
                 expiry,
+                tokens: Arc::default(),
+                listening: tokio::sync::OnceCell::new(),
                 app_url: OnceLock::new(),
             }),
         }
@@ -779,6 +791,24 @@ impl SessionAuth {
         Ok(info.value)
     }
 
+    /// The token cache, once its commit listener is registered (the first
+    /// call registers it); `None` if the writer thread has stopped.
+    async fn token_cache(&self) -> Option<&cache::TokenCache> {
+        let listening = *self
+            .inner
+            .listening
+            .get_or_init(|| async {
+                let tokens = self.inner.tokens.clone();
+                self.inner
+                    .db
+                    .on_commit(Box::new(move |commit| tokens.committed(&commit)))
+                    .await
+                    .is_ok()
+            })
+            .await;
+        listening.then_some(&*self.inner.tokens)
+    }
+
     /// `iat` and `exp` of a session starting now.
     fn lifetime(&self) -> (u64, u64) {
         let iat = unix_now();
@@ -835,15 +865,24 @@ fn insert_session(
 
 impl Authenticator for SessionAuth {
     /// Checks the signature and `exp`, then that the session row still exists
-    /// for this user.
+    /// for this user. A token that passed is answered from [`cache`] until a
+    /// commit writes its session or its user, or its time runs out.
     fn authenticate(&self, token: &str) -> BoxFuture<Result<Identity>> {
+        if let Some(identity) = self.inner.tokens.get(token, users::now_ms()) {
+            return Box::pin(async move { Ok(identity) });
+        }
         let claims = self.inner.keys.verify(token);
-        let db = self.inner.db.clone();
-        let expiry = self.inner.expiry.clone();
+        let this = self.clone();
+        let token = token.to_string();
         Box::pin(async move {
             let claims = claims?;
+            // Taken before the rows are read: see `cache` for the race.
+            let tokens = this.token_cache().await;
+            let generation = tokens.map(cache::TokenCache::generation);
             let checked = claims.clone();
-            let expires_at = db
+            let expires_at = this
+                .inner
+                .db
                 .query(move |tx| {
                     session_user(&mut Reader::new(tx), &checked.sid, &checked.sub)?;
                     let id = DocumentId::parse_in(&checked.sid, SESSIONS);
@@ -859,7 +898,11 @@ impl Authenticator for SessionAuth {
             // Whoever holds this token may subscribe with it: end the session
             // (and so those subscriptions) the moment it expires.
             if let Some(at) = expires_at {
-                expiry.watch(&claims.sid, at);
+                this.inner.expiry.watch(&claims.sid, at);
+                if let (Some(tokens), Some(generation)) = (tokens, generation) {
+                    let until = at.min(claims.exp as f64 * 1e3);
+                    tokens.insert(generation, &token, &claims.sub, &claims.sid, until);
+                }
             }
             Ok(Identity::User {
                 user_id: claims.sub,
