@@ -106,6 +106,9 @@ struct ServeArgs {
     /// anonymously, has in flight at once.
     #[arg(long, env = "LIVEBASE_MAX_CALLS_IN_FLIGHT", default_value_t = MAX_CALLS_IN_FLIGHT_PER_CALLER)]
     max_calls_in_flight: usize,
+    /// Largest file the upload endpoint accepts, in bytes (over it: `413`).
+    #[arg(long, env = "LIVEBASE_MAX_UPLOAD_BYTES", default_value_t = livebase_runtime::storage::MAX_UPLOAD_BYTES)]
+    max_upload_bytes: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -192,6 +195,7 @@ async fn run(args: ServeArgs, dev: bool) -> Result<(), livebase_runtime::Error> 
             max_http_connections_per_address: args.max_http_connections_per_address,
             max_connections_per_user: args.max_connections_per_user,
             max_calls_in_flight_per_caller: args.max_calls_in_flight,
+            max_upload_bytes: args.max_upload_bytes,
             ..EdgeOptions::default()
         },
         ..ServerOptions::default()

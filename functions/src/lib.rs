@@ -10,6 +10,7 @@
 
 pub mod emails;
 pub mod features;
+pub mod files;
 pub mod http;
 pub mod items;
 pub mod organizations;
@@ -48,5 +49,6 @@ pub fn app_with_webhook_secret(secret: Option<http::WebhookSecret>) -> Registry 
     user_profiles::register(&mut app);
     emails::register(&mut app);
     http::register(&mut app, secret);
+    files::register(&mut app);
     app
 }

@@ -2,7 +2,8 @@
 //! their own profile — nothing else, so they need no organization.
 
 use livebase_runtime::registry::Registry;
-use livebase_schema::v;
+use livebase_runtime::storage::STORAGE;
+use livebase_schema::{v, Value};
 
 use crate::features::user_profiles::logic;
 use crate::shared::auth::validations::ensure_user;
@@ -10,7 +11,7 @@ use crate::shared::auth::validations::ensure_user;
 pub fn register(app: &mut Registry) {
     app.query("userProfiles:get", [], |ctx, _args| {
         let user = ensure_user(ctx)?;
-        logic::get_profile(&mut ctx.db, &user.id)
+        logic::get_profile_with_avatar(ctx, &user.id)
     });
 
     app.mutation(
@@ -23,6 +24,17 @@ pub fn register(app: &mut Registry) {
             let user = ensure_user(ctx)?;
             let display_name = args.string("displayName")?;
             logic::upsert_profile(ctx.db, &user.id, &display_name, args.opt_string("bio")?)
+        },
+    );
+
+    app.mutation(
+        "userProfiles:setAvatar",
+        [("storageId", v::id(STORAGE))],
+        |ctx, args| {
+            let user = ensure_user(ctx)?;
+            let avatar = args.id("storageId", STORAGE)?;
+            logic::set_avatar(ctx, &user.id, &avatar)?;
+            Ok(Value::Null)
         },
     );
 }

@@ -45,6 +45,7 @@ use crate::function::FunctionKind;
 use crate::identity::Identity;
 use crate::scheduler::retry::JobContext;
 use crate::scheduler::Scheduler;
+use crate::storage::{Files, StorageReader, StorageWriter};
 use crate::transaction::{Query, Transaction};
 
 /// A transaction seen through a query: its reads (each recorded in the read
@@ -103,6 +104,13 @@ pub struct QueryCtx<'t, 'a> {
     pub identity: &'t Identity,
 }
 
+impl<'a> QueryCtx<'_, 'a> {
+    /// Stored files' URLs and metadata — the seed's `ctx.storage` in a query.
+    pub fn storage(&mut self) -> StorageReader<'_, 'a> {
+        StorageReader::new(self.db.tx)
+    }
+}
+
 /// What a mutation handler gets: the transaction, reads and writes, and the
 /// caller.
 pub struct MutationCtx<'t, 'a> {
@@ -115,6 +123,12 @@ impl<'a> MutationCtx<'_, 'a> {
     /// `ctx.scheduler`: `ctx.scheduler().run_after(Duration::ZERO, "emails:send", args)`.
     pub fn scheduler(&mut self) -> Scheduler<'_, 'a> {
         Scheduler::new(self.db)
+    }
+
+    /// Stored files from a mutation, in its transaction — the seed's
+    /// `ctx.storage`: upload URLs, URLs, metadata, deletion.
+    pub fn storage(&mut self) -> StorageWriter<'_, 'a> {
+        StorageWriter::new(self.db, self.identity)
     }
 }
 
@@ -205,6 +219,14 @@ impl ActionCtx {
             .mailer()
             .ok_or_else(|| Error::internal("this server has no mailer"))
     }
+
+    /// Stored files from an action — the seed's `ctx.storage`: `store`
+    /// bytes as a new file, `get` a file's bytes.
+    pub fn storage(&self) -> Result<Files> {
+        self.runner
+            .files()
+            .ok_or_else(|| Error::internal("this server has no file storage"))
+    }
 }
 
 /// Runs functions on behalf of actions; implemented by the executor.
@@ -219,6 +241,11 @@ pub trait FunctionRunner: Send + Sync + 'static {
 
     /// The mailer actions send through, if the server has one.
     fn mailer(&self) -> Option<Mailer> {
+        None
+    }
+
+    /// The file storage actions use, if the server has one.
+    fn files(&self) -> Option<Files> {
         None
     }
 }

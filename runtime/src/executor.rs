@@ -62,6 +62,8 @@ struct Inner {
     calls: Option<CallLog>,
     /// What every call's transaction signs pagination cursors with.
     cursor_key: Arc<CursorKey>,
+    /// Stored files' bytes, for actions ([`ActionCtx::storage`]).
+    files: Option<crate::storage::Files>,
 }
 
 /// A query's result and what it read, at the snapshot `ts`.
@@ -76,6 +78,7 @@ impl Executor {
                 mailer: None,
                 calls: None,
                 cursor_key: crate::pagination::process_key(),
+                files: None,
             }),
         }
     }
@@ -89,6 +92,7 @@ impl Executor {
                 mailer: Some(mailer),
                 calls: self.inner.calls.clone(),
                 cursor_key: self.inner.cursor_key.clone(),
+                files: self.inner.files.clone(),
             }),
         }
     }
@@ -102,6 +106,7 @@ impl Executor {
                 mailer: self.inner.mailer.clone(),
                 calls: Some(calls),
                 cursor_key: self.inner.cursor_key.clone(),
+                files: self.inner.files.clone(),
             }),
         }
     }
@@ -116,8 +121,28 @@ impl Executor {
                 mailer: self.inner.mailer.clone(),
                 calls: self.inner.calls.clone(),
                 cursor_key: Arc::new(key),
+                files: self.inner.files.clone(),
             }),
         }
+    }
+
+    /// This executor, giving actions `files`.
+    pub fn with_files(self, files: crate::storage::Files) -> Executor {
+        Executor {
+            inner: Arc::new(Inner {
+                db: self.inner.db.clone(),
+                registry: self.inner.registry.clone(),
+                mailer: self.inner.mailer.clone(),
+                calls: self.inner.calls.clone(),
+                cursor_key: self.inner.cursor_key.clone(),
+                files: Some(files),
+            }),
+        }
+    }
+
+    /// The server's file storage, if it has one.
+    pub fn files(&self) -> Option<&crate::storage::Files> {
+        self.inner.files.as_ref()
     }
 
     /// What this executor's calls sign pagination cursors with.
@@ -466,5 +491,9 @@ impl FunctionRunner for Executor {
 
     fn mailer(&self) -> Option<Mailer> {
         self.inner.mailer.clone()
+    }
+
+    fn files(&self) -> Option<crate::storage::Files> {
+        self.inner.files.clone()
     }
 }

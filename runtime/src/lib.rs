@@ -22,6 +22,7 @@ pub mod registry;
 pub mod route;
 pub mod scheduler;
 pub mod server;
+pub mod storage;
 pub mod subscriptions;
 pub mod system;
 pub mod upkeep;

@@ -92,9 +92,10 @@ impl JobState {
     }
 }
 
-/// Adds the system tables (and the auth tables) to an application's schema.
+/// Adds the system tables (and the auth and storage tables) to an
+/// application's schema.
 pub fn with_system_tables(schema: Schema) -> Schema {
-    crate::auth::tables::with_auth_tables(schema)
+    crate::storage::with_storage_tables(crate::auth::tables::with_auth_tables(schema))
         .system_table(
             SCHEDULED_FUNCTIONS,
             define_table([

@@ -53,6 +53,15 @@ impl CursorKey {
         Arc::new(CursorKey(rand::random()))
     }
 
+    /// A key for another purpose, derived from this one (HMAC of
+    /// `purpose`), so that what it signs can never pass for a cursor.
+    pub fn subkey(&self, purpose: &str) -> [u8; 32] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("any key length");
+        mac.update(b"livebase subkey v1\0");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     fn tag(&self, binding: &[u8], key: &[u8]) -> [u8; TAG_LEN] {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("any key length");
         mac.update(&(binding.len() as u64).to_le_bytes());

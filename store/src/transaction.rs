@@ -90,6 +90,12 @@ impl<'a> Transaction<'a> {
         self.cursor_key = key;
     }
 
+    /// The deployment's key this transaction signs with (stored files' URLs
+    /// are signed under a key derived from it, [`CursorKey::subkey`]).
+    pub fn cursor_key(&self) -> &Arc<CursorKey> {
+        &self.cursor_key
+    }
+
     /// Runs a live query's page to the end its journal records (a journal
     /// this deployment issued for this query; anything else fails the
     /// query's `paginate` with `INVALID_ARGUMENT`).

@@ -15,6 +15,7 @@
 
 pub(crate) mod client_addr;
 pub mod dashboard;
+pub mod files;
 pub mod http;
 pub mod inflight;
 mod listener;
@@ -96,6 +97,9 @@ pub struct EdgeOptions {
     /// [`MAX_QUEUED_RESULT_BYTES_TOTAL`]: results waiting in the outbound
     /// queues of all connections together.
     pub max_queued_result_bytes: usize,
+    /// [`crate::storage::MAX_UPLOAD_BYTES`]: the largest file the upload
+    /// endpoint accepts.
+    pub max_upload_bytes: u64,
 }
 
 impl Default for EdgeOptions {
@@ -114,6 +118,7 @@ impl Default for EdgeOptions {
             max_actions_per_connection: MAX_ACTIONS_PER_CONNECTION,
             max_calls_in_flight_per_caller: MAX_CALLS_IN_FLIGHT_PER_CALLER,
             max_queued_result_bytes: MAX_QUEUED_RESULT_BYTES_TOTAL,
+            max_upload_bytes: crate::storage::MAX_UPLOAD_BYTES,
         }
     }
 }
@@ -182,6 +187,7 @@ pub struct RunningServer {
     task: JoinHandle<()>,
     scheduler: scheduler::Worker,
     upkeep: JoinHandle<()>,
+    files: JoinHandle<()>,
     _data_dir: DataDirLock,
 }
 
@@ -205,6 +211,7 @@ impl RunningServer {
         let _ = self.task.await;
         self.scheduler.stopped().await;
         let _ = self.upkeep.await;
+        let _ = self.files.await;
         self.state.subscriptions.shutdown();
     }
 }
@@ -273,9 +280,15 @@ async fn start(
     let cursor_key = crate::pagination::CursorKey::derive(&crate::auth::tokens::deployment_secret(
         &options.data_dir,
     )?);
+    // Stored files' bytes: `<data>/files/`, content-addressed.
+    let blobs = crate::storage::DirBlobStore::open(&options.data_dir)
+        .map_err(|e| Error::internal(format!("opening the files folder: {e}")))?;
+    let files =
+        crate::storage::Files::new(Arc::new(blobs), db.clone(), options.edge.max_upload_bytes)?;
     let mut executor = Executor::new(db, Arc::new(registry))
         .with_mailer(mailer)
-        .with_cursor_key(cursor_key);
+        .with_cursor_key(cursor_key)
+        .with_files(files.clone());
     let calls = options.dashboard.then(CallLog::default);
     if let Some(calls) = &calls {
         executor = executor.with_call_log(calls.clone());
@@ -290,6 +303,7 @@ async fn start(
     )
     .await?;
     let upkeep = crate::upkeep::start(executor.database().clone(), shutdown.subscribe());
+    let files = files.start_collector(shutdown.subscribe()).await?;
     let state = AppState {
         executor,
         subscriptions,
@@ -323,6 +337,9 @@ async fn start(
         options.edge.body_timeout,
         http::read_body,
     ));
+    // After the layer, so that uploads stream their bodies (`files` reads
+    // them under its own limit and deadline).
+    let app = app.merge(files::routes(state.clone()));
     let stop = state.shutdown.subscribe();
     let task = tokio::spawn(listener::run(
         listener,
@@ -337,6 +354,7 @@ async fn start(
         task,
         scheduler,
         upkeep,
+        files,
         _data_dir: data_dir,
     })
 }

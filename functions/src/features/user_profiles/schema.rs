@@ -14,6 +14,8 @@ pub fn user_profiles_table() -> TableDefinition {
         ("userId", v::id("users")),
         ("displayName", v::string().max_len(MAX_DISPLAY_NAME_CHARS)),
         ("bio", v::optional(v::string().max_len(MAX_BIO_CHARS))),
+        ("avatarId", v::optional(v::id("_storage"))),
     ])
     .index("by_user", ["userId"])
+    .index("by_avatar", ["avatarId"])
 }

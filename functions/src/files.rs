@@ -1,0 +1,15 @@
+//! The registered `files:*` functions: stored files (Convex's
+//! `ctx.storage`), for signed-in users only.
+
+use livebase_runtime::registry::Registry;
+
+use crate::shared::auth::validations::ensure_user;
+
+pub fn register(app: &mut Registry) {
+    // A one-time URL, valid for an hour, that the client `POST`s one file
+    // to; the answer is `{storageId}`.
+    app.mutation("files:generateUploadUrl", [], |ctx, _args| {
+        ensure_user(ctx)?;
+        ctx.storage().generate_upload_url()
+    });
+}
