@@ -12,14 +12,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use livebase_runtime::auth::Authenticator;
-use livebase_runtime::registry::{BoxFuture, Identity};
+use livebase_runtime::registry::Identity;
 use livebase_runtime::server::{
     serve_with, RunningServer, ServerOptions, MAX_ACTIONS_PER_CONNECTION,
     MAX_CALLS_IN_FLIGHT_PER_CALLER, MAX_CONNECTIONS_PER_USER,
 };
 use livebase_runtime::subscriptions::LAGGING_MESSAGES;
-use livebase_runtime::Error;
 use livebase_schema::protocol::{
     AuthenticationToken, ClientMessage, RequestId, ServerMessage, SessionId,
 };
@@ -32,22 +30,6 @@ use tokio::time::{sleep, timeout, Instant};
 
 /// Close code for a client past one of its budgets.
 const CLOSE_POLICY: u16 = 1008;
-
-/// Tokens `user:<name>` sign in as `<name>`.
-struct NamedUsers;
-
-impl Authenticator for NamedUsers {
-    fn authenticate(&self, token: &str) -> BoxFuture<Result<Identity, Error>> {
-        let user = token.strip_prefix("user:").map(str::to_string);
-        Box::pin(async move {
-            let user_id = user.ok_or_else(|| Error::unauthenticated("unknown token"))?;
-            Ok(Identity::User {
-                session_id: format!("session-{user_id}"),
-                user_id,
-            })
-        })
-    }
-}
 
 /// A server whose `slow:hold` action waits until the test opens `gate`,
 /// counting the actions running at once.
@@ -88,7 +70,7 @@ impl Held {
                 Ok(Value::from("done"))
             }
         });
-        let server = serve_with(app, options, Arc::new(NamedUsers))
+        let server = serve_with(app, options, Arc::new(support::NamedUsers))
             .await
             .expect("the server starts");
         Held {
@@ -140,6 +122,26 @@ impl Held {
             .await
             .expect("the server shuts down in time");
     }
+}
+
+/// `POST /api/query` of `notes:list` for organization A, as `user`: the
+/// response's JSON.
+async fn list_over_http(held: &Held, user: &str) -> serde_json::Value {
+    let body = serde_json::json!({"path": "notes:list", "args": [org("A").to_json()]});
+    let body = serde_json::to_vec(&body).unwrap();
+    let bearer = format!("Bearer user:{user}");
+    http(
+        held.server.addr,
+        "POST",
+        "/api/query",
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &bearer),
+        ],
+        &body,
+    )
+    .await
+    .json()
 }
 
 /// Sends `count` `slow:hold` actions with request ids from `first` on.
@@ -272,37 +274,12 @@ async fn one_user_runs_a_bounded_number_of_calls_across_connections_and_http() {
     start_actions(&mut more, 0, 1).await;
     let refused = responses(&mut more, 1).await;
     assert_eq!(refused[0].1.as_deref(), Some("LIMIT_EXCEEDED"));
-    let body = serde_json::json!({"path": "notes:list", "args": [org("A").to_json()]});
-    let body = serde_json::to_vec(&body).unwrap();
-    let bearer = |user: &str| format!("Bearer user:{user}");
-    let reply = http(
-        held.server.addr,
-        "POST",
-        "/api/query",
-        &[
-            ("Content-Type", "application/json"),
-            ("Authorization", &bearer("mallory")),
-        ],
-        &body,
-    )
-    .await;
-    let json = reply.json();
+    let json = list_over_http(&held, "mallory").await;
     assert_eq!(json["status"], "error", "{json}");
     assert_eq!(json["errorData"]["code"], "LIMIT_EXCEEDED", "{json}");
 
     // Another user is not affected.
-    let reply = http(
-        held.server.addr,
-        "POST",
-        "/api/query",
-        &[
-            ("Content-Type", "application/json"),
-            ("Authorization", &bearer("bob")),
-        ],
-        &body,
-    )
-    .await;
-    assert_eq!(reply.json()["status"], "success");
+    assert_eq!(list_over_http(&held, "bob").await["status"], "success");
 
     // Once her actions end, her budget is whole again.
     held.release();
@@ -310,18 +287,7 @@ async fn one_user_runs_a_bounded_number_of_calls_across_connections_and_http() {
         let done = responses(c, per_connection as usize).await;
         assert!(done.iter().all(|(_, code)| code.is_none()), "{done:?}");
     }
-    let reply = http(
-        held.server.addr,
-        "POST",
-        "/api/query",
-        &[
-            ("Content-Type", "application/json"),
-            ("Authorization", &bearer("mallory")),
-        ],
-        &body,
-    )
-    .await;
-    assert_eq!(reply.json()["status"], "success");
+    assert_eq!(list_over_http(&held, "mallory").await["status"], "success");
     held.shutdown().await;
 }
 

@@ -10,14 +10,11 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use livebase_runtime::auth::Authenticator;
-use livebase_runtime::registry::{BoxFuture, Identity};
 use livebase_runtime::server::{serve_with, ServerOptions};
 use livebase_runtime::subscriptions::{
     AUTHENTICATE_BURST, MAX_QUERY_ARGS_BYTES_PER_CONNECTION, MAX_REFUSED_QUERIES_PER_CONNECTION,
     QUERY_CHURN_BURST,
 };
-use livebase_runtime::Error;
 use livebase_schema::protocol::{AuthenticationToken, ClientMessage, ServerMessage, SessionId};
 use livebase_schema::{obj, v, Value};
 use livebase_testkit::{add, error_code, remove, Client, Frame, TestServer, Transition, PATIENCE};
@@ -229,22 +226,6 @@ async fn authenticate_churn_past_the_budget_closes_the_connection() {
     server.shutdown().await;
 }
 
-/// Tokens `user:<name>` sign in as `<name>`.
-struct NamedUsers;
-
-impl Authenticator for NamedUsers {
-    fn authenticate(&self, token: &str) -> BoxFuture<Result<Identity, Error>> {
-        let user = token.strip_prefix("user:").map(str::to_string);
-        Box::pin(async move {
-            let user_id = user.ok_or_else(|| Error::unauthenticated("unknown token"))?;
-            Ok(Identity::User {
-                session_id: format!("session-{user_id}"),
-                user_id,
-            })
-        })
-    }
-}
-
 /// Transitions until one ends at `ts` or later, waiting up to [`SLOW`] for
 /// each.
 async fn until(c: &mut Client, ts: livebase_schema::Timestamp) -> Vec<Transition> {
@@ -302,7 +283,7 @@ async fn one_identitys_backlog_of_heavy_queries_does_not_hold_back_anothers_push
         [("organizationId", v::string()), ("tag", v::float64())],
         |ctx, args| Ok(support::notes_of(ctx.db.reborrow(), &args)?.len() as f64),
     );
-    let server = serve_with(app, options, Arc::new(NamedUsers))
+    let server = serve_with(app, options, Arc::new(support::NamedUsers))
         .await
         .expect("the server starts");
     let url = format!("ws://{}/api/sync", server.addr);

@@ -302,3 +302,25 @@ pub async fn count(server: &TestServer, organization_id: &str) -> f64 {
         .expect("notes:count succeeds");
     value.as_f64().expect("a number")
 }
+
+/// Tokens `user:<name>` sign in as `<name>` (session `session-<name>`): an
+/// authenticator for tests that need several signed-in callers without the
+/// built-in accounts.
+pub struct NamedUsers;
+
+impl livebase_runtime::auth::Authenticator for NamedUsers {
+    fn authenticate(
+        &self,
+        token: &str,
+    ) -> livebase_runtime::registry::BoxFuture<Result<livebase_runtime::identity::Identity, Error>>
+    {
+        let user = token.strip_prefix("user:").map(str::to_string);
+        Box::pin(async move {
+            let user_id = user.ok_or_else(|| Error::unauthenticated("unknown token"))?;
+            Ok(livebase_runtime::identity::Identity::User {
+                session_id: format!("session-{user_id}"),
+                user_id,
+            })
+        })
+    }
+}
