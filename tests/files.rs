@@ -585,7 +585,8 @@ async fn an_expired_upload_url_is_refused_and_purged() {
     .await;
     assert_eq!(reply.status, 403, "{}", reply.json());
     assert!(files_on_disk(t.data_dir()).is_empty());
-    assert_eq!(t.rows_json(STORAGE_UPLOADS).await.len(), 1);
+    // No row count here: the start-up purge of this very server may already
+    // have removed the expired row (it runs beside the first requests).
 
     // The purge runs at start (and hourly).
     let t = t.restart(livebase_functions::app()).await;
