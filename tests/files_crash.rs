@@ -1,6 +1,7 @@
 //! An upload cut by `kill -9`, with the real binary: the server dies with
 //! part of the body written to `<data>/files/tmp/`; restarted on the same
-//! folder, it removes that temporary file before it listens, no `_storage`
+//! folder, it removes that temporary file before it announces its address
+//! (before it serves a request), no `_storage`
 //! row exists (the row commits only after the whole body is synced and
 //! renamed), and the upload URL — whose token is consumed in that same
 //! commit — still works, once.
@@ -136,7 +137,7 @@ async fn kill_9_during_an_upload_leaves_no_partial_file_no_row_and_a_url_that_wo
     );
 
     // Restarted on the same folder: the temporary file is gone by the time
-    // it listens, and no row was committed.
+    // it prints its address, and no row was committed.
     let (_server, addr) = serve(&dir);
     assert_eq!(
         files_on_disk(&dir),
