@@ -10,7 +10,9 @@
 //! timed from connecting to the last byte of `GET` on the file's signed URL;
 //! its limit is reading a file just written back from the disk — like the
 //! download, that read is served by the page cache, so the pair compares
-//! livebase's serving path with the kernel's, not two disks.
+//! livebase's serving path with the kernel's, not two disks. Beside the
+//! download is also the loopback's own: a bare tokio listener writing as
+//! many bytes to a fresh connection, read to its end the same way.
 
 use std::io::{Read, Write};
 use std::time::Instant;
@@ -31,6 +33,7 @@ pub struct FileRates {
     pub disk_write: f64,
     pub download: f64,
     pub disk_read: f64,
+    pub loopback: f64,
 }
 
 /// Uploads and downloads `runs` files of `size` bytes (each different, so
@@ -43,8 +46,8 @@ pub async fn files(size: usize, runs: usize) -> Result<FileRates, BoxError> {
     let mut bytes: Vec<u8> = (0..size as u64)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    let (mut upload, mut disk_write, mut download, mut disk_read) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut upload, mut disk_write, mut download, mut disk_read, mut loopback) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // A warm-up run first (connection setup, the first row), not counted.
     for run in 0..=runs {
         bytes[..8].copy_from_slice(&(run as u64).to_le_bytes());
@@ -75,7 +78,9 @@ pub async fn files(size: usize, runs: usize) -> Result<FileRates, BoxError> {
             return Err(format!("download: {got} bytes, not {size}").into());
         }
         let read = disk_read_rate(scratch.path(), &bytes)?;
+        let bare = loopback_rate(&bytes).await?;
         if run > 0 {
+            loopback.push(bare);
             upload.push(size as f64 / MIB / up);
             disk_write.push((before + after) / 2.0);
             download.push(size as f64 / MIB / down);
@@ -88,6 +93,7 @@ pub async fn files(size: usize, runs: usize) -> Result<FileRates, BoxError> {
         disk_write: median(&mut disk_write),
         download: median(&mut download),
         disk_read: median(&mut disk_read),
+        loopback: median(&mut loopback),
     })
 }
 
@@ -97,7 +103,8 @@ pub fn row(size: usize, runs: usize, r: &FileRates) -> serde_json::Value {
            "upload_mib_per_s": r.upload, "disk_write_fsync_mib_per_s": r.disk_write,
            "upload_ratio": r.upload / r.disk_write.max(1e-9),
            "download_mib_per_s": r.download, "disk_read_mib_per_s": r.disk_read,
-           "download_ratio": r.download / r.disk_read.max(1e-9)})
+           "download_ratio": r.download / r.disk_read.max(1e-9),
+           "loopback_mib_per_s": r.loopback, "download_ratio_to_loopback": r.download / r.loopback.max(1e-9)})
 }
 
 /// The table's lines for the `files` rows of the results.
@@ -122,8 +129,9 @@ pub fn print_rows(r: &serde_json::Value) {
             g("runs"), g("upload_mib_per_s"), g("upload_ratio") * 100.0, g("disk_write_fsync_mib_per_s")
         );
         println!(
-            "| download, {size} file (median of {}) | {:.0} MiB/s ({:.0} % of reading it back from the disk (page cache), {:.0} MiB/s) | — |",
-            g("runs"), g("download_mib_per_s"), g("download_ratio") * 100.0, g("disk_read_mib_per_s")
+            "| download, {size} file (median of {}) | {:.0} MiB/s ({:.0} % of reading it back from the disk (page cache), {:.0} MiB/s; {:.0} % of a bare loopback transfer, {:.0} MiB/s) | — |",
+            g("runs"), g("download_mib_per_s"), g("download_ratio") * 100.0, g("disk_read_mib_per_s"),
+            g("download_ratio_to_loopback") * 100.0, g("loopback_mib_per_s")
         );
     }
 }
@@ -147,6 +155,30 @@ fn disk_read_rate(dir: &std::path::Path, bytes: &[u8]) -> Result<f64, BoxError> 
     let rate = bytes.len() as f64 / MIB / t0.elapsed().as_secs_f64();
     if buf != bytes {
         return Err("the disk read back other bytes".into());
+    }
+    Ok(rate)
+}
+
+/// MiB/s of a bare tokio listener sending `bytes` on a fresh loopback
+/// connection, timed as a download is: from connecting to the last byte.
+async fn loopback_rate(bytes: &[u8]) -> Result<f64, BoxError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let payload = bytes.to_vec();
+    let sender = tokio::spawn(async move {
+        if let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            let _ = stream.write_all(&payload).await;
+        }
+    });
+    let t0 = Instant::now();
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let got = read_all(&mut stream).await?.len();
+    let rate = got as f64 / MIB / t0.elapsed().as_secs_f64();
+    sender.await?;
+    if got != bytes.len() {
+        return Err(format!("loopback: {got} bytes, not {}", bytes.len()).into());
     }
     Ok(rate)
 }
