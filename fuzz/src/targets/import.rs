@@ -28,6 +28,10 @@ pub const TARGET: Target = Target {
     run,
     dictionary: &[
         br#"{"format":"livebase-export","version":1,"exportedAt":1.0,"snapshotTs":5}"#,
+        br#"{"format":"livebase-export","version":2,"exportedAt":1.0,"snapshotTs":5}"#,
+        br#"{"blob":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","bytes":""}"#,
+        br#""table":"_storage""#,
+        br#""sha256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855""#,
         br#""snapshotTs":18446744073709551615"#,
         br#""_creationTime":1e300"#,
         br#""_creationTime":-1"#,
