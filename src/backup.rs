@@ -11,6 +11,7 @@ use clap::Args;
 use livebase_runtime::auth::tokens::SECRET_FILE;
 use livebase_runtime::backup::{self, BackupError, Summary};
 use livebase_runtime::datadir;
+use livebase_runtime::storage::DirBlobStore;
 use livebase_runtime::store::sqlite::{SqlitePersistence, DATABASE_FILE};
 use livebase_runtime::system::with_system_tables;
 
@@ -67,9 +68,11 @@ fn run_export(args: &BackupArgs) -> Result<Summary, String> {
         ));
     }
     let store = SqlitePersistence::open(&db).map_err(|e| e.to_string())?;
+    let blobs = DirBlobStore::open(&args.data)
+        .map_err(|e| format!("opening the files of {}: {e}", args.data.display()))?;
     if args.file == Path::new("-") {
         let stdout = std::io::stdout();
-        return backup::export(&store, &mut stdout.lock()).map_err(|e| e.to_string());
+        return backup::export(&store, &blobs, &mut stdout.lock()).map_err(|e| e.to_string());
     }
     // Written beside the target and renamed when complete, so a failed
     // export never leaves a truncated file that looks like a backup; private
@@ -80,7 +83,7 @@ fn run_export(args: &BackupArgs) -> Result<Summary, String> {
         .map_err(BackupError::from)
         .and_then(|file| {
             let mut out = BufWriter::new(file);
-            let summary = backup::export(&store, &mut out)?;
+            let summary = backup::export(&store, &blobs, &mut out)?;
             out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             std::fs::rename(&partial, &args.file)?;
             Ok(summary)
@@ -103,9 +106,11 @@ fn run_import(args: &BackupArgs) -> Result<Summary, String> {
     let _held = datadir::lock(&args.data).map_err(|e| e.to_string())?;
     let store =
         SqlitePersistence::open(args.data.join(DATABASE_FILE)).map_err(|e| e.to_string())?;
+    let blobs = DirBlobStore::open(&args.data)
+        .map_err(|e| format!("opening the files of {}: {e}", args.data.display()))?;
     let mut app = livebase_functions::app();
     app.extend_schema(with_system_tables);
-    backup::import(&store, app.schema(), &mut input).map_err(|e| {
+    backup::import(&store, &blobs, app.schema(), &mut input).map_err(|e| {
         format!(
             "importing {}: {e}; nothing was imported",
             args.file.display()
@@ -120,8 +125,9 @@ fn describe(summary: &Summary) -> String {
         .map(|(table, n)| format!("{table} {n}"))
         .collect();
     format!(
-        "{} documents ({})",
+        "{} documents and {} stored files' bytes ({})",
         summary.documents(),
+        summary.blobs,
         if tables.is_empty() {
             "no tables".to_string()
         } else {

@@ -3,7 +3,9 @@
 //! `avatarUrl` in a live `userProfiles:get`), serving with `ETag`, `Range`
 //! and the headers that keep uploaded pages from running on our origin; and
 //! what must leave nothing behind in `<data>/files`: a replayed URL, an
-//! upload over the limit, an upload cut off, a replaced avatar.
+//! upload over the limit, an upload cut off, a replaced avatar. And files
+//! through `livebase export` and `livebase import`: the bytes travel in the
+//! export file, and a corrupted blob line is refused by line number.
 
 mod support;
 
@@ -594,4 +596,95 @@ async fn an_expired_upload_url_is_refused_and_purged() {
         rows.is_empty().then_some(())
     })
     .await;
+}
+
+/// Runs the `livebase` binary (its export and import commands).
+fn livebase(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_livebase"))
+        .args(args)
+        .env_remove("LIVEBASE_DATA")
+        .env_remove("LIVEBASE_JWT_SECRET")
+        .output()
+        .expect("livebase runs")
+}
+
+fn utf8(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+#[tokio::test]
+async fn export_and_import_carry_the_files_bytes_and_a_corrupted_blob_line_is_refused() {
+    use livebase_runtime::auth::tokens::SECRET_FILE;
+    let t = support::start().await;
+    let ada = signed_up_with_profile(&t, "ada@example.com").await;
+    let bytes = picture();
+    let id = upload_ok(&t, &ada, "image/png", &bytes).await;
+    t.mutation("userProfiles:setAvatar", &ada, json!({"storageId": id}))
+        .await
+        .expect("the avatar is set");
+    let url = t.query("userProfiles:get", &ada, json!({})).await.unwrap()["avatarUrl"]
+        .as_str()
+        .expect("avatarUrl")
+        .to_string();
+
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("backup.jsonl");
+    let out = livebase(&["export", utf8(&file), "--data", utf8(t.data_dir())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = std::fs::read(t.data_dir().join(SECRET_FILE)).expect("the secret");
+    drop(t.stop().await);
+
+    // Into a fresh folder (with the secret, so the signed URL is the same):
+    // the imported deployment serves the same bytes.
+    let moved = tempfile::tempdir().unwrap();
+    let out = livebase(&["import", utf8(&file), "--data", utf8(moved.path())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(files_on_disk(moved.path()).len(), 1);
+    std::fs::write(moved.path().join(SECRET_FILE), secret).unwrap();
+    let t2 = TestServer::start_in(moved, livebase_functions::app(), |_| {}).await;
+    let served = get(t2.addr(), &url, &[]).await;
+    assert_eq!(served.status, 200);
+    assert_eq!(served.body, bytes);
+    assert_eq!(served.header("content-type"), Some("image/png"));
+    let profile = t2.query("userProfiles:get", &ada, json!({})).await.unwrap();
+    assert_eq!(profile["avatarUrl"], json!(url));
+    drop(t2.stop().await);
+
+    // The blob line's bytes edited: the import names the line and leaves
+    // neither a document nor a file.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with(r#"{"blob""#))
+        .expect("a blob line");
+    let mut bad = bytes.clone();
+    bad[0] ^= 1;
+    let mut blob: Json = serde_json::from_str(&lines[at]).unwrap();
+    blob["bytes"] = json!(base64_of(&bad));
+    lines[at] = blob.to_string();
+    let broken = work.path().join("broken.jsonl");
+    std::fs::write(&broken, lines.join("\n")).unwrap();
+    let target = tempfile::tempdir().unwrap();
+    let out = livebase(&["import", utf8(&broken), "--data", utf8(target.path())]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a corrupted blob was accepted");
+    assert!(err.contains(&format!("line {}:", at + 1)), "{err}");
+    assert!(err.contains("the file is corrupted"), "{err}");
+    assert!(files_on_disk(target.path()).is_empty(), "no file left");
+    let t3 = TestServer::start_in(target, livebase_functions::app(), |_| {}).await;
+    assert!(t3.rows_json(STORAGE).await.is_empty(), "no row imported");
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

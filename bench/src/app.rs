@@ -1,12 +1,14 @@
 //! The application the benchmark drives: one organization-scoped table and the
 //! two functions every figure needs, plus a heavy query and a bulk insert for
 //! the hostile-tenant phase, and a whole-organization list with a one-row
-//! update for the push-cost-by-result-size phase. No sign-in in the functions, so the figures
+//! update for the push-cost-by-result-size phase, and an upload URL and a
+//! file's URL for the files phase. No sign-in in the functions, so the figures
 //! measure the core (store, invalidation, push), not password hashing; the
 //! hostile-tenant phase signs in only so its tenants are distinct identities.
 
 use livebase_runtime::error::Error;
 use livebase_runtime::registry::Registry;
+use livebase_runtime::storage::STORAGE;
 use livebase_runtime::store::Order;
 use livebase_schema::{define_table, obj, v, DocumentId, Schema, Value};
 
@@ -117,6 +119,21 @@ pub fn registry() -> Registry {
                 .ok_or_else(|| Error::internal("a document without its id"))?;
             ctx.db.patch(&id, obj! { "n" => args.f64("n")? })?;
             Ok(Value::Null)
+        },
+    );
+    // An upload URL (anonymous: the files phase measures bytes, not
+    // sign-in), and the signed URL of a stored file.
+    app.mutation("bench:uploadUrl", [], |ctx, _args| {
+        ctx.storage().generate_upload_url()
+    });
+    app.query(
+        "bench:fileUrl",
+        [("storageId", v::id(STORAGE))],
+        |ctx, args| {
+            let id = args.id("storageId", STORAGE)?;
+            ctx.storage()
+                .get_url(&id)?
+                .ok_or_else(|| Error::not_found("no such file"))
         },
     );
     app

@@ -381,6 +381,27 @@ impl HttpCaller {
 
     /// Calls mutation `path` with `args` and checks that it succeeded.
     pub async fn mutation(&mut self, path: &str, args: Value) -> Result<(), BoxError> {
+        self.call("mutation", path, args).await.map(|_| ())
+    }
+
+    /// Calls function `path` of `kind` (`query`, `mutation`) with `args`;
+    /// its reply's `value`, once it succeeded.
+    pub async fn call_value(
+        &mut self,
+        kind: &str,
+        path: &str,
+        args: Value,
+    ) -> Result<serde_json::Value, BoxError> {
+        let reply = self.call(kind, path, args).await?;
+        let reply: serde_json::Value = serde_json::from_slice(&reply)?;
+        match reply.get("status").and_then(serde_json::Value::as_str) {
+            Some("success") => Ok(reply["value"].clone()),
+            _ => Err(format!("{path}: {reply}").into()),
+        }
+    }
+
+    /// `POST /api/<kind>`; the reply's body, once its status is 200.
+    async fn call(&mut self, kind: &str, path: &str, args: Value) -> Result<Vec<u8>, BoxError> {
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
         let body = format!(
             r#"{{"path":"{path}","format":"convex_encoded_json","args":[{}]}}"#,
@@ -397,7 +418,7 @@ impl HttpCaller {
             "close"
         };
         let head = format!(
-            "POST /api/mutation HTTP/1.1\r\nHost: {}\r\nConnection: {connection}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n",
+            "POST /api/{kind} HTTP/1.1\r\nHost: {}\r\nConnection: {connection}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n",
             self.addr,
             body.len()
         );
@@ -446,6 +467,6 @@ impl HttpCaller {
         if self.keep_alive {
             self.kept = Some(stream);
         }
-        Ok(())
+        Ok(reply)
     }
 }

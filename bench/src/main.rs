@@ -11,6 +11,7 @@
 
 mod app;
 mod client;
+mod files;
 mod phases;
 mod server;
 
@@ -30,7 +31,7 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// Run only one phase (push, fanout, throughput, memory, scaling, hostile,
-    /// pushsize, http, distinct), e.g.
+    /// pushsize, http, distinct, files), e.g.
     /// while profiling the server child; the limits are always measured.
     #[arg(long)]
     only: Option<String>,

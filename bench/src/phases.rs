@@ -38,6 +38,9 @@ struct Sizes {
     /// Subscribers (each of its own query) and writes in the distinct fan-out.
     distinct_conns: usize,
     distinct_repeats: usize,
+    /// Stored file sizes (bytes) and uploads-and-downloads per size.
+    file_sizes: Vec<usize>,
+    file_runs: usize,
 }
 
 /// Sizes of the hostile-tenant phase.
@@ -79,6 +82,8 @@ impl Sizes {
                 http_calls: 30,
                 distinct_conns: 20,
                 distinct_repeats: 3,
+                file_sizes: vec![256 << 10],
+                file_runs: 2,
             }
         } else {
             Sizes {
@@ -106,6 +111,8 @@ impl Sizes {
                 http_calls: 1_000,
                 distinct_conns: 1_000,
                 distinct_repeats: 50,
+                file_sizes: vec![1 << 20, 8 << 20],
+                file_runs: 7,
             }
         }
     }
@@ -133,7 +140,7 @@ fn percentiles(samples: &mut [Duration]) -> (f64, f64, f64) {
 pub async fn run_all(quick: bool, only: Option<&str>, out: &Path) -> Result<(), BoxError> {
     let s = Sizes::new(quick);
     let mut results = serde_json::Map::new();
-    const PHASES: [&str; 9] = [
+    const PHASES: [&str; 10] = [
         "push",
         "fanout",
         "throughput",
@@ -143,6 +150,7 @@ pub async fn run_all(quick: bool, only: Option<&str>, out: &Path) -> Result<(), 
         "pushsize",
         "http",
         "distinct",
+        "files",
     ];
     if let Some(o) = only.filter(|o| !PHASES.contains(o)) {
         return Err(format!("unknown phase `{o}`; the phases are {}", PHASES.join(", ")).into());
@@ -322,6 +330,20 @@ pub async fn run_all(quick: bool, only: Option<&str>, out: &Path) -> Result<(), 
         );
     }
 
+    if want("files") {
+        let mut rows = Vec::new();
+        for &size in &s.file_sizes {
+            progress(&format!(
+                "files: upload and download of {} KiB files, {} runs, beside the disk's write + fsync and read",
+                size >> 10,
+                s.file_runs
+            ));
+            let r = crate::files::files(size, s.file_runs).await?;
+            rows.push(crate::files::row(size, s.file_runs, &r));
+        }
+        results.insert("files".into(), json!(rows));
+    }
+
     let json = serde_json::Value::Object(results);
     std::fs::write(out, serde_json::to_string_pretty(&json)?)?;
     print_table(&json);
@@ -432,6 +454,7 @@ fn print_table(r: &serde_json::Value) {
             f("/fanout_distinct/runs_per_write")
         );
     }
+    crate::files::print_rows(r);
     if let Some(rows) = r.get("scaling").and_then(|t| t.as_array()) {
         for row in rows {
             let g = |k: &str| {

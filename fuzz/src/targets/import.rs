@@ -4,7 +4,8 @@
 //!
 //! Invariants: the import never panics; it fails only with a line error whose
 //! line exists in the file (1-based; an empty file is line 1) and whose
-//! message is not empty, and then leaves the store empty; when it succeeds,
+//! message is not empty, and then leaves the store (and its blob store)
+//! empty; when it succeeds,
 //! the store holds exactly the documents it counted, and its commit
 //! timestamp is after the export's snapshot and every creation time in it
 //! (time never goes back across a move).
@@ -12,6 +13,7 @@
 use std::cell::RefCell;
 
 use livebase_runtime::backup::{import, BackupError};
+use livebase_runtime::storage::{BlobStore, DirBlobStore};
 use livebase_runtime::store::sqlite::SqlitePersistence;
 use livebase_runtime::store::Persistence;
 use livebase_runtime::system::with_system_tables;
@@ -26,6 +28,10 @@ pub const TARGET: Target = Target {
     run,
     dictionary: &[
         br#"{"format":"livebase-export","version":1,"exportedAt":1.0,"snapshotTs":5}"#,
+        br#"{"format":"livebase-export","version":2,"exportedAt":1.0,"snapshotTs":5}"#,
+        br#"{"blob":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","bytes":""}"#,
+        br#""table":"_storage""#,
+        br#""sha256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855""#,
         br#""snapshotTs":18446744073709551615"#,
         br#""_creationTime":1e300"#,
         br#""_creationTime":-1"#,
@@ -47,6 +53,7 @@ pub const TARGET: Target = Target {
 struct Store {
     dir: tempfile::TempDir,
     persistence: SqlitePersistence,
+    blobs: DirBlobStore,
     schema: Schema,
     /// Imports that succeeded into this folder so far (each gets a new file).
     used: usize,
@@ -59,9 +66,11 @@ thread_local! {
 fn fresh_store() -> Store {
     let dir = tempfile::tempdir().expect("tempdir");
     let persistence = SqlitePersistence::open(dir.path().join("0.sqlite3")).expect("open");
+    let blobs = DirBlobStore::open(&dir.path().join("0")).expect("open");
     Store {
         dir,
         persistence,
+        blobs,
         schema: with_system_tables(livebase_functions::schema()),
         used: 0,
     }
@@ -79,13 +88,20 @@ fn run(data: &[u8]) -> String {
         store.used += 1;
         let path = store.dir.path().join(format!("{}.sqlite3", store.used));
         store.persistence = SqlitePersistence::open(path).expect("open");
+        let blobs = store.dir.path().join(store.used.to_string());
+        store.blobs = DirBlobStore::open(&blobs).expect("open");
     }
     STORE.with(|c| *c.borrow_mut() = Some(store));
     label
 }
 
 fn run_in(store: &Store, data: &[u8]) -> String {
-    let result = import(&store.persistence, &store.schema, &mut &data[..]);
+    let result = import(
+        &store.persistence,
+        &store.blobs,
+        &store.schema,
+        &mut &data[..],
+    );
     let held = documents(&store.persistence);
     match result {
         Ok(summary) => {
@@ -117,6 +133,8 @@ fn run_in(store: &Store, data: &[u8]) -> String {
         }
         Err(BackupError::Line { line, message }) => {
             assert_eq!(held, 0, "a failed import left documents behind");
+            let blobs = store.blobs.list().expect("list");
+            assert!(blobs.is_empty(), "a failed import left blobs behind");
             let lines = data.split(|b| *b == b'\n').count();
             assert!(
                 (1..=lines).contains(&line),
