@@ -88,6 +88,11 @@ struct ServeArgs {
     /// server's URL].
     #[arg(long, env = "LIVEBASE_APP_URL")]
     app_url: Option<String>,
+    /// The origin clients reach this server at, `http(s)://host[:port]` (as
+    /// behind a proxy): upload URLs and stored files' URLs are built on it
+    /// [default: this server's URL].
+    #[arg(long, env = "LIVEBASE_PUBLIC_URL")]
+    public_url: Option<String>,
     /// Most scheduled jobs running at once.
     #[arg(long, env = "LIVEBASE_MAX_CONCURRENT_JOBS", default_value_t = DEFAULT_MAX_CONCURRENT_JOBS)]
     max_concurrent_jobs: usize,
@@ -172,6 +177,10 @@ async fn run(args: ServeArgs, dev: bool) -> Result<(), livebase_runtime::Error> 
             )));
         }
     }
+    if let Some(raw) = &args.public_url {
+        livebase_runtime::storage::parse_public_url(raw)
+            .map_err(|e| livebase_runtime::Error::invalid(format!("--public-url: {e}")))?;
+    }
     let options = ServerOptions {
         listen: SocketAddr::new(args.host, args.port),
         data_dir: args.data.clone(),
@@ -186,6 +195,7 @@ async fn run(args: ServeArgs, dev: bool) -> Result<(), livebase_runtime::Error> 
             from: args.mail_from,
             app_url: args.app_url,
         },
+        public_url: args.public_url,
         scheduler: SchedulerOptions {
             max_concurrent_jobs: args.max_concurrent_jobs,
         },

@@ -114,3 +114,25 @@ fn eventually(mut check: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+#[test]
+fn a_public_url_that_is_not_an_origin_is_refused_naming_the_flag() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    for bad in ["not a url", "https://example.com/path?q=1"] {
+        let out = livebase(&[
+            "serve",
+            "--port",
+            "0",
+            "--data",
+            dir.path().to_str().unwrap(),
+            "--public-url",
+            bad,
+        ])
+        .env_remove("LIVEBASE_PUBLIC_URL")
+        .output()
+        .expect("livebase runs");
+        assert!(!out.status.success(), "{bad} is refused");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--public-url"), "{stderr}");
+    }
+}

@@ -68,15 +68,29 @@ fn parse(raw: &[u8]) -> Raw {
     }
 }
 
-/// One request on a fresh connection (`Connection: close`); `body` is sent
-/// with its `Content-Length`.
+/// The path of `url` on the server at `addr`: the URLs the server gives are
+/// absolute, on its own `http://<addr>` unless a public URL says otherwise.
+fn path_on(addr: SocketAddr, url: &str) -> &str {
+    let origin = format!("http://{addr}");
+    if url.starts_with("http") {
+        url.strip_prefix(&origin)
+            .unwrap_or_else(|| panic!("{url} is not on {origin}"))
+    } else {
+        url
+    }
+}
+
+/// One request on a fresh connection (`Connection: close`) to `url` (a path,
+/// or an absolute URL on the server); `body` is sent with its
+/// `Content-Length`.
 async fn request(
     addr: SocketAddr,
     method: &str,
-    path: &str,
+    url: &str,
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Raw {
+    let path = path_on(addr, url);
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
@@ -143,7 +157,13 @@ async fn upload_url(t: &TestServer, user: &User) -> String {
         .mutation("files:generateUploadUrl", user, json!({}))
         .await
         .expect("an upload URL");
-    url.as_str().expect("a string").to_string()
+    let url = url.as_str().expect("a string").to_string();
+    // Absolute, as Convex's: a page on another origin `fetch`es it as is.
+    assert!(
+        url.starts_with(&format!("{}/api/storage/upload?token=", t.url())),
+        "{url}"
+    );
+    url
 }
 
 /// Uploads `bytes` as `content_type` to `url`; the reply.
@@ -205,7 +225,10 @@ async fn an_avatar_uploaded_through_a_generated_url_is_served_with_its_type_etag
         .expect("the avatar is set");
     let after = ws.next_result(1).await.expect("the profile, live");
     let url = after["avatarUrl"].as_str().expect("avatarUrl").to_string();
-    assert!(url.starts_with(&format!("/api/storage/{id}?sig=")), "{url}");
+    assert!(
+        url.starts_with(&format!("{}/api/storage/{id}?sig=", t.url())),
+        "{url}"
+    );
 
     let whole = get(t.addr(), &url, &[]).await;
     assert_eq!(whole.status, 200);
@@ -337,7 +360,8 @@ async fn an_upload_over_the_limit_is_413_and_leaves_no_file() {
     let url = upload_url(&t, &ada).await;
     let mut stream = TcpStream::connect(t.addr()).await.expect("connects");
     let head = format!(
-        "POST {url} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n",
+        path_on(t.addr(), &url),
         t.addr()
     );
     stream.write_all(head.as_bytes()).await.expect("sends");
@@ -369,7 +393,8 @@ async fn an_upload_cut_off_leaves_no_file_and_its_url_still_works() {
     let url = upload_url(&t, &ada).await;
     let mut stream = TcpStream::connect(t.addr()).await.expect("connects");
     let head = format!(
-        "POST {url} HTTP/1.1\r\nHost: {}\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n",
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n",
+        path_on(t.addr(), &url),
         t.addr()
     );
     stream.write_all(head.as_bytes()).await.expect("sends");
@@ -650,12 +675,18 @@ async fn export_and_import_carry_the_files_bytes_and_a_corrupted_blob_line_is_re
     assert_eq!(files_on_disk(moved.path()).len(), 1);
     std::fs::write(moved.path().join(SECRET_FILE), secret).unwrap();
     let t2 = TestServer::start_in(moved, livebase_functions::app(), |_| {}).await;
-    let served = get(t2.addr(), &url, &[]).await;
+    // The same path and signature, on the new server's origin (its own
+    // address: no public URL is set).
+    let path = &url[url.find("/api/storage/").expect("a file URL")..];
+    let served = get(t2.addr(), path, &[]).await;
     assert_eq!(served.status, 200);
     assert_eq!(served.body, bytes);
     assert_eq!(served.header("content-type"), Some("image/png"));
     let profile = t2.query("userProfiles:get", &ada, json!({})).await.unwrap();
-    assert_eq!(profile["avatarUrl"], json!(url));
+    assert_eq!(
+        profile["avatarUrl"],
+        json!(format!("http://{}{path}", t2.addr()))
+    );
     drop(t2.stop().await);
 
     // The blob line's bytes edited: the import names the line and leaves
@@ -687,4 +718,77 @@ async fn export_and_import_carry_the_files_bytes_and_a_corrupted_blob_line_is_re
 fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[tokio::test]
+async fn a_public_url_is_what_upload_and_file_urls_are_built_on() {
+    // Behind a proxy: clients reach the server at another origin.
+    let public = "https://files.example.com:8443";
+    let t = TestServer::start_tuned(livebase_functions::app(), |o| {
+        o.public_url = Some(format!("{public}/"));
+    })
+    .await;
+    let ada = signed_up_with_profile(&t, "ada@example.com").await;
+    let url = t
+        .mutation("files:generateUploadUrl", &ada, json!({}))
+        .await
+        .expect("an upload URL");
+    let url = url.as_str().expect("a string");
+    let path = url
+        .strip_prefix(public)
+        .unwrap_or_else(|| panic!("{url} is on {public}"));
+    assert!(path.starts_with("/api/storage/upload?token="), "{url}");
+
+    // What the proxy forwards: the same path on the server.
+    let reply = request(
+        t.addr(),
+        "POST",
+        path,
+        &[("Content-Type", "text/plain")],
+        b"hi",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.json());
+    let id = reply.json()["storageId"]
+        .as_str()
+        .expect("storageId")
+        .to_string();
+    t.mutation("userProfiles:setAvatar", &ada, json!({"storageId": id}))
+        .await
+        .expect("the avatar is set");
+    let profile = t.query("userProfiles:get", &ada, json!({})).await.unwrap();
+    let avatar = profile["avatarUrl"].as_str().expect("avatarUrl");
+    let path = avatar
+        .strip_prefix(public)
+        .unwrap_or_else(|| panic!("{avatar} is on {public}"));
+    assert!(
+        path.starts_with(&format!("/api/storage/{id}?sig=")),
+        "{avatar}"
+    );
+    let served = get(t.addr(), path, &[]).await;
+    assert_eq!((served.status, served.body.as_slice()), (200, &b"hi"[..]));
+}
+
+#[tokio::test]
+async fn a_public_url_that_is_not_an_origin_is_refused_at_start() {
+    for bad in [
+        "files.example.com",
+        "ftp://files.example.com",
+        "https://files.example.com/app",
+        "https://files.example.com/?x=1",
+        "https://files.example.com/#top",
+        "https://user:pw@files.example.com",
+    ] {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let options = livebase_runtime::server::ServerOptions {
+            data_dir: dir.path().to_path_buf(),
+            public_url: Some(bad.to_string()),
+            ..Default::default()
+        };
+        let started = livebase_runtime::server::serve(livebase_functions::app(), options).await;
+        let Err(e) = started else {
+            panic!("{bad} is refused");
+        };
+        assert!(e.to_string().contains("public URL"), "{bad}: {e}");
+    }
 }

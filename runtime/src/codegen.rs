@@ -8,6 +8,11 @@
 //!
 //! The registry has no result validators, so every result is `any`.
 //!
+//! Beside `api`, both files carry `uploadFile(postUrl, file, contentType?)`:
+//! the `fetch` POST of Convex's upload recipe, answering the stored file's id
+//! typed as `Id<"_storage">` — what a mutation's `v::id("_storage")`
+//! argument takes — and throwing the server's message on a refusal.
+//!
 //! The output depends only on the registry and is sorted (functions by path,
 //! object fields by name), so regenerating an unchanged application changes no
 //! byte and the files can be committed.
@@ -83,10 +88,52 @@ import {{ anyApi }} from \"convex/server\";
  * Its types are in `api.d.ts`.
  */
 export const api = anyApi;
-",
+{UPLOAD_JS}",
         header()
     )
 }
+
+/// `uploadFile` in `api.js`: the upload recipe of Convex's docs.
+const UPLOAD_JS: &str = "
+/**
+ * Uploads `file` to `postUrl` — an upload URL a mutation returned
+ * (`ctx.storage().generate_upload_url()`) — and returns the stored file's id.
+ * The `Content-Type` is `contentType`, else the Blob's own type. A refusal
+ * (a used or expired URL, a file over the limit) throws with the server's
+ * message and its `status`.
+ */
+export async function uploadFile(postUrl, file, contentType) {
+  const type = contentType ?? (typeof Blob !== \"undefined\" && file instanceof Blob ? file.type : \"\");
+  const response = await fetch(postUrl, {
+    method: \"POST\",
+    headers: type ? { \"Content-Type\": type } : {},
+    body: file,
+  });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const error = new Error(body.message ?? `upload failed: ${response.status}`);
+    error.status = response.status;
+    error.code = body.code;
+    throw error;
+  }
+  return body.storageId;
+}
+";
+
+/// `uploadFile` in `api.d.ts`.
+const UPLOAD_D_TS: &str = "
+/**
+ * Uploads `file` to `postUrl` (from a mutation's
+ * `ctx.storage().generate_upload_url()`) and returns the stored file's id.
+ * The `Content-Type` is `contentType`, else the Blob's own type. A refusal
+ * throws an `Error` with the server's message, `status` and `code`.
+ */
+export declare function uploadFile(
+  postUrl: string,
+  file: Blob | ArrayBuffer | Uint8Array,
+  contentType?: string,
+): Promise<Id<\"_storage\">>;
+";
 
 fn api_d_ts(registry: &Registry) -> String {
     let mut tree = Node::default();
@@ -112,6 +159,7 @@ export declare const api: ",
     );
     tree.render(0, &mut out);
     out.push_str(";\n");
+    out.push_str(UPLOAD_D_TS);
     out
 }
 
@@ -359,7 +407,7 @@ export declare const api: {
 "#;
         let files = generate(&test_registry());
         assert_eq!(files[0].name, "api.d.ts");
-        assert_eq!(files[0].contents, expected);
+        assert_eq!(files[0].contents, format!("{expected}{UPLOAD_D_TS}"));
     }
 
     #[test]
@@ -369,7 +417,7 @@ export declare const api: {
         assert!(files[1].contents.starts_with("/* eslint-disable */\n"));
         assert!(files[1]
             .contents
-            .ends_with("import { anyApi } from \"convex/server\";\n\n/**\n * A reference to every public function: `api.todos.list` is `todos:list`.\n * Its types are in `api.d.ts`.\n */\nexport const api = anyApi;\n"));
+            .ends_with(&format!("import {{ anyApi }} from \"convex/server\";\n\n/**\n * A reference to every public function: `api.todos.list` is `todos:list`.\n * Its types are in `api.d.ts`.\n */\nexport const api = anyApi;\n{UPLOAD_JS}")));
         assert_eq!(
             files[1].contents,
             generate(&Registry::default())[1].contents
@@ -381,7 +429,7 @@ export declare const api: {
         let files = generate(&Registry::default());
         assert!(files[0]
             .contents
-            .ends_with("export declare const api: {\n};\n"));
+            .ends_with(&format!("export declare const api: {{\n}};\n{UPLOAD_D_TS}")));
     }
 
     #[test]

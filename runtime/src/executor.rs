@@ -64,6 +64,8 @@ struct Inner {
     cursor_key: Arc<CursorKey>,
     /// Stored files' bytes, for actions ([`ActionCtx::storage`]).
     files: Option<crate::storage::Files>,
+    /// The origin stored files' URLs are built on (the server's public URL).
+    public_url: Option<Arc<str>>,
 }
 
 /// A query's result and what it read, at the snapshot `ts`.
@@ -79,6 +81,7 @@ impl Executor {
                 calls: None,
                 cursor_key: crate::pagination::process_key(),
                 files: None,
+                public_url: None,
             }),
         }
     }
@@ -93,6 +96,7 @@ impl Executor {
                 calls: self.inner.calls.clone(),
                 cursor_key: self.inner.cursor_key.clone(),
                 files: self.inner.files.clone(),
+                public_url: self.inner.public_url.clone(),
             }),
         }
     }
@@ -107,6 +111,7 @@ impl Executor {
                 calls: Some(calls),
                 cursor_key: self.inner.cursor_key.clone(),
                 files: self.inner.files.clone(),
+                public_url: self.inner.public_url.clone(),
             }),
         }
     }
@@ -122,6 +127,7 @@ impl Executor {
                 calls: self.inner.calls.clone(),
                 cursor_key: Arc::new(key),
                 files: self.inner.files.clone(),
+                public_url: self.inner.public_url.clone(),
             }),
         }
     }
@@ -136,8 +142,30 @@ impl Executor {
                 calls: self.inner.calls.clone(),
                 cursor_key: self.inner.cursor_key.clone(),
                 files: Some(files),
+                public_url: self.inner.public_url.clone(),
             }),
         }
+    }
+
+    /// This executor, building stored files' URLs on `url` (the server's
+    /// public origin, `https://host[:port]`), as Convex returns absolute URLs.
+    pub fn with_public_url(self, url: &str) -> Executor {
+        Executor {
+            inner: Arc::new(Inner {
+                db: self.inner.db.clone(),
+                registry: self.inner.registry.clone(),
+                mailer: self.inner.mailer.clone(),
+                calls: self.inner.calls.clone(),
+                cursor_key: self.inner.cursor_key.clone(),
+                files: self.inner.files.clone(),
+                public_url: Some(Arc::from(url.trim_end_matches('/'))),
+            }),
+        }
+    }
+
+    /// The origin stored files' URLs are built on, if set.
+    pub fn public_url(&self) -> Option<&Arc<str>> {
+        self.inner.public_url.as_ref()
     }
 
     /// The server's file storage, if it has one.
@@ -219,10 +247,12 @@ impl Executor {
             .clone();
         let args = Registry::check_args(&function, &args)?;
         let key = self.inner.cursor_key.clone();
+        let public_url = self.inner.public_url.clone();
         self.inner
             .db
             .query(move |tx| {
                 tx.set_cursor_key(key);
+                tx.set_public_url(public_url);
                 run_sync(&function, tx, &identity, args)
             })
             .await
@@ -277,11 +307,13 @@ impl Executor {
                 }
             };
         let cursor_key = self.inner.cursor_key.clone();
+        let public_url = self.inner.public_url.clone();
         let committed = self
             .inner
             .db
             .mutate(move |tx| {
                 tx.set_cursor_key(cursor_key);
+                tx.set_public_url(public_url);
                 run_keyed_mutation(tx, &function, &identity, &args, key)
             })
             .await?;

@@ -214,6 +214,7 @@ impl Subscriptions {
         let worker = SubscriptionWorker {
             conn,
             cursor_key: executor.cursor_key().clone(),
+            public_url: executor.public_url().cloned(),
             registry: executor.registry().clone(),
             rx,
             deferred: VecDeque::new(),
@@ -425,6 +426,8 @@ struct SubscriptionWorker {
     conn: Box<dyn StoreConnection>,
     /// What live queries sign their cursors and journals with.
     cursor_key: Arc<crate::pagination::CursorKey>,
+    /// What live queries build stored files' URLs on.
+    public_url: Option<Arc<str>>,
     registry: Arc<Registry>,
     rx: std_mpsc::Receiver<Event>,
     /// Events met while draining commits up to a snapshot, handled next round.
@@ -1310,6 +1313,7 @@ impl SubscriptionWorker {
         let registry = self.registry.clone();
         let mut tx = Transaction::read_only(self.conn.as_mut(), registry.schema(), snapshot);
         tx.set_cursor_key(self.cursor_key.clone());
+        tx.set_public_url(self.public_url.clone());
         tx.set_journal(q.journal.clone());
         let (result, reads, journal) =
             Executor::evaluate_in(&registry, tx, &q.key.path, &q.key.args, &q.identity);

@@ -278,40 +278,16 @@ async fn request(
     body: Option<&Json>,
     also_ok: &[u16],
 ) -> Result<Json, AuthError> {
-    let (host, port) = host_port(base_url)?;
-    let connect_error = |message: String| AuthError::Connect {
-        url: base_url.to_string(),
-        message,
-    };
-    let exchange = async {
-        let mut stream = TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| connect_error(e.to_string()))?;
-        let body = body.map(Json::to_string).unwrap_or_default();
-        let bearer = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n\
-             {bearer}Accept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| connect_error(e.to_string()))?;
-        // `Connection: close`: the server ends the stream after the reply.
-        let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .await
-            .map_err(|e| connect_error(e.to_string()))?;
-        Ok::<_, AuthError>(raw)
-    };
-    let raw = tokio::time::timeout(TIMEOUT, exchange)
-        .await
-        .map_err(|_| connect_error(format!("no reply within {TIMEOUT:?}")))??;
-    let reply = parse_response(&raw)?;
+    let body = body.map(Json::to_string).unwrap_or_default();
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json"),
+    ];
+    if let Some(bearer) = &bearer {
+        headers.push(("Authorization", bearer));
+    }
+    let reply = exchange(base_url, method, path, &headers, body.as_bytes(), TIMEOUT).await?;
     let json: Option<Json> = serde_json::from_slice(&reply.body).ok();
     if reply.status == 200 {
         return json.ok_or_else(|| AuthError::Protocol("a 200 reply that is not JSON".into()));
@@ -342,6 +318,62 @@ async fn request(
     })
 }
 
+/// One HTTP/1.1 exchange on a fresh connection (`Connection: close`): sends
+/// `method target` with `headers` and `body` (its `Content-Length` added) to
+/// the server at `base_url` and reads the whole reply, all within `timeout`.
+pub(crate) async fn exchange(
+    base_url: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Response, AuthError> {
+    let (host, port) = host_port(base_url)?;
+    let connect_error = |message: String| AuthError::Connect {
+        url: base_url.to_string(),
+        message,
+    };
+    let exchange = async {
+        let mut stream = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.clone()
+        };
+        let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        ));
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        // The server may answer (a refusal) before the whole body is in: the
+        // reply is what counts.
+        let sent = stream.write_all(body).await;
+        // `Connection: close`: the server ends the stream after the reply.
+        let mut raw = Vec::new();
+        let read = stream.read_to_end(&mut raw).await;
+        if raw.is_empty() {
+            if let Err(e) = sent.and(read) {
+                return Err(connect_error(e.to_string()));
+            }
+        }
+        Ok::<_, AuthError>(raw)
+    };
+    let raw = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| connect_error(format!("no reply within {timeout:?}")))??;
+    parse_response(&raw)
+}
+
 /// `http://host[:port][/...]` → (host, port).
 fn host_port(base_url: &str) -> Result<(String, u16), AuthError> {
     let invalid = || AuthError::InvalidUrl(base_url.to_string());
@@ -361,10 +393,10 @@ fn host_port(base_url: &str) -> Result<(String, u16), AuthError> {
     Ok((host.to_string(), port))
 }
 
-struct Response {
-    status: u16,
-    retry_after: Option<u64>,
-    body: Vec<u8>,
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) retry_after: Option<u64>,
+    pub(crate) body: Vec<u8>,
 }
 
 /// Parses an HTTP/1.1 response read to its end: the status, `Retry-After`,

@@ -174,6 +174,20 @@ impl Client {
         self.request(RequestKind::Action, action.path(), args.into_args())
     }
 
+    /// Uploads `bytes` as `content_type` to `upload_url` — the URL a
+    /// mutation got from `ctx.storage().generate_upload_url()` — and returns
+    /// the stored file's id, for a mutation to keep (see [`crate::files`]).
+    /// The upload is its own HTTP request; the URL is the authority, not
+    /// this client's identity.
+    pub async fn upload(
+        &self,
+        upload_url: &str,
+        bytes: impl AsRef<[u8]>,
+        content_type: &str,
+    ) -> Result<String, crate::files::UploadError> {
+        crate::files::upload(upload_url, bytes, content_type).await
+    }
+
     fn request<O: FromValue>(
         &self,
         kind: RequestKind,

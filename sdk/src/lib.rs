@@ -46,6 +46,8 @@
 //!   background task (`worker.rs`) that owns the socket and the state.
 //! - [`auth`] — signing up and in over HTTP, for the token [`Client::set_auth`]
 //!   takes: [`auth::sign_up`], [`auth::sign_in`].
+//! - [`files`] — uploading a file through an upload URL
+//!   ([`Client::upload`], [`files::upload`]).
 //! - [`options`] — [`ClientOptions`], shared by the handle and the worker.
 //! - [`function`] — typed function references, [`IntoArgs`] and [`FromValue`].
 //! - [`error`] — [`ClientError`].
@@ -57,6 +59,7 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod files;
 pub mod function;
 pub mod options;
 pub mod paginated;

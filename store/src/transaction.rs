@@ -51,6 +51,9 @@ pub struct Transaction<'a> {
     wrote_other: bool,
     /// What signs and checks pagination cursors.
     cursor_key: Arc<CursorKey>,
+    /// The origin (`https://host[:port]`) stored files' URLs are built on;
+    /// `None` gives paths.
+    public_url: Option<Arc<str>>,
     /// The live query's journal (its page's end cursor) given to this run,
     /// and the one it leaves for the next (see [`crate::pagination`]).
     journal_in: Option<String>,
@@ -79,6 +82,7 @@ impl<'a> Transaction<'a> {
             bytes_written: 0,
             wrote_other: false,
             cursor_key: process_key(),
+            public_url: None,
             journal_in: None,
             journal_out: None,
             paginated: false,
@@ -94,6 +98,17 @@ impl<'a> Transaction<'a> {
     /// are signed under a key derived from it, [`CursorKey::subkey`]).
     pub fn cursor_key(&self) -> &Arc<CursorKey> {
         &self.cursor_key
+    }
+
+    /// Builds stored files' URLs on `url`, the server's public origin
+    /// (`https://host[:port]`, no trailing slash).
+    pub fn set_public_url(&mut self, url: Option<Arc<str>>) {
+        self.public_url = url;
+    }
+
+    /// The origin stored files' URLs are built on, if the server gave one.
+    pub fn public_url(&self) -> Option<&str> {
+        self.public_url.as_deref()
     }
 
     /// Runs a live query's page to the end its journal records (a journal

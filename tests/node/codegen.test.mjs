@@ -14,7 +14,7 @@ import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 
-import { livebaseBin } from "./harness.mjs";
+import { api, livebaseBin, startServer, Clients, newUser, ok } from "./harness.mjs";
 
 const run = promisify(execFile);
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -69,10 +69,19 @@ import type { FunctionArgs, FunctionReference, PaginationOptions, PaginationResu
 // convex/react's \`PaginatedQueryReference\` (what \`usePaginatedQuery\` takes),
 // spelled out: its module needs React's types, which this project lacks.
 type PaginatedQueryReference = FunctionReference<"query", "public", { paginationOpts: PaginationOptions }, PaginationResult<any>>;
-import { api, type Id } from "./convex/api.js";
+import { api, uploadFile, type Id } from "./convex/api.js";
 
 const client = new ConvexClient("http://127.0.0.1:3900", { skipConvexDeploymentUrlCheck: true });
 const organizationId: string = "organizations_x";
+
+// Convex's upload recipe: the id \`uploadFile\` answers is what \`setAvatar\` takes.
+export async function uploadAvatar(file: Blob) {
+  const postUrl: string = await client.mutation(api.files.generateUploadUrl, {});
+  const storageId = await uploadFile(postUrl, file);
+  await client.mutation(api.userProfiles.setAvatar, { storageId });
+  const bytes: Id<"_storage"> = await uploadFile(postUrl, new Uint8Array([1, 2]), "image/png");
+  console.log(bytes);
+}
 
 export async function useIt(todoId: Id<"todos">) {
   const todos = await client.query(api.todos.list, { organizationId });
@@ -107,7 +116,7 @@ const BAD = `
 import { ConvexClient, ConvexHttpClient } from "convex/browser";
 import type { FunctionReference, PaginationOptions, PaginationResult } from "convex/server";
 type PaginatedQueryReference = FunctionReference<"query", "public", { paginationOpts: PaginationOptions }, PaginationResult<any>>;
-import { api } from "./convex/api.js";
+import { api, uploadFile, type Id } from "./convex/api.js";
 
 const client = new ConvexClient("http://127.0.0.1:3900", { skipConvexDeploymentUrlCheck: true });
 const http = new ConvexHttpClient("http://127.0.0.1:3900", { skipConvexDeploymentUrlCheck: true });
@@ -125,6 +134,11 @@ export async function misuse() {
   const notPaginated: PaginatedQueryReference = api.items.getAll; // MISUSE not a paginated query
   console.log(notPaginated);
   await http.query(api.items.list, { organizationId: "o", paginationOpts: { numItems: 10 } }); // MISUSE paginationOpts without cursor
+  await uploadFile(42, new Blob([])); // MISUSE a number is not an upload URL
+  await uploadFile("http://127.0.0.1:3900/api/storage/upload?token=t", "bytes"); // MISUSE a string is not a file
+  const notATodo: Id<"todos"> = await uploadFile("u", new Blob([])); // MISUSE a stored file's id is not a todo's
+  console.log(notATodo);
+  await client.mutation(api.userProfiles.setAvatar, { storageId: "_storage_plain" }); // MISUSE a string is not a stored file's id
 }
 `;
 
@@ -171,6 +185,32 @@ test("codegen's api.js names the functions the server serves", async () => {
     assert.equal(getFunctionName(api.todos.list), "todos:list");
     assert.equal(getFunctionName(api.organizations.listMine), "organizations:listMine");
   } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("codegen's uploadFile uploads through a generated URL and answers the storageId", async () => {
+  const dir = await project();
+  const server = await startServer();
+  const clients = new Clients(server.url);
+  try {
+    const { uploadFile } = await import(pathToFileURL(path.join(dir, "convex/api.js")).href);
+    const ada = await newUser(server.url, "Ada");
+    const http = clients.http(ada.token);
+    await ok(http.mutation(api.userProfiles.upsert, { displayName: "Ada" }), "a profile");
+    const postUrl = await ok(http.mutation(api.files.generateUploadUrl, {}), "an upload URL");
+    const picture = new Blob([new Uint8Array([137, 80, 78, 71, 1, 2, 3])], { type: "image/png" });
+    const storageId = await ok(uploadFile(postUrl, picture), "uploadFile");
+    await ok(http.mutation(api.userProfiles.setAvatar, { storageId }), "setAvatar");
+    const profile = await ok(http.query(api.userProfiles.get, {}), "the profile");
+    const served = await fetch(profile.avatarUrl);
+    assert.equal(served.headers.get("content-type"), "image/png", "the Blob's type was sent");
+    assert.deepEqual(new Uint8Array(await served.arrayBuffer()), new Uint8Array([137, 80, 78, 71, 1, 2, 3]));
+    // A used URL: the server's refusal, thrown with its status.
+    await assert.rejects(uploadFile(postUrl, picture), (e) => e.status === 403 && e.message.length > 0);
+  } finally {
+    await clients.closeAll();
+    await server.stop();
     await rm(dir, { recursive: true, force: true });
   }
 });

@@ -187,6 +187,37 @@ test("the dashboard shows documents live, the call log, jobs and the outbox", as
   assert.deepEqual(pageErrors, [], "no script errors on the page");
 });
 
+test("the Files tab lists a stored file and previews it through its signed URL", async () => {
+  // A 1×1 PNG, uploaded as Convex's docs do.
+  const png = Uint8Array.from(
+    atob("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="),
+    (c) => c.charCodeAt(0),
+  );
+  const user = await newUser(server.url, "Uploader");
+  const http = clients.http(user.token);
+  const postUrl = await ok(http.mutation(api.files.generateUploadUrl, {}), "an upload URL");
+  const uploaded = await fetch(postUrl, { method: "POST", headers: { "Content-Type": "image/png" }, body: png });
+  assert.equal(uploaded.status, 200);
+  const { storageId } = await uploaded.json();
+
+  await page.locator('nav button[data-tab="files"]').click();
+  const file = page.locator(`#files tbody tr[data-id="${storageId}"]`);
+  await file.waitFor();
+  assert.match(await file.innerText(), /image\/png/);
+  assert.match(await file.innerText(), new RegExp(`${png.length} B`));
+  // The preview loaded: the page's policy lets it show images from its server.
+  const preview = file.locator("img.preview");
+  await withTimeout(
+    (async () => {
+      while ((await preview.evaluate((img) => img.complete && img.naturalWidth)) !== 1) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })(),
+    SHOWN_MS,
+    "the preview loads",
+  );
+});
+
 test("the dashboard's JSON endpoints", async () => {
   const get = async (p) => {
     const res = await fetch(`${server.url}/_dashboard/api/${p}`);

@@ -381,10 +381,16 @@ impl Shared {
             scheduled_time,
         } = job;
         let run_id = id.clone();
+        // The deployment's keys and origin, as a called mutation has them (a
+        // stored file's URL made here must verify).
+        let cursor_key = self.executor.cursor_key().clone();
+        let public_url = self.executor.public_url().cloned();
         let ran = self
             .executor
             .database()
             .mutate(move |tx| {
+                tx.set_cursor_key(cursor_key);
+                tx.set_public_url(public_url);
                 if state_of(tx, &run_id)? != Some(JobState::Pending) {
                     return Ok(false);
                 }

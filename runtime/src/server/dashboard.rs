@@ -12,6 +12,10 @@
 //! endpoints read the store directly, not through functions, so they see
 //! every table and never show up in the call log they serve.
 //!
+//! The file browser (`/_dashboard/api/files`) lists `_storage` rows with a
+//! same-origin signed URL each, which the page uses for image previews
+//! (`img-src 'self'`) and downloads.
+//!
 //! The wire JSON is built here, at the edge: [`CallRecord`] and [`eml::Mail`]
 //! do not derive `Serialize`.
 //!
@@ -69,15 +73,20 @@ const MAX_MAILS: usize = 100;
 const DEFAULT_JOBS: usize = 100;
 /// The newest jobs a job listing looks through (for a function's, too).
 const JOBS_SCANNED: usize = 1000;
+/// Stored files a file listing returns unless asked for fewer.
+const DEFAULT_FILES: usize = 100;
+/// Most stored files one file listing returns.
+const MAX_FILES: usize = 1000;
 /// A comment line on the event stream this often, so proxies and the
 /// browser keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Served beside the page: scripts only from the page itself, no plugins, no
-/// framing; fetches to this server only. Mails render in a sandboxed frame
+/// framing; fetches to this server only; images from data URLs and this
+/// server (stored files' previews). Mails render in a sandboxed frame
 /// without scripts; their remote images are not loaded.
 const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
-                   connect-src 'self'; img-src data:; frame-ancestors 'none'; base-uri 'none'; \
+                   connect-src 'self'; img-src data: 'self'; frame-ancestors 'none'; base-uri 'none'; \
                    form-action 'none'";
 
 #[derive(Clone)]
@@ -131,6 +140,7 @@ pub async fn routes(
         .route("/_dashboard/api/calls", get(calls_after))
         .route("/_dashboard/api/outbox", get(outbox))
         .route("/_dashboard/api/jobs", get(jobs))
+        .route("/_dashboard/api/files", get(files))
         .route("/_dashboard/api/events", get(events))
         .with_state(dashboard)
         .layer(middleware::from_fn_with_state(
@@ -266,6 +276,54 @@ async fn documents(
         }
         Err(e) => internal(&e),
     }
+}
+
+/// `{files: [{id, size, contentType, sha256, creationTime, url}], more}`:
+/// the stored files, newest first, up to `?limit=` ([`DEFAULT_FILES`], at
+/// most [`MAX_FILES`]); `url` is the signed path that serves the file on
+/// this server (not the public URL: the page previews it same-origin).
+async fn files(
+    State(d): State<Dashboard>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let limit = params
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(DEFAULT_FILES)
+        .clamp(1, MAX_FILES);
+    let read = d
+        .executor
+        .database()
+        .query(move |tx| {
+            tx.query(crate::storage::STORAGE)
+                .order(Order::Desc)
+                .take(limit + 1)
+        })
+        .await;
+    let rows = match read {
+        Ok(outcome) => outcome.value,
+        Err(e) => return internal(&e),
+    };
+    let key = crate::storage::UrlKey::from_cursor_key(d.executor.cursor_key());
+    let more = rows.len() > limit;
+    let files: Vec<JsonValue> = rows
+        .iter()
+        .take(limit)
+        .map(|row| {
+            let text = |name: &str| row.get(name).and_then(Value::as_str);
+            let number = |name: &str| row.get(name).and_then(Value::as_f64);
+            let id = text("_id").unwrap_or_default();
+            json!({
+                "id": id,
+                "size": number("size"),
+                "contentType": text("contentType"),
+                "sha256": text("sha256"),
+                "creationTime": number("_creationTime"),
+                "url": key.url(id),
+            })
+        })
+        .collect();
+    Json(json!({ "files": files, "more": more })).into_response()
 }
 
 fn call_json(call: &CallRecord) -> JsonValue {

@@ -132,6 +132,10 @@ pub struct ServerOptions {
     pub data_dir: PathBuf,
     /// Outgoing mail: the SMTP relay (`--smtp`), or the outbox folder.
     pub mail: MailOptions,
+    /// The origin clients reach this server at (`--public-url`,
+    /// `https://host[:port]`), which upload and file URLs are built on;
+    /// `None`: `http://<the bound address>`.
+    pub public_url: Option<String>,
     /// How many scheduled jobs run at once.
     pub scheduler: SchedulerOptions,
     /// Serve the dev dashboard at `/_dashboard` and keep the call log it
@@ -152,6 +156,7 @@ impl Default for ServerOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: PathBuf::from(".livebase"),
             mail: MailOptions::default(),
+            public_url: None,
             scheduler: SchedulerOptions::default(),
             dashboard: false,
             edge: EdgeOptions::default(),
@@ -239,6 +244,13 @@ async fn start(
     options: ServerOptions,
     authenticator: Option<Arc<dyn Authenticator>>,
 ) -> Result<RunningServer> {
+    let public_url = match &options.public_url {
+        Some(raw) => Some(
+            crate::storage::parse_public_url(raw)
+                .map_err(|e| Error::invalid(format!("the public URL: {e}")))?,
+        ),
+        None => None,
+    };
     // Held until the server is dropped: a second server on the folder fails.
     let data_dir = crate::datadir::lock(&options.data_dir)?;
     registry.extend_schema(with_system_tables);
@@ -285,10 +297,14 @@ async fn start(
         .map_err(|e| Error::internal(format!("opening the files folder: {e}")))?;
     let files =
         crate::storage::Files::new(Arc::new(blobs), db.clone(), options.edge.max_upload_bytes)?;
+    // Upload and file URLs are absolute, as Convex's: by default on the
+    // server's own URL, as mail links are.
+    let public_url = public_url.unwrap_or_else(|| format!("http://{addr}"));
     let mut executor = Executor::new(db, Arc::new(registry))
         .with_mailer(mailer)
         .with_cursor_key(cursor_key)
-        .with_files(files.clone());
+        .with_files(files.clone())
+        .with_public_url(&public_url);
     let calls = options.dashboard.then(CallLog::default);
     if let Some(calls) = &calls {
         executor = executor.with_call_log(calls.clone());

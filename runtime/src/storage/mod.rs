@@ -7,11 +7,12 @@
 //! - In a mutation, [`StorageWriter::generate_upload_url`] writes a one-time
 //!   upload token (its SHA-256 only, in [`STORAGE_UPLOADS`], with its caller
 //!   and expiry) in the mutation's transaction and returns
-//!   `/api/storage/upload?token=…`; the upload endpoint
+//!   `<public url>/api/storage/upload?token=…` (absolute, as Convex's are:
+//!   a page served from another origin `fetch`es it as is); the upload endpoint
 //!   (`server/files.rs`) streams the body into the blob store and then, in
 //!   one mutation, consumes the token and inserts the `_storage` row.
 //! - In queries and mutations, [`StorageReader::get_url`] gives
-//!   `/api/storage/<id>?sig=…`, signed under a key derived from the
+//!   `<public url>/api/storage/<id>?sig=…`, signed under a key derived from the
 //!   deployment's secret ([`UrlKey`]), and `get_metadata` the row.
 //! - [`StorageWriter::delete`] removes the row and notes its hash in
 //!   [`STORAGE_DELETIONS`] in the same transaction; after the commit the
@@ -174,8 +175,8 @@ impl<'t, 'a> StorageReader<'t, 'a> {
         StorageReader { tx }
     }
 
-    /// A URL serving the file (a path on this server, with a signature that
-    /// cannot be guessed), or `None` if there is no such file.
+    /// A URL serving the file (on the server's public URL, with a signature
+    /// that cannot be guessed), or `None` if there is no such file.
     pub fn get_url(&mut self, id: &DocumentId) -> Result<Option<String>> {
         get_url(self.tx, id)
     }
@@ -196,9 +197,37 @@ fn checked(id: &DocumentId) -> Result<()> {
 
 fn get_url(tx: &mut Transaction, id: &DocumentId) -> Result<Option<String>> {
     checked(id)?;
-    Ok(tx
-        .get(id)?
-        .map(|_| UrlKey::from_cursor_key(tx.cursor_key()).url(id.as_str())))
+    Ok(tx.get(id)?.map(|_| {
+        let path = UrlKey::from_cursor_key(tx.cursor_key()).url(id.as_str());
+        absolute(tx, &path)
+    }))
+}
+
+/// `path` on the server's public origin, if the transaction has one.
+fn absolute(tx: &Transaction, path: &str) -> String {
+    format!("{}{path}", tx.public_url().unwrap_or(""))
+}
+
+/// A server's public URL as `--public-url` takes it: `http(s)://host[:port]`
+/// with no path, query, fragment or credentials, returned without a
+/// trailing slash. What the upload and file URLs are built on.
+pub fn parse_public_url(raw: &str) -> std::result::Result<String, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("`{raw}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("`{raw}` is not an http:// or https:// URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{raw}` has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("`{raw}` carries credentials"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "`{raw}` must be an origin only (`https://host[:port]`), without a path, query or fragment"
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 fn get_metadata(tx: &mut Transaction, id: &DocumentId) -> Result<Option<Value>> {
@@ -229,7 +258,8 @@ impl<'t, 'a> StorageWriter<'t, 'a> {
     }
 
     /// A URL the client `POST`s one file to, within
-    /// [`UPLOAD_URL_LIFETIME`] and once: `/api/storage/upload?token=…`. The
+    /// [`UPLOAD_URL_LIFETIME`] and once:
+    /// `<public url>/api/storage/upload?token=…`. The
     /// token exists if and only if this mutation commits; only its hash is
     /// stored, with the caller (whose upload budget the upload counts
     /// against).
@@ -248,7 +278,10 @@ impl<'t, 'a> StorageWriter<'t, 'a> {
             o.insert("userId".into(), Value::from(user_id.as_str()));
         }
         self.tx.insert(STORAGE_UPLOADS, row)?;
-        Ok(format!("/api/storage/upload?token={token}"))
+        Ok(absolute(
+            self.tx,
+            &format!("/api/storage/upload?token={token}"),
+        ))
     }
 
     /// Deletes the file: its row now, its bytes after the commit (when no

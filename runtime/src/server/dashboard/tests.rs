@@ -100,6 +100,7 @@ async fn the_dev_endpoints_show_tables_documents_calls_and_stream_changes() {
         head.contains("content-security-policy: default-src 'none'"),
         "{head}"
     );
+    assert!(head.contains("img-src data: 'self';"), "{head}");
     assert!(page.contains("<title>livebase dashboard</title>"));
 
     let mut events = request(addr, "/_dashboard/api/events").await;
@@ -153,6 +154,38 @@ async fn the_dev_endpoints_show_tables_documents_calls_and_stream_changes() {
     let outbox = get_json(addr, "/_dashboard/api/outbox").await;
     assert_eq!(outbox["mails"], serde_json::json!([]), "no mail sent yet");
 
+    // The file browser: a stored file listed with its metadata and a
+    // same-origin signed URL that serves it (the page's image preview).
+    let empty = get_json(addr, "/_dashboard/api/files").await;
+    assert_eq!(empty, serde_json::json!({"files": [], "more": false}));
+    // Text bytes: the test's reader wants UTF-8; the type is what counts.
+    let png = b"PNG, not really a picture".to_vec();
+    let file = server
+        .state
+        .executor
+        .files()
+        .expect("file storage")
+        .store(png.clone(), Some("image/png".into()))
+        .await
+        .expect("a stored file");
+    let files = get_json(addr, "/_dashboard/api/files").await;
+    assert_eq!(files["more"], false);
+    let listed = &files["files"][0];
+    assert_eq!(listed["id"], file.as_str());
+    assert_eq!(listed["size"], png.len() as f64);
+    assert_eq!(listed["contentType"], "image/png");
+    assert_eq!(listed["sha256"].as_str().map(str::len), Some(64));
+    assert!(listed["creationTime"].as_f64().is_some_and(|t| t > 0.0));
+    let url = listed["url"].as_str().expect("a url");
+    assert!(
+        url.starts_with(&format!("/api/storage/{file}?sig=")),
+        "{url}"
+    );
+    let (status, head, body) = get(addr, url).await;
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: image/png"), "{head}");
+    assert_eq!(body.as_bytes(), png.as_slice());
+
     // The open event stream ends with the server.
     timeout(WAIT * 2, server.shutdown())
         .await
@@ -166,6 +199,7 @@ async fn without_the_option_there_is_no_dashboard() {
     for path in [
         "/_dashboard",
         "/_dashboard/api/tables",
+        "/_dashboard/api/files",
         "/_dashboard/api/events",
     ] {
         assert_eq!(get(server.addr, path).await.0, 404, "{path}");
@@ -182,6 +216,7 @@ async fn the_dashboard_answers_only_its_own_loopback_host() {
         "/_dashboard",
         "/_dashboard/api/tables",
         "/_dashboard/api/events",
+        "/_dashboard/api/files",
     ];
     for host in [
         format!("127.0.0.1:{port}"),
