@@ -3,12 +3,10 @@
 // lists that never show the other organization's rows, membership changes
 // reaching live subscriptions, and sign-out ending a live subscription.
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 
 import {
-  startServer,
-  Clients,
   Live,
   api,
   auth,
@@ -20,22 +18,15 @@ import {
   rejectsWithCode,
   assertCode,
   verifyEmail,
+  serverForFile,
 } from "./harness.mjs";
 
 let server;
 let clients;
 
-before(async () => {
-  server = await startServer();
-  clients = new Clients(server.url);
-});
-
-after(async () => {
-  try {
-    await clients?.closeAll();
-  } finally {
-    await server?.stop();
-  }
+serverForFile((s, c) => {
+  server = s;
+  clients = c;
 });
 
 test("the HTTP auth endpoints: sign-up, sign-in, get-session", async () => {

@@ -5,25 +5,17 @@
 // The URLs the server gives are absolute (as Convex's), so they are
 // `fetch`ed as they are.
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { startServer, Clients, Live, api, newUser, ok, withTimeout } from "./harness.mjs";
+import { Live, api, newUser, ok, withTimeout, serverForFile } from "./harness.mjs";
 
 let server;
 let clients;
 
-before(async () => {
-  server = await startServer();
-  clients = new Clients(server.url);
-});
-
-after(async () => {
-  try {
-    await clients?.closeAll();
-  } finally {
-    await server?.stop();
-  }
+serverForFile((s, c) => {
+  server = s;
+  clients = c;
 });
 
 /** Uploads `bytes` as Convex's docs show, through a fresh upload URL. */

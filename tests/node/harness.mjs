@@ -3,6 +3,7 @@
 // APP.md, and clients of the official `convex` npm package pointed at the
 // server. Nothing here may wait without a bound.
 
+import { before, after } from "node:test";
 import { spawn } from "node:child_process";
 import { mkdtemp, rm, access, readdir, readFile } from "node:fs/promises";
 import { constants as fsConstants } from "node:fs";
@@ -721,4 +722,26 @@ export async function orgWithMember(url, clients, label = "org") {
     "organizations:acceptInvitation",
   );
   return { owner, member, organizationId, slug, invitationId };
+}
+
+/**
+ * One server and its clients for a whole test file: started before the
+ * first test, every client closed and the server stopped after the last.
+ * `use(server, clients)` is called once both exist.
+ */
+export function serverForFile(use, options) {
+  let server;
+  let clients;
+  before(async () => {
+    server = await startServer(options);
+    clients = new Clients(server.url);
+    use(server, clients);
+  });
+  after(async () => {
+    try {
+      await clients?.closeAll();
+    } finally {
+      await server?.stop();
+    }
+  });
 }

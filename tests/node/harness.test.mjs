@@ -3,33 +3,25 @@
 // function that does not exist through every client path, and stops cleanly
 // on SIGTERM.
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 
 import {
   startServer,
-  Clients,
   Live,
   ProtocolMonitor,
   api,
   rejects,
   withTimeout,
+  serverForFile,
 } from "./harness.mjs";
 
 let server;
 let clients;
 
-before(async () => {
-  server = await startServer();
-  clients = new Clients(server.url);
-});
-
-after(async () => {
-  try {
-    await clients?.closeAll();
-  } finally {
-    await server?.stop();
-  }
+serverForFile((s, c) => {
+  server = s;
+  clients = c;
 });
 
 test("the server prints its URL, answers /health", async () => {

@@ -4,12 +4,10 @@
 // FORBIDDEN, NOT_FOUND, INVALID_ARGUMENT); a missing or internal function is
 // an error; ConvexHttpClient queries, mutations and errors.
 
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 
 import {
-  startServer,
-  Clients,
   Live,
   api,
   newUser,
@@ -20,22 +18,15 @@ import {
   rejectsWithCode,
   assertCode,
   ConvexError,
+  serverForFile,
 } from "./harness.mjs";
 
 let server;
 let clients;
 
-before(async () => {
-  server = await startServer();
-  clients = new Clients(server.url);
-});
-
-after(async () => {
-  try {
-    await clients?.closeAll();
-  } finally {
-    await server?.stop();
-  }
+serverForFile((s, c) => {
+  server = s;
+  clients = c;
 });
 
 const ids = (todos) => todos.map((t) => t._id);
