@@ -545,6 +545,7 @@ async fn uploads_count_against_their_uploaders_calls_in_flight() {
     .await;
     let refused = upload(&t, &second, "text/plain", b"second").await;
     assert_eq!(refused.status, 429, "{}", refused.json());
+    assert_eq!(refused.header("retry-after"), Some("1"));
     drop(stalled);
     eventually("the stalled upload is gone", || {
         files_on_disk(t.data_dir()).is_empty()

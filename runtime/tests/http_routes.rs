@@ -428,7 +428,8 @@ async fn route_calls_count_against_the_callers_budget_and_are_logged() {
     entered.recv().await.expect("the first call started");
 
     let refused = http(addr, "GET", "/slow/2", &[], b"").await;
-    assert_eq!(refused.status, 400);
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.header("retry-after"), Some("1"));
     assert_eq!(refused.json()["code"], "LIMIT_EXCEEDED");
     // A function call from the same address shares the budget.
     let (status, body) = call(addr, "query", "notes:list", org("A")).await;

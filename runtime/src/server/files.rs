@@ -122,7 +122,7 @@ async fn upload(
     let client = client.map(|Extension(ClientAddr(addr))| addr);
     let _slot = match state.calls.start(&uploader.identity(), client) {
         Ok(slot) => slot,
-        Err(e) => return error_response(e, PATH),
+        Err(e) => return super::inflight::too_many_calls(&e),
     };
     let max = files.max_upload_bytes();
     let too_large = || {

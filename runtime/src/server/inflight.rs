@@ -10,6 +10,11 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
 
 use super::listener::{Counts, Slot};
 use crate::error::Error;
@@ -18,6 +23,10 @@ use crate::identity::Identity;
 /// Most function calls one caller may have in flight at once (see the module
 /// docs); more are refused with `LIMIT_EXCEEDED`.
 pub const MAX_CALLS_IN_FLIGHT_PER_CALLER: usize = 256;
+
+/// The `Retry-After` of an HTTP request refused for its caller's calls in
+/// flight: calls are short, so a second is enough to find a place again.
+pub const CALLS_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Who a call is counted against.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -74,4 +83,22 @@ impl CallsInFlight {
     pub fn held(&self, key: &CallerKey) -> usize {
         self.counts.held(key)
     }
+}
+
+/// The answer to an HTTP request (an HTTP route, an upload) refused by
+/// [`CallsInFlight::start`]: `429` with [`CALLS_RETRY_AFTER`] and the
+/// `LIMIT_EXCEEDED` error as `{code, message}`. (The function API answers
+/// the npm client's way instead: `560` with `errorData`.)
+pub fn too_many_calls(error: &Error) -> Response {
+    let code = error.code().map_or("LIMIT_EXCEEDED", |c| c.as_str());
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        axum::Json(json!({"code": code, "message": error.client_message()})),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(CALLS_RETRY_AFTER.as_secs()),
+    );
+    response
 }

@@ -92,13 +92,15 @@ pub async fn serve(state: AppState, request: Request) -> Response {
     };
     let label = format!("{} {}", request.method, route.pattern());
     let started = Instant::now();
-    let outcome = match state.calls.start(&identity, client) {
-        Ok(_slot) => run(&state, &route, identity, request).await,
-        Err(e) => Err(e),
+    let (outcome, busy) = match state.calls.start(&identity, client) {
+        Ok(_slot) => (run(&state, &route, identity, request).await, false),
+        Err(e) => (Err(e), true),
     };
     log_call(&state, &label, &path, started, &outcome);
     let mut response = match outcome {
         Ok(response) => into_response(response),
+        // Past the caller's calls in flight: 429 with `Retry-After`.
+        Err(e) if busy => super::inflight::too_many_calls(&e),
         Err(e) => error_response(e.redact(&label)),
     };
     if let (Some(cors), Some(origin)) = (route.cors_policy(), origin) {
