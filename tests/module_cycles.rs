@@ -1,4 +1,6 @@
-//! The module graphs of `runtime/src` and `sdk/src` have no cycle: every file
+//! The module graphs of every crate of more than a few files (`runtime`,
+//! `sdk`, `store`, `schema`, `functions`, `testkit`, `bench`, `fuzz`) have
+//! no cycle: every file
 //! is a module, and a path it names — `crate::a::b::Item`, `super::Item`,
 //! `self::child::Item`, or `child::Item` for a `mod child` it declares — is an
 //! edge to the deepest module that path reaches. A cycle means two modules
@@ -359,6 +361,13 @@ fn the_runtime_has_no_module_import_cycle() {
 #[test]
 fn the_sdk_has_no_module_import_cycle() {
     assert_acyclic("sdk");
+}
+
+#[test]
+fn the_other_crates_have_no_module_import_cycle() {
+    for krate in ["store", "schema", "functions", "testkit", "bench", "fuzz"] {
+        assert_acyclic(krate);
+    }
 }
 
 /// The checker finds a cycle when there is one — through `crate::` paths,

@@ -6,11 +6,8 @@ use livebase_runtime::transaction::Transaction;
 use livebase_runtime::{Error, Result};
 use livebase_schema::{obj, DocumentId, Value};
 
-use super::schema::TODOS;
+use super::schema::{MAX_TEXT_CHARS, TODOS};
 use crate::shared::LIST_LIMIT;
-
-/// Longest todo text, in characters.
-pub const MAX_TEXT_CHARS: usize = 1000;
 
 /// The organization's todos, newest first: the latest [`LIST_LIMIT`].
 pub fn list_todos(db: &mut Reader, organization_id: &str) -> Result<Vec<Value>> {

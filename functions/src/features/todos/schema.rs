@@ -2,7 +2,9 @@
 
 use livebase_schema::{define_table, v, TableDefinition};
 
-use super::logic::MAX_TEXT_CHARS;
+/// Longest todo text, in characters: the table's bound, which `create_todo`
+/// also checks first to answer with its own message.
+pub const MAX_TEXT_CHARS: usize = 1000;
 
 pub const TODOS: &str = "todos";
 
