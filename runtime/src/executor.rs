@@ -53,6 +53,7 @@ pub struct Executor {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     db: Database,
     registry: Arc<Registry>,
@@ -86,81 +87,41 @@ impl Executor {
         }
     }
 
+    /// This executor with `change` made to a copy of its parts (the
+    /// `with_*` builders).
+    fn with(self, change: impl FnOnce(&mut Inner)) -> Executor {
+        let mut inner = Inner::clone(&self.inner);
+        change(&mut inner);
+        Executor {
+            inner: Arc::new(inner),
+        }
+    }
+
     /// This executor with `mailer` for its actions.
     pub fn with_mailer(self, mailer: Mailer) -> Executor {
-        Executor {
-            inner: Arc::new(Inner {
-                db: self.inner.db.clone(),
-                registry: self.inner.registry.clone(),
-                mailer: Some(mailer),
-                calls: self.inner.calls.clone(),
-                cursor_key: self.inner.cursor_key.clone(),
-                files: self.inner.files.clone(),
-                public_url: self.inner.public_url.clone(),
-            }),
-        }
+        self.with(|inner| inner.mailer = Some(mailer))
     }
 
     /// This executor, also recording every call in `calls`.
     pub fn with_call_log(self, calls: CallLog) -> Executor {
-        Executor {
-            inner: Arc::new(Inner {
-                db: self.inner.db.clone(),
-                registry: self.inner.registry.clone(),
-                mailer: self.inner.mailer.clone(),
-                calls: Some(calls),
-                cursor_key: self.inner.cursor_key.clone(),
-                files: self.inner.files.clone(),
-                public_url: self.inner.public_url.clone(),
-            }),
-        }
+        self.with(|inner| inner.calls = Some(calls))
     }
 
     /// This executor, signing pagination cursors and journals with the
     /// deployment's `key` (so they outlive a restart).
     pub fn with_cursor_key(self, key: CursorKey) -> Executor {
-        Executor {
-            inner: Arc::new(Inner {
-                db: self.inner.db.clone(),
-                registry: self.inner.registry.clone(),
-                mailer: self.inner.mailer.clone(),
-                calls: self.inner.calls.clone(),
-                cursor_key: Arc::new(key),
-                files: self.inner.files.clone(),
-                public_url: self.inner.public_url.clone(),
-            }),
-        }
+        self.with(|inner| inner.cursor_key = Arc::new(key))
     }
 
     /// This executor, giving actions `files`.
     pub fn with_files(self, files: crate::storage::Files) -> Executor {
-        Executor {
-            inner: Arc::new(Inner {
-                db: self.inner.db.clone(),
-                registry: self.inner.registry.clone(),
-                mailer: self.inner.mailer.clone(),
-                calls: self.inner.calls.clone(),
-                cursor_key: self.inner.cursor_key.clone(),
-                files: Some(files),
-                public_url: self.inner.public_url.clone(),
-            }),
-        }
+        self.with(|inner| inner.files = Some(files))
     }
 
     /// This executor, building stored files' URLs on `url` (the server's
     /// public origin, `https://host[:port]`), as Convex returns absolute URLs.
     pub fn with_public_url(self, url: &str) -> Executor {
-        Executor {
-            inner: Arc::new(Inner {
-                db: self.inner.db.clone(),
-                registry: self.inner.registry.clone(),
-                mailer: self.inner.mailer.clone(),
-                calls: self.inner.calls.clone(),
-                cursor_key: self.inner.cursor_key.clone(),
-                files: self.inner.files.clone(),
-                public_url: Some(Arc::from(url.trim_end_matches('/'))),
-            }),
-        }
+        self.with(|inner| inner.public_url = Some(Arc::from(url.trim_end_matches('/'))))
     }
 
     /// The origin stored files' URLs are built on, if set.
