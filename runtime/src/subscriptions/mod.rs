@@ -1,28 +1,32 @@
-//! The subscription manager: one worker thread that owns every live query,
-//! re-runs exactly the queries a commit touched, and pushes consistent
-//! Transitions to connections.
+//! The subscription manager: one worker thread that owns every live query
+//! and a pool of evaluator threads that run them; it re-runs exactly the
+//! queries a commit touched and pushes consistent Transitions to connections.
 //!
 //! # How a commit reaches subscribers
 //!
 //! The writer thread hands each commit (its timestamp and write set) to the
-//! worker's channel before the mutation's caller hears back. The worker, per
-//! round:
+//! worker's channel before the mutation's caller hears back. The worker:
 //!
-//! 1. takes every queued event (commits, query-set changes, identity changes,
-//!    read-your-writes requests, connects and disconnects);
+//! 1. takes every queued event (commits, finished evaluations, query-set
+//!    changes, identity changes, read-your-writes requests, connects and
+//!    disconnects);
 //! 2. looks each written key up in the [`InvalidationIndex`] — a hash map from
 //!    the common prefix of each read interval to the queries that read it — so a
 //!    commit costs in proportion to the queries it hits, not to all queries;
-//! 3. if any query is due for (re-)evaluation, opens one read snapshot at `S`,
-//!    first drains the commits up to `S` (so it has seen every write the
-//!    snapshot contains), then evaluates due queries on that snapshot — the
-//!    fairest first, for at most [`ROUND_BUDGET`] (see below);
-//! 4. sends each connection with changes (or waiting for its own write) one
-//!    Transition ending at `S` — as soon as the identity whose queries it
-//!    holds has had its turn — unless one of its queries is still due (it
-//!    waits for a later round): all its results are valid at `S`, because every
-//!    query it holds was either re-run at `S` or untouched by every commit up to
-//!    `S`.
+//!    a hit query's result is valid up to that commit, and the query is due;
+//! 3. hands due queries to idle evaluators ([`evaluator`]), in jobs of one
+//!    tenant's queries; each job runs on its own read snapshot, so several
+//!    run at once, on every core;
+//! 4. takes each finished job's results in: a result read at snapshot `S` is
+//!    valid from `S` until the first later commit that wrote into its read
+//!    set — checked against the commits processed since the job was sent,
+//!    and, for those still to come, by the index;
+//! 5. sends each connection with changes (or waiting for its own write) one
+//!    Transition ending at the latest timestamp, up to the last processed
+//!    commit, at which every result it holds is valid (see [`valid_at`]);
+//!    while no such timestamp exists (a query it holds is being re-run
+//!    after a commit that touched it) it waits. So every Transition is valid
+//!    at one timestamp, whichever snapshots its results were read at.
 //!
 //! Identical subscriptions — same path, arguments and identity — share one
 //! [`QueryState`] and one evaluation; a connection is sent only results that
@@ -47,18 +51,17 @@
 //! in total ([`MAX_QUERY_ARGS_BYTES_TOTAL`]).
 //!
 //! Evaluation is scheduled fairly between identities: due queries wait in one
-//! queue per identity (anonymous callers share one), a round serves first the
-//! identities that spent the least evaluation time lately, and a round ends
-//! after [`ROUND_BUDGET`] of evaluation. So one identity's backlog of heavy
-//! queries delays another identity's push by about one round, not by the
-//! backlog; its own connections wait until their queries are all evaluated.
-//! An identity left with due queries at the end of every round for
-//! [`STARVATION_LIMIT`] gets one turn that is not cut short (its connections
-//! need all their queries re-run on one snapshot to be sent anything), so
-//! every connection is answered eventually.
+//! queue per identity (anonymous callers share one); an idle evaluator is
+//! given the queue of the identity that spent the least evaluation time
+//! lately, and a job ends after [`ROUND_BUDGET`] of evaluation. One identity
+//! has jobs on at most all but one evaluator ([`evaluator_count`]: one per
+//! core, at least two), so another identity's query never waits for a heavy
+//! one to finish, and one identity's churn leaves a core to everything else. An identity whose queries have been due without a
+//! break for [`STARVATION_LIMIT`] (its data changes faster than its many
+//! queries can all be re-run, so its connections are never sent anything)
+//! gets one job with all of them, on one snapshot, not cut short.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
@@ -66,8 +69,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use livebase_schema::protocol::{
-    FunctionError, QueryId, QuerySetModification, ResultValue, ServerMessage, StateModification,
-    StateVersion,
+    FunctionError, QueryId, QuerySetModification, ServerMessage, StateModification, StateVersion,
 };
 use livebase_schema::{Timestamp, Value};
 use tokio::sync::mpsc;
@@ -79,8 +81,13 @@ use crate::function::{Access, FunctionKind};
 use crate::identity::Identity;
 use crate::readset::{Commit, InvalidationIndex, ReadSet};
 use crate::registry::Registry;
-use crate::store::StoreConnection;
-use crate::transaction::Transaction;
+
+mod evaluator;
+mod query;
+
+pub use evaluator::{evaluator_count, ROUND_BUDGET};
+use evaluator::{Done, Job, JobQuery};
+use query::{QueryKey, SharedResult};
 
 /// Most queries one connection may hold at once.
 pub const MAX_QUERIES_PER_CONNECTION: usize = 1024;
@@ -105,18 +112,18 @@ pub const QUERY_CHURN_PER_SECOND: u32 = 100;
 pub const AUTHENTICATE_BURST: u32 = 10;
 /// ... and per minute after that; one more closes the connection (1008).
 pub const AUTHENTICATE_PER_MINUTE: u32 = 30;
-/// Evaluation time after which a round of the worker ends (after the query
-/// running at the time) and its results are sent: what one identity's backlog
-/// can delay another's push by.
-pub const ROUND_BUDGET: Duration = Duration::from_millis(2);
-/// How long an identity's due queries may be cut off by [`ROUND_BUDGET`]
-/// round after round before it gets one turn without it, first in its round.
-/// Without this, an identity whose data changes faster than its many queries
-/// can all be re-run on one snapshot would never be sent a Transition; with
-/// it, others wait for such a turn at most once per this long.
+/// How long an identity may have queries due, its jobs cut off by
+/// [`ROUND_BUDGET`] one after another, before it gets one job that runs all
+/// its due queries on one snapshot, however long that takes. Without this,
+/// an identity whose data changes faster than its many queries can all be
+/// re-run would never be sent a Transition; with it, such a turn takes one
+/// evaluator at most once per this long.
 pub const STARVATION_LIMIT: Duration = Duration::from_secs(10);
 /// How fast an identity's recent evaluation time is forgotten (halved).
 const SPENT_HALF_LIFE: Duration = Duration::from_secs(1);
+/// Most queries in one job while a tenant's queue is split between
+/// evaluators (a job also ends after [`ROUND_BUDGET`]).
+const JOB_QUERIES: usize = 64;
 /// Capacity of the worker's event queue. Connections that find it full are
 /// told the server is overloaded; the writer waits (backpressure on commits).
 pub const EVENT_QUEUE: usize = 65_536;
@@ -157,6 +164,8 @@ pub enum Event {
         conn: ConnId,
         ts: Timestamp,
     },
+    /// An evaluator finished a job.
+    Evaluated(Box<Done>),
     Shutdown,
 }
 
@@ -200,7 +209,18 @@ impl Subscriptions {
     pub async fn start(executor: &Executor, max_queued_bytes: usize) -> Result<Subscriptions> {
         let db: &Database = executor.database();
         let (tx, rx) = std_mpsc::sync_channel(EVENT_QUEUE);
-        let conn = db.persistence().connect()?;
+        let setup = evaluator::Setup {
+            registry: executor.registry().clone(),
+            cursor_key: executor.cursor_key().clone(),
+            public_url: executor.public_url().cloned(),
+        };
+        let mut evaluators = Vec::new();
+        for index in 0..evaluator_count() {
+            let conn = db.persistence().connect()?;
+            let done_tx = tx.clone();
+            let done = move |done| done_tx.send(Event::Evaluated(Box::new(done))).is_ok();
+            evaluators.push(evaluator::spawn(index, conn, setup.clone(), done)?);
+        }
         let commit_tx = tx.clone();
         // Registered on the writer thread: every commit after `start_ts` reaches
         // the worker, none before it does.
@@ -212,12 +232,12 @@ impl Subscriptions {
             .await?;
         let stats = Arc::new(Stats::default());
         let worker = SubscriptionWorker {
-            conn,
-            cursor_key: executor.cursor_key().clone(),
-            public_url: executor.public_url().cloned(),
-            registry: executor.registry().clone(),
+            idle: (0..evaluators.len()).rev().collect(),
+            in_flight: vec![None; evaluators.len()],
+            evaluators,
+            running: HashMap::new(),
+            recent: VecDeque::new(),
             rx,
-            deferred: VecDeque::new(),
             processed_ts: start_ts,
             connections: HashMap::new(),
             to_flush: HashSet::new(),
@@ -278,60 +298,6 @@ impl Subscriptions {
     }
 }
 
-/// A query's latest result. The value is shared: every subscriber's
-/// Transition points at the same one instead of holding a copy.
-type SharedResult = std::result::Result<Arc<ResultValue>, FunctionError>;
-
-/// What identifies a shared query: its canonical path, its arguments and its
-/// caller. The state and the lookup map share one copy of it.
-#[derive(PartialEq, Eq)]
-struct QueryKey {
-    path: String,
-    args: Arc<Vec<Value>>,
-    identity: String,
-    /// A page re-added with a journal keeps its own end: it shares only
-    /// with subscriptions that sent the same journal.
-    journal: Option<String>,
-}
-
-impl Hash for QueryKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.path.hash(state);
-        self.identity.hash(state);
-        self.journal.hash(state);
-        for arg in self.args.iter() {
-            hash_value(arg, state);
-        }
-    }
-}
-
-/// Hashes a value consistently with its `Eq` (floats by their bits, as
-/// `total_cmp` compares them).
-fn hash_value<H: Hasher>(value: &Value, state: &mut H) {
-    std::mem::discriminant(value).hash(state);
-    match value {
-        Value::Null => {}
-        Value::Int64(i) => i.hash(state),
-        Value::Float64(f) => f.to_bits().hash(state),
-        Value::Boolean(b) => b.hash(state),
-        Value::String(s) => s.hash(state),
-        Value::Bytes(b) => b.hash(state),
-        Value::Array(items) => {
-            items.len().hash(state);
-            for item in items {
-                hash_value(item, state);
-            }
-        }
-        Value::Object(fields) => {
-            fields.len().hash(state);
-            for (name, item) in fields {
-                name.hash(state);
-                hash_value(item, state);
-            }
-        }
-    }
-}
-
 /// One shared live query.
 struct QueryState {
     key: Arc<QueryKey>,
@@ -341,6 +307,14 @@ struct QueryState {
     /// Bytes of its path and arguments, counted against the budgets.
     size: usize,
     result: Option<SharedResult>,
+    /// The snapshot `result` was read at ...
+    evaluated_ts: Timestamp,
+    /// ... and the first commit after it known to have written something it
+    /// read: the result is valid at every timestamp from `evaluated_ts` up
+    /// to, not including, this one.
+    invalid_from: Option<Timestamp>,
+    /// An evaluator is running it (then it is not in `due`).
+    in_flight: bool,
     /// The page end a paginated query keeps between runs: the journal the
     /// client sent back in `Add`, then whatever the last run left.
     journal: Option<String>,
@@ -423,15 +397,20 @@ impl Spent {
 }
 
 struct SubscriptionWorker {
-    conn: Box<dyn StoreConnection>,
-    /// What live queries sign their cursors and journals with.
-    cursor_key: Arc<crate::pagination::CursorKey>,
-    /// What live queries build stored files' URLs on.
-    public_url: Option<Arc<str>>,
-    registry: Arc<Registry>,
+    /// Each evaluator's job queue.
+    evaluators: Vec<std_mpsc::Sender<Job>>,
+    /// Evaluators without a job.
+    idle: Vec<usize>,
+    /// For each evaluator with a job: the processed timestamp when it was
+    /// sent (its snapshot is at or after it).
+    in_flight: Vec<Option<Timestamp>>,
+    /// Jobs in flight per tenant.
+    running: HashMap<Arc<str>, usize>,
+    /// The commits processed since the oldest job in flight was sent, in
+    /// order: what a result read on an earlier snapshot is checked against.
+    recent: VecDeque<Commit>,
     rx: std_mpsc::Receiver<Event>,
-    /// Events met while draining commits up to a snapshot, handled next round.
-    deferred: VecDeque<Event>,
+    /// Every commit up to here has been processed.
     processed_ts: Timestamp,
     connections: HashMap<ConnId, ConnState>,
     /// Connections with something to send; `flush` visits only these, so a
@@ -442,15 +421,15 @@ struct SubscriptionWorker {
     by_key: HashMap<Arc<QueryKey>, u64>,
     next_handle: u64,
     index: InvalidationIndex,
-    /// Queries to (re-)evaluate: new ones, and those a processed commit
-    /// touched since their last evaluation.
+    /// Queries to (re-)evaluate and not in flight: new ones, and those a
+    /// processed commit touched after their last snapshot.
     due: HashSet<u64>,
     /// The due queries by tenant, oldest first (entries no longer in `due`
     /// are skipped).
     queues: HashMap<Arc<str>, VecDeque<u64>>,
     spent: HashMap<Arc<str>, Spent>,
-    /// Since when each tenant has had queries left due at the end of every
-    /// round (see [`STARVATION_LIMIT`]).
+    /// Since when each tenant has had queries due without a break (see
+    /// [`STARVATION_LIMIT`]).
     cut_off: HashMap<Arc<str>, Instant>,
     /// Bytes of path and arguments held by all live queries.
     args_bytes: usize,
@@ -790,13 +769,6 @@ fn queued_size(msg: &ServerMessage) -> usize {
     }
 }
 
-fn to_wire(result: Result<Value>) -> SharedResult {
-    match result {
-        Ok(v) => Ok(v.into()),
-        Err(e) => Err(e.to_function_error()),
-    }
-}
-
 fn modification(
     query_id: QueryId,
     result: &SharedResult,
@@ -822,50 +794,53 @@ impl SubscriptionWorker {
     fn run(mut self) {
         loop {
             let mut events = Vec::new();
-            match self.deferred.pop_front() {
-                Some(e) => events.push(e),
-                // With queries still due, a round runs without waiting.
-                None if self.due.is_empty() => match self.rx.recv() {
-                    Ok(e) => events.push(e),
-                    Err(_) => return,
-                },
-                None => {}
+            match self.rx.recv() {
+                Ok(e) => events.push(e),
+                Err(_) => return,
             }
-            events.extend(self.deferred.drain(..));
             while events.len() < 4096 {
                 match self.rx.try_recv() {
                     Ok(e) => events.push(e),
                     Err(_) => break,
                 }
             }
-            let mut last_commit = self.processed_ts;
             for event in events {
                 match event {
                     Event::Shutdown => return,
-                    Event::Commit(c) => {
-                        self.invalidate(&c);
-                        last_commit = last_commit.max(c.ts);
-                    }
+                    Event::Commit(c) => self.invalidate(c),
+                    Event::Evaluated(done) => self.accept(*done),
                     other => self.handle(other),
                 }
             }
-            if self.due.is_empty() {
-                self.processed_ts = last_commit;
-            } else if let Err(e) = self.evaluate(last_commit) {
-                tracing::error!("subscription worker: evaluation failed: {e}");
-            }
+            self.dispatch();
             self.flush();
         }
     }
 
-    fn invalidate(&mut self, commit: &Commit) {
+    fn invalidate(&mut self, commit: Commit) {
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.processed_ts = self.processed_ts.max(commit.ts);
         let mut hits = HashSet::new();
         for key in commit.writes.keys() {
             self.index.hits(key, &mut hits);
         }
         for handle in hits {
-            self.mark_due(handle);
+            let Some(q) = self.queries.get_mut(&handle) else {
+                continue;
+            };
+            if q.result.is_some() && commit.ts <= q.evaluated_ts {
+                continue; // its snapshot already had this commit
+            }
+            if q.result.is_some() && q.invalid_from.is_none() {
+                q.invalid_from = Some(commit.ts);
+            }
+            // One in flight is checked against this commit when it is back.
+            if !q.in_flight {
+                self.mark_due(handle);
+            }
+        }
+        if self.idle.len() < self.evaluators.len() {
+            self.recent.push_back(commit);
         }
     }
 
@@ -921,7 +896,7 @@ impl SubscriptionWorker {
                     self.to_flush.insert(conn);
                 }
             }
-            Event::Commit(_) | Event::Shutdown => {}
+            Event::Commit(_) | Event::Evaluated(_) | Event::Shutdown => {}
         }
     }
 
@@ -1119,6 +1094,9 @@ impl SubscriptionWorker {
                         identity,
                         size,
                         result: None,
+                        evaluated_ts: Timestamp::ZERO,
+                        invalid_from: None,
+                        in_flight: false,
                         journal: key.journal.clone(),
                         reads: ReadSet::new(),
                         subscribers: HashSet::new(),
@@ -1135,7 +1113,6 @@ impl SubscriptionWorker {
                 (h, size)
             }
         };
-        let due = self.due.contains(&handle);
         let q = self.queries.get_mut(&handle).expect("just found or made");
         q.subscribers.insert((conn, query_id));
         let c = self.connections.get_mut(&conn).expect("caller checked");
@@ -1143,8 +1120,8 @@ impl SubscriptionWorker {
         c.args_bytes += size;
         // A query whose result is current and not about to be re-run answers
         // from the shared result right away.
-        match (&q.result, due) {
-            (Some(result), false) => c.push(modification(query_id, result, q.journal.clone())),
+        match (&q.result, q.invalid_from) {
+            (Some(result), None) => c.push(modification(query_id, result, q.journal.clone())),
             _ => {
                 q.awaiting_first.insert((conn, query_id));
             }
@@ -1226,73 +1203,86 @@ impl SubscriptionWorker {
         }
     }
 
-    /// One round of evaluation on one snapshot, after draining every commit the
-    /// snapshot contains (which may make more queries due): tenants that spent
-    /// the least evaluation time lately first, each one's queries oldest
-    /// first, until [`ROUND_BUDGET`] is spent. What is left stays due.
-    fn evaluate(&mut self, mut last_commit: Timestamp) -> Result<()> {
-        let snapshot = self.conn.begin_read()?;
-        while last_commit < snapshot {
-            match self.rx.recv() {
-                Ok(Event::Commit(c)) => {
-                    self.invalidate(&c);
-                    last_commit = last_commit.max(c.ts);
-                }
-                Ok(other) => self.deferred.push_back(other),
-                Err(_) => break,
-            }
-        }
-        // Every commit up to the snapshot is processed: a connection none of
-        // whose queries is due is valid at it from here on.
-        self.processed_ts = self.processed_ts.max(snapshot).max(last_commit);
+    /// Hands due queries to idle evaluators: the starving tenant first (one
+    /// job with all its due queries, once none of its jobs is in flight),
+    /// then the tenants that spent the least evaluation time lately, each
+    /// one's queries oldest first. A tenant has jobs on at most all but one
+    /// evaluator, so another tenant's query never waits for one to be free.
+    fn dispatch(&mut self) {
         let started = Instant::now();
-        // Starving tenants first (their turn is not cut short), then the
-        // least recently busy.
-        let starving = |t: &Arc<str>| {
-            self.cut_off
-                .get(t)
-                .is_some_and(|since| started.saturating_duration_since(*since) >= STARVATION_LIMIT)
-        };
-        let mut order: Vec<(bool, f64, Arc<str>)> = self
-            .queues
-            .keys()
-            .map(|t| {
-                let spent = self.spent.get(t).map_or(0.0, |s| s.now(started));
-                (!starving(t), spent, t.clone())
-            })
-            .collect();
-        order.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
-        'round: for (not_starving, _, tenant) in order {
-            let mut ran = false;
-            while let Some(handle) = self.queues.get_mut(&tenant).and_then(VecDeque::pop_front) {
+        let cap = self.evaluators.len().saturating_sub(1).max(1);
+        while !self.idle.is_empty() {
+            let mut best: Option<(bool, f64, Arc<str>)> = None;
+            for (tenant, queue) in &self.queues {
+                let running = self.running.get(tenant).copied().unwrap_or(0);
+                let starving = self.cut_off.get(tenant).is_some_and(|since| {
+                    started.saturating_duration_since(*since) >= STARVATION_LIMIT
+                });
+                if queue.is_empty() || running >= cap || (starving && running > 0) {
+                    continue;
+                }
+                let spent = self.spent.get(tenant).map_or(0.0, |s| s.now(started));
+                let candidate = (!starving, spent, tenant.clone());
+                if best
+                    .as_ref()
+                    .is_none_or(|b| (candidate.0, candidate.1) < (b.0, b.1))
+                {
+                    best = Some(candidate);
+                }
+            }
+            let Some((not_starving, _, tenant)) = best else {
+                break;
+            };
+            let running = self.running.get(&tenant).copied().unwrap_or(0);
+            let queue = self.queues.get_mut(&tenant).expect("a candidate's queue");
+            let most = if not_starving {
+                queue.len().div_ceil(cap - running).clamp(1, JOB_QUERIES)
+            } else {
+                usize::MAX
+            };
+            let mut queries = Vec::new();
+            while queries.len() < most {
+                let Some(handle) = queue.pop_front() else {
+                    break;
+                };
                 if !self.due.remove(&handle) {
                     continue; // evaluated or unsubscribed since it was queued
                 }
-                let t0 = Instant::now();
-                self.evaluate_one(handle, snapshot);
-                ran = true;
-                let now = Instant::now();
-                let spent = self.spent.entry(tenant.clone()).or_insert(Spent {
-                    seconds: 0.0,
-                    at: now,
+                let q = self.queries.get_mut(&handle).expect("a due query is live");
+                q.in_flight = true;
+                queries.push(JobQuery {
+                    handle,
+                    key: q.key.clone(),
+                    identity: q.identity.clone(),
+                    journal: q.journal.clone(),
                 });
-                *spent = Spent {
-                    seconds: spent.now(now) + (now - t0).as_secs_f64(),
-                    at: now,
-                };
-                if not_starving && now - started >= ROUND_BUDGET {
-                    break 'round;
+            }
+            if queries.is_empty() {
+                continue; // only stale entries: the queue is empty now
+            }
+            let evaluator = self.idle.pop().expect("checked above");
+            let job = Job {
+                tenant: tenant.clone(),
+                uncut: !not_starving,
+                queries,
+            };
+            if let Err(std_mpsc::SendError(job)) = self.evaluators[evaluator].send(job) {
+                tracing::error!("subscription worker: evaluator {evaluator} is gone");
+                for q in job.queries {
+                    if let Some(state) = self.queries.get_mut(&q.handle) {
+                        state.in_flight = false;
+                        self.mark_due(q.handle);
+                    }
                 }
+                break;
             }
-            // This tenant's connections need not wait for the tenants after
-            // it in the round.
-            if ran {
-                self.flush();
-            }
+            self.in_flight[evaluator] = Some(self.processed_ts);
+            *self.running.entry(tenant).or_insert(0) += 1;
         }
         self.queues.retain(|_, q| !q.is_empty());
-        let queues = &self.queues;
-        self.cut_off.retain(|t, _| queues.contains_key(t));
+        let (queues, running) = (&self.queues, &self.running);
+        self.cut_off
+            .retain(|t, _| queues.contains_key(t) || running.contains_key(t));
         for tenant in self.queues.keys() {
             self.cut_off.entry(tenant.clone()).or_insert(started);
         }
@@ -1302,35 +1292,89 @@ impl SubscriptionWorker {
             self.spent
                 .retain(|t, s| queues.contains_key(t) || s.now(now) > 1e-6);
         }
-        self.conn.end_read()?;
-        Ok(())
     }
 
-    fn evaluate_one(&mut self, handle: u64, snapshot: Timestamp) {
-        let Some(q) = self.queries.get(&handle) else {
-            return;
+    /// Takes in a finished job: its evaluator is free again, its tenant is
+    /// charged its time, each result replaces its query's (checked against
+    /// the commits processed since its snapshot), and the queries it did not
+    /// get to are due again, first in their tenant's queue.
+    fn accept(&mut self, done: Done) {
+        self.idle.push(done.evaluator);
+        self.in_flight[done.evaluator] = None;
+        if let Some(n) = self.running.get_mut(&done.tenant) {
+            *n -= 1;
+            if *n == 0 {
+                self.running.remove(&done.tenant);
+            }
+        }
+        let now = Instant::now();
+        let spent = self.spent.entry(done.tenant.clone()).or_insert(Spent {
+            seconds: 0.0,
+            at: now,
+        });
+        *spent = Spent {
+            seconds: spent.now(now) + done.spent.as_secs_f64(),
+            at: now,
         };
-        let registry = self.registry.clone();
-        let mut tx = Transaction::read_only(self.conn.as_mut(), registry.schema(), snapshot);
-        tx.set_cursor_key(self.cursor_key.clone());
-        tx.set_public_url(self.public_url.clone());
-        tx.set_journal(q.journal.clone());
-        let (result, reads, journal) =
-            Executor::evaluate_in(&registry, tx, &q.key.path, &q.key.args, &q.identity);
-        self.stats.evaluations.fetch_add(1, Ordering::Relaxed);
-        let result = to_wire(result.map_err(|e| e.redact(&q.key.path)));
-        let q = self.queries.get_mut(&handle).expect("present");
+        if done.uncut {
+            // It had its turn; the next one is a full STARVATION_LIMIT away.
+            self.cut_off.remove(&done.tenant);
+        }
+        self.stats
+            .evaluations
+            .fetch_add(done.results.len() as u64, Ordering::Relaxed);
+        for evaluated in done.results {
+            self.accept_one(evaluated, done.ts);
+        }
+        for &handle in done.not_run.iter().rev() {
+            let Some(q) = self.queries.get_mut(&handle) else {
+                continue;
+            };
+            q.in_flight = false;
+            if self.due.insert(handle) {
+                self.queues
+                    .entry(q.tenant.clone())
+                    .or_default()
+                    .push_front(handle);
+            }
+        }
+        match self.in_flight.iter().flatten().min() {
+            Some(&oldest) => {
+                while self.recent.front().is_some_and(|c| c.ts <= oldest) {
+                    self.recent.pop_front();
+                }
+            }
+            None => self.recent.clear(),
+        }
+    }
+
+    /// One query's new result, read at `ts`.
+    fn accept_one(&mut self, evaluated: evaluator::Evaluated, ts: Timestamp) {
+        let handle = evaluated.handle;
+        let Some(q) = self.queries.get_mut(&handle) else {
+            return; // unsubscribed while it ran
+        };
+        q.in_flight = false;
         // The page end, once set, stays (a failed run before `paginate`
         // leaves none and must not erase it).
-        if journal.is_some() {
-            q.journal = journal;
+        if evaluated.journal.is_some() {
+            q.journal = evaluated.journal;
         }
         // A re-run usually reads the same ranges: refile only on change.
-        if q.reads != reads {
+        if q.reads != evaluated.reads {
             self.index.remove(handle, &q.reads);
-            self.index.insert(handle, &reads);
-            q.reads = reads;
+            self.index.insert(handle, &evaluated.reads);
+            q.reads = evaluated.reads;
         }
+        // Commits after the snapshot were looked up under the old read set
+        // (or this one is not filed yet): check them against the new one.
+        q.evaluated_ts = ts;
+        q.invalid_from = self
+            .recent
+            .iter()
+            .find(|c| c.ts > ts && q.reads.overlaps(&c.writes))
+            .map(|c| c.ts);
+        let result = evaluated.result;
         let unchanged = q.result.as_ref() == Some(&result);
         let awaiting = std::mem::take(&mut q.awaiting_first);
         // Unchanged: only subscribers still waiting for a first result hear.
@@ -1342,23 +1386,26 @@ impl SubscriptionWorker {
             }
         }
         q.result = Some(result);
+        if q.invalid_from.is_some() {
+            self.mark_due(handle);
+        }
     }
 
-    /// Sends each connection that has news, and none of whose queries is
-    /// still due, one Transition ending at the processed timestamp.
+    /// Sends each connection that has news one Transition, if there is a
+    /// timestamp at which every result it holds is valid: the latest such
+    /// one, up to the processed timestamp.
     fn flush(&mut self) {
-        let ts = self.processed_ts;
         let mut slow = Vec::new();
         let mut still_waiting = Vec::new();
         for id in self.to_flush.drain() {
             let Some(c) = self.connections.get_mut(&id) else {
                 continue;
             };
-            if !self.due.is_empty() && c.queries.values().any(|h| self.due.contains(h)) {
-                // Not every result it holds is valid at `ts` yet.
+            let Some(ts) = valid_at(id, c, &self.queries, self.processed_ts) else {
+                // Some query it holds has no result valid with the others yet.
                 still_waiting.push(id);
                 continue;
-            }
+            };
             let awaited = c.await_ts.is_some_and(|t| t <= ts);
             if !c.version_moved && c.pending.is_empty() && !awaited {
                 if c.await_ts.is_some() {
@@ -1372,7 +1419,7 @@ impl SubscriptionWorker {
             let end = StateVersion {
                 query_set: c.query_set,
                 identity: c.identity_version,
-                ts: ts.max(c.sent.ts),
+                ts,
             };
             let msg = ServerMessage::Transition {
                 start_version: c.sent,
@@ -1405,6 +1452,32 @@ impl SubscriptionWorker {
             self.drop_connection(id);
         }
     }
+}
+
+/// The latest timestamp, not after `processed` nor before what `c` was last
+/// sent, at which every query `c` holds has a result it was sent (or has
+/// pending) that is valid: after each one's snapshot and before the first
+/// commit known to invalidate it. `None` if there is none yet (a query
+/// awaits its first result, or the results' intervals do not meet).
+fn valid_at(
+    id: ConnId,
+    c: &ConnState,
+    queries: &HashMap<u64, QueryState>,
+    processed: Timestamp,
+) -> Option<Timestamp> {
+    let mut lo = c.sent.ts;
+    let mut hi = processed;
+    for (&query_id, handle) in &c.queries {
+        let q = queries.get(handle)?;
+        if q.result.is_none() || q.awaiting_first.contains(&(id, query_id)) {
+            return None;
+        }
+        lo = lo.max(q.evaluated_ts);
+        if let Some(from) = q.invalid_from {
+            hi = hi.min(Timestamp::new(from.get().saturating_sub(1)));
+        }
+    }
+    (lo <= hi).then_some(hi)
 }
 
 /// A `LIMIT_EXCEEDED` error as a query's failure.
@@ -1477,26 +1550,6 @@ mod tests {
                 &updated(0, 999.0),
             ]
         );
-    }
-
-    #[test]
-    fn equal_keys_hash_equally_and_floats_are_told_apart_by_their_bits() {
-        use std::collections::hash_map::DefaultHasher;
-        let key = |n: f64| QueryKey {
-            path: "notes:list".into(),
-            args: Arc::new(vec![livebase_schema::obj! { "a" => n, "b" => "x" }]),
-            identity: String::new(),
-            journal: None,
-        };
-        let hash = |k: &QueryKey| {
-            let mut h = DefaultHasher::new();
-            k.hash(&mut h);
-            h.finish()
-        };
-        assert!(key(1.0) == key(1.0));
-        assert_eq!(hash(&key(1.0)), hash(&key(1.0)));
-        assert!(key(0.0) != key(-0.0));
-        assert_ne!(hash(&key(0.0)), hash(&key(-0.0)));
     }
 
     #[test]

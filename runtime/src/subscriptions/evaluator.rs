@@ -1,0 +1,171 @@
+//! The evaluators: a pool of threads, each with its own read connection to
+//! the store, that run the live queries the worker hands them.
+//!
+//! A [`Job`] is some of one tenant's due queries. Its evaluator opens one read
+//! snapshot, runs them on it (in order, until [`ROUND_BUDGET`] of evaluation
+//! is spent, unless the job is a starving tenant's turn that is not cut short)
+//! and sends back a [`Done`]: the snapshot's timestamp, each result with its
+//! read set, and the queries it did not get to. Evaluators share nothing but
+//! the store; what a result means for each connection is the worker's to
+//! decide.
+
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use livebase_schema::Timestamp;
+
+use super::query::{to_wire, QueryKey, SharedResult};
+use crate::error::{Error, Result};
+use crate::executor::Executor;
+use crate::identity::Identity;
+use crate::pagination::CursorKey;
+use crate::readset::ReadSet;
+use crate::registry::Registry;
+use crate::store::StoreConnection;
+use crate::transaction::Transaction;
+
+/// Evaluation time after which a job ends (after the query running at the
+/// time) and its results go back to the worker: about what one identity's
+/// backlog can delay another's push by when every evaluator is busy.
+pub const ROUND_BUDGET: Duration = Duration::from_millis(2);
+
+/// Evaluator threads: one per core, at least two. One tenant has jobs on at
+/// most all but one of them at a time, so it can keep all but one core busy
+/// while another tenant's query still finds a free evaluator, and a core is
+/// left for the writer and the connections.
+pub fn evaluator_count() -> usize {
+    thread::available_parallelism().map_or(2, |n| n.get()).max(2)
+}
+
+/// One query to run.
+pub struct JobQuery {
+    pub handle: u64,
+    pub key: Arc<QueryKey>,
+    pub identity: Identity,
+    pub journal: Option<String>,
+}
+
+/// Queries of one tenant to run on one snapshot.
+pub struct Job {
+    pub tenant: Arc<str>,
+    /// A starving tenant's turn: every query runs, whatever the time.
+    pub uncut: bool,
+    pub queries: Vec<JobQuery>,
+}
+
+/// One query's run.
+pub struct Evaluated {
+    pub handle: u64,
+    pub result: SharedResult,
+    pub reads: ReadSet,
+    pub journal: Option<String>,
+}
+
+/// A finished job, as the worker receives it.
+pub struct Done {
+    pub evaluator: usize,
+    pub tenant: Arc<str>,
+    pub uncut: bool,
+    /// The snapshot every result was read at.
+    pub ts: Timestamp,
+    pub results: Vec<Evaluated>,
+    /// Queries the job did not get to (its budget ran out, or the snapshot
+    /// could not be opened), in their order.
+    pub not_run: Vec<u64>,
+    /// Evaluation time spent.
+    pub spent: Duration,
+}
+
+/// What an evaluator needs besides its connection.
+#[derive(Clone)]
+pub struct Setup {
+    pub registry: Arc<Registry>,
+    /// What live queries sign their cursors and journals with.
+    pub cursor_key: Arc<CursorKey>,
+    /// What live queries build stored files' URLs on.
+    pub public_url: Option<Arc<str>>,
+}
+
+/// Starts evaluator `index` on `conn`: it runs each job it is sent and hands
+/// the [`Done`] to `done`, until its job channel closes.
+pub fn spawn<F>(
+    index: usize,
+    mut conn: Box<dyn StoreConnection>,
+    setup: Setup,
+    done: F,
+) -> Result<std_mpsc::Sender<Job>>
+where
+    F: Fn(Done) -> bool + Send + 'static,
+{
+    let (tx, rx) = std_mpsc::channel::<Job>();
+    thread::Builder::new()
+        .name(format!("livebase-evaluator-{index}"))
+        .spawn(move || {
+            while let Ok(job) = rx.recv() {
+                if !done(run(index, conn.as_mut(), &setup, job)) {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| Error::internal(format!("spawning an evaluator: {e}")))?;
+    Ok(tx)
+}
+
+fn run(index: usize, conn: &mut dyn StoreConnection, setup: &Setup, job: Job) -> Done {
+    let started = Instant::now();
+    let mut done = Done {
+        evaluator: index,
+        tenant: job.tenant,
+        uncut: job.uncut,
+        ts: Timestamp::ZERO,
+        results: Vec::with_capacity(job.queries.len()),
+        not_run: Vec::new(),
+        spent: Duration::ZERO,
+    };
+    let ts = match conn.begin_read() {
+        Ok(ts) => ts,
+        Err(e) => {
+            tracing::error!("evaluator: opening a read snapshot failed: {e}");
+            done.not_run = job.queries.iter().map(|q| q.handle).collect();
+            // Not straight back into the same failure.
+            thread::sleep(Duration::from_millis(10));
+            return done;
+        }
+    };
+    done.ts = ts;
+    let mut queries = job.queries.into_iter();
+    for q in queries.by_ref() {
+        done.results.push(evaluate(conn, setup, ts, q));
+        if !job.uncut && started.elapsed() >= ROUND_BUDGET {
+            break;
+        }
+    }
+    done.not_run = queries.map(|q| q.handle).collect();
+    if let Err(e) = conn.end_read() {
+        tracing::error!("evaluator: ending a read snapshot failed: {e}");
+    }
+    done.spent = started.elapsed();
+    done
+}
+
+fn evaluate(
+    conn: &mut dyn StoreConnection,
+    setup: &Setup,
+    ts: Timestamp,
+    q: JobQuery,
+) -> Evaluated {
+    let mut tx = Transaction::read_only(conn, setup.registry.schema(), ts);
+    tx.set_cursor_key(setup.cursor_key.clone());
+    tx.set_public_url(setup.public_url.clone());
+    tx.set_journal(q.journal);
+    let (result, reads, journal) =
+        Executor::evaluate_in(&setup.registry, tx, &q.key.path, &q.key.args, &q.identity);
+    Evaluated {
+        handle: q.handle,
+        result: to_wire(result.map_err(|e| e.redact(&q.key.path))),
+        reads,
+        journal,
+    }
+}
