@@ -36,7 +36,9 @@ pub const ROUND_BUDGET: Duration = Duration::from_millis(2);
 /// while another tenant's query still finds a free evaluator, and a core is
 /// left for the writer and the connections.
 pub fn evaluator_count() -> usize {
-    thread::available_parallelism().map_or(2, |n| n.get()).max(2)
+    thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2)
 }
 
 /// One query to run.

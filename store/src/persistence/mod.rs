@@ -12,6 +12,7 @@
 //! **Invariant:** nothing above this module sees a SQL connection; functions
 //! reach the store only through [`crate::transaction::Transaction`].
 
+pub mod decoded;
 pub mod sqlite;
 
 use std::borrow::Cow;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use livebase_schema::{DocumentId, Object, Timestamp, Value};
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::decoded::DecodedDocuments;
 use super::{Document, MutationOutcome, Order, Persistence, StoreConnection};
 use crate::error::{StoreError, StoreResult as Result};
 
@@ -159,6 +160,7 @@ impl Persistence for SqlitePersistence {
         Ok(Box::new(SqliteConnection {
             conn: open_connection(&self.path)?,
             in_txn: false,
+            decoded: DecodedDocuments::default(),
         }))
     }
 }
@@ -166,6 +168,9 @@ impl Persistence for SqlitePersistence {
 struct SqliteConnection {
     conn: Connection,
     in_txn: bool,
+    /// Documents decoded by earlier reads, used again while their stored
+    /// text is unchanged.
+    decoded: DecodedDocuments,
 }
 
 impl SqliteConnection {
@@ -195,10 +200,10 @@ fn last_ts(conn: &Connection) -> Result<Timestamp> {
     Ok(Timestamp::new(v.unwrap_or(0) as u64))
 }
 
-fn decode_document(id: String, creation_time: f64, body: String) -> Result<Document> {
-    let id = DocumentId::parse(&id)
+fn decode_document(id: &str, creation_time: f64, body: &str) -> Result<Document> {
+    let id = DocumentId::parse(id)
         .ok_or_else(|| StoreError::Corrupt(format!("stored document id `{id}` is malformed")))?;
-    let fields = match Value::from_json_str(&body, "document") {
+    let fields = match Value::from_json_str(body, "document") {
         Ok(Value::Object(o)) => o,
         Ok(_) => {
             return Err(StoreError::Corrupt(format!(
@@ -212,6 +217,13 @@ fn decode_document(id: String, creation_time: f64, body: String) -> Result<Docum
         creation_time,
         fields,
     })
+}
+
+/// Column `i` of a row as text, borrowed from the row.
+fn text<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> Result<&'r str> {
+    row.get_ref(i)?
+        .as_str()
+        .map_err(|e| StoreError::Corrupt(format!("column {i} of a stored document: {e}")))
 }
 
 fn encode_body(fields: &Object) -> String {
@@ -285,13 +297,20 @@ impl StoreConnection for SqliteConnection {
     }
 
     fn get(&mut self, id: &DocumentId) -> Result<Option<Document>> {
-        let row = self
+        let decoded = &mut self.decoded;
+        let mut stmt = self
             .conn
-            .prepare_cached("SELECT creation_time, body FROM documents WHERE id = ?1")?
-            .query_row(params![id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        row.map(|(ct, body)| decode_document(id.as_str().to_string(), ct, body))
-            .transpose()
+            .prepare_cached("SELECT creation_time, body FROM documents WHERE id = ?1")?;
+        let mut rows = stmt.query(params![id.as_str()])?;
+        let Some(r) = rows.next()? else {
+            return Ok(None);
+        };
+        let ct: f64 = r.get(0)?;
+        let body = text(r, 1)?;
+        let doc = decoded.get_or_decode(id.as_str(), ct, body, || {
+            decode_document(id.as_str(), ct, body)
+        })?;
+        Ok(Some(doc))
     }
 
     fn scan(
@@ -305,19 +324,17 @@ impl StoreConnection for SqliteConnection {
             Order::Asc => SCAN_ASC,
             Order::Desc => SCAN_DESC,
         };
+        let decoded = &mut self.decoded;
         let mut stmt = self.conn.prepare_cached(sql)?;
-        let rows = stmt.query_map(params![start, end, limit as i64], |r| {
-            Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, f64>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })?;
+        let mut rows = stmt.query(params![start, end, limit as i64])?;
         let mut out = Vec::new();
-        for row in rows {
-            let (key, id, ct, body) = row?;
-            out.push((key, decode_document(id, ct, body)?));
+        while let Some(r) = rows.next()? {
+            let key: Vec<u8> = r.get(0)?;
+            let id = text(r, 1)?;
+            let ct: f64 = r.get(2)?;
+            let body = text(r, 3)?;
+            let doc = decoded.get_or_decode(id, ct, body, || decode_document(id, ct, body))?;
+            out.push((key, doc));
         }
         Ok(out)
     }
@@ -343,7 +360,7 @@ impl StoreConnection for SqliteConnection {
         let mut out = Vec::new();
         for row in rows {
             let (id, ct, body) = row?;
-            out.push(decode_document(id, ct, body)?);
+            out.push(decode_document(&id, ct, &body)?);
         }
         Ok(out)
     }
@@ -528,6 +545,7 @@ mod tests {
         let mut w = SqliteConnection {
             conn: open_connection(p.path()).unwrap(),
             in_txn: false,
+            decoded: DecodedDocuments::default(),
         };
         // A deferred foreign key is checked only at COMMIT, which SQLite then
         // refuses and leaves the transaction open — as it does for SQLITE_BUSY.
@@ -611,6 +629,7 @@ mod tests {
         let mut conn = SqliteConnection {
             conn: open_connection(p.path()).unwrap(),
             in_txn: false,
+            decoded: DecodedDocuments::default(),
         };
         conn.begin_read().unwrap();
         for i in 0..5u8 {
