@@ -37,6 +37,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use livebase_schema::typed::{Doc, Id, Table};
 use livebase_schema::{DocumentId, Schema, Timestamp, Value};
 
 use crate::email::Mailer;
@@ -47,6 +48,7 @@ use crate::scheduler::retry::JobContext;
 use crate::scheduler::Scheduler;
 use crate::storage::{Files, StorageReader, StorageWriter};
 use crate::transaction::{Query, Transaction};
+use crate::typed::TypedQuery;
 
 /// A transaction seen through a query: its reads (each recorded in the read
 /// set, as every read is) and none of its writes.
@@ -74,6 +76,17 @@ impl<'t, 'a> Reader<'t, 'a> {
     /// Starts a query over `table`; see [`Transaction::query`].
     pub fn query(&mut self, table: &str) -> Query<'_, 'a> {
         self.tx.query(table)
+    }
+
+    /// The document of table `T` with this id, typed, or `None`.
+    pub fn get_doc<T: Table>(&mut self, id: &Id<T>) -> Result<Option<Doc<T>>> {
+        self.tx.get_doc(id)
+    }
+
+    /// Starts a query over `T`'s table, answering `Doc<T>`s; see
+    /// [`Transaction::query_of`].
+    pub fn query_of<T: Table>(&mut self) -> TypedQuery<'_, 'a, T> {
+        self.tx.query_of()
     }
 
     /// The snapshot this transaction reads.
