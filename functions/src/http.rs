@@ -23,11 +23,12 @@ use hmac::{Hmac, Mac};
 use livebase_runtime::registry::Registry;
 use livebase_runtime::route::{HttpRequest, HttpResponse, Method};
 use livebase_runtime::{Error, Result};
-use livebase_schema::{v, Value};
+use livebase_schema::typed::Type;
+use livebase_schema::Value;
 use serde_json::json;
 use sha2::Sha256;
 
-use crate::items::{webhook_item_fields, CREATE_FROM_WEBHOOK};
+use crate::items::{WebhookItem, CREATE_FROM_WEBHOOK};
 use crate::organizations::PUBLIC_BY_SLUG;
 
 /// The environment variable holding the webhook secret, read once when the
@@ -145,7 +146,7 @@ fn verified_item(secret: &WebhookSecret, request: &HttpRequest) -> Result<Value>
     }
     let json = request.json()?;
     let item = Value::from_json(&json, "body").map_err(|e| Error::invalid(e.to_string()))?;
-    v::object(webhook_item_fields())
+    WebhookItem::validator()
         .validate(&item, "body")
         .map_err(|e| Error::invalid(e.to_string()))?;
     Ok(item)
