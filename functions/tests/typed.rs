@@ -104,7 +104,7 @@ fn a_typed_function_refuses_bad_arguments_naming_the_argument() {
     let item = DocumentId::generate("items");
     assert_eq!(
         refusal(&app, "todos:toggle", obj! { "id" => item.as_str() }),
-        format!("INVALID_ARGUMENT: args.id: expected id(todos), found string \"{item}\" (an id in table `items`)")
+        format!("INVALID_ARGUMENT: args.id: expected id(\"todos\"), found string \"{item}\" (an id in table `items`)")
     );
 }
 
