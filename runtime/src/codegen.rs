@@ -6,7 +6,13 @@
 //! `client.query(api.todos.list, { organizationId })` — and `useQuery` from
 //! `convex/react` — checked against the Rust functions.
 //!
-//! The registry has no result validators, so every result is `any`.
+//! A function registered typed (`Registry::typed_query` …) declares its
+//! result too: a table's documents are `Doc<"todos">` (declared once, from
+//! the table's fields, in `DataModel`), ids `Id<"todos">`, a paginated
+//! query's page Convex's `PaginationResult<Doc<"items">>`. An untyped
+//! function's result is `any`. `DataModel`, `Doc` and `TableNames` are
+//! declared when the application has tables, `PaginationResult` imported
+//! when a result uses it.
 //!
 //! Beside `api`, both files carry `uploadFile(postUrl, file, contentType?)`:
 //! the `fetch` POST of Convex's upload recipe, answering the stored file's id
@@ -22,8 +28,10 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use livebase_schema::table::{CREATION_TIME_FIELD, ID_FIELD};
 use livebase_schema::{Validator, Value};
 
+use crate::pagination;
 use crate::registry::{Function, Registry, Visibility};
 
 /// One generated file: its name inside the output folder and its text.
@@ -136,31 +144,111 @@ export declare function uploadFile(
 ";
 
 fn api_d_ts(registry: &Registry) -> String {
+    let docs = Docs::of(registry);
     let mut tree = Node::default();
     for function in registry.functions() {
         if function.visibility == Visibility::Public {
             tree.insert(&segments(&function.path), function);
         }
     }
+    let mut api = String::new();
+    tree.render(0, &docs, &mut api);
+    let imports = if api.contains("PaginationResult<") {
+        "FunctionReference, PaginationResult"
+    } else {
+        "FunctionReference"
+    };
     let mut out = String::from(header());
-    out.push_str(
+    let _ = write!(
+        out,
         "
-import type { FunctionReference } from \"convex/server\";
+import type {{ {imports} }} from \"convex/server\";
 
 /** The id of a document of `TableName`: a string, branded so ids of different
  * tables do not mix. */
-export type Id<TableName extends string> = string & { __tableName: TableName };
-
+export type Id<TableName extends string> = string & {{ __tableName: TableName }};
+"
+    );
+    docs.render(&mut out);
+    out.push_str(
+        "
 /**
  * A reference to every public function, typed by its arguments:
  * `client.query(api.todos.list, { organizationId })`.
  */
 export declare const api: ",
     );
-    tree.render(0, &mut out);
+    out.push_str(&api);
     out.push_str(";\n");
     out.push_str(UPLOAD_D_TS);
     out
+}
+
+/// The application's tables' documents: the validator of each (its fields
+/// with `_id` and `_creationTime`), by table name. A result validator equal
+/// to one of them is that table's `Doc`.
+struct Docs(Vec<(String, Validator)>);
+
+impl Docs {
+    fn of(registry: &Registry) -> Docs {
+        let schema = registry.schema();
+        Docs(
+            schema
+                .tables()
+                .filter(|(name, _)| !schema.is_system_table(name))
+                .map(|(name, table)| {
+                    let mut fields = table.fields().clone();
+                    fields.insert(ID_FIELD.into(), Validator::Id(name.to_string()));
+                    fields.insert(CREATION_TIME_FIELD.into(), Validator::Float64);
+                    (name.to_string(), Validator::Object(fields))
+                })
+                .collect(),
+        )
+    }
+
+    fn none() -> Docs {
+        Docs(Vec::new())
+    }
+
+    fn table_of(&self, validator: &Validator) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(_, doc)| doc == validator)
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// `DataModel`, `TableNames` and `Doc`, when there are tables.
+    fn render(&self, out: &mut String) {
+        if self.0.is_empty() {
+            return;
+        }
+        let mut tables: Vec<&(String, Validator)> = self.0.iter().collect();
+        tables.sort_by(|a, b| a.0.cmp(&b.0));
+        out.push_str(
+            "
+/** Every table's documents, as the application declares them. */
+export type DataModel = {
+",
+        );
+        for (name, doc) in tables {
+            let _ = writeln!(
+                out,
+                "  {}: {};",
+                property_name(name),
+                ts_type_in(doc, &Docs::none())
+            );
+        }
+        out.push_str(
+            "};
+
+/** The names of the application's tables. */
+export type TableNames = keyof DataModel;
+
+/** A document of `TableName`, with its `_id` and `_creationTime`. */
+export type Doc<TableName extends TableNames> = DataModel[TableName];
+",
+        );
+    }
 }
 
 /// The property names leading to a function: `features/todos:list` is
@@ -191,11 +279,15 @@ impl<'r> Node<'r> {
         }
     }
 
-    fn render(&self, depth: usize, out: &mut String) {
+    fn render(&self, depth: usize, docs: &Docs, out: &mut String) {
         if let Some(function) = self.function {
+            let returns = function
+                .returns
+                .as_ref()
+                .map_or_else(|| "any".to_string(), |r| ts_type_in(r, docs));
             let _ = write!(
                 out,
-                "FunctionReference<\"{}\", \"public\", {}, any>",
+                "FunctionReference<\"{}\", \"public\", {}, {returns}>",
                 function.kind().name(),
                 ts_type(&function.args)
             );
@@ -209,7 +301,7 @@ impl<'r> Node<'r> {
             indent(depth + 1, out);
             out.push_str(&property_name(name));
             out.push_str(": ");
-            child.render(depth + 1, out);
+            child.render(depth + 1, docs, out);
             out.push_str(";\n");
         }
         indent(depth, out);
@@ -225,6 +317,21 @@ const EMPTY_OBJECT: &str = "Record<string, never>";
 
 /// The TypeScript type of the values `validator` accepts.
 fn ts_type(validator: &Validator) -> String {
+    ts_type_in(validator, &Docs::none())
+}
+
+/// [`ts_type`], naming a table's document `Doc<"table">` and a page of a
+/// paginated query Convex's `PaginationResult<…>`.
+fn ts_type_in(validator: &Validator, docs: &Docs) -> String {
+    if let Some(table) = docs.table_of(validator) {
+        return format!("Doc<{}>", string_literal(table));
+    }
+    if let Some(Validator::Array(item)) = validator.object_fields().and_then(|f| f.get("page")) {
+        if *validator == pagination::result_validator((**item).clone()) {
+            return format!("PaginationResult<{}>", ts_type_in(item, docs));
+        }
+    }
+    let ts_type = |v: &Validator| ts_type_in(v, docs);
     match validator {
         Validator::String | Validator::BoundedString(_) => "string".to_string(),
         Validator::Float64 => "number".to_string(),
@@ -312,9 +419,11 @@ fn property_name(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use livebase_schema::typed::{table_of, Doc, Id, Table, Type};
     use livebase_schema::{v, Schema, Value};
 
     use super::*;
+    use crate::pagination::{PaginationOpts, PaginationResult};
 
     /// Every kind of validator, nested modules, a no-argument function, a
     /// function that is also a module, and internal functions (left out).
@@ -408,6 +517,92 @@ export declare const api: {
         let files = generate(&test_registry());
         assert_eq!(files[0].name, "api.d.ts");
         assert_eq!(files[0].contents, format!("{expected}{UPLOAD_D_TS}"));
+    }
+
+    #[derive(Type)]
+    #[livebase(table = "todos")]
+    struct Todo {
+        text: String,
+        done: Option<bool>,
+    }
+
+    #[derive(Type)]
+    struct ListArgs {
+        organization_id: String,
+        pagination_opts: PaginationOpts,
+    }
+
+    #[derive(Type)]
+    struct ById {
+        id: Id<Todo>,
+    }
+
+    #[derive(Type)]
+    enum Found {
+        Nothing,
+        Todo(Doc<Todo>),
+    }
+
+    /// Typed functions over a table, beside an untyped one.
+    fn typed_registry() -> Registry {
+        let schema = Schema::new().table(Todo::NAME, table_of::<Todo>());
+        let mut app = Registry::new(schema);
+        app.typed_query("todos:page", |_, _: ListArgs| {
+            Ok(PaginationResult::<Doc<Todo>> {
+                page: Vec::new(),
+                is_done: true,
+                continue_cursor: String::new(),
+                split_cursor: None,
+                page_status: None,
+            })
+        });
+        app.typed_query("todos:get", |_, _: ById| Ok(Option::<Doc<Todo>>::None));
+        app.typed_query("todos:find", |_, _: ById| Ok(Found::Nothing));
+        app.typed_mutation("todos:create", |_, _: ById| Ok(Id::<Todo>::generate()));
+        app.typed_mutation("todos:remove", |_, _: ById| Ok(()));
+        app.query("todos:untyped", [], |_, _| Ok(Value::Null));
+        app
+    }
+
+    #[test]
+    fn typed_functions_declare_their_results_with_the_tables_documents() {
+        let expected = r#"
+import type { FunctionReference, PaginationResult } from "convex/server";
+
+/** The id of a document of `TableName`: a string, branded so ids of different
+ * tables do not mix. */
+export type Id<TableName extends string> = string & { __tableName: TableName };
+
+/** Every table's documents, as the application declares them. */
+export type DataModel = {
+  todos: { _creationTime: number; _id: Id<"todos">; done?: boolean; text: string };
+};
+
+/** The names of the application's tables. */
+export type TableNames = keyof DataModel;
+
+/** A document of `TableName`, with its `_id` and `_creationTime`. */
+export type Doc<TableName extends TableNames> = DataModel[TableName];
+
+/**
+ * A reference to every public function, typed by its arguments:
+ * `client.query(api.todos.list, { organizationId })`.
+ */
+export declare const api: {
+  todos: {
+    create: FunctionReference<"mutation", "public", { id: Id<"todos"> }, Id<"todos">>;
+    find: FunctionReference<"query", "public", { id: Id<"todos"> }, "nothing" | Doc<"todos">>;
+    get: FunctionReference<"query", "public", { id: Id<"todos"> }, Doc<"todos"> | null>;
+    page: FunctionReference<"query", "public", { organizationId: string; paginationOpts: { cursor: string | null; endCursor?: string | null; id?: number; maximumBytesRead?: number; maximumRowsRead?: number; numItems: number } }, PaginationResult<Doc<"todos">>>;
+    remove: FunctionReference<"mutation", "public", { id: Id<"todos"> }, null>;
+    untyped: FunctionReference<"query", "public", Record<string, never>, any>;
+  };
+};
+"#;
+        let files = generate(&typed_registry());
+        let text = &files[0].contents;
+        let start = text.find("\nimport type").expect("the imports");
+        assert_eq!(&text[start..], format!("{expected}{UPLOAD_D_TS}"));
     }
 
     #[test]

@@ -224,20 +224,25 @@ impl<T: Type> PaginationResult<T> {
     }
 }
 
+/// The validator of a [`PaginationResult`] whose page's items are `item`s.
+pub fn result_validator(item: Validator) -> Validator {
+    v::object([
+        ("page", v::array(item)),
+        ("isDone", v::boolean()),
+        ("continueCursor", v::string()),
+        ("splitCursor", v::optional(v::string())),
+        (
+            "pageStatus",
+            v::optional(v::union(PAGE_STATUSES.map(v::literal))),
+        ),
+    ])
+}
+
 /// A paginated query's result, typed by its page's items: what codegen
 /// declares as `PaginationResult<T>`.
 impl<T: Type> Type for PaginationResult<T> {
     fn validator() -> Validator {
-        v::object([
-            ("page", v::array(T::validator())),
-            ("isDone", v::boolean()),
-            ("continueCursor", v::string()),
-            ("splitCursor", v::optional(v::string())),
-            (
-                "pageStatus",
-                v::optional(v::union(PAGE_STATUSES.map(v::literal))),
-            ),
-        ])
+        result_validator(T::validator())
     }
 
     fn from_value(value: Value, path: &str) -> std::result::Result<Self, ValidationError> {
