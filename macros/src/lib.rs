@@ -9,6 +9,9 @@
 //!   `#[livebase(rename = "…")]` says otherwise; an `Option<T>` field may be
 //!   absent (`v::optional`); `#[livebase(max_len = N)]` bounds a string field
 //!   (`v::string().max_len(N)`). A unit struct or `struct S {}` is `{}`.
+//! - `#[livebase(flatten)]` on a field whose type is an object (a
+//!   document, `Doc<T>`) puts its fields beside the struct's own: a document
+//!   with a computed field is `{ #[livebase(flatten)] doc: Doc<T>, extra }`.
 //! - `#[livebase(table = "todos")]` on a struct also makes it a table's
 //!   document type (`Table`), so `Id<S>` and `Doc<S>` name that table.
 //! - An enum is a union: a unit variant is a string literal (its name in
@@ -36,6 +39,7 @@ struct Options {
     rename: Option<String>,
     max_len: Option<Expr>,
     table: Option<Expr>,
+    flatten: bool,
 }
 
 fn options(attrs: &[Attribute]) -> syn::Result<Options> {
@@ -48,8 +52,10 @@ fn options(attrs: &[Attribute]) -> syn::Result<Options> {
                 out.max_len = Some(meta.value()?.parse()?);
             } else if meta.path.is_ident("table") {
                 out.table = Some(meta.value()?.parse()?);
+            } else if meta.path.is_ident("flatten") {
+                out.flatten = true;
             } else {
-                return Err(meta.error("expected `rename`, `max_len` or `table`"));
+                return Err(meta.error("expected `rename`, `max_len`, `table` or `flatten`"));
             }
             Ok(())
         })?;
@@ -130,6 +136,31 @@ fn expand_struct(name: &syn::Ident, fields: &Fields) -> syn::Result<Tokens> {
         let ident = field.ident.as_ref().expect("named fields have names");
         let ty = &field.ty;
         let opts = options(&field.attrs)?;
+        if opts.flatten {
+            validators.push(quote_spanned! {ty.span()=>
+                fields.extend(
+                    <#ty as ::livebase_schema::typed::Type>::validator()
+                        .object_fields()
+                        .cloned()
+                        .unwrap_or_default(),
+                );
+            });
+            // The flattened type reads the fields it knows and ignores the rest.
+            reads.push(quote_spanned! {ty.span()=>
+                #ident: <#ty as ::livebase_schema::typed::Type>::from_value(
+                    ::livebase_schema::Value::Object(fields.clone()),
+                    path,
+                )?
+            });
+            writes.push(quote_spanned! {ty.span()=>
+                if let ::livebase_schema::Value::Object(inner) =
+                    <#ty as ::livebase_schema::typed::Type>::into_value(self.#ident)
+                {
+                    out.extend(inner);
+                }
+            });
+            continue;
+        }
         let key = opts
             .rename
             .unwrap_or_else(|| camel_case(&ident.to_string()));
@@ -139,7 +170,9 @@ fn expand_struct(name: &syn::Ident, fields: &Fields) -> syn::Result<Tokens> {
         if let Some(max) = opts.max_len {
             validator = quote! { ::livebase_schema::typed::max_len(#validator, #max) };
         }
-        validators.push(quote! { (#key, #validator) });
+        validators.push(quote! {
+            fields.insert(::std::string::String::from(#key), #validator);
+        });
         reads.push(quote_spanned! {ty.span()=>
             #ident: <#ty as ::livebase_schema::typed::Type>::from_field(
                 fields.remove(#key),
@@ -159,8 +192,11 @@ fn expand_struct(name: &syn::Ident, fields: &Fields) -> syn::Result<Tokens> {
         _ => quote! { #name { #(#reads,)* } },
     };
     Ok(quote! {
+        #[allow(unused_mut)]
         fn validator() -> ::livebase_schema::Validator {
-            ::livebase_schema::v::object([#(#validators),*])
+            let mut fields = ::std::collections::BTreeMap::new();
+            #(#validators)*
+            ::livebase_schema::Validator::Object(fields)
         }
 
         #[allow(unused_mut, unused_variables)]

@@ -37,7 +37,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use livebase_schema::typed::{Doc, Id, Table};
+use livebase_schema::typed::{Doc, Id, Table, Type};
 use livebase_schema::{DocumentId, Schema, Timestamp, Value};
 
 use crate::email::Mailer;
@@ -79,13 +79,13 @@ impl<'t, 'a> Reader<'t, 'a> {
     }
 
     /// The document of table `T` with this id, typed, or `None`.
-    pub fn get_doc<T: Table>(&mut self, id: &Id<T>) -> Result<Option<Doc<T>>> {
+    pub fn get_doc<T: Table + Type>(&mut self, id: &Id<T>) -> Result<Option<Doc<T>>> {
         self.tx.get_doc(id)
     }
 
     /// Starts a query over `T`'s table, answering `Doc<T>`s; see
     /// [`Transaction::query_of`].
-    pub fn query_of<T: Table>(&mut self) -> TypedQuery<'_, 'a, T> {
+    pub fn query_of<T: Table + Type>(&mut self) -> TypedQuery<'_, 'a, T> {
         self.tx.query_of()
     }
 

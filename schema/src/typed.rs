@@ -90,11 +90,13 @@ pub trait Type: Sized {
     }
 }
 
-/// A table's document type: `#[livebase(table = "todos")]` on a
-/// `#[derive(Type)]` struct of the document's fields (without `_id` and
-/// `_creationTime`). Its name makes `Id<T>` and `Doc<T>` ids and documents
-/// of that table.
-pub trait Table: Type {
+/// A table, named by a type: `Id<T>` is an id of table `T::NAME`. A
+/// table's document type declares it with `#[livebase(table = "todos")]` on
+/// a `#[derive(Type)]` struct of the document's fields (without `_id` and
+/// `_creationTime`), which also makes `Doc<T>` its documents. A table whose
+/// documents are not typed (another crate's) is named by a type with only
+/// this impl: `enum Users {} impl Table for Users { const NAME = "users"; }`.
+pub trait Table {
     const NAME: &'static str;
 }
 
@@ -104,7 +106,7 @@ pub trait Table: Type {
 /// # Panics
 ///
 /// When `T`'s validator is not an object, a mistake found at startup.
-pub fn table_of<T: Table>() -> TableDefinition {
+pub fn table_of<T: Table + Type>() -> TableDefinition {
     let validator = T::validator();
     let Some(fields) = validator.object_fields() else {
         panic!("table `{}`: its document type is not an object", T::NAME);
@@ -470,7 +472,7 @@ impl<T> DerefMut for Doc<T> {
 }
 
 /// `T`'s fields with `_id: v::id(T::NAME)` and `_creationTime: v::number()`.
-impl<T: Table> Type for Doc<T> {
+impl<T: Table + Type> Type for Doc<T> {
     fn validator() -> Validator {
         let mut fields = T::validator()
             .object_fields()
@@ -543,6 +545,34 @@ mod tests {
 
     #[derive(Type, Debug, PartialEq)]
     struct NoArgs;
+
+    #[derive(Type, Debug, PartialEq)]
+    struct TodoWithUrl {
+        #[livebase(flatten)]
+        todo: Doc<Todo>,
+        url: Option<String>,
+    }
+
+    #[test]
+    fn a_flattened_field_puts_its_fields_beside_the_structs_own() {
+        let mut expected = Doc::<Todo>::validator().object_fields().unwrap().clone();
+        expected.insert("url".into(), v::optional(v::string()));
+        assert_eq!(TodoWithUrl::validator(), Validator::Object(expected));
+        let id = Id::<Todo>::generate();
+        let value = obj! {
+            "_id" => id.as_str(),
+            "_creationTime" => 2.0,
+            "text" => "milk",
+            "completed" => false,
+            "organizationId" => "o",
+            "url" => "https://x",
+        };
+        assert_eq!(TodoWithUrl::validator().validate(&value, "r"), Ok(()));
+        let read = TodoWithUrl::from_value(value.clone(), "r").unwrap();
+        assert_eq!(read.todo.id, id);
+        assert_eq!(read.url.as_deref(), Some("https://x"));
+        assert_eq!(read.into_value(), value);
+    }
 
     #[test]
     fn a_struct_is_an_object_of_camel_cased_fields() {

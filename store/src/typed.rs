@@ -20,11 +20,11 @@ use crate::persistence::Order;
 use crate::transaction::{IndexRange, Query, Transaction};
 
 /// `value`, a document read from `T`'s table, as a `Doc<T>`.
-pub fn read_doc<T: Table>(value: Value) -> Result<Doc<T>> {
+pub fn read_doc<T: Table + Type>(value: Value) -> Result<Doc<T>> {
     Doc::from_value(value, T::NAME).map_err(|e| unreadable::<T>(&e))
 }
 
-fn unreadable<T: Table>(e: &ValidationError) -> Error {
+fn unreadable<T: Table + Type>(e: &ValidationError) -> Error {
     Error::internal(format!(
         "a stored document of `{}` does not read as its type: {e}",
         T::NAME
@@ -33,23 +33,23 @@ fn unreadable<T: Table>(e: &ValidationError) -> Error {
 
 impl<'a> Transaction<'a> {
     /// The document with this id, or `None`.
-    pub fn get_doc<T: Table>(&mut self, id: &Id<T>) -> Result<Option<Doc<T>>> {
+    pub fn get_doc<T: Table + Type>(&mut self, id: &Id<T>) -> Result<Option<Doc<T>>> {
         self.get(id.document_id())?.map(read_doc).transpose()
     }
 
     /// Inserts `doc` into `T`'s table; its new id.
-    pub fn insert_doc<T: Table>(&mut self, doc: T) -> Result<Id<T>> {
+    pub fn insert_doc<T: Table + Type>(&mut self, doc: T) -> Result<Id<T>> {
         let id = self.insert(T::NAME, doc.into_value())?;
         Id::new(id).ok_or_else(|| Error::internal("an insert answered an id of another table"))
     }
 
     /// Replaces the fields of the document `id` with `doc`'s.
-    pub fn replace_doc<T: Table>(&mut self, id: &Id<T>, doc: T) -> Result<()> {
+    pub fn replace_doc<T: Table + Type>(&mut self, id: &Id<T>, doc: T) -> Result<()> {
         self.replace(id.document_id(), doc.into_value())
     }
 
     /// Starts a query over `T`'s table; see [`Transaction::query`].
-    pub fn query_of<T: Table>(&mut self) -> TypedQuery<'_, 'a, T> {
+    pub fn query_of<T: Table + Type>(&mut self) -> TypedQuery<'_, 'a, T> {
         TypedQuery::new(self.query(T::NAME))
     }
 }
@@ -60,7 +60,7 @@ pub struct TypedQuery<'t, 'a, T> {
     table: PhantomData<fn() -> T>,
 }
 
-impl<'t, 'a, T: Table> TypedQuery<'t, 'a, T> {
+impl<'t, 'a, T: Table + Type> TypedQuery<'t, 'a, T> {
     /// `query` (over `T`'s table), typed.
     pub fn new(query: Query<'t, 'a>) -> Self {
         TypedQuery {

@@ -20,7 +20,7 @@ use livebase_runtime::auth::users::current_user;
 use livebase_runtime::registry::{ReadCtx, Reader};
 use livebase_runtime::typed::read_doc;
 use livebase_runtime::{Error, Result};
-use livebase_schema::typed::{Doc, Id, Table};
+use livebase_schema::typed::{Doc, Id, Table, Type};
 use livebase_schema::{DocumentId, Value};
 
 use super::permissions::{is_known, Role};
@@ -99,7 +99,7 @@ pub fn ensure_user_with_document<'a>(
 
 /// [`ensure_user_with_document`] for a typed id: the document as its
 /// table's type.
-pub fn ensure_user_with_doc<'a, T: Table>(
+pub fn ensure_user_with_doc<'a, T: Table + Type>(
     ctx: &mut impl ReadCtx<'a>,
     id: &Id<T>,
     permissions: Permissions,
