@@ -6,6 +6,9 @@
 use livebase_functions::app_with_webhook_secret;
 use livebase_functions::features::items::schema::{items_table, MAX_NAME_CHARS, MAX_STATUS_CHARS};
 use livebase_functions::features::todos::schema::{todos_table, MAX_TEXT_CHARS};
+use livebase_functions::features::user_profiles::schema::{
+    user_profiles_table, MAX_BIO_CHARS, MAX_DISPLAY_NAME_CHARS,
+};
 use livebase_runtime::registry::Registry;
 use livebase_schema::{define_table, obj, v, DocumentId, Validator, Value};
 
@@ -51,6 +54,18 @@ fn typed_functions_take_the_arguments_they_took_untyped() {
             ]),
         ),
         ("items:remove", v::object([("id", v::id("items"))])),
+        ("userProfiles:get", v::object([])),
+        (
+            "userProfiles:upsert",
+            v::object([
+                ("displayName", v::string()),
+                ("bio", v::optional(v::string())),
+            ]),
+        ),
+        (
+            "userProfiles:setAvatar",
+            v::object([("storageId", v::id("_storage"))]),
+        ),
         (
             "items:createFromWebhook",
             v::object([
@@ -87,6 +102,17 @@ fn typed_tables_are_the_tables_they_were() {
         ])
         .index("by_organization", ["organizationId"])
         .index("by_organization_status", ["organizationId", "status"])
+    );
+    assert_eq!(
+        user_profiles_table(),
+        define_table([
+            ("userId", v::id("users")),
+            ("displayName", v::string().max_len(MAX_DISPLAY_NAME_CHARS)),
+            ("bio", v::optional(v::string().max_len(MAX_BIO_CHARS))),
+            ("avatarId", v::optional(v::id("_storage"))),
+        ])
+        .index("by_user", ["userId"])
+        .index("by_avatar", ["avatarId"])
     );
 }
 
