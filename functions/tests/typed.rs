@@ -27,6 +27,7 @@ fn refusal(app: &Registry, path: &str, args: Value) -> String {
 fn typed_functions_take_the_arguments_they_took_untyped() {
     let app = app_with_webhook_secret(None);
     let organization = || ("organizationId", v::string());
+    let role = || v::union(["owner", "admin", "member"].map(v::literal));
     let expected = [
         ("todos:list", v::object([organization()])),
         ("todos:create", v::object([organization(), ("text", v::string())])),
@@ -55,6 +56,40 @@ fn typed_functions_take_the_arguments_they_took_untyped() {
         ),
         ("items:remove", v::object([("id", v::id("items"))])),
         ("userProfiles:get", v::object([])),
+        (
+            "organizations:create",
+            v::object([("name", v::string()), ("slug", v::string())]),
+        ),
+        ("organizations:listMine", v::object([])),
+        (
+            "organizations:update",
+            v::object([organization(), ("name", v::string())]),
+        ),
+        ("organizations:remove", v::object([organization()])),
+        ("organizations:purgeRemoved", v::object([organization()])),
+        ("organizations:members", v::object([organization()])),
+        ("organizations:invitations", v::object([organization()])),
+        (
+            "organizations:invite",
+            v::object([organization(), ("email", v::string()), ("role", role())]),
+        ),
+        (
+            "organizations:acceptInvitation",
+            v::object([("invitationId", v::id("invitations"))]),
+        ),
+        (
+            "organizations:cancelInvitation",
+            v::object([("invitationId", v::id("invitations"))]),
+        ),
+        (
+            "organizations:setRole",
+            v::object([organization(), ("userId", v::string()), ("role", role())]),
+        ),
+        (
+            "organizations:removeMember",
+            v::object([organization(), ("userId", v::string())]),
+        ),
+        ("organizations:publicBySlug", v::object([("slug", v::string())])),
         (
             "userProfiles:upsert",
             v::object([
