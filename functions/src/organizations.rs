@@ -116,21 +116,30 @@ pub fn register(app: &mut Registry) {
         logic::invite(ctx.db, &actor, &args.email, args.role)
     });
 
-    app.typed_query("organizations:invitations", |ctx, args: OrganizationArgs| {
-        ensure_user_with_organization(ctx, &args.organization_id)?;
-        logic::list_invitations(&mut ctx.db, &args.organization_id)
-    });
+    app.typed_query(
+        "organizations:invitations",
+        |ctx, args: OrganizationArgs| {
+            ensure_user_with_organization(ctx, &args.organization_id)?;
+            logic::list_invitations(&mut ctx.db, &args.organization_id)
+        },
+    );
 
-    app.typed_mutation("organizations:acceptInvitation", |ctx, args: InvitationArgs| {
-        let user = ensure_user(ctx)?;
-        logic::accept_invitation(ctx.db, &user, &args.invitation_id)
-    });
+    app.typed_mutation(
+        "organizations:acceptInvitation",
+        |ctx, args: InvitationArgs| {
+            let user = ensure_user(ctx)?;
+            logic::accept_invitation(ctx.db, &user, &args.invitation_id)
+        },
+    );
 
-    app.typed_mutation("organizations:cancelInvitation", |ctx, args: InvitationArgs| {
-        let id = &args.invitation_id;
-        ensure_user_with_document(ctx, id, &[("invitation", &["cancel"])])?;
-        logic::cancel_invitation(ctx.db, id)
-    });
+    app.typed_mutation(
+        "organizations:cancelInvitation",
+        |ctx, args: InvitationArgs| {
+            let id = &args.invitation_id;
+            ensure_user_with_document(ctx, id, &[("invitation", &["cancel"])])?;
+            logic::cancel_invitation(ctx.db, id)
+        },
+    );
 
     app.typed_mutation("organizations:setRole", |ctx, args: SetRoleArgs| {
         let actor =
@@ -138,11 +147,17 @@ pub fn register(app: &mut Registry) {
         logic::set_role(ctx.db, &actor, &args.user_id, args.role)
     });
 
-    app.typed_mutation("organizations:removeMember", |ctx, args: RemoveMemberArgs| {
-        let actor =
-            ensure_user_with_permissions(ctx, &args.organization_id, &[("member", &["delete"])])?;
-        logic::remove_member(ctx.db, &actor, &args.user_id)
-    });
+    app.typed_mutation(
+        "organizations:removeMember",
+        |ctx, args: RemoveMemberArgs| {
+            let actor = ensure_user_with_permissions(
+                ctx,
+                &args.organization_id,
+                &[("member", &["delete"])],
+            )?;
+            logic::remove_member(ctx.db, &actor, &args.user_id)
+        },
+    );
 
     // What `GET /public/organizations/{slug}` shows: `{name, members}` or
     // null. Internal: the route is the public face, and decides the 404.

@@ -30,7 +30,10 @@ fn typed_functions_take_the_arguments_they_took_untyped() {
     let role = || v::union(["owner", "admin", "member"].map(v::literal));
     let expected = [
         ("todos:list", v::object([organization()])),
-        ("todos:create", v::object([organization(), ("text", v::string())])),
+        (
+            "todos:create",
+            v::object([organization(), ("text", v::string())]),
+        ),
         ("todos:toggle", v::object([("id", v::id("todos"))])),
         ("todos:remove", v::object([("id", v::id("todos"))])),
         ("items:getAll", v::object([organization()])),
@@ -44,7 +47,11 @@ fn typed_functions_take_the_arguments_they_took_untyped() {
         ),
         (
             "items:create",
-            v::object([("name", v::string()), ("status", v::string()), organization()]),
+            v::object([
+                ("name", v::string()),
+                ("status", v::string()),
+                organization(),
+            ]),
         ),
         (
             "items:update",
@@ -89,7 +96,10 @@ fn typed_functions_take_the_arguments_they_took_untyped() {
             "organizations:removeMember",
             v::object([organization(), ("userId", v::string())]),
         ),
-        ("organizations:publicBySlug", v::object([("slug", v::string())])),
+        (
+            "organizations:publicBySlug",
+            v::object([("slug", v::string())]),
+        ),
         (
             "userProfiles:upsert",
             v::object([
@@ -155,7 +165,11 @@ fn typed_tables_are_the_tables_they_were() {
 fn a_typed_function_refuses_bad_arguments_naming_the_argument() {
     let app = app_with_webhook_secret(None);
     assert_eq!(
-        refusal(&app, "todos:create", obj! { "organizationId" => "o", "text" => 5.0 }),
+        refusal(
+            &app,
+            "todos:create",
+            obj! { "organizationId" => "o", "text" => 5.0 }
+        ),
         "INVALID_ARGUMENT: args.text: expected string, found float64 5"
     );
     assert_eq!(
@@ -186,4 +200,9 @@ fn typed_functions_declare_their_results() {
     assert_eq!(returns("todos:toggle"), Some(v::boolean()));
     assert_eq!(returns("todos:remove"), Some(v::null()));
     assert_eq!(returns("items:create"), Some(v::id("items")));
+    assert_eq!(returns("files:generateUploadUrl"), Some(v::string()));
+    // Every function of the application is typed.
+    for function in app.functions() {
+        assert!(function.returns.is_some(), "{} is untyped", function.path);
+    }
 }

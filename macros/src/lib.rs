@@ -95,12 +95,18 @@ fn expand(input: &DeriveInput) -> syn::Result<Tokens> {
         Data::Struct(data) => expand_struct(name, &data.fields)?,
         Data::Enum(data) => {
             if item.table.is_some() {
-                return Err(syn::Error::new(name.span(), "a table's document is a struct"));
+                return Err(syn::Error::new(
+                    name.span(),
+                    "a table's document is a struct",
+                ));
             }
             expand_enum(&data.variants)?
         }
         Data::Union(_) => {
-            return Err(syn::Error::new(name.span(), "#[derive(Type)] takes a struct or an enum"))
+            return Err(syn::Error::new(
+                name.span(),
+                "#[derive(Type)] takes a struct or an enum",
+            ))
         }
     };
     let table = item.table.map(|table| {

@@ -654,7 +654,11 @@ mod tests {
             );
         }
         assert_eq!(
-            refusal(&app, "notes:create", obj! { "organizationId" => "o", "text" => 5.0 }),
+            refusal(
+                &app,
+                "notes:create",
+                obj! { "organizationId" => "o", "text" => 5.0 }
+            ),
             "INVALID_ARGUMENT: args.text: expected string(max 5 chars), found float64 5"
         );
     }

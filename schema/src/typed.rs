@@ -474,10 +474,7 @@ impl<T> DerefMut for Doc<T> {
 /// `T`'s fields with `_id: v::id(T::NAME)` and `_creationTime: v::number()`.
 impl<T: Table + Type> Type for Doc<T> {
     fn validator() -> Validator {
-        let mut fields = T::validator()
-            .object_fields()
-            .cloned()
-            .unwrap_or_default();
+        let mut fields = T::validator().object_fields().cloned().unwrap_or_default();
         fields.insert(ID_FIELD.into(), Id::<T>::validator());
         fields.insert(CREATION_TIME_FIELD.into(), v::number());
         Validator::Object(fields)
@@ -501,7 +498,10 @@ impl<T: Table + Type> Type for Doc<T> {
             _ => Object::new(),
         };
         out.insert(ID_FIELD.into(), self.id.into());
-        out.insert(CREATION_TIME_FIELD.into(), Value::Float64(self.creation_time));
+        out.insert(
+            CREATION_TIME_FIELD.into(),
+            Value::Float64(self.creation_time),
+        );
         Value::Object(out)
     }
 }
@@ -646,7 +646,7 @@ mod tests {
         assert_eq!(doc.into_value(), value);
         // An id of another table is not an id of this one.
         let other = obj! { "_id" => DocumentId::generate("items").as_str(), "_creationTime" => 1.5,
-            "text" => "milk", "completed" => true, "organizationId" => "o" };
+        "text" => "milk", "completed" => true, "organizationId" => "o" };
         let e = Doc::<Todo>::from_value(other, "doc").unwrap_err();
         assert_eq!(e.path, "doc._id");
     }
@@ -658,7 +658,9 @@ mod tests {
         assert_eq!(Answer::Count(3.0).into_value(), Value::Float64(3.0));
         assert!(Answer::from_value("yes".into(), "r").is_err());
         assert_eq!(
-            Role::from_value("admin".into(), "args.role").unwrap_err().path,
+            Role::from_value("admin".into(), "args.role")
+                .unwrap_err()
+                .path,
             "args.role"
         );
     }

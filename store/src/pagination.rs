@@ -194,7 +194,11 @@ impl<T> PaginationResult<T> {
         f: impl FnMut(T) -> std::result::Result<U, E>,
     ) -> std::result::Result<PaginationResult<U>, E> {
         Ok(PaginationResult {
-            page: self.page.into_iter().map(f).collect::<std::result::Result<_, E>>()?,
+            page: self
+                .page
+                .into_iter()
+                .map(f)
+                .collect::<std::result::Result<_, E>>()?,
             is_done: self.is_done,
             continue_cursor: self.continue_cursor,
             split_cursor: self.split_cursor,
@@ -292,7 +296,10 @@ impl Type for PaginationOpts {
         let mut out = Object::new();
         let number = |n: usize| Value::Float64(n as f64);
         out.insert("numItems".into(), number(self.num_items));
-        out.insert("cursor".into(), self.cursor.map_or(Value::Null, Value::from));
+        out.insert(
+            "cursor".into(),
+            self.cursor.map_or(Value::Null, Value::from),
+        );
         if let Some(end) = self.end_cursor {
             out.insert("endCursor".into(), end.into());
         }
