@@ -206,3 +206,20 @@ fn typed_functions_declare_their_results() {
         assert!(function.returns.is_some(), "{} is untyped", function.path);
     }
 }
+
+/// The example client's function references are the generated module, in
+/// step with the application (regenerate with
+/// `livebase codegen --rust examples/todo-terminal/src/api.rs`); the example
+/// compiling is what proves the module usable.
+#[test]
+fn the_example_clients_references_are_generated_from_the_application() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/todo-terminal/src/api.rs");
+    let committed = std::fs::read_to_string(&path).expect("the generated module");
+    let fresh = livebase_runtime::codegen::rust::generate(&app_with_webhook_secret(None));
+    assert!(
+        committed == fresh,
+        "{} is stale: run `livebase codegen --rust` on it",
+        path.display()
+    );
+}

@@ -14,6 +14,9 @@
 //! declared when the application has tables, `PaginationResult` imported
 //! when a result uses it.
 //!
+//! `rust` writes the same references as a Rust module for a client on the
+//! SDK (`livebase codegen --rust FILE`).
+//!
 //! Beside `api`, both files carry `uploadFile(postUrl, file, contentType?)`:
 //! the `fetch` POST of Convex's upload recipe, answering the stored file's id
 //! typed as `Id<"_storage">` — what a mutation's `v::id("_storage")`
@@ -22,6 +25,8 @@
 //! The output depends only on the registry and is sorted (functions by path,
 //! object fields by name), so regenerating an unchanged application changes no
 //! byte and the files can be committed.
+
+pub mod rust;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -70,6 +75,19 @@ pub fn write(registry: &Registry, out: &Path) -> io::Result<Vec<PathBuf>> {
         written.push(path);
     }
     Ok(written)
+}
+
+/// Writes [`rust::generate`]'s module to `path` (its folder created if
+/// missing), leaving a file that already says the same untouched.
+pub fn write_rust(registry: &Registry, path: &Path) -> io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let text = rust::generate(registry);
+    if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(());
+    }
+    std::fs::write(path, text)
 }
 
 fn header() -> &'static str {
@@ -603,6 +621,27 @@ export declare const api: {
         let text = &files[0].contents;
         let start = text.find("\nimport type").expect("the imports");
         assert_eq!(&text[start..], format!("{expected}{UPLOAD_D_TS}"));
+    }
+
+    #[test]
+    fn the_rust_module_types_references_by_the_same_types() {
+        let module = rust::generate(&typed_registry());
+        for line in [
+            "#[livebase(table = \"todos\")]\npub struct Todos {",
+            "    #[livebase(rename = \"done\")]\n    pub done: Option<bool>,",
+            "pub struct TodosGetArgs {\n    #[livebase(rename = \"id\")]\n    pub id: Id<Todos>,\n}",
+            // A union of a literal and a document: no Rust type says it.
+            "pub const FIND: QueryRef<TodosFindArgs, Value> = query(\"todos:find\");",
+            "pub const GET: QueryRef<TodosGetArgs, Option<Doc<Todos>>> = query(\"todos:get\");",
+            "pub const CREATE: MutationRef<TodosCreateArgs, Id<Todos>> = mutation(\"todos:create\");",
+            "pub const REMOVE: MutationRef<TodosRemoveArgs, ()> = mutation(\"todos:remove\");",
+            "pub const PAGE: QueryRef<Object, Value> = query(\"todos:page\");",
+            "each page's items are `Doc<Todos>`",
+            "pub const UNTYPED: QueryRef<(), Value> = query(\"todos:untyped\");",
+        ] {
+            assert!(module.contains(line), "missing {line:?} in:\n{module}");
+        }
+        assert_eq!(module, rust::generate(&typed_registry()), "deterministic");
     }
 
     #[test]

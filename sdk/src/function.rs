@@ -344,3 +344,47 @@ mod tests {
         assert_eq!(().into_args(), obj! {});
     }
 }
+
+/// A document of a typed table (`livebase_schema::typed`), as a result.
+impl<T: livebase_schema::typed::Table + livebase_schema::typed::Type> FromValue
+    for livebase_schema::typed::Doc<T>
+{
+    fn from_value(value: Value) -> Result<Self, DecodeError> {
+        from_typed(value)
+    }
+}
+
+/// An id of a typed table, as a result.
+impl<T: livebase_schema::typed::Table> FromValue for livebase_schema::typed::Id<T> {
+    fn from_value(value: Value) -> Result<Self, DecodeError> {
+        from_typed(value)
+    }
+}
+
+/// `value` read as `T` through its [`livebase_schema::typed::Type`] impl,
+/// the error naming the path inside the value (what [`typed_value!`] uses).
+///
+/// [`typed_value!`]: crate::typed_value
+pub fn from_typed<T: livebase_schema::typed::Type>(value: Value) -> Result<T, DecodeError> {
+    T::from_value(value, "").map_err(|e| DecodeError::new(e.path, e.message))
+}
+
+/// Makes `#[derive(Type)]` types (`livebase_schema::typed`) arguments and
+/// results of function references: `typed_value!(ListArgs, Todo);` implements
+/// [`IntoArgs`] and [`FromValue`] for each through its `Type` impl. What
+/// `livebase codegen --rust` writes for the types it generates.
+#[macro_export]
+macro_rules! typed_value {
+    ($($name:ty),* $(,)?) => {$(
+        impl $crate::IntoArgs for $name {
+            fn into_args(self) -> $crate::Value {
+                ::livebase_schema::typed::Type::into_value(self)
+            }
+        }
+        impl $crate::FromValue for $name {
+            fn from_value(value: $crate::Value) -> ::std::result::Result<Self, $crate::DecodeError> {
+                $crate::function::from_typed(value)
+            }
+        }
+    )*};
+}
