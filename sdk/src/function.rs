@@ -308,43 +308,6 @@ pub(crate) fn nest(error: DecodeError, prefix: &str) -> DecodeError {
     DecodeError::new(format!("{prefix}{}", error.path), error.message)
 }
 
-#[cfg(test)]
-mod tests {
-    use livebase_schema::obj;
-
-    use super::*;
-
-    #[test]
-    fn decoding_errors_name_the_path_into_the_value() {
-        let value = Value::Array(vec![Value::Null, obj! { "n" => "x" }]);
-        let err = <Vec<Option<Object>>>::from_value(value.clone()).map(|_| ());
-        assert_eq!(err, Ok(()));
-        struct N(f64);
-        impl FromValue for N {
-            fn from_value(value: Value) -> Result<Self, DecodeError> {
-                Ok(N(Fields::new(value)?.take("n")?))
-            }
-        }
-        let ok = <Vec<Option<N>>>::from_value(Value::Array(vec![obj! { "n" => 2.0 }]));
-        assert_eq!(ok.unwrap()[0].as_ref().map(|n| n.0), Some(2.0));
-        let err = <Vec<Option<N>>>::from_value(value).err().unwrap();
-        assert_eq!(err.path, "[1].n");
-        assert_eq!(err.message, "expected a number, found string");
-    }
-
-    #[test]
-    fn common_types_decode_from_their_values() {
-        assert_eq!(String::from_value("a".into()), Ok("a".to_string()));
-        assert_eq!(f64::from_value(1.5.into()), Ok(1.5));
-        assert_eq!(i64::from_value(Value::Int64(7)), Ok(7));
-        assert_eq!(bool::from_value(true.into()), Ok(true));
-        assert_eq!(<()>::from_value(Value::Null), Ok(()));
-        assert_eq!(<Option<String>>::from_value(Value::Null), Ok(None));
-        assert!(f64::from_value(Value::Int64(1)).is_err());
-        assert_eq!(().into_args(), obj! {});
-    }
-}
-
 /// A document of a typed table (`livebase_schema::typed`), as a result.
 impl<T: livebase_schema::typed::Table + livebase_schema::typed::Type> FromValue
     for livebase_schema::typed::Doc<T>
@@ -387,4 +350,76 @@ macro_rules! typed_value {
             }
         }
     )*};
+}
+
+#[cfg(test)]
+mod tests {
+    use livebase_schema::obj;
+    use livebase_schema::typed::{Doc, Id};
+
+    use super::*;
+
+    #[derive(livebase_schema::typed::Type, Debug, PartialEq)]
+    #[livebase(table = "notes")]
+    struct Note {
+        body: String,
+    }
+
+    #[derive(livebase_schema::typed::Type, Debug, PartialEq)]
+    struct AddArgs {
+        body: String,
+        pinned: Option<bool>,
+    }
+
+    crate::typed_value!(AddArgs);
+
+    #[test]
+    fn typed_values_are_arguments_and_results() {
+        let args = AddArgs {
+            body: "hi".into(),
+            pinned: None,
+        };
+        assert_eq!(args.into_args(), obj! { "body" => "hi" });
+        let id = Id::<Note>::generate();
+        let value = Value::Array(vec![obj! {
+            "_id" => id.as_str(), "_creationTime" => 1.0, "body" => "hi",
+        }]);
+        let notes = <Vec<Doc<Note>> as FromValue>::from_value(value).expect("decoded");
+        assert_eq!(notes[0].id, id);
+        assert_eq!(notes[0].body, "hi");
+        let err =
+            <Vec<Doc<Note>> as FromValue>::from_value(Value::Array(vec![obj! { "_id" => "x" }]));
+        assert_eq!(err.map(|_| ()).unwrap_err().path, "[0]._id");
+        assert!(<Id<Note> as FromValue>::from_value(Value::from(1.0)).is_err());
+    }
+
+    #[test]
+    fn decoding_errors_name_the_path_into_the_value() {
+        let value = Value::Array(vec![Value::Null, obj! { "n" => "x" }]);
+        let err = <Vec<Option<Object>>>::from_value(value.clone()).map(|_| ());
+        assert_eq!(err, Ok(()));
+        struct N(f64);
+        impl FromValue for N {
+            fn from_value(value: Value) -> Result<Self, DecodeError> {
+                Ok(N(Fields::new(value)?.take("n")?))
+            }
+        }
+        let ok = <Vec<Option<N>>>::from_value(Value::Array(vec![obj! { "n" => 2.0 }]));
+        assert_eq!(ok.unwrap()[0].as_ref().map(|n| n.0), Some(2.0));
+        let err = <Vec<Option<N>>>::from_value(value).err().unwrap();
+        assert_eq!(err.path, "[1].n");
+        assert_eq!(err.message, "expected a number, found string");
+    }
+
+    #[test]
+    fn common_types_decode_from_their_values() {
+        assert_eq!(String::from_value("a".into()), Ok("a".to_string()));
+        assert_eq!(f64::from_value(1.5.into()), Ok(1.5));
+        assert_eq!(i64::from_value(Value::Int64(7)), Ok(7));
+        assert_eq!(bool::from_value(true.into()), Ok(true));
+        assert_eq!(<()>::from_value(Value::Null), Ok(()));
+        assert_eq!(<Option<String>>::from_value(Value::Null), Ok(None));
+        assert!(f64::from_value(Value::Int64(1)).is_err());
+        assert_eq!(().into_args(), obj! {});
+    }
 }
