@@ -663,6 +663,33 @@ mod tests {
         );
     }
 
+    #[derive(Type)]
+    struct PageArgs {
+        pagination_opts: crate::pagination::PaginationOpts,
+    }
+
+    /// What the validator accepts but the argument's own reading refuses
+    /// (a page of -1 items) is refused with the reading's words, as an
+    /// untyped handler calling `PaginationOpts::from_value` answered.
+    #[test]
+    fn a_typed_argument_refused_by_its_reading_keeps_its_words() {
+        let mut app = Registry::new(Schema::new());
+        app.typed_query("notes:page", |_, _args: PageArgs| Ok(()));
+        let opts = obj! { "numItems" => -1.0, "cursor" => Value::Null };
+        let function = app.get("notes:page").expect("registered");
+        let args = Registry::check_args(function, &[obj! { "paginationOpts" => opts.clone() }])
+            .expect("the validator accepts it");
+        let typed = typed_args::<PageArgs>(args)
+            .map(|_| ())
+            .expect_err("refused");
+        let untyped = crate::pagination::PaginationOpts::from_value(&opts).expect_err("refused");
+        assert_eq!(typed, untyped);
+        assert_eq!(
+            typed.to_string(),
+            "INVALID_ARGUMENT: paginationOpts.numItems: expected a whole number of at least 0, found -1.0"
+        );
+    }
+
     #[test]
     fn a_typed_function_reads_its_checked_arguments() {
         let app = both();

@@ -288,8 +288,19 @@ impl Type for PaginationOpts {
         v::pagination_opts()
     }
 
+    /// A refusal keeps [`PaginationOpts::from_value`]'s words, which name
+    /// the field (`paginationOpts.numItems: …`).
     fn from_value(value: Value, path: &str) -> std::result::Result<Self, ValidationError> {
-        PaginationOpts::from_value(&value).map_err(|e| ValidationError::new(path, e.to_string()))
+        PaginationOpts::from_value(&value).map_err(|e| {
+            let message = match &e {
+                Error::App { message, .. } => message.clone(),
+                other => other.to_string(),
+            };
+            match message.split_once(": ") {
+                Some((at, what)) => ValidationError::new(at, what),
+                None => ValidationError::new(path, message),
+            }
+        })
     }
 
     fn into_value(self) -> Value {
