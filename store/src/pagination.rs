@@ -334,6 +334,46 @@ impl From<PaginationResult> for Value {
 mod tests {
     use super::*;
 
+    /// A typed page's value is one its validator accepts, and reads back.
+    #[test]
+    fn a_typed_page_is_what_its_validator_says() {
+        let page = PaginationResult {
+            page: vec!["a".to_string(), "b".to_string()],
+            is_done: false,
+            continue_cursor: "c".into(),
+            split_cursor: Some("s".into()),
+            page_status: Some("SplitRecommended"),
+        };
+        let value = page.clone().into_value();
+        let validator = <PaginationResult<String> as Type>::validator();
+        assert_eq!(validator.validate(&value, "result"), Ok(()));
+        assert_eq!(
+            <PaginationResult<String> as Type>::from_value(value, "result"),
+            Ok(page)
+        );
+        let bare = PaginationResult::<String> {
+            page: Vec::new(),
+            is_done: true,
+            continue_cursor: String::new(),
+            split_cursor: None,
+            page_status: None,
+        };
+        assert_eq!(validator.validate(&bare.into_value(), "result"), Ok(()));
+        let opts = PaginationOpts {
+            num_items: 3,
+            cursor: Some("c".into()),
+            end_cursor: Some("e".into()),
+            maximum_rows_read: Some(10),
+            maximum_bytes_read: None,
+        };
+        let value = Type::into_value(opts.clone());
+        assert_eq!(v::pagination_opts().validate(&value, "opts"), Ok(()));
+        assert_eq!(
+            <PaginationOpts as Type>::from_value(value, "opts"),
+            Ok(opts)
+        );
+    }
+
     #[test]
     fn a_cursor_round_trips_only_under_its_binding_and_key() {
         let key = CursorKey::derive(b"a secret of the deployment......");
