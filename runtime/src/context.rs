@@ -226,6 +226,22 @@ impl ActionCtx {
             .await
     }
 
+    /// Runs a query as [`ActionCtx::run_query`] does, with typed arguments
+    /// and result: `R` is what the query declares it returns.
+    pub async fn run_typed_query<A: Type, R: Type>(&self, path: &str, args: A) -> Result<R> {
+        typed_result(path, self.run_query(path, args.into_value()).await?)
+    }
+
+    /// Runs a mutation as [`ActionCtx::run_mutation`] does, typed.
+    pub async fn run_typed_mutation<A: Type, R: Type>(&self, path: &str, args: A) -> Result<R> {
+        typed_result(path, self.run_mutation(path, args.into_value()).await?)
+    }
+
+    /// Runs an action as [`ActionCtx::run_action`] does, typed.
+    pub async fn run_typed_action<A: Type, R: Type>(&self, path: &str, args: A) -> Result<R> {
+        typed_result(path, self.run_action(path, args.into_value()).await?)
+    }
+
     /// The server's mailer: SMTP when configured, the outbox folder otherwise.
     pub fn mailer(&self) -> Result<Mailer> {
         self.runner
@@ -240,6 +256,13 @@ impl ActionCtx {
             .files()
             .ok_or_else(|| Error::internal("this server has no file storage"))
     }
+}
+
+/// `value`, what `path` answered, as `R`: a result that is not the type
+/// the caller expects is the caller's mistake, an internal error.
+fn typed_result<R: Type>(path: &str, value: Value) -> Result<R> {
+    R::from_value(value, "result")
+        .map_err(|e| Error::internal(format!("`{path}` answered another type: {e}")))
 }
 
 /// Runs functions on behalf of actions; implemented by the executor.
