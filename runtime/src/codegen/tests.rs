@@ -1,4 +1,3 @@
-
 use livebase_schema::typed::{table_of, Doc, Id, Table, Type};
 use livebase_schema::{v, Schema, Value};
 
