@@ -45,8 +45,12 @@ enum Command {
 #[derive(Args)]
 struct CodegenArgs {
     /// Folder to write `api.d.ts` and `api.js` into (created if missing).
+    #[arg(long, required_unless_present = "rust")]
+    out: Option<PathBuf>,
+    /// File to write the Rust module of typed function references into, for
+    /// a client on `livebase_sdk`.
     #[arg(long)]
-    out: PathBuf,
+    rust: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -143,18 +147,30 @@ fn main() -> std::process::ExitCode {
 }
 
 fn codegen(args: CodegenArgs) -> std::process::ExitCode {
-    match livebase_runtime::codegen::write(&livebase_functions::app(), &args.out) {
-        Ok(paths) => {
-            for path in paths {
-                println!("wrote {}", path.display());
+    let app = livebase_functions::app();
+    if let Some(out) = &args.out {
+        match livebase_runtime::codegen::write(&app, out) {
+            Ok(paths) => {
+                for path in paths {
+                    println!("wrote {}", path.display());
+                }
             }
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: writing to {}: {e}", args.out.display());
-            std::process::ExitCode::FAILURE
+            Err(e) => {
+                eprintln!("error: writing to {}: {e}", out.display());
+                return std::process::ExitCode::FAILURE;
+            }
         }
     }
+    if let Some(path) = &args.rust {
+        match livebase_runtime::codegen::write_rust(&app, path) {
+            Ok(()) => println!("wrote {}", path.display()),
+            Err(e) => {
+                eprintln!("error: writing {}: {e}", path.display());
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
+    std::process::ExitCode::SUCCESS
 }
 
 /// Serves the application; `dev` adds the dashboard.

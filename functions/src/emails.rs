@@ -26,7 +26,8 @@ use std::time::Duration;
 use livebase_runtime::email::{Template, Templates};
 use livebase_runtime::registry::Registry;
 use livebase_runtime::scheduler::RetryPolicy;
-use livebase_schema::{v, Value};
+use livebase_schema::typed::Type;
+use livebase_schema::Value;
 use serde_json::Value as Json;
 
 /// The path of the send action.
@@ -88,32 +89,32 @@ pub fn templates() -> &'static Templates {
     })
 }
 
+/// `emails:send {to, template, data}`: `data` is any value, the template's
+/// variables.
+#[derive(Type)]
+pub struct SendArgs {
+    pub to: String,
+    pub template: String,
+    pub data: Value,
+}
+
 pub fn register(app: &mut Registry) {
-    app.internal_action(
-        SEND,
-        [
-            ("to", v::string()),
-            ("template", v::string()),
-            ("data", v::any()),
-        ],
-        |ctx, args| async move {
-            let to = args.string("to")?;
-            let template = args.string("template")?;
-            let mailer = ctx.mailer()?;
-            let mut data = args.value("data").map_or(Json::Null, template_data);
-            if let Json::Object(fields) = &mut data {
-                fields
-                    .entry("appUrl")
-                    .or_insert_with(|| Json::from(mailer.app_url()));
-            }
-            let email = templates().render(&template, &to, &data)?;
-            let sent = match ctx.job() {
-                Some(job) => mailer.send_for_job(&email, job.id.as_str()).await?,
-                None => mailer.send(&email).await?,
-            };
-            Ok(sent.to_value())
-        },
-    );
+    app.typed_internal_action(SEND, |ctx, args: SendArgs| async move {
+        let SendArgs { to, template, data } = args;
+        let mailer = ctx.mailer()?;
+        let mut data = template_data(&data);
+        if let Json::Object(fields) = &mut data {
+            fields
+                .entry("appUrl")
+                .or_insert_with(|| Json::from(mailer.app_url()));
+        }
+        let email = templates().render(&template, &to, &data)?;
+        let sent = match ctx.job() {
+            Some(job) => mailer.send_for_job(&email, job.id.as_str()).await?,
+            None => mailer.send(&email).await?,
+        };
+        Ok(sent.to_value())
+    });
     app.retryable(SEND, RETRY);
     // A verification or reset link carries a one-time token: the job keeps it
     // until the mail is sent (or given up on), and not a moment longer.

@@ -23,12 +23,15 @@ use hmac::{Hmac, Mac};
 use livebase_runtime::registry::Registry;
 use livebase_runtime::route::{HttpRequest, HttpResponse, Method};
 use livebase_runtime::{Error, Result};
-use livebase_schema::{v, Value};
+use livebase_schema::typed::{Id, Type};
+use livebase_schema::Value;
 use serde_json::json;
 use sha2::Sha256;
 
-use crate::items::{webhook_item_fields, CREATE_FROM_WEBHOOK};
-use crate::organizations::PUBLIC_BY_SLUG;
+use crate::features::items::schema::Item;
+use crate::features::organizations::logic::PublicProfile;
+use crate::items::{WebhookItem, CREATE_FROM_WEBHOOK};
+use crate::organizations::{SlugArgs, PUBLIC_BY_SLUG};
 
 /// The environment variable holding the webhook secret, read once when the
 /// application is built ([`crate::app`]).
@@ -102,20 +105,17 @@ pub fn register(app: &mut Registry, secret: Option<WebhookSecret>) {
         "/public/organizations/{slug}",
         |ctx, request| async move {
             let slug = request.param("slug")?;
-            let profile = ctx
-                .run_query(PUBLIC_BY_SLUG, livebase_schema::obj! {"slug" => slug})
-                .await?;
-            if profile == Value::Null {
+            let args = SlugArgs {
+                slug: slug.to_string(),
+            };
+            let profile: Option<PublicProfile> = ctx.run_typed_query(PUBLIC_BY_SLUG, args).await?;
+            let Some(profile) = profile else {
                 return Err(Error::not_found(format!("no organization `{slug}`")));
-            }
+            };
             // A count is a whole number: `3`, not the value model's `3.0`.
-            let members = profile
-                .get("members")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0);
             Ok(HttpResponse::json(&json!({
-                "name": profile.get("name").map(Value::to_json),
-                "members": members as u64,
+                "name": profile.name,
+                "members": profile.members as u64,
             })))
         },
     );
@@ -127,14 +127,14 @@ pub fn register(app: &mut Registry, secret: Option<WebhookSecret>) {
                 return Ok(not_configured());
             };
             let item = verified_item(&secret, &request)?;
-            let id = ctx.run_mutation(CREATE_FROM_WEBHOOK, item).await?;
-            Ok(HttpResponse::json(&json!({"id": id.to_json()})).with_status(201))
+            let id: Id<Item> = ctx.run_typed_mutation(CREATE_FROM_WEBHOOK, item).await?;
+            Ok(HttpResponse::json(&json!({"id": id.as_str()})).with_status(201))
         }
     });
 }
 
 /// The webhook's item, once its signature and then its body are checked.
-fn verified_item(secret: &WebhookSecret, request: &HttpRequest) -> Result<Value> {
+fn verified_item(secret: &WebhookSecret, request: &HttpRequest) -> Result<WebhookItem> {
     let signature = request
         .header(SIGNATURE_HEADER)
         .ok_or_else(|| Error::unauthenticated(format!("missing {SIGNATURE_HEADER} header")))?;
@@ -145,10 +145,10 @@ fn verified_item(secret: &WebhookSecret, request: &HttpRequest) -> Result<Value>
     }
     let json = request.json()?;
     let item = Value::from_json(&json, "body").map_err(|e| Error::invalid(e.to_string()))?;
-    v::object(webhook_item_fields())
+    WebhookItem::validator()
         .validate(&item, "body")
         .map_err(|e| Error::invalid(e.to_string()))?;
-    Ok(item)
+    WebhookItem::from_value(item, "body").map_err(|e| Error::invalid(e.to_string()))
 }
 
 /// `503`: no secret, so no signature can be checked and no webhook accepted.

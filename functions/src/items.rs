@@ -1,133 +1,129 @@
 //! The registered `items:*` functions — the seed's `convex/items.ts`: each
 //! checks the caller at the right level, then calls `features::items::logic`.
+//! Each function's arguments are a struct below (its validator derived from
+//! it), its result a Rust type.
 
 use livebase_runtime::pagination::PaginationOpts;
 use livebase_runtime::registry::{Reader, Registry};
 use livebase_runtime::{Error, Result};
-use livebase_schema::{v, DocumentId, Validator, Value};
+use livebase_schema::typed::{Id, Type};
+use livebase_schema::{DocumentId, Value};
 
 use crate::features::items::logic::{self, CreateItem};
-use crate::features::items::schema::{ITEMS, MAX_NAME_CHARS, MAX_STATUS_CHARS};
+use crate::features::items::schema::{Item, MAX_NAME_CHARS, MAX_STATUS_CHARS};
 use crate::features::organizations::logic::{by_slug, first_owner};
 use crate::shared::auth::validations::{
-    ensure_user_with_document, ensure_user_with_organization, ensure_user_with_permissions,
+    ensure_user_with_doc, ensure_user_with_organization, ensure_user_with_permissions,
 };
 
 /// The internal mutation `POST /webhooks/items` creates its item through.
 pub const CREATE_FROM_WEBHOOK: &str = "items:createFromWebhook";
 
-/// The fields of an item a webhook creates, `{organizationSlug, name,
-/// status}`, with the `items` table's own length limits: the route checks
-/// its body against them (errors name `body.<field>`), the mutation its
-/// arguments.
-pub fn webhook_item_fields() -> [(&'static str, Validator); 3] {
-    [
-        ("organizationSlug", v::string()),
-        ("name", v::string().max_len(MAX_NAME_CHARS)),
-        ("status", v::string().max_len(MAX_STATUS_CHARS)),
-    ]
+/// `items:getAll {organizationId}`.
+#[derive(Type)]
+pub struct GetAllArgs {
+    pub organization_id: String,
+}
+
+/// `items:getByStatus {organizationId, status}`.
+#[derive(Type)]
+pub struct GetByStatusArgs {
+    pub organization_id: String,
+    pub status: String,
+}
+
+/// `items:list {organizationId, paginationOpts}`.
+#[derive(Type)]
+pub struct ListArgs {
+    pub organization_id: String,
+    pub pagination_opts: PaginationOpts,
+}
+
+/// `items:create {name, status, organizationId}`.
+#[derive(Type)]
+pub struct CreateArgs {
+    pub name: String,
+    pub status: String,
+    pub organization_id: String,
+}
+
+/// `items:update {id, name?, status?}`.
+#[derive(Type)]
+pub struct UpdateArgs {
+    pub id: Id<Item>,
+    pub name: Option<String>,
+    pub status: Option<String>,
+}
+
+/// `items:remove {id}`.
+#[derive(Type)]
+pub struct RemoveArgs {
+    pub id: Id<Item>,
+}
+
+/// The item a webhook creates, `{organizationSlug, name, status}`, with the
+/// `items` table's own length limits: the route checks its body against its
+/// validator (errors name `body.<field>`), the mutation its arguments.
+#[derive(Type)]
+pub struct WebhookItem {
+    pub organization_slug: String,
+    #[livebase(max_len = MAX_NAME_CHARS)]
+    pub name: String,
+    #[livebase(max_len = MAX_STATUS_CHARS)]
+    pub status: String,
 }
 
 pub fn register(app: &mut Registry) {
-    app.query(
-        "items:getAll",
-        [("organizationId", v::string())],
-        |ctx, args| {
-            let organization_id = args.string("organizationId")?;
-            ensure_user_with_organization(ctx, &organization_id)?;
-            logic::get_items(&mut ctx.db, &organization_id)
-        },
-    );
+    app.typed_query("items:getAll", |ctx, args: GetAllArgs| {
+        ensure_user_with_organization(ctx, &args.organization_id)?;
+        logic::get_items(&mut ctx.db, &args.organization_id)
+    });
 
-    app.query(
-        "items:getByStatus",
-        [("organizationId", v::string()), ("status", v::string())],
-        |ctx, args| {
-            let organization_id = args.string("organizationId")?;
-            ensure_user_with_organization(ctx, &organization_id)?;
-            logic::get_items_by_status(&mut ctx.db, &organization_id, &args.string("status")?)
-        },
-    );
+    app.typed_query("items:getByStatus", |ctx, args: GetByStatusArgs| {
+        ensure_user_with_organization(ctx, &args.organization_id)?;
+        logic::get_items_by_status(&mut ctx.db, &args.organization_id, &args.status)
+    });
 
-    app.query(
-        "items:list",
-        [
-            ("organizationId", v::string()),
-            ("paginationOpts", v::pagination_opts()),
-        ],
-        |ctx, args| {
-            let organization_id = args.string("organizationId")?;
-            ensure_user_with_organization(ctx, &organization_id)?;
-            let opts = args.value("paginationOpts").unwrap_or(&Value::Null);
-            logic::list_items(
-                &mut ctx.db,
-                &organization_id,
-                &PaginationOpts::from_value(opts)?,
-            )
-        },
-    );
+    app.typed_query("items:list", |ctx, args: ListArgs| {
+        ensure_user_with_organization(ctx, &args.organization_id)?;
+        logic::list_items(&mut ctx.db, &args.organization_id, &args.pagination_opts)
+    });
 
-    app.mutation(
-        "items:create",
-        [
-            ("name", v::string()),
-            ("status", v::string()),
-            ("organizationId", v::string()),
-        ],
-        |ctx, args| {
-            let organization_id = args.string("organizationId")?;
-            let member =
-                ensure_user_with_permissions(ctx, &organization_id, &[("item", &["create"])])?;
-            let (name, status) = (args.string("name")?, args.string("status")?);
-            logic::create_item(
-                ctx.db,
-                CreateItem {
-                    name: &name,
-                    status: &status,
-                    organization_id: &organization_id,
-                    user_id: &member.user.id,
-                },
-            )
-        },
-    );
+    app.typed_mutation("items:create", |ctx, args: CreateArgs| {
+        let member =
+            ensure_user_with_permissions(ctx, &args.organization_id, &[("item", &["create"])])?;
+        logic::create_item(
+            ctx.db,
+            CreateItem {
+                name: &args.name,
+                status: &args.status,
+                organization_id: &args.organization_id,
+                user_id: &member.user.id,
+            },
+        )
+    });
 
-    app.mutation(
-        "items:update",
-        [
-            ("id", v::id(ITEMS)),
-            ("name", v::optional(v::string())),
-            ("status", v::optional(v::string())),
-        ],
-        |ctx, args| {
-            let id = args.id("id", ITEMS)?;
-            ensure_user_with_document(ctx, &id, &[("item", &["update"])])?;
-            logic::update_item(
-                ctx.db,
-                &id,
-                args.opt_string("name")?,
-                args.opt_string("status")?,
-            )
-        },
-    );
+    app.typed_mutation("items:update", |ctx, args: UpdateArgs| {
+        ensure_user_with_doc(ctx, &args.id, &[("item", &["update"])])?;
+        logic::update_item(ctx.db, &args.id, args.name, args.status)
+    });
 
-    app.mutation("items:remove", [("id", v::id(ITEMS))], |ctx, args| {
-        let id = args.id("id", ITEMS)?;
-        ensure_user_with_document(ctx, &id, &[("item", &["delete"])])?;
-        logic::remove_item(ctx.db, &id)
+    app.typed_mutation("items:remove", |ctx, args: RemoveArgs| {
+        ensure_user_with_doc(ctx, &args.id, &[("item", &["delete"])])?;
+        logic::remove_item(ctx.db, &args.id)
     });
 
     // Not callable by clients: the webhook route calls it once the request's
     // signature is verified. The item is created by the organization's first
     // owner, as if they had added it.
-    app.internal_mutation(CREATE_FROM_WEBHOOK, webhook_item_fields(), |ctx, args| {
-        let slug = args.string("organizationSlug")?;
-        let (organization_id, owner) = organization_and_owner(&mut Reader::new(ctx.db), &slug)?;
-        let (name, status) = (args.string("name")?, args.string("status")?);
+    app.typed_internal_mutation(CREATE_FROM_WEBHOOK, |ctx, args: WebhookItem| {
+        let slug = &args.organization_slug;
+        let (organization_id, owner) = organization_and_owner(&mut Reader::new(ctx.db), slug)?;
         logic::create_item(
             ctx.db,
             CreateItem {
-                name: &name,
-                status: &status,
+                name: &args.name,
+                status: &args.status,
                 organization_id: &organization_id,
                 user_id: &owner,
             },

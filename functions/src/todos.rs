@@ -1,51 +1,54 @@
 //! The registered `todos:*` functions: membership to read, permissions to
-//! write, then `features::todos::logic`.
+//! write, then `features::todos::logic`. Each function's arguments are a
+//! struct below (its validator derived from it), its result a Rust type.
 
 use livebase_runtime::registry::Registry;
-use livebase_schema::v;
+use livebase_schema::typed::{Id, Type};
 
 use crate::features::todos::logic;
-use crate::features::todos::schema::TODOS;
+use crate::features::todos::schema::Todo;
 use crate::shared::auth::validations::{
-    ensure_user_with_document, ensure_user_with_organization, ensure_user_with_permissions,
+    ensure_user_with_doc, ensure_user_with_organization, ensure_user_with_permissions,
 };
 
+/// `todos:list {organizationId}`.
+#[derive(Type)]
+pub struct ListArgs {
+    pub organization_id: String,
+}
+
+/// `todos:create {organizationId, text}`.
+#[derive(Type)]
+pub struct CreateArgs {
+    pub organization_id: String,
+    pub text: String,
+}
+
+/// `todos:toggle {id}` and `todos:remove {id}`.
+#[derive(Type)]
+pub struct ByIdArgs {
+    pub id: Id<Todo>,
+}
+
 pub fn register(app: &mut Registry) {
-    app.query(
-        "todos:list",
-        [("organizationId", v::string())],
-        |ctx, args| {
-            let organization_id = args.string("organizationId")?;
-            ensure_user_with_organization(ctx, &organization_id)?;
-            logic::list_todos(&mut ctx.db, &organization_id)
-        },
-    );
-
-    app.mutation(
-        "todos:create",
-        [("organizationId", v::string()), ("text", v::string())],
-        |ctx, args| {
-            let organization_id = args.string("organizationId")?;
-            let member =
-                ensure_user_with_permissions(ctx, &organization_id, &[("todo", &["create"])])?;
-            logic::create_todo(
-                ctx.db,
-                &organization_id,
-                &args.string("text")?,
-                &member.user.id,
-            )
-        },
-    );
-
-    app.mutation("todos:toggle", [("id", v::id(TODOS))], |ctx, args| {
-        let id = args.id("id", TODOS)?;
-        let (_, todo) = ensure_user_with_document(ctx, &id, &[("todo", &["update"])])?;
-        logic::toggle_todo(ctx.db, &todo, &id)
+    app.typed_query("todos:list", |ctx, args: ListArgs| {
+        ensure_user_with_organization(ctx, &args.organization_id)?;
+        logic::list_todos(&mut ctx.db, &args.organization_id)
     });
 
-    app.mutation("todos:remove", [("id", v::id(TODOS))], |ctx, args| {
-        let id = args.id("id", TODOS)?;
-        ensure_user_with_document(ctx, &id, &[("todo", &["delete"])])?;
-        logic::remove_todo(ctx.db, &id)
+    app.typed_mutation("todos:create", |ctx, args: CreateArgs| {
+        let member =
+            ensure_user_with_permissions(ctx, &args.organization_id, &[("todo", &["create"])])?;
+        logic::create_todo(ctx.db, &args.organization_id, &args.text, &member.user.id)
+    });
+
+    app.typed_mutation("todos:toggle", |ctx, args: ByIdArgs| {
+        let (_, todo) = ensure_user_with_doc(ctx, &args.id, &[("todo", &["update"])])?;
+        logic::toggle_todo(ctx.db, &todo)
+    });
+
+    app.typed_mutation("todos:remove", |ctx, args: ByIdArgs| {
+        ensure_user_with_doc(ctx, &args.id, &[("todo", &["delete"])])?;
+        logic::remove_todo(ctx.db, &args.id)
     });
 }

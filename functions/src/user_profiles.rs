@@ -2,39 +2,42 @@
 //! their own profile — nothing else, so they need no organization.
 
 use livebase_runtime::registry::Registry;
-use livebase_runtime::storage::STORAGE;
-use livebase_schema::{v, Value};
+use livebase_runtime::storage::StoredFile;
+use livebase_schema::typed::{Id, Type};
 
-use crate::features::user_profiles::logic;
+use crate::features::user_profiles::logic::{self, user_id};
 use crate::shared::auth::validations::ensure_user;
 
+/// `userProfiles:get {}`.
+#[derive(Type)]
+pub struct GetArgs {}
+
+/// `userProfiles:upsert {displayName, bio?}`.
+#[derive(Type)]
+pub struct UpsertArgs {
+    pub display_name: String,
+    pub bio: Option<String>,
+}
+
+/// `userProfiles:setAvatar {storageId}`.
+#[derive(Type)]
+pub struct SetAvatarArgs {
+    pub storage_id: Id<StoredFile>,
+}
+
 pub fn register(app: &mut Registry) {
-    app.query("userProfiles:get", [], |ctx, _args| {
+    app.typed_query("userProfiles:get", |ctx, _args: GetArgs| {
         let user = ensure_user(ctx)?;
-        logic::get_profile_with_avatar(ctx, &user.id)
+        logic::get_profile_with_avatar(ctx, &user_id(&user.id)?)
     });
 
-    app.mutation(
-        "userProfiles:upsert",
-        [
-            ("displayName", v::string()),
-            ("bio", v::optional(v::string())),
-        ],
-        |ctx, args| {
-            let user = ensure_user(ctx)?;
-            let display_name = args.string("displayName")?;
-            logic::upsert_profile(ctx.db, &user.id, &display_name, args.opt_string("bio")?)
-        },
-    );
+    app.typed_mutation("userProfiles:upsert", |ctx, args: UpsertArgs| {
+        let user = ensure_user(ctx)?;
+        logic::upsert_profile(ctx.db, &user_id(&user.id)?, &args.display_name, args.bio)
+    });
 
-    app.mutation(
-        "userProfiles:setAvatar",
-        [("storageId", v::id(STORAGE))],
-        |ctx, args| {
-            let user = ensure_user(ctx)?;
-            let avatar = args.id("storageId", STORAGE)?;
-            logic::set_avatar(ctx, &user.id, &avatar)?;
-            Ok(Value::Null)
-        },
-    );
+    app.typed_mutation("userProfiles:setAvatar", |ctx, args: SetAvatarArgs| {
+        let user = ensure_user(ctx)?;
+        logic::set_avatar(ctx, &user_id(&user.id)?, &args.storage_id)
+    });
 }

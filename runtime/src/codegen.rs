@@ -6,7 +6,16 @@
 //! `client.query(api.todos.list, { organizationId })` — and `useQuery` from
 //! `convex/react` — checked against the Rust functions.
 //!
-//! The registry has no result validators, so every result is `any`.
+//! A function registered typed (`Registry::typed_query` …) declares its
+//! result too: a table's documents are `Doc<"todos">` (declared once, from
+//! the table's fields, in `DataModel`), ids `Id<"todos">`, a paginated
+//! query's page Convex's `PaginationResult<Doc<"items">>`. An untyped
+//! function's result is `any`. `DataModel`, `Doc` and `TableNames` are
+//! declared when the application has tables, `PaginationResult` imported
+//! when a result uses it.
+//!
+//! `rust` writes the same references as a Rust module for a client on the
+//! SDK (`livebase codegen --rust FILE`).
 //!
 //! Beside `api`, both files carry `uploadFile(postUrl, file, contentType?)`:
 //! the `fetch` POST of Convex's upload recipe, answering the stored file's id
@@ -17,13 +26,17 @@
 //! object fields by name), so regenerating an unchanged application changes no
 //! byte and the files can be committed.
 
+pub mod rust;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use livebase_schema::table::{CREATION_TIME_FIELD, ID_FIELD};
 use livebase_schema::{Validator, Value};
 
+use crate::pagination;
 use crate::registry::{Function, Registry, Visibility};
 
 /// One generated file: its name inside the output folder and its text.
@@ -62,6 +75,19 @@ pub fn write(registry: &Registry, out: &Path) -> io::Result<Vec<PathBuf>> {
         written.push(path);
     }
     Ok(written)
+}
+
+/// Writes [`rust::generate`]'s module to `path` (its folder created if
+/// missing), leaving a file that already says the same untouched.
+pub fn write_rust(registry: &Registry, path: &Path) -> io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let text = rust::generate(registry);
+    if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(());
+    }
+    std::fs::write(path, text)
 }
 
 fn header() -> &'static str {
@@ -136,31 +162,111 @@ export declare function uploadFile(
 ";
 
 fn api_d_ts(registry: &Registry) -> String {
+    let docs = Docs::of(registry);
     let mut tree = Node::default();
     for function in registry.functions() {
         if function.visibility == Visibility::Public {
             tree.insert(&segments(&function.path), function);
         }
     }
+    let mut api = String::new();
+    tree.render(0, &docs, &mut api);
+    let imports = if api.contains("PaginationResult<") {
+        "FunctionReference, PaginationResult"
+    } else {
+        "FunctionReference"
+    };
     let mut out = String::from(header());
-    out.push_str(
+    let _ = write!(
+        out,
         "
-import type { FunctionReference } from \"convex/server\";
+import type {{ {imports} }} from \"convex/server\";
 
 /** The id of a document of `TableName`: a string, branded so ids of different
  * tables do not mix. */
-export type Id<TableName extends string> = string & { __tableName: TableName };
-
+export type Id<TableName extends string> = string & {{ __tableName: TableName }};
+"
+    );
+    docs.render(&mut out);
+    out.push_str(
+        "
 /**
  * A reference to every public function, typed by its arguments:
  * `client.query(api.todos.list, { organizationId })`.
  */
 export declare const api: ",
     );
-    tree.render(0, &mut out);
+    out.push_str(&api);
     out.push_str(";\n");
     out.push_str(UPLOAD_D_TS);
     out
+}
+
+/// The application's tables' documents: the validator of each (its fields
+/// with `_id` and `_creationTime`), by table name. A result validator equal
+/// to one of them is that table's `Doc`.
+struct Docs(Vec<(String, Validator)>);
+
+impl Docs {
+    fn of(registry: &Registry) -> Docs {
+        let schema = registry.schema();
+        Docs(
+            schema
+                .tables()
+                .filter(|(name, _)| !schema.is_system_table(name))
+                .map(|(name, table)| {
+                    let mut fields = table.fields().clone();
+                    fields.insert(ID_FIELD.into(), Validator::Id(name.to_string()));
+                    fields.insert(CREATION_TIME_FIELD.into(), Validator::Float64);
+                    (name.to_string(), Validator::Object(fields))
+                })
+                .collect(),
+        )
+    }
+
+    fn none() -> Docs {
+        Docs(Vec::new())
+    }
+
+    fn table_of(&self, validator: &Validator) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(_, doc)| doc == validator)
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// `DataModel`, `TableNames` and `Doc`, when there are tables.
+    fn render(&self, out: &mut String) {
+        if self.0.is_empty() {
+            return;
+        }
+        let mut tables: Vec<&(String, Validator)> = self.0.iter().collect();
+        tables.sort_by(|a, b| a.0.cmp(&b.0));
+        out.push_str(
+            "
+/** Every table's documents, as the application declares them. */
+export type DataModel = {
+",
+        );
+        for (name, doc) in tables {
+            let _ = writeln!(
+                out,
+                "  {}: {};",
+                property_name(name),
+                ts_type_in(doc, &Docs::none())
+            );
+        }
+        out.push_str(
+            "};
+
+/** The names of the application's tables. */
+export type TableNames = keyof DataModel;
+
+/** A document of `TableName`, with its `_id` and `_creationTime`. */
+export type Doc<TableName extends TableNames> = DataModel[TableName];
+",
+        );
+    }
 }
 
 /// The property names leading to a function: `features/todos:list` is
@@ -191,11 +297,15 @@ impl<'r> Node<'r> {
         }
     }
 
-    fn render(&self, depth: usize, out: &mut String) {
+    fn render(&self, depth: usize, docs: &Docs, out: &mut String) {
         if let Some(function) = self.function {
+            let returns = function
+                .returns
+                .as_ref()
+                .map_or_else(|| "any".to_string(), |r| ts_type_in(r, docs));
             let _ = write!(
                 out,
-                "FunctionReference<\"{}\", \"public\", {}, any>",
+                "FunctionReference<\"{}\", \"public\", {}, {returns}>",
                 function.kind().name(),
                 ts_type(&function.args)
             );
@@ -209,7 +319,7 @@ impl<'r> Node<'r> {
             indent(depth + 1, out);
             out.push_str(&property_name(name));
             out.push_str(": ");
-            child.render(depth + 1, out);
+            child.render(depth + 1, docs, out);
             out.push_str(";\n");
         }
         indent(depth, out);
@@ -225,6 +335,21 @@ const EMPTY_OBJECT: &str = "Record<string, never>";
 
 /// The TypeScript type of the values `validator` accepts.
 fn ts_type(validator: &Validator) -> String {
+    ts_type_in(validator, &Docs::none())
+}
+
+/// [`ts_type`], naming a table's document `Doc<"table">` and a page of a
+/// paginated query Convex's `PaginationResult<…>`.
+fn ts_type_in(validator: &Validator, docs: &Docs) -> String {
+    if let Some(table) = docs.table_of(validator) {
+        return format!("Doc<{}>", string_literal(table));
+    }
+    if let Some(Validator::Array(item)) = validator.object_fields().and_then(|f| f.get("page")) {
+        if *validator == pagination::result_validator((**item).clone()) {
+            return format!("PaginationResult<{}>", ts_type_in(item, docs));
+        }
+    }
+    let ts_type = |v: &Validator| ts_type_in(v, docs);
     match validator {
         Validator::String | Validator::BoundedString(_) => "string".to_string(),
         Validator::Float64 => "number".to_string(),
@@ -311,158 +436,4 @@ fn property_name(name: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use livebase_schema::{v, Schema, Value};
-
-    use super::*;
-
-    /// Every kind of validator, nested modules, a no-argument function, a
-    /// function that is also a module, and internal functions (left out).
-    fn test_registry() -> Registry {
-        let mut app = Registry::new(Schema::new());
-        app.query("todos:list", [("organizationId", v::string())], |_, _| {
-            Ok(Value::Null)
-        });
-        app.mutation(
-            "todos:create",
-            [
-                ("organizationId", v::id("organizations")),
-                ("text", v::string()),
-                ("due", v::optional(v::float64())),
-            ],
-            |_, _| Ok(Value::Null),
-        );
-        app.query("users:me", [], |_, _| Ok(Value::Null));
-        app.internal_mutation("todos:purge", [], |_, _| Ok(Value::Null));
-        app.internal_action("emails:send", [("to", v::string())], |_, _| async {
-            Ok(Value::Null)
-        });
-        app.action(
-            "features/files/upload:put",
-            [
-                ("blob", v::bytes()),
-                ("size", v::int64()),
-                ("public", v::boolean()),
-                ("nothing", v::null()),
-                ("tags", v::array(v::union([v::string(), v::null()]))),
-                (
-                    "kind",
-                    v::union([v::literal("image"), v::literal(2i64), v::literal(true)]),
-                ),
-                ("scores", v::record(v::id("users"), v::float64())),
-                (
-                    "meta",
-                    v::object([("author-name", v::string()), ("extra", v::any())]),
-                ),
-                ("never", v::union([])),
-                ("empty", v::object([])),
-            ],
-            |_, _| async { Ok(Value::Null) },
-        );
-        app.query("features/files:list", [], |_, _| Ok(Value::Null));
-        app.query("features:files", [], |_, _| Ok(Value::Null));
-        app
-    }
-
-    #[test]
-    fn api_d_ts_types_every_public_function_by_its_validators() {
-        let expected = r#"/* eslint-disable */
-/**
- * Generated `api` utility: a typed reference to every public function of the
- * livebase application.
- *
- * THIS CODE IS AUTOMATICALLY GENERATED.
- *
- * To regenerate, run `livebase codegen --out <this folder>`.
- * @module
- */
-
-import type { FunctionReference } from "convex/server";
-
-/** The id of a document of `TableName`: a string, branded so ids of different
- * tables do not mix. */
-export type Id<TableName extends string> = string & { __tableName: TableName };
-
-/**
- * A reference to every public function, typed by its arguments:
- * `client.query(api.todos.list, { organizationId })`.
- */
-export declare const api: {
-  features: {
-    files: FunctionReference<"query", "public", Record<string, never>, any> & {
-      list: FunctionReference<"query", "public", Record<string, never>, any>;
-      upload: {
-        put: FunctionReference<"action", "public", { blob: ArrayBuffer; empty: Record<string, never>; kind: "image" | 2n | true; meta: { "author-name": string; extra: any }; never: never; nothing: null; public: boolean; scores: Record<Id<"users">, number>; size: bigint; tags: Array<string | null> }, any>;
-      };
-    };
-  };
-  todos: {
-    create: FunctionReference<"mutation", "public", { due?: number; organizationId: Id<"organizations">; text: string }, any>;
-    list: FunctionReference<"query", "public", { organizationId: string }, any>;
-  };
-  users: {
-    me: FunctionReference<"query", "public", Record<string, never>, any>;
-  };
-};
-"#;
-        let files = generate(&test_registry());
-        assert_eq!(files[0].name, "api.d.ts");
-        assert_eq!(files[0].contents, format!("{expected}{UPLOAD_D_TS}"));
-    }
-
-    #[test]
-    fn api_js_is_anyapi_whatever_the_functions() {
-        let files = generate(&test_registry());
-        assert_eq!(files[1].name, "api.js");
-        assert!(files[1].contents.starts_with("/* eslint-disable */\n"));
-        assert!(files[1]
-            .contents
-            .ends_with(&format!("import {{ anyApi }} from \"convex/server\";\n\n/**\n * A reference to every public function: `api.todos.list` is `todos:list`.\n * Its types are in `api.d.ts`.\n */\nexport const api = anyApi;\n{UPLOAD_JS}")));
-        assert_eq!(
-            files[1].contents,
-            generate(&Registry::default())[1].contents
-        );
-    }
-
-    #[test]
-    fn an_application_without_public_functions_has_an_empty_api() {
-        let files = generate(&Registry::default());
-        assert!(files[0]
-            .contents
-            .ends_with(&format!("export declare const api: {{\n}};\n{UPLOAD_D_TS}")));
-    }
-
-    #[test]
-    fn literals_and_keys_are_valid_typescript() {
-        assert_eq!(literal_type(&Value::Float64(1.5)), "1.5");
-        assert_eq!(literal_type(&Value::Float64(-0.0)), "-0");
-        assert_eq!(literal_type(&Value::Float64(f64::NAN)), "number");
-        assert_eq!(literal_type(&Value::Int64(-3)), "-3n");
-        assert_eq!(literal_type(&Value::String("a\"b\n".into())), r#""a\"b\n""#);
-        assert_eq!(
-            ts_type(&v::array(v::optional(v::literal("x")))),
-            r#"Array<"x" | undefined>"#
-        );
-        assert_eq!(property_name("organizationId"), "organizationId");
-        assert_eq!(property_name("_id"), "_id");
-        assert_eq!(property_name("2fa"), r#""2fa""#);
-        assert_eq!(property_name(""), r#""""#);
-    }
-
-    #[test]
-    fn write_creates_the_folder_and_leaves_unchanged_files_alone() {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let out = dir.path().join("src/convex");
-        let paths = write(&test_registry(), &out).expect("written");
-        assert_eq!(paths, vec![out.join("api.d.ts"), out.join("api.js")]);
-        let before = std::fs::metadata(&paths[0]).and_then(|m| m.modified());
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        write(&test_registry(), &out).expect("written again");
-        let after = std::fs::metadata(&paths[0]).and_then(|m| m.modified());
-        assert_eq!(before.expect("mtime"), after.expect("mtime"));
-        assert_eq!(
-            std::fs::read_to_string(&paths[0]).expect("readable"),
-            generate(&test_registry())[0].contents
-        );
-    }
-}
+mod tests;

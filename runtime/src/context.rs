@@ -37,6 +37,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use livebase_schema::typed::{Doc, Id, Table, Type};
 use livebase_schema::{DocumentId, Schema, Timestamp, Value};
 
 use crate::email::Mailer;
@@ -47,6 +48,7 @@ use crate::scheduler::retry::JobContext;
 use crate::scheduler::Scheduler;
 use crate::storage::{Files, StorageReader, StorageWriter};
 use crate::transaction::{Query, Transaction};
+use crate::typed::TypedQuery;
 
 /// A transaction seen through a query: its reads (each recorded in the read
 /// set, as every read is) and none of its writes.
@@ -74,6 +76,17 @@ impl<'t, 'a> Reader<'t, 'a> {
     /// Starts a query over `table`; see [`Transaction::query`].
     pub fn query(&mut self, table: &str) -> Query<'_, 'a> {
         self.tx.query(table)
+    }
+
+    /// The document of table `T` with this id, typed, or `None`.
+    pub fn get_doc<T: Table + Type>(&mut self, id: &Id<T>) -> Result<Option<Doc<T>>> {
+        self.tx.get_doc(id)
+    }
+
+    /// Starts a query over `T`'s table, answering `Doc<T>`s; see
+    /// [`Transaction::query_of`].
+    pub fn query_of<T: Table + Type>(&mut self) -> TypedQuery<'_, 'a, T> {
+        self.tx.query_of()
     }
 
     /// The snapshot this transaction reads.
@@ -213,6 +226,22 @@ impl ActionCtx {
             .await
     }
 
+    /// Runs a query as [`ActionCtx::run_query`] does, with typed arguments
+    /// and result: `R` is what the query declares it returns.
+    pub async fn run_typed_query<A: Type, R: Type>(&self, path: &str, args: A) -> Result<R> {
+        typed_result(path, self.run_query(path, args.into_value()).await?)
+    }
+
+    /// Runs a mutation as [`ActionCtx::run_mutation`] does, typed.
+    pub async fn run_typed_mutation<A: Type, R: Type>(&self, path: &str, args: A) -> Result<R> {
+        typed_result(path, self.run_mutation(path, args.into_value()).await?)
+    }
+
+    /// Runs an action as [`ActionCtx::run_action`] does, typed.
+    pub async fn run_typed_action<A: Type, R: Type>(&self, path: &str, args: A) -> Result<R> {
+        typed_result(path, self.run_action(path, args.into_value()).await?)
+    }
+
     /// The server's mailer: SMTP when configured, the outbox folder otherwise.
     pub fn mailer(&self) -> Result<Mailer> {
         self.runner
@@ -227,6 +256,13 @@ impl ActionCtx {
             .files()
             .ok_or_else(|| Error::internal("this server has no file storage"))
     }
+}
+
+/// `value`, what `path` answered, as `R`: a result that is not the type
+/// the caller expects is the caller's mistake, an internal error.
+fn typed_result<R: Type>(path: &str, value: Value) -> Result<R> {
+    R::from_value(value, "result")
+        .map_err(|e| Error::internal(format!("`{path}` answered another type: {e}")))
 }
 
 /// Runs functions on behalf of actions; implemented by the executor.

@@ -29,6 +29,6 @@ pub mod upkeep;
 
 // The store's modules, at the paths they had when they lived here.
 pub use livebase_store::persistence as store;
-pub use livebase_store::{clock, database, error, pagination, readset, transaction};
+pub use livebase_store::{clock, database, error, pagination, readset, transaction, typed};
 
 pub use error::{Error, ErrorCode, Result};

@@ -10,6 +10,25 @@
 //! });
 //! ```
 //!
+//! or, typed — the arguments a `#[derive(Type)]` struct whose validator is
+//! the function's, the result a [`Type`] that codegen declares:
+//!
+//! ```text
+//! #[derive(Type)]
+//! struct GetAll { organization_id: String }
+//!
+//! app.typed_query("items:getAll", |ctx, args: GetAll| -> Result<Vec<Doc<Item>>> {
+//!     ensure_user_with_organization(ctx, &args.organization_id)?;
+//!     logic::get_items(&mut ctx.db, &args.organization_id)
+//! });
+//! ```
+//!
+//! Both kinds are the same [`Function`] once registered: a validator the
+//! call's arguments are checked against first (so a typed function's bad
+//! arguments get the same `INVALID_ARGUMENT` naming `args.<field>`), and a
+//! handler over values; a typed one also records its result's validator
+//! ([`Function::returns`]).
+//!
 //! Queries and mutations are synchronous (they run inside one store
 //! transaction, on a store thread); actions are async and reach the database
 //! only through [`ActionCtx`]. What each handler is given lives in
@@ -22,6 +41,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use livebase_schema::typed::Type;
 use livebase_schema::{v, Object, Schema, Validator, Value};
 
 use crate::error::{Error, Result};
@@ -55,6 +75,10 @@ pub struct Function {
     pub path: String,
     pub visibility: Visibility,
     pub args: Validator,
+    /// The result's validator, for a function registered typed
+    /// (`typed_query` …): what codegen declares it returns. `None`: any
+    /// value (the untyped API).
+    pub returns: Option<Validator>,
     pub handler: FunctionHandler,
     /// For an action declared with [`Registry::retryable`]: how the scheduler
     /// retries its jobs. `None`: a scheduled run happens at most once.
@@ -186,6 +210,17 @@ impl Registry {
         args: Validator,
         handler: FunctionHandler,
     ) {
+        self.add_function(path, visibility, args, None, handler);
+    }
+
+    fn add_function(
+        &mut self,
+        path: &str,
+        visibility: Visibility,
+        args: Validator,
+        returns: Option<Validator>,
+        handler: FunctionHandler,
+    ) {
         let path = canonical_path(path);
         assert!(
             !self.functions.contains_key(&path),
@@ -200,6 +235,7 @@ impl Registry {
                 path,
                 visibility,
                 args,
+                returns,
                 handler,
                 retry: None,
                 forget_when_done: &[],
@@ -308,6 +344,124 @@ impl Registry {
         self.add(path, Visibility::Internal, object_validator(args), h);
     }
 
+    /// Registers a typed function: its argument validator is `A`'s, its
+    /// result `R`'s. Panics, as registration does, when `A` is not an object.
+    fn add_typed<A: Type, R: Type>(
+        &mut self,
+        path: &str,
+        visibility: Visibility,
+        handler: FunctionHandler,
+    ) {
+        let args = A::validator();
+        assert!(
+            args.object_fields().is_some(),
+            "function `{path}`: its argument type is not an object (a struct with named fields)"
+        );
+        self.add_function(path, visibility, args, Some(R::validator()), handler);
+    }
+
+    fn typed_query_handler<A: Type, R: Type>(
+        handler: impl Fn(&mut QueryCtx, A) -> Result<R> + Send + Sync + 'static,
+    ) -> FunctionHandler {
+        FunctionHandler::Query(Arc::new(move |ctx, args| {
+            handler(ctx, typed_args(args)?).map(R::into_value)
+        }))
+    }
+
+    fn typed_mutation_handler<A: Type, R: Type>(
+        handler: impl Fn(&mut MutationCtx, A) -> Result<R> + Send + Sync + 'static,
+    ) -> FunctionHandler {
+        FunctionHandler::Mutation(Arc::new(move |ctx, args| {
+            handler(ctx, typed_args(args)?).map(R::into_value)
+        }))
+    }
+
+    fn typed_action_handler<A, R, F>(
+        handler: impl Fn(ActionCtx, A) -> F + Send + Sync + 'static,
+    ) -> FunctionHandler
+    where
+        A: Type,
+        R: Type,
+        F: Future<Output = Result<R>> + Send + 'static,
+    {
+        FunctionHandler::Action(Arc::new(move |ctx, args| {
+            let args = match typed_args(args) {
+                Ok(args) => args,
+                Err(e) => return Box::pin(async move { Err(e) }),
+            };
+            let fut = handler(ctx, args);
+            Box::pin(async move { fut.await.map(R::into_value) })
+        }))
+    }
+
+    /// Registers a public query taking `A` and returning `R`.
+    pub fn typed_query<A: Type, R: Type>(
+        &mut self,
+        path: &str,
+        handler: impl Fn(&mut QueryCtx, A) -> Result<R> + Send + Sync + 'static,
+    ) {
+        let h = Self::typed_query_handler(handler);
+        self.add_typed::<A, R>(path, Visibility::Public, h);
+    }
+
+    /// Registers an internal query taking `A` and returning `R`.
+    pub fn typed_internal_query<A: Type, R: Type>(
+        &mut self,
+        path: &str,
+        handler: impl Fn(&mut QueryCtx, A) -> Result<R> + Send + Sync + 'static,
+    ) {
+        let h = Self::typed_query_handler(handler);
+        self.add_typed::<A, R>(path, Visibility::Internal, h);
+    }
+
+    /// Registers a public mutation taking `A` and returning `R`.
+    pub fn typed_mutation<A: Type, R: Type>(
+        &mut self,
+        path: &str,
+        handler: impl Fn(&mut MutationCtx, A) -> Result<R> + Send + Sync + 'static,
+    ) {
+        let h = Self::typed_mutation_handler(handler);
+        self.add_typed::<A, R>(path, Visibility::Public, h);
+    }
+
+    /// Registers an internal mutation taking `A` and returning `R`.
+    pub fn typed_internal_mutation<A: Type, R: Type>(
+        &mut self,
+        path: &str,
+        handler: impl Fn(&mut MutationCtx, A) -> Result<R> + Send + Sync + 'static,
+    ) {
+        let h = Self::typed_mutation_handler(handler);
+        self.add_typed::<A, R>(path, Visibility::Internal, h);
+    }
+
+    /// Registers a public action taking `A` and returning `R`.
+    pub fn typed_action<A, R, F>(
+        &mut self,
+        path: &str,
+        handler: impl Fn(ActionCtx, A) -> F + Send + Sync + 'static,
+    ) where
+        A: Type,
+        R: Type,
+        F: Future<Output = Result<R>> + Send + 'static,
+    {
+        let h = Self::typed_action_handler(handler);
+        self.add_typed::<A, R>(path, Visibility::Public, h);
+    }
+
+    /// Registers an internal action taking `A` and returning `R`.
+    pub fn typed_internal_action<A, R, F>(
+        &mut self,
+        path: &str,
+        handler: impl Fn(ActionCtx, A) -> F + Send + Sync + 'static,
+    ) where
+        A: Type,
+        R: Type,
+        F: Future<Output = Result<R>> + Send + 'static,
+    {
+        let h = Self::typed_action_handler(handler);
+        self.add_typed::<A, R>(path, Visibility::Internal, h);
+    }
+
     /// Declares action `path` (already registered) retryable under `policy`:
     /// a scheduled run of it that fails with a [`crate::scheduler::transient`]
     /// error, or is cut short by a crash, runs again (`docs/reference/invariants.md`, invariant 7).
@@ -401,6 +555,12 @@ impl Registry {
     }
 }
 
+/// A typed function's arguments, already checked against `A`'s validator
+/// (so reading them fails only if the two disagreed, a bug).
+fn typed_args<A: Type>(args: Args) -> Result<A> {
+    A::from_value(args.into_value(), "args").map_err(|e| Error::invalid(e.to_string()))
+}
+
 /// Runs a query or mutation handler in `tx`. Its result is checked against
 /// the value limits here, inside the transaction, so that every path (the
 /// WebSocket, HTTP, a function calling another) refuses an oversized result
@@ -435,3 +595,6 @@ pub fn check_result(value: Value) -> Result<Value> {
         .map_err(|e| Error::limit(e.to_string()))?;
     Ok(value)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,6 @@
 //! livebase's value model and everything that describes data without storing it:
-//! values and their Convex JSON encoding, validators, table schemas, document ids,
+//! values and their Convex JSON encoding, validators, Rust types as values
+//! (`typed`: `#[derive(Type)]`, `Id<T>`, `Doc<T>`), table schemas, document ids,
 //! timestamps, order-preserving index keys, and the sync protocol's message types.
 //!
 //! **Invariant:** this crate knows nothing of SQLite, tokio or sockets; the store,
@@ -11,8 +12,12 @@ pub mod key;
 pub mod protocol;
 pub mod table;
 pub mod timestamp;
+pub mod typed;
 pub mod validator;
 pub mod value;
+
+// `#[derive(Type)]` names this crate by its path, here too.
+extern crate self as livebase_schema;
 
 #[cfg(test)]
 mod testing;
@@ -21,5 +26,6 @@ pub use id::DocumentId;
 pub use json::DecodeError;
 pub use table::{define_table, IndexDefinition, Schema, SchemaError, TableDefinition};
 pub use timestamp::Timestamp;
+pub use typed::{Doc, Id, Table, Type};
 pub use validator::{v, ValidationError, Validator};
 pub use value::{Object, Value, ValueType};

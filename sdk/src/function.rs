@@ -308,11 +308,90 @@ pub(crate) fn nest(error: DecodeError, prefix: &str) -> DecodeError {
     DecodeError::new(format!("{prefix}{}", error.path), error.message)
 }
 
+/// A document of a typed table (`livebase_schema::typed`), as a result.
+impl<T: livebase_schema::typed::Table + livebase_schema::typed::Type> FromValue
+    for livebase_schema::typed::Doc<T>
+{
+    fn from_value(value: Value) -> Result<Self, DecodeError> {
+        from_typed(value)
+    }
+}
+
+/// An id of a typed table, as a result.
+impl<T: livebase_schema::typed::Table> FromValue for livebase_schema::typed::Id<T> {
+    fn from_value(value: Value) -> Result<Self, DecodeError> {
+        from_typed(value)
+    }
+}
+
+/// `value` read as `T` through its [`livebase_schema::typed::Type`] impl,
+/// the error naming the path inside the value (what [`typed_value!`] uses).
+///
+/// [`typed_value!`]: crate::typed_value
+pub fn from_typed<T: livebase_schema::typed::Type>(value: Value) -> Result<T, DecodeError> {
+    T::from_value(value, "").map_err(|e| DecodeError::new(e.path, e.message))
+}
+
+/// Makes `#[derive(Type)]` types (`livebase_schema::typed`) arguments and
+/// results of function references: `typed_value!(ListArgs, Todo);` implements
+/// [`IntoArgs`] and [`FromValue`] for each through its `Type` impl. What
+/// `livebase codegen --rust` writes for the types it generates.
+#[macro_export]
+macro_rules! typed_value {
+    ($($name:ty),* $(,)?) => {$(
+        impl $crate::IntoArgs for $name {
+            fn into_args(self) -> $crate::Value {
+                ::livebase_schema::typed::Type::into_value(self)
+            }
+        }
+        impl $crate::FromValue for $name {
+            fn from_value(value: $crate::Value) -> ::std::result::Result<Self, $crate::DecodeError> {
+                $crate::function::from_typed(value)
+            }
+        }
+    )*};
+}
+
 #[cfg(test)]
 mod tests {
     use livebase_schema::obj;
+    use livebase_schema::typed::{Doc, Id};
 
     use super::*;
+
+    #[derive(livebase_schema::typed::Type, Debug, PartialEq)]
+    #[livebase(table = "notes")]
+    struct Note {
+        body: String,
+    }
+
+    #[derive(livebase_schema::typed::Type, Debug, PartialEq)]
+    struct AddArgs {
+        body: String,
+        pinned: Option<bool>,
+    }
+
+    crate::typed_value!(AddArgs);
+
+    #[test]
+    fn typed_values_are_arguments_and_results() {
+        let args = AddArgs {
+            body: "hi".into(),
+            pinned: None,
+        };
+        assert_eq!(args.into_args(), obj! { "body" => "hi" });
+        let id = Id::<Note>::generate();
+        let value = Value::Array(vec![obj! {
+            "_id" => id.as_str(), "_creationTime" => 1.0, "body" => "hi",
+        }]);
+        let notes = <Vec<Doc<Note>> as FromValue>::from_value(value).expect("decoded");
+        assert_eq!(notes[0].id, id);
+        assert_eq!(notes[0].body, "hi");
+        let err =
+            <Vec<Doc<Note>> as FromValue>::from_value(Value::Array(vec![obj! { "_id" => "x" }]));
+        assert_eq!(err.map(|_| ()).unwrap_err().path, "[0]._id");
+        assert!(<Id<Note> as FromValue>::from_value(Value::from(1.0)).is_err());
+    }
 
     #[test]
     fn decoding_errors_name_the_path_into_the_value() {

@@ -2,7 +2,7 @@
 //! disk. The [`Persistence`] trait and its SQLite engine, the [`transaction`]
 //! API functions use (the one place reads are recorded), read and write sets
 //! with the [`readset::InvalidationIndex`] that files them, pagination
-//! cursors, and the [`database`] — the writer thread and reader pool behind an
+//! cursors, the typed document calls ([`typed`]: `get_doc`, `query_of`), and the [`database`] — the writer thread and reader pool behind an
 //! async handle.
 //!
 //! **Invariant:** nothing outside this crate names rusqlite: the runtime sees
@@ -22,6 +22,7 @@ pub mod pagination;
 pub mod persistence;
 pub mod readset;
 pub mod transaction;
+pub mod typed;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -20,7 +20,8 @@ use std::sync::{Arc, OnceLock};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use livebase_schema::{Object, Value};
+use livebase_schema::typed::{object_fields, Type};
+use livebase_schema::{v, Object, ValidationError, Validator, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
@@ -171,10 +172,11 @@ impl PaginationOpts {
     }
 }
 
-/// Convex's `PaginationResult`.
+/// Convex's `PaginationResult`: a page of `T` (documents as values for the
+/// untyped API, `Doc<Todo>` for a typed query).
 #[derive(Clone, Debug, PartialEq)]
-pub struct PaginationResult {
-    pub page: Vec<Value>,
+pub struct PaginationResult<T = Value> {
+    pub page: Vec<T>,
     pub is_done: bool,
     pub continue_cursor: String,
     pub split_cursor: Option<String>,
@@ -182,12 +184,38 @@ pub struct PaginationResult {
     pub page_status: Option<&'static str>,
 }
 
-impl PaginationResult {
+/// The page statuses a [`PaginationResult`] may carry.
+const PAGE_STATUSES: [&str; 2] = ["SplitRecommended", "SplitRequired"];
+
+impl<T> PaginationResult<T> {
+    /// The same page with each item converted by `f`; the first error stops.
+    pub fn try_map<U, E>(
+        self,
+        f: impl FnMut(T) -> std::result::Result<U, E>,
+    ) -> std::result::Result<PaginationResult<U>, E> {
+        Ok(PaginationResult {
+            page: self
+                .page
+                .into_iter()
+                .map(f)
+                .collect::<std::result::Result<_, E>>()?,
+            is_done: self.is_done,
+            continue_cursor: self.continue_cursor,
+            split_cursor: self.split_cursor,
+            page_status: self.page_status,
+        })
+    }
+}
+
+impl<T: Type> PaginationResult<T> {
     /// The value a query returns: `{page, isDone, continueCursor,
     /// splitCursor?, pageStatus?}`.
     pub fn into_value(self) -> Value {
         let mut out = Object::new();
-        out.insert("page".into(), Value::Array(self.page));
+        out.insert(
+            "page".into(),
+            Value::Array(self.page.into_iter().map(T::into_value).collect()),
+        );
         out.insert("isDone".into(), Value::Boolean(self.is_done));
         out.insert("continueCursor".into(), self.continue_cursor.into());
         if let Some(split) = self.split_cursor {
@@ -195,6 +223,102 @@ impl PaginationResult {
         }
         if let Some(status) = self.page_status {
             out.insert("pageStatus".into(), status.into());
+        }
+        Value::Object(out)
+    }
+}
+
+/// The validator of a [`PaginationResult`] whose page's items are `item`s.
+pub fn result_validator(item: Validator) -> Validator {
+    v::object([
+        ("page", v::array(item)),
+        ("isDone", v::boolean()),
+        ("continueCursor", v::string()),
+        ("splitCursor", v::optional(v::string())),
+        (
+            "pageStatus",
+            v::optional(v::union(PAGE_STATUSES.map(v::literal))),
+        ),
+    ])
+}
+
+/// A paginated query's result, typed by its page's items: what codegen
+/// declares as `PaginationResult<T>`.
+impl<T: Type> Type for PaginationResult<T> {
+    fn validator() -> Validator {
+        result_validator(T::validator())
+    }
+
+    fn from_value(value: Value, path: &str) -> std::result::Result<Self, ValidationError> {
+        let mut fields = object_fields(value, path)?;
+        let mut field = |name: &str| (fields.remove(name), format!("{path}.{name}"));
+        let (page, page_path) = field("page");
+        let (is_done, is_done_path) = field("isDone");
+        let (cursor, cursor_path) = field("continueCursor");
+        let (split, split_path) = field("splitCursor");
+        let (status, status_path) = field("pageStatus");
+        let page_status = match Option::<String>::from_field(status, &status_path)? {
+            None => None,
+            Some(s) => Some(
+                PAGE_STATUSES
+                    .into_iter()
+                    .find(|known| *known == s)
+                    .ok_or_else(|| {
+                        ValidationError::new(status_path, format!("unknown page status `{s}`"))
+                    })?,
+            ),
+        };
+        Ok(PaginationResult {
+            page: Vec::from_field(page, &page_path)?,
+            is_done: bool::from_field(is_done, &is_done_path)?,
+            continue_cursor: String::from_field(cursor, &cursor_path)?,
+            split_cursor: Option::from_field(split, &split_path)?,
+            page_status,
+        })
+    }
+
+    fn into_value(self) -> Value {
+        PaginationResult::into_value(self)
+    }
+}
+
+/// `paginationOpts`: `v::pagination_opts()`.
+impl Type for PaginationOpts {
+    fn validator() -> Validator {
+        v::pagination_opts()
+    }
+
+    /// A refusal keeps [`PaginationOpts::from_value`]'s words, which name
+    /// the field (`paginationOpts.numItems: …`).
+    fn from_value(value: Value, path: &str) -> std::result::Result<Self, ValidationError> {
+        PaginationOpts::from_value(&value).map_err(|e| {
+            let message = match &e {
+                Error::App { message, .. } => message.clone(),
+                other => other.to_string(),
+            };
+            match message.split_once(": ") {
+                Some((at, what)) => ValidationError::new(at, what),
+                None => ValidationError::new(path, message),
+            }
+        })
+    }
+
+    fn into_value(self) -> Value {
+        let mut out = Object::new();
+        let number = |n: usize| Value::Float64(n as f64);
+        out.insert("numItems".into(), number(self.num_items));
+        out.insert(
+            "cursor".into(),
+            self.cursor.map_or(Value::Null, Value::from),
+        );
+        if let Some(end) = self.end_cursor {
+            out.insert("endCursor".into(), end.into());
+        }
+        if let Some(n) = self.maximum_rows_read {
+            out.insert("maximumRowsRead".into(), number(n));
+        }
+        if let Some(n) = self.maximum_bytes_read {
+            out.insert("maximumBytesRead".into(), number(n));
         }
         Value::Object(out)
     }
@@ -209,6 +333,46 @@ impl From<PaginationResult> for Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A typed page's value is one its validator accepts, and reads back.
+    #[test]
+    fn a_typed_page_is_what_its_validator_says() {
+        let page = PaginationResult {
+            page: vec!["a".to_string(), "b".to_string()],
+            is_done: false,
+            continue_cursor: "c".into(),
+            split_cursor: Some("s".into()),
+            page_status: Some("SplitRecommended"),
+        };
+        let value = page.clone().into_value();
+        let validator = <PaginationResult<String> as Type>::validator();
+        assert_eq!(validator.validate(&value, "result"), Ok(()));
+        assert_eq!(
+            <PaginationResult<String> as Type>::from_value(value, "result"),
+            Ok(page)
+        );
+        let bare = PaginationResult::<String> {
+            page: Vec::new(),
+            is_done: true,
+            continue_cursor: String::new(),
+            split_cursor: None,
+            page_status: None,
+        };
+        assert_eq!(validator.validate(&bare.into_value(), "result"), Ok(()));
+        let opts = PaginationOpts {
+            num_items: 3,
+            cursor: Some("c".into()),
+            end_cursor: Some("e".into()),
+            maximum_rows_read: Some(10),
+            maximum_bytes_read: None,
+        };
+        let value = Type::into_value(opts.clone());
+        assert_eq!(v::pagination_opts().validate(&value, "opts"), Ok(()));
+        assert_eq!(
+            <PaginationOpts as Type>::from_value(value, "opts"),
+            Ok(opts)
+        );
+    }
 
     #[test]
     fn a_cursor_round_trips_only_under_its_binding_and_key() {

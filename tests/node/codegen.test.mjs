@@ -2,7 +2,8 @@
 // type-checked with `tsc` against the pinned `convex` package — a file that
 // uses the generated `api` correctly with `ConvexClient` must pass, and a file
 // that misuses it (wrong argument type, missing argument, unknown function,
-// wrong kind …) must fail on exactly the lines that misuse it. The runtime
+// wrong kind, a result's field misread …) must fail on exactly the lines
+// that misuse it. The runtime
 // value (`api.js`) must name the same functions the server serves.
 
 import { test } from "node:test";
@@ -69,7 +70,7 @@ import type { FunctionArgs, FunctionReference, PaginationOptions, PaginationResu
 // convex/react's \`PaginatedQueryReference\` (what \`usePaginatedQuery\` takes),
 // spelled out: its module needs React's types, which this project lacks.
 type PaginatedQueryReference = FunctionReference<"query", "public", { paginationOpts: PaginationOptions }, PaginationResult<any>>;
-import { api, uploadFile, type Id } from "./convex/api.js";
+import { api, uploadFile, type Doc, type Id } from "./convex/api.js";
 
 const client = new ConvexClient("http://127.0.0.1:3900", { skipConvexDeploymentUrlCheck: true });
 const organizationId: string = "organizations_x";
@@ -103,6 +104,30 @@ export async function useIt(todoId: Id<"todos">) {
   const cursor: string = page.continueCursor;
   const done: boolean = page.isDone;
   console.log(cursor, done);
+}
+
+// Typed functions' results: documents with their fields, typed ids.
+export async function useResults(organizationId: string) {
+  const todos: Doc<"todos">[] = await client.query(api.todos.list, { organizationId });
+  for (const todo of todos) {
+    const text: string = todo.text;
+    const completed: boolean = todo.completed;
+    const created: number = todo._creationTime;
+    const id: Id<"todos"> = todo._id;
+    console.log(text, completed, created, todo.organizationId, todo.createdBy);
+    const now: boolean = await client.mutation(api.todos.toggle, { id: todo._id });
+    const gone: null = await client.mutation(api.todos.remove, { id });
+    console.log(now, gone);
+  }
+  const created: Id<"todos"> = await client.mutation(api.todos.create, { organizationId, text: "t" });
+  await client.mutation(api.todos.toggle, { id: created });
+  const http = new ConvexHttpClient("http://127.0.0.1:3900", { skipConvexDeploymentUrlCheck: true });
+  const page = await http.query(api.items.list, { organizationId, paginationOpts: { numItems: 5, cursor: null } });
+  const names: string[] = page.page.map((item) => item.name + item.status);
+  const itemId: Id<"items"> = await http.mutation(api.items.create, { organizationId, name: "n", status: "s" });
+  await http.mutation(api.items.update, { id: page.page[0]?._id ?? itemId, name: "m" });
+  const byStatus: Doc<"items">[] = await http.query(api.items.getByStatus, { organizationId, status: "s" });
+  console.log(names, byStatus.length);
 }
 
 // The argument type is the validator's, visible to other code too.
@@ -139,6 +164,15 @@ export async function misuse() {
   const notATodo: Id<"todos"> = await uploadFile("u", new Blob([])); // MISUSE a stored file's id is not a todo's
   console.log(notATodo);
   await client.mutation(api.userProfiles.setAvatar, { storageId: "_storage_plain" }); // MISUSE a string is not a stored file's id
+  const todos = await client.query(api.todos.list, { organizationId: "o" });
+  const count: number = todos[0].text; // MISUSE a todo's text is a string
+  console.log(todos[0].title); // MISUSE a todo has no title
+  const itemId: Id<"items"> = todos[0]._id; // MISUSE a todo's id is not an item's
+  await client.mutation(api.items.remove, { id: todos[0]._id }); // MISUSE an item function given a todo's id
+  const page = await http.query(api.items.list, { organizationId: "o", paginationOpts: { numItems: 1, cursor: null } });
+  const first: Doc<"todos"> = page.page[0]; // MISUSE an item is not a todo
+  const toggled: string = await client.mutation(api.todos.toggle, { id: todos[0]._id }); // MISUSE toggle answers a boolean
+  console.log(count, itemId, first, toggled);
 }
 `;
 
@@ -150,8 +184,10 @@ test("codegen's api types the real application's functions for the convex client
     assert.match(dts, /livebase codegen --out/);
     assert.match(
       dts,
-      /list: FunctionReference<"query", "public", \{ organizationId: string \}, any>;/,
+      /list: FunctionReference<"query", "public", \{ organizationId: string \}, Array<Doc<"todos">>>;/,
     );
+    assert.match(dts, /export type Doc<TableName extends TableNames> = DataModel\[TableName\];/);
+    assert.match(dts, /generateUploadUrl: FunctionReference<"mutation", "public", Record<string, never>, string>;/);
     assert.doesNotMatch(dts, /emails/, "internal functions are not in the api");
 
     await writeFile(path.join(dir, "good.ts"), GOOD);

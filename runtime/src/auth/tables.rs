@@ -6,6 +6,7 @@
 //! plain names, so that an application's schema can say `v::id("users")` and
 //! its functions can read members and invitations like any other table.
 
+use livebase_schema::typed::Table;
 use livebase_schema::{define_table, v, Schema};
 
 /// Users: one row per email address (stored in the canonical form of
@@ -27,6 +28,26 @@ pub const INVITATIONS: &str = "invitations";
 /// sha256 of a token is stored, with its purpose, its user and its expiry. A
 /// runtime-internal table (leading `_`): no application refers to it.
 pub const AUTH_TOKENS: &str = "_auth_tokens";
+
+/// The auth tables as types, for typed ids (`Id<Users>`, `Id<Invitations>`):
+/// the runtime owns their rows, so they name a table and declare no document
+/// type.
+macro_rules! table_types {
+    ($($name:ident = $table:expr;)*) => {$(
+        #[doc = concat!("The `", stringify!($name), "` table, as a type: `Id<", stringify!($name), ">` is an id of it.")]
+        pub enum $name {}
+        impl Table for $name {
+            const NAME: &'static str = $table;
+        }
+    )*};
+}
+
+table_types! {
+    Users = USERS;
+    Organizations = ORGANIZATIONS;
+    Members = MEMBERS;
+    Invitations = INVITATIONS;
+}
 
 /// Longest email address accepted (RFC 5321's limit on a forward path), in
 /// bytes of its canonical form.

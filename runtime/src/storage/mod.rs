@@ -57,6 +57,14 @@ use crate::transaction::Transaction;
 /// Stored files: `sha256` (hex), `size` (bytes), `contentType` (as
 /// uploaded, if given). A file's id is its row's id.
 pub const STORAGE: &str = "_storage";
+
+/// The `_storage` table as a type: `Id<StoredFile>` is a stored file's id
+/// (Convex's `Id<"_storage">`).
+pub enum StoredFile {}
+
+impl livebase_schema::typed::Table for StoredFile {
+    const NAME: &'static str = STORAGE;
+}
 /// Upload tokens not yet used: `tokenHash` (hex SHA-256 of the token in the
 /// URL), `userId` of the caller that asked for it (absent: anonymous),
 /// `expiresAt` (ms).

@@ -6,14 +6,15 @@ use livebase_runtime::registry::Reader;
 use livebase_runtime::store::Order;
 use livebase_runtime::transaction::Transaction;
 use livebase_runtime::Result;
-use livebase_schema::{obj, DocumentId, Object, Value};
+use livebase_schema::typed::{Doc, Id};
+use livebase_schema::{DocumentId, Object};
 
-use super::schema::ITEMS;
+use super::schema::Item;
 use crate::shared::LIST_LIMIT;
 
 /// The organization's items, oldest first: the first [`LIST_LIMIT`].
-pub fn get_items(db: &mut Reader, organization_id: &str) -> Result<Vec<Value>> {
-    db.query(ITEMS)
+pub fn get_items(db: &mut Reader, organization_id: &str) -> Result<Vec<Doc<Item>>> {
+    db.query_of::<Item>()
         .with_index("by_organization", |q| {
             q.eq("organizationId", organization_id)
         })
@@ -26,8 +27,8 @@ pub fn list_items(
     db: &mut Reader,
     organization_id: &str,
     opts: &PaginationOpts,
-) -> Result<PaginationResult> {
-    db.query(ITEMS)
+) -> Result<PaginationResult<Doc<Item>>> {
+    db.query_of::<Item>()
         .with_index("by_organization", |q| {
             q.eq("organizationId", organization_id)
         })
@@ -41,8 +42,8 @@ pub fn get_items_by_status(
     db: &mut Reader,
     organization_id: &str,
     status: &str,
-) -> Result<Vec<Value>> {
-    db.query(ITEMS)
+) -> Result<Vec<Doc<Item>>> {
+    db.query_of::<Item>()
         .with_index("by_organization_status", |q| {
             q.eq("organizationId", organization_id).eq("status", status)
         })
@@ -57,22 +58,19 @@ pub struct CreateItem<'a> {
     pub user_id: &'a DocumentId,
 }
 
-pub fn create_item(db: &mut Transaction, item: CreateItem) -> Result<DocumentId> {
-    db.insert(
-        ITEMS,
-        obj! {
-            "name" => item.name,
-            "status" => item.status,
-            "organizationId" => item.organization_id,
-            "createdBy" => item.user_id.as_str(),
-        },
-    )
+pub fn create_item(db: &mut Transaction, item: CreateItem) -> Result<Id<Item>> {
+    db.insert_doc(Item {
+        name: item.name.to_string(),
+        status: item.status.to_string(),
+        organization_id: item.organization_id.to_string(),
+        created_by: item.user_id.to_string(),
+    })
 }
 
 /// Sets the given fields; absent ones keep their value.
 pub fn update_item(
     db: &mut Transaction,
-    id: &DocumentId,
+    id: &Id<Item>,
     name: Option<String>,
     status: Option<String>,
 ) -> Result<()> {
@@ -86,6 +84,6 @@ pub fn update_item(
     db.patch(id, patch)
 }
 
-pub fn remove_item(db: &mut Transaction, id: &DocumentId) -> Result<()> {
+pub fn remove_item(db: &mut Transaction, id: &Id<Item>) -> Result<()> {
     db.delete(id)
 }

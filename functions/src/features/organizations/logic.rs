@@ -4,13 +4,16 @@
 
 use std::time::Duration;
 
-use livebase_runtime::auth::tables::{INVITATIONS, MEMBERS, ORGANIZATIONS, USERS};
+use livebase_runtime::auth::tables::{
+    Invitations, Members, Organizations, Users, INVITATIONS, MEMBERS, ORGANIZATIONS, USERS,
+};
 use livebase_runtime::auth::users::{normalize_email, now_ms, user_by_email, User};
 use livebase_runtime::registry::Reader;
 use livebase_runtime::scheduler::Scheduler;
 use livebase_runtime::store::Order;
 use livebase_runtime::transaction::Transaction;
 use livebase_runtime::{Error, Result};
+use livebase_schema::typed::{Id, Table, Type};
 use livebase_schema::{obj, DocumentId, Timestamp, Value};
 
 use crate::emails;
@@ -56,6 +59,60 @@ fn id_field(doc: &Value, name: &str, table: &str) -> Result<DocumentId> {
         .ok_or_else(|| Error::internal(format!("malformed `{name}` in {doc:?}")))
 }
 
+/// Field `name` of `doc`, an id of `T`'s table.
+fn typed_id<T: Table>(doc: &Value, name: &str) -> Result<Id<T>> {
+    Id::parse(str_field(doc, name))
+        .ok_or_else(|| Error::internal(format!("malformed `{name}` in {doc:?}")))
+}
+
+/// One organization of `organizations:listMine`.
+#[derive(Type, Clone, Debug, PartialEq)]
+pub struct MyOrganization {
+    #[livebase(rename = "_id")]
+    pub id: Id<Organizations>,
+    pub name: String,
+    pub slug: String,
+    /// The caller's role in it.
+    pub role: Role,
+}
+
+/// One member of `organizations:members`.
+#[derive(Type, Clone, Debug, PartialEq)]
+pub struct MemberView {
+    pub user_id: Id<Users>,
+    pub name: String,
+    pub email: String,
+    pub role: Role,
+}
+
+/// An invitation's status as `organizations:invitations` reports it.
+#[derive(Type, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvitationStatus {
+    Pending,
+    Accepted,
+    Canceled,
+    /// Pending, but past its `expiresAt`.
+    Expired,
+}
+
+/// One invitation of `organizations:invitations`.
+#[derive(Type, Clone, Debug, PartialEq)]
+pub struct InvitationView {
+    #[livebase(rename = "_id")]
+    pub id: Id<Invitations>,
+    pub email: String,
+    pub role: Role,
+    pub status: InvitationStatus,
+}
+
+/// What anyone may see of an organization (`GET /public/organizations/{slug}`).
+#[derive(Type, Clone, Debug, PartialEq)]
+pub struct PublicProfile {
+    pub name: String,
+    /// How many members it has.
+    pub members: f64,
+}
+
 fn check_name(name: &str) -> Result<String> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
@@ -90,7 +147,7 @@ pub fn create_organization(
     user: &User,
     name: &str,
     slug: &str,
-) -> Result<DocumentId> {
+) -> Result<Id<Organizations>> {
     let name = check_name(name)?;
     check_slug(slug)?;
     let taken = db
@@ -105,7 +162,7 @@ pub fn create_organization(
         obj! { "name" => name, "slug" => slug, "createdBy" => user.id.as_str() },
     )?;
     add_member(db, &id, &user.id, Role::Owner)?;
-    Ok(id)
+    Id::new(id).ok_or_else(|| Error::internal("an organization's id is of another table"))
 }
 
 fn add_member(
@@ -188,7 +245,7 @@ fn organization_doc_id(organization_id: &str) -> Result<DocumentId> {
 
 /// `[{_id, name, slug, role}]` of the organizations `user` belongs to, in the
 /// order they joined.
-pub fn list_mine(db: &mut Reader, user: &User) -> Result<Vec<Value>> {
+pub fn list_mine(db: &mut Reader, user: &User) -> Result<Vec<MyOrganization>> {
     let memberships = db
         .query(MEMBERS)
         .with_index("by_user", |q| q.eq("userId", user.id.as_str()))
@@ -197,11 +254,11 @@ pub fn list_mine(db: &mut Reader, user: &User) -> Result<Vec<Value>> {
     for m in memberships {
         let org_id = id_field(&m, "organizationId", ORGANIZATIONS)?;
         if let Some(org) = db.get(&org_id)? {
-            out.push(obj! {
-                "_id" => org_id.as_str(),
-                "name" => str_field(&org, "name"),
-                "slug" => str_field(&org, "slug"),
-                "role" => str_field(&m, "role"),
+            out.push(MyOrganization {
+                id: typed_id(&m, "organizationId")?,
+                name: str_field(&org, "name").to_string(),
+                slug: str_field(&org, "slug").to_string(),
+                role: role_of(&m)?,
             });
         }
     }
@@ -210,7 +267,7 @@ pub fn list_mine(db: &mut Reader, user: &User) -> Result<Vec<Value>> {
 
 /// `[{userId, name, email, role}]` of the organization's members, in the
 /// order they joined: the first [`LIST_LIMIT`].
-pub fn list_members(db: &mut Reader, organization_id: &str) -> Result<Vec<Value>> {
+pub fn list_members(db: &mut Reader, organization_id: &str) -> Result<Vec<MemberView>> {
     let members = db
         .query(MEMBERS)
         .with_index("by_organization", |q| {
@@ -221,11 +278,11 @@ pub fn list_members(db: &mut Reader, organization_id: &str) -> Result<Vec<Value>
     for m in members {
         let user_id = id_field(&m, "userId", USERS)?;
         if let Some(user) = db.get(&user_id)? {
-            out.push(obj! {
-                "userId" => user_id.as_str(),
-                "name" => str_field(&user, "name"),
-                "email" => str_field(&user, "email"),
-                "role" => str_field(&m, "role"),
+            out.push(MemberView {
+                user_id: typed_id(&m, "userId")?,
+                name: str_field(&user, "name").to_string(),
+                email: str_field(&user, "email").to_string(),
+                role: role_of(&m)?,
             });
         }
     }
@@ -262,7 +319,7 @@ pub fn invite(
     actor: &Membership,
     email: &str,
     role: Role,
-) -> Result<DocumentId> {
+) -> Result<Id<Invitations>> {
     let email = normalize_email(email)
         .map_err(|e| Error::invalid(format!("args.email: {}", e.client_message())))?;
     if role == Role::Owner && actor.role != Role::Owner {
@@ -330,7 +387,7 @@ pub fn invite(
     };
     // The seed's `ctx.scheduler.runAfter(0, internal.emails.send, ..)`.
     Scheduler::new(db).run_after(Duration::ZERO, emails::SEND, mail)?;
-    Ok(id)
+    Id::new(id).ok_or_else(|| Error::internal("an invitation's id is of another table"))
 }
 
 /// `LIMIT_EXCEEDED` if `recent` — the newest `max` invitations of one kind,
@@ -378,7 +435,7 @@ fn status_of(invitation: &Value, now: f64) -> &str {
 
 /// `[{_id, email, role, status}]` of the organization's invitations, oldest
 /// first: the first [`LIST_LIMIT`].
-pub fn list_invitations(db: &mut Reader, organization_id: &str) -> Result<Vec<Value>> {
+pub fn list_invitations(db: &mut Reader, organization_id: &str) -> Result<Vec<InvitationView>> {
     let now = now_of(db.commit_ts());
     let rows = db
         .query(INVITATIONS)
@@ -386,17 +443,27 @@ pub fn list_invitations(db: &mut Reader, organization_id: &str) -> Result<Vec<Va
             q.eq("organizationId", organization_id)
         })
         .take(LIST_LIMIT)?;
-    Ok(rows
-        .iter()
+    rows.iter()
         .map(|i| {
-            obj! {
-                "_id" => str_field(i, "_id"),
-                "email" => str_field(i, "email"),
-                "role" => str_field(i, "role"),
-                "status" => status_of(i, now),
-            }
+            let status = match status_of(i, now) {
+                PENDING => InvitationStatus::Pending,
+                ACCEPTED => InvitationStatus::Accepted,
+                CANCELED => InvitationStatus::Canceled,
+                EXPIRED => InvitationStatus::Expired,
+                other => {
+                    return Err(Error::internal(format!(
+                        "unknown invitation status `{other}`"
+                    )))
+                }
+            };
+            Ok(InvitationView {
+                id: typed_id(i, "_id")?,
+                email: str_field(i, "email").to_string(),
+                role: role_of(i)?,
+                status,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Accepts an invitation for `user`, who must be the invited email's user
@@ -405,7 +472,11 @@ pub fn list_invitations(db: &mut Reader, organization_id: &str) -> Result<Vec<Va
 /// id. Anything but a pending invitation is a `CONFLICT`, so a second accept —
 /// concurrent or not, since mutations are serial — creates no second
 /// membership.
-pub fn accept_invitation(db: &mut Transaction, user: &User, id: &DocumentId) -> Result<DocumentId> {
+pub fn accept_invitation(
+    db: &mut Transaction,
+    user: &User,
+    id: &Id<Invitations>,
+) -> Result<Id<Members>> {
     let invitation = db
         .get(id)?
         .ok_or_else(|| Error::not_found(format!("invitation {id} does not exist")))?;
@@ -436,7 +507,7 @@ pub fn accept_invitation(db: &mut Transaction, user: &User, id: &DocumentId) -> 
     let role = role_of(&invitation)?;
     let member = add_member(db, &org_id, &user.id, role)?;
     db.patch(id, obj! { "status" => ACCEPTED })?;
-    Ok(member)
+    Id::new(member).ok_or_else(|| Error::internal("a member's id is of another table"))
 }
 
 /// Cancels a pending invitation.
@@ -516,7 +587,7 @@ pub fn by_slug(db: &mut Reader, slug: &str) -> Result<Option<Value>> {
 /// of it without signing in (`GET /public/organizations/{slug}`) — or
 /// `None`. Counting reads every member row, within a transaction's read
 /// limit.
-pub fn public_profile(db: &mut Reader, slug: &str) -> Result<Option<Value>> {
+pub fn public_profile(db: &mut Reader, slug: &str) -> Result<Option<PublicProfile>> {
     let Some(organization) = by_slug(db, slug)? else {
         return Ok(None);
     };
@@ -530,9 +601,9 @@ pub fn public_profile(db: &mut Reader, slug: &str) -> Result<Option<Value>> {
         .with_index("by_organization", |q| q.eq("organizationId", id))
         .collect()?
         .len();
-    Ok(Some(obj! {
-        "name" => str_field(&organization, "name"),
-        "members" => members as f64,
+    Ok(Some(PublicProfile {
+        name: str_field(&organization, "name").to_string(),
+        members: members as f64,
     }))
 }
 

@@ -4,14 +4,15 @@ use livebase_runtime::registry::Reader;
 use livebase_runtime::store::Order;
 use livebase_runtime::transaction::Transaction;
 use livebase_runtime::{Error, Result};
-use livebase_schema::{obj, DocumentId, Value};
+use livebase_schema::typed::{Doc, Id};
+use livebase_schema::{obj, DocumentId};
 
-use super::schema::{MAX_TEXT_CHARS, TODOS};
+use super::schema::{Todo, MAX_TEXT_CHARS};
 use crate::shared::LIST_LIMIT;
 
 /// The organization's todos, newest first: the latest [`LIST_LIMIT`].
-pub fn list_todos(db: &mut Reader, organization_id: &str) -> Result<Vec<Value>> {
-    db.query(TODOS)
+pub fn list_todos(db: &mut Reader, organization_id: &str) -> Result<Vec<Doc<Todo>>> {
+    db.query_of::<Todo>()
         .with_index("by_organization", |q| {
             q.eq("organizationId", organization_id)
         })
@@ -25,34 +26,28 @@ pub fn create_todo(
     organization_id: &str,
     text: &str,
     user_id: &DocumentId,
-) -> Result<DocumentId> {
+) -> Result<Id<Todo>> {
     let text = text.trim();
     if text.is_empty() || text.chars().count() > MAX_TEXT_CHARS {
         return Err(Error::invalid(format!(
             "args.text: a todo needs 1 to {MAX_TEXT_CHARS} characters"
         )));
     }
-    db.insert(
-        TODOS,
-        obj! {
-            "text" => text,
-            "completed" => false,
-            "organizationId" => organization_id,
-            "createdBy" => user_id.as_str(),
-        },
-    )
+    db.insert_doc(Todo {
+        text: text.to_string(),
+        completed: false,
+        organization_id: organization_id.to_string(),
+        created_by: user_id.to_string(),
+    })
 }
 
 /// Flips `completed` of `todo` (the document as read) and returns the new value.
-pub fn toggle_todo(db: &mut Transaction, todo: &Value, id: &DocumentId) -> Result<bool> {
-    let completed = !todo
-        .get("completed")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    db.patch(id, obj! { "completed" => completed })?;
+pub fn toggle_todo(db: &mut Transaction, todo: &Doc<Todo>) -> Result<bool> {
+    let completed = !todo.completed;
+    db.patch(&todo.id, obj! { "completed" => completed })?;
     Ok(completed)
 }
 
-pub fn remove_todo(db: &mut Transaction, id: &DocumentId) -> Result<()> {
+pub fn remove_todo(db: &mut Transaction, id: &Id<Todo>) -> Result<()> {
     db.delete(id)
 }

@@ -4,13 +4,15 @@
 //!
 //! To give a new feature permissions, add its resource to each role below.
 
-use livebase_schema::{v, Validator};
+use livebase_schema::typed::Type;
+use livebase_schema::Validator;
 
 /// A resource and the actions allowed on it, e.g. `("item", &["create"])`.
 pub type Statement = (&'static str, &'static [&'static str]);
 
-/// A member's role in an organization.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A member's role in an organization: on the wire and in `members.role`,
+/// `"owner" | "admin" | "member"`.
+#[derive(Type, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     Owner,
     Admin,
@@ -72,9 +74,10 @@ impl Role {
     }
 }
 
-/// `"owner" | "admin" | "member"`, for function arguments.
+/// `"owner" | "admin" | "member"`, for function arguments: [`Role`]'s
+/// validator.
 pub fn role_validator() -> Validator {
-    v::union(Role::ALL.map(|r| v::literal(r.as_str())))
+    Role::validator()
 }
 
 /// Whether `resource: action` appears anywhere in the table — checks name

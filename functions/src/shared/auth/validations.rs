@@ -6,7 +6,8 @@
 //! ensure_user_with_permissions(ctx, &organization_id, &[("item", &["create"])])?;
 //! ```
 //!
-//! plus [`ensure_user_with_document`] for functions given a document's id.
+//! plus [`ensure_user_with_document`] for functions given a document's id
+//! ([`ensure_user_with_doc`] for a typed one).
 //!
 //! Each check takes a query's or a mutation's context (any
 //! [`ReadCtx`]) and reads the caller's session row and member row through it,
@@ -17,7 +18,9 @@
 use livebase_runtime::auth::tables::{MEMBERS, ORGANIZATIONS};
 use livebase_runtime::auth::users::current_user;
 use livebase_runtime::registry::{ReadCtx, Reader};
+use livebase_runtime::typed::read_doc;
 use livebase_runtime::{Error, Result};
+use livebase_schema::typed::{Doc, Id, Table, Type};
 use livebase_schema::{DocumentId, Value};
 
 use super::permissions::{is_known, Role};
@@ -92,6 +95,17 @@ pub fn ensure_user_with_document<'a>(
     let member = membership(&mut db, user, &organization_id)?.ok_or_else(not_found)?;
     check_role(member.role, permissions)?;
     Ok((member, doc))
+}
+
+/// [`ensure_user_with_document`] for a typed id: the document as its
+/// table's type.
+pub fn ensure_user_with_doc<'a, T: Table + Type>(
+    ctx: &mut impl ReadCtx<'a>,
+    id: &Id<T>,
+    permissions: Permissions,
+) -> Result<(Membership, Doc<T>)> {
+    let (member, doc) = ensure_user_with_document(ctx, id, permissions)?;
+    Ok((member, read_doc(doc)?))
 }
 
 /// The caller's `members` row in the organization, read through the
