@@ -247,7 +247,7 @@ impl<'a> Transaction<'a> {
 
     /// The document with this id, or `None`.
     pub fn get(&mut self, id: &DocumentId) -> Result<Option<Value>> {
-        Ok(self.get_document(id)?.map(|d| d.to_value()))
+        Ok(self.get_document(id)?.map(Document::into_value))
     }
 
     fn get_document(&mut self, id: &DocumentId) -> Result<Option<Document>> {
@@ -845,26 +845,39 @@ impl Query<'_, '_> {
             let want = self.tx.scan_batch(want);
             let batch = self.tx.conn.scan(&start, &end, self.order, want)?;
             let fetched = batch.len();
+            // Whether the last key passed in this batch is the last kept
+            // one (else it is `skipped`, a key the filters left out).
+            let mut last_kept = false;
+            let mut skipped = None;
             for (key, doc) in batch {
                 let size = document_size(&doc);
                 self.count_read(scan_start, scan_end, &key, size)?;
-                match self.order {
-                    Order::Asc => start = [key.as_slice(), &[0]].concat(),
-                    Order::Desc => end = key.clone(),
-                }
-                last_key = Some(key.clone());
-                let value = doc.to_value();
+                let value = doc.into_value();
                 bytes += size;
                 over_bytes = max_bytes.is_some_and(|m| bytes >= m);
-                if self.filters.iter().all(|keep| keep(&value)) {
+                last_kept = self.filters.iter().all(|keep| keep(&value));
+                if last_kept {
                     out.push((key, value));
                     if limit.is_some_and(|n| out.len() >= n) {
                         break;
                     }
+                } else {
+                    skipped = Some(key);
                 }
                 if over_bytes {
                     break;
                 }
+            }
+            if fetched > 0 {
+                let key = match (last_kept, skipped) {
+                    (false, Some(key)) => key,
+                    _ => out.last().expect("a kept document").0.clone(),
+                };
+                match self.order {
+                    Order::Asc => start = [key.as_slice(), &[0]].concat(),
+                    Order::Desc => end = key.clone(),
+                }
+                last_key = Some(key);
             }
             if !over_bytes && fetched < want && limit.is_none_or(|n| out.len() < n) {
                 exhausted = true;

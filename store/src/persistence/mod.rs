@@ -57,6 +57,17 @@ impl Document {
         Value::Object(o)
     }
 
+    /// [`Document::to_value`], moving the fields instead of copying them.
+    pub fn into_value(self) -> Value {
+        let mut o = self.fields;
+        o.insert(ID_FIELD.into(), Value::from(self.id.as_str()));
+        o.insert(
+            CREATION_TIME_FIELD.into(),
+            Value::Float64(self.creation_time),
+        );
+        Value::Object(o)
+    }
+
     pub fn table(&self) -> &str {
         self.id.table()
     }
