@@ -47,6 +47,9 @@ pub struct JobQuery {
     pub key: Arc<QueryKey>,
     pub identity: Identity,
     pub journal: Option<String>,
+    /// Its current result, to tell whether the new one differs (compared
+    /// here, off the worker's thread).
+    pub previous: Option<SharedResult>,
 }
 
 /// Queries of one tenant to run on one snapshot.
@@ -61,6 +64,8 @@ pub struct Job {
 pub struct Evaluated {
     pub handle: u64,
     pub result: SharedResult,
+    /// The result equals the one the query had when the job was sent.
+    pub unchanged: bool,
     pub reads: ReadSet,
     pub journal: Option<String>,
 }
@@ -164,9 +169,11 @@ fn evaluate(
     tx.set_journal(q.journal);
     let (result, reads, journal) =
         Executor::evaluate_in(&setup.registry, tx, &q.key.path, &q.key.args, &q.identity);
+    let result = to_wire(result.map_err(|e| e.redact(&q.key.path)));
     Evaluated {
         handle: q.handle,
-        result: to_wire(result.map_err(|e| e.redact(&q.key.path))),
+        unchanged: q.previous.as_ref() == Some(&result),
+        result,
         reads,
         journal,
     }

@@ -1255,6 +1255,7 @@ impl SubscriptionWorker {
                     key: q.key.clone(),
                     identity: q.identity.clone(),
                     journal: q.journal.clone(),
+                    previous: q.result.clone(),
                 });
             }
             if queries.is_empty() {
@@ -1375,7 +1376,9 @@ impl SubscriptionWorker {
             .find(|c| c.ts > ts && q.reads.overlaps(&c.writes))
             .map(|c| c.ts);
         let result = evaluated.result;
-        let unchanged = q.result.as_ref() == Some(&result);
+        // The job compared it with this query's result when it was sent,
+        // which nothing but this job's return could have changed since.
+        let unchanged = evaluated.unchanged;
         let awaiting = std::mem::take(&mut q.awaiting_first);
         // Unchanged: only subscribers still waiting for a first result hear.
         let recipients = if unchanged { &awaiting } else { &q.subscribers };
