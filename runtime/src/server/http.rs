@@ -7,12 +7,12 @@
 
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use http_body_util::LengthLimitError;
 use livebase_schema::Value;
 use serde_json::{json, Value as JsonValue};
@@ -190,22 +190,29 @@ fn reply(result: Result<Value>) -> Response {
     }
 }
 
-async fn call(
-    state: AppState,
-    client: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-    body: Bytes,
-    kind: FunctionKind,
-) -> Response {
+/// One function call over HTTP. The request is taken whole so that its
+/// headers are read in place, not copied (its body was read whole already,
+/// by [`read_body`]).
+async fn call(state: AppState, request: Request, kind: FunctionKind) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_MESSAGE_SIZE).await {
+        Ok(b) => b,
+        Err(e) => {
+            return refuse_body(
+                StatusCode::BAD_REQUEST,
+                format!("reading the request body failed: {e}"),
+            )
+        }
+    };
     let call = match parse_call(&body) {
         Ok(c) => c,
         Err(bad) => return bad.into_response(),
     };
-    let identity = match identity(&state, &headers).await {
+    let identity = match identity(&state, &parts.headers).await {
         Ok(i) => i,
         Err(e) => return reply(Err(e)),
     };
-    let client = client.map(|Extension(ClientAddr(addr))| addr);
+    let client = parts.extensions.get::<ClientAddr>().map(|c| c.0);
     let _slot = match state.calls.start(&identity, client) {
         Ok(slot) => slot,
         Err(e) => return reply(Err(e)),
@@ -228,35 +235,22 @@ async fn call(
     reply(result)
 }
 
-pub async fn query(
-    State(state): State<AppState>,
-    client: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    call(state, client, headers, body, FunctionKind::Query).await
+pub async fn query(State(state): State<AppState>, request: Request) -> Response {
+    call(state, request, FunctionKind::Query).await
 }
 
-pub async fn mutation(
-    State(state): State<AppState>,
-    client: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    call(state, client, headers, body, FunctionKind::Mutation).await
+pub async fn mutation(State(state): State<AppState>, request: Request) -> Response {
+    call(state, request, FunctionKind::Mutation).await
 }
 
-pub async fn action(
-    State(state): State<AppState>,
-    client: Option<Extension<ClientAddr>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    call(state, client, headers, body, FunctionKind::Action).await
+pub async fn action(State(state): State<AppState>, request: Request) -> Response {
+    call(state, request, FunctionKind::Action).await
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Bytes;
+
     use super::*;
 
     /// A body over the limit is told from a failed read by the error's type,
