@@ -172,9 +172,69 @@ fn evaluate(
     let result = to_wire(result.map_err(|e| e.redact(&q.key.path)));
     Evaluated {
         handle: q.handle,
-        unchanged: q.previous.as_ref() == Some(&result),
+        unchanged: same(q.previous.as_ref(), &result),
         result,
         reads,
         journal,
+    }
+}
+
+/// Whether a re-run's result equals the previous one. Values are compared by
+/// their Convex JSON text — equal exactly when the values are (the encoding
+/// is canonical: fields in order, each float by its bits) — which the
+/// evaluator encodes here, off the connections' threads, and which every
+/// Transition carrying the result then reuses; a memory comparison of the
+/// two texts is much cheaper than walking both values.
+fn same(previous: Option<&SharedResult>, result: &SharedResult) -> bool {
+    match (previous, result) {
+        (Some(Ok(old)), Ok(new)) => old.json_text() == new.json_text(),
+        (Some(Err(old)), Err(new)) => old == new,
+        _ => {
+            if let Ok(new) = result {
+                new.json_text();
+            }
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use livebase_schema::{obj, Value};
+
+    use super::*;
+
+    fn ok(v: Value) -> SharedResult {
+        Ok(v.into())
+    }
+
+    #[test]
+    fn results_are_the_same_exactly_when_their_values_are_equal() {
+        let values = [
+            Value::Float64(0.0),
+            Value::Float64(-0.0),
+            Value::Float64(1.0),
+            Value::Int64(1),
+            Value::Float64(f64::NAN),
+            Value::Float64(f64::from_bits(f64::NAN.to_bits() ^ 1)),
+            Value::Float64(f64::INFINITY),
+            Value::String("1".into()),
+            Value::Bytes(vec![1]),
+            Value::Array(vec![Value::Int64(1)]),
+            obj! { "a" => 1.0, "b" => "x" },
+            obj! { "b" => "x", "a" => 1.0 },
+            obj! { "a" => 1.0 },
+            Value::Null,
+        ];
+        for a in &values {
+            for b in &values {
+                assert_eq!(
+                    same(Some(&ok(a.clone())), &ok(b.clone())),
+                    a == b,
+                    "{a:?} and {b:?}"
+                );
+            }
+        }
+        assert!(!same(None, &ok(Value::Null)), "a first result is news");
     }
 }
