@@ -212,6 +212,12 @@ impl PostgresPersistence {
         &self.schema
     }
 
+    /// Where the tables are, for logs and messages: database, hosts and
+    /// schema, never the password.
+    pub fn describe(&self) -> String {
+        describe(&self.config, &self.schema)
+    }
+
     fn client(&self) -> Result<Client> {
         off_runtime(|| {
             let mut client = match &self.tls {
@@ -258,6 +264,34 @@ impl PostgresPersistence {
         drop_client(client.take());
         created
     }
+}
+
+/// Where the tables of `schema` in the database at `url` are, for messages
+/// (never the password); `None` if `url` is no database URL.
+pub fn describe_url(url: &str, schema: &str) -> Option<String> {
+    postgres::Config::from_str(url)
+        .ok()
+        .map(|config| describe(&config, schema))
+}
+
+fn describe(config: &postgres::Config, schema: &str) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    format!(
+        "PostgreSQL database `{}` on {}, schema `{schema}`",
+        config.get_dbname().unwrap_or("(default)"),
+        if hosts.is_empty() {
+            "localhost".to_string()
+        } else {
+            hosts.join(",")
+        },
+    )
 }
 
 /// A rustls connector: ring, the certificate checked against `ca_file`'s
