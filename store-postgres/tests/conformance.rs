@@ -1,9 +1,10 @@
 //! The PostgreSQL engine passes the store's conformance suite: one test per
 //! case, `conformance::<case>`, each in a schema of its own on the tests'
 //! server (see `livebase_testkit::postgres` for where it comes from), so the
-//! cases run in parallel.
+//! cases run in parallel; the schema is dropped when the case ends.
 
 mod conformance {
+    use livebase_store::{Persistence, StoreConnection, StoreError};
     use livebase_store_postgres::PostgresPersistence;
     use livebase_testkit::postgres::{server_url, unique_name};
 
@@ -11,12 +12,43 @@ mod conformance {
         server_url("the PostgreSQL conformance suite")
     }
 
-    livebase_store::conformance_tests!(
-        |_dir| {
+    /// The engine on a fresh schema, dropped with it.
+    struct OwnSchema {
+        engine: PostgresPersistence,
+        url: String,
+    }
+
+    impl OwnSchema {
+        fn create() -> OwnSchema {
             let url = server().expect("a server: checked before the case");
-            PostgresPersistence::open_schema(&url, &unique_name("conformance"), None)
-                .expect("open a fresh schema")
-        },
-        when: || server().is_some()
-    );
+            let engine = PostgresPersistence::open_schema(&url, &unique_name("conformance"), None)
+                .expect("open a fresh schema");
+            OwnSchema { engine, url }
+        }
+    }
+
+    impl Persistence for OwnSchema {
+        fn connect(&self) -> Result<Box<dyn StoreConnection>, StoreError> {
+            self.engine.connect()
+        }
+    }
+
+    impl Drop for OwnSchema {
+        fn drop(&mut self) {
+            let (url, schema) = (self.url.clone(), self.engine.schema().to_string());
+            // On a thread of its own: the synchronous client may not block
+            // where async code runs (it does not here, but need not know).
+            let dropped = std::thread::spawn(move || {
+                let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
+                client.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+            })
+            .join()
+            .expect("the thread dropping the schema");
+            if let Err(e) = dropped {
+                eprintln!("dropping a conformance schema: {e}");
+            }
+        }
+    }
+
+    livebase_store::conformance_tests!(|_dir| OwnSchema::create(), when: || server().is_some());
 }
