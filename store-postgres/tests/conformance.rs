@@ -6,7 +6,7 @@
 mod conformance {
     use livebase_store::{Persistence, StoreConnection, StoreError};
     use livebase_store_postgres::PostgresPersistence;
-    use livebase_testkit::postgres::{server_url, unique_name};
+    use livebase_testkit::postgres::{drop_schema, server_url, unique_name};
 
     fn server() -> Option<String> {
         server_url("the PostgreSQL conformance suite")
@@ -35,18 +35,7 @@ mod conformance {
 
     impl Drop for OwnSchema {
         fn drop(&mut self) {
-            let (url, schema) = (self.url.clone(), self.engine.schema().to_string());
-            // On a thread of its own: the synchronous client may not block
-            // where async code runs (it does not here, but need not know).
-            let dropped = std::thread::spawn(move || {
-                let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
-                client.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-            })
-            .join()
-            .expect("the thread dropping the schema");
-            if let Err(e) = dropped {
-                eprintln!("dropping a conformance schema: {e}");
-            }
+            drop_schema(&self.url, self.engine.schema());
         }
     }
 

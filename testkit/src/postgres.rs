@@ -124,7 +124,13 @@ impl Drop for TestDatabase {
     }
 }
 
-/// Runs `sql` on the server's own database. On a thread of its own: the
+/// Drops `schema` (and everything in it) from the database at `url`: what
+/// a test that made a schema of its own does when it ends.
+pub fn drop_schema(url: &str, schema: &str) {
+    admin(url, format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"));
+}
+
+/// Runs `sql` on the database at `server`. On a thread of its own: the
 /// synchronous client may not block a thread that runs async tests.
 fn admin(server: &str, sql: String) {
     let server = server.to_string();
