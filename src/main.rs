@@ -185,7 +185,10 @@ async fn run(args: ServeArgs, dev: bool) -> Result<(), livebase_runtime::Error> 
         livebase_runtime::storage::parse_public_url(raw)
             .map_err(|e| livebase_runtime::Error::invalid(format!("--public-url: {e}")))?;
     }
-    let (store, described) = args.store.open().map_err(livebase_runtime::Error::invalid)?;
+    let (store, described) = args
+        .store
+        .open()
+        .map_err(livebase_runtime::Error::invalid)?;
     let options = ServerOptions {
         listen: SocketAddr::new(args.host, args.port),
         data_dir: args.data.clone(),

@@ -41,7 +41,12 @@ fn command(args: &[&str]) -> Command {
 /// for its ready line.
 fn start(dir: &Path, postgres: Option<&str>) -> (KillOnDrop, SocketAddr) {
     let mut args = vec!["serve", "--port", "0", "--data", path(dir)];
-    args.extend(postgres.map(|url| ["--postgres", url]).into_iter().flatten());
+    args.extend(
+        postgres
+            .map(|url| ["--postgres", url])
+            .into_iter()
+            .flatten(),
+    );
     let child = command(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -37,9 +37,9 @@ mod engines {
     use std::path::Path;
     use std::sync::Arc;
 
+    use livebase_runtime::error::StoreError;
     use livebase_runtime::store::sqlite::SqlitePersistence;
     use livebase_runtime::store::{Persistence, StoreConnection};
-    use livebase_runtime::error::StoreError;
     use livebase_store_postgres::PostgresPersistence;
     use livebase_testkit::postgres::{drop_schema, server_url, unique_name};
 

@@ -612,7 +612,11 @@ impl StoreConnection for PostgresConnection {
         self.execute(
             "INSERT INTO documents (id, creation_time, body) VALUES ($1, $2, $3)
              ON CONFLICT (id) DO UPDATE SET body = excluded.body",
-            &[&doc.id.as_str(), &doc.creation_time, &encode_body(&doc.fields)],
+            &[
+                &doc.id.as_str(),
+                &doc.creation_time,
+                &encode_body(&doc.fields),
+            ],
         )?;
         Ok(())
     }
@@ -621,7 +625,11 @@ impl StoreConnection for PostgresConnection {
         let inserted = self.execute(
             "INSERT INTO documents (id, creation_time, body) VALUES ($1, $2, $3)
              ON CONFLICT (id) DO NOTHING",
-            &[&doc.id.as_str(), &doc.creation_time, &encode_body(&doc.fields)],
+            &[
+                &doc.id.as_str(),
+                &doc.creation_time,
+                &encode_body(&doc.fields),
+            ],
         )?;
         if inserted == 0 {
             return Err(StoreError::IdTaken(doc.id.clone()));

@@ -400,7 +400,10 @@ pub fn long_index_keys_are_ordered_replaced_and_deleted_like_short_ones(make: &M
         b"L".to_vec(),
         long(2_000, &[0]),
         long(5_000, &[1]),
-        long(5_000, &[2, 7]).into_iter().chain(vec![7u8; 100_000]).collect(),
+        long(5_000, &[2, 7])
+            .into_iter()
+            .chain(vec![7u8; 100_000])
+            .collect(),
         long(5_000, &[2, 8]),
         long(3_000, b"M"),
         long(1_024, &[]),
@@ -447,7 +450,9 @@ pub fn long_index_keys_are_ordered_replaced_and_deleted_like_short_ones(make: &M
     w.delete_index_entry(&keys[4]).unwrap();
     w.commit(Timestamp::new(18)).unwrap();
     r.begin_read().unwrap();
-    let got = r.scan(&long(5_000, &[]), &long(5_000, &[0xFF]), Order::Asc, 10).unwrap();
+    let got = r
+        .scan(&long(5_000, &[]), &long(5_000, &[0xFF]), Order::Asc, 10)
+        .unwrap();
     assert_eq!(
         got,
         vec![
@@ -455,6 +460,9 @@ pub fn long_index_keys_are_ordered_replaced_and_deleted_like_short_ones(make: &M
             (keys[3].clone(), docs[0].clone())
         ]
     );
-    assert_eq!(r.scan(b"L", b"M", Order::Asc, 100).unwrap().len(), keys.len() - 1);
+    assert_eq!(
+        r.scan(b"L", b"M", Order::Asc, 100).unwrap().len(),
+        keys.len() - 1
+    );
     r.end_read().unwrap();
 }
