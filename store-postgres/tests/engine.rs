@@ -1,12 +1,12 @@
 //! What the PostgreSQL engine promises beyond the conformance suite: one
 //! writer at a time (a second waits for the first and starts from its
-//! commit), use from async code, and no silent plain-text fallback when TLS
-//! is required.
+//! commit), use from async code, and TLS when the URL requires it — with a
+//! certificate it trusts, never plain text instead.
 
 use livebase_schema::{DocumentId, Object, Timestamp};
 use livebase_store::{Document, Persistence};
 use livebase_store_postgres::PostgresPersistence;
-use livebase_testkit::postgres::{server_url, unique_name};
+use livebase_testkit::postgres::{server_ca, server_url, unique_name};
 
 fn open(test: &str) -> Option<PostgresPersistence> {
     let url = server_url(test)?;
@@ -66,15 +66,29 @@ async fn the_engine_opens_reads_and_writes_from_async_code() {
 }
 
 #[test]
-fn sslmode_require_fails_against_a_server_without_tls_instead_of_going_plain() {
-    let Some(url) = server_url("sslmode_require_fails") else {
+fn sslmode_require_connects_over_tls_to_a_certificate_it_trusts_and_to_no_other() {
+    let test = "sslmode_require";
+    let Some(url) = server_url(test) else {
         return;
     };
-    // The tests' server has no TLS.
+    let Some(ca) = server_ca(test) else {
+        // A server given from outside may have no TLS; the one .ci/run and
+        // the tests start have it wherever openssl is installed.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "under CI the tests' PostgreSQL speaks TLS"
+        );
+        return;
+    };
     let sep = if url.contains('?') { '&' } else { '?' };
     let required = format!("{url}{sep}sslmode=require");
+    // The tests' CA signed the server's certificate for 127.0.0.1.
+    let p = PostgresPersistence::open_schema(&required, &unique_name("tls"), Some(&ca))
+        .expect("connects over TLS with the server's CA");
+    let mut conn = p.connect().unwrap();
+    assert_eq!(conn.begin_read().unwrap(), Timestamp::ZERO);
+    conn.end_read().unwrap();
+    // Mozilla's roots do not know that CA: refused, not plain text instead.
     let refused = PostgresPersistence::open_schema(&required, &unique_name("tls"), None);
-    assert!(refused.is_err(), "connected without TLS");
-    // The same URL without the requirement connects.
-    assert!(PostgresPersistence::open_schema(&url, &unique_name("tls"), None).is_ok());
+    assert!(refused.is_err(), "connected without a trusted certificate");
 }

@@ -15,13 +15,17 @@
 //! 4. else none: [`server_url`] says the test was skipped and returns `None`.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// The variable that names the tests' PostgreSQL server.
 pub const URL_VAR: &str = "LIVEBASE_TEST_POSTGRES_URL";
+
+/// The variable that names the PEM file of the CA that signed the tests'
+/// server's TLS certificate, when it speaks TLS.
+pub const CA_VAR: &str = "LIVEBASE_TEST_POSTGRES_CA";
 
 /// The server the tests use (see the module docs), or `None` when there is
 /// none and the test should skip; `test` names the test in the line saying
@@ -34,7 +38,7 @@ pub fn server_url(test: &str) -> Option<String> {
         std::env::var_os("CI").is_none(),
         "{URL_VAR} is unset under CI: the PostgreSQL tests need a server (.ci/run starts one)"
     );
-    let url = local_server().clone();
+    let url = local_server().as_ref().map(|s| s.url.clone());
     if url.is_none() {
         eprintln!(
             "{test}: skipped, no PostgreSQL: set {URL_VAR}, or install PostgreSQL \
@@ -44,12 +48,35 @@ pub fn server_url(test: &str) -> Option<String> {
     url
 }
 
+/// The PEM file of the CA that signed the TLS certificate of the server
+/// [`server_url`] names, if it speaks TLS: `LIVEBASE_TEST_POSTGRES_CA` beside
+/// `LIVEBASE_TEST_POSTGRES_URL`, or the one the local server was made with.
+pub fn server_ca(test: &str) -> Option<PathBuf> {
+    server_url(test)?;
+    let ca = match std::env::var(URL_VAR).ok().filter(|u| !u.is_empty()) {
+        Some(_) => std::env::var_os(CA_VAR)
+            .filter(|ca| !ca.is_empty())
+            .map(PathBuf::from),
+        None => local_server().as_ref().and_then(|s| s.ca.clone()),
+    };
+    if ca.is_none() {
+        eprintln!("{test}: skipped, the tests' PostgreSQL has no TLS ({CA_VAR} is unset)");
+    }
+    ca
+}
+
+/// A server this binary started.
+struct LocalServer {
+    url: String,
+    ca: Option<PathBuf>,
+}
+
 /// The server this binary started, once, if it could.
-fn local_server() -> &'static Option<String> {
+fn local_server() -> &'static Option<LocalServer> {
     /// What keeps the server alive: the pipe to its script's standard input.
     static KEEP: Mutex<Vec<(Child, ChildStdin)>> = Mutex::new(Vec::new());
-    static URL: OnceLock<Option<String>> = OnceLock::new();
-    URL.get_or_init(|| {
+    static SERVER: OnceLock<Option<LocalServer>> = OnceLock::new();
+    SERVER.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/postgres.sh");
         let installed = std::fs::read_dir("/usr/lib/postgresql")
             .map(|mut d| d.next().is_some())
@@ -66,17 +93,18 @@ fn local_server() -> &'static Option<String> {
             .spawn()
             .expect("run .ci/postgres.sh");
         let stdin = child.stdin.take().expect("piped");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped"))
-            .read_line(&mut line)
-            .expect("read the server's URL");
-        let url = line.trim().to_string();
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let mut line = || lines.next().and_then(Result::ok).unwrap_or_default();
+        let url = line().trim().to_string();
+        let ca = Some(line().trim().to_string())
+            .filter(|ca| !ca.is_empty())
+            .map(PathBuf::from);
         assert!(
             url.starts_with("postgres://"),
             ".ci/postgres.sh --serve did not start a server (see its output above)"
         );
         KEEP.lock().unwrap().push((child, stdin));
-        Some(url)
+        Some(LocalServer { url, ca })
     })
 }
 
