@@ -4,7 +4,7 @@
 //! after the process is killed and started again the data is there — in
 //! the database, not in a SQLite file of the data folder. And an export of a
 //! deployment on SQLite, imported with `livebase import --postgres`, serves
-//! the same data to the same tokens.
+//! the same data to the same tokens, and exports back line for line.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -182,6 +182,23 @@ async fn an_export_from_sqlite_imported_into_postgres_serves_the_same_data_to_th
     assert!(!said.contains(":password@"), "{said}");
     std::fs::copy(sqlite_dir.join(SECRET_FILE), postgres_dir.join(SECRET_FILE)).unwrap();
     assert_eq!(documents_in(&db.url, "organizations"), 1);
+
+    // Exported back from PostgreSQL: the same documents, line for line.
+    let back = parent.path().join("back.jsonl");
+    run(&[
+        "export",
+        path(&back),
+        "--data",
+        path(&postgres_dir),
+        "--postgres",
+        &db.url,
+    ]);
+    let body = |file: &Path| -> Vec<String> {
+        let text = std::fs::read_to_string(file).expect("an export");
+        text.lines().skip(1).map(str::to_string).collect()
+    };
+    assert_eq!(body(&back), body(&export));
+    assert!(body(&export).len() > 3, "users, sessions, an organization…");
 
     let (_server, addr) = start(&postgres_dir, Some(&db.url));
     let (_ws, organizations) = watch_organizations(addr, &token).await;
