@@ -351,6 +351,7 @@ impl Persistence for PostgresPersistence {
             client: Some(self.client()?),
             statements: HashMap::new(),
             txn: Txn::None,
+            source: self.clone(),
         }))
     }
 }
@@ -364,12 +365,15 @@ enum Txn {
 }
 
 struct PostgresConnection {
-    /// `None` only while being dropped.
+    /// `None` only while being dropped, or when connecting again failed.
     client: Option<Client>,
     /// Statements prepared on this connection, by their text: each is parsed
     /// and planned once, then only bound and executed.
     statements: HashMap<&'static str, Statement>,
     txn: Txn,
+    /// Where to connect again when the server closed this connection (a
+    /// restart, a failover of the database, an idle timeout).
+    source: PostgresPersistence,
 }
 
 impl PostgresConnection {
@@ -378,7 +382,11 @@ impl PostgresConnection {
         &mut self,
         f: impl FnOnce(&mut Client, &mut HashMap<&'static str, Statement>) -> Result<T> + Send,
     ) -> Result<T> {
-        let client = self.client.as_mut().expect("the client is there");
+        let Some(client) = self.client.as_mut() else {
+            return Err(engine_error(
+                "not connected (connecting again failed)".into(),
+            ));
+        };
         let statements = &mut self.statements;
         off_runtime(move || f(client, statements))
     }
@@ -413,16 +421,27 @@ impl PostgresConnection {
     }
 
     /// Begins a transaction with `sql`, which ends by reading the last
-    /// commit's timestamp. A failure leaves no transaction open.
+    /// commit's timestamp. A failure leaves no transaction open. A
+    /// connection the server has closed since its last use is opened again
+    /// here, and only here: nothing of a transaction is lost by it, since
+    /// none had begun (a transaction the loss interrupts fails instead).
     fn begin(&mut self, sql: &'static str, txn: Txn) -> Result<Timestamp> {
         if self.txn != Txn::None {
             return Err(StoreError::Misuse("begin inside a transaction"));
         }
         self.txn = txn;
-        match self.simple(sql).and_then(|rows| parse_ts(&rows)) {
+        let mut begun = self.simple(sql);
+        if begun.is_err() && self.client.as_ref().is_none_or(Client::is_closed) {
+            tracing::warn!(store = %self.source.describe(), "the connection was closed; connecting again");
+            drop_client(self.client.take());
+            self.statements.clear();
+            self.client = Some(self.source.client().inspect_err(|_| self.txn = Txn::None)?);
+            begun = self.simple(sql);
+        }
+        match begun.and_then(|rows| parse_ts(&rows)) {
             Ok(ts) => Ok(ts),
             Err(e) => {
-                self.end("ROLLBACK")?;
+                let _ = self.end("ROLLBACK");
                 Err(e)
             }
         }

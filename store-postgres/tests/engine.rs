@@ -1,12 +1,13 @@
 //! What the PostgreSQL engine promises beyond the conformance suite: one
 //! writer at a time (a second waits for the first and starts from its
-//! commit), use from async code, and TLS when the URL requires it — with a
+//! commit), use from async code, a connection the server closed opened
+//! again, and TLS when the URL requires it — with a
 //! certificate it trusts, never plain text instead.
 
 use livebase_schema::{DocumentId, Object, Timestamp};
 use livebase_store::{Document, Persistence};
 use livebase_store_postgres::PostgresPersistence;
-use livebase_testkit::postgres::{server_ca, server_url, unique_name};
+use livebase_testkit::postgres::{server_ca, server_url, unique_name, TestDatabase};
 
 fn open(test: &str) -> Option<PostgresPersistence> {
     let url = server_url(test)?;
@@ -91,4 +92,32 @@ fn sslmode_require_connects_over_tls_to_a_certificate_it_trusts_and_to_no_other(
     // Mozilla's roots do not know that CA: refused, not plain text instead.
     let refused = PostgresPersistence::open_schema(&required, &unique_name("tls"), None);
     assert!(refused.is_err(), "connected without a trusted certificate");
+}
+
+#[test]
+fn a_connection_the_server_closed_connects_again_at_the_next_transaction() {
+    let Some(db) = TestDatabase::create("a_connection_the_server_closed") else {
+        return;
+    };
+    let p = PostgresPersistence::open(&db.url).expect("opens");
+    let mut conn = p.connect().unwrap();
+    conn.begin_write().unwrap();
+    let d = doc();
+    conn.put_document(&d).unwrap();
+    conn.commit(Timestamp::new(7)).unwrap();
+
+    // As a restart of the server, or an administrator, would.
+    let mut admin = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    let ended = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(ended.len(), 1, "our one connection");
+
+    assert_eq!(conn.begin_read().unwrap(), Timestamp::new(7));
+    assert_eq!(conn.get(&d.id).unwrap(), Some(d));
+    conn.end_read().unwrap();
 }
