@@ -239,16 +239,27 @@ impl PostgresPersistence {
         let schema = &self.schema;
         let created = off_runtime(|| {
             let c = client.as_mut().expect("the client is there");
-            c.batch_execute(&format!(
-                "BEGIN;
+            // Made already: read and write rights are enough from then on
+            // (CREATE ... IF NOT EXISTS would still ask for the right to create).
+            let made = c
+                .query_one(
+                    "SELECT to_regclass(format('%I.meta', $1::text)) IS NOT NULL",
+                    &[schema],
+                )
+                .map_err(pg)?
+                .get::<_, bool>(0);
+            if !made {
+                c.batch_execute(&format!(
+                    "BEGIN;
                  SELECT pg_advisory_xact_lock(hashtext('livebase schema'));
                  CREATE SCHEMA IF NOT EXISTS \"{schema}\";
                  {SCHEMA_SQL}
                  INSERT INTO meta (name, value) VALUES ('layout_version', {LAYOUT_VERSION})
                      ON CONFLICT (name) DO NOTHING;
                  COMMIT;"
-            ))
-            .map_err(pg)?;
+                ))
+                .map_err(pg)?;
+            }
             let version: i64 = c
                 .query_one("SELECT value FROM meta WHERE name = 'layout_version'", &[])
                 .map_err(pg)?
@@ -431,7 +442,11 @@ impl PostgresConnection {
         }
         self.txn = txn;
         let mut begun = self.simple(sql);
-        if begun.is_err() && self.client.as_ref().is_none_or(Client::is_closed) {
+        let lost = match &begun {
+            Ok(_) => false,
+            Err(e) => self.client.as_ref().is_none_or(Client::is_closed) || connection_lost(e),
+        };
+        if lost {
             tracing::warn!(store = %self.source.describe(), "the connection was closed; connecting again");
             drop_client(self.client.take());
             self.statements.clear();
@@ -466,6 +481,22 @@ impl PostgresConnection {
             _ => Err(StoreError::Misuse(what)),
         }
     }
+}
+
+/// Whether `e` ended the connection: the server closed it (a `FATAL` error,
+/// such as `57P01` when an administrator or a shutdown terminates the
+/// session) or the socket failed. The client may not have seen the socket
+/// close yet when the error arrives, so `Client::is_closed` alone is not
+/// enough.
+fn connection_lost(e: &StoreError) -> bool {
+    let StoreError::Engine { source, .. } = e else {
+        return false;
+    };
+    let Some(e) = source.downcast_ref::<postgres::Error>() else {
+        return false;
+    };
+    let socket_failed = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+    e.is_closed() || socket_failed || e.as_db_error().is_some_and(|db| db.severity() == "FATAL")
 }
 
 fn prepared(

@@ -1,7 +1,7 @@
 //! What the PostgreSQL engine promises beyond the conformance suite: one
 //! writer at a time (a second waits for the first and starts from its
 //! commit), use from async code, a connection the server closed opened
-//! again, and TLS when the URL requires it — with a
+//! again, tables made before opened by a user who may not create any, and TLS when the URL requires it — with a
 //! certificate it trusts, never plain text instead.
 
 use livebase_schema::{DocumentId, Object, Timestamp};
@@ -120,4 +120,37 @@ fn a_connection_the_server_closed_connects_again_at_the_next_transaction() {
     assert_eq!(conn.begin_read().unwrap(), Timestamp::new(7));
     assert_eq!(conn.get(&d.id).unwrap(), Some(d));
     conn.end_read().unwrap();
+}
+
+#[test]
+fn a_user_with_only_read_and_write_rights_opens_tables_made_before() {
+    let Some(db) = TestDatabase::create("a_user_with_only_read_and_write_rights") else {
+        return;
+    };
+    // Made by the database's owner, as on a first start.
+    let owner = PostgresPersistence::open(&db.url).expect("the owner makes the tables");
+    drop(owner);
+    let role = unique_name("app");
+    let mut admin = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'app';
+             GRANT USAGE ON SCHEMA livebase TO {role};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA livebase TO {role};"
+        ))
+        .unwrap();
+    let mut url = url::Url::parse(&db.url).expect("a postgres:// URL");
+    url.set_username(&role).unwrap();
+    url.set_password(Some("app")).unwrap();
+    let app = PostgresPersistence::open(url.as_str()).expect("opens without the right to create");
+    let mut conn = app.connect().unwrap();
+    conn.begin_write().unwrap();
+    let d = doc();
+    conn.put_document(&d).unwrap();
+    conn.commit(Timestamp::new(1)).unwrap();
+    drop(conn);
+    drop(app);
+    admin
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
+        .ok();
 }
