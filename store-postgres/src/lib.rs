@@ -16,13 +16,15 @@
 //! entry keeps its whole key in `key` (stored out of line when long) and is
 //! indexed on `key_prefix` — the key's first [`KEY_PREFIX_LEN`] bytes — and
 //! `key_hash`, its SHA-256, as Convex does. Truncating keeps order
-//! (`a < b` implies `prefix(a) <= prefix(b)`), so ordering by
-//! `(key_prefix, key)` is ordering by `key`, and a range `start <= key < end`
-//! lies within `prefix(start) <= key_prefix <= prefix(end)`: the B-tree
-//! narrows the scan, `key` decides. Keys that share their first
-//! [`KEY_PREFIX_LEN`] bytes are sorted by `key` after the index (rare, and
-//! only among those). The conformance suite holds both engines to this with
-//! keys far past the limit.
+//! (`a < b` implies `prefix(a) <= prefix(b)`), so a range
+//! `start <= key < end` lies within `prefix(start) <= key_prefix <=
+//! prefix(end)`: the B-tree narrows the scan, `key` decides. A scan reads
+//! the B-tree in its own order under the limit — ordering by `key` would make
+//! PostgreSQL read and sort the whole range first — which is key order except
+//! among keys that share their first [`KEY_PREFIX_LEN`] bytes (in hash order
+//! there): `scan` sorts those, fetching the whole of such a run when the
+//! limit cut it. The conformance suite holds both engines to this with keys
+//! far past the limit, and a test here to the plan's stopping at the limit.
 //!
 //! # Transactions
 //!
@@ -108,20 +110,27 @@ CREATE INDEX IF NOT EXISTS mutation_outcomes_by_ts ON mutation_outcomes (ts);
 INSERT INTO meta (name, value) VALUES ('last_ts', 0) ON CONFLICT (name) DO NOTHING;
 ";
 
-// `$1`/`$2` are the scan's bounds; the first two conditions let the B-tree on
-// `(key_prefix, key_hash)` narrow the scan, the last two decide.
+// `$1`/`$2` are the scan's bounds. The first two conditions let the B-tree
+// on `(key_prefix, key_hash)` narrow the scan, the last two decide; rows
+// come in the B-tree's own order, so the scan stops after `$3` of them
+// (ordering by `key` itself would make PostgreSQL read and sort the whole
+// range first). `scan` puts keys that share a full prefix in key order.
 const SCAN_ASC: &str = "SELECT e.key, d.id, d.creation_time, d.body FROM index_entries e
      JOIN documents d ON d.id = e.doc_id
      WHERE e.key_prefix >= substring($1::bytea FROM 1 FOR 1024)
        AND e.key_prefix <= substring($2::bytea FROM 1 FOR 1024)
        AND e.key >= $1 AND e.key < $2
-     ORDER BY e.key_prefix ASC, e.key ASC LIMIT $3";
+     ORDER BY e.key_prefix ASC, e.key_hash ASC LIMIT $3";
 const SCAN_DESC: &str = "SELECT e.key, d.id, d.creation_time, d.body FROM index_entries e
      JOIN documents d ON d.id = e.doc_id
      WHERE e.key_prefix >= substring($1::bytea FROM 1 FOR 1024)
        AND e.key_prefix <= substring($2::bytea FROM 1 FOR 1024)
        AND e.key >= $1 AND e.key < $2
-     ORDER BY e.key_prefix DESC, e.key DESC LIMIT $3";
+     ORDER BY e.key_prefix DESC, e.key_hash DESC LIMIT $3";
+/// Every entry within the bounds whose key starts with the full prefix `$3`.
+const SCAN_PREFIX: &str = "SELECT e.key, d.id, d.creation_time, d.body FROM index_entries e
+     JOIN documents d ON d.id = e.doc_id
+     WHERE e.key_prefix = $3::bytea AND e.key >= $1 AND e.key < $2";
 
 /// The engine's name in errors.
 const ENGINE: &str = "postgres";
@@ -635,10 +644,37 @@ impl StoreConnection for PostgresConnection {
             Order::Asc => SCAN_ASC,
             Order::Desc => SCAN_DESC,
         };
-        let rows = self.query(sql, &[&start, &end, &as_bigint(limit)])?;
-        rows.into_iter()
-            .map(|r| Ok((r.get(0), decode_document(r.get(1), r.get(2), r.get(3))?)))
-            .collect()
+        let entry = |r: Row| -> Result<(Vec<u8>, Document)> {
+            Ok((r.get(0), decode_document(r.get(1), r.get(2), r.get(3))?))
+        };
+        let mut found: Vec<(Vec<u8>, Document)> = self
+            .query(sql, &[&start, &end, &as_bigint(limit)])?
+            .into_iter()
+            .map(entry)
+            .collect::<Result<_>>()?;
+        // Rows came in prefix order; keys that share a full prefix came in
+        // hash order, and the limit may have cut their run short. Every key
+        // of that run is fetched so that the smallest (or largest) of them
+        // are kept. (A key shorter than the prefix is its own prefix: no
+        // other key shares it.)
+        let cut_run = match found.last() {
+            Some((key, _)) if found.len() == limit && key.len() >= KEY_PREFIX_LEN => {
+                Some(key[..KEY_PREFIX_LEN].to_vec())
+            }
+            _ => None,
+        };
+        if let Some(prefix) = cut_run {
+            found.retain(|(key, _)| !key.starts_with(&prefix));
+            for row in self.query(SCAN_PREFIX, &[&start, &end, &prefix])? {
+                found.push(entry(row)?);
+            }
+        }
+        match order {
+            Order::Asc => found.sort_by(|a, b| a.0.cmp(&b.0)),
+            Order::Desc => found.sort_by(|a, b| b.0.cmp(&a.0)),
+        }
+        found.truncate(limit);
+        Ok(found)
     }
 
     fn scan_documents(
@@ -782,5 +818,57 @@ impl Drop for PostgresConnection {
             let _ = self.simple("ROLLBACK");
         }
         drop_client(self.client.take());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use livebase_testkit::postgres::{drop_schema, server_url, unique_name};
+
+    /// A range scan reads as many entries as its limit asks for, not the
+    /// whole range: the plan walks the B-tree in its order under the limit,
+    /// with no sort of the range — also as a generic plan, the one a
+    /// prepared statement ends up with, whose estimates know no bounds.
+    #[test]
+    fn a_range_scan_stops_at_its_limit_instead_of_sorting_the_range() {
+        let Some(url) = server_url("a_range_scan_stops_at_its_limit") else {
+            return;
+        };
+        let p = PostgresPersistence::open_schema(&url, &unique_name("plan"), None).unwrap();
+        let mut c = p.client().unwrap();
+        c.batch_execute(
+            "INSERT INTO documents SELECT 't_' || i, i, '{}' FROM generate_series(1, 5000) i;
+             INSERT INTO index_entries (key, doc_id)
+                 SELECT convert_to('k' || lpad(i::text, 6, '0'), 'UTF8'), 't_' || i
+                 FROM generate_series(1, 5000) i;
+             ANALYZE;
+             SET plan_cache_mode = force_generic_plan;",
+        )
+        .unwrap();
+        for (n, sql) in [SCAN_ASC, SCAN_DESC].into_iter().enumerate() {
+            // A named prepared statement, so that EXPLAIN shows its generic
+            // plan (EXPLAIN of a statement with values plans for them).
+            let plan: String = c
+                .simple_query(&format!(
+                    "PREPARE scan{n} (bytea, bytea, bigint) AS {sql};
+                     EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
+                         EXECUTE scan{n} ('k'::bytea, 'l'::bytea, 10);"
+                ))
+                .unwrap()
+                .into_iter()
+                .filter_map(|m| match m {
+                    postgres::SimpleQueryMessage::Row(row) => {
+                        row.get(0).map(|l| l.to_string() + "\n")
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert!(!plan.contains("Sort"), "{plan}");
+            assert!(plan.contains("Index Scan"), "{plan}");
+            assert!(plan.contains("(actual rows=10 loops=1)"), "{plan}");
+        }
+        drop_client(Some(c));
+        drop_schema(&url, p.schema());
     }
 }
