@@ -433,8 +433,17 @@ pub fn long_index_keys_are_ordered_replaced_and_deleted_like_short_ones(make: &M
         .map(|(k, _)| k)
         .collect();
     assert_eq!(got, vec![keys[3].clone(), keys[4].clone()]);
+    // A limit that cuts between keys sharing their first 5,000 bytes keeps
+    // the smallest (or largest) of them, whatever else orders them.
     let got = r.scan(&from, &to, Order::Desc, 1).unwrap();
     assert_eq!(got, vec![(keys[4].clone(), docs[4].clone())]);
+    let got = r.scan(&from, &to, Order::Asc, 1).unwrap();
+    assert_eq!(got, vec![(keys[3].clone(), docs[3].clone())]);
+    let got = r.scan(&long(5_000, &[]), b"M", Order::Asc, 2).unwrap();
+    assert_eq!(
+        got.into_iter().map(|(k, _)| k).collect::<Vec<_>>(),
+        vec![keys[2].clone(), keys[3].clone()]
+    );
     // The exclusive end is exclusive for a long key too.
     let got = r.scan(&keys[2], &keys[4], Order::Asc, 10).unwrap();
     assert_eq!(
