@@ -1,6 +1,8 @@
 //! `livebase export FILE` and `livebase import FILE`: the command-line edge
-//! of [`livebase_runtime::backup`] — which data folder, which file, and what
-//! to tell the user (the token secret is not in the file).
+//! of [`livebase_runtime::backup`] — which data folder (and, with
+//! `--postgres`, which database), which file, and what to tell the user (the
+//! token secret is not in the file). Export from one and import into the
+//! other to move a deployment between SQLite and PostgreSQL.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
@@ -13,26 +15,38 @@ use livebase_runtime::backup::{self, BackupError, Summary};
 use livebase_runtime::datadir;
 use livebase_runtime::storage::DirBlobStore;
 use livebase_runtime::store::sqlite::{SqlitePersistence, DATABASE_FILE};
+use livebase_runtime::store::Persistence;
 use livebase_runtime::system::with_system_tables;
+
+use crate::store::StoreArgs;
 
 #[derive(Args)]
 pub struct BackupArgs {
     /// The export file (JSON lines); `-` for standard output / input.
     file: PathBuf,
-    /// The data folder.
+    /// The data folder (its SQLite file, unless --postgres; stored files'
+    /// bytes either way).
     #[arg(long, env = "LIVEBASE_DATA", default_value = ".livebase")]
     data: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+impl BackupArgs {
+    /// What holds the documents, for messages.
+    fn source(&self) -> String {
+        match &self.store.describe() {
+            Some(db) => format!("{db} (files in {})", self.data.display()),
+            None => self.data.display().to_string(),
+        }
+    }
 }
 
 /// Writes every document of the data folder to the file, from one snapshot
 /// (a server may keep running on the folder meanwhile).
 pub fn export(args: BackupArgs) -> ExitCode {
     report(run_export(&args).map(|summary| {
-        eprintln!(
-            "exported {} from {}",
-            describe(&summary),
-            args.data.display()
-        );
+        eprintln!("exported {} from {}", describe(&summary), args.source());
         eprintln!(
             "note: the token secret is not in the export; to keep sessions signed in, copy {} along",
             args.data.join(SECRET_FILE).display()
@@ -44,11 +58,7 @@ pub fn export(args: BackupArgs) -> ExitCode {
 /// nothing. Stop any server on the folder first.
 pub fn import(args: BackupArgs) -> ExitCode {
     report(run_import(&args).map(|summary| {
-        eprintln!(
-            "imported {} into {}",
-            describe(&summary),
-            args.data.display()
-        );
+        eprintln!("imported {} into {}", describe(&summary), args.source());
         if !args.data.join(SECRET_FILE).exists() {
             eprintln!(
                 "note: tokens issued before the export work here only with the same secret: \
@@ -60,19 +70,25 @@ pub fn import(args: BackupArgs) -> ExitCode {
 }
 
 fn run_export(args: &BackupArgs) -> Result<Summary, String> {
-    let db = args.data.join(DATABASE_FILE);
-    if !db.exists() {
-        return Err(format!(
-            "there is no livebase data in {}",
-            args.data.display()
-        ));
-    }
-    let store = SqlitePersistence::open(&db).map_err(|e| e.to_string())?;
+    let store: Box<dyn Persistence> = match args.store.open_postgres()? {
+        Some(postgres) => Box::new(postgres),
+        None => {
+            let db = args.data.join(DATABASE_FILE);
+            if !db.exists() {
+                return Err(format!(
+                    "there is no livebase data in {}",
+                    args.data.display()
+                ));
+            }
+            Box::new(SqlitePersistence::open(&db).map_err(|e| e.to_string())?)
+        }
+    };
+    let store = store.as_ref();
     let blobs = DirBlobStore::open(&args.data)
         .map_err(|e| format!("opening the files of {}: {e}", args.data.display()))?;
     if args.file == Path::new("-") {
         let stdout = std::io::stdout();
-        return backup::export(&store, &blobs, &mut stdout.lock()).map_err(|e| e.to_string());
+        return backup::export(store, &blobs, &mut stdout.lock()).map_err(|e| e.to_string());
     }
     // Written beside the target and renamed when complete, so a failed
     // export never leaves a truncated file that looks like a backup; private
@@ -83,7 +99,7 @@ fn run_export(args: &BackupArgs) -> Result<Summary, String> {
         .map_err(BackupError::from)
         .and_then(|file| {
             let mut out = BufWriter::new(file);
-            let summary = backup::export(&store, &blobs, &mut out)?;
+            let summary = backup::export(store, &blobs, &mut out)?;
             out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             std::fs::rename(&partial, &args.file)?;
             Ok(summary)
@@ -104,13 +120,18 @@ fn run_import(args: &BackupArgs) -> Result<Summary, String> {
     };
     // Held until the import is done: no server may open the folder meanwhile.
     let _held = datadir::lock(&args.data).map_err(|e| e.to_string())?;
-    let store =
-        SqlitePersistence::open(args.data.join(DATABASE_FILE)).map_err(|e| e.to_string())?;
+    let store: Box<dyn Persistence> = match args.store.open_postgres()? {
+        Some(postgres) => Box::new(postgres),
+        None => Box::new(
+            SqlitePersistence::open(args.data.join(DATABASE_FILE)).map_err(|e| e.to_string())?,
+        ),
+    };
+    let store = store.as_ref();
     let blobs = DirBlobStore::open(&args.data)
         .map_err(|e| format!("opening the files of {}: {e}", args.data.display()))?;
     let mut app = livebase_functions::app();
     app.extend_schema(with_system_tables);
-    backup::import(&store, &blobs, app.schema(), &mut input).map_err(|e| {
+    backup::import(store, &blobs, app.schema(), &mut input).map_err(|e| {
         format!(
             "importing {}: {e}; nothing was imported",
             args.file.display()

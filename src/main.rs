@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 mod backup;
 mod logs;
+mod store;
 
 use clap::{Args, Parser, Subcommand};
 use livebase_runtime::email::{DkimOptions, MailOptions};
@@ -58,9 +59,12 @@ struct ServeArgs {
     /// Listen port (0 picks a free one and prints it).
     #[arg(long, env = "LIVEBASE_PORT", default_value_t = 3900)]
     port: u16,
-    /// Folder for the SQLite file and the email outbox.
+    /// Folder for the SQLite file (unless --postgres), the token secret,
+    /// stored files' bytes and the email outbox.
     #[arg(long, env = "LIVEBASE_DATA", default_value = ".livebase")]
     data: PathBuf,
+    #[command(flatten)]
+    store: store::StoreArgs,
     /// Address to listen on.
     #[arg(long, env = "LIVEBASE_HOST", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     host: IpAddr,
@@ -197,9 +201,14 @@ async fn run(args: ServeArgs, dev: bool) -> Result<(), livebase_runtime::Error> 
         livebase_runtime::storage::parse_public_url(raw)
             .map_err(|e| livebase_runtime::Error::invalid(format!("--public-url: {e}")))?;
     }
+    let (store, described) = args
+        .store
+        .open()
+        .map_err(livebase_runtime::Error::invalid)?;
     let options = ServerOptions {
         listen: SocketAddr::new(args.host, args.port),
         data_dir: args.data.clone(),
+        store,
         mail: MailOptions {
             smtp: args.smtp,
             smtp_ca_file: args.smtp_ca_file,
@@ -230,7 +239,7 @@ async fn run(args: ServeArgs, dev: bool) -> Result<(), livebase_runtime::Error> 
     let server = serve(livebase_functions::app(), options).await?;
     // Tests and scripts wait for this exact line.
     println!("livebase listening on {}", server.url());
-    tracing::info!(data = %args.data.display(), "ready");
+    tracing::info!(data = %args.data.display(), store = %described.unwrap_or_else(|| "the data folder".into()), "ready");
     let stop = server.state.shutdown.clone();
     tokio::spawn(async move {
         signal.await;

@@ -1,4 +1,7 @@
-//! The transaction API on every storage engine (today a real SQLite file):
+//! The transaction API on every storage engine (a real SQLite file, and a
+//! schema of its own on the tests' PostgreSQL — see
+//! `livebase_testkit::postgres`; skipped where there is none, but not under
+//! CI):
 //! every document call, every query shape, commit ordering, rollback of failed
 //! mutations, the errors a caller mistake gets, and a property test holding
 //! index range scans to a naive filter-and-sort over all documents.
@@ -34,22 +37,54 @@ mod engines {
     use std::path::Path;
     use std::sync::Arc;
 
+    use livebase_runtime::error::StoreError;
     use livebase_runtime::store::sqlite::SqlitePersistence;
-    use livebase_runtime::store::Persistence;
+    use livebase_runtime::store::{Persistence, StoreConnection};
+    use livebase_store_postgres::PostgresPersistence;
+    use livebase_testkit::postgres::{drop_schema, server_url, unique_name};
 
-    /// Opens a fresh, empty store in the folder given.
-    pub type Engine = fn(&Path) -> Arc<dyn Persistence>;
+    /// Opens a fresh, empty store in the folder given; `None`: the engine
+    /// is not there (and the case is skipped, saying so).
+    pub type Engine = fn(&Path) -> Option<Arc<dyn Persistence>>;
 
-    pub fn sqlite(dir: &Path) -> Arc<dyn Persistence> {
-        Arc::new(SqlitePersistence::open(dir.join("livebase.sqlite3")).expect("open sqlite"))
+    pub fn sqlite(dir: &Path) -> Option<Arc<dyn Persistence>> {
+        Some(Arc::new(
+            SqlitePersistence::open(dir.join("livebase.sqlite3")).expect("open sqlite"),
+        ))
+    }
+
+    pub fn postgres(_dir: &Path) -> Option<Arc<dyn Persistence>> {
+        let url = server_url("the transaction suite on PostgreSQL")?;
+        let engine = PostgresPersistence::open_schema(&url, &unique_name("store"), None)
+            .expect("open a fresh schema");
+        Some(Arc::new(OwnSchema { engine, url }))
+    }
+
+    /// A PostgreSQL store in a schema that is dropped with it.
+    struct OwnSchema {
+        engine: PostgresPersistence,
+        url: String,
+    }
+
+    impl Persistence for OwnSchema {
+        fn connect(&self) -> Result<Box<dyn StoreConnection>, StoreError> {
+            self.engine.connect()
+        }
+    }
+
+    impl Drop for OwnSchema {
+        fn drop(&mut self) {
+            drop_schema(&self.url, self.engine.schema());
+        }
     }
 }
 
-/// A database over a fresh store of `engine`, in a temporary folder.
-fn db_on(engine: engines::Engine) -> TestDb {
+/// A database over a fresh store of `engine`, in a temporary folder; `None`
+/// when the engine is not there.
+fn db_on(engine: engines::Engine) -> Option<TestDb> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = Database::open(engine(dir.path()), schema()).expect("open database");
-    TestDb { db, dir }
+    let db = Database::open(engine(dir.path())?, schema()).expect("open database");
+    Some(TestDb { db, dir })
 }
 
 /// One module of tests per engine, one test per case: `cases` on a
@@ -75,21 +110,21 @@ macro_rules! on_every_engine {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    let t = db_on(engines::$engine);
+                    let Some(t) = db_on(engines::$engine) else { return };
                     super::$case(t.db.clone()).await;
                 }
             )*
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $threaded() {
-                    let t = db_on(engines::$engine);
+                    let Some(t) = db_on(engines::$engine) else { return };
                     super::$threaded(t.db.clone()).await;
                 }
             )*
             $(
                 #[test]
                 fn $blocking() {
-                    let t = db_on(engines::$engine);
+                    let Some(t) = db_on(engines::$engine) else { return };
                     super::$blocking(t.db.clone());
                 }
             )*
@@ -98,7 +133,7 @@ macro_rules! on_every_engine {
 }
 
 on_every_engine! {
-    engines: [sqlite],
+    engines: [sqlite, postgres],
     cases: [
         insert_then_get_round_trips_with_id_naming_its_table_and_creation_time,
         patch_sets_the_given_fields_and_keeps_the_others,

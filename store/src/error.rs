@@ -252,6 +252,13 @@ pub enum StoreError {
     /// an I/O error, a constraint.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Another engine failed (PostgreSQL: a refused or lost connection, a
+    /// failed statement); `engine` names it in the log.
+    #[error("{engine}: {source}")]
+    Engine {
+        engine: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The database file could not be opened.
     #[error("opening {}: {source}", path.display())]
     Open {

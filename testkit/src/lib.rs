@@ -2,8 +2,9 @@
 //! port 0 over a SQLite file in a temporary folder ([`TestServer`]), a raw
 //! sync-protocol client over a real WebSocket ([`Client`]), a small HTTP/1.1
 //! client over a plain `TcpStream` with the one chunked decoder ([`http`]),
-//! the mail outbox read as a person reads a mail ([`mail`]), and a child
-//! process that is killed when the test ends ([`process`]).
+//! the mail outbox read as a person reads a mail ([`mail`]), a child
+//! process that is killed when the test ends ([`process`]), and a PostgreSQL
+//! server with a database per test ([`postgres`]).
 //!
 //! Every wait is bounded by [`PATIENCE`], so a server that stays silent fails
 //! the test instead of hanging it. The protocol client checks on every
@@ -15,6 +16,7 @@
 
 pub mod http;
 pub mod mail;
+pub mod postgres;
 pub mod process;
 pub mod server;
 pub mod ws;

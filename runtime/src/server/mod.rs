@@ -44,6 +44,7 @@ use crate::executor::Executor;
 use crate::registry::Registry;
 use crate::scheduler::{self, SchedulerOptions};
 use crate::store::sqlite::SqlitePersistence;
+use crate::store::Persistence;
 use crate::subscriptions::{Subscriptions, MAX_QUEUED_RESULT_BYTES_TOTAL};
 pub use crate::subscriptions::{OUTBOUND_QUEUE, OUTBOUND_QUEUE_BYTES};
 use crate::system::with_system_tables;
@@ -128,8 +129,13 @@ impl Default for EdgeOptions {
 pub struct ServerOptions {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// Folder for the SQLite file and the email outbox (created if missing).
+    /// Folder for the SQLite file (unless [`ServerOptions::store`] names
+    /// another engine), the token secret, stored files' bytes and the email
+    /// outbox (created if missing).
     pub data_dir: PathBuf,
+    /// Where documents are stored: the data folder's SQLite file, or an
+    /// engine the caller opened (`livebase serve --postgres`).
+    pub store: Store,
     /// Outgoing mail: the SMTP relay (`--smtp`), or the outbox folder.
     pub mail: MailOptions,
     /// The origin clients reach this server at (`--public-url`,
@@ -155,12 +161,35 @@ impl Default for ServerOptions {
         ServerOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: PathBuf::from(".livebase"),
+            store: Store::DataFolder,
             mail: MailOptions::default(),
             public_url: None,
             scheduler: SchedulerOptions::default(),
             dashboard: false,
             edge: EdgeOptions::default(),
             clock: Clock::real(),
+        }
+    }
+}
+
+/// Where a server stores documents. Whichever it is, the data folder keeps
+/// what is not in the store: the token secret, stored files' bytes, the
+/// outbox, and the lock that keeps a second server off the folder.
+#[derive(Clone, Default)]
+pub enum Store {
+    /// The SQLite file in the data folder
+    /// ([`crate::store::sqlite::DATABASE_FILE`]), created if missing.
+    #[default]
+    DataFolder,
+    /// An engine opened by the caller (PostgreSQL, for `--postgres`).
+    Engine(Arc<dyn Persistence>),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Store::DataFolder => f.write_str("DataFolder"),
+            Store::Engine(_) => f.write_str("Engine"),
         }
     }
 }
@@ -254,9 +283,12 @@ async fn start(
     // Held until the server is dropped: a second server on the folder fails.
     let data_dir = crate::datadir::lock(&options.data_dir)?;
     registry.extend_schema(with_system_tables);
-    let persistence = Arc::new(SqlitePersistence::open(
-        options.data_dir.join(crate::store::sqlite::DATABASE_FILE),
-    )?);
+    let persistence: Arc<dyn Persistence> = match &options.store {
+        Store::DataFolder => Arc::new(SqlitePersistence::open(
+            options.data_dir.join(crate::store::sqlite::DATABASE_FILE),
+        )?),
+        Store::Engine(engine) => engine.clone(),
+    };
     let db = Database::open_with_clock(
         persistence,
         registry.schema().clone(),

@@ -122,8 +122,9 @@ pub enum Order {
     Desc,
 }
 
-/// A storage engine. SQLite is the embedded default; the trait is what another
-/// engine (PostgreSQL) would implement, checked by the same conformance suite.
+/// A storage engine. SQLite is the embedded default; PostgreSQL
+/// (`livebase-store-postgres`) implements it too, and both pass the same
+/// conformance suite.
 pub trait Persistence: Send + Sync + 'static {
     /// Opens a new connection. Each connection is used by one thread at a time.
     fn connect(&self) -> Result<Box<dyn StoreConnection>>;

@@ -1,0 +1,59 @@
+//! `--postgres URL` (or `LIVEBASE_POSTGRES_URL`) on `serve`, `dev`, `export`
+//! and `import`: which engine holds the documents. Unset, the data folder's
+//! SQLite file; set, the PostgreSQL database (its tables created on first
+//! start). The data folder keeps what is not in the store either way: the
+//! token secret, stored files' bytes, the outbox.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use livebase_runtime::server::Store;
+use livebase_store_postgres::{PostgresPersistence, DEFAULT_SCHEMA};
+
+#[derive(Args, Clone, Debug)]
+pub struct StoreArgs {
+    /// Store documents in this PostgreSQL database instead of the data
+    /// folder's SQLite file: `postgres://user:password@host:5432/db`
+    /// (`?sslmode=require` for TLS). One node per database for now.
+    #[arg(long, env = "LIVEBASE_POSTGRES_URL", hide_env_values = true)]
+    postgres: Option<String>,
+    /// A PEM file of CA certificates that PostgreSQL's TLS certificate is
+    /// checked against, instead of the built-in (Mozilla) roots.
+    #[arg(long, env = "LIVEBASE_POSTGRES_CA_FILE", requires = "postgres")]
+    postgres_ca_file: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The PostgreSQL store, if asked for, opened (tables created if
+    /// missing), with what to call it in messages.
+    pub fn open_postgres(&self) -> Result<Option<PostgresPersistence>, String> {
+        let Some(url) = &self.postgres else {
+            return Ok(None);
+        };
+        PostgresPersistence::open_schema(url, DEFAULT_SCHEMA, self.postgres_ca_file.as_deref())
+            .map(Some)
+            .map_err(|e| format!("opening --postgres: {e}"))
+    }
+
+    /// How the PostgreSQL store would be called in messages (without its
+    /// password), if one is asked for.
+    pub fn describe(&self) -> Option<String> {
+        let url = self.postgres.as_ref()?;
+        Some(
+            livebase_store_postgres::describe_url(url, DEFAULT_SCHEMA)
+                .unwrap_or_else(|| "PostgreSQL".into()),
+        )
+    }
+
+    /// The server's store, and how to call it when it is not the data folder.
+    pub fn open(&self) -> Result<(Store, Option<String>), String> {
+        Ok(match self.open_postgres()? {
+            Some(p) => {
+                let described = p.describe();
+                (Store::Engine(Arc::new(p)), Some(described))
+            }
+            None => (Store::DataFolder, None),
+        })
+    }
+}

@@ -1,0 +1,874 @@
+//! livebase's PostgreSQL storage engine: the store's [`Persistence`] trait on
+//! one schema of a PostgreSQL database, checked by the same conformance suite
+//! as the embedded SQLite engine (`tests/conformance.rs`).
+//!
+//! # Layout
+//!
+//! The tables are SQLite's, in a schema of their own (`livebase` unless told
+//! otherwise, so that they sit beside an application's tables without
+//! clashing): `documents`, `index_entries`, `meta` (the last commit's
+//! timestamp) and `mutation_outcomes`. They are created on first connect.
+//!
+//! # Long index keys
+//!
+//! An index key holds the values of its fields, so it can be as long as a
+//! value (1 MiB); a PostgreSQL B-tree entry cannot pass about 2.7 KB. Each
+//! entry keeps its whole key in `key` (stored out of line when long) and is
+//! indexed on `key_prefix` — the key's first [`KEY_PREFIX_LEN`] bytes — and
+//! `key_hash`, its SHA-256, as Convex does. Truncating keeps order
+//! (`a < b` implies `prefix(a) <= prefix(b)`), so a range
+//! `start <= key < end` lies within `prefix(start) <= key_prefix <=
+//! prefix(end)`: the B-tree narrows the scan, `key` decides. A scan reads
+//! the B-tree in its own order under the limit — ordering by `key` would make
+//! PostgreSQL read and sort the whole range first — which is key order except
+//! among keys that share their first [`KEY_PREFIX_LEN`] bytes (in hash order
+//! there): `scan` sorts those, fetching the whole of such a run when the
+//! limit cut it. The conformance suite holds both engines to this with keys
+//! far past the limit, and a test here to the plan's stopping at the limit.
+//!
+//! # Transactions
+//!
+//! A read is one `REPEATABLE READ, READ ONLY` transaction: its snapshot is
+//! taken by its first statement, the read of the last commit's timestamp, so
+//! every later read sees exactly the commits up to that timestamp. The writer
+//! begins in `READ COMMITTED` and locks the `meta` row (`FOR UPDATE`): the
+//! lock makes it the one writer, so each of its statements sees the store as
+//! its own transaction left it; a second writer waits for the first to end
+//! (under `REPEATABLE READ` it would fail instead). A commit returns once
+//! PostgreSQL has made it durable (`synchronous_commit` as the server has
+//! it, `on` by default).
+//!
+//! # Connections and threads
+//!
+//! Each [`StoreConnection`] owns one synchronous `postgres::Client`, as each
+//! SQLite connection owns its handle: the store's writer and readers are
+//! threads, each with its own connection, so no pool is needed. The client
+//! drives its socket on a small runtime of its own, which may not run inside
+//! another's: a call made from async code (opening the store, the start of
+//! the subscription worker) runs on a scoped thread instead ([`off_runtime`]).
+//!
+//! # TLS
+//!
+//! `sslmode=require` in the URL connects over TLS with rustls (ring, the
+//! certificate checked against Mozilla's roots, or against the CA given with
+//! [`PostgresPersistence::with_ca_file`]); any other mode connects in plain
+//! text, as `prefer` does with a server that has no TLS.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use livebase_schema::{DocumentId, Object, Timestamp, Value};
+use livebase_store::persistence::{Document, MutationOutcome, Order, Persistence, StoreConnection};
+use livebase_store::StoreError;
+use postgres::config::SslMode;
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement};
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How many leading bytes of an index key its B-tree entry holds; the rest
+/// is told apart by the key's SHA-256 (see the module docs). Far under
+/// PostgreSQL's limit of about 2.7 KB per entry, far over a usual key.
+pub const KEY_PREFIX_LEN: usize = 1024;
+
+/// The schema the tables live in unless [`PostgresPersistence::open_schema`]
+/// names another.
+pub const DEFAULT_SCHEMA: &str = "livebase";
+
+/// The version of the tables' layout, kept in `meta` for later migrations.
+const LAYOUT_VERSION: i64 = 1;
+
+const SCHEMA_SQL: &str = "
+CREATE TABLE IF NOT EXISTS documents (
+    id TEXT COLLATE \"C\" PRIMARY KEY,
+    creation_time DOUBLE PRECISION NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS index_entries (
+    key BYTEA NOT NULL,
+    key_prefix BYTEA GENERATED ALWAYS AS (substring(key FROM 1 FOR 1024)) STORED,
+    key_hash BYTEA GENERATED ALWAYS AS (sha256(key)) STORED,
+    doc_id TEXT COLLATE \"C\" NOT NULL,
+    PRIMARY KEY (key_prefix, key_hash)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mutation_outcomes (
+    session_id TEXT NOT NULL,
+    request_id BIGINT NOT NULL,
+    fingerprint BYTEA NOT NULL,
+    ts BIGINT NOT NULL,
+    path TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (session_id, request_id, fingerprint)
+);
+CREATE INDEX IF NOT EXISTS mutation_outcomes_by_ts ON mutation_outcomes (ts);
+INSERT INTO meta (name, value) VALUES ('last_ts', 0) ON CONFLICT (name) DO NOTHING;
+";
+
+// `$1`/`$2` are the scan's bounds. The first two conditions let the B-tree
+// on `(key_prefix, key_hash)` narrow the scan, the last two decide; rows
+// come in the B-tree's own order, so the scan stops after `$3` of them
+// (ordering by `key` itself would make PostgreSQL read and sort the whole
+// range first). `scan` puts keys that share a full prefix in key order.
+const SCAN_ASC: &str = "SELECT e.key, d.id, d.creation_time, d.body FROM index_entries e
+     JOIN documents d ON d.id = e.doc_id
+     WHERE e.key_prefix >= substring($1::bytea FROM 1 FOR 1024)
+       AND e.key_prefix <= substring($2::bytea FROM 1 FOR 1024)
+       AND e.key >= $1 AND e.key < $2
+     ORDER BY e.key_prefix ASC, e.key_hash ASC LIMIT $3";
+const SCAN_DESC: &str = "SELECT e.key, d.id, d.creation_time, d.body FROM index_entries e
+     JOIN documents d ON d.id = e.doc_id
+     WHERE e.key_prefix >= substring($1::bytea FROM 1 FOR 1024)
+       AND e.key_prefix <= substring($2::bytea FROM 1 FOR 1024)
+       AND e.key >= $1 AND e.key < $2
+     ORDER BY e.key_prefix DESC, e.key_hash DESC LIMIT $3";
+/// Every entry within the bounds whose key starts with the full prefix `$3`.
+const SCAN_PREFIX: &str = "SELECT e.key, d.id, d.creation_time, d.body FROM index_entries e
+     JOIN documents d ON d.id = e.doc_id
+     WHERE e.key_prefix = $3::bytea AND e.key >= $1 AND e.key < $2";
+
+/// The engine's name in errors.
+const ENGINE: &str = "postgres";
+
+fn pg(e: postgres::Error) -> StoreError {
+    StoreError::Engine {
+        engine: ENGINE,
+        source: Box::new(e),
+    }
+}
+
+fn engine_error(message: String) -> StoreError {
+    StoreError::Engine {
+        engine: ENGINE,
+        source: message.into(),
+    }
+}
+
+/// One schema of a PostgreSQL database.
+#[derive(Clone)]
+pub struct PostgresPersistence {
+    config: postgres::Config,
+    schema: String,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+impl std::fmt::Debug for PostgresPersistence {
+    // Not the config: it holds the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresPersistence")
+            .field("dbname", &self.config.get_dbname())
+            .field("schema", &self.schema)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl PostgresPersistence {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/db`,
+    /// or libpq's `key=value` form) and creates the tables in the schema
+    /// [`DEFAULT_SCHEMA`] if they are not there.
+    pub fn open(url: &str) -> Result<PostgresPersistence> {
+        PostgresPersistence::open_schema(url, DEFAULT_SCHEMA, None)
+    }
+
+    /// As [`PostgresPersistence::open`], with TLS certificates checked
+    /// against the CA certificates in the PEM file `ca_file` instead of
+    /// Mozilla's roots.
+    pub fn with_ca_file(url: &str, ca_file: &Path) -> Result<PostgresPersistence> {
+        PostgresPersistence::open_schema(url, DEFAULT_SCHEMA, Some(ca_file))
+    }
+
+    /// As [`PostgresPersistence::open`], in the schema `schema` (letters,
+    /// digits and `_`, at most 63 bytes), which is created if missing.
+    pub fn open_schema(
+        url: &str,
+        schema: &str,
+        ca_file: Option<&Path>,
+    ) -> Result<PostgresPersistence> {
+        let config = postgres::Config::from_str(url)
+            .map_err(|e| engine_error(format!("the database URL: {e}")))?;
+        if schema.is_empty()
+            || schema.len() > 63
+            || !schema
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            || schema.as_bytes()[0].is_ascii_digit()
+        {
+            return Err(engine_error(format!(
+                "`{schema}` is not a schema name (letters, digits, `_`)"
+            )));
+        }
+        let tls = match config.get_ssl_mode() {
+            SslMode::Require => Some(tls_connector(ca_file)?),
+            _ => None,
+        };
+        let p = PostgresPersistence {
+            config,
+            schema: schema.to_string(),
+            tls,
+        };
+        p.create_tables()?;
+        Ok(p)
+    }
+
+    /// The schema the tables live in.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Where the tables are, for logs and messages: database, hosts and
+    /// schema, never the password.
+    pub fn describe(&self) -> String {
+        describe(&self.config, &self.schema)
+    }
+
+    fn client(&self) -> Result<Client> {
+        off_runtime(|| {
+            let mut client = match &self.tls {
+                Some(tls) => self.config.connect(tls.clone()),
+                None => self.config.connect(NoTls),
+            }
+            .map_err(pg)?;
+            client
+                .batch_execute(&format!("SET search_path TO \"{}\"", self.schema))
+                .map_err(pg)?;
+            Ok(client)
+        })
+    }
+
+    /// Creates the schema and its tables, once: concurrent first starts wait
+    /// for each other on an advisory lock instead of racing on the catalog.
+    fn create_tables(&self) -> Result<()> {
+        let mut client = Some(self.client()?);
+        let schema = &self.schema;
+        let created = off_runtime(|| {
+            let c = client.as_mut().expect("the client is there");
+            // Made already: read and write rights are enough from then on
+            // (CREATE ... IF NOT EXISTS would still ask for the right to create).
+            let made = c
+                .query_one(
+                    "SELECT to_regclass(format('%I.meta', $1::text)) IS NOT NULL",
+                    &[schema],
+                )
+                .map_err(pg)?
+                .get::<_, bool>(0);
+            if !made {
+                c.batch_execute(&format!(
+                    "BEGIN;
+                 SELECT pg_advisory_xact_lock(hashtext('livebase schema'));
+                 CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+                 {SCHEMA_SQL}
+                 INSERT INTO meta (name, value) VALUES ('layout_version', {LAYOUT_VERSION})
+                     ON CONFLICT (name) DO NOTHING;
+                 COMMIT;"
+                ))
+                .map_err(pg)?;
+            }
+            let version: i64 = c
+                .query_one("SELECT value FROM meta WHERE name = 'layout_version'", &[])
+                .map_err(pg)?
+                .get(0);
+            if version != LAYOUT_VERSION {
+                return Err(engine_error(format!(
+                    "the tables in schema `{schema}` have layout version {version}; \
+                     this livebase knows version {LAYOUT_VERSION}"
+                )));
+            }
+            Ok(())
+        });
+        drop_client(client.take());
+        created
+    }
+}
+
+/// Where the tables of `schema` in the database at `url` are, for messages
+/// (never the password); `None` if `url` is no database URL.
+pub fn describe_url(url: &str, schema: &str) -> Option<String> {
+    postgres::Config::from_str(url)
+        .ok()
+        .map(|config| describe(&config, schema))
+}
+
+fn describe(config: &postgres::Config, schema: &str) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    format!(
+        "PostgreSQL database `{}` on {}, schema `{schema}`",
+        config.get_dbname().unwrap_or("(default)"),
+        if hosts.is_empty() {
+            "localhost".to_string()
+        } else {
+            hosts.join(",")
+        },
+    )
+}
+
+/// A rustls connector: ring, the certificate checked against `ca_file`'s
+/// certificates or else Mozilla's roots (the ones lettre uses).
+fn tls_connector(ca_file: Option<&Path>) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| engine_error(format!("reading {}: {e}", path.display())))?;
+            for cert in certs {
+                let cert =
+                    cert.map_err(|e| engine_error(format!("reading {}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| engine_error(format!("{}: {e}", path.display())))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| engine_error(format!("TLS: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// Runs `f` where a synchronous `postgres::Client` may block: here, or — when
+/// this thread drives async tasks, where the client's own runtime may not
+/// run — on a scoped thread that borrows what `f` needs.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+/// Drops a client where its runtime may be dropped (not inside another's).
+fn drop_client(client: Option<Client>) {
+    if let Some(client) = client {
+        off_runtime(move || drop(client));
+    }
+}
+
+impl Persistence for PostgresPersistence {
+    fn connect(&self) -> Result<Box<dyn StoreConnection>> {
+        Ok(Box::new(PostgresConnection {
+            client: Some(self.client()?),
+            statements: HashMap::new(),
+            txn: Txn::None,
+            source: self.clone(),
+        }))
+    }
+}
+
+/// What transaction a connection is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Txn {
+    None,
+    Read,
+    Write,
+}
+
+struct PostgresConnection {
+    /// `None` only while being dropped, or when connecting again failed.
+    client: Option<Client>,
+    /// Statements prepared on this connection, by their text: each is parsed
+    /// and planned once, then only bound and executed.
+    statements: HashMap<&'static str, Statement>,
+    txn: Txn,
+    /// Where to connect again when the server closed this connection (a
+    /// restart, a failover of the database, an idle timeout).
+    source: PostgresPersistence,
+}
+
+impl PostgresConnection {
+    /// Runs `f` with the client (off any async runtime, see [`off_runtime`]).
+    fn with<T: Send>(
+        &mut self,
+        f: impl FnOnce(&mut Client, &mut HashMap<&'static str, Statement>) -> Result<T> + Send,
+    ) -> Result<T> {
+        let Some(client) = self.client.as_mut() else {
+            return Err(engine_error(
+                "not connected (connecting again failed)".into(),
+            ));
+        };
+        let statements = &mut self.statements;
+        off_runtime(move || f(client, statements))
+    }
+
+    fn query(&mut self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        self.with(|c, statements| {
+            let stmt = prepared(c, statements, sql)?;
+            c.query(&stmt, params).map_err(pg)
+        })
+    }
+
+    fn execute(&mut self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        self.with(|c, statements| {
+            let stmt = prepared(c, statements, sql)?;
+            c.execute(&stmt, params).map_err(pg)
+        })
+    }
+
+    /// Runs `sql` (statements without parameters) in one round trip and
+    /// returns the first column of the rows it answered.
+    fn simple(&mut self, sql: &'static str) -> Result<Vec<String>> {
+        self.with(|c, _| {
+            let messages = c.simple_query(sql).map_err(pg)?;
+            Ok(messages
+                .into_iter()
+                .filter_map(|m| match m {
+                    postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                    _ => None,
+                })
+                .collect())
+        })
+    }
+
+    /// Begins a transaction with `sql`, which ends by reading the last
+    /// commit's timestamp. A failure leaves no transaction open. A
+    /// connection the server has closed since its last use is opened again
+    /// here, and only here: nothing of a transaction is lost by it, since
+    /// none had begun (a transaction the loss interrupts fails instead).
+    fn begin(&mut self, sql: &'static str, txn: Txn) -> Result<Timestamp> {
+        if self.txn != Txn::None {
+            return Err(StoreError::Misuse("begin inside a transaction"));
+        }
+        self.txn = txn;
+        let mut begun = self.simple(sql);
+        let lost = match &begun {
+            Ok(_) => false,
+            Err(e) => self.client.as_ref().is_none_or(Client::is_closed) || connection_lost(e),
+        };
+        if lost {
+            tracing::warn!(store = %self.source.describe(), "the connection was closed; connecting again");
+            drop_client(self.client.take());
+            self.statements.clear();
+            self.client = Some(self.source.client().inspect_err(|_| self.txn = Txn::None)?);
+            begun = self.simple(sql);
+        }
+        match begun.and_then(|rows| parse_ts(&rows)) {
+            Ok(ts) => Ok(ts),
+            Err(e) => {
+                let _ = self.end("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends the open transaction with `COMMIT` or `ROLLBACK`. A `COMMIT`
+    /// that fails has ended the transaction all the same (PostgreSQL rolls
+    /// it back), so afterwards no transaction is open either way.
+    fn end(&mut self, sql: &'static str) -> Result<()> {
+        let ended = self.simple(sql).map(drop);
+        if ended.is_err() {
+            // A lost connection, or a statement the server refused: make sure.
+            let _ = self.simple("ROLLBACK");
+        }
+        self.txn = Txn::None;
+        ended
+    }
+
+    fn in_write(&self, what: &'static str) -> Result<()> {
+        match self.txn {
+            Txn::Write => Ok(()),
+            _ => Err(StoreError::Misuse(what)),
+        }
+    }
+}
+
+/// Whether `e` ended the connection: the server closed it (a `FATAL` error,
+/// such as `57P01` when an administrator or a shutdown terminates the
+/// session) or the socket failed. The client may not have seen the socket
+/// close yet when the error arrives, so `Client::is_closed` alone is not
+/// enough.
+fn connection_lost(e: &StoreError) -> bool {
+    let StoreError::Engine { source, .. } = e else {
+        return false;
+    };
+    let Some(e) = source.downcast_ref::<postgres::Error>() else {
+        return false;
+    };
+    let socket_failed = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+    e.is_closed() || socket_failed || e.as_db_error().is_some_and(|db| db.severity() == "FATAL")
+}
+
+fn prepared(
+    c: &mut Client,
+    statements: &mut HashMap<&'static str, Statement>,
+    sql: &'static str,
+) -> Result<Statement> {
+    if let Some(stmt) = statements.get(sql) {
+        return Ok(stmt.clone());
+    }
+    let stmt = c.prepare(sql).map_err(pg)?;
+    statements.insert(sql, stmt.clone());
+    Ok(stmt)
+}
+
+fn parse_ts(rows: &[String]) -> Result<Timestamp> {
+    let [value] = rows else {
+        return Err(StoreError::Corrupt(
+            "the last commit's timestamp is missing".into(),
+        ));
+    };
+    value
+        .parse::<i64>()
+        .map(|v| Timestamp::new(v as u64))
+        .map_err(|e| StoreError::Corrupt(format!("the last commit's timestamp: {e}")))
+}
+
+fn decode_document(id: String, creation_time: f64, body: &str) -> Result<Document> {
+    let id = DocumentId::parse(&id)
+        .ok_or_else(|| StoreError::Corrupt(format!("stored document id `{id}` is malformed")))?;
+    let fields = match Value::from_json_str(body, "document") {
+        Ok(Value::Object(o)) => o,
+        Ok(_) => {
+            return Err(StoreError::Corrupt(format!(
+                "stored document {id} is not an object"
+            )))
+        }
+        Err(e) => return Err(StoreError::Corrupt(format!("stored document {id}: {e}"))),
+    };
+    Ok(Document {
+        id,
+        creation_time,
+        fields,
+    })
+}
+
+fn encode_body(fields: &Object) -> String {
+    Value::Object(fields.clone()).to_json().to_string()
+}
+
+/// A count or limit as PostgreSQL's `bigint` (a limit past it is no limit).
+fn as_bigint(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl StoreConnection for PostgresConnection {
+    fn begin_read(&mut self) -> Result<Timestamp> {
+        // One round trip; the SELECT takes the snapshot every later read sees.
+        self.begin(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+             SELECT value FROM meta WHERE name = 'last_ts'",
+            Txn::Read,
+        )
+    }
+
+    fn end_read(&mut self) -> Result<()> {
+        if self.txn != Txn::None {
+            self.end("COMMIT")?;
+        }
+        Ok(())
+    }
+
+    fn begin_write(&mut self) -> Result<Timestamp> {
+        // The row lock makes this the one writer until it commits or rolls back.
+        self.begin(
+            "BEGIN ISOLATION LEVEL READ COMMITTED;
+             SELECT value FROM meta WHERE name = 'last_ts' FOR UPDATE",
+            Txn::Write,
+        )
+    }
+
+    fn commit(&mut self, ts: Timestamp) -> Result<()> {
+        self.in_write("commit outside a write transaction")?;
+        // In a transaction a failed statement aborted, this UPDATE fails (and
+        // the COMMIT below would only roll back): the commit reports it.
+        let stamped = self.execute(
+            "UPDATE meta SET value = $1 WHERE name = 'last_ts'",
+            &[&(ts.get() as i64)],
+        );
+        if let Err(e) = stamped {
+            self.end("ROLLBACK")?;
+            return Err(e);
+        }
+        self.end("COMMIT")
+    }
+
+    fn rollback(&mut self) -> Result<()> {
+        if self.txn != Txn::None {
+            self.end("ROLLBACK")?;
+        }
+        Ok(())
+    }
+
+    fn savepoint(&mut self) -> Result<()> {
+        self.in_write("savepoint outside a write transaction")?;
+        self.simple("SAVEPOINT mutation").map(drop)
+    }
+
+    fn release_savepoint(&mut self) -> Result<()> {
+        self.simple("RELEASE SAVEPOINT mutation").map(drop)
+    }
+
+    fn rollback_to_savepoint(&mut self) -> Result<()> {
+        self.simple("ROLLBACK TO SAVEPOINT mutation; RELEASE SAVEPOINT mutation")
+            .map(drop)
+    }
+
+    fn get(&mut self, id: &DocumentId) -> Result<Option<Document>> {
+        let rows = self.query(
+            "SELECT creation_time, body FROM documents WHERE id = $1",
+            &[&id.as_str()],
+        )?;
+        rows.first()
+            .map(|r| decode_document(id.as_str().to_string(), r.get(0), r.get(1)))
+            .transpose()
+    }
+
+    fn scan(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Document)>> {
+        let sql = match order {
+            Order::Asc => SCAN_ASC,
+            Order::Desc => SCAN_DESC,
+        };
+        let entry = |r: Row| -> Result<(Vec<u8>, Document)> {
+            Ok((r.get(0), decode_document(r.get(1), r.get(2), r.get(3))?))
+        };
+        let mut found: Vec<(Vec<u8>, Document)> = self
+            .query(sql, &[&start, &end, &as_bigint(limit)])?
+            .into_iter()
+            .map(entry)
+            .collect::<Result<_>>()?;
+        // Rows came in prefix order; keys that share a full prefix came in
+        // hash order, and the limit may have cut their run short. Every key
+        // of that run is fetched so that the smallest (or largest) of them
+        // are kept. (A key shorter than the prefix is its own prefix: no
+        // other key shares it.)
+        let cut_run = match found.last() {
+            Some((key, _)) if found.len() == limit && key.len() >= KEY_PREFIX_LEN => {
+                Some(key[..KEY_PREFIX_LEN].to_vec())
+            }
+            _ => None,
+        };
+        if let Some(prefix) = cut_run {
+            found.retain(|(key, _)| !key.starts_with(&prefix));
+            for row in self.query(SCAN_PREFIX, &[&start, &end, &prefix])? {
+                found.push(entry(row)?);
+            }
+        }
+        match order {
+            Order::Asc => found.sort_by(|a, b| a.0.cmp(&b.0)),
+            Order::Desc => found.sort_by(|a, b| b.0.cmp(&a.0)),
+        }
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    fn scan_documents(
+        &mut self,
+        after: Option<&DocumentId>,
+        limit: usize,
+    ) -> Result<Vec<Document>> {
+        // "" sorts before every id, so `None` starts at the first document.
+        let after = after.map_or("", DocumentId::as_str);
+        let rows = self.query(
+            "SELECT id, creation_time, body FROM documents
+             WHERE id > $1 ORDER BY id ASC LIMIT $2",
+            &[&after, &as_bigint(limit)],
+        )?;
+        rows.into_iter()
+            .map(|r| decode_document(r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+
+    fn put_document(&mut self, doc: &Document) -> Result<()> {
+        self.execute(
+            "INSERT INTO documents (id, creation_time, body) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+            &[
+                &doc.id.as_str(),
+                &doc.creation_time,
+                &encode_body(&doc.fields),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn insert_document(&mut self, doc: &Document) -> Result<()> {
+        let inserted = self.execute(
+            "INSERT INTO documents (id, creation_time, body) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO NOTHING",
+            &[
+                &doc.id.as_str(),
+                &doc.creation_time,
+                &encode_body(&doc.fields),
+            ],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::IdTaken(doc.id.clone()));
+        }
+        Ok(())
+    }
+
+    fn delete_document(&mut self, id: &DocumentId) -> Result<()> {
+        self.execute("DELETE FROM documents WHERE id = $1", &[&id.as_str()])?;
+        Ok(())
+    }
+
+    fn put_index_entry(&mut self, key: &[u8], id: &DocumentId) -> Result<()> {
+        self.execute(
+            "INSERT INTO index_entries (key, doc_id) VALUES ($1, $2)
+             ON CONFLICT (key_prefix, key_hash) DO UPDATE SET doc_id = excluded.doc_id",
+            &[&key, &id.as_str()],
+        )?;
+        Ok(())
+    }
+
+    fn delete_index_entry(&mut self, key: &[u8]) -> Result<()> {
+        self.execute(
+            "DELETE FROM index_entries
+             WHERE key_prefix = substring($1::bytea FROM 1 FOR 1024) AND key_hash = sha256($1::bytea)",
+            &[&key],
+        )?;
+        Ok(())
+    }
+
+    fn get_outcome(
+        &mut self,
+        session_id: &str,
+        request_id: u32,
+        fingerprint: &[u8],
+    ) -> Result<Option<MutationOutcome>> {
+        let rows = self.query(
+            "SELECT ts, path, value FROM mutation_outcomes
+             WHERE session_id = $1 AND request_id = $2 AND fingerprint = $3",
+            &[&session_id, &i64::from(request_id), &fingerprint],
+        )?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let value = Value::from_json_str(row.get(2), "stored outcome").map_err(|e| {
+            StoreError::Corrupt(format!("outcome of {session_id}/{request_id}: {e}"))
+        })?;
+        Ok(Some(MutationOutcome {
+            session_id: session_id.to_string(),
+            request_id,
+            fingerprint: fingerprint.to_vec(),
+            ts: Timestamp::new(row.get::<_, i64>(0) as u64),
+            path: row.get(1),
+            value,
+        }))
+    }
+
+    fn put_outcome(&mut self, outcome: &MutationOutcome) -> Result<()> {
+        self.execute(
+            "INSERT INTO mutation_outcomes
+             (session_id, request_id, fingerprint, ts, path, value)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (session_id, request_id, fingerprint)
+             DO UPDATE SET ts = excluded.ts, path = excluded.path, value = excluded.value",
+            &[
+                &outcome.session_id,
+                &i64::from(outcome.request_id),
+                &outcome.fingerprint,
+                &(outcome.ts.get() as i64),
+                &outcome.path,
+                &outcome.value.to_json_text(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn purge_outcomes(&mut self, before: Timestamp, limit: usize) -> Result<usize> {
+        let n = self.execute(
+            "DELETE FROM mutation_outcomes WHERE (session_id, request_id, fingerprint) IN
+             (SELECT session_id, request_id, fingerprint FROM mutation_outcomes
+              WHERE ts < $1 ORDER BY ts LIMIT $2)",
+            &[&(before.get() as i64), &as_bigint(limit)],
+        )?;
+        Ok(n as usize)
+    }
+
+    fn count_outcomes(&mut self) -> Result<usize> {
+        let rows = self.query("SELECT count(*) FROM mutation_outcomes", &[])?;
+        let n: i64 = rows.first().map_or(0, |r| r.get(0));
+        Ok(n as usize)
+    }
+}
+
+impl Drop for PostgresConnection {
+    fn drop(&mut self) {
+        if self.txn != Txn::None {
+            // A transaction dropped without commit rolls back: nothing of it
+            // is kept (the server would roll it back when the socket closes;
+            // saying so here makes it happen before the drop returns).
+            let _ = self.simple("ROLLBACK");
+        }
+        drop_client(self.client.take());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use livebase_testkit::postgres::{drop_schema, server_url, unique_name};
+
+    /// A range scan reads as many entries as its limit asks for, not the
+    /// whole range: the plan walks the B-tree in its order under the limit,
+    /// with no sort of the range — also as a generic plan, the one a
+    /// prepared statement ends up with, whose estimates know no bounds.
+    #[test]
+    fn a_range_scan_stops_at_its_limit_instead_of_sorting_the_range() {
+        let Some(url) = server_url("a_range_scan_stops_at_its_limit") else {
+            return;
+        };
+        let p = PostgresPersistence::open_schema(&url, &unique_name("plan"), None).unwrap();
+        let mut c = p.client().unwrap();
+        c.batch_execute(
+            "INSERT INTO documents SELECT 't_' || i, i, '{}' FROM generate_series(1, 5000) i;
+             INSERT INTO index_entries (key, doc_id)
+                 SELECT convert_to('k' || lpad(i::text, 6, '0'), 'UTF8'), 't_' || i
+                 FROM generate_series(1, 5000) i;
+             ANALYZE;
+             SET plan_cache_mode = force_generic_plan;",
+        )
+        .unwrap();
+        for (n, sql) in [SCAN_ASC, SCAN_DESC].into_iter().enumerate() {
+            // A named prepared statement, so that EXPLAIN shows its generic
+            // plan (EXPLAIN of a statement with values plans for them).
+            let plan: String = c
+                .simple_query(&format!(
+                    "PREPARE scan{n} (bytea, bytea, bigint) AS {sql};
+                     EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
+                         EXECUTE scan{n} ('k'::bytea, 'l'::bytea, 10);"
+                ))
+                .unwrap()
+                .into_iter()
+                .filter_map(|m| match m {
+                    postgres::SimpleQueryMessage::Row(row) => {
+                        row.get(0).map(|l| l.to_string() + "\n")
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert!(!plan.contains("Sort"), "{plan}");
+            assert!(plan.contains("Index Scan"), "{plan}");
+            assert!(plan.contains("(actual rows=10 loops=1)"), "{plan}");
+        }
+        drop_client(Some(c));
+        drop_schema(&url, p.schema());
+    }
+}

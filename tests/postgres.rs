@@ -1,0 +1,218 @@
+//! `livebase serve --postgres` with the real binary on the tests' PostgreSQL
+//! (see `livebase_testkit::postgres`), a database per test: a user signs up,
+//! a mutation's result is pushed to a live query over the WebSocket, and
+//! after the process is killed and started again the data is there — in
+//! the database, not in a SQLite file of the data folder. And an export of a
+//! deployment on SQLite, imported with `livebase import --postgres`, serves
+//! the same data to the same tokens, and exports back line for line.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use livebase_runtime::auth::tokens::SECRET_FILE;
+use livebase_runtime::store::sqlite::DATABASE_FILE;
+use livebase_runtime::store::Persistence;
+use livebase_schema::protocol::SessionId;
+use livebase_schema::Value;
+use livebase_store_postgres::PostgresPersistence;
+use livebase_testkit::http::post_json;
+use livebase_testkit::postgres::TestDatabase;
+use livebase_testkit::process::{listening_address, KillOnDrop};
+use livebase_testkit::{Client, PASSWORD};
+use serde_json::{json, Value as Json};
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+/// `livebase <args>`, without the variables a developer's shell may set.
+fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_livebase"));
+    c.args(args)
+        .env_remove("LIVEBASE_DATA")
+        .env_remove("LIVEBASE_POSTGRES_URL")
+        .env_remove("LIVEBASE_SMTP_URL")
+        .env_remove("LIVEBASE_JWT_SECRET");
+    c
+}
+
+/// Starts `livebase serve --port 0 --data <dir> [--postgres <url>]` and waits
+/// for its ready line.
+fn start(dir: &Path, postgres: Option<&str>) -> (KillOnDrop, SocketAddr) {
+    let mut args = vec!["serve", "--port", "0", "--data", path(dir)];
+    args.extend(
+        postgres
+            .map(|url| ["--postgres", url])
+            .into_iter()
+            .flatten(),
+    );
+    let child = command(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("livebase starts");
+    let mut child = KillOnDrop(child);
+    let (addr, _) = listening_address(&child.stdout_lines());
+    (child, addr)
+}
+
+fn run(args: &[&str]) -> Output {
+    let out = command(args).output().expect("livebase runs");
+    assert!(
+        out.status.success(),
+        "livebase {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Signs `email` up; the session token.
+async fn sign_up(addr: SocketAddr, email: &str, name: &str) -> String {
+    let (status, reply) = post_json(
+        addr,
+        "/api/auth/sign-up/email",
+        &json!({"email": email, "password": PASSWORD, "name": name}),
+    )
+    .await;
+    assert_eq!(status, 200, "sign-up of {email}: {reply}");
+    reply["token"].as_str().expect("a token").to_string()
+}
+
+/// A WebSocket signed in with `token`, watching `organizations:listMine` as
+/// query 1; the client and the query's first result.
+async fn watch_organizations(addr: SocketAddr, token: &str) -> (Client, Json) {
+    let mut ws = Client::connect(&format!("ws://{addr}/api/sync"), SessionId::random()).await;
+    ws.authenticate(token).await;
+    ws.add_query(1, "organizations:listMine", json!({})).await;
+    let first = ws.next_result(1).await.expect("listMine answers");
+    (ws, first)
+}
+
+fn names(organizations: &Json) -> Vec<&str> {
+    organizations
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|o| o["name"].as_str().expect("a name"))
+        .collect()
+}
+
+/// How many documents of `table` the database holds (read directly, not
+/// through a server).
+fn documents_in(url: &str, table: &str) -> usize {
+    let store = PostgresPersistence::open(url).expect("the database opens");
+    let mut conn = store.connect().expect("connects");
+    conn.begin_read().expect("a snapshot");
+    let docs = conn.scan_documents(None, 1_000_000).expect("scans");
+    conn.end_read().expect("ends");
+    docs.iter().filter(|d| d.table() == table).count()
+}
+
+#[tokio::test]
+async fn a_server_on_postgres_pushes_live_queries_and_finds_its_data_after_a_restart() {
+    let Some(db) = TestDatabase::create("serve --postgres") else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let (server, addr) = start(data.path(), Some(&db.url));
+    let token = sign_up(addr, "ada@example.com", "Ada").await;
+    let (mut ws, first) = watch_organizations(addr, &token).await;
+    assert_eq!(first, json!([]));
+
+    let created = ws
+        .mutation(
+            "organizations:create",
+            Value::from_json(&json!({"name": "Acme", "slug": "acme"}), "args").unwrap(),
+        )
+        .await
+        .expect("the organization is created");
+    assert!(created.value.as_str().is_some(), "{:?}", created.value);
+    let pushed = ws.next_result(1).await.expect("listMine is pushed");
+    assert_eq!(names(&pushed), ["Acme"]);
+
+    // Killed, not stopped: what was acknowledged is in PostgreSQL.
+    drop(ws);
+    drop(server);
+    assert!(
+        !data.path().join(DATABASE_FILE).exists(),
+        "no SQLite file: the documents are in PostgreSQL"
+    );
+    assert_eq!(documents_in(&db.url, "organizations"), 1);
+    assert_eq!(documents_in(&db.url, "users"), 1);
+
+    let (_server, addr) = start(data.path(), Some(&db.url));
+    // The token (signed with the data folder's secret, its session row in
+    // PostgreSQL) still works, and the data is there.
+    let (_ws, again) = watch_organizations(addr, &token).await;
+    assert_eq!(names(&again), ["Acme"]);
+}
+
+#[tokio::test]
+async fn an_export_from_sqlite_imported_into_postgres_serves_the_same_data_to_the_same_tokens() {
+    let Some(db) = TestDatabase::create("import --postgres") else {
+        return;
+    };
+    let parent = tempfile::tempdir().unwrap();
+    let (sqlite_dir, postgres_dir) = (parent.path().join("sqlite"), parent.path().join("pg"));
+    let token = {
+        let (_server, addr) = start(&sqlite_dir, None);
+        let token = sign_up(addr, "ada@example.com", "Ada").await;
+        let (mut ws, _) = watch_organizations(addr, &token).await;
+        ws.mutation(
+            "organizations:create",
+            Value::from_json(&json!({"name": "Acme", "slug": "acme"}), "args").unwrap(),
+        )
+        .await
+        .expect("the organization is created");
+        token
+    };
+    let export = parent.path().join("export.jsonl");
+    run(&["export", path(&export), "--data", path(&sqlite_dir)]);
+    let imported = run(&[
+        "import",
+        path(&export),
+        "--data",
+        path(&postgres_dir),
+        "--postgres",
+        &db.url,
+    ]);
+    let said = String::from_utf8_lossy(&imported.stderr);
+    assert!(said.contains("PostgreSQL database"), "{said}");
+    assert!(!said.contains(":password@"), "{said}");
+    std::fs::copy(sqlite_dir.join(SECRET_FILE), postgres_dir.join(SECRET_FILE)).unwrap();
+    assert_eq!(documents_in(&db.url, "organizations"), 1);
+
+    // Exported back from PostgreSQL: the same documents, line for line.
+    let back = parent.path().join("back.jsonl");
+    run(&[
+        "export",
+        path(&back),
+        "--data",
+        path(&postgres_dir),
+        "--postgres",
+        &db.url,
+    ]);
+    let body = |file: &Path| -> Vec<String> {
+        let text = std::fs::read_to_string(file).expect("an export");
+        text.lines().skip(1).map(str::to_string).collect()
+    };
+    assert_eq!(body(&back), body(&export));
+    assert!(body(&export).len() > 3, "users, sessions, an organization…");
+
+    let (_server, addr) = start(&postgres_dir, Some(&db.url));
+    let (_ws, organizations) = watch_organizations(addr, &token).await;
+    assert_eq!(names(&organizations), ["Acme"]);
+    // A second import into the same database is refused: it holds data.
+    let again = command(&[
+        "import",
+        path(&export),
+        "--data",
+        path(&parent.path().join("other")),
+        "--postgres",
+        &db.url,
+    ])
+    .output()
+    .expect("livebase runs");
+    assert!(!again.status.success(), "a second import is refused");
+}
