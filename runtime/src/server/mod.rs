@@ -257,6 +257,13 @@ async fn start(
     let persistence = Arc::new(SqlitePersistence::open(
         options.data_dir.join(crate::store::sqlite::DATABASE_FILE),
     )?);
+    // New code may declare a schema the stored documents do not satisfy;
+    // it does not serve them (see `schema_check`).
+    if let Err(mismatch) =
+        crate::schema_check::check_documents(persistence.as_ref(), registry.schema())?
+    {
+        return Err(Error::invalid(mismatch.to_string()));
+    }
     let db = Database::open_with_clock(
         persistence,
         registry.schema().clone(),
