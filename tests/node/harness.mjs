@@ -195,14 +195,21 @@ export async function devBuildStatus(url) {
   return res.json();
 }
 
-/** Polls the dashboard's build status until `status` (bounded). */
+/** Polls the dashboard's build status until `status` (bounded). While the
+ * server restarts on a new build, nothing answers: that is polled through. */
 export async function waitForDevBuild(url, status, ms) {
   const deadline = Date.now() + ms;
   for (;;) {
-    const build = await devBuildStatus(url);
-    if (build.status === status) return build;
+    let seen;
+    try {
+      const build = await devBuildStatus(url);
+      if (build.status === status) return build;
+      seen = JSON.stringify(build);
+    } catch (e) {
+      seen = `no answer (${e.cause?.code ?? e.message})`;
+    }
     if (Date.now() > deadline) {
-      assert.fail(`the build status stayed ${JSON.stringify(build)}, not ${status}`);
+      assert.fail(`the build status stayed ${seen}, not ${status}`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }
