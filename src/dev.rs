@@ -258,8 +258,14 @@ impl Supervisor {
             args.push("--port".into());
             args.push(port.to_string().into());
         }
+        let color = if crate::logs::stdout_colored() {
+            "1"
+        } else {
+            "0"
+        };
         let mut child = Command::new(exe)
             .args(&args)
+            .env(crate::logs::COLOR_ENV, color)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
