@@ -41,6 +41,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
+use livebase_runtime::private_files::write_private;
 use livebase_runtime::server::dashboard::BUILD_STATUS_FILE;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
@@ -361,7 +362,9 @@ impl Supervisor {
         status["at"] = json!(at);
         let path = self.data.join(BUILD_STATUS_FILE);
         let partial = path.with_extension("json.partial");
-        let written = std::fs::write(&partial, status.to_string())
+        // Private, as every file in the data folder is.
+        let _ = std::fs::remove_file(&partial);
+        let written = write_private(&partial, status.to_string().as_bytes())
             .and_then(|()| std::fs::rename(&partial, &path));
         if let Err(e) = written {
             eprintln!("livebase dev: writing {}: {e}", path.display());

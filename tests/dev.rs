@@ -278,6 +278,12 @@ async fn a_failed_build_is_reported_and_the_old_server_keeps_serving() {
         "{terminal}"
     );
     assert!(terminal.contains("the build failed"), "{terminal}");
+    // Private, as every file in the data folder is.
+    let written = dev.project.path().join("data/dev-build.json");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&written).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "{}", written.display());
 
     // The old server answers on the same connection, live.
     client
