@@ -91,7 +91,7 @@ pub(crate) async fn supervise(args: DevArgs) -> Result<(), String> {
         .build_cmd
         .clone()
         .unwrap_or_else(|| default_build(&this));
-    let stage = Stage::new()?;
+    let stage = Stage::new(&this)?;
     let mut sup = Supervisor {
         data: args.serve.data.clone(),
         // Everything after `dev`, given again to each child; `--port` is
@@ -447,11 +447,31 @@ struct Stage {
 }
 
 impl Stage {
-    fn new() -> Result<Stage, String> {
-        let dir = std::env::temp_dir().join(format!("livebase-dev-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("creating the staging folder {}: {e}", dir.display()))?;
-        Ok(Stage { dir })
+    /// Beside `this` binary when its folder is writable (where it runs from
+    /// is known to allow running programs; a temporary folder may be
+    /// mounted `noexec`), else in the temporary folder.
+    fn new(this: &Path) -> Result<Stage, String> {
+        let name = format!(".livebase-dev-{}", std::process::id());
+        let beside = this.parent().map(|dir| dir.join(&name));
+        let temp = std::env::temp_dir().join(&name);
+        let mut last = None;
+        for dir in beside.into_iter().chain([temp]) {
+            match std::fs::create_dir_all(&dir) {
+                Ok(()) => {
+                    if let Some(parent) = dir.parent() {
+                        remove_abandoned(parent);
+                    }
+                    return Ok(Stage { dir });
+                }
+                Err(e) => {
+                    last = Some(format!(
+                        "creating the staging folder {}: {e}",
+                        dir.display()
+                    ))
+                }
+            }
+        }
+        Err(last.unwrap_or_default())
     }
 
     /// Copies `bin` in as generation `n`.
@@ -468,6 +488,29 @@ impl Stage {
 
     fn remove(&self, exe: &Path) {
         let _ = std::fs::remove_file(exe);
+    }
+}
+
+/// Removes the staging folders in `parent` of supervisors that are gone
+/// (killed before they could clean up: each holds a copy of a binary).
+fn remove_abandoned(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(".livebase-dev-"))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Linux shows a live process as /proc/<pid>; elsewhere, keep it.
+        let proc = Path::new("/proc");
+        if proc.is_dir() && !proc.join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
