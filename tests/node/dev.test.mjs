@@ -22,6 +22,7 @@ import {
   api,
   newUser,
   ok,
+  unique,
   devBuildStatus,
   waitForLog,
 } from "./harness.mjs";
@@ -70,13 +71,36 @@ test("a save reaches a ConvexClient's live query through the rebuild and restart
       "the avatar on the first build's URL",
     );
 
+    const organizationId = await ok(
+      client.mutation(api.organizations.create, { name: "Dev", slug: unique("dev") }),
+      "organizations:create",
+    );
+    const todos = new Live(client, api.todos.list, { organizationId });
+    await todos.waitForValue((list) => list.length === 0, "no todos yet");
+
     await writeFile(path.join(project, "src", "app.rs"), "// version 2\n");
+    // A mutation sent while the build runs and the servers swap: the old
+    // server answers it, or the client resends it to the new one (which
+    // answers a resend of a committed one from its stored outcome); either
+    // way it is applied once.
+    await waitForLog(server, "changed; rebuilding", 10_000);
+    const around = client.mutation(api.todos.create, { organizationId, text: "around the restart" });
     const reloaded = await live.waitForValue(
       (p) => p?.avatarUrl?.startsWith(`${RELOADED}/api/storage/${storageId}`),
       "the new build's avatarUrl, with no action on the client's side",
       30_000,
     );
     assert.equal(reloaded.displayName, "Ada");
+    const todoId = await ok(around, "the mutation sent around the restart", 30_000);
+    const list = await todos.waitForValue(
+      (l) => l.some((t) => t._id === todoId),
+      "the todo sent around the restart",
+    );
+    assert.deepEqual(
+      list.map((t) => t.text),
+      ["around the restart"],
+      "applied exactly once",
+    );
     assert.ok(client.monitor.connections >= 2, "the client reconnected to the new server");
     assert.equal((await devBuildStatus(server.url)).status, "ok");
     await waitForLog(server, "compiling", 1_000);
@@ -84,6 +108,7 @@ test("a save reaches a ConvexClient's live query through the rebuild and restart
     await ok(client.mutation(api.userProfiles.upsert, { displayName: "Ada L." }), "rename");
     await live.waitForValue((p) => p?.displayName === "Ada L.", "the rename");
     live.unsubscribe();
+    todos.unsubscribe();
   } finally {
     try {
       await clients?.closeAll();
