@@ -18,6 +18,15 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
+/// Set by `dev`'s supervisor for its server child: `1` to color the dev
+/// lines, `0` not to (whether the supervisor's own output would be colored).
+pub const COLOR_ENV: &str = "LIVEBASE_DEV_COLOR";
+
+/// Whether `dev`'s lines on this process's standard output are colored.
+pub fn stdout_colored() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
 /// Installs the global subscriber: [`DevFormat`] for `dev`, the plain
 /// format for `serve` (where function calls are logged only when they fail).
 pub fn init(dev: bool) {
@@ -30,7 +39,12 @@ pub fn init(dev: bool) {
         EnvFilter::try_from_env("LIVEBASE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if dev {
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let color = match std::env::var_os(COLOR_ENV) {
+            // The server child of `dev` writes into its supervisor's pipe,
+            // which passes the lines on to the terminal: the supervisor says.
+            Some(forced) => forced == "1",
+            None => stdout_colored(),
+        };
         builder.with_ansi(color).event_format(DevFormat).init();
     } else {
         builder.with_ansi(false).with_target(true).init();

@@ -1,11 +1,12 @@
-//! The `livebase` command: `dev` (the local dev server) and `serve` (the same
-//! without dev conveniences), hosting the application compiled in from
-//! `functions/`.
+//! The `livebase` command: `dev` (the local dev server, which rebuilds and
+//! restarts on save: [`dev`]) and `serve` (without dev conveniences),
+//! hosting the application compiled in from `functions/`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 mod backup;
+mod dev;
 mod logs;
 mod store;
 
@@ -20,6 +21,9 @@ use livebase_runtime::server::{
 
 #[derive(Parser)]
 #[command(name = "livebase", version, about = "A self-hosted reactive backend")]
+// A later flag wins over an earlier one: `dev` passes its own arguments to
+// its server child and appends the port it settled on.
+#[command(args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,8 +31,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the application for local development (data in `.livebase/`).
-    Dev(ServeArgs),
+    /// Serve the application for local development (data in `.livebase/`),
+    /// rebuilding and restarting it when its sources change.
+    Dev(dev::DevArgs),
+    /// The server child of `dev` (`dev`'s options; it stops when its
+    /// standard input closes).
+    #[command(hide = true)]
+    DevServer(dev::DevArgs),
+    /// Exits non-zero, naming the offending tables and documents, if stored
+    /// documents do not satisfy this build's schema (`dev` asks a new build
+    /// before it serves). Reads one snapshot; takes no lock.
+    #[command(hide = true)]
+    CheckData(CheckDataArgs),
     /// Serve the application.
     Serve(ServeArgs),
     /// Write TypeScript function references (`api.d.ts`, `api.js`) for the
@@ -52,6 +66,13 @@ struct CodegenArgs {
     /// a client on `livebase_sdk`.
     #[arg(long)]
     rust: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct CheckDataArgs {
+    /// The data folder.
+    #[arg(long, env = "LIVEBASE_DATA", default_value = ".livebase")]
+    data: PathBuf,
 }
 
 #[derive(Args)]
@@ -126,14 +147,17 @@ struct ServeArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let (args, dev) = match cli.command {
-        Command::Dev(a) => (a, true),
-        Command::Serve(a) => (a, false),
+    let (args, mode) = match cli.command {
+        Command::Dev(a) if a.no_watch => (a.serve, Mode::Dev),
+        Command::Dev(a) => return supervise(a),
+        Command::DevServer(a) => (a.serve, Mode::DevChild),
+        Command::Serve(a) => (a, Mode::Serve),
+        Command::CheckData(a) => return check_data(a),
         Command::Codegen(a) => return codegen(a),
         Command::Export(a) => return backup::export(a),
         Command::Import(a) => return backup::import(a),
     };
-    logs::init(dev);
+    logs::init(mode != Mode::Serve);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -141,10 +165,66 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args, dev)) {
+    match runtime.block_on(run(args, mode)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// How `run` serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `serve`.
+    Serve,
+    /// `dev --no-watch`: with the dashboard, in this process.
+    Dev,
+    /// The server child of `dev`: with the dashboard, and it stops when its
+    /// standard input closes (its supervisor stopped it, or died).
+    DevChild,
+}
+
+/// `dev`: the supervisor that rebuilds on save.
+fn supervise(args: dev::DevArgs) -> std::process::ExitCode {
+    logs::init(true);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dev::supervise(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `check-data`: whether the stored documents satisfy this build's schema.
+fn check_data(args: CheckDataArgs) -> std::process::ExitCode {
+    use livebase_runtime::store::sqlite::{SqlitePersistence, DATABASE_FILE};
+    let file = args.data.join(DATABASE_FILE);
+    if !file.exists() {
+        return std::process::ExitCode::SUCCESS;
+    }
+    let mut app = livebase_functions::app();
+    app.extend_schema(livebase_runtime::system::with_system_tables);
+    let checked = SqlitePersistence::open(&file)
+        .map_err(livebase_runtime::Error::from)
+        .and_then(|store| livebase_runtime::schema_check::check_documents(&store, app.schema()));
+    match checked {
+        Ok(Ok(())) => std::process::ExitCode::SUCCESS,
+        Ok(Err(mismatch)) => {
+            eprintln!("{mismatch}");
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: checking {}: {e}", args.data.display());
             std::process::ExitCode::FAILURE
         }
     }
@@ -178,7 +258,8 @@ fn codegen(args: CodegenArgs) -> std::process::ExitCode {
 }
 
 /// Serves the application; `dev` adds the dashboard.
-async fn run(args: ServeArgs, dev: bool) -> Result<(), livebase_runtime::Error> {
+async fn run(args: ServeArgs, mode: Mode) -> Result<(), livebase_runtime::Error> {
+    let dev = mode != Mode::Serve;
     for (flag, value) in [
         (
             "--max-connections-per-address",
@@ -241,6 +322,15 @@ async fn run(args: ServeArgs, dev: bool) -> Result<(), livebase_runtime::Error> 
     println!("livebase listening on {}", server.url());
     tracing::info!(data = %args.data.display(), store = %described.unwrap_or_else(|| "the data folder".into()), "ready");
     let stop = server.state.shutdown.clone();
+    if mode == Mode::DevChild {
+        // A thread of its own, not the runtime's: a blocking read of stdin
+        // would hold up the runtime's shutdown.
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            let _ = stop.send(());
+        });
+    }
     tokio::spawn(async move {
         signal.await;
         tracing::info!("shutting down");

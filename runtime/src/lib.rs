@@ -21,6 +21,7 @@ pub mod private_files;
 pub mod registry;
 pub mod route;
 pub mod scheduler;
+pub mod schema_check;
 pub mod server;
 pub mod storage;
 pub mod subscriptions;

@@ -2,14 +2,16 @@
 // document created through the API appears on the open page without a
 // reload, the call shows in the function log, the sign-up's verification mail in
 // the outbox and its job in the scheduled jobs — and document content is
-// shown as text, never as markup. `livebase serve` has no dashboard.
+// shown as text, never as markup. A failed rebuild of `livebase dev` shows as
+// a banner with the compiler's output until a build succeeds. `livebase
+// serve` has no dashboard.
 //
 // Needs Debian's `chromium` at /usr/bin/chromium (or `$CHROMIUM_BIN`);
 // playwright-core drives it and never downloads a browser.
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { access, mkdtemp, rm } from "node:fs/promises";
+import { access, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { constants as fsConstants } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -18,6 +20,8 @@ import { chromium } from "playwright-core";
 
 import {
   startServer,
+  livebaseBin,
+  waitForDevBuild,
   Clients,
   api,
   newUser,
@@ -46,6 +50,9 @@ let clients;
 let profile;
 let context;
 let page;
+/** The folder `livebase dev` runs in: `src/` (watched) and `build.sh`, which
+ * fails while a file `fail` is there. */
+let project;
 
 before(async () => {
   try {
@@ -56,7 +63,18 @@ before(async () => {
         "`apt-get install -y chromium`, or set CHROMIUM_BIN",
     );
   }
-  server = await startServer({ command: "dev" });
+  project = await mkdtemp(path.join(tmpdir(), "livebase-dashboard-dev-"));
+  await mkdir(path.join(project, "src"));
+  await writeFile(path.join(project, "src", "app.rs"), "// version 1\n");
+  await writeFile(
+    path.join(project, "build.sh"),
+    "if [ -e fail ]; then echo 'error[E0308]: mismatched types <b>not markup</b>' >&2; exit 1; fi\n",
+  );
+  server = await startServer({
+    command: "dev",
+    cwd: project,
+    args: ["--watch", "src", "--build-cmd", "sh build.sh", "--bin", livebaseBin()],
+  });
   clients = new Clients(server.url);
   profile = await mkdtemp(path.join(tmpdir(), "livebase-chromium-"));
   context = await chromium.launchPersistentContext(profile, {
@@ -77,6 +95,7 @@ after(async () => {
   } finally {
     await context?.close();
     if (profile) await rm(profile, { recursive: true, force: true });
+    if (project) await rm(project, { recursive: true, force: true });
   }
 });
 
@@ -251,6 +270,32 @@ test("the dashboard's JSON endpoints", async () => {
         m.text?.includes("/api/auth/verify-email?token="),
     ),
   );
+
+  // No rebuild yet.
+  assert.deepEqual((await get("build")).json, { status: "none" });
+});
+
+test("a failed rebuild shows as a banner with the compiler's output until a build succeeds", async () => {
+  await page.goto(`${server.url}/_dashboard`);
+  await page.locator("#status", { hasText: "live" }).waitFor();
+  assert.equal(await page.locator("#build").isHidden(), true, "no banner before any build");
+
+  await writeFile(path.join(project, "fail"), "");
+  await writeFile(path.join(project, "src", "app.rs"), "// version 2\n");
+  await page.locator("#build").waitFor({ state: "visible" });
+  await page.locator("#build-output", { hasText: "error[E0308]: mismatched types" }).waitFor();
+  // The compiler's output is text, never markup.
+  assert.equal(await page.locator("#build-output b").count(), 0);
+  assert.match(await page.locator("#build-output").textContent(), /<b>not markup<\/b>/);
+  assert.match(await page.locator("#build-command").textContent(), /sh build\.sh/);
+  // The previous build keeps serving.
+  assert.equal((await fetch(`${server.url}/health`)).status, 200);
+
+  await rm(path.join(project, "fail"));
+  await writeFile(path.join(project, "src", "app.rs"), "// version 3\n");
+  await waitForDevBuild(server.url, "ok", 30_000);
+  await page.locator("#build").waitFor({ state: "hidden" });
+  await page.locator("#status", { hasText: "live" }).waitFor();
 });
 
 test("`livebase serve` does not serve the dashboard", async () => {

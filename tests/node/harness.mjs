@@ -50,7 +50,9 @@ process.on("exit", () => {
  * `timeoutMs`) for its `livebase listening on <url>` line. `port` and
  * `dataDir` may be given (to restart a server where it was); a given
  * `dataDir` belongs to the caller and is not removed. `command: "dev"` starts
- * the dev server instead (with its dashboard).
+ * the dev server instead (with its dashboard); `args` are appended to the
+ * command line, and `cwd` is the folder it runs in. `bin` replaces
+ * `livebaseBin()` (a binary built by the test).
  *
  * Returns `{url, dataDir, logs(), stop()}`; `stop()` sends SIGTERM, waits for
  * the exit (bounded), asserts the exit was clean (status 0, no signal) and
@@ -62,8 +64,10 @@ export async function startServer({
   port = 0,
   dataDir: givenDataDir,
   command = "serve",
+  args = [],
+  cwd,
+  bin = livebaseBin(),
 } = {}) {
-  const bin = livebaseBin();
   try {
     await access(bin, fsConstants.X_OK);
   } catch {
@@ -73,7 +77,8 @@ export async function startServer({
     );
   }
   const dataDir = givenDataDir ?? (await freshDataDir());
-  const child = spawn(bin, [command, "--port", String(port), "--data", dataDir], {
+  const child = spawn(bin, [command, "--port", String(port), "--data", dataDir, ...args], {
+    cwd,
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, NO_COLOR: "1", ...env },
   });
@@ -180,6 +185,43 @@ export async function startServer({
   }
 
   return { url, dataDir, logs: () => log, stop };
+}
+
+/** The last build of a `livebase dev` at `url`, as its dashboard shows it:
+ * `{status, command, output, at}`. */
+export async function devBuildStatus(url) {
+  const res = await withTimeout(fetch(`${url}/_dashboard/api/build`), 10_000, "GET /api/build");
+  assert.equal(res.status, 200);
+  return res.json();
+}
+
+/** Polls the dashboard's build status until `status` (bounded). While the
+ * server restarts on a new build, nothing answers: that is polled through. */
+export async function waitForDevBuild(url, status, ms) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    let seen;
+    try {
+      const build = await devBuildStatus(url);
+      if (build.status === status) return build;
+      seen = JSON.stringify(build);
+    } catch (e) {
+      seen = `no answer (${e.cause?.code ?? e.message})`;
+    }
+    if (Date.now() > deadline) {
+      assert.fail(`the build status stayed ${seen}, not ${status}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Waits until the server's log (terminal) contains `text`. */
+export async function waitForLog(server, text, ms) {
+  const deadline = Date.now() + ms;
+  while (!server.logs().includes(text)) {
+    if (Date.now() > deadline) assert.fail(`the terminal never said ${text}:\n${server.logs()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 /** A new empty folder for a server's data. */

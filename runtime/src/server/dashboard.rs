@@ -12,6 +12,12 @@
 //! endpoints read the store directly, not through functions, so they see
 //! every table and never show up in the call log they serve.
 //!
+//! Under `livebase dev` the server runs as a child of a supervisor that
+//! rebuilds the application on save; the supervisor writes how the last
+//! build went to [`BUILD_STATUS_FILE`] in the data folder, and
+//! `/_dashboard/api/build` serves it, so the page can show a failed build's
+//! compiler output while the previous code keeps serving.
+//!
 //! The file browser (`/_dashboard/api/files`) lists `_storage` rows with a
 //! same-origin signed URL each, which the page uses for image previews
 //! (`img-src 'self'`) and downloads.
@@ -60,6 +66,13 @@ use crate::system::{JobState, SCHEDULED_FUNCTIONS};
 /// data into the DOM as text, never as markup.
 pub const PAGE: &str = include_str!("dashboard.html");
 
+/// The file in the data folder where `livebase dev`'s supervisor writes the
+/// last build's outcome, as JSON: `{"status": "building" | "ok" | "failed",
+/// "at": <ms since the epoch>, "command": "…", "output": "…"}` (`output`: the
+/// build's standard error when it failed). Served as written by
+/// `/_dashboard/api/build`; absent, the answer is `{"status": "none"}`.
+pub const BUILD_STATUS_FILE: &str = "dev-build.json";
+
 /// Documents a table listing returns unless asked for fewer.
 const DEFAULT_DOCUMENTS: usize = 100;
 /// Most documents one table listing returns.
@@ -98,6 +111,8 @@ struct Dashboard {
     /// Where mail is written, or `None` when it goes to an SMTP relay.
     outbox: Option<PathBuf>,
     smtp: Option<String>,
+    /// [`BUILD_STATUS_FILE`] in the data folder.
+    build_status: PathBuf,
     shutdown: broadcast::Sender<()>,
 }
 
@@ -130,6 +145,7 @@ pub async fn routes(
         },
         // Never the credentials: the page shows this.
         smtp: options.mail.smtp.as_deref().map(crate::email::redact_url),
+        build_status: options.data_dir.join(BUILD_STATUS_FILE),
         shutdown: state.shutdown.clone(),
     };
     Ok(Router::new()
@@ -142,6 +158,7 @@ pub async fn routes(
         .route("/_dashboard/api/jobs", get(jobs))
         .route("/_dashboard/api/files", get(files))
         .route("/_dashboard/api/events", get(events))
+        .route("/_dashboard/api/build", get(build))
         .with_state(dashboard)
         .layer(middleware::from_fn_with_state(
             Arc::new(loopback_hosts(addr.port())),
@@ -477,6 +494,29 @@ fn read_outbox(dir: &std::path::Path) -> std::io::Result<Vec<JsonValue>> {
         }));
     }
     Ok(mails)
+}
+
+/// The last build of `livebase dev` (see [`BUILD_STATUS_FILE`]).
+async fn build(State(d): State<Dashboard>) -> Response {
+    let path = d.build_status.clone();
+    let read = tokio::task::spawn_blocking(move || std::fs::read(path))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    match read {
+        Ok(raw) => match serde_json::from_slice::<JsonValue>(&raw) {
+            Ok(status) => Json(status).into_response(),
+            // Caught mid-write (the supervisor renames a whole file into
+            // place, so only a foreign writer gets here): nothing to show.
+            Err(_) => Json(json!({ "status": "none" })).into_response(),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Json(json!({ "status": "none" })).into_response()
+        }
+        Err(e) => internal(&Error::internal(format!(
+            "reading {}: {e}",
+            d.build_status.display()
+        ))),
+    }
 }
 
 /// Server-Sent Events: `commit` (data: the commit's timestamp) after commits

@@ -60,6 +60,10 @@ pub use ws::{
     MAX_CONNECTIONS_PER_USER, PING_INTERVAL, PONG_TIMEOUT, SEND_TIMEOUT,
 };
 
+/// How long shutdown waits for the WebSocket handlers to send their close
+/// frames and end.
+pub const WEBSOCKET_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// Largest WebSocket message (and HTTP body) accepted: 2 MiB, room for a
 /// maximal 1 MiB value in its JSON encoding. Bigger messages close the
 /// connection with code 1009.
@@ -239,10 +243,22 @@ impl RunningServer {
     }
 
     /// Waits until the server stops (after [`AppState::shutdown`] fires): the
-    /// listener, then the scheduler (running jobs get
+    /// listener, the WebSockets' close frames (bounded by
+    /// [`WEBSOCKET_CLOSE_GRACE`]), then the scheduler (running jobs get
     /// [`scheduler::worker::SHUTDOWN_GRACE`] to finish) and the upkeep.
     pub async fn wait(self) {
         let _ = self.task.await;
+        // A WebSocket's handler runs on a task of its own once upgraded, not
+        // among the listener's connections, and holds a permit of
+        // `connections` until it ends: every permit back means every socket
+        // was sent its 1001 close, which clients take as "reconnect", rather
+        // than dropped with the process (1006).
+        let all = u32::try_from(self.state.edge.max_connections).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(
+            WEBSOCKET_CLOSE_GRACE,
+            self.state.connections.acquire_many(all),
+        )
+        .await;
         self.scheduler.stopped().await;
         let _ = self.upkeep.await;
         let _ = self.files.await;
@@ -289,6 +305,13 @@ async fn start(
         )?),
         Store::Engine(engine) => engine.clone(),
     };
+    // New code may declare a schema the stored documents do not satisfy;
+    // it does not serve them (see `schema_check`).
+    if let Err(mismatch) =
+        crate::schema_check::check_documents(persistence.as_ref(), registry.schema())?
+    {
+        return Err(Error::invalid(mismatch.to_string()));
+    }
     let db = Database::open_with_clock(
         persistence,
         registry.schema().clone(),

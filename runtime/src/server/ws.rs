@@ -258,7 +258,12 @@ impl Handler {
                         Err(self.fatal(&error).await)
                     }
                     Some(msg) => self.send(&msg).await,
-                    // The worker dropped us: our queue overflowed (or it stopped).
+                    // The worker dropped us: it stopped because the server is
+                    // shutting down (the signal is sent before the worker
+                    // stops, so it is there to see), or our queue overflowed.
+                    None if !matches!(shutdown.try_recv(), Err(broadcast::error::TryRecvError::Empty)) => {
+                        Err(End::Close(CLOSE_GOING_AWAY, "server shutting down".into()))
+                    }
                     None => Err(End::Close(CLOSE_OVERLOADED, "connection too slow to keep up; reconnect".into())),
                 },
                 Some(msg) = action_rx.recv() => self.send(&msg).await,
