@@ -69,7 +69,13 @@ async function writeTinyApp(dir) {
   // The repository's crates are not members of this workspace, so the
   // profile's `package."*"` would reach them: they keep opt-level 0, as in
   // the repository, which lets cargo reuse what it built there.
-  const ours = ["livebase-macros", "livebase-schema", "livebase-store", "livebase-runtime"];
+  const ours = [
+    "livebase-macros",
+    "livebase-schema",
+    "livebase-store",
+    "livebase-store-postgres",
+    "livebase-runtime",
+  ];
   const rootManifest = await readFile(path.join(REPO, "Cargo.toml"), "utf8");
   const dep = (name) => {
     const m = new RegExp(`^${name} = (.*)$`, "m").exec(rootManifest);
@@ -93,6 +99,7 @@ path = "${REPO}/src/main.rs"
 [dependencies]
 livebase-schema = { path = "${REPO}/schema" }
 livebase-runtime = { path = "${REPO}/runtime" }
+livebase-store-postgres = { path = "${REPO}/store-postgres" }
 livebase-functions = { path = "functions" }
 ${dep("tokio").replace("]", ', "process"]')}
 ${dep("clap")}
