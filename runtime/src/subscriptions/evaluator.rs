@@ -66,6 +66,8 @@ pub struct Evaluated {
     pub result: SharedResult,
     /// The result equals the one the query had when the job was sent.
     pub unchanged: bool,
+    /// How long the run took.
+    pub spent: Duration,
     pub reads: ReadSet,
     pub journal: Option<String>,
 }
@@ -120,7 +122,9 @@ where
     Ok(tx)
 }
 
-fn run(index: usize, conn: &mut dyn StoreConnection, setup: &Setup, job: Job) -> Done {
+/// Runs `job` on `conn` (evaluator `index`'s, or the worker's own for a job
+/// it runs inline).
+pub fn run(index: usize, conn: &mut dyn StoreConnection, setup: &Setup, job: Job) -> Done {
     let started = Instant::now();
     let mut done = Done {
         evaluator: index,
@@ -163,6 +167,7 @@ fn evaluate(
     ts: Timestamp,
     q: JobQuery,
 ) -> Evaluated {
+    let started = Instant::now();
     let mut tx = Transaction::read_only(conn, setup.registry.schema(), ts);
     tx.set_cursor_key(setup.cursor_key.clone());
     tx.set_public_url(setup.public_url.clone());
@@ -176,6 +181,7 @@ fn evaluate(
         result,
         reads,
         journal,
+        spent: started.elapsed(),
     }
 }
 

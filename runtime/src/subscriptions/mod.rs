@@ -81,6 +81,7 @@ use crate::function::{Access, FunctionKind};
 use crate::identity::Identity;
 use crate::readset::{Commit, InvalidationIndex, ReadSet};
 use crate::registry::Registry;
+use crate::store::StoreConnection;
 
 mod evaluator;
 mod query;
@@ -124,6 +125,17 @@ const SPENT_HALF_LIFE: Duration = Duration::from_secs(1);
 /// Most queries in one job while a tenant's queue is split between
 /// evaluators (a job also ends after [`ROUND_BUDGET`]).
 const JOB_QUERIES: usize = 64;
+/// A job whose queries took at most this long together when last run is
+/// run by the worker itself, at once: handing a small job to an evaluator
+/// thread and its results back would cost more than running it ...
+const INLINE_COST: Duration = Duration::from_micros(200);
+/// ... if its tenant spent at most this much evaluation time lately (with
+/// [`SPENT_HALF_LIFE`]): a query that ran fast last time may not this time
+/// (its data grew), and an identity that makes its queries slow should not
+/// get to stall the worker with them again and again.
+const INLINE_TENANT_SPENT: Duration = Duration::from_millis(2);
+/// [`Done::evaluator`] of a job the worker ran itself.
+const INLINE: usize = usize::MAX;
 /// Capacity of the worker's event queue. Connections that find it full are
 /// told the server is overloaded; the writer waits (backpressure on commits).
 pub const EVENT_QUEUE: usize = 65_536;
@@ -232,6 +244,8 @@ impl Subscriptions {
             .await?;
         let stats = Arc::new(Stats::default());
         let worker = SubscriptionWorker {
+            inline: db.persistence().connect()?,
+            setup,
             idle: (0..evaluators.len()).rev().collect(),
             in_flight: vec![None; evaluators.len()],
             evaluators,
@@ -315,6 +329,9 @@ struct QueryState {
     invalid_from: Option<Timestamp>,
     /// An evaluator is running it (then it is not in `due`).
     in_flight: bool,
+    /// How long its recent runs took: the slowest, fading by half each run
+    /// (`None` before the first).
+    cost: Option<Duration>,
     /// The page end a paginated query keeps between runs: the journal the
     /// client sent back in `Add`, then whatever the last run left.
     journal: Option<String>,
@@ -399,6 +416,9 @@ impl Spent {
 struct SubscriptionWorker {
     /// Each evaluator's job queue.
     evaluators: Vec<std_mpsc::Sender<Job>>,
+    /// The worker's own connection, for the small jobs it runs itself.
+    inline: Box<dyn StoreConnection>,
+    setup: evaluator::Setup,
     /// Evaluators without a job.
     idle: Vec<usize>,
     /// For each evaluator with a job: the processed timestamp when it was
@@ -1097,6 +1117,7 @@ impl SubscriptionWorker {
                         evaluated_ts: Timestamp::ZERO,
                         invalid_from: None,
                         in_flight: false,
+                        cost: None,
                         journal: key.journal.clone(),
                         reads: ReadSet::new(),
                         subscribers: HashSet::new(),
@@ -1261,12 +1282,17 @@ impl SubscriptionWorker {
             if queries.is_empty() {
                 continue; // only stale entries: the queue is empty now
             }
-            let evaluator = self.idle.pop().expect("checked above");
             let job = Job {
                 tenant: tenant.clone(),
                 uncut: !not_starving,
                 queries,
             };
+            if self.is_small(&job) {
+                let done = evaluator::run(INLINE, self.inline.as_mut(), &self.setup, job);
+                self.accept(done);
+                continue;
+            }
+            let evaluator = self.idle.pop().expect("checked above");
             if let Err(std_mpsc::SendError(job)) = self.evaluators[evaluator].send(job) {
                 tracing::error!("subscription worker: evaluator {evaluator} is gone");
                 for q in job.queries {
@@ -1295,17 +1321,40 @@ impl SubscriptionWorker {
         }
     }
 
+    /// Whether `job` is small enough to run on the worker's own thread: every
+    /// query in it has run before, all together within [`INLINE_COST`], and
+    /// its tenant has been light lately ([`INLINE_TENANT_SPENT`]).
+    fn is_small(&self, job: &Job) -> bool {
+        let spent = self
+            .spent
+            .get(&job.tenant)
+            .map_or(0.0, |s| s.now(Instant::now()));
+        if spent > INLINE_TENANT_SPENT.as_secs_f64() {
+            return false;
+        }
+        let mut total = Duration::ZERO;
+        for q in &job.queries {
+            match self.queries.get(&q.handle).and_then(|s| s.cost) {
+                Some(cost) => total += cost,
+                None => return false,
+            }
+        }
+        total <= INLINE_COST
+    }
+
     /// Takes in a finished job: its evaluator is free again, its tenant is
     /// charged its time, each result replaces its query's (checked against
     /// the commits processed since its snapshot), and the queries it did not
     /// get to are due again, first in their tenant's queue.
     fn accept(&mut self, done: Done) {
-        self.idle.push(done.evaluator);
-        self.in_flight[done.evaluator] = None;
-        if let Some(n) = self.running.get_mut(&done.tenant) {
-            *n -= 1;
-            if *n == 0 {
-                self.running.remove(&done.tenant);
+        if done.evaluator != INLINE {
+            self.idle.push(done.evaluator);
+            self.in_flight[done.evaluator] = None;
+            if let Some(n) = self.running.get_mut(&done.tenant) {
+                *n -= 1;
+                if *n == 0 {
+                    self.running.remove(&done.tenant);
+                }
             }
         }
         let now = Instant::now();
@@ -1356,6 +1405,12 @@ impl SubscriptionWorker {
             return; // unsubscribed while it ran
         };
         q.in_flight = false;
+        // The slowest recent run counts, fading by half each run: one fast
+        // run after a slow one does not make a query small.
+        q.cost = Some(
+            q.cost
+                .map_or(evaluated.spent, |c| (c / 2).max(evaluated.spent)),
+        );
         // The page end, once set, stays (a failed run before `paginate`
         // leaves none and must not erase it).
         if evaluated.journal.is_some() {
