@@ -126,14 +126,16 @@ const SPENT_HALF_LIFE: Duration = Duration::from_secs(1);
 /// evaluators (a job also ends after [`ROUND_BUDGET`]).
 const JOB_QUERIES: usize = 64;
 /// A job whose queries took at most this long together when last run is
-/// run by the worker itself, at once: handing a small job to an evaluator
-/// thread and its results back would cost more than running it ...
-const INLINE_COST: Duration = Duration::from_micros(200);
+/// run by the worker itself, at once. Handing a job to an evaluator thread
+/// and its results back costs two wake-ups of idle threads (on a virtual
+/// machine, of idle CPUs): on the 2-core machine of BENCHMARKS.md that
+/// added 0.15 ms to a small query's push and 0.8 ms to a 500-row one's ...
+const INLINE_COST: Duration = Duration::from_millis(1);
 /// ... if its tenant spent at most this much evaluation time lately (with
 /// [`SPENT_HALF_LIFE`]): a query that ran fast last time may not this time
 /// (its data grew), and an identity that makes its queries slow should not
 /// get to stall the worker with them again and again.
-const INLINE_TENANT_SPENT: Duration = Duration::from_millis(2);
+const INLINE_TENANT_SPENT: Duration = Duration::from_millis(50);
 /// [`Done::evaluator`] of a job the worker ran itself.
 const INLINE: usize = usize::MAX;
 /// Capacity of the worker's event queue. Connections that find it full are
