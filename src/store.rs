@@ -47,9 +47,11 @@ impl StoreArgs {
     }
 
     /// The server's store, and how to call it when it is not the data folder.
+    /// On PostgreSQL this process claims the schema as its one node.
     pub fn open(&self) -> Result<(Store, Option<String>), String> {
         Ok(match self.open_postgres()? {
             Some(p) => {
+                p.claim_node().map_err(|e| format!("--postgres: {e}"))?;
                 let described = p.describe();
                 (Store::Engine(Arc::new(p)), Some(described))
             }

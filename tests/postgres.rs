@@ -216,3 +216,53 @@ async fn an_export_from_sqlite_imported_into_postgres_serves_the_same_data_to_th
     .expect("livebase runs");
     assert!(!again.status.success(), "a second import is refused");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_on_the_same_database_is_refused_and_may_start_once_the_first_is_gone() {
+    let Some(db) = TestDatabase::create("one node") else {
+        return;
+    };
+    let first_data = tempfile::tempdir().unwrap();
+    let (first, addr) = start(first_data.path(), Some(&db.url));
+
+    // Another folder, the same database: it exits, saying why.
+    let second_data = tempfile::tempdir().unwrap();
+    let mut second = command(&[
+        "serve",
+        "--port",
+        "0",
+        "--data",
+        path(second_data.path()),
+        "--postgres",
+        &db.url,
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("livebase starts");
+    let since = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("the child can be waited for") {
+            break status;
+        }
+        if since.elapsed() > livebase_testkit::PATIENCE {
+            let _ = second.kill();
+            panic!("a second node on the same database kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("another livebase node is serving"),
+        "{stderr}"
+    );
+    // The first one serves on.
+    sign_up(addr, "ada@example.com", "Ada").await;
+
+    // Once it is gone (killed: its session ends), another node may serve.
+    drop(first);
+    let (_third, addr) = start(second_data.path(), Some(&db.url));
+    sign_up(addr, "grace@example.com", "Grace").await;
+}

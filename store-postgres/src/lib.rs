@@ -155,6 +155,20 @@ pub struct PostgresPersistence {
     config: postgres::Config,
     schema: String,
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    /// The session that holds this schema's node lock, once claimed
+    /// ([`PostgresPersistence::claim_node`]); shared by clones, released
+    /// when the last is dropped.
+    node: Arc<std::sync::Mutex<NodeLock>>,
+}
+
+/// A session holding an advisory lock: the lock lasts as long as it.
+#[derive(Default)]
+struct NodeLock(Option<Client>);
+
+impl Drop for NodeLock {
+    fn drop(&mut self) {
+        drop_client(self.0.take());
+    }
 }
 
 impl std::fmt::Debug for PostgresPersistence {
@@ -211,9 +225,50 @@ impl PostgresPersistence {
             config,
             schema: schema.to_string(),
             tls,
+            node: Arc::default(),
         };
         p.create_tables()?;
         Ok(p)
+    }
+
+    /// Makes this process the one node serving the schema, until this
+    /// store (and every clone) is dropped or its session ends: a session
+    /// advisory lock, tried once. A second node on the same schema is
+    /// refused with an error saying so, instead of serving beside the first
+    /// (each node re-runs live queries only for its own commits, so clients
+    /// of one would not see the other's writes). Export, import and the
+    /// data check do not claim it.
+    pub fn claim_node(&self) -> Result<()> {
+        let mut node = self.node.lock().unwrap_or_else(|e| e.into_inner());
+        if node.0.is_some() {
+            return Ok(());
+        }
+        let mut client = self.client()?;
+        let key = format!("livebase node {}", self.schema);
+        let got = off_runtime(|| {
+            client
+                .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&key])
+                .map(|row| row.get::<_, bool>(0))
+                .map_err(pg)
+        });
+        match got {
+            Ok(true) => {
+                node.0 = Some(client);
+                Ok(())
+            }
+            Ok(false) => {
+                drop_client(Some(client));
+                Err(engine_error(format!(
+                    "another livebase node is serving schema `{}` of this database; \
+                     run one node per database (several nodes are not supported yet)",
+                    self.schema
+                )))
+            }
+            Err(e) => {
+                drop_client(Some(client));
+                Err(e)
+            }
+        }
     }
 
     /// The schema the tables live in.
