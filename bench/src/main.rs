@@ -11,6 +11,7 @@
 
 mod app;
 mod client;
+mod devloop;
 mod files;
 mod phases;
 mod server;
@@ -31,7 +32,8 @@ struct Cli {
     #[arg(long)]
     quick: bool,
     /// Run only one phase (push, fanout, throughput, memory, scaling, hostile,
-    /// pushsize, http, distinct, files), e.g.
+    /// pushsize, http, distinct, files, devloop — the last builds a tiny
+    /// application with cargo, so the smoke run leaves it out), e.g.
     /// while profiling the server child; the limits are always measured.
     #[arg(long)]
     only: Option<String>,
