@@ -159,6 +159,10 @@ pub struct PostgresPersistence {
     /// ([`PostgresPersistence::claim_node`]); shared by clones, released
     /// when the last is dropped.
     node: Arc<std::sync::Mutex<NodeLock>>,
+    /// The epoch this node claimed the schema at (0 until it has): every
+    /// commit is fenced by it — made only while the database's epoch is
+    /// still this one.
+    epoch: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// A session holding an advisory lock: the lock lasts as long as it.
@@ -226,6 +230,7 @@ impl PostgresPersistence {
             schema: schema.to_string(),
             tls,
             node: Arc::default(),
+            epoch: Arc::default(),
         };
         p.create_tables()?;
         Ok(p)
@@ -252,10 +257,17 @@ impl PostgresPersistence {
                 .map_err(pg)
         });
         match got {
-            Ok(true) => {
-                node.0 = Some(client);
-                Ok(())
-            }
+            Ok(true) => match off_runtime(|| next_epoch(&mut client)) {
+                Ok(epoch) => {
+                    self.epoch.store(epoch, std::sync::atomic::Ordering::SeqCst);
+                    node.0 = Some(client);
+                    Ok(())
+                }
+                Err(e) => {
+                    drop_client(Some(client));
+                    Err(e)
+                }
+            },
             Ok(false) => {
                 drop_client(Some(client));
                 Err(engine_error(format!(
@@ -269,6 +281,11 @@ impl PostgresPersistence {
                 Err(e)
             }
         }
+    }
+
+    /// The epoch this node claimed the schema at; 0 if it has not.
+    pub fn epoch(&self) -> i64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The schema the tables live in.
@@ -339,6 +356,30 @@ impl PostgresPersistence {
         drop_client(client.take());
         created
     }
+}
+
+/// Moves the schema to its next epoch and returns it. The `last_ts` row is
+/// locked first, as a writer locks it: a commit of the previous epoch's
+/// writer still in progress ends before the epoch moves, and every later
+/// one finds the epoch moved and fails.
+fn next_epoch(client: &mut Client) -> Result<i64> {
+    let mut tx = client.transaction().map_err(pg)?;
+    tx.query_one(
+        "SELECT value FROM meta WHERE name = 'last_ts' FOR UPDATE",
+        &[],
+    )
+    .map_err(pg)?;
+    let epoch: i64 = tx
+        .query_one(
+            "INSERT INTO meta (name, value) VALUES ('epoch', 1)
+             ON CONFLICT (name) DO UPDATE SET value = meta.value + 1
+             RETURNING value",
+            &[],
+        )
+        .map_err(pg)?
+        .get(0);
+    tx.commit().map_err(pg)?;
+    Ok(epoch)
 }
 
 /// Where the tables of `schema` in the database at `url` are, for messages
@@ -646,10 +687,28 @@ impl StoreConnection for PostgresConnection {
         self.in_write("commit outside a write transaction")?;
         // In a transaction a failed statement aborted, this UPDATE fails (and
         // the COMMIT below would only roll back): the commit reports it.
-        let stamped = self.execute(
-            "UPDATE meta SET value = $1 WHERE name = 'last_ts'",
-            &[&(ts.get() as i64)],
-        );
+        // A node that claimed the schema stamps only while the database's
+        // epoch is still its own: a deposed writer's commit fails here.
+        let epoch = self.source.epoch();
+        let stamped = if epoch == 0 {
+            self.execute(
+                "UPDATE meta SET value = $1 WHERE name = 'last_ts'",
+                &[&(ts.get() as i64)],
+            )
+        } else {
+            self.execute(
+                "UPDATE meta SET value = $1 WHERE name = 'last_ts'
+                 AND (SELECT value FROM meta WHERE name = 'epoch') = $2",
+                &[&(ts.get() as i64), &epoch],
+            )
+            .and_then(|rows| match rows {
+                0 => Err(engine_error(format!(
+                    "this node's claim on the database (epoch {epoch}) was taken over by another \
+                     node: it commits nothing more"
+                ))),
+                n => Ok(n),
+            })
+        };
         if let Err(e) = stamped {
             self.end("ROLLBACK")?;
             return Err(e);

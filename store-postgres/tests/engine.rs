@@ -1,6 +1,6 @@
 //! What the PostgreSQL engine promises beyond the conformance suite: one
 //! writer at a time (a second waits for the first and starts from its
-//! commit), use from async code, a connection the server closed opened
+//! commit), a writer whose claim was taken over committing nothing, use from async code, a connection the server closed opened
 //! again, tables made before opened by a user who may not create any, and TLS when the URL requires it — with a
 //! certificate it trusts, never plain text instead.
 
@@ -153,4 +153,47 @@ fn a_user_with_only_read_and_write_rights_opens_tables_made_before() {
     admin
         .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
         .ok();
+}
+
+#[test]
+fn a_writer_whose_epoch_was_taken_over_commits_nothing() {
+    let Some(url) = server_url("a_writer_whose_epoch_was_taken_over") else {
+        return;
+    };
+    let schema = unique_name("fenced");
+    let node = PostgresPersistence::open_schema(&url, &schema, None).expect("opens");
+    node.claim_node().expect("the first node claims the schema");
+    assert_eq!(node.epoch(), 1);
+    let mut writer = node.connect().unwrap();
+    writer.begin_write().unwrap();
+    let kept = doc();
+    writer.put_document(&kept).unwrap();
+    writer
+        .commit(Timestamp::new(1))
+        .expect("its own epoch: the commit lands");
+
+    // Another node took over (its claim moved the epoch on).
+    let other = PostgresPersistence::open_schema(&url, &schema, None).expect("opens");
+    let mut sql = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    sql.batch_execute(&format!(
+        "UPDATE \"{schema}\".meta SET value = value + 1 WHERE name = 'epoch'"
+    ))
+    .unwrap();
+
+    writer.begin_write().unwrap();
+    let lost = doc();
+    writer.put_document(&lost).unwrap();
+    let refused = writer
+        .commit(Timestamp::new(2))
+        .expect_err("a deposed writer");
+    assert!(refused.to_string().contains("taken over"), "{refused}");
+
+    let mut reader = other.connect().unwrap();
+    assert_eq!(reader.begin_read().unwrap(), Timestamp::new(1));
+    assert!(reader.get(&kept.id).unwrap().is_some());
+    assert!(
+        reader.get(&lost.id).unwrap().is_none(),
+        "nothing of it landed"
+    );
+    reader.end_read().unwrap();
 }
