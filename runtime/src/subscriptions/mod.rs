@@ -118,8 +118,11 @@ pub const AUTHENTICATE_PER_MINUTE: u32 = 30;
 /// its due queries on one snapshot, however long that takes. Without this,
 /// an identity whose data changes faster than its many queries can all be
 /// re-run would never be sent a Transition; with it, such a turn takes one
-/// evaluator at most once per this long.
-pub const STARVATION_LIMIT: Duration = Duration::from_secs(10);
+/// evaluator at most once per this long (and one identity never holds
+/// every evaluator, so others are not held back by it). What a connection
+/// whose queries are re-run on several snapshots under steady writes waits
+/// at most for its next Transition, besides the evaluation itself.
+pub const STARVATION_LIMIT: Duration = Duration::from_millis(200);
 /// How fast an identity's recent evaluation time is forgotten (halved).
 const SPENT_HALF_LIFE: Duration = Duration::from_secs(1);
 /// Most queries in one job while a tenant's queue is split between
