@@ -137,9 +137,11 @@ ${ours.map((p) => `\n[profile.dev.package.${p}]\nopt-level = 0\n`).join("")}
   );
   // The application as the repository has it: its sources, and its manifest
   // with the workspace's dependencies spelt out.
-  await cp(path.join(REPO, "functions", "src"), path.join(dir, "functions", "src"), {
-    recursive: true,
-  });
+  for (const part of ["src", "emails"]) {
+    await cp(path.join(REPO, "functions", part), path.join(dir, "functions", part), {
+      recursive: true,
+    });
+  }
   const manifest = await readFile(path.join(REPO, "functions", "Cargo.toml"), "utf8");
   const deps = [...manifest.split("[dependencies]")[1].split("\n[")[0].matchAll(/^([\w-]+)\.workspace = true$/gm)]
     .map(([, name]) =>
