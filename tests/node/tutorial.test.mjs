@@ -17,7 +17,17 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { access, cp, mkdir, mkdtemp, readFile, rm, symlink, unlink, writeFile } from "node:fs/promises";
+import {
+  access,
+  cp,
+  mkdir,
+  mkdtemp,
+  readFile,
+  rm,
+  symlink,
+  unlink,
+  writeFile,
+} from "node:fs/promises";
 import { constants as fsConstants } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -25,7 +35,16 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 
 import { chromium } from "playwright-core";
 
-import { startServer, Clients, api, newUser, unique, ok, rejects, withTimeout } from "./harness.mjs";
+import {
+  startServer,
+  Clients,
+  api,
+  newUser,
+  unique,
+  ok,
+  rejects,
+  withTimeout,
+} from "./harness.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "../..");
@@ -40,7 +59,9 @@ function run(file, args, options, ms) {
     new Promise((resolve, reject) => {
       execFile(file, args, { maxBuffer: 64 << 20, ...options }, (error, stdout, stderr) => {
         if (error) {
-          const e = new Error(`${file} ${args.join(" ")} failed: ${error.message}\n${stdout}\n${stderr}`);
+          const e = new Error(
+            `${file} ${args.join(" ")} failed: ${error.message}\n${stdout}\n${stderr}`,
+          );
           e.stdout = stdout;
           reject(e);
         } else resolve({ stdout, stderr });
@@ -143,12 +164,16 @@ ${ours.map((p) => `\n[profile.dev.package.${p}]\nopt-level = 0\n`).join("")}
     });
   }
   const manifest = await readFile(path.join(REPO, "functions", "Cargo.toml"), "utf8");
-  const deps = [...manifest.split("[dependencies]")[1].split("\n[")[0].matchAll(/^([\w-]+)\.workspace = true$/gm)]
-    .map(([, name]) =>
-      name.startsWith("livebase-")
-        ? `${name} = { path = "${REPO}/${name.slice("livebase-".length)}" }`
-        : dep(name),
-    );
+  const deps = [
+    ...manifest
+      .split("[dependencies]")[1]
+      .split("\n[")[0]
+      .matchAll(/^([\w-]+)\.workspace = true$/gm),
+  ].map(([, name]) =>
+    name.startsWith("livebase-")
+      ? `${name} = { path = "${REPO}/${name.slice("livebase-".length)}" }`
+      : dep(name),
+  );
   assert.ok(deps.length >= 2, `functions/Cargo.toml's dependencies: ${manifest}`);
   await writeFile(
     path.join(dir, "functions", "Cargo.toml"),
@@ -211,21 +236,25 @@ test(
       // the application.
       await writeApp(dir);
       const rust = await applyBlocks(dir, blocks, "functions/");
-      assert.deepEqual(
-        [...rust].sort(),
-        [
-          "functions/src/bookmarks.rs",
-          "functions/src/features/bookmarks/logic.rs",
-          "functions/src/features/bookmarks/mod.rs",
-          "functions/src/features/bookmarks/schema.rs",
-          "functions/src/features/mod.rs",
-          "functions/src/lib.rs",
-          "functions/src/shared/auth/permissions.rs",
-        ],
-      );
+      assert.deepEqual([...rust].sort(), [
+        "functions/src/bookmarks.rs",
+        "functions/src/features/bookmarks/logic.rs",
+        "functions/src/features/bookmarks/mod.rs",
+        "functions/src/features/bookmarks/schema.rs",
+        "functions/src/features/mod.rs",
+        "functions/src/lib.rs",
+        "functions/src/shared/auth/permissions.rs",
+      ]);
       let started = Date.now();
-      await run("cargo", ["build", "--bin", BIN], { cwd: dir, env: { ...process.env, CARGO_TARGET_DIR: targetDir } }, 150_000);
-      console.log(`the tutorial's application built in ${Math.round((Date.now() - started) / 1000)} s`);
+      await run(
+        "cargo",
+        ["build", "--bin", BIN],
+        { cwd: dir, env: { ...process.env, CARGO_TARGET_DIR: targetDir } },
+        150_000,
+      );
+      console.log(
+        `the tutorial's application built in ${Math.round((Date.now() - started) / 1000)} s`,
+      );
       const bin = path.join(targetDir, "debug", BIN);
 
       // Step 3: the generated types hold the page's excerpt.
@@ -243,7 +272,10 @@ test(
 
       // Step 4: the page, type-checked and bundled by the tutorial's commands.
       const page = await applyBlocks(dir, blocks, "web/");
-      assert.ok(page.includes("web/src/Bookmarks.tsx") && page.includes("web/src/main.tsx"), page.join());
+      assert.ok(
+        page.includes("web/src/Bookmarks.tsx") && page.includes("web/src/main.tsx"),
+        page.join(),
+      );
       await symlink(path.join(HERE, "node_modules"), path.join(web, "node_modules"), "dir");
       const commands = blocks.get("commands in web/");
       assert.ok(commands, "the tutorial gives the commands that build the page");
@@ -284,7 +316,9 @@ test(
 
       // The page in Chromium: the list, live.
       await access(CHROMIUM, fsConstants.X_OK).catch(() => {
-        throw new Error(`no Chromium at ${CHROMIUM}: apt-get install -y chromium, or set CHROMIUM_BIN`);
+        throw new Error(
+          `no Chromium at ${CHROMIUM}: apt-get install -y chromium, or set CHROMIUM_BIN`,
+        );
       });
       const profile = path.join(dir, "chromium");
       context = await chromium.launchPersistentContext(profile, {
@@ -297,7 +331,11 @@ test(
       tab.setDefaultTimeout(10_000);
       const pageErrors = [];
       tab.on("pageerror", (e) => pageErrors.push(e.message));
-      const hash = new URLSearchParams({ server: server.url, token: owner.token, org: organizationId });
+      const hash = new URLSearchParams({
+        server: server.url,
+        token: owner.token,
+        org: organizationId,
+      });
       await tab.goto(`${pathToFileURL(path.join(web, "index.html")).href}#${hash}`);
       await tab.locator("#bookmarks").waitFor({ state: "attached" });
       assert.equal(await tab.locator("#bookmarks li").count(), 0, "no bookmarks yet");
@@ -317,12 +355,20 @@ test(
       await tab.evaluate(() => (window.sameDocument = true));
       const second = `Blog ${unique("b")}`;
       const id = await ok(
-        http.mutation(api.bookmarks.add, { organizationId, url: "https://example.com/blog", title: second }),
+        http.mutation(api.bookmarks.add, {
+          organizationId,
+          url: "https://example.com/blog",
+          title: second,
+        }),
         "bookmarks:add",
       );
       assert.match(id, /^bookmarks_/);
       await tab.locator("#bookmarks li", { hasText: second }).waitFor();
-      assert.deepEqual(await tab.locator("#bookmarks li").allInnerTexts(), [second, first], "newest first");
+      assert.deepEqual(
+        await tab.locator("#bookmarks li").allInnerTexts(),
+        [second, first],
+        "newest first",
+      );
       assert.equal(await tab.evaluate(() => window.sameDocument), true, "the page did not reload");
       assert.deepEqual(pageErrors, []);
     } finally {
