@@ -94,6 +94,10 @@ pub struct FunctionRef<K, Args, Output> {
 
 /// A query's reference.
 pub type QueryRef<Args, Output> = FunctionRef<kind::Query, Args, Output>;
+
+/// The output of a paginated query whose items are `T`, in a reference that
+/// [`crate::PaginatedSubscription::of`] drives: `QueryRef<Args, Paginated<T>>`.
+pub struct Paginated<T>(PhantomData<fn() -> T>);
 /// A mutation's reference.
 pub type MutationRef<Args, Output> = FunctionRef<kind::Mutation, Args, Output>;
 /// An action's reference.

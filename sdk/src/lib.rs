@@ -71,7 +71,7 @@ pub use client::{Client, ClientOptions, Subscription};
 pub use error::{error_code, ClientError};
 pub use function::{
     action, mutation, query, ActionRef, Fields, FromValue, FunctionRef, IntoArgs, MutationRef,
-    QueryRef,
+    Paginated, QueryRef,
 };
 /// The sync protocol's messages, for driving [`state::ClientState`] directly.
 pub use livebase_schema::protocol;

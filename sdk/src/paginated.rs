@@ -9,6 +9,7 @@
 //! `[cursor, splitCursor]` and `[splitCursor, its end]`, once both have
 //! arrived.
 
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -17,7 +18,7 @@ use livebase_schema::protocol::FunctionError;
 use livebase_schema::{Object, Value};
 
 use crate::client::{Client, Subscription};
-use crate::function::QueryRef;
+use crate::function::{FromValue, IntoArgs, Paginated, QueryRef};
 
 /// Where a paginated list stands, as Convex's `PaginationStatus`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,19 +31,22 @@ pub enum PageStatus {
 
 /// The concatenated pages' items and their status.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PaginatedResult {
-    pub items: Vec<Value>,
+pub struct PaginatedResult<T = Value> {
+    pub items: Vec<T>,
     pub status: PageStatus,
 }
 
-/// A paginated query's live pages; a `Stream` of [`PaginatedResult`]s.
+/// A paginated query's live pages; a `Stream` of [`PaginatedResult`]s, with
+/// items of type `T` (untyped `Value`s from [`PaginatedSubscription::new`],
+/// typed from [`PaginatedSubscription::of`] and a generated reference).
 /// Dropping it unsubscribes every page.
-pub struct PaginatedSubscription {
+pub struct PaginatedSubscription<T = Value> {
     client: Client,
     path: &'static str,
     args: Object,
     initial_num_items: usize,
     pages: Vec<Page>,
+    _items: PhantomData<fn() -> T>,
 }
 
 /// One live page, and the two pages replacing it while a split is under way.
@@ -87,12 +91,53 @@ impl PaginatedSubscription {
         args: Object,
         initial_num_items: usize,
     ) -> PaginatedSubscription {
+        PaginatedSubscription::start(client, query.path(), args, initial_num_items)
+    }
+}
+
+impl<T: FromValue> PaginatedSubscription<T> {
+    /// As [`PaginatedSubscription::new`], for a typed reference (as
+    /// `livebase codegen --rust` writes them): its arguments without
+    /// `paginationOpts`, its items decoded as `T`. `Err` if the arguments
+    /// are not an object.
+    pub fn of<A: IntoArgs>(
+        client: &Client,
+        query: QueryRef<A, Paginated<T>>,
+        args: A,
+        initial_num_items: usize,
+    ) -> Result<PaginatedSubscription<T>, FunctionError> {
+        match args.into_args() {
+            Value::Object(args) => Ok(PaginatedSubscription::start(
+                client,
+                query.path(),
+                args,
+                initial_num_items,
+            )),
+            other => Err(FunctionError {
+                message: format!(
+                    "the arguments of the paginated query {} must be an object, not {other:?}",
+                    query.path()
+                ),
+                data: None,
+            }),
+        }
+    }
+}
+
+impl<T> PaginatedSubscription<T> {
+    fn start(
+        client: &Client,
+        path: &'static str,
+        args: Object,
+        initial_num_items: usize,
+    ) -> PaginatedSubscription<T> {
         let mut this = PaginatedSubscription {
             client: client.clone(),
-            path: query.path(),
+            path,
             args,
             initial_num_items,
             pages: Vec::new(),
+            _items: PhantomData,
         };
         this.add_page(initial_num_items, None);
         this
@@ -177,9 +222,12 @@ impl PaginatedSubscription {
     pub fn page_count(&self) -> usize {
         self.pages.len()
     }
+}
 
-    /// The pages' items so far and the status; a page's error if one failed.
-    pub fn current(&self) -> Result<PaginatedResult, FunctionError> {
+impl<T: FromValue> PaginatedSubscription<T> {
+    /// The pages' items so far and the status; a page's error if one failed
+    /// (or an item that is not a `T`).
+    pub fn current(&self) -> Result<PaginatedResult<T>, FunctionError> {
         let mut items = Vec::new();
         let mut loading = false;
         let mut done = false;
@@ -192,7 +240,12 @@ impl PaginatedSubscription {
                 Some(result) => {
                     let value = result?;
                     if let Some(Value::Array(rows)) = value.get("page") {
-                        items.extend(rows.iter().cloned());
+                        for row in rows {
+                            items.push(T::from_value(row.clone()).map_err(|e| FunctionError {
+                                message: format!("an item of {}: {e}", self.path),
+                                data: None,
+                            })?);
+                        }
                     }
                     done = page_end(&value).is_some_and(|(_, d)| d);
                 }
@@ -208,8 +261,8 @@ impl PaginatedSubscription {
     }
 }
 
-impl Stream for PaginatedSubscription {
-    type Item = Result<PaginatedResult, FunctionError>;
+impl<T: FromValue> Stream for PaginatedSubscription<T> {
+    type Item = Result<PaginatedResult<T>, FunctionError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();

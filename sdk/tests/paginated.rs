@@ -10,8 +10,8 @@ mod common;
 use common::{fast, start, start_at, PATIENCE};
 use futures::StreamExt;
 use livebase_sdk::{
-    mutation, obj, query, Client, MutationRef, Object, PageStatus, PaginatedResult,
-    PaginatedSubscription, QueryRef, Value,
+    mutation, obj, query, Client, DecodeError, Fields, FromValue, IntoArgs, MutationRef, Object,
+    PageStatus, Paginated, PaginatedResult, PaginatedSubscription, QueryRef, Value,
 };
 
 const PAGE: QueryRef<Object, Value> = query("notes:page");
@@ -182,4 +182,76 @@ async fn deleting_notes_inside_a_page_and_at_its_end_keeps_every_other_note_once
     let mut grown = vec!["top".to_string()];
     grown.extend(expected);
     until(&mut pages, &grown, PageStatus::Exhausted).await;
+}
+
+/// `notes:page`'s arguments without `paginationOpts`, and its items, as
+/// `livebase codegen --rust` writes a paginated query's types.
+struct PageArgs {
+    organization_id: String,
+}
+
+impl IntoArgs for PageArgs {
+    fn into_args(self) -> Value {
+        obj! { "organizationId" => self.organization_id }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct Note {
+    body: String,
+}
+
+impl FromValue for Note {
+    fn from_value(value: Value) -> Result<Self, DecodeError> {
+        let mut fields = Fields::new(value)?;
+        Ok(Note {
+            body: fields.take("body")?,
+        })
+    }
+}
+
+const TYPED_PAGE: QueryRef<PageArgs, Paginated<Note>> = query("notes:page");
+/// The same query, read as items it does not return.
+const MISREAD_PAGE: QueryRef<PageArgs, Paginated<String>> = query("notes:page");
+
+#[tokio::test]
+async fn a_typed_reference_pages_through_typed_items_and_a_wrong_item_type_is_an_error() {
+    let server = start().await;
+    let client = Client::connect_with(&server.url(), fast()).await.unwrap();
+    for i in 0..3 {
+        let args = obj! { "organizationId" => "org1", "body" => format!("note {i:02}") };
+        client.mutation(ADD, args).await.unwrap();
+    }
+    let args = || PageArgs {
+        organization_id: "org1".into(),
+    };
+    let mut pages = PaginatedSubscription::of(&client, TYPED_PAGE, args(), 2).unwrap();
+    let first = tokio::time::timeout(PATIENCE, pages.next())
+        .await
+        .expect("a page arrives")
+        .expect("the pages are live")
+        .expect("the page decodes");
+    assert_eq!(
+        first.items,
+        [
+            Note {
+                body: "note 02".into()
+            },
+            Note {
+                body: "note 01".into()
+            }
+        ]
+    );
+    assert_eq!(first.status, PageStatus::CanLoadMore);
+
+    let mut misread = PaginatedSubscription::of(&client, MISREAD_PAGE, args(), 2).unwrap();
+    let failed = tokio::time::timeout(PATIENCE, misread.next())
+        .await
+        .expect("a page arrives")
+        .expect("the pages are live")
+        .expect_err("a note is not a string");
+    assert!(failed.message.contains("notes:page"), "{}", failed.message);
+
+    let not_an_object: QueryRef<Value, Paginated<Note>> = query("notes:page");
+    assert!(PaginatedSubscription::of(&client, not_an_object, Value::Null, 2).is_err());
 }

@@ -8,7 +8,9 @@
 #![allow(dead_code, unused_imports, clippy::all)]
 
 use livebase_schema::typed::{Doc, Id, Table, Type};
-use livebase_sdk::{action, mutation, query, ActionRef, MutationRef, Object, QueryRef, Value};
+use livebase_sdk::{
+    action, mutation, query, ActionRef, MutationRef, Object, Paginated, QueryRef, Value,
+};
 
 /// A document of `items`.
 #[derive(Type, Clone, Debug, PartialEq)]
@@ -111,6 +113,13 @@ pub struct ItemsGetByStatusArgs {
     pub status: String,
 }
 livebase_sdk::typed_value!(ItemsGetByStatusArgs);
+
+#[derive(Type, Clone, Debug, PartialEq)]
+pub struct ItemsListArgs {
+    #[livebase(rename = "organizationId")]
+    pub organization_id: String,
+}
+livebase_sdk::typed_value!(ItemsListArgs);
 
 #[derive(Type, Clone, Debug, PartialEq)]
 pub struct ItemsRemoveArgs {
@@ -363,9 +372,9 @@ pub mod items {
 
     /// `items:list`.
     ///
-    /// A paginated query: drive it with `PaginatedSubscription` (its arguments
-    /// without `paginationOpts`); each page's items are `Doc<Items>`.
-    pub const LIST: QueryRef<Object, Value> = query("items:list");
+    /// A paginated query: drive it with `PaginatedSubscription::of` (its
+    /// arguments without `paginationOpts`); each page's items are `Doc<Items>`.
+    pub const LIST: QueryRef<ItemsListArgs, Paginated<Doc<Items>>> = query("items:list");
 
     /// `items:remove`.
     pub const REMOVE: MutationRef<ItemsRemoveArgs, ()> = mutation("items:remove");

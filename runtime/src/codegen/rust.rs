@@ -16,7 +16,8 @@
 //! for each object or string union a result has (named after where it
 //! first appears, and shared by every place with the same shape), and one
 //! `pub mod` per module of function references. A paginated query is a
-//! `QueryRef<Object, Value>`, what `PaginatedSubscription::new` drives.
+//! `QueryRef<Args, Paginated<Item>>` (its arguments without
+//! `paginationOpts`), what `PaginatedSubscription::of` drives.
 //! A type the value model has but Rust types do not (bytes, mixed unions)
 //! is `Value`.
 //!
@@ -80,7 +81,9 @@ const HEADER: &str = "//! Generated typed references to every public function of
 #![allow(dead_code, unused_imports, clippy::all)]
 
 use livebase_schema::typed::{Doc, Id, Table, Type};
-use livebase_sdk::{action, mutation, query, ActionRef, MutationRef, Object, QueryRef, Value};
+use livebase_sdk::{
+    action, mutation, query, ActionRef, MutationRef, Object, Paginated, QueryRef, Value,
+};
 ";
 
 struct Generator<'d> {
@@ -120,14 +123,22 @@ impl Generator<'_> {
                     Validator::Array(item) => Some(self.rust_type(item, &format!("{base}Item"))),
                     _ => None,
                 });
-            let note = match item {
-                Some(item) => format!(
-                    "///\n/// A paginated query: drive it with `PaginatedSubscription` (its arguments\n/// without `paginationOpts`); each page's items are `{item}`.\n"
-                ),
-                None => "///\n/// A paginated query: drive it with `PaginatedSubscription`.\n"
-                    .to_string(),
+            let item = item.unwrap_or_else(|| "Value".to_string());
+            // Its arguments without `paginationOpts`, which each page adds.
+            let mut fields = function.args.object_fields().cloned().unwrap_or_default();
+            fields.remove("paginationOpts");
+            let args = if fields.is_empty() {
+                "Object".to_string()
+            } else {
+                let name = self.unique(&format!("{base}Args"));
+                let made = self.object_struct(&fields, &name);
+                self.types.push(made);
+                name
             };
-            ("Object".to_string(), "Value".to_string(), note)
+            let note = format!(
+                "///\n/// A paginated query: drive it with `PaginatedSubscription::of` (its\n/// arguments without `paginationOpts`); each page's items are `{item}`.\n"
+            );
+            (args, format!("Paginated<{item}>"), note)
         } else {
             // Each function its own argument struct, whatever its shape.
             let args = match function.args.object_fields() {

@@ -196,7 +196,9 @@ fn the_rust_module_types_references_by_the_same_types() {
         "pub const GET: QueryRef<TodosGetArgs, Option<Doc<Todos>>> = query(\"todos:get\");",
         "pub const CREATE: MutationRef<TodosCreateArgs, Id<Todos>> = mutation(\"todos:create\");",
         "pub const REMOVE: MutationRef<TodosRemoveArgs, ()> = mutation(\"todos:remove\");",
-        "pub const PAGE: QueryRef<Object, Value> = query(\"todos:page\");",
+        // A paginated query: its arguments without `paginationOpts`, its items typed.
+        "pub struct TodosPageArgs {\n    #[livebase(rename = \"organizationId\")]\n    pub organization_id: String,\n}",
+        "pub const PAGE: QueryRef<TodosPageArgs, Paginated<Doc<Todos>>> = query(\"todos:page\");",
         "each page's items are `Doc<Todos>`",
         "pub const UNTYPED: QueryRef<(), Value> = query(\"todos:untyped\");",
     ] {
