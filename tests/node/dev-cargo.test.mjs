@@ -16,10 +16,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 
 import {
   startServer,
@@ -31,10 +30,9 @@ import {
   devBuildStatus,
   waitForDevBuild,
   waitForLog,
+  writeHostCrate,
+  REPO,
 } from "./harness.mjs";
-
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const REPO = path.resolve(HERE, "../..");
 
 /** Runs a command (bounded); rejects with its output when it fails. */
 function run(file, args, options, ms) {
@@ -66,56 +64,8 @@ pub fn app() -> Registry {
 
 /** Writes the tiny application's crate into `dir`. */
 async function writeTinyApp(dir) {
-  // The repository's crates are not members of this workspace, so the
-  // profile's `package."*"` would reach them: they keep opt-level 0, as in
-  // the repository, which lets cargo reuse what it built there.
-  const ours = [
-    "livebase-macros",
-    "livebase-schema",
-    "livebase-store",
-    "livebase-store-postgres",
-    "livebase-runtime",
-  ];
-  const rootManifest = await readFile(path.join(REPO, "Cargo.toml"), "utf8");
-  const dep = (name) => {
-    const m = new RegExp(`^${name} = (.*)$`, "m").exec(rootManifest);
-    assert.ok(m, `the repository's Cargo.toml declares ${name}`);
-    return `${name} = ${m[1]}`;
-  };
   await mkdir(path.join(dir, "functions", "src"), { recursive: true });
-  await writeFile(
-    path.join(dir, "Cargo.toml"),
-    `[package]
-name = "tiny-app"
-version = "0.1.0"
-edition = "2021"
-publish = false
-
-# The repository's command, hosting this crate's \`functions\`.
-[[bin]]
-name = "tiny-app"
-path = "${REPO}/src/main.rs"
-
-[dependencies]
-livebase-schema = { path = "${REPO}/schema" }
-livebase-runtime = { path = "${REPO}/runtime" }
-livebase-store-postgres = { path = "${REPO}/store-postgres" }
-livebase-functions = { path = "functions" }
-${dep("tokio").replace("]", ', "process"]')}
-${dep("clap")}
-${dep("tracing")}
-${dep("tracing-subscriber")}
-${dep("serde_json")}
-
-[profile.dev]
-debug = "line-tables-only"
-
-[profile.dev.package."*"]
-opt-level = 1
-${ours.map((p) => `\n[profile.dev.package.${p}]\nopt-level = 0\n`).join("")}
-[workspace]
-`,
-  );
+  await writeHostCrate(dir, "tiny-app");
   await writeFile(
     path.join(dir, "functions", "Cargo.toml"),
     `[package]
@@ -130,8 +80,6 @@ livebase-runtime = { path = "${REPO}/runtime" }
 `,
   );
   await writeFile(path.join(dir, "functions", "src", "lib.rs"), tinyFunctions("hello, version 1"));
-  // The repository's versions of every dependency.
-  await writeFile(path.join(dir, "Cargo.lock"), await readFile(path.join(REPO, "Cargo.lock")));
 }
 
 test(

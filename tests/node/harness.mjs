@@ -5,7 +5,7 @@
 
 import { before, after } from "node:test";
 import { spawn } from "node:child_process";
-import { mkdtemp, rm, access, readdir, readFile } from "node:fs/promises";
+import { mkdtemp, rm, access, readdir, readFile, writeFile } from "node:fs/promises";
 import { constants as fsConstants } from "node:fs";
 import { tmpdir } from "node:os";
 import { createServer } from "node:net";
@@ -225,6 +225,69 @@ export async function waitForLog(server, text, ms) {
 }
 
 /** A new empty folder for a server's data. */
+/** The repository's root, where its crates are. */
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+
+/** The line `name = ...` of the repository's `[workspace.dependencies]`. */
+export async function workspaceDependency(name) {
+  const manifest = await readFile(path.join(REPO, "Cargo.toml"), "utf8");
+  const m = new RegExp(`^${name} = (.*)$`, "m").exec(manifest);
+  assert.ok(m, `the repository's Cargo.toml declares ${name}`);
+  return `${name} = ${m[1]}`;
+}
+
+/**
+ * Writes into `dir` the manifest (and lock file) of an application crate
+ * whose binary `bin` is the repository's `src/main.rs` hosting `dir/functions`
+ * (path dependencies on the repository's crates). Its crates keep opt-level
+ * 0, as in the repository, so that cargo reuses what it built there when
+ * both build into the same target folder.
+ */
+export async function writeHostCrate(dir, bin) {
+  const ours = [
+    "livebase-macros",
+    "livebase-schema",
+    "livebase-store",
+    "livebase-store-postgres",
+    "livebase-runtime",
+  ];
+  const deps = await Promise.all(
+    ["tokio", "clap", "tracing", "tracing-subscriber", "serde_json"].map(workspaceDependency),
+  );
+  deps[0] = deps[0].replace("]", ', "process"]');
+  await writeFile(
+    path.join(dir, "Cargo.toml"),
+    `[package]
+name = "${bin}"
+version = "0.1.0"
+edition = "2021"
+publish = false
+
+# The repository's command, hosting this crate's \`functions\`.
+[[bin]]
+name = "${bin}"
+path = "${REPO}/src/main.rs"
+
+[dependencies]
+livebase-schema = { path = "${REPO}/schema" }
+livebase-runtime = { path = "${REPO}/runtime" }
+livebase-store-postgres = { path = "${REPO}/store-postgres" }
+livebase-functions = { path = "functions" }
+${deps.join("\n")}
+
+[profile.dev]
+debug = "line-tables-only"
+
+[profile.dev.package."*"]
+opt-level = 1
+${ours.map((p) => `\n[profile.dev.package.${p}]\nopt-level = 0\n`).join("")}
+[workspace]
+`,
+  );
+  // The repository's versions of every dependency.
+  await writeFile(path.join(dir, "Cargo.lock"), await readFile(path.join(REPO, "Cargo.lock")));
+}
+
 export const freshDataDir = () => mkdtemp(path.join(tmpdir(), "livebase-e2e-"));
 export const removeDataDir = (dir) => rm(dir, { recursive: true, force: true });
 

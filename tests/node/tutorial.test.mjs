@@ -44,10 +44,12 @@ import {
   ok,
   rejects,
   withTimeout,
+  writeHostCrate,
+  workspaceDependency,
+  REPO,
 } from "./harness.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const REPO = path.resolve(HERE, "../..");
 const TUTORIAL = path.join(REPO, "docs/tutorial/typed-feature.md");
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"];
@@ -109,53 +111,7 @@ export function applyEdit(source, diff, name) {
 /** The temporary copy of the application: `functions/` with the repository's
  * `src/main.rs` as the binary `tutorial-app`. */
 async function writeApp(dir) {
-  // The repository's crates keep opt-level 0 (the repository's profile) so
-  // that cargo reuses what it built there.
-  const ours = [
-    "livebase-macros",
-    "livebase-schema",
-    "livebase-store",
-    "livebase-store-postgres",
-    "livebase-runtime",
-  ];
-  const rootManifest = await readFile(path.join(REPO, "Cargo.toml"), "utf8");
-  const dep = (name) => {
-    const m = new RegExp(`^${name} = (.*)$`, "m").exec(rootManifest);
-    assert.ok(m, `the repository's Cargo.toml declares ${name}`);
-    return `${name} = ${m[1]}`;
-  };
-  await writeFile(
-    path.join(dir, "Cargo.toml"),
-    `[package]
-name = "${BIN}"
-version = "0.1.0"
-edition = "2021"
-publish = false
-
-[[bin]]
-name = "${BIN}"
-path = "${REPO}/src/main.rs"
-
-[dependencies]
-livebase-schema = { path = "${REPO}/schema" }
-livebase-runtime = { path = "${REPO}/runtime" }
-livebase-store-postgres = { path = "${REPO}/store-postgres" }
-livebase-functions = { path = "functions" }
-${dep("tokio").replace("]", ', "process"]')}
-${dep("clap")}
-${dep("tracing")}
-${dep("tracing-subscriber")}
-${dep("serde_json")}
-
-[profile.dev]
-debug = "line-tables-only"
-
-[profile.dev.package."*"]
-opt-level = 1
-${ours.map((p) => `\n[profile.dev.package.${p}]\nopt-level = 0\n`).join("")}
-[workspace]
-`,
-  );
+  await writeHostCrate(dir, BIN);
   // The application as the repository has it: its sources, and its manifest
   // with the workspace's dependencies spelt out.
   for (const part of ["src", "emails"]) {
@@ -164,7 +120,7 @@ ${ours.map((p) => `\n[profile.dev.package.${p}]\nopt-level = 0\n`).join("")}
     });
   }
   const manifest = await readFile(path.join(REPO, "functions", "Cargo.toml"), "utf8");
-  const deps = [
+  const deps = await Promise.all([
     ...manifest
       .split("[dependencies]")[1]
       .split("\n[")[0]
@@ -172,8 +128,8 @@ ${ours.map((p) => `\n[profile.dev.package.${p}]\nopt-level = 0\n`).join("")}
   ].map(([, name]) =>
     name.startsWith("livebase-")
       ? `${name} = { path = "${REPO}/${name.slice("livebase-".length)}" }`
-      : dep(name),
-  );
+      : workspaceDependency(name),
+  ));
   assert.ok(deps.length >= 2, `functions/Cargo.toml's dependencies: ${manifest}`);
   await writeFile(
     path.join(dir, "functions", "Cargo.toml"),
@@ -187,7 +143,6 @@ publish = false
 ${deps.join("\n")}
 `,
   );
-  await writeFile(path.join(dir, "Cargo.lock"), await readFile(path.join(REPO, "Cargo.lock")));
 }
 
 /** Writes the tutorial's blocks named `prefix…` into `dir`: a ```diff edits
