@@ -60,6 +60,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use livebase_schema::{DocumentId, Object, Timestamp, Value};
+use livebase_store::persistence::decoded::DecodedDocuments;
 use livebase_store::persistence::{Document, MutationOutcome, Order, Persistence, StoreConnection};
 use livebase_store::StoreError;
 use postgres::config::SslMode;
@@ -467,6 +468,7 @@ impl Persistence for PostgresPersistence {
             client: Some(self.client()?),
             statements: HashMap::new(),
             txn: Txn::None,
+            decoded: DecodedDocuments::default(),
             source: self.clone(),
         }))
     }
@@ -487,6 +489,9 @@ struct PostgresConnection {
     /// and planned once, then only bound and executed.
     statements: HashMap<&'static str, Statement>,
     txn: Txn,
+    /// Documents decoded by earlier reads, used again while their stored
+    /// text is unchanged.
+    decoded: DecodedDocuments,
     /// Where to connect again when the server closed this connection (a
     /// restart, a failover of the database, an idle timeout).
     source: PostgresPersistence,
@@ -629,25 +634,6 @@ fn parse_ts(rows: &[String]) -> Result<Timestamp> {
         .map_err(|e| StoreError::Corrupt(format!("the last commit's timestamp: {e}")))
 }
 
-fn decode_document(id: String, creation_time: f64, body: &str) -> Result<Document> {
-    let id = DocumentId::parse(&id)
-        .ok_or_else(|| StoreError::Corrupt(format!("stored document id `{id}` is malformed")))?;
-    let fields = match Value::from_json_str(body, "document") {
-        Ok(Value::Object(o)) => o,
-        Ok(_) => {
-            return Err(StoreError::Corrupt(format!(
-                "stored document {id} is not an object"
-            )))
-        }
-        Err(e) => return Err(StoreError::Corrupt(format!("stored document {id}: {e}"))),
-    };
-    Ok(Document {
-        id,
-        creation_time,
-        fields,
-    })
-}
-
 fn encode_body(fields: &Object) -> String {
     Value::Object(fields.clone()).to_json().to_string()
 }
@@ -743,7 +729,12 @@ impl StoreConnection for PostgresConnection {
             &[&id.as_str()],
         )?;
         rows.first()
-            .map(|r| decode_document(id.as_str().to_string(), r.get(0), r.get(1)))
+            .map(|r| {
+                let (ct, body): (f64, &str) = (r.get(0), r.get(1));
+                self.decoded.get_or_decode(id.as_str(), ct, body, || {
+                    Document::decode(id.as_str(), ct, body)
+                })
+            })
             .transpose()
     }
 
@@ -758,13 +749,15 @@ impl StoreConnection for PostgresConnection {
             Order::Asc => SCAN_ASC,
             Order::Desc => SCAN_DESC,
         };
-        let entry = |r: Row| -> Result<(Vec<u8>, Document)> {
-            Ok((r.get(0), decode_document(r.get(1), r.get(2), r.get(3))?))
-        };
+        fn entry(decoded: &mut DecodedDocuments, r: Row) -> Result<(Vec<u8>, Document)> {
+            let (id, ct, body): (&str, f64, &str) = (r.get(1), r.get(2), r.get(3));
+            let doc = decoded.get_or_decode(id, ct, body, || Document::decode(id, ct, body))?;
+            Ok((r.get(0), doc))
+        }
         let mut found: Vec<(Vec<u8>, Document)> = self
             .query(sql, &[&start, &end, &as_bigint(limit)])?
             .into_iter()
-            .map(entry)
+            .map(|r| entry(&mut self.decoded, r))
             .collect::<Result<_>>()?;
         // Rows came in prefix order; keys that share a full prefix came in
         // hash order, and the limit may have cut their run short. Every key
@@ -780,7 +773,7 @@ impl StoreConnection for PostgresConnection {
         if let Some(prefix) = cut_run {
             found.retain(|(key, _)| !key.starts_with(&prefix));
             for row in self.query(SCAN_PREFIX, &[&start, &end, &prefix])? {
-                found.push(entry(row)?);
+                found.push(entry(&mut self.decoded, row)?);
             }
         }
         match order {
@@ -804,7 +797,7 @@ impl StoreConnection for PostgresConnection {
             &[&after, &as_bigint(limit)],
         )?;
         rows.into_iter()
-            .map(|r| decode_document(r.get(0), r.get(1), r.get(2)))
+            .map(|r| Document::decode(r.get(0), r.get(1), r.get(2)))
             .collect()
     }
 

@@ -21,7 +21,7 @@ use livebase_schema::key::{encode_tuple, encode_value};
 use livebase_schema::table::{IndexDefinition, CREATION_TIME_FIELD, ID_FIELD};
 use livebase_schema::{DocumentId, Object, Timestamp, Value};
 
-use crate::error::StoreResult as Result;
+use crate::error::{StoreError, StoreResult as Result};
 
 /// A stored document: its id, creation time and user fields.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,6 +55,28 @@ impl Document {
             Value::Float64(self.creation_time),
         );
         Value::Object(o)
+    }
+
+    /// A stored document from its id, creation time and stored JSON text, as
+    /// every engine keeps them; a malformed one is [`StoreError::Corrupt`].
+    pub fn decode(id: &str, creation_time: f64, body: &str) -> Result<Document> {
+        let id = DocumentId::parse(id).ok_or_else(|| {
+            StoreError::Corrupt(format!("stored document id `{id}` is malformed"))
+        })?;
+        let fields = match Value::from_json_str(body, "document") {
+            Ok(Value::Object(o)) => o,
+            Ok(_) => {
+                return Err(StoreError::Corrupt(format!(
+                    "stored document {id} is not an object"
+                )))
+            }
+            Err(e) => return Err(StoreError::Corrupt(format!("stored document {id}: {e}"))),
+        };
+        Ok(Document {
+            id,
+            creation_time,
+            fields,
+        })
     }
 
     /// [`Document::to_value`], moving the fields instead of copying them.

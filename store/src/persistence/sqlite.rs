@@ -200,25 +200,6 @@ fn last_ts(conn: &Connection) -> Result<Timestamp> {
     Ok(Timestamp::new(v.unwrap_or(0) as u64))
 }
 
-fn decode_document(id: &str, creation_time: f64, body: &str) -> Result<Document> {
-    let id = DocumentId::parse(id)
-        .ok_or_else(|| StoreError::Corrupt(format!("stored document id `{id}` is malformed")))?;
-    let fields = match Value::from_json_str(body, "document") {
-        Ok(Value::Object(o)) => o,
-        Ok(_) => {
-            return Err(StoreError::Corrupt(format!(
-                "stored document {id} is not an object"
-            )))
-        }
-        Err(e) => return Err(StoreError::Corrupt(format!("stored document {id}: {e}"))),
-    };
-    Ok(Document {
-        id,
-        creation_time,
-        fields,
-    })
-}
-
 /// Column `i` of a row as text, borrowed from the row.
 fn text<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> Result<&'r str> {
     row.get_ref(i)?
@@ -308,7 +289,7 @@ impl StoreConnection for SqliteConnection {
         let ct: f64 = r.get(0)?;
         let body = text(r, 1)?;
         let doc = decoded.get_or_decode(id.as_str(), ct, body, || {
-            decode_document(id.as_str(), ct, body)
+            Document::decode(id.as_str(), ct, body)
         })?;
         Ok(Some(doc))
     }
@@ -333,7 +314,7 @@ impl StoreConnection for SqliteConnection {
             let id = text(r, 1)?;
             let ct: f64 = r.get(2)?;
             let body = text(r, 3)?;
-            let doc = decoded.get_or_decode(id, ct, body, || decode_document(id, ct, body))?;
+            let doc = decoded.get_or_decode(id, ct, body, || Document::decode(id, ct, body))?;
             out.push((key, doc));
         }
         Ok(out)
@@ -360,7 +341,7 @@ impl StoreConnection for SqliteConnection {
         let mut out = Vec::new();
         for row in rows {
             let (id, ct, body) = row?;
-            out.push(decode_document(&id, ct, &body)?);
+            out.push(Document::decode(&id, ct, &body)?);
         }
         Ok(out)
     }
