@@ -44,6 +44,7 @@ struct Sizes {
 }
 
 /// Sizes of the hostile-tenant phase.
+#[derive(Clone)]
 struct HostileSizes {
     /// Victim pushes measured, quiet and then under churn.
     writes: usize,
@@ -1081,18 +1082,11 @@ async fn victim_pushes(
 /// churning connection is closed by its budgets now and then; it reconnects
 /// and goes on, as a hostile client would.
 async fn hostile_tenant(h: &HostileSizes) -> Result<HostileResult, BoxError> {
-    use crate::client::add;
-    use livebase_schema::obj;
-    use livebase_schema::protocol::{QueryId, QuerySetModification};
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
 
     let mut server = Server::start().await?;
     let url = server.url.clone();
     let victim_token = sign_up(&url, "victim@bench.test", false).await?;
-    let hostile_a = sign_up(&url, "hostile@bench.test", false).await?;
-    let hostile_b = sign_up(&url, "hostile@bench.test", true).await?;
-
     let mut victim_writer = Conn::connect(&url).await?;
     victim_writer.authenticate(0, &victim_token, WAIT).await?;
     let mut victim_sub = Conn::connect(&url).await?;
@@ -1100,27 +1094,12 @@ async fn hostile_tenant(h: &HostileSizes) -> Result<HostileResult, BoxError> {
     victim_sub.subscribe(&[(0, "victim".into(), None)]).await?;
     victim_sub.await_query_set(1, WAIT).await?;
 
-    let mut hostile_writer = Conn::connect(&url).await?;
-    hostile_writer.authenticate(0, &hostile_a, WAIT).await?;
-    hostile_writer
-        .mutate(
-            "bench:addMany",
-            obj! { "organizationId" => "hostile", "count" => h.docs as f64 },
-        )
-        .await?;
-    let heavy = |id: u32, tag: f64| {
-        add(
-            id,
-            "bench:count",
-            obj! { "organizationId" => "hostile", "tag" => tag },
-        )
-    };
-    let mut hostile_sub = Conn::connect(&url).await?;
-    hostile_sub.authenticate(0, &hostile_a, WAIT).await?;
-    let v = hostile_sub
-        .modify((0..h.heavy).map(|i| heavy(i, f64::from(i))).collect())
-        .await?;
-    hostile_sub.await_query_set(v, WAIT).await?;
+    // The hostile client is a program of its own, as it would be on another
+    // machine: its own threads and event loop, so the victim's client never
+    // waits behind the attacker's tasks in one executor (they still share
+    // the machine's two cores with each other and the server).
+    let attacker = Attacker::start(url.clone(), h)?;
+    attacker.ready.recv()??;
 
     for i in 0..5 {
         victim_writer
@@ -1131,19 +1110,151 @@ async fn hostile_tenant(h: &HostileSizes) -> Result<HostileResult, BoxError> {
     let quiet = victim_pushes(&mut victim_writer, &mut victim_sub, h.writes, 0.0).await?;
     let quiet_write = victim_writes(&mut victim_writer, h.writes / 3, 5e4).await?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let mutations = Arc::new(AtomicU64::new(0));
-    let steps = Arc::new(AtomicU64::new(0));
-    let reconnects = Arc::new(AtomicU64::new(0));
+    attacker.go.send(())?;
+    // Let the churn get going before measuring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    progress("  while one tenant churns");
+    let before = server.stats().await?;
+    let t0 = Instant::now();
+    let m0 = attacker.counters.mutations.load(Ordering::Relaxed);
+    let hostile = victim_pushes(&mut victim_writer, &mut victim_sub, h.writes, 1e5).await?;
+    let hostile_write = victim_writes(&mut victim_writer, h.writes / 3, 2e5).await?;
+    let elapsed = t0.elapsed().as_secs_f64();
+    let after = server.stats().await?;
+    let tenant_mutations = attacker.counters.mutations.load(Ordering::Relaxed) - m0;
+    attacker.counters.stop.store(true, Ordering::Relaxed);
+    server.stop().await;
+    // The server is gone: the churners end with connection errors.
+    let _ = attacker.thread.join();
+    let counters = &attacker.counters;
+    Ok(HostileResult {
+        quiet,
+        hostile,
+        quiet_write,
+        hostile_write,
+        mutations_per_s: tenant_mutations as f64 / elapsed,
+        evaluations_per_s: (after.evaluations - before.evaluations) as f64 / elapsed,
+        churn_steps: counters.steps.load(Ordering::Relaxed),
+        reconnects: counters.reconnects.load(Ordering::Relaxed),
+    })
+}
+
+/// What the hostile client reports while it runs.
+#[derive(Default)]
+struct AttackCounters {
+    stop: std::sync::atomic::AtomicBool,
+    mutations: std::sync::atomic::AtomicU64,
+    steps: std::sync::atomic::AtomicU64,
+    reconnects: std::sync::atomic::AtomicU64,
+}
+
+/// The hostile tenant's client, on a thread and runtime of its own: it sets
+/// up its organization and heavy live queries, says it is ready, and churns
+/// once told to go.
+struct Attacker {
+    ready: std::sync::mpsc::Receiver<Result<(), BoxError>>,
+    go: std::sync::mpsc::Sender<()>,
+    counters: std::sync::Arc<AttackCounters>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Attacker {
+    fn start(url: String, h: &HostileSizes) -> Result<Attacker, BoxError> {
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel();
+        let counters = std::sync::Arc::new(AttackCounters::default());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("bench-attacker")
+            .enable_all()
+            .build()?;
+        let (h, c) = (h.clone(), counters.clone());
+        let thread = std::thread::Builder::new()
+            .name("bench-attacker".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let set_up = attack_setup(&url, &h).await;
+                    let (tokens, writer, sub) = match set_up {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    if tokio::task::spawn_blocking(move || go_rx.recv())
+                        .await
+                        .is_ok_and(|r| r.is_ok())
+                    {
+                        attack(url, tokens, writer, sub, h, c).await;
+                    }
+                });
+            })?;
+        Ok(Attacker {
+            ready,
+            go,
+            counters,
+            thread,
+        })
+    }
+}
+
+/// The hostile tenant's organization: `h.docs` documents, read whole by each
+/// of its `h.heavy` distinct live queries.
+async fn attack_setup(url: &str, h: &HostileSizes) -> Result<([String; 2], Conn, Conn), BoxError> {
+    use livebase_schema::obj;
+    let hostile_a = sign_up(url, "hostile@bench.test", false).await?;
+    let hostile_b = sign_up(url, "hostile@bench.test", true).await?;
+    let mut writer = Conn::connect(url).await?;
+    writer.authenticate(0, &hostile_a, WAIT).await?;
+    writer
+        .mutate(
+            "bench:addMany",
+            obj! { "organizationId" => "hostile", "count" => h.docs as f64 },
+        )
+        .await?;
+    let mut sub = Conn::connect(url).await?;
+    sub.authenticate(0, &hostile_a, WAIT).await?;
+    let v = sub
+        .modify((0..h.heavy).map(|i| heavy(i, f64::from(i))).collect())
+        .await?;
+    sub.await_query_set(v, WAIT).await?;
+    Ok(([hostile_a, hostile_b], writer, sub))
+}
+
+/// One of the hostile tenant's heavy live queries.
+fn heavy(id: u32, tag: f64) -> livebase_schema::protocol::QuerySetModification {
+    use livebase_schema::obj;
+    crate::client::add(
+        id,
+        "bench:count",
+        obj! { "organizationId" => "hostile", "tag" => tag },
+    )
+}
+
+/// Churns at full speed until told to stop: mutations hitting its own heavy
+/// queries, their subscriber reading every push, and a connection adding and
+/// removing heavy queries and flipping `Authenticate` between two sessions.
+async fn attack(
+    url: String,
+    tokens: [String; 2],
+    mut hostile_writer: Conn,
+    mut hostile_sub: Conn,
+    h: HostileSizes,
+    c: std::sync::Arc<AttackCounters>,
+) {
+    use livebase_schema::protocol::{QueryId, QuerySetModification};
+    use std::sync::atomic::Ordering;
+
     let mut tasks = Vec::new();
     // Writes to its own organization, as fast as they commit.
     {
-        let (stop, mutations) = (stop.clone(), mutations.clone());
+        let c = c.clone();
         tasks.push(tokio::spawn(async move {
             let mut n = 1e9;
-            while !stop.load(Ordering::Relaxed) {
+            while !c.stop.load(Ordering::Relaxed) {
                 hostile_writer.add_and_wait("hostile", n).await?;
-                mutations.fetch_add(1, Ordering::Relaxed);
+                c.mutations.fetch_add(1, Ordering::Relaxed);
                 n += 1.0;
             }
             Ok::<(), BoxError>(())
@@ -1152,9 +1263,9 @@ async fn hostile_tenant(h: &HostileSizes) -> Result<HostileResult, BoxError> {
     // Its heavy queries' subscriber reads what is pushed (a reader that
     // stopped would only be cut off).
     {
-        let stop = stop.clone();
+        let c = c.clone();
         tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
+            while !c.stop.load(Ordering::Relaxed) {
                 let _ = hostile_sub.recv_text(Duration::from_millis(100)).await;
             }
             Ok(())
@@ -1162,23 +1273,21 @@ async fn hostile_tenant(h: &HostileSizes) -> Result<HostileResult, BoxError> {
     }
     // Add/Remove and Authenticate churn on a connection of its own.
     {
-        let (stop, steps, reconnects) = (stop.clone(), steps.clone(), reconnects.clone());
-        let (url, tokens) = (url.clone(), [hostile_a.clone(), hostile_b.clone()]);
         let churn = h.churn;
         tasks.push(tokio::spawn(async move {
             let mut tag = 1e6;
-            while !stop.load(Ordering::Relaxed) {
-                let mut c = Conn::connect(&url).await?;
+            while !c.stop.load(Ordering::Relaxed) {
+                let mut conn = Conn::connect(&url).await?;
                 let mut identity = 0u32;
-                if c.authenticate(0, &tokens[0], WAIT).await.is_err() {
-                    reconnects.fetch_add(1, Ordering::Relaxed);
+                if conn.authenticate(0, &tokens[0], WAIT).await.is_err() {
+                    c.reconnects.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 identity += 1;
                 let mut ids: Vec<u32> = Vec::new();
                 let mut next_id = 0u32;
                 let result: Result<(), BoxError> = async {
-                    while !stop.load(Ordering::Relaxed) {
+                    while !c.stop.load(Ordering::Relaxed) {
                         let adds: Vec<QuerySetModification> = (0..churn)
                             .map(|k| {
                                 tag += 1.0;
@@ -1187,10 +1296,10 @@ async fn hostile_tenant(h: &HostileSizes) -> Result<HostileResult, BoxError> {
                             .collect();
                         ids.extend(next_id..next_id + churn);
                         next_id += churn;
-                        let v = c.modify(adds).await?;
-                        c.await_query_set(v, WAIT).await?;
+                        let v = conn.modify(adds).await?;
+                        conn.await_query_set(v, WAIT).await?;
                         let token = &tokens[(identity % 2) as usize];
-                        c.authenticate(identity, token, WAIT).await?;
+                        conn.authenticate(identity, token, WAIT).await?;
                         identity += 1;
                         let removes = ids
                             .drain(..)
@@ -1198,46 +1307,22 @@ async fn hostile_tenant(h: &HostileSizes) -> Result<HostileResult, BoxError> {
                                 query_id: QueryId(id),
                             })
                             .collect();
-                        let v = c.modify(removes).await?;
-                        c.await_query_set(v, WAIT).await?;
-                        steps.fetch_add(1, Ordering::Relaxed);
+                        let v = conn.modify(removes).await?;
+                        conn.await_query_set(v, WAIT).await?;
+                        c.steps.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(())
                 }
                 .await;
                 if result.is_err() {
                     // Closed by its budget: a hostile client reconnects.
-                    reconnects.fetch_add(1, Ordering::Relaxed);
+                    c.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Ok(())
         }));
     }
-    // Let the churn get going before measuring.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    progress("  while one tenant churns");
-    let before = server.stats().await?;
-    let t0 = Instant::now();
-    let m0 = mutations.load(Ordering::Relaxed);
-    let hostile = victim_pushes(&mut victim_writer, &mut victim_sub, h.writes, 1e5).await?;
-    let hostile_write = victim_writes(&mut victim_writer, h.writes / 3, 2e5).await?;
-    let elapsed = t0.elapsed().as_secs_f64();
-    let after = server.stats().await?;
-    let tenant_mutations = mutations.load(Ordering::Relaxed) - m0;
-    stop.store(true, Ordering::Relaxed);
-    server.stop().await;
     for t in tasks {
-        // The server is gone: the churners end with connection errors.
         let _ = t.await;
     }
-    Ok(HostileResult {
-        quiet,
-        hostile,
-        quiet_write,
-        hostile_write,
-        mutations_per_s: tenant_mutations as f64 / elapsed,
-        evaluations_per_s: (after.evaluations - before.evaluations) as f64 / elapsed,
-        churn_steps: steps.load(Ordering::Relaxed),
-        reconnects: reconnects.load(Ordering::Relaxed),
-    })
 }

@@ -321,3 +321,51 @@ async fn results_read_on_different_snapshots_never_make_a_torn_transition() {
     }
     server.shutdown().await;
 }
+
+/// Each thread of this process named `prefix…` (thread names are cut to 15
+/// bytes) with its niceness, from `/proc/self/task`.
+#[cfg(target_os = "linux")]
+fn niceness_of_threads(prefix: &str) -> Vec<i64> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if !stat[open + 1..close].starts_with(prefix) {
+            continue;
+        }
+        // After the name: state (field 3) … nice (field 19).
+        let nice = stat[close + 1..].split_whitespace().nth(16).unwrap();
+        found.push(nice.parse().unwrap());
+    }
+    found
+}
+
+/// The evaluators yield the cores to the writer and the connections' threads
+/// when both want them, so one tenant's re-runs slow others' mutations as
+/// little as possible.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evaluators_run_at_a_lower_priority_than_the_writer() {
+    use livebase_runtime::subscriptions::EVALUATOR_NICENESS;
+    let server = TestServer::start(support::registry()).await;
+    // The worker starts its evaluators on threads of its own, and each
+    // lowers its own priority first thing.
+    let want = i64::from(EVALUATOR_NICENESS);
+    livebase_testkit::eventually("the evaluators' niceness", PATIENCE, || async {
+        let evaluators = niceness_of_threads("livebase-evalu");
+        if evaluators.len() >= evaluator_count() && evaluators.iter().all(|&n| n == want) {
+            Ok(())
+        } else {
+            Err(format!("{evaluators:?}"))
+        }
+    })
+    .await;
+    let writers = niceness_of_threads("livebase-write");
+    assert!(
+        !writers.is_empty() && writers.iter().all(|&n| n == 0),
+        "{writers:?}"
+    );
+    drop(server);
+}

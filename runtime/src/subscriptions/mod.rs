@@ -86,7 +86,7 @@ use crate::store::StoreConnection;
 mod evaluator;
 mod query;
 
-pub use evaluator::{evaluator_count, ROUND_BUDGET};
+pub use evaluator::{evaluator_count, EVALUATOR_NICENESS, ROUND_BUDGET};
 use evaluator::{Done, Job, JobQuery};
 use query::{QueryKey, SharedResult};
 
