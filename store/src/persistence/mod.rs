@@ -16,12 +16,14 @@ pub mod decoded;
 pub mod sqlite;
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use livebase_schema::key::{encode_tuple, encode_value};
 use livebase_schema::table::{IndexDefinition, CREATION_TIME_FIELD, ID_FIELD};
 use livebase_schema::{DocumentId, Object, Timestamp, Value};
 
 use crate::error::{StoreError, StoreResult as Result};
+use crate::readset::{Commit, WriteSet};
 
 /// A stored document: its id, creation time and user fields.
 #[derive(Clone, Debug, PartialEq)]
@@ -150,6 +152,38 @@ pub enum Order {
 pub trait Persistence: Send + Sync + 'static {
     /// Opens a new connection. Each connection is used by one thread at a time.
     fn connect(&self) -> Result<Box<dyn StoreConnection>>;
+
+    /// A reader of the log of commits, when several nodes share this store
+    /// (PostgreSQL): every node, the writer's included, learns of commits
+    /// by reading it. `None` (SQLite): commits are made and seen in this
+    /// process only, and the writer hands each one to the listeners itself.
+    fn commit_log(&self) -> Result<Option<Box<dyn CommitLog>>> {
+        Ok(None)
+    }
+}
+
+/// The commit log, as one node reads it: each commit's timestamp and write
+/// set, appended by the writer in the commit's own transaction
+/// ([`StoreConnection::log_commit`]), so a commit is in the log exactly when
+/// it is visible, and serial commits make timestamp order visibility order.
+pub trait CommitLog: Send {
+    /// The commits after `after`, oldest first, at most `limit`. When there
+    /// is none yet, waits up to `wait` for one to be announced (and then
+    /// reads again), so a reader neither spins nor misses one: a lost
+    /// announcement costs at most `wait`.
+    fn read_after(&mut self, after: Timestamp, limit: usize, wait: Duration) -> Result<LogRead>;
+}
+
+/// What a read of the commit log found.
+#[derive(Debug)]
+pub enum LogRead {
+    /// The next commits, oldest first (none if `wait` passed without one).
+    Commits(Vec<Commit>),
+    /// Commits after the reader's position were trimmed from the log before
+    /// it read them: what changed up to `through` (the last trimmed commit)
+    /// is unknown, so a reader must take everything as changed, then go on
+    /// reading after `through`.
+    Gap { through: Timestamp },
 }
 
 /// One connection to the store. A connection is in at most one transaction;
@@ -219,4 +253,12 @@ pub trait StoreConnection: Send {
     fn purge_outcomes(&mut self, before: Timestamp, limit: usize) -> Result<usize>;
     /// How many outcomes are stored.
     fn count_outcomes(&mut self) -> Result<usize>;
+
+    /// Appends commit `ts` and what it wrote to the store's commit log, in
+    /// the open write transaction (see [`CommitLog`]). Engines without a log
+    /// (SQLite) keep nothing.
+    fn log_commit(&mut self, ts: Timestamp, writes: &WriteSet) -> Result<()> {
+        let _ = (ts, writes);
+        Ok(())
+    }
 }
