@@ -12,16 +12,18 @@
 //! group is durable. One mutation alone is a group of one.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use livebase_schema::{Schema, Timestamp};
 use tokio::sync::oneshot;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::persistence::{Persistence, StoreConnection};
+use crate::persistence::{CommitLog, LogRead, Persistence, StoreConnection};
 use crate::readset::{Commit, ReadSet, WriteSet};
 use crate::transaction::Transaction;
 
@@ -50,8 +52,30 @@ struct Staged {
     reply: Box<dyn FnOnce(Result<()>) + Send>,
 }
 type ReadJob = Box<dyn FnOnce(&mut dyn StoreConnection, &Schema) + Send>;
-/// Called on the writer thread after every commit, in commit order.
+/// Called after every commit, in commit order: on the writer thread, or on
+/// the thread that reads the commit log when the store keeps one.
 pub type CommitListener = Box<dyn Fn(Commit) + Send>;
+
+/// The commit listeners, and the last commit they were all told of.
+struct Listeners {
+    list: Vec<CommitListener>,
+    told: Timestamp,
+}
+
+impl Listeners {
+    fn tell(&mut self, commit: Commit) {
+        self.told = self.told.max(commit.ts);
+        for l in &self.list {
+            l(commit.clone());
+        }
+    }
+}
+
+/// Commits read from the commit log at most at once.
+pub const LOG_BATCH: usize = 1_024;
+/// How long the log's reader waits for an announced commit before it reads
+/// the log again anyway: what a lost announcement can delay a commit by.
+pub const LOG_POLL: Duration = Duration::from_millis(500);
 
 /// Number of reader threads (and connections) for one-shot queries.
 pub const READER_THREADS: usize = 2;
@@ -73,13 +97,24 @@ struct Inner {
     writer: std_mpsc::Sender<WriteJob>,
     readers: std_mpsc::SyncSender<ReadJob>,
     clock: Clock,
+    listeners: Arc<Mutex<Listeners>>,
+    /// Tells the commit log's reader, if there is one, to stop.
+    stopped: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::SeqCst);
+    }
 }
 
 struct Writer {
     conn: Box<dyn StoreConnection>,
     schema: Arc<Schema>,
     last_ts: Timestamp,
-    listeners: Arc<Mutex<Vec<CommitListener>>>,
+    /// Told of each commit by the writer itself, when the store keeps no
+    /// commit log (with one, its reader tells them).
+    listeners: Option<Arc<Mutex<Listeners>>>,
     /// Whether the group being staged has more than one mutation, so each
     /// runs in a savepoint of its own.
     isolate: bool,
@@ -137,16 +172,28 @@ impl Database {
         let mut conn = persistence.connect()?;
         let last_ts = conn.begin_read()?;
         conn.end_read()?;
-        let listeners: Arc<Mutex<Vec<CommitListener>>> = Arc::default();
+        let listeners = Arc::new(Mutex::new(Listeners {
+            list: Vec::new(),
+            told: last_ts,
+        }));
+        let stopped = Arc::new(AtomicBool::new(false));
+        let log = persistence.commit_log()?;
         let (writer_tx, writer_rx) = std_mpsc::channel::<WriteJob>();
         let mut writer = Writer {
             conn,
             schema: schema.clone(),
             last_ts,
-            listeners: listeners.clone(),
+            listeners: log.is_none().then(|| listeners.clone()),
             isolate: false,
             clock: clock.clone(),
         };
+        if let Some(log) = log {
+            let (listeners, stopped) = (listeners.clone(), stopped.clone());
+            thread::Builder::new()
+                .name("livebase-log-reader".into())
+                .spawn(move || read_log(log, &listeners, &stopped))
+                .map_err(|e| Error::internal(format!("spawning the commit log's reader: {e}")))?;
+        }
         thread::Builder::new()
             .name("livebase-writer".into())
             .spawn(move || {
@@ -192,6 +239,8 @@ impl Database {
                 writer: writer_tx,
                 readers: reader_tx,
                 clock,
+                listeners,
+                stopped,
             }),
         };
         Ok(db)
@@ -211,17 +260,18 @@ impl Database {
         &self.inner.persistence
     }
 
-    /// Registers a listener called after every later commit, on the writer
-    /// thread, in commit order, and returns the timestamp of the last commit
-    /// before it. It must not block for long: the next commit waits for it.
+    /// Registers a listener called after every later commit, in commit
+    /// order (on the writer thread, or the commit log's reader), and returns
+    /// the timestamp of the last commit before it. It must not block for
+    /// long: the next commit waits for it.
     pub async fn on_commit(&self, listener: CommitListener) -> Result<Timestamp> {
-        self.on_writer(move |w| {
-            if let Ok(mut l) = w.listeners.lock() {
-                l.push(listener);
-            }
-            w.last_ts
-        })
-        .await
+        let mut listeners = self
+            .inner
+            .listeners
+            .lock()
+            .map_err(|_| Error::internal("a commit listener panicked"))?;
+        listeners.list.push(listener);
+        Ok(listeners.told)
     }
 
     /// The timestamp of the last commit.
@@ -317,6 +367,52 @@ pub fn run_query<T>(
     Ok(QueryOutcome { value, ts, reads })
 }
 
+/// The commit log's reader: tells the listeners of each commit in the log
+/// after the last they were told of, in order, until the database is gone.
+/// A gap (commits trimmed before they were read) is told as one commit that
+/// may have written anything.
+fn read_log(mut log: Box<dyn CommitLog>, listeners: &Mutex<Listeners>, stopped: &AtomicBool) {
+    let mut failures = 0u32;
+    while !stopped.load(Ordering::SeqCst) {
+        let after = match listeners.lock() {
+            Ok(l) => l.told,
+            Err(_) => return,
+        };
+        match log.read_after(after, LOG_BATCH, LOG_POLL) {
+            Ok(LogRead::Commits(commits)) => {
+                failures = 0;
+                let Ok(mut listeners) = listeners.lock() else {
+                    return;
+                };
+                for commit in commits {
+                    listeners.tell(commit);
+                }
+            }
+            Ok(LogRead::Gap { through }) => {
+                failures = 0;
+                tracing::warn!(
+                    "the commit log was trimmed past this node's position ({after}); \
+                     every live query runs again"
+                );
+                let Ok(mut listeners) = listeners.lock() else {
+                    return;
+                };
+                listeners.tell(Commit {
+                    ts: through,
+                    writes: Arc::new(WriteSet::everything()),
+                });
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(100) {
+                    tracing::error!("reading the commit log failed ({failures} times): {e}");
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
 impl Writer {
     /// Runs a batch of jobs: the mutations in one transaction committed once,
     /// then the plain jobs.
@@ -358,20 +454,19 @@ impl Writer {
         let staged: Vec<Staged> = mutations.into_iter().map(|m| m(Ok(self))).collect();
         let wrote = staged.iter().any(|s| s.durable);
         let outcome = if wrote {
-            self.conn.commit(self.last_ts)
+            staged
+                .iter()
+                .filter_map(|s| s.commit.as_ref())
+                .try_for_each(|(ts, writes)| self.conn.log_commit(*ts, writes))
+                .and_then(|()| self.conn.commit(self.last_ts))
         } else {
             self.conn.rollback()
         };
         match outcome {
             Ok(()) => {
-                if let Ok(listeners) = self.listeners.lock() {
+                if let Some(Ok(mut listeners)) = self.listeners.as_ref().map(|l| l.lock()) {
                     for (ts, writes) in staged.iter().filter_map(|s| s.commit.clone()) {
-                        for l in listeners.iter() {
-                            l(Commit {
-                                ts,
-                                writes: writes.clone(),
-                            });
-                        }
+                        listeners.tell(Commit { ts, writes });
                     }
                 }
                 for s in staged {
@@ -436,5 +531,236 @@ impl Writer {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Condvar;
+
+    use livebase_schema::table::define_table;
+    use livebase_schema::{v, DocumentId, Object, Value};
+
+    use super::*;
+    use crate::persistence::{Document, MutationOutcome, Order};
+    use crate::SqlitePersistence;
+
+    /// The log a shared engine keeps, in memory: commits by timestamp, and
+    /// the last one trimmed.
+    #[derive(Default)]
+    struct Log {
+        commits: Mutex<(BTreeMap<Timestamp, Arc<WriteSet>>, Timestamp)>,
+        appended: Condvar,
+    }
+
+    /// SQLite with a commit log beside it, as PostgreSQL keeps one.
+    struct Logged {
+        sqlite: SqlitePersistence,
+        log: Arc<Log>,
+    }
+
+    impl Persistence for Logged {
+        fn connect(&self) -> crate::error::StoreResult<Box<dyn StoreConnection>> {
+            Ok(Box::new(LoggedConnection {
+                inner: self.sqlite.connect()?,
+                log: self.log.clone(),
+                pending: Vec::new(),
+            }))
+        }
+
+        fn commit_log(&self) -> crate::error::StoreResult<Option<Box<dyn CommitLog>>> {
+            Ok(Some(Box::new(LogReader(self.log.clone()))))
+        }
+    }
+
+    struct LogReader(Arc<Log>);
+
+    impl CommitLog for LogReader {
+        fn read_after(
+            &mut self,
+            after: Timestamp,
+            limit: usize,
+            wait: Duration,
+        ) -> crate::error::StoreResult<LogRead> {
+            let mut log = self.0.commits.lock().unwrap();
+            if log.0.range(after.next_after(0)..).next().is_none() {
+                log = self.0.appended.wait_timeout(log, wait).unwrap().0;
+            }
+            if after < log.1 {
+                return Ok(LogRead::Gap { through: log.1 });
+            }
+            Ok(LogRead::Commits(
+                log.0
+                    .range(after.next_after(0)..)
+                    .take(limit)
+                    .map(|(&ts, writes)| Commit {
+                        ts,
+                        writes: writes.clone(),
+                    })
+                    .collect(),
+            ))
+        }
+    }
+
+    struct LoggedConnection {
+        inner: Box<dyn StoreConnection>,
+        log: Arc<Log>,
+        pending: Vec<(Timestamp, WriteSet)>,
+    }
+
+    impl StoreConnection for LoggedConnection {
+        fn begin_read(&mut self) -> crate::error::StoreResult<Timestamp> {
+            self.inner.begin_read()
+        }
+        fn end_read(&mut self) -> crate::error::StoreResult<()> {
+            self.inner.end_read()
+        }
+        fn begin_write(&mut self) -> crate::error::StoreResult<Timestamp> {
+            self.pending.clear();
+            self.inner.begin_write()
+        }
+        fn commit(&mut self, ts: Timestamp) -> crate::error::StoreResult<()> {
+            self.inner.commit(ts)?;
+            let mut log = self.log.commits.lock().unwrap();
+            for (ts, writes) in self.pending.drain(..) {
+                log.0.insert(ts, Arc::new(writes));
+            }
+            self.log.appended.notify_all();
+            Ok(())
+        }
+        fn rollback(&mut self) -> crate::error::StoreResult<()> {
+            self.pending.clear();
+            self.inner.rollback()
+        }
+        fn savepoint(&mut self) -> crate::error::StoreResult<()> {
+            self.inner.savepoint()
+        }
+        fn release_savepoint(&mut self) -> crate::error::StoreResult<()> {
+            self.inner.release_savepoint()
+        }
+        fn rollback_to_savepoint(&mut self) -> crate::error::StoreResult<()> {
+            self.inner.rollback_to_savepoint()
+        }
+        fn get(&mut self, id: &DocumentId) -> crate::error::StoreResult<Option<Document>> {
+            self.inner.get(id)
+        }
+        fn scan(
+            &mut self,
+            start: &[u8],
+            end: &[u8],
+            order: Order,
+            limit: usize,
+        ) -> crate::error::StoreResult<Vec<(Vec<u8>, Document)>> {
+            self.inner.scan(start, end, order, limit)
+        }
+        fn scan_documents(
+            &mut self,
+            after: Option<&DocumentId>,
+            limit: usize,
+        ) -> crate::error::StoreResult<Vec<Document>> {
+            self.inner.scan_documents(after, limit)
+        }
+        fn put_document(&mut self, doc: &Document) -> crate::error::StoreResult<()> {
+            self.inner.put_document(doc)
+        }
+        fn insert_document(&mut self, doc: &Document) -> crate::error::StoreResult<()> {
+            self.inner.insert_document(doc)
+        }
+        fn delete_document(&mut self, id: &DocumentId) -> crate::error::StoreResult<()> {
+            self.inner.delete_document(id)
+        }
+        fn put_index_entry(&mut self, key: &[u8], id: &DocumentId) -> crate::error::StoreResult<()> {
+            self.inner.put_index_entry(key, id)
+        }
+        fn delete_index_entry(&mut self, key: &[u8]) -> crate::error::StoreResult<()> {
+            self.inner.delete_index_entry(key)
+        }
+        fn get_outcome(
+            &mut self,
+            session_id: &str,
+            request_id: u32,
+            fingerprint: &[u8],
+        ) -> crate::error::StoreResult<Option<MutationOutcome>> {
+            self.inner.get_outcome(session_id, request_id, fingerprint)
+        }
+        fn put_outcome(&mut self, outcome: &MutationOutcome) -> crate::error::StoreResult<()> {
+            self.inner.put_outcome(outcome)
+        }
+        fn purge_outcomes(&mut self, before: Timestamp, limit: usize) -> crate::error::StoreResult<usize> {
+            self.inner.purge_outcomes(before, limit)
+        }
+        fn count_outcomes(&mut self) -> crate::error::StoreResult<usize> {
+            self.inner.count_outcomes()
+        }
+        fn log_commit(&mut self, ts: Timestamp, writes: &WriteSet) -> crate::error::StoreResult<()> {
+            self.pending.push((ts, writes.clone()));
+            Ok(())
+        }
+    }
+
+    fn schema() -> Schema {
+        Schema::new().table("notes", define_table([("n", v::float64())]))
+    }
+
+    fn told(rx: &std_mpsc::Receiver<Commit>) -> Commit {
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("a listener is told")
+    }
+
+    async fn insert(db: &Database, n: f64) -> Timestamp {
+        db.mutate(move |tx| {
+            let mut o = Object::new();
+            o.insert("n".into(), Value::Float64(n));
+            tx.insert("notes", o)
+        })
+        .await
+        .unwrap()
+        .ts
+    }
+
+    #[tokio::test]
+    async fn with_a_commit_log_listeners_are_told_by_its_reader_in_order_and_a_gap_as_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::default());
+        let persistence = Arc::new(Logged {
+            sqlite: SqlitePersistence::open(dir.path().join("db.sqlite3")).unwrap(),
+            log: log.clone(),
+        });
+        let db = Database::open(persistence, schema()).unwrap();
+        let (tx, rx) = std_mpsc::channel();
+        let tx = Mutex::new(tx);
+        let start = db
+            .on_commit(Box::new(move |c| {
+                let _ = tx.lock().unwrap().send(c);
+            }))
+            .await
+            .unwrap();
+        let first = insert(&db, 1.0).await;
+        let second = insert(&db, 2.0).await;
+        assert!(start < first && first < second);
+        // Each commit went through the log, with its writes.
+        let (a, b) = (told(&rx), told(&rx));
+        assert_eq!((a.ts, b.ts), (first, second));
+        assert_eq!(a.writes.documents().len(), 1);
+        assert_eq!(log.commits.lock().unwrap().0.len(), 2);
+
+        // Commits trimmed before this node read them: a gap, told as one
+        // commit that may have written anything.
+        let third = {
+            let mut l = log.commits.lock().unwrap();
+            let third = second.next_after(0);
+            let fourth = third.next_after(0);
+            l.0.insert(third, Arc::new(WriteSet::new()));
+            l.0.insert(fourth, Arc::new(WriteSet::new()));
+            l.0.remove(&third);
+            l.1 = third;
+            log.appended.notify_all();
+            fourth
+        };
+        let gap = told(&rx);
+        assert_eq!(gap.ts, second.next_after(0));
+        assert!(gap.writes.is_everything());
+        assert_eq!(told(&rx).ts, third, "and it reads on after the gap");
     }
 }

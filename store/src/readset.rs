@@ -106,10 +106,11 @@ impl ReadSet {
     /// result of the reads may have changed and must be recomputed. A write
     /// outside every interval cannot change what was read.
     pub fn overlaps(&self, writes: &WriteSet) -> bool {
-        writes
-            .keys()
-            .iter()
-            .any(|k| self.intervals.iter().any(|i| i.contains(k)))
+        writes.is_everything()
+            || writes
+                .keys()
+                .iter()
+                .any(|k| self.intervals.iter().any(|i| i.contains(k)))
     }
 }
 
@@ -137,6 +138,9 @@ pub enum WriteKind {
 pub struct WriteSet {
     keys: BTreeSet<Vec<u8>>,
     documents: Vec<DocumentWrite>,
+    /// What was written is unknown: any key, any document
+    /// ([`WriteSet::everything`]).
+    everything: bool,
 }
 
 impl WriteSet {
@@ -163,7 +167,23 @@ impl WriteSet {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.documents.is_empty()
+        self.documents.is_empty() && !self.everything
+    }
+
+    /// The write set of commits whose writes are unknown (a node that fell
+    /// behind the commit log's retention): it overlaps every read set, and
+    /// whoever looks at its keys or documents must check
+    /// [`WriteSet::is_everything`] first.
+    pub fn everything() -> WriteSet {
+        WriteSet {
+            everything: true,
+            ..WriteSet::default()
+        }
+    }
+
+    /// Whether this stands for writes that may have touched anything.
+    pub fn is_everything(&self) -> bool {
+        self.everything
     }
 }
 

@@ -115,6 +115,12 @@ impl TokenCache {
     /// session or user at all (an insert included: a check running now may
     /// have read before it).
     pub fn committed(&self, commit: &Commit) {
+        if commit.writes.is_everything() {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            inner.generation += 1;
+            inner.tokens.clear();
+            return;
+        }
         let mut sessions = HashSet::new();
         let mut users = HashSet::new();
         let mut touched = false;

@@ -114,11 +114,12 @@ pub async fn start(
     // Listen before the first scan, so no job committed after it goes unseen.
     let poke = wake.clone();
     db.on_commit(Box::new(move |commit| {
-        let schedules = commit
-            .writes
-            .documents()
-            .iter()
-            .any(|w| w.table == SCHEDULED_FUNCTIONS);
+        let schedules = commit.writes.is_everything()
+            || commit
+                .writes
+                .documents()
+                .iter()
+                .any(|w| w.table == SCHEDULED_FUNCTIONS);
         if schedules {
             poke.notify_one();
         }

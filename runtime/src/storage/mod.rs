@@ -627,11 +627,12 @@ impl Files {
         self.inner
             .db
             .on_commit(Box::new(move |commit| {
-                let deletes = commit
-                    .writes
-                    .documents()
-                    .iter()
-                    .any(|w| w.table == STORAGE_DELETIONS);
+                let deletes = commit.writes.is_everything()
+                    || commit
+                        .writes
+                        .documents()
+                        .iter()
+                        .any(|w| w.table == STORAGE_DELETIONS);
                 if deletes {
                     poke.inner.wake.notify_one();
                 }

@@ -846,6 +846,10 @@ impl SubscriptionWorker {
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         self.processed_ts = self.processed_ts.max(commit.ts);
         let mut hits = HashSet::new();
+        if commit.writes.is_everything() {
+            // What changed is unknown: every query may have.
+            hits.extend(self.queries.keys().copied());
+        }
         for key in commit.writes.keys() {
             self.index.hits(key, &mut hits);
         }
