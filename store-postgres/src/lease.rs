@@ -220,3 +220,43 @@ fn heartbeat(
         return;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use livebase_testkit::postgres::{server_url, unique_name};
+    use std::time::Instant;
+
+    /// A writer that stops (here: its heartbeat cannot run, as under
+    /// SIGSTOP) loses its lock when the server ends its silent session,
+    /// and learns so once it runs again.
+    #[test]
+    fn a_writer_that_stops_loses_its_lease_to_a_standby() {
+        let Some(url) = server_url("a_writer_that_stops_loses_its_lease") else {
+            return;
+        };
+        let schema = unique_name("lease");
+        let first = PostgresPersistence::open_schema(&url, &schema, None).unwrap();
+        let second = PostgresPersistence::open_schema(&url, &schema, None).unwrap();
+        assert!(first.try_claim_node().unwrap());
+        let frozen = first.node.lock().unwrap();
+        let deadline = Instant::now() + LEASE_TIMEOUT * 12;
+        while !second.try_claim_node().unwrap() {
+            assert!(
+                Instant::now() < deadline,
+                "the stopped writer kept its lock"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(second.epoch(), 2);
+        assert!(!first.lease_lost(), "it has not run since");
+        drop(frozen);
+        let deadline = Instant::now() + LEASE_TIMEOUT * 12;
+        while !first.lease_lost() {
+            assert!(Instant::now() < deadline, "the writer never learnt");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop((first, second));
+        livebase_testkit::postgres::drop_schema(&url, &schema);
+    }
+}

@@ -86,7 +86,10 @@ mod shared;
 
 use lease::NodeLock;
 pub use lease::{lock_session_name, LEASE_TIMEOUT};
-pub use log::{log_channel, PostgresCommitLog, LOG_RETENTION, TRIM_EVERY_COMMITS, TRIM_INTERVAL};
+pub use log::{
+    log_channel, log_session_name, PostgresCommitLog, LOG_RETENTION, TRIM_EVERY_COMMITS,
+    TRIM_INTERVAL,
+};
 pub use shared::SHARED_SECRET_LEN;
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;

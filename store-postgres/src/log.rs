@@ -44,6 +44,12 @@ pub fn log_channel(schema: &str) -> String {
     format!("livebase_commits_{schema}")
 }
 
+/// The `application_name` of a node's session reading the log of `schema`,
+/// as `pg_stat_activity` shows it (PostgreSQL keeps its first 63 bytes).
+pub fn log_session_name(schema: &str) -> String {
+    format!("livebase log {schema}")
+}
+
 /// Inserts the transaction's log rows (`$3`, `$4`: timestamps and write
 /// sets) and stamps the commit (`$1`), fenced by the epoch `$2` when this
 /// node claimed the schema (0: not claimed, no fence). The insert runs even
@@ -157,7 +163,9 @@ impl PostgresCommitLog {
     fn connect(&mut self) -> Result<()> {
         drop_client(self.client.take());
         self.read = None;
-        let mut client = self.source.client()?;
+        let mut config = self.source.config.clone();
+        config.application_name(&log_session_name(&self.source.schema));
+        let mut client = self.source.client_with(&config)?;
         let channel = log_channel(&self.source.schema);
         let listened = off_runtime(|| {
             client.batch_execute(&format!("LISTEN \"{channel}\""))?;
