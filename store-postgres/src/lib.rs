@@ -7,7 +7,17 @@
 //! The tables are SQLite's, in a schema of their own (`livebase` unless told
 //! otherwise, so that they sit beside an application's tables without
 //! clashing): `documents`, `index_entries`, `meta` (the last commit's
-//! timestamp) and `mutation_outcomes`. They are created on first connect.
+//! timestamp, the epoch, the log's floor) and `mutation_outcomes`; and, for
+//! several nodes on one schema, `commit_log` (each commit's write set, see
+//! [`PostgresCommitLog`]) and `shared_settings` (the writer's address, shared
+//! secrets). They are created on first connect (tables added since, in a
+//! schema made before them, on the next open).
+//!
+//! # Several nodes
+//!
+//! One node writes, under a lease ([`PostgresPersistence::try_claim_node`],
+//! the `lease` module): a session advisory lock and an epoch that fences
+//! every commit. Every node learns of commits by reading the commit log.
 //!
 //! # Long index keys
 //!
@@ -61,11 +71,26 @@ use std::sync::Arc;
 
 use livebase_schema::{DocumentId, Object, Timestamp, Value};
 use livebase_store::persistence::decoded::DecodedDocuments;
-use livebase_store::persistence::{Document, MutationOutcome, Order, Persistence, StoreConnection};
+use livebase_store::persistence::{
+    CommitLog, Document, MutationOutcome, Order, Persistence, StoreConnection,
+};
+use livebase_store::readset::WriteSet;
 use livebase_store::StoreError;
 use postgres::config::SslMode;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
+
+mod lease;
+mod log;
+mod shared;
+
+use lease::NodeLock;
+pub use lease::{lock_session_name, LEASE_TIMEOUT};
+pub use log::{
+    log_channel, log_session_name, PostgresCommitLog, LOG_RETENTION, TRIM_EVERY_COMMITS,
+    TRIM_INTERVAL,
+};
+pub use shared::SHARED_SECRET_LEN;
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -108,6 +133,16 @@ CREATE TABLE IF NOT EXISTS mutation_outcomes (
     PRIMARY KEY (session_id, request_id, fingerprint)
 );
 CREATE INDEX IF NOT EXISTS mutation_outcomes_by_ts ON mutation_outcomes (ts);
+CREATE TABLE IF NOT EXISTS commit_log (
+    ts BIGINT PRIMARY KEY,
+    epoch BIGINT NOT NULL,
+    writes BYTEA NOT NULL
+);
+CREATE TABLE IF NOT EXISTS shared_settings (
+    name TEXT PRIMARY KEY,
+    value BYTEA NOT NULL,
+    epoch BIGINT NOT NULL
+);
 INSERT INTO meta (name, value) VALUES ('last_ts', 0) ON CONFLICT (name) DO NOTHING;
 ";
 
@@ -160,20 +195,12 @@ pub struct PostgresPersistence {
     /// ([`PostgresPersistence::claim_node`]); shared by clones, released
     /// when the last is dropped.
     node: Arc<std::sync::Mutex<NodeLock>>,
+    /// Set for good once the lock's session ended ([`lease`]).
+    lease_lost: Arc<std::sync::atomic::AtomicBool>,
     /// The epoch this node claimed the schema at (0 until it has): every
     /// commit is fenced by it — made only while the database's epoch is
     /// still this one.
     epoch: Arc<std::sync::atomic::AtomicI64>,
-}
-
-/// A session holding an advisory lock: the lock lasts as long as it.
-#[derive(Default)]
-struct NodeLock(Option<Client>);
-
-impl Drop for NodeLock {
-    fn drop(&mut self) {
-        drop_client(self.0.take());
-    }
 }
 
 impl std::fmt::Debug for PostgresPersistence {
@@ -231,57 +258,11 @@ impl PostgresPersistence {
             schema: schema.to_string(),
             tls,
             node: Arc::default(),
+            lease_lost: Arc::default(),
             epoch: Arc::default(),
         };
         p.create_tables()?;
         Ok(p)
-    }
-
-    /// Makes this process the one node serving the schema, until this
-    /// store (and every clone) is dropped or its session ends: a session
-    /// advisory lock, tried once. A second node on the same schema is
-    /// refused with an error saying so, instead of serving beside the first
-    /// (each node re-runs live queries only for its own commits, so clients
-    /// of one would not see the other's writes). Export, import and the
-    /// data check do not claim it.
-    pub fn claim_node(&self) -> Result<()> {
-        let mut node = self.node.lock().unwrap_or_else(|e| e.into_inner());
-        if node.0.is_some() {
-            return Ok(());
-        }
-        let mut client = self.client()?;
-        let key = format!("livebase node {}", self.schema);
-        let got = off_runtime(|| {
-            client
-                .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&key])
-                .map(|row| row.get::<_, bool>(0))
-                .map_err(pg)
-        });
-        match got {
-            Ok(true) => match off_runtime(|| next_epoch(&mut client)) {
-                Ok(epoch) => {
-                    self.epoch.store(epoch, std::sync::atomic::Ordering::SeqCst);
-                    node.0 = Some(client);
-                    Ok(())
-                }
-                Err(e) => {
-                    drop_client(Some(client));
-                    Err(e)
-                }
-            },
-            Ok(false) => {
-                drop_client(Some(client));
-                Err(engine_error(format!(
-                    "another livebase node is serving schema `{}` of this database; \
-                     run one node per database (several nodes are not supported yet)",
-                    self.schema
-                )))
-            }
-            Err(e) => {
-                drop_client(Some(client));
-                Err(e)
-            }
-        }
     }
 
     /// The epoch this node claimed the schema at; 0 if it has not.
@@ -301,10 +282,16 @@ impl PostgresPersistence {
     }
 
     fn client(&self) -> Result<Client> {
+        self.client_with(&self.config)
+    }
+
+    /// A session with `config` (this store's, perhaps with settings added),
+    /// its `search_path` set to the schema.
+    fn client_with(&self, config: &postgres::Config) -> Result<Client> {
         off_runtime(|| {
             let mut client = match &self.tls {
-                Some(tls) => self.config.connect(tls.clone()),
-                None => self.config.connect(NoTls),
+                Some(tls) => config.connect(tls.clone()),
+                None => config.connect(NoTls),
             }
             .map_err(pg)?;
             client
@@ -323,9 +310,13 @@ impl PostgresPersistence {
             let c = client.as_mut().expect("the client is there");
             // Made already: read and write rights are enough from then on
             // (CREATE ... IF NOT EXISTS would still ask for the right to create).
+            // Tables added since the first layout (the commit log, the shared
+            // settings) are made in a schema that lacks them.
             let made = c
                 .query_one(
-                    "SELECT to_regclass(format('%I.meta', $1::text)) IS NOT NULL",
+                    "SELECT to_regclass(format('%I.meta', $1::text)) IS NOT NULL
+                        AND to_regclass(format('%I.commit_log', $1::text)) IS NOT NULL
+                        AND to_regclass(format('%I.shared_settings', $1::text)) IS NOT NULL",
                     &[schema],
                 )
                 .map_err(pg)?
@@ -463,12 +454,19 @@ fn drop_client(client: Option<Client>) {
 }
 
 impl Persistence for PostgresPersistence {
+    fn commit_log(&self) -> Result<Option<Box<dyn CommitLog>>> {
+        Ok(Some(Box::new(PostgresCommitLog::open(self)?)))
+    }
+
     fn connect(&self) -> Result<Box<dyn StoreConnection>> {
         Ok(Box::new(PostgresConnection {
             client: Some(self.client()?),
             statements: HashMap::new(),
             txn: Txn::None,
             decoded: DecodedDocuments::default(),
+            log: Vec::new(),
+            trim: log::TrimSchedule::default(),
+            notify: format!("NOTIFY \"{}\"; COMMIT", log_channel(&self.schema)),
             source: self.clone(),
         }))
     }
@@ -495,6 +493,14 @@ struct PostgresConnection {
     /// Where to connect again when the server closed this connection (a
     /// restart, a failover of the database, an idle timeout).
     source: PostgresPersistence,
+    /// The commit log's rows of the open write transaction
+    /// ([`StoreConnection::log_commit`]): timestamps and encoded write sets,
+    /// sent with the commit's own statement.
+    log: Vec<(i64, Vec<u8>)>,
+    /// When the log was last trimmed by this connection.
+    trim: log::TrimSchedule,
+    /// The commit that announces logged commits to the log's readers.
+    notify: String,
 }
 
 impl PostgresConnection {
@@ -528,7 +534,7 @@ impl PostgresConnection {
 
     /// Runs `sql` (statements without parameters) in one round trip and
     /// returns the first column of the rows it answered.
-    fn simple(&mut self, sql: &'static str) -> Result<Vec<String>> {
+    fn simple(&mut self, sql: &str) -> Result<Vec<String>> {
         self.with(|c, _| {
             let messages = c.simple_query(sql).map_err(pg)?;
             Ok(messages
@@ -575,13 +581,15 @@ impl PostgresConnection {
     /// Ends the open transaction with `COMMIT` or `ROLLBACK`. A `COMMIT`
     /// that fails has ended the transaction all the same (PostgreSQL rolls
     /// it back), so afterwards no transaction is open either way.
-    fn end(&mut self, sql: &'static str) -> Result<()> {
+    fn end(&mut self, sql: &str) -> Result<()> {
         let ended = self.simple(sql).map(drop);
         if ended.is_err() {
             // A lost connection, or a statement the server refused: make sure.
             let _ = self.simple("ROLLBACK");
         }
         self.txn = Txn::None;
+        // Log rows of a transaction that did not commit are dropped with it.
+        self.log.clear();
         ended
     }
 
@@ -671,12 +679,23 @@ impl StoreConnection for PostgresConnection {
 
     fn commit(&mut self, ts: Timestamp) -> Result<()> {
         self.in_write("commit outside a write transaction")?;
+        if self.source.lease_lost() {
+            self.end("ROLLBACK")?;
+            return Err(engine_error(format!(
+                "this node's lease on the database (epoch {}) was lost: it commits nothing more",
+                self.source.epoch()
+            )));
+        }
         // In a transaction a failed statement aborted, this UPDATE fails (and
         // the COMMIT below would only roll back): the commit reports it.
         // A node that claimed the schema stamps only while the database's
         // epoch is still its own: a deposed writer's commit fails here.
         let epoch = self.source.epoch();
-        let stamped = if epoch == 0 {
+        let log = std::mem::take(&mut self.log);
+        let announce = !log.is_empty();
+        let stamped = if announce {
+            self.stamp_logged(ts, epoch, log)
+        } else if epoch == 0 {
             self.execute(
                 "UPDATE meta SET value = $1 WHERE name = 'last_ts'",
                 &[&(ts.get() as i64)],
@@ -687,19 +706,28 @@ impl StoreConnection for PostgresConnection {
                  AND (SELECT value FROM meta WHERE name = 'epoch') = $2",
                 &[&(ts.get() as i64), &epoch],
             )
-            .and_then(|rows| match rows {
-                0 => Err(engine_error(format!(
-                    "this node's claim on the database (epoch {epoch}) was taken over by another \
-                     node: it commits nothing more"
-                ))),
-                n => Ok(n),
-            })
         };
-        if let Err(e) = stamped {
-            self.end("ROLLBACK")?;
-            return Err(e);
+        let stamped = stamped.and_then(|rows| match rows {
+            0 => Err(engine_error(format!(
+                "this node's claim on the database (epoch {epoch}) was taken over by another \
+                 node: it commits nothing more"
+            ))),
+            n => Ok(n),
+        });
+        match stamped {
+            Err(e) => {
+                self.end("ROLLBACK")?;
+                Err(e)
+            }
+            // NOTIFY reaches the listeners only if the transaction commits.
+            Ok(_) if announce => {
+                let sql = std::mem::take(&mut self.notify);
+                let ended = self.end(&sql);
+                self.notify = sql;
+                ended
+            }
+            Ok(_) => self.end("COMMIT"),
         }
-        self.end("COMMIT")
     }
 
     fn rollback(&mut self) -> Result<()> {
@@ -913,6 +941,17 @@ impl StoreConnection for PostgresConnection {
         let rows = self.query("SELECT count(*) FROM mutation_outcomes", &[])?;
         let n: i64 = rows.first().map_or(0, |r| r.get(0));
         Ok(n as usize)
+    }
+
+    fn log_commit(&mut self, ts: Timestamp, writes: &WriteSet) -> Result<()> {
+        self.in_write("log_commit outside a write transaction")?;
+        let ts = i64::try_from(ts.get()).map_err(|_| {
+            engine_error(format!(
+                "commit timestamp {ts:?} is past PostgreSQL's bigint"
+            ))
+        })?;
+        self.log.push((ts, writes.encode()));
+        Ok(())
     }
 }
 

@@ -185,6 +185,184 @@ impl WriteSet {
     pub fn is_everything(&self) -> bool {
         self.everything
     }
+
+    /// The write set as bytes, for the commit log other nodes read:
+    /// [`WRITE_SET_FORMAT`], then the keys (a count, then each as its length
+    /// and bytes, in key order), then the documents (a count, then each
+    /// table and id as length and UTF-8 bytes, and its kind as one byte:
+    /// 0 insert, 1 update, 2 delete). Counts and lengths are unsigned
+    /// LEB128 varints, so a small commit costs a few bytes over its keys.
+    pub fn encode(&self) -> Vec<u8> {
+        let size: usize = self.keys.iter().map(|k| k.len() + 2).sum::<usize>()
+            + self
+                .documents
+                .iter()
+                .map(|d| d.table.len() + d.id.len() + 3)
+                .sum::<usize>();
+        let mut out = Vec::with_capacity(size + 11);
+        out.push(WRITE_SET_FORMAT);
+        put_varint(&mut out, self.keys.len() as u64);
+        for key in &self.keys {
+            put_bytes(&mut out, key);
+        }
+        put_varint(&mut out, self.documents.len() as u64);
+        for d in &self.documents {
+            put_bytes(&mut out, d.table.as_bytes());
+            put_bytes(&mut out, d.id.as_bytes());
+            out.push(match d.kind {
+                WriteKind::Insert => 0,
+                WriteKind::Update => 1,
+                WriteKind::Delete => 2,
+            });
+        }
+        out
+    }
+
+    /// A write set from [`WriteSet::encode`]'s bytes. Anything else — cut
+    /// short, trailing bytes, another format version, keys out of order,
+    /// text that is not UTF-8, an unknown kind — is an error naming what
+    /// and where, never a panic; a count is never trusted to size memory
+    /// beyond what the input could hold.
+    pub fn decode(bytes: &[u8]) -> Result<WriteSet, String> {
+        let mut r = Reader { bytes, at: 0 };
+        let version = r.byte("the format version")?;
+        if version != WRITE_SET_FORMAT {
+            return Err(format!(
+                "write set: format version {version}, this livebase reads version {WRITE_SET_FORMAT}"
+            ));
+        }
+        let mut keys = BTreeSet::new();
+        let n = r.varint("the key count")?;
+        for i in 0..n {
+            let key = r.bytes("a key")?.to_vec();
+            if keys.last().is_some_and(|last| *last >= key) {
+                return Err(format!("write set: key {i} is out of order"));
+            }
+            keys.insert(key);
+        }
+        let n = r.varint("the document count")?;
+        // Each document takes at least 3 bytes: no more can follow.
+        let mut documents = Vec::with_capacity((n as usize).min(r.left() / 3));
+        for _ in 0..n {
+            let table = r.text("a document's table")?;
+            let id = r.text("a document's id")?;
+            let kind = match r.byte("a document's kind")? {
+                0 => WriteKind::Insert,
+                1 => WriteKind::Update,
+                2 => WriteKind::Delete,
+                k => {
+                    return Err(format!(
+                        "write set: unknown write kind {k} at byte {}",
+                        r.at - 1
+                    ))
+                }
+            };
+            documents.push(DocumentWrite { table, id, kind });
+        }
+        if r.left() != 0 {
+            return Err(format!(
+                "write set: {} bytes past its end (at byte {})",
+                r.left(),
+                r.at
+            ));
+        }
+        Ok(WriteSet {
+            keys,
+            documents,
+            everything: false,
+        })
+    }
+}
+
+/// The version byte [`WriteSet::encode`] starts with; [`WriteSet::decode`]
+/// reads only this one.
+pub const WRITE_SET_FORMAT: u8 = 1;
+
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// [`WriteSet::decode`]'s cursor over its input.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn left(&self) -> usize {
+        self.bytes.len() - self.at
+    }
+
+    fn cut_short(&self, what: &str) -> String {
+        format!(
+            "write set: cut short reading {what} at byte {} of {}",
+            self.at,
+            self.bytes.len()
+        )
+    }
+
+    fn byte(&mut self, what: &str) -> Result<u8, String> {
+        let b = *self
+            .bytes
+            .get(self.at)
+            .ok_or_else(|| self.cut_short(what))?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn varint(&mut self, what: &str) -> Result<u64, String> {
+        let start = self.at;
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte(what)?;
+            let bits = u64::from(b & 0x7F);
+            if shift == 63 && bits > 1 {
+                break;
+            }
+            n |= bits << shift;
+            if b & 0x80 == 0 {
+                // One way to write each number: a last byte of 0 after the
+                // first is padding `encode` never writes.
+                if b == 0 && shift > 0 {
+                    break;
+                }
+                return Ok(n);
+            }
+        }
+        Err(format!(
+            "write set: {what} at byte {start} is not a 64-bit varint in its shortest form"
+        ))
+    }
+
+    fn bytes(&mut self, what: &str) -> Result<&'a [u8], String> {
+        let len = self.varint(what)?;
+        if len > self.left() as u64 {
+            return Err(format!(
+                "write set: {what} of {len} bytes at byte {} runs past the end ({} left)",
+                self.at,
+                self.left()
+            ));
+        }
+        let bytes = &self.bytes[self.at..self.at + len as usize];
+        self.at += len as usize;
+        Ok(bytes)
+    }
+
+    fn text(&mut self, what: &str) -> Result<String, String> {
+        let at = self.at;
+        let bytes = self.bytes(what)?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| format!("write set: {what} at byte {at} is not UTF-8"))
+    }
 }
 
 /// Where live queries' read intervals are filed, by their common prefix.
@@ -320,6 +498,143 @@ mod tests {
         let mut reads = ReadSet::new();
         reads.record(KeyInterval::point(&[2, 0, 0, 0x4e, 0x1f]));
         assert!(reads.overlaps(&writes), "key 2/19999 is in the set");
+    }
+
+    // -----------------------------------------------------------------------
+    // The write set's bytes, as the commit log keeps them.
+
+    fn sample_writes() -> WriteSet {
+        let mut writes = WriteSet::new();
+        for (i, kind) in [WriteKind::Insert, WriteKind::Update, WriteKind::Delete]
+            .into_iter()
+            .enumerate()
+        {
+            writes.record(
+                DocumentWrite {
+                    table: "tâble".into(),
+                    id: format!("tâble_{i}"),
+                    kind,
+                },
+                &[vec![i as u8, 0xFF], vec![]],
+                &[vec![7; 200 + i]],
+            );
+        }
+        writes
+    }
+
+    #[test]
+    fn a_write_set_round_trips_through_its_bytes() {
+        let empty = WriteSet::new();
+        let bytes = empty.encode();
+        assert_eq!(bytes, [WRITE_SET_FORMAT, 0, 0]);
+        assert_eq!(WriteSet::decode(&bytes).unwrap(), empty);
+
+        let writes = sample_writes();
+        assert_eq!(WriteSet::decode(&writes.encode()).unwrap(), writes);
+
+        // A key past 64 KiB (its length takes three varint bytes).
+        let mut long = WriteSet::new();
+        let key: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        long.record(
+            DocumentWrite {
+                table: "t".into(),
+                id: "t_1".into(),
+                kind: WriteKind::Update,
+            },
+            &[key.clone()],
+            &[[key.as_slice(), b"x"].concat()],
+        );
+        let decoded = WriteSet::decode(&long.encode()).unwrap();
+        assert_eq!(decoded, long);
+        assert!(decoded.keys().contains(&key));
+
+        // Many documents (past the 1- and 2-byte varint counts).
+        let mut many = WriteSet::new();
+        for i in 0..20_000u32 {
+            many.record(
+                DocumentWrite {
+                    table: "items".into(),
+                    id: format!("items_{i}"),
+                    kind: WriteKind::Delete,
+                },
+                &[i.to_be_bytes().to_vec(), b"org".to_vec()],
+                &[],
+            );
+        }
+        let decoded = WriteSet::decode(&many.encode()).unwrap();
+        assert_eq!(decoded.documents().len(), 20_000);
+        assert_eq!(decoded, many);
+    }
+
+    #[test]
+    fn a_write_set_cut_short_anywhere_is_an_error() {
+        let bytes = sample_writes().encode();
+        for len in 0..bytes.len() {
+            let e = WriteSet::decode(&bytes[..len]).expect_err("cut short");
+            assert!(e.starts_with("write set: "), "{e}");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(WriteSet::decode(&long)
+            .unwrap_err()
+            .contains("past its end"));
+    }
+
+    #[test]
+    fn garbage_is_an_error_that_says_what_is_wrong() {
+        let version = WriteSet::decode(&[9, 0, 0]).unwrap_err();
+        assert!(version.contains("format version 9"), "{version}");
+        // Keys must come in order, each once.
+        let twice = WriteSet::decode(&[WRITE_SET_FORMAT, 2, 1, b'a', 1, b'a', 0]).unwrap_err();
+        assert!(twice.contains("out of order"), "{twice}");
+        // A count far past the input does not allocate for it.
+        let huge = [
+            WRITE_SET_FORMAT,
+            0,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0x7F,
+        ];
+        assert!(WriteSet::decode(&huge).unwrap_err().contains("cut short"));
+        let overlong = [
+            WRITE_SET_FORMAT,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0xFF,
+            0x7F,
+        ];
+        assert!(WriteSet::decode(&overlong).unwrap_err().contains("varint"));
+        let padded = WriteSet::decode(&[WRITE_SET_FORMAT, 0x80, 0x00, 0]).unwrap_err();
+        assert!(padded.contains("varint"), "{padded}");
+        let kind = WriteSet::decode(&[WRITE_SET_FORMAT, 0, 1, 1, b't', 1, b'i', 3]).unwrap_err();
+        assert!(kind.contains("kind 3"), "{kind}");
+        let utf8 = WriteSet::decode(&[WRITE_SET_FORMAT, 0, 1, 1, 0xFF, 1, b'i', 0]).unwrap_err();
+        assert!(utf8.contains("not UTF-8"), "{utf8}");
+    }
+
+    proptest! {
+        /// Whatever the bytes, decoding answers (no panic), and whatever it
+        /// accepts encodes back to the same bytes.
+        #[test]
+        fn decoding_any_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let mut input = vec![WRITE_SET_FORMAT];
+            input.extend(bytes);
+            if let Ok(writes) = WriteSet::decode(&input) {
+                prop_assert_eq!(writes.encode(), input);
+            }
+        }
     }
 
     // -----------------------------------------------------------------------
