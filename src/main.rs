@@ -282,7 +282,7 @@ async fn run(args: ServeArgs, mode: Mode) -> Result<(), livebase_runtime::Error>
         livebase_runtime::storage::parse_public_url(raw)
             .map_err(|e| livebase_runtime::Error::invalid(format!("--public-url: {e}")))?;
     }
-    let (store, described) = args
+    let (store, described, cluster) = args
         .store
         .open()
         .map_err(livebase_runtime::Error::invalid)?;
@@ -314,6 +314,7 @@ async fn run(args: ServeArgs, mode: Mode) -> Result<(), livebase_runtime::Error>
             max_upload_bytes: args.max_upload_bytes,
             ..EdgeOptions::default()
         },
+        cluster,
         ..ServerOptions::default()
     };
     let signal = shutdown_signal()?;
@@ -336,7 +337,14 @@ async fn run(args: ServeArgs, mode: Mode) -> Result<(), livebase_runtime::Error>
         tracing::info!("shutting down");
         let _ = stop.send(());
     });
+    let stepped_down = server.stepped_down();
     server.wait().await;
+    if stepped_down.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(livebase_runtime::Error::internal(
+            "this node lost the writer's lease to another node and stopped; \
+             start it again to follow the new writer",
+        ));
+    }
     Ok(())
 }
 

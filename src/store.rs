@@ -8,20 +8,27 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use livebase_runtime::server::Store;
+use livebase_runtime::node::Lease;
+use livebase_runtime::server::{ClusterOptions, Store};
 use livebase_store_postgres::{PostgresPersistence, DEFAULT_SCHEMA};
 
 #[derive(Args, Clone, Debug)]
 pub struct StoreArgs {
     /// Store documents in this PostgreSQL database instead of the data
     /// folder's SQLite file: `postgres://user:password@host:5432/db`
-    /// (`?sslmode=require` for TLS). One node per database for now.
+    /// (`?sslmode=require` for TLS). Several nodes may share one: the
+    /// first is the writer, the others follow it and take over if it goes.
     #[arg(long, env = "LIVEBASE_POSTGRES_URL", hide_env_values = true)]
     postgres: Option<String>,
     /// A PEM file of CA certificates that PostgreSQL's TLS certificate is
     /// checked against, instead of the built-in (Mozilla) roots.
     #[arg(long, env = "LIVEBASE_POSTGRES_CA_FILE", requires = "postgres")]
     postgres_ca_file: Option<PathBuf>,
+    /// With --postgres: the `http://host:port` the other nodes reach this
+    /// one at to forward writes when it is the writer (default: the address
+    /// it listens on).
+    #[arg(long, env = "LIVEBASE_NODE_URL", requires = "postgres")]
+    node_url: Option<String>,
 }
 
 impl StoreArgs {
@@ -46,16 +53,53 @@ impl StoreArgs {
         )
     }
 
-    /// The server's store, and how to call it when it is not the data folder.
-    /// On PostgreSQL this process claims the schema as its one node.
-    pub fn open(&self) -> Result<(Store, Option<String>), String> {
+    /// The server's store, how to call it when it is not the data folder,
+    /// and, on PostgreSQL, how this node shares it with others.
+    pub fn open(&self) -> Result<(Store, Option<String>, Option<ClusterOptions>), String> {
         Ok(match self.open_postgres()? {
             Some(p) => {
-                p.claim_node().map_err(|e| format!("--postgres: {e}"))?;
                 let described = p.describe();
-                (Store::Engine(Arc::new(p)), Some(described))
+                let cluster = ClusterOptions {
+                    lease: Arc::new(PostgresLease(p.clone())),
+                    node_url: self.node_url.clone(),
+                };
+                (Store::Engine(Arc::new(p)), Some(described), Some(cluster))
             }
-            None => (Store::DataFolder, None),
+            None => (Store::DataFolder, None, None),
         })
+    }
+}
+
+/// The writer's lease and the nodes' shared settings, as PostgreSQL keeps
+/// them (see `livebase_store_postgres`'s `lease` and `shared`).
+struct PostgresLease(PostgresPersistence);
+
+fn store_error(e: livebase_runtime::error::StoreError) -> livebase_runtime::Error {
+    livebase_runtime::Error::from(e)
+}
+
+impl Lease for PostgresLease {
+    fn try_claim(&self) -> livebase_runtime::Result<bool> {
+        self.0.try_claim_node().map_err(store_error)
+    }
+
+    fn lost(&self) -> bool {
+        self.0.lease_lost()
+    }
+
+    fn advertise(&self, url: &str) -> livebase_runtime::Result<()> {
+        self.0.advertise_writer(url).map_err(store_error)
+    }
+
+    fn writer_url(&self) -> livebase_runtime::Result<Option<String>> {
+        Ok(self
+            .0
+            .writer_url()
+            .map_err(store_error)?
+            .map(|(url, _)| url))
+    }
+
+    fn shared_secret(&self, name: &str, seed: Option<&[u8]>) -> livebase_runtime::Result<Vec<u8>> {
+        self.0.shared_secret_seeded(name, seed).map_err(store_error)
     }
 }

@@ -67,6 +67,26 @@ struct Inner {
     files: Option<crate::storage::Files>,
     /// The origin stored files' URLs are built on (the server's public URL).
     public_url: Option<Arc<str>>,
+    /// Where mutations run when this process is not the store's writer
+    /// (one of several nodes: [`crate::node`]).
+    forward: Option<Arc<dyn Forward>>,
+}
+
+/// Where a mutation runs when this process may not commit: the store's
+/// writer, another process ([`crate::node::Node`] implements it).
+pub trait Forward: Send + Sync + 'static {
+    /// Whether this process is the writer now (its mutations run here).
+    fn is_writer(&self) -> bool;
+    /// Runs a mutation on the writer, as `identity` calling as `caller`,
+    /// keyed by `key`: its value and commit timestamp.
+    fn forward<'a>(
+        &'a self,
+        path: &'a str,
+        args: &'a [Value],
+        identity: &'a Identity,
+        caller: Caller,
+        key: Option<&'a RequestKey>,
+    ) -> futures::future::BoxFuture<'a, Result<(Value, Timestamp)>>;
 }
 
 /// A query's result and what it read, at the snapshot `ts`.
@@ -83,6 +103,7 @@ impl Executor {
                 cursor_key: crate::pagination::process_key(),
                 files: None,
                 public_url: None,
+                forward: None,
             }),
         }
     }
@@ -125,6 +146,12 @@ impl Executor {
     }
 
     /// The origin stored files' URLs are built on, if set.
+    /// This executor with its mutations run through `forward` whenever
+    /// this process is not the store's writer.
+    pub fn with_forward(self, forward: Arc<dyn Forward>) -> Executor {
+        self.with(|i| i.forward = Some(forward))
+    }
+
     pub fn public_url(&self) -> Option<&Arc<str>> {
         self.inner.public_url.as_ref()
     }
@@ -230,7 +257,14 @@ impl Executor {
         key: Option<RequestKey>,
     ) -> Result<(Value, Timestamp)> {
         let started = Instant::now();
-        let outcome = self.mutation_inner(path, args, identity, caller, key).await;
+        let outcome = match &self.inner.forward {
+            Some(forward) if !forward.is_writer() => {
+                forward
+                    .forward(path, &args, &identity, caller, key.as_ref())
+                    .await
+            }
+            _ => self.mutation_inner(path, args, identity, caller, key).await,
+        };
         self.log_call(path, FunctionKind::Mutation, started, &outcome);
         outcome.map_err(|e| e.redact(path))
     }

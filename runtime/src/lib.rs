@@ -17,6 +17,7 @@ pub mod email;
 pub mod executor;
 pub mod function;
 pub mod identity;
+pub mod node;
 pub mod private_files;
 pub mod registry;
 pub mod route;

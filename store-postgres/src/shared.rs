@@ -68,16 +68,24 @@ impl PostgresPersistence {
     /// asking at once agree: each inserts its own only if none is there,
     /// then all read the one that is).
     pub fn shared_secret(&self, name: &str) -> Result<Vec<u8>> {
+        self.shared_secret_seeded(name, None)
+    }
+
+    /// As [`PostgresPersistence::shared_secret`], but a first caller that
+    /// has a `seed` (the secret of a deployment moved here from one node's
+    /// data folder) stores it rather than random bytes.
+    pub fn shared_secret_seeded(&self, name: &str, seed: Option<&[u8]>) -> Result<Vec<u8>> {
         if name.is_empty() {
             return Err(engine_error("a shared secret needs a name".into()));
         }
         let key = format!("secret:{name}");
-        let mine: [u8; SHARED_SECRET_LEN] = rand::random();
+        let random: [u8; SHARED_SECRET_LEN] = rand::random();
+        let mine = seed.unwrap_or(&random);
         self.with_client(|c| {
             c.execute(
                 "INSERT INTO shared_settings (name, value, epoch) VALUES ($1, $2, 0)
                  ON CONFLICT (name) DO NOTHING",
-                &[&key, &mine.as_slice()],
+                &[&key, &mine],
             )
             .map_err(pg)?;
             // A separate statement: its snapshot holds the row a concurrent

@@ -100,6 +100,9 @@ struct Inner {
     listeners: Arc<Mutex<Listeners>>,
     /// Tells the commit log's reader, if there is one, to stop.
     stopped: Arc<AtomicBool>,
+    /// Whether this process may commit: not while another node is the
+    /// store's writer ([`Database::set_writable`]).
+    writable: AtomicBool,
 }
 
 impl Drop for Inner {
@@ -241,6 +244,7 @@ impl Database {
                 clock,
                 listeners,
                 stopped,
+                writable: AtomicBool::new(true),
             }),
         };
         Ok(db)
@@ -274,6 +278,18 @@ impl Database {
         Ok(listeners.told)
     }
 
+    /// Allows or refuses commits from this process: a node that is not the
+    /// store's writer sets it off, and every mutation then fails at once
+    /// (without reaching the store) until it is set on again.
+    pub fn set_writable(&self, writable: bool) {
+        self.inner.writable.store(writable, Ordering::SeqCst);
+    }
+
+    /// Whether this process may commit ([`Database::set_writable`]).
+    pub fn is_writable(&self) -> bool {
+        self.inner.writable.load(Ordering::SeqCst)
+    }
+
     /// The timestamp of the last commit.
     pub async fn last_ts(&self) -> Result<Timestamp> {
         self.on_writer(|w| w.last_ts).await
@@ -300,6 +316,11 @@ impl Database {
         &self,
         f: impl FnOnce(&mut Transaction) -> Result<T> + Send + 'static,
     ) -> Result<Committed<T>> {
+        if !self.is_writable() {
+            return Err(Error::internal(
+                "this node is not the store's writer: it cannot commit",
+            ));
+        }
         let (tx, rx) = oneshot::channel();
         let job = WriteJob::Mutation(Box::new(move |w: Result<&mut Writer>| {
             let (outcome, durable) = match w.and_then(|w| w.stage(f)) {
@@ -670,7 +691,11 @@ mod tests {
         fn delete_document(&mut self, id: &DocumentId) -> crate::error::StoreResult<()> {
             self.inner.delete_document(id)
         }
-        fn put_index_entry(&mut self, key: &[u8], id: &DocumentId) -> crate::error::StoreResult<()> {
+        fn put_index_entry(
+            &mut self,
+            key: &[u8],
+            id: &DocumentId,
+        ) -> crate::error::StoreResult<()> {
             self.inner.put_index_entry(key, id)
         }
         fn delete_index_entry(&mut self, key: &[u8]) -> crate::error::StoreResult<()> {
@@ -687,13 +712,21 @@ mod tests {
         fn put_outcome(&mut self, outcome: &MutationOutcome) -> crate::error::StoreResult<()> {
             self.inner.put_outcome(outcome)
         }
-        fn purge_outcomes(&mut self, before: Timestamp, limit: usize) -> crate::error::StoreResult<usize> {
+        fn purge_outcomes(
+            &mut self,
+            before: Timestamp,
+            limit: usize,
+        ) -> crate::error::StoreResult<usize> {
             self.inner.purge_outcomes(before, limit)
         }
         fn count_outcomes(&mut self) -> crate::error::StoreResult<usize> {
             self.inner.count_outcomes()
         }
-        fn log_commit(&mut self, ts: Timestamp, writes: &WriteSet) -> crate::error::StoreResult<()> {
+        fn log_commit(
+            &mut self,
+            ts: Timestamp,
+            writes: &WriteSet,
+        ) -> crate::error::StoreResult<()> {
             self.pending.push((ts, writes.clone()));
             Ok(())
         }

@@ -829,6 +829,57 @@ export async function orgWithMember(url, clients, label = "org") {
   return { owner, member, organizationId, slug, invitationId };
 }
 
+/** Set to a PostgreSQL server's URL (a user who may create databases),
+ * the files that use `serverForFile` run against a follower node: a writer
+ * and a follower on a fresh database of that server, the tests' clients
+ * all connected to the follower. */
+export const FOLLOWER_ENV = "LIVEBASE_E2E_FOLLOWER_POSTGRES";
+
+/**
+ * Two nodes on a fresh database of the PostgreSQL server at `serverUrl`
+ * (created with `psql`): a writer, then a follower. Returns the follower as
+ * `startServer` would (its `stop()` stops both); the mails it sends are in
+ * the writer's outbox, where `outboxLink` looks for them.
+ */
+export async function startFollower(serverUrl, options = {}) {
+  const name = unique("e2e").replace(/[^a-z0-9_]/gi, "_").toLowerCase();
+  await new Promise((resolve, reject) => {
+    const psql = spawn("psql", [serverUrl, "-v", "ON_ERROR_STOP=1", "-qc", `CREATE DATABASE ${name}`], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let err = "";
+    psql.stderr.on("data", (c) => (err += c));
+    psql.on("error", reject);
+    psql.on("exit", (code) =>
+      code === 0 ? resolve() : reject(new Error(`creating database ${name}: ${err}`)),
+    );
+  });
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  const args = [...(options.args ?? []), "--postgres", url.toString()];
+  const writer = await startServer({ ...options, args });
+  let follower;
+  try {
+    follower = await startServer({ ...options, args });
+  } catch (e) {
+    await writer.stop();
+    throw e;
+  }
+  dataDirs.set(follower.url, writer.dataDir);
+  return {
+    url: follower.url,
+    dataDir: writer.dataDir,
+    logs: () => `follower:\n${follower.logs()}\nwriter:\n${writer.logs()}`,
+    async stop() {
+      try {
+        await follower.stop();
+      } finally {
+        await writer.stop();
+      }
+    },
+  };
+}
+
 /**
  * One server and its clients for a whole test file: started before the
  * first test, every client closed and the server stopped after the last.
@@ -838,7 +889,9 @@ export function serverForFile(use, options) {
   let server;
   let clients;
   before(async () => {
-    server = await startServer(options);
+    server = process.env[FOLLOWER_ENV]
+      ? await startFollower(process.env[FOLLOWER_ENV], options)
+      : await startServer(options);
     clients = new Clients(server.url);
     use(server, clients);
   });

@@ -26,6 +26,9 @@ use crate::database::Database;
 pub const MAX_TRACKED: usize = 1_000_000;
 /// Longest sleep between checks that the server is still running.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// Sleep between checks whether a node that is not the store's writer has
+/// become it.
+const FOLLOWER_SLEEP: Duration = Duration::from_secs(1);
 
 /// The sessions to end, by expiry, and the database to end them in.
 pub struct Expiry {
@@ -102,6 +105,13 @@ pub async fn run(expiry: Weak<Expiry>) {
         let Some(watch) = expiry.upgrade() else {
             return;
         };
+        if !watch.db.is_writable() {
+            // Another node is the writer (this one may become it): the
+            // sessions stay watched until this node can end them.
+            drop(watch);
+            let _ = tokio::time::timeout(FOLLOWER_SLEEP, wake.notified()).await;
+            continue;
+        }
         let (due, next) = watch.take_due(now_ms() as u64);
         let db = watch.db.clone();
         drop(watch);

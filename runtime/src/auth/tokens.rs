@@ -124,8 +124,22 @@ fn load_or_create_secret(data_dir: &Path) -> Result<Vec<u8>> {
     if !path.exists() {
         create_secret_file(data_dir)?;
     }
-    warn_if_readable_by_others(&path);
-    let text = fs::read_to_string(&path).map_err(|e| io_error("reading", &path, e))?;
+    read_secret(&path)
+}
+
+/// The secret in the data folder's [`SECRET_FILE`], if there is one (none
+/// is created).
+pub fn existing_secret(data_dir: &Path) -> Result<Option<Vec<u8>>> {
+    let path = data_dir.join(SECRET_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    read_secret(&path).map(Some)
+}
+
+fn read_secret(path: &Path) -> Result<Vec<u8>> {
+    warn_if_readable_by_others(path);
+    let text = fs::read_to_string(path).map_err(|e| io_error("reading", path, e))?;
     let secret = B64
         .decode(text.trim())
         .map_err(|e| Error::internal(format!("{} is not base64url: {e}", path.display())))?;

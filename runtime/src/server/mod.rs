@@ -19,6 +19,7 @@ pub mod files;
 pub mod http;
 pub mod inflight;
 mod listener;
+pub mod nodes;
 pub mod routes;
 pub mod ws;
 
@@ -41,6 +42,7 @@ use crate::datadir::DataDirLock;
 use crate::email::{MailOptions, Mailer};
 use crate::error::{Error, Result};
 use crate::executor::Executor;
+use crate::node::{Lease, Node};
 use crate::registry::Registry;
 use crate::scheduler::{self, SchedulerOptions};
 use crate::store::sqlite::SqlitePersistence;
@@ -157,6 +159,27 @@ pub struct ServerOptions {
     /// timers read the time: the real clock, or a test's
     /// ([`crate::clock::TestClock`]).
     pub clock: Clock,
+    /// One of several nodes sharing the store ([`crate::node`]): the
+    /// writer's lease, and where this node takes forwarded writes.
+    pub cluster: Option<ClusterOptions>,
+}
+
+/// How this server shares its store with other nodes.
+#[derive(Clone)]
+pub struct ClusterOptions {
+    pub lease: Arc<dyn Lease>,
+    /// The `http://host:port` other nodes reach this one at when it is the
+    /// writer; `None`: the bound address (the loopback address in place of
+    /// an unspecified one, which suits nodes on one machine only).
+    pub node_url: Option<String>,
+}
+
+impl std::fmt::Debug for ClusterOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterOptions")
+            .field("node_url", &self.node_url)
+            .finish()
+    }
 }
 
 impl Default for ServerOptions {
@@ -172,6 +195,7 @@ impl Default for ServerOptions {
             dashboard: false,
             edge: EdgeOptions::default(),
             clock: Clock::real(),
+            cluster: None,
         }
     }
 }
@@ -216,6 +240,8 @@ pub struct AppState {
     /// The clock of the WebSocket liveness timers.
     pub clock: Clock,
     pub shutdown: broadcast::Sender<()>,
+    /// This node, when several share the store.
+    pub node: Option<Arc<Node>>,
 }
 
 /// A running server.
@@ -223,10 +249,46 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub state: AppState,
     task: JoinHandle<()>,
+    /// What runs only on the store's writer, once this node is it.
+    writer_tasks: Arc<tokio::sync::Mutex<Option<WriterTasks>>>,
+    /// The follower's wait for the lease, then the writer's watch over it.
+    lease_task: Option<JoinHandle<()>>,
+    /// Set when this node lost the writer's lease and stopped.
+    stepped_down: Arc<std::sync::atomic::AtomicBool>,
+    _data_dir: DataDirLock,
+}
+
+/// The scheduler, the upkeep and the files' collector: they write, so they
+/// run on the store's writer only.
+struct WriterTasks {
     scheduler: scheduler::Worker,
     upkeep: JoinHandle<()>,
     files: JoinHandle<()>,
-    _data_dir: DataDirLock,
+}
+
+impl WriterTasks {
+    async fn start(
+        executor: &Executor,
+        files: &crate::storage::Files,
+        options: &SchedulerOptions,
+        shutdown: &broadcast::Sender<()>,
+    ) -> Result<WriterTasks> {
+        let scheduler =
+            scheduler::start(executor.clone(), options.clone(), shutdown.subscribe()).await?;
+        let upkeep = crate::upkeep::start(executor.database().clone(), shutdown.subscribe());
+        let files = files.start_collector(shutdown.subscribe()).await?;
+        Ok(WriterTasks {
+            scheduler,
+            upkeep,
+            files,
+        })
+    }
+
+    async fn stopped(self) {
+        self.scheduler.stopped().await;
+        let _ = self.upkeep.await;
+        let _ = self.files.await;
+    }
 }
 
 impl RunningServer {
@@ -259,10 +321,26 @@ impl RunningServer {
             self.state.connections.acquire_many(all),
         )
         .await;
-        self.scheduler.stopped().await;
-        let _ = self.upkeep.await;
-        let _ = self.files.await;
+        if let Some(task) = self.lease_task {
+            task.abort();
+            let _ = task.await;
+        }
+        if let Some(tasks) = self.writer_tasks.lock().await.take() {
+            tasks.stopped().await;
+        }
         self.state.subscriptions.shutdown();
+    }
+
+    /// Set when this node stops because it lost the store's writer lease
+    /// (another node took it over): it must not go on as the writer. Read
+    /// it after [`RunningServer::wait`].
+    pub fn stepped_down(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.stepped_down.clone()
+    }
+
+    /// Whether this node is the store's writer now (always, on one node).
+    pub fn is_writer(&self) -> bool {
+        self.state.node.as_ref().is_none_or(|n| n.is_writer())
     }
 }
 
@@ -317,10 +395,27 @@ async fn start(
         registry.schema().clone(),
         options.clock.clone(),
     )?;
+    // Tokens and cursors are signed with the deployment's secret: on
+    // several nodes, one they share through the store (unless it is set in
+    // the environment, for every node alike).
+    let secret = match &options.cluster {
+        Some(cluster) if std::env::var(crate::auth::tokens::SECRET_ENV).is_err() => {
+            // The first node seeds it with its data folder's secret, if it
+            // has one: a deployment moved onto PostgreSQL keeps its tokens.
+            let seed = crate::auth::tokens::existing_secret(&options.data_dir)?;
+            let lease = cluster.lease.clone();
+            blocking(move || lease.shared_secret(crate::node::DEPLOYMENT_SECRET, seed.as_deref()))
+                .await?
+        }
+        _ => crate::auth::tokens::deployment_secret(&options.data_dir)?,
+    };
     let (authenticator, auth_routes, session_auth) = match authenticator {
         Some(custom) => (custom, None, None),
         None => {
-            let auth = SessionAuth::open(&options.data_dir, db.clone())?;
+            let auth = SessionAuth::with_keys(
+                crate::auth::tokens::TokenKeys::from_secret(&secret)?,
+                db.clone(),
+            );
             let routes = crate::auth::http::routes(auth.clone());
             let handle = auth.clone();
             (
@@ -344,9 +439,7 @@ async fn start(
     }
     // Cursors and journals stay valid across restarts: their key comes from
     // the deployment's secret.
-    let cursor_key = crate::pagination::CursorKey::derive(&crate::auth::tokens::deployment_secret(
-        &options.data_dir,
-    )?);
+    let cursor_key = crate::pagination::CursorKey::derive(&secret);
     // Stored files' bytes: `<data>/files/`, content-addressed.
     let blobs = crate::storage::DirBlobStore::open(&options.data_dir)
         .map_err(|e| Error::internal(format!("opening the files folder: {e}")))?;
@@ -355,11 +448,29 @@ async fn start(
     // Upload and file URLs are absolute, as Convex's: by default on the
     // server's own URL, as mail links are.
     let public_url = public_url.unwrap_or_else(|| format!("http://{addr}"));
-    let mut executor = Executor::new(db, Arc::new(registry))
+    let mut executor = Executor::new(db.clone(), Arc::new(registry))
         .with_mailer(mailer)
         .with_cursor_key(cursor_key)
         .with_files(files.clone())
         .with_public_url(&public_url);
+    // One of several nodes: the writer if it gets the lease now, else a
+    // follower until it does.
+    let node = match &options.cluster {
+        Some(cluster) => {
+            let own_url = cluster.node_url.clone().unwrap_or_else(|| {
+                let ip = match addr.ip() {
+                    ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+                    ip => ip,
+                };
+                format!("http://{}", SocketAddr::new(ip, addr.port()))
+            });
+            let lease = cluster.lease.clone();
+            let node = Arc::new(blocking(move || Node::new(lease, own_url)).await?);
+            executor = executor.with_forward(node.clone());
+            Some(node)
+        }
+        None => None,
+    };
     let calls = options.dashboard.then(CallLog::default);
     if let Some(calls) = &calls {
         executor = executor.with_call_log(calls.clone());
@@ -367,14 +478,48 @@ async fn start(
     let subscriptions =
         Subscriptions::start(&executor, options.edge.max_queued_result_bytes).await?;
     let (shutdown, _) = broadcast::channel(1);
-    let scheduler = scheduler::start(
-        executor.clone(),
-        options.scheduler.clone(),
-        shutdown.subscribe(),
-    )
-    .await?;
-    let upkeep = crate::upkeep::start(executor.database().clone(), shutdown.subscribe());
-    let files = files.start_collector(shutdown.subscribe()).await?;
+    let writer_tasks = Arc::new(tokio::sync::Mutex::new(None));
+    let stepped_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lease_task = match &node {
+        None => {
+            let tasks =
+                WriterTasks::start(&executor, &files, &options.scheduler, &shutdown).await?;
+            *writer_tasks.lock().await = Some(tasks);
+            None
+        }
+        Some(node) => {
+            let lease = node.lease().clone();
+            let claimed = blocking(move || lease.try_claim()).await?;
+            if claimed {
+                take_over(
+                    node,
+                    &db,
+                    &executor,
+                    &files,
+                    &options.scheduler,
+                    &shutdown,
+                    &writer_tasks,
+                )
+                .await?;
+            } else {
+                db.set_writable(false);
+                tracing::info!(
+                    "another node is the writer: this one follows it, and takes over if it goes"
+                );
+            }
+            let lease = LeaseKeeper {
+                node: node.clone(),
+                db: db.clone(),
+                executor: executor.clone(),
+                files: files.clone(),
+                scheduler: options.scheduler.clone(),
+                shutdown: shutdown.clone(),
+                writer_tasks: writer_tasks.clone(),
+                stepped_down: stepped_down.clone(),
+            };
+            Some(tokio::spawn(lease.run()))
+        }
+    };
     let state = AppState {
         executor,
         subscriptions,
@@ -386,6 +531,7 @@ async fn start(
         edge: options.edge,
         clock: options.clock.clone(),
         shutdown,
+        node: node.clone(),
     };
     let app = match auth_routes {
         Some(auth) => router(state.clone()).merge(auth),
@@ -411,6 +557,12 @@ async fn start(
     // After the layer, so that uploads stream their bodies (`files` reads
     // them under its own limit and deadline).
     let app = app.merge(files::routes(state.clone()));
+    // Outermost: a follower passes the writes outside of functions to the
+    // writer before any route of its own sees them.
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        nodes::route,
+    ));
     let stop = state.shutdown.subscribe();
     let task = tokio::spawn(listener::run(
         listener,
@@ -423,11 +575,105 @@ async fn start(
         addr,
         state,
         task,
-        scheduler,
-        upkeep,
-        files,
+        writer_tasks,
+        lease_task,
+        stepped_down,
         _data_dir: data_dir,
     })
+}
+
+/// Runs `f` (a call to the store) off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(format!("a store call panicked: {e}")))?
+}
+
+/// Makes this node the writer, once it holds the lease: it may commit,
+/// tells the other nodes where to forward writes, and starts what runs on
+/// the writer only (the scheduler first marks the actions the previous
+/// writer left running as interrupted).
+async fn take_over(
+    node: &Arc<Node>,
+    db: &Database,
+    executor: &Executor,
+    files: &crate::storage::Files,
+    scheduler: &SchedulerOptions,
+    shutdown: &broadcast::Sender<()>,
+    writer_tasks: &tokio::sync::Mutex<Option<WriterTasks>>,
+) -> Result<()> {
+    db.set_writable(true);
+    let n = node.clone();
+    blocking(move || n.become_writer()).await?;
+    let tasks = WriterTasks::start(executor, files, scheduler, shutdown).await?;
+    *writer_tasks.lock().await = Some(tasks);
+    tracing::info!(url = %node.own_url(), "this node is the writer");
+    Ok(())
+}
+
+/// A follower's wait for the lease, then the writer's watch over it.
+struct LeaseKeeper {
+    node: Arc<Node>,
+    db: Database,
+    executor: Executor,
+    files: crate::storage::Files,
+    scheduler: SchedulerOptions,
+    shutdown: broadcast::Sender<()>,
+    writer_tasks: Arc<tokio::sync::Mutex<Option<WriterTasks>>>,
+    stepped_down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LeaseKeeper {
+    async fn run(self) {
+        let mut failures = 0u32;
+        while !self.node.is_writer() {
+            tokio::time::sleep(crate::node::LEASE_POLL).await;
+            let lease = self.node.lease().clone();
+            match blocking(move || lease.try_claim()).await {
+                Ok(false) => failures = 0,
+                Ok(true) => {
+                    let taken = take_over(
+                        &self.node,
+                        &self.db,
+                        &self.executor,
+                        &self.files,
+                        &self.scheduler,
+                        &self.shutdown,
+                        &self.writer_tasks,
+                    )
+                    .await;
+                    if let Err(e) = taken {
+                        tracing::error!("taking over as the writer failed: {e}; stopping");
+                        return self.step_down();
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_multiple_of(100) {
+                        tracing::warn!("trying to take the writer's lease: {e}");
+                    }
+                }
+            }
+        }
+        loop {
+            tokio::time::sleep(crate::node::LEASE_CHECK).await;
+            if self.node.lease().lost() {
+                tracing::error!(
+                    "this node lost the writer's lease (another node took it over, or its \
+                     session with the store ended): it stops, and nothing more it commits lands"
+                );
+                return self.step_down();
+            }
+        }
+    }
+
+    fn step_down(&self) {
+        self.node.step_down();
+        self.db.set_writable(false);
+        self.stepped_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.shutdown.send(());
+    }
 }
 
 fn router(state: AppState) -> Router {
@@ -438,6 +684,7 @@ fn router(state: AppState) -> Router {
         .route("/api/mutation", post(http::mutation))
         .route("/api/action", post(http::action))
         .route("/health", get(http::health))
+        .route(crate::node::FORWARD_PATH, post(nodes::accept_mutation))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_MESSAGE_SIZE))
         .with_state(state)
 }

@@ -1,0 +1,377 @@
+//! Writes a follower passes to the writer: mutations, as calls to the
+//! writer's [`FORWARD_PATH`], and whole HTTP requests of the routes that
+//! write outside of functions ([`Node::proxy`]).
+//!
+//! A forwarded mutation carries the caller's identity, which the follower
+//! checked, and its `(sessionId, requestId)`: the writer runs it as if the
+//! caller had sent it there, so a resend after a failover is answered from
+//! the stored outcome. The writer believes the identity only of a request
+//! that presents the nodes' secret ([`NODE_HEADER`]).
+
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use livebase_schema::{Timestamp, Value};
+use serde_json::{json, Value as JsonValue};
+
+use super::Node;
+use crate::error::{Error, ErrorCode, Result};
+use crate::executor::{Caller, Forward, RequestKey};
+use crate::identity::Identity;
+use crate::server::client_addr::ClientAddr;
+
+/// Where the writer takes forwarded mutations.
+pub const FORWARD_PATH: &str = "/_node/mutation";
+/// The header a node proves itself with: the nodes' secret.
+pub const NODE_HEADER: &str = "livebase-node";
+/// The header a follower names the client's address in, on a request it
+/// passes on whole (believed only beside [`NODE_HEADER`]).
+pub const FORWARDED_FOR: &str = "livebase-forwarded-for";
+/// How long a follower keeps trying to reach a writer (one may be taking
+/// over the lease) before the write fails.
+pub const WRITER_WAIT: Duration = Duration::from_secs(15);
+
+/// How often a follower waiting for the writer's answer checks that the
+/// lease has not moved on.
+pub const WRITER_CHECK: Duration = Duration::from_millis(500);
+
+/// The [`NODE_HEADER`] value of `secret`.
+pub fn encode_secret(secret: &[u8]) -> String {
+    B64.encode(secret)
+}
+
+/// What went wrong reaching the writer, for a retry to decide on.
+enum Failure {
+    /// Nothing ran: the request did not arrive, or arrived at a node that
+    /// is not the writer (any longer).
+    NotRun(String),
+    /// It may have run.
+    Unknown(String),
+}
+
+impl Node {
+    /// Runs a mutation on the writer, as `identity` calling as `caller`,
+    /// keyed by `key`; the value and commit timestamp it answered. While no
+    /// writer answers (one is taking over) it tries again for up to
+    /// [`WRITER_WAIT`]; a request that may have run is sent again only when
+    /// keyed, since the writer then answers a resend from its outcome.
+    pub async fn forward_mutation(
+        &self,
+        path: &str,
+        args: &[Value],
+        identity: &Identity,
+        caller: Caller,
+        key: Option<&RequestKey>,
+    ) -> Result<(Value, Timestamp)> {
+        let body = json!({
+            "path": path,
+            "args": args.iter().map(Value::to_json).collect::<Vec<_>>(),
+            "identity": match identity {
+                Identity::Anonymous => JsonValue::Null,
+                Identity::User { user_id, session_id } =>
+                    json!({"userId": user_id, "sessionId": session_id}),
+            },
+            "caller": match caller { Caller::Client => "client", Caller::Server => "server" },
+            "sessionId": key.map(|k| k.session_id.clone()),
+            "requestId": key.map(|k| k.request_id),
+        });
+        let body = Bytes::from(body.to_string());
+        let started = Instant::now();
+        let mut refresh = false;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let failure = match self.call_writer(refresh, body.clone()).await {
+                Ok(answer) => return answer,
+                Err(failure) => failure,
+            };
+            let message = match failure {
+                Failure::NotRun(message) => message,
+                Failure::Unknown(message) if key.is_some() => message,
+                Failure::Unknown(message) => {
+                    tracing::error!("forwarding mutation {path}: {message}");
+                    return Err(Error::internal(format!(
+                        "forwarding mutation {path} to the writer: {message}; \
+                         it may or may not have run"
+                    )));
+                }
+            };
+            if started.elapsed() >= WRITER_WAIT {
+                return Err(Error::internal(format!(
+                    "forwarding mutation {path}: no writer answered within {WRITER_WAIT:?} \
+                     (last: {message})"
+                )));
+            }
+            tracing::debug!("forwarding mutation {path}: {message}; trying again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+            refresh = true;
+        }
+    }
+
+    /// One try: the answer, or why there is none.
+    async fn call_writer(
+        &self,
+        refresh: bool,
+        body: Bytes,
+    ) -> std::result::Result<Result<(Value, Timestamp)>, Failure> {
+        let writer = self
+            .writer_url(refresh)
+            .map_err(|e| Failure::NotRun(format!("reading the writer's address: {e}")))?
+            .ok_or_else(|| Failure::NotRun("no writer has taken the lease yet".into()))?;
+        let authority = authority(&writer).map_err(Failure::NotRun)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            HeaderName::from_static(NODE_HEADER),
+            HeaderValue::from_str(&encode_secret(&self.secret))
+                .map_err(|e| Failure::NotRun(e.to_string()))?,
+        );
+        let send = self
+            .client
+            .send(&authority, Method::POST, FORWARD_PATH, &headers, body);
+        // A writer that stopped (a paused process, a lost host) answers
+        // nothing: the call is given up once the lease has moved on.
+        let response = tokio::select! {
+            sent = send => sent.map_err(|e| {
+                if e.maybe_sent {
+                    Failure::Unknown(e.message)
+                } else {
+                    Failure::NotRun(e.message)
+                }
+            })?,
+            () = self.writer_moved_from(&writer) => {
+                return Err(Failure::Unknown(format!("the lease moved on from {writer}")))
+            }
+        };
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            return Err(Failure::NotRun(format!("{writer} is not the writer")));
+        }
+        if response.status() != StatusCode::OK {
+            return Err(Failure::Unknown(format!(
+                "{writer} answered {}: {}",
+                response.status(),
+                String::from_utf8_lossy(response.body())
+            )));
+        }
+        decode_answer(response.body()).map_err(Failure::Unknown)
+    }
+
+    /// Returns once the writer is no longer the one at `url`: this node took
+    /// the lease over, or another one advertised itself.
+    async fn writer_moved_from(&self, url: &str) {
+        loop {
+            tokio::time::sleep(WRITER_CHECK).await;
+            if self.is_writer() {
+                return;
+            }
+            let lease = self.lease.clone();
+            let now = tokio::task::spawn_blocking(move || lease.writer_url()).await;
+            if let Ok(Ok(Some(now))) = now {
+                if now != url {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Passes `request` whole to the writer and its answer back, naming the
+    /// client's address. A request that may have reached the writer is not
+    /// sent again.
+    pub async fn proxy(&self, request: Request, limit: usize, timeout: Duration) -> Response {
+        let (parts, body) = request.into_parts();
+        let body = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the request body failed (at most {limit} bytes): {e}"),
+                )
+                    .into_response()
+            }
+            Err(_) => {
+                return (
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("the request body did not arrive within {timeout:?}"),
+                )
+                    .into_response()
+            }
+        };
+        let mut headers = parts.headers.clone();
+        for hop in [header::CONNECTION, header::HOST, header::TRANSFER_ENCODING] {
+            headers.remove(hop);
+        }
+        if let Ok(secret) = HeaderValue::from_str(&encode_secret(&self.secret)) {
+            headers.insert(HeaderName::from_static(NODE_HEADER), secret);
+        }
+        if let Some(ClientAddr(ip)) = parts.extensions.get::<ClientAddr>() {
+            if let Ok(ip) = HeaderValue::from_str(&ip.to_string()) {
+                headers.insert(HeaderName::from_static(FORWARDED_FOR), ip);
+            }
+        }
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let started = Instant::now();
+        let mut refresh = false;
+        loop {
+            let writer = match self.writer_url(refresh) {
+                Ok(Some(w)) => w,
+                Ok(None) => String::new(),
+                Err(e) => return unavailable(&format!("reading the writer's address: {e}")),
+            };
+            let sent = match authority(&writer) {
+                Ok(authority) => {
+                    let send = self.client.send(
+                        &authority,
+                        parts.method.clone(),
+                        &path,
+                        &headers,
+                        body.clone(),
+                    );
+                    tokio::select! {
+                        sent = send => sent,
+                        () = self.writer_moved_from(&writer) => Err(super::client::SendError {
+                            message: format!("the lease moved on from {writer}"),
+                            maybe_sent: true,
+                        }),
+                    }
+                }
+                Err(e) => Err(super::client::SendError {
+                    message: e,
+                    maybe_sent: false,
+                }),
+            };
+            match sent {
+                Ok(response)
+                    if response.status() != StatusCode::SERVICE_UNAVAILABLE
+                        || response.headers().get(NOT_WRITER).is_none() =>
+                {
+                    let (mut parts, body) = response.into_parts();
+                    parts.headers.remove(header::CONNECTION);
+                    parts.headers.remove(header::TRANSFER_ENCODING);
+                    return Response::from_parts(parts, Body::from(body));
+                }
+                Ok(_) => {}
+                Err(e) if e.maybe_sent => {
+                    tracing::error!("passing {path} to the writer: {}", e.message);
+                    return unavailable(
+                        "the writer did not answer; the request may or may not have been handled",
+                    );
+                }
+                Err(_) => {}
+            }
+            if started.elapsed() >= WRITER_WAIT {
+                return unavailable("no writer answered; try again");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            refresh = true;
+        }
+    }
+}
+
+/// The header a node that is not the writer answers a forwarded write with
+/// (`503`), so the sender looks the writer up again.
+pub const NOT_WRITER: &str = "livebase-not-writer";
+
+fn unavailable(message: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        message.to_string(),
+    )
+        .into_response()
+}
+
+/// `host:port` of an `http://` URL.
+fn authority(url: &str) -> std::result::Result<String, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("the writer's address `{url}`: {e}"))?;
+    if parsed.scheme() != "http" {
+        return Err(format!(
+            "the writer's address `{url}`: nodes talk plain http:// on a private network"
+        ));
+    }
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| format!("the writer's address `{url}` has no host"))?;
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    Ok(format!("{host}:{port}"))
+}
+
+fn decode_answer(body: &[u8]) -> std::result::Result<Result<(Value, Timestamp)>, String> {
+    let json: JsonValue =
+        serde_json::from_slice(body).map_err(|e| format!("the writer's answer: {e}"))?;
+    if let Some(error) = json.get("error") {
+        return Ok(Err(decode_error(error)));
+    }
+    let value = json
+        .get("value")
+        .ok_or("the writer's answer has no value")
+        .and_then(|v| Value::from_json(v, "value").map_err(|_| "the writer's answer: a bad value"))
+        .map_err(str::to_string)?;
+    let ts = json
+        .get("ts")
+        .and_then(JsonValue::as_str)
+        .and_then(|t| t.parse::<u64>().ok())
+        .ok_or("the writer's answer has no ts")?;
+    Ok(Ok((value, Timestamp::new(ts))))
+}
+
+fn decode_error(json: &JsonValue) -> Error {
+    if let Some(code) = json.get("code").and_then(JsonValue::as_str) {
+        let message = json
+            .get("message")
+            .and_then(JsonValue::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let data = json
+            .get("data")
+            .and_then(|d| Value::from_json(d, "data").ok())
+            .and_then(|d| match d {
+                Value::Object(o) => Some(o),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let code = code
+            .parse::<ErrorCode>()
+            .unwrap_or(ErrorCode::Custom(code.into()));
+        return Error::App {
+            code,
+            message,
+            data,
+        };
+    }
+    Error::Server {
+        request_id: json
+            .get("requestId")
+            .and_then(JsonValue::as_str)
+            .unwrap_or_default()
+            .to_string(),
+    }
+}
+
+impl Forward for Node {
+    fn is_writer(&self) -> bool {
+        Node::is_writer(self)
+    }
+
+    fn forward<'a>(
+        &'a self,
+        path: &'a str,
+        args: &'a [Value],
+        identity: &'a Identity,
+        caller: Caller,
+        key: Option<&'a RequestKey>,
+    ) -> futures::future::BoxFuture<'a, Result<(Value, Timestamp)>> {
+        Box::pin(self.forward_mutation(path, args, identity, caller, key))
+    }
+}

@@ -1,0 +1,129 @@
+//! Several nodes on one shared store (PostgreSQL): one writer under a lease,
+//! the others followers.
+//!
+//! Every node serves queries and live queries from the store and learns of
+//! commits from its commit log (see [`crate::database`]). Only the writer
+//! commits: a follower's [`crate::database::Database`] refuses to, its
+//! [`crate::executor::Executor`] forwards each mutation — with the caller's
+//! identity and `(sessionId, requestId)` — to the writer's
+//! [`FORWARD_PATH`] ([`Node::forward_mutation`]), and the HTTP routes that
+//! write outside of functions (`/api/auth/*`, uploads) are passed to the
+//! writer whole ([`Node::proxy`]). Nodes prove themselves to each other with
+//! a secret they share through the store ([`NODE_SECRET`]).
+//!
+//! The lease itself is the store's ([`Lease`]): a follower tries to take it
+//! every [`LEASE_POLL`] and becomes the writer when it gets it; a writer
+//! that loses it stops serving (see `server`).
+
+pub mod client;
+pub mod forward;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use forward::{FORWARD_PATH, NODE_HEADER};
+
+use crate::error::Result;
+
+/// How often a follower tries to take the lease.
+pub const LEASE_POLL: Duration = Duration::from_millis(250);
+/// How often the writer checks that it still holds the lease.
+pub const LEASE_CHECK: Duration = Duration::from_millis(250);
+/// The name of the secret nodes prove themselves to each other with, among
+/// the store's shared secrets.
+pub const NODE_SECRET: &str = "node";
+/// The name of the deployment's secret (tokens, cursors) among the store's
+/// shared secrets: every node signs and checks tokens with the same key.
+pub const DEPLOYMENT_SECRET: &str = "deployment";
+
+/// The writer's lease and what the nodes share, as the store keeps them.
+pub trait Lease: Send + Sync + 'static {
+    /// Tries to become the writer: `Ok(true)` once this node holds the
+    /// lease (and every commit it makes is fenced by it), `Ok(false)` while
+    /// another node does.
+    fn try_claim(&self) -> Result<bool>;
+    /// Whether this node held the lease and has lost it (its session ended,
+    /// or another node took it over): it must stop writing at once.
+    fn lost(&self) -> bool;
+    /// Records `url` as where the other nodes forward writes to, as the
+    /// holder of the lease.
+    fn advertise(&self, url: &str) -> Result<()>;
+    /// Where the writer takes forwarded writes, if a writer advertised.
+    fn writer_url(&self) -> Result<Option<String>>;
+    /// A secret of `name` every node shares, made by the first to ask: from
+    /// `seed` if it has one, else random.
+    fn shared_secret(&self, name: &str, seed: Option<&[u8]>) -> Result<Vec<u8>>;
+}
+
+/// This node: writer or follower, and how to reach the writer.
+pub struct Node {
+    lease: Arc<dyn Lease>,
+    writer: AtomicBool,
+    /// Where this node takes forwarded writes once it is the writer.
+    own_url: String,
+    secret: Vec<u8>,
+    /// The writer's URL as last read from the store.
+    target: Mutex<Option<String>>,
+    client: client::Pool,
+}
+
+impl Node {
+    /// A node over `lease`, not the writer yet, reachable at `own_url`.
+    pub fn new(lease: Arc<dyn Lease>, own_url: String) -> Result<Node> {
+        let secret = lease.shared_secret(NODE_SECRET, None)?;
+        Ok(Node {
+            lease,
+            writer: AtomicBool::new(false),
+            own_url,
+            secret,
+            target: Mutex::new(None),
+            client: client::Pool::default(),
+        })
+    }
+
+    pub fn lease(&self) -> &Arc<dyn Lease> {
+        &self.lease
+    }
+
+    /// Whether this node is the writer now.
+    pub fn is_writer(&self) -> bool {
+        self.writer.load(Ordering::SeqCst)
+    }
+
+    /// Marks this node the writer (it holds the lease) and tells the others
+    /// where to forward writes.
+    pub fn become_writer(&self) -> Result<()> {
+        self.writer.store(true, Ordering::SeqCst);
+        self.lease.advertise(&self.own_url)
+    }
+
+    /// Marks this node as no longer the writer.
+    pub fn step_down(&self) {
+        self.writer.store(false, Ordering::SeqCst);
+    }
+
+    /// Where this node takes forwarded writes.
+    pub fn own_url(&self) -> &str {
+        &self.own_url
+    }
+
+    /// Whether `presented` (a [`NODE_HEADER`] value) is the nodes' secret.
+    pub fn is_node(&self, presented: &[u8]) -> bool {
+        let expected = forward::encode_secret(&self.secret);
+        constant_time_eq(presented, expected.as_bytes())
+    }
+
+    /// The writer's URL: the one last read, unless `refresh`.
+    fn writer_url(&self, refresh: bool) -> Result<Option<String>> {
+        let mut target = self.target.lock().unwrap_or_else(|e| e.into_inner());
+        if refresh || target.is_none() {
+            *target = self.lease.writer_url()?;
+        }
+        Ok(target.clone())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

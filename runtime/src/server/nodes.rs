@@ -1,0 +1,189 @@
+//! The server's end of several nodes on one store ([`crate::node`]): the
+//! writer's [`crate::node::FORWARD_PATH`], which runs a mutation a follower
+//! forwarded, and the outermost layer ([`route`]) that, on a follower,
+//! passes the routes that write outside of functions to the writer whole,
+//! and on the writer believes the client address a follower names.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use livebase_schema::Value;
+use serde_json::{json, Value as JsonValue};
+
+use super::{AppState, ClientAddr, MAX_MESSAGE_SIZE};
+use crate::error::Error;
+use crate::executor::{Caller, RequestKey};
+use crate::identity::Identity;
+use crate::node::forward::{FORWARDED_FOR, NOT_WRITER};
+use crate::node::NODE_HEADER;
+
+/// The writer's end of [`crate::node::Node::forward_mutation`], at
+/// [`crate::node::FORWARD_PATH`].
+pub async fn accept_mutation(State(state): State<AppState>, request: Request) -> Response {
+    let Some(node) = &state.node else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let presented = request
+        .headers()
+        .get(NODE_HEADER)
+        .map(HeaderValue::as_bytes)
+        .unwrap_or_default();
+    if !node.is_node(presented) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    if !node.is_writer() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(NOT_WRITER, "1")],
+            "this node is not the writer",
+        )
+            .into_response();
+    }
+    let Ok(body) = axum::body::to_bytes(request.into_body(), usize::MAX).await else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let call = match ForwardedCall::decode(&body) {
+        Ok(call) => call,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    let answer = match state
+        .executor
+        .mutation(&call.path, call.args, call.identity, call.caller, call.key)
+        .await
+    {
+        Ok((value, ts)) => json!({"value": value.to_json(), "ts": ts.get().to_string()}),
+        Err(e) => json!({"error": encode_error(&e)}),
+    };
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        answer.to_string(),
+    )
+        .into_response()
+}
+
+struct ForwardedCall {
+    path: String,
+    args: Vec<Value>,
+    identity: Identity,
+    caller: Caller,
+    key: Option<RequestKey>,
+}
+
+impl ForwardedCall {
+    fn decode(body: &[u8]) -> std::result::Result<ForwardedCall, String> {
+        let json: JsonValue = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        let field = |name: &str| json.get(name).filter(|v| !v.is_null());
+        let text = |v: Option<&JsonValue>, name: &str| {
+            v.and_then(JsonValue::as_str)
+                .map(str::to_string)
+                .ok_or(format!("{name}: expected a string"))
+        };
+        let path = text(field("path"), "path")?;
+        let args = field("args")
+            .and_then(JsonValue::as_array)
+            .ok_or("args: expected an array")?
+            .iter()
+            .map(|a| Value::from_json(a, "args").map_err(|e| e.to_string()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let identity = match field("identity") {
+            None => Identity::Anonymous,
+            Some(i) => Identity::User {
+                user_id: text(i.get("userId"), "identity.userId")?,
+                session_id: text(i.get("sessionId"), "identity.sessionId")?,
+            },
+        };
+        let caller = match field("caller").and_then(JsonValue::as_str) {
+            Some("client") => Caller::Client,
+            Some("server") => Caller::Server,
+            _ => return Err("caller: expected client or server".into()),
+        };
+        let key = match (field("sessionId"), field("requestId")) {
+            (Some(s), Some(r)) => Some(RequestKey {
+                session_id: text(Some(s), "sessionId")?,
+                request_id: r
+                    .as_u64()
+                    .and_then(|r| u32::try_from(r).ok())
+                    .ok_or("requestId: expected a u32")?,
+            }),
+            _ => None,
+        };
+        Ok(ForwardedCall {
+            path,
+            args,
+            identity,
+            caller,
+            key,
+        })
+    }
+}
+
+/// The routes that write outside of functions and so go to the writer whole
+/// when this node is a follower: auth and uploads.
+pub fn writes_outside_functions(path: &str) -> bool {
+    path.starts_with("/api/auth/") || path.starts_with("/api/storage/")
+}
+
+/// On a follower, passes the requests of [`writes_outside_functions`] to
+/// the writer; on the writer, believes the client address a follower names
+/// beside the nodes' secret.
+pub async fn route(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let Some(node) = state.node.clone() else {
+        return next.run(request).await;
+    };
+    if node.is_writer() {
+        let from_node = request
+            .headers()
+            .get(NODE_HEADER)
+            .is_some_and(|v| node.is_node(v.as_bytes()));
+        if from_node {
+            let client = request
+                .headers()
+                .get(FORWARDED_FOR)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            if let Some(ip) = client {
+                request.extensions_mut().insert(ClientAddr(ip));
+            }
+        }
+        return next.run(request).await;
+    }
+    let from_node = request
+        .headers()
+        .get(NODE_HEADER)
+        .is_some_and(|v| node.is_node(v.as_bytes()));
+    if from_node {
+        // Passed on by a node that took this one for the writer: it looks
+        // the writer up again rather than have it go round.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(NOT_WRITER, "1")],
+            "this node is not the writer",
+        )
+            .into_response();
+    }
+    if writes_outside_functions(request.uri().path()) {
+        let limit = usize::try_from(state.edge.max_upload_bytes)
+            .unwrap_or(usize::MAX)
+            .max(MAX_MESSAGE_SIZE);
+        return node.proxy(request, limit, state.edge.body_timeout).await;
+    }
+    next.run(request).await
+}
+
+fn encode_error(e: &Error) -> JsonValue {
+    match e {
+        Error::App {
+            code,
+            message,
+            data,
+        } => json!({
+            "code": code.as_str(),
+            "message": message,
+            "data": Value::Object(data.clone()).to_json(),
+        }),
+        Error::Server { request_id } => json!({"requestId": request_id}),
+        // Redacted before it gets here; logged by the writer if not.
+        _ => json!({"requestId": format!("{:016x}", rand::random::<u64>())}),
+    }
+}
