@@ -517,7 +517,7 @@ mod tests {
                 id: "t_1".into(),
                 kind: WriteKind::Update,
             },
-            &[key.clone()],
+            std::slice::from_ref(&key),
             &[[key.as_slice(), b"x"].concat()],
         );
         let decoded = WriteSet::decode(&long.encode()).unwrap();
