@@ -552,7 +552,7 @@ impl PostgresConnection {
     /// connection the server has closed since its last use is opened again
     /// here, and only here: nothing of a transaction is lost by it, since
     /// none had begun (a transaction the loss interrupts fails instead).
-    fn begin(&mut self, sql: &'static str, txn: Txn) -> Result<Timestamp> {
+    fn begin(&mut self, sql: &str, txn: Txn) -> Result<Timestamp> {
         if self.txn != Txn::None {
             return Err(StoreError::Misuse("begin inside a transaction"));
         }
@@ -670,11 +670,20 @@ impl StoreConnection for PostgresConnection {
 
     fn begin_write(&mut self) -> Result<Timestamp> {
         // The row lock makes this the one writer until it commits or rolls back.
-        self.begin(
-            "BEGIN ISOLATION LEVEL READ COMMITTED;
-             SELECT value FROM meta WHERE name = 'last_ts' FOR UPDATE",
-            Txn::Write,
-        )
+        const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED;
+             SELECT value FROM meta WHERE name = 'last_ts' FOR UPDATE";
+        if self.source.epoch() == 0 {
+            return self.begin(BEGIN, Txn::Write);
+        }
+        // A node under a lease: should it stop mid-transaction, the server
+        // ends the transaction after `LEASE_TIMEOUT` of silence, so that its
+        // row lock does not keep the next writer's claim waiting for ever.
+        // (Set on each begin: a session connected again has lost it.)
+        let sql = format!(
+            "SET idle_in_transaction_session_timeout = {}; {BEGIN}",
+            LEASE_TIMEOUT.as_millis()
+        );
+        self.begin(&sql, Txn::Write)
     }
 
     fn commit(&mut self, ts: Timestamp) -> Result<()> {
