@@ -354,8 +354,17 @@ impl PostgresPersistence {
 /// locked first, as a writer locks it: a commit of the previous epoch's
 /// writer still in progress ends before the epoch moves, and every later
 /// one finds the epoch moved and fails.
+///
+/// A writer stopped mid-transaction has its transaction ended by the server
+/// after [`LEASE_TIMEOUT`]; should the row stay locked for twice that, the
+/// claim fails (and may be tried again) instead of waiting for ever.
 fn next_epoch(client: &mut Client) -> Result<i64> {
     let mut tx = client.transaction().map_err(pg)?;
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = {}",
+        (LEASE_TIMEOUT * 2).as_millis()
+    ))
+    .map_err(pg)?;
     tx.query_one(
         "SELECT value FROM meta WHERE name = 'last_ts' FOR UPDATE",
         &[],
