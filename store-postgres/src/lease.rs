@@ -85,7 +85,9 @@ impl PostgresPersistence {
     /// held it before, and starts the heartbeat that keeps the lease.
     /// A node whose lease was lost cannot claim again (an error). Once it
     /// has the lock, a claim waits for a commit of the previous writer in
-    /// progress (at most [`LEASE_TIMEOUT`] when that writer has stopped).
+    /// progress (at most [`LEASE_TIMEOUT`] when that writer has stopped,
+    /// since the server then ends its transaction); past twice that it
+    /// fails with an error, releasing the lock, and may be tried again.
     pub fn try_claim_node(&self) -> Result<bool> {
         let mut node = self.node.lock().unwrap_or_else(|e| e.into_inner());
         if self.lease_lost() {
