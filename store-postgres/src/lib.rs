@@ -195,7 +195,7 @@ pub struct PostgresPersistence {
     /// ([`PostgresPersistence::claim_node`]); shared by clones, released
     /// when the last is dropped.
     node: Arc<std::sync::Mutex<NodeLock>>,
-    /// Set for good once the lock's session ended ([`lease`]).
+    /// Set for good once the lock's session ended (see `lease.rs`).
     lease_lost: Arc<std::sync::atomic::AtomicBool>,
     /// The epoch this node claimed the schema at (0 until it has): every
     /// commit is fenced by it — made only while the database's epoch is
