@@ -9,7 +9,10 @@
 //! it has heard nothing for that long; a heartbeat thread queries it every
 //! quarter of that (which also checks the lock is still held); TCP
 //! keepalives and a TCP user timeout on both sides end it when the network
-//! goes silent. When the heartbeat finds the session gone or the lock lost,
+//! goes silent. A write transaction of a node under a lease has
+//! `idle_in_transaction_session_timeout` of [`LEASE_TIMEOUT`] too: a writer
+//! stopped mid-transaction would otherwise hold the row lock a claim waits
+//! for. When the heartbeat finds the session gone or the lock lost,
 //! [`PostgresPersistence::lease_lost`] turns true for good: the node must
 //! step down (its commits are refused from then on), and a new store must
 //! be opened to claim again.
@@ -80,7 +83,11 @@ impl PostgresPersistence {
     /// polls this to take over once the holder's lease ends. A claim moves
     /// the schema's epoch on, which fences every commit of the node that
     /// held it before, and starts the heartbeat that keeps the lease.
-    /// A node whose lease was lost cannot claim again (an error).
+    /// A node whose lease was lost cannot claim again (an error). Once it
+    /// has the lock, a claim waits for a commit of the previous writer in
+    /// progress (at most [`LEASE_TIMEOUT`] when that writer has stopped,
+    /// since the server then ends its transaction); past twice that it
+    /// fails with an error, releasing the lock, and may be tried again.
     pub fn try_claim_node(&self) -> Result<bool> {
         let mut node = self.node.lock().unwrap_or_else(|e| e.into_inner());
         if self.lease_lost() {
@@ -224,6 +231,8 @@ fn heartbeat(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use livebase_schema::Timestamp;
+    use livebase_store::Persistence;
     use livebase_testkit::postgres::{server_url, unique_name};
     use std::time::Instant;
 
@@ -239,6 +248,9 @@ mod tests {
         let first = PostgresPersistence::open_schema(&url, &schema, None).unwrap();
         let second = PostgresPersistence::open_schema(&url, &schema, None).unwrap();
         assert!(first.try_claim_node().unwrap());
+        // Stopped mid-transaction, holding the row lock a claim waits for.
+        let mut writer = first.connect().unwrap();
+        writer.begin_write().unwrap();
         let frozen = first.node.lock().unwrap();
         let deadline = Instant::now() + LEASE_TIMEOUT * 12;
         while !second.try_claim_node().unwrap() {
@@ -250,6 +262,9 @@ mod tests {
         }
         assert_eq!(second.epoch(), 2);
         assert!(!first.lease_lost(), "it has not run since");
+        writer
+            .commit(Timestamp::new(1))
+            .expect_err("its transaction was ended");
         drop(frozen);
         let deadline = Instant::now() + LEASE_TIMEOUT * 12;
         while !first.lease_lost() {

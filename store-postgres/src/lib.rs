@@ -195,7 +195,7 @@ pub struct PostgresPersistence {
     /// ([`PostgresPersistence::claim_node`]); shared by clones, released
     /// when the last is dropped.
     node: Arc<std::sync::Mutex<NodeLock>>,
-    /// Set for good once the lock's session ended ([`lease`]).
+    /// Set for good once the lock's session ended (see `lease.rs`).
     lease_lost: Arc<std::sync::atomic::AtomicBool>,
     /// The epoch this node claimed the schema at (0 until it has): every
     /// commit is fenced by it — made only while the database's epoch is
@@ -354,8 +354,17 @@ impl PostgresPersistence {
 /// locked first, as a writer locks it: a commit of the previous epoch's
 /// writer still in progress ends before the epoch moves, and every later
 /// one finds the epoch moved and fails.
+///
+/// A writer stopped mid-transaction has its transaction ended by the server
+/// after [`LEASE_TIMEOUT`]; should the row stay locked for twice that, the
+/// claim fails (and may be tried again) instead of waiting for ever.
 fn next_epoch(client: &mut Client) -> Result<i64> {
     let mut tx = client.transaction().map_err(pg)?;
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = {}",
+        (LEASE_TIMEOUT * 2).as_millis()
+    ))
+    .map_err(pg)?;
     tx.query_one(
         "SELECT value FROM meta WHERE name = 'last_ts' FOR UPDATE",
         &[],
@@ -552,7 +561,7 @@ impl PostgresConnection {
     /// connection the server has closed since its last use is opened again
     /// here, and only here: nothing of a transaction is lost by it, since
     /// none had begun (a transaction the loss interrupts fails instead).
-    fn begin(&mut self, sql: &'static str, txn: Txn) -> Result<Timestamp> {
+    fn begin(&mut self, sql: &str, txn: Txn) -> Result<Timestamp> {
         if self.txn != Txn::None {
             return Err(StoreError::Misuse("begin inside a transaction"));
         }
@@ -670,11 +679,20 @@ impl StoreConnection for PostgresConnection {
 
     fn begin_write(&mut self) -> Result<Timestamp> {
         // The row lock makes this the one writer until it commits or rolls back.
-        self.begin(
-            "BEGIN ISOLATION LEVEL READ COMMITTED;
-             SELECT value FROM meta WHERE name = 'last_ts' FOR UPDATE",
-            Txn::Write,
-        )
+        const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED;
+             SELECT value FROM meta WHERE name = 'last_ts' FOR UPDATE";
+        if self.source.epoch() == 0 {
+            return self.begin(BEGIN, Txn::Write);
+        }
+        // A node under a lease: should it stop mid-transaction, the server
+        // ends the transaction after `LEASE_TIMEOUT` of silence, so that its
+        // row lock does not keep the next writer's claim waiting for ever.
+        // (Set on each begin: a session connected again has lost it.)
+        let sql = format!(
+            "SET idle_in_transaction_session_timeout = {}; {BEGIN}",
+            LEASE_TIMEOUT.as_millis()
+        );
+        self.begin(&sql, Txn::Write)
     }
 
     fn commit(&mut self, ts: Timestamp) -> Result<()> {
