@@ -856,11 +856,20 @@ export async function startFollower(serverUrl, options = {}) {
   });
   const url = new URL(serverUrl);
   url.pathname = `/${name}`;
-  const args = [...(options.args ?? []), "--postgres", url.toString()];
+  // The follower stands where a load balancer would: the public URL both
+  // nodes build upload and file URLs on.
+  const port = await freePort();
+  const args = [
+    ...(options.args ?? []),
+    "--postgres",
+    url.toString(),
+    "--public-url",
+    `http://127.0.0.1:${port}`,
+  ];
   const writer = await startServer({ ...options, args });
   let follower;
   try {
-    follower = await startServer({ ...options, args });
+    follower = await startServer({ ...options, args, port });
   } catch (e) {
     await writer.stop();
     throw e;
