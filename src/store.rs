@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use livebase_runtime::node::Lease;
 use livebase_runtime::server::{ClusterOptions, Store};
 use livebase_store_postgres::{PostgresPersistence, DEFAULT_SCHEMA};
 
@@ -60,46 +59,12 @@ impl StoreArgs {
             Some(p) => {
                 let described = p.describe();
                 let cluster = ClusterOptions {
-                    lease: Arc::new(PostgresLease(p.clone())),
+                    lease: Arc::new(p.clone()),
                     node_url: self.node_url.clone(),
                 };
                 (Store::Engine(Arc::new(p)), Some(described), Some(cluster))
             }
             None => (Store::DataFolder, None, None),
         })
-    }
-}
-
-/// The writer's lease and the nodes' shared settings, as PostgreSQL keeps
-/// them (see `livebase_store_postgres`'s `lease` and `shared`).
-struct PostgresLease(PostgresPersistence);
-
-fn store_error(e: livebase_runtime::error::StoreError) -> livebase_runtime::Error {
-    livebase_runtime::Error::from(e)
-}
-
-impl Lease for PostgresLease {
-    fn try_claim(&self) -> livebase_runtime::Result<bool> {
-        self.0.try_claim_node().map_err(store_error)
-    }
-
-    fn lost(&self) -> bool {
-        self.0.lease_lost()
-    }
-
-    fn advertise(&self, url: &str) -> livebase_runtime::Result<()> {
-        self.0.advertise_writer(url).map_err(store_error)
-    }
-
-    fn writer_url(&self) -> livebase_runtime::Result<Option<String>> {
-        Ok(self
-            .0
-            .writer_url()
-            .map_err(store_error)?
-            .map(|(url, _)| url))
-    }
-
-    fn shared_secret(&self, name: &str, seed: Option<&[u8]>) -> livebase_runtime::Result<Vec<u8>> {
-        self.0.shared_secret_seeded(name, seed).map_err(store_error)
     }
 }

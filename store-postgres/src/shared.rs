@@ -109,3 +109,25 @@ impl PostgresPersistence {
         done
     }
 }
+
+impl livebase_store::Lease for PostgresPersistence {
+    fn try_claim(&self) -> Result<bool> {
+        self.try_claim_node()
+    }
+
+    fn lost(&self) -> bool {
+        self.lease_lost()
+    }
+
+    fn advertise(&self, url: &str) -> Result<()> {
+        self.advertise_writer(url)
+    }
+
+    fn writer(&self) -> Result<Option<String>> {
+        Ok(self.writer_url()?.map(|(url, _epoch)| url))
+    }
+
+    fn secret(&self, name: &str, seed: Option<&[u8]>) -> Result<Vec<u8>> {
+        self.shared_secret_seeded(name, seed)
+    }
+}

@@ -30,6 +30,6 @@ pub mod conformance;
 pub use error::{Error, ErrorCode, Result, StoreError};
 pub use persistence::sqlite::SqlitePersistence;
 pub use persistence::{
-    index_key, index_prefix, CommitLog, Document, LogRead, MutationOutcome, Order, Persistence,
-    StoreConnection,
+    index_key, index_prefix, CommitLog, Document, Lease, LogRead, MutationOutcome, Order,
+    Persistence, StoreConnection,
 };

@@ -173,7 +173,7 @@ impl Node {
                 return;
             }
             let lease = self.lease.clone();
-            let now = tokio::task::spawn_blocking(move || lease.writer_url()).await;
+            let now = tokio::task::spawn_blocking(move || lease.writer()).await;
             if let Ok(Ok(Some(now))) = now {
                 if now != url {
                     return;

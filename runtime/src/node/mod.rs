@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use forward::{FORWARD_PATH, NODE_HEADER};
+pub use livebase_store::Lease;
 
 use crate::error::Result;
 
@@ -36,25 +37,6 @@ pub const NODE_SECRET: &str = "node";
 /// The name of the deployment's secret (tokens, cursors) among the store's
 /// shared secrets: every node signs and checks tokens with the same key.
 pub const DEPLOYMENT_SECRET: &str = "deployment";
-
-/// The writer's lease and what the nodes share, as the store keeps them.
-pub trait Lease: Send + Sync + 'static {
-    /// Tries to become the writer: `Ok(true)` once this node holds the
-    /// lease (and every commit it makes is fenced by it), `Ok(false)` while
-    /// another node does.
-    fn try_claim(&self) -> Result<bool>;
-    /// Whether this node held the lease and has lost it (its session ended,
-    /// or another node took it over): it must stop writing at once.
-    fn lost(&self) -> bool;
-    /// Records `url` as where the other nodes forward writes to, as the
-    /// holder of the lease.
-    fn advertise(&self, url: &str) -> Result<()>;
-    /// Where the writer takes forwarded writes, if a writer advertised.
-    fn writer_url(&self) -> Result<Option<String>>;
-    /// A secret of `name` every node shares, made by the first to ask: from
-    /// `seed` if it has one, else random.
-    fn shared_secret(&self, name: &str, seed: Option<&[u8]>) -> Result<Vec<u8>>;
-}
 
 /// This node: writer or follower, and how to reach the writer.
 pub struct Node {
@@ -71,7 +53,7 @@ pub struct Node {
 impl Node {
     /// A node over `lease`, not the writer yet, reachable at `own_url`.
     pub fn new(lease: Arc<dyn Lease>, own_url: String) -> Result<Node> {
-        let secret = lease.shared_secret(NODE_SECRET, None)?;
+        let secret = lease.secret(NODE_SECRET, None)?;
         Ok(Node {
             lease,
             writer: AtomicBool::new(false),
@@ -95,7 +77,7 @@ impl Node {
     /// where to forward writes.
     pub fn become_writer(&self) -> Result<()> {
         self.writer.store(true, Ordering::SeqCst);
-        self.lease.advertise(&self.own_url)
+        Ok(self.lease.advertise(&self.own_url)?)
     }
 
     /// Marks this node as no longer the writer.
@@ -118,7 +100,7 @@ impl Node {
     fn writer_url(&self, refresh: bool) -> Result<Option<String>> {
         let mut target = self.target.lock().unwrap_or_else(|e| e.into_inner());
         if refresh || target.is_none() {
-            *target = self.lease.writer_url()?;
+            *target = self.lease.writer()?;
         }
         Ok(target.clone())
     }

@@ -404,7 +404,7 @@ async fn start(
             // has one: a deployment moved onto PostgreSQL keeps its tokens.
             let seed = crate::auth::tokens::existing_secret(&options.data_dir)?;
             let lease = cluster.lease.clone();
-            blocking(move || lease.shared_secret(crate::node::DEPLOYMENT_SECRET, seed.as_deref()))
+            blocking(move || Ok(lease.secret(crate::node::DEPLOYMENT_SECRET, seed.as_deref())?))
                 .await?
         }
         _ => crate::auth::tokens::deployment_secret(&options.data_dir)?,
@@ -489,7 +489,7 @@ async fn start(
         }
         Some(node) => {
             let lease = node.lease().clone();
-            let claimed = blocking(move || lease.try_claim()).await?;
+            let claimed = blocking(move || Ok(lease.try_claim()?)).await?;
             if claimed {
                 take_over(
                     node,
@@ -629,7 +629,7 @@ impl LeaseKeeper {
         while !self.node.is_writer() {
             tokio::time::sleep(crate::node::LEASE_POLL).await;
             let lease = self.node.lease().clone();
-            match blocking(move || lease.try_claim()).await {
+            match blocking(move || Ok(lease.try_claim()?)).await {
                 Ok(false) => failures = 0,
                 Ok(true) => {
                     let taken = take_over(

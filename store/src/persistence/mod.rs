@@ -174,6 +174,27 @@ pub trait CommitLog: Send {
     fn read_after(&mut self, after: Timestamp, limit: usize, wait: Duration) -> Result<LogRead>;
 }
 
+/// The writer's lease and the settings several nodes share, as a store that
+/// several nodes may serve keeps them (PostgreSQL): one node at a time is
+/// the writer, and every commit it makes is fenced by its claim.
+pub trait Lease: Send + Sync + 'static {
+    /// Tries to become the writer: `Ok(true)` once this node holds the
+    /// lease (and every commit it makes is fenced by it), `Ok(false)` while
+    /// another node does; an error is worth trying again.
+    fn try_claim(&self) -> Result<bool>;
+    /// Whether this node held the lease and has lost it (its session ended,
+    /// or another node took it over): its commits are refused from then on.
+    fn lost(&self) -> bool;
+    /// Records `url` as where the other nodes forward writes to, as the
+    /// holder of the lease.
+    fn advertise(&self, url: &str) -> Result<()>;
+    /// Where the writer takes forwarded writes, if a writer advertised.
+    fn writer(&self) -> Result<Option<String>>;
+    /// The secret `name` every node shares, made by the first to ask: from
+    /// `seed` if it has one, else random.
+    fn secret(&self, name: &str, seed: Option<&[u8]>) -> Result<Vec<u8>>;
+}
+
 /// What a read of the commit log found.
 #[derive(Debug)]
 pub enum LogRead {
