@@ -233,6 +233,40 @@ async fn a_live_query_on_one_node_sees_a_write_on_the_other_and_a_follower_forwa
         ["from a", "from b", "once"]
     );
     on_a.expect_silence(Duration::from_millis(300)).await;
+
+    // The writer's end of forwarding believes an identity only beside the
+    // nodes' secret: without it, or with a wrong one, a stranger naming
+    // Ada's identity writes nothing.
+    let session = livebase_testkit::http::http_json(
+        a.addr,
+        "GET",
+        "/api/auth/get-session",
+        Some(&token),
+        &[],
+        None,
+    )
+    .await
+    .json();
+    let forged = json!({
+        "path": "items:create",
+        "args": [{"name": "forged", "status": "todo", "organizationId": org}],
+        "identity": {"userId": session["session"]["userId"], "sessionId": session["session"]["id"]},
+        "caller": "client",
+    });
+    for secret in [None, Some("bm90IHRoZSBzZWNyZXQ")] {
+        let headers: Vec<(&str, &str)> = secret.map(|s| ("livebase-node", s)).into_iter().collect();
+        let answer = livebase_testkit::http::http_json(
+            a.addr,
+            "POST",
+            "/_node/mutation",
+            None,
+            &headers,
+            Some(&forged),
+        )
+        .await;
+        assert_eq!(answer.status, 404, "{secret:?}");
+    }
+    on_a.expect_silence(Duration::from_millis(300)).await;
 }
 
 /// What a client holds of its live queries after each Transition.

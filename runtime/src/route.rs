@@ -33,9 +33,9 @@ use crate::context::{ActionCtx, BoxFuture};
 use crate::error::{Error, Result};
 
 /// Path prefixes the server keeps for itself (the function API and sync,
-/// the dev dashboard, the health check). Each is a whole first segment:
-/// `/apiary` is free.
-pub const RESERVED_PREFIXES: [&str; 3] = ["/api", "/_dashboard", "/health"];
+/// the dev dashboard, the health check, the writes nodes forward to each
+/// other). Each is a whole first segment: `/apiary` is free.
+pub const RESERVED_PREFIXES: [&str; 4] = ["/api", "/_dashboard", "/health", "/_node"];
 
 /// How long a browser may cache a preflight answer unless the route says
 /// otherwise.
@@ -548,7 +548,13 @@ mod tests {
 
     #[test]
     fn reserved_prefixes_are_whole_segments() {
-        for path in ["/api", "/api/x", "/_dashboard/", "/health"] {
+        for path in [
+            "/api",
+            "/api/x",
+            "/_dashboard/",
+            "/health",
+            "/_node/mutation",
+        ] {
             assert!(is_reserved(path), "{path}");
         }
         for path in ["/apiary", "/healthy", "/", "/x/api"] {
