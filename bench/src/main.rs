@@ -3,7 +3,10 @@
 //!
 //! Run: `cargo run --release -p livebase-bench` (about five minutes on 2
 //! cores); `-- --quick` is the seconds-long smoke version CI runs. It prints a
-//! table and writes `bench-results.json`.
+//! table and writes `bench-results.json`. Given a PostgreSQL database
+//! (`--postgres URL`, `LIVEBASE_BENCH_POSTGRES_URL`; with `.ci/postgres.sh`
+//! sourced, the tests' throwaway server), the `postgres` phase measures
+//! livebase on it, one node and two.
 //!
 //! The server runs as a child process (this binary with `server`), so its CPU
 //! time and resident memory are its own; the child answers `stats` on stdin

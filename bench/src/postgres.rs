@@ -474,7 +474,8 @@ async fn throughput_on_one_node(url: &str, clients: usize, total: usize) -> Resu
 }
 
 struct Failover {
-    /// From the kill to the answer of the first write sent after it.
+    /// From the kill to the answer of the first write sent after the
+    /// writer was gone.
     ms: f64,
     /// Writes answered with an error (or cut off) meanwhile.
     failed_writes: u64,
@@ -482,7 +483,7 @@ struct Failover {
 
 /// A writer and a follower; one client writes through the follower in a
 /// loop; the writer is killed (SIGKILL); the time from the kill until a
-/// write sent after it is answered with success. The write in flight at the
+/// write sent after the killed process was reaped is answered with success. The write in flight at the
 /// kill is resent by the follower to whichever node is the writer then, so
 /// it holds up the loop until the takeover too: the figure is the takeover
 /// plus one round trip at most.
@@ -526,9 +527,11 @@ async fn failover(url: &str) -> Result<Failover, BoxError> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let killed = Instant::now();
     writer.stop().await;
+    // Reaped: a write sent from now on cannot reach the old writer.
+    let dead = Instant::now();
     let answered = tokio::time::timeout(FAILOVER_LIMIT, async {
         while let Some((sent, at)) = done.recv().await {
-            if sent >= killed {
+            if sent >= dead {
                 return Some(at);
             }
         }
