@@ -3,7 +3,10 @@
 //!
 //! Run: `cargo run --release -p livebase-bench` (about five minutes on 2
 //! cores); `-- --quick` is the seconds-long smoke version CI runs. It prints a
-//! table and writes `bench-results.json`.
+//! table and writes `bench-results.json`. Given a PostgreSQL database
+//! (`--postgres URL`, `LIVEBASE_BENCH_POSTGRES_URL`; with `.ci/postgres.sh`
+//! sourced, the tests' throwaway server), the `postgres` phase measures
+//! livebase on it, one node and two.
 //!
 //! The server runs as a child process (this binary with `server`), so its CPU
 //! time and resident memory are its own; the child answers `stats` on stdin
@@ -14,6 +17,7 @@ mod client;
 mod devloop;
 mod files;
 mod phases;
+mod postgres;
 mod server;
 
 use std::path::PathBuf;
@@ -33,13 +37,20 @@ struct Cli {
     quick: bool,
     /// Run only one phase (push, fanout, throughput, memory, scaling, hostile,
     /// pushsize, http, distinct, files, devloop — the last builds a tiny
-    /// application with cargo, so the smoke run leaves it out), e.g.
+    /// application with cargo, so the smoke run leaves it out — postgres),
+    /// e.g.
     /// while profiling the server child; the limits are always measured.
     #[arg(long)]
     only: Option<String>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-results.json")]
     out: PathBuf,
+    /// The PostgreSQL database of the `postgres` phase (each measurement
+    /// makes a schema of its own there and drops it); default
+    /// `LIVEBASE_BENCH_POSTGRES_URL`, else `LIVEBASE_TEST_POSTGRES_URL`.
+    /// Without one the phase is skipped.
+    #[arg(long)]
+    postgres: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -48,6 +59,12 @@ enum Command {
     Server {
         #[arg(long)]
         data: PathBuf,
+        /// Store in this PostgreSQL database, as one of several nodes.
+        #[arg(long, requires = "schema")]
+        postgres: Option<String>,
+        /// The schema of the PostgreSQL database to store in.
+        #[arg(long, requires = "postgres")]
+        schema: Option<String>,
     },
 }
 
@@ -64,8 +81,20 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = match cli.command {
-        Some(Command::Server { data }) => runtime.block_on(server::child(data)),
-        None => runtime.block_on(phases::run_all(cli.quick, cli.only.as_deref(), &cli.out)),
+        Some(Command::Server {
+            data,
+            postgres,
+            schema,
+        }) => runtime.block_on(server::child(data, postgres.zip(schema))),
+        None => {
+            let postgres = postgres::database_url(cli.postgres);
+            runtime.block_on(phases::run_all(
+                cli.quick,
+                cli.only.as_deref(),
+                postgres.as_deref(),
+                &cli.out,
+            ))
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::client::{lean_newest, sign_up, small_buffers, BoxError, Conn};
 use crate::server::Server;
 
-const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
 /// Sizes of one run.
 struct Sizes {
@@ -119,12 +119,12 @@ impl Sizes {
     }
 }
 
-fn progress(msg: &str) {
+pub(crate) fn progress(msg: &str) {
     eprintln!("[bench] {msg}");
 }
 
 /// p50, p99 and max of samples, in milliseconds.
-fn percentiles(samples: &mut [Duration]) -> (f64, f64, f64) {
+pub(crate) fn percentiles(samples: &mut [Duration]) -> (f64, f64, f64) {
     if samples.is_empty() {
         return (0.0, 0.0, 0.0);
     }
@@ -138,10 +138,15 @@ fn percentiles(samples: &mut [Duration]) -> (f64, f64, f64) {
     )
 }
 
-pub async fn run_all(quick: bool, only: Option<&str>, out: &Path) -> Result<(), BoxError> {
+pub async fn run_all(
+    quick: bool,
+    only: Option<&str>,
+    postgres: Option<&str>,
+    out: &Path,
+) -> Result<(), BoxError> {
     let s = Sizes::new(quick);
     let mut results = serde_json::Map::new();
-    const PHASES: [&str; 11] = [
+    const PHASES: [&str; 12] = [
         "push",
         "fanout",
         "throughput",
@@ -153,6 +158,7 @@ pub async fn run_all(quick: bool, only: Option<&str>, out: &Path) -> Result<(), 
         "distinct",
         "files",
         "devloop",
+        "postgres",
     ];
     if let Some(o) = only.filter(|o| !PHASES.contains(o)) {
         return Err(format!("unknown phase `{o}`; the phases are {}", PHASES.join(", ")).into());
@@ -360,6 +366,15 @@ pub async fn run_all(quick: bool, only: Option<&str>, out: &Path) -> Result<(), 
         );
     }
 
+    // Over PostgreSQL, when a database is given; the smoke run leaves it
+    // out otherwise, a full run reports it as not measured.
+    if only == Some("postgres") || (only.is_none() && (!quick || postgres.is_some())) {
+        results.insert(
+            "postgres".into(),
+            crate::postgres::phase(postgres, quick).await?,
+        );
+    }
+
     let json = serde_json::Value::Object(results);
     std::fs::write(out, serde_json::to_string_pretty(&json)?)?;
     print_table(&json);
@@ -471,6 +486,7 @@ fn print_table(r: &serde_json::Value) {
         );
     }
     crate::files::print_rows(r);
+    crate::postgres::print_rows(r);
     if r.get("devloop").is_some() {
         println!(
             "| dev loop: a one-line change to a query's source → the new result on its client's live query (5 edits) | median {:.1} s, max {:.1} s (the first build, not counted: {:.0} s) | ≤ 10 s |",
@@ -758,7 +774,7 @@ async fn http_cpu(calls: usize) -> Result<HttpCpu, BoxError> {
 }
 
 /// Reads until a Transition shows `n` as the newest document.
-async fn wait_for_newest(conn: &mut Conn, n: f64) -> Result<(), BoxError> {
+pub(crate) async fn wait_for_newest(conn: &mut Conn, n: f64) -> Result<(), BoxError> {
     loop {
         let text = conn.recv_text(WAIT).await?;
         if lean_newest(&text)?.is_some_and(|newest| newest.contains(&n)) {

@@ -1,7 +1,8 @@
 //! The server under test, as a child process: started from this same binary,
 //! it prints `ready <url>` and answers each `stats` line on stdin with one JSON
 //! line of counters, its CPU time (summed over its threads, in nanoseconds) and
-//! its resident memory.
+//! its resident memory. Given a PostgreSQL database and schema, it stores
+//! there as one of several nodes (the writer if it is first, else a follower).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -9,16 +10,16 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use livebase_runtime::server::{
-    serve, EdgeOptions, ServerOptions, MAX_CONNECTIONS, MAX_HTTP_CONNECTIONS,
+    serve, ClusterOptions, EdgeOptions, ServerOptions, Store, MAX_CONNECTIONS, MAX_HTTP_CONNECTIONS,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::client::BoxError;
 
-/// Runs in the child.
-pub async fn child(data: PathBuf) -> Result<(), BoxError> {
-    let options = ServerOptions {
+/// Runs in the child; `postgres` is a database URL and a schema in it.
+pub async fn child(data: PathBuf, postgres: Option<(String, String)>) -> Result<(), BoxError> {
+    let mut options = ServerOptions {
         listen: "127.0.0.1:0".parse()?,
         data_dir: data,
         edge: EdgeOptions {
@@ -36,6 +37,15 @@ pub async fn child(data: PathBuf) -> Result<(), BoxError> {
         },
         ..ServerOptions::default()
     };
+    if let Some((url, schema)) = postgres {
+        // As `livebase serve --postgres` does: the store is also the lease.
+        let p = livebase_store_postgres::PostgresPersistence::open_schema(&url, &schema, None)?;
+        options.store = Store::Engine(std::sync::Arc::new(p.clone()));
+        options.cluster = Some(ClusterOptions {
+            lease: std::sync::Arc::new(p),
+            node_url: None,
+        });
+    }
     let server = serve(crate::app::registry(), options)
         .await
         .map_err(|e| e.to_string())?;
@@ -104,11 +114,22 @@ pub struct Server {
 
 impl Server {
     pub async fn start() -> Result<Server, BoxError> {
+        Server::spawn(&[]).await
+    }
+
+    /// A node over the schema `schema` of the PostgreSQL database at `url`:
+    /// the writer if no other node holds the schema, else a follower.
+    pub async fn start_on_postgres(url: &str, schema: &str) -> Result<Server, BoxError> {
+        Server::spawn(&["--postgres", url, "--schema", schema]).await
+    }
+
+    async fn spawn(args: &[&str]) -> Result<Server, BoxError> {
         let data = tempfile::tempdir()?;
         let mut child = Command::new(std::env::current_exe()?)
             .arg("server")
             .arg("--data")
             .arg(data.path())
+            .args(args)
             .env("LIVEBASE_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

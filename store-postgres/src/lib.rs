@@ -84,6 +84,8 @@ mod lease;
 mod log;
 mod shared;
 
+pub mod probe;
+
 use lease::NodeLock;
 pub use lease::{lock_session_name, LEASE_TIMEOUT};
 pub use log::{
