@@ -63,8 +63,15 @@ struct Listeners {
 }
 
 impl Listeners {
+    /// Tells every listener of `commit`, unless they were told of it (or of
+    /// a later one) already: with a commit log, the writer tells of its own
+    /// commits at once and the log's reader of everyone's, whichever comes
+    /// first, and each commit is told once, in order.
     fn tell(&mut self, commit: Commit) {
-        self.told = self.told.max(commit.ts);
+        if commit.ts <= self.told {
+            return;
+        }
+        self.told = commit.ts;
         for l in &self.list {
             l(commit.clone());
         }
@@ -115,9 +122,10 @@ struct Writer {
     conn: Box<dyn StoreConnection>,
     schema: Arc<Schema>,
     last_ts: Timestamp,
-    /// Told of each commit by the writer itself, when the store keeps no
-    /// commit log (with one, its reader tells them).
-    listeners: Option<Arc<Mutex<Listeners>>>,
+    /// Told of each commit by the writer itself, as soon as it is durable
+    /// (with a commit log, its reader tells them of the other nodes'
+    /// commits, and of this one's if it gets there first).
+    listeners: Arc<Mutex<Listeners>>,
     /// Whether the group being staged has more than one mutation, so each
     /// runs in a savepoint of its own.
     isolate: bool,
@@ -186,7 +194,7 @@ impl Database {
             conn,
             schema: schema.clone(),
             last_ts,
-            listeners: log.is_none().then(|| listeners.clone()),
+            listeners: listeners.clone(),
             isolate: false,
             clock: clock.clone(),
         };
@@ -485,7 +493,7 @@ impl Writer {
         };
         match outcome {
             Ok(()) => {
-                if let Some(Ok(mut listeners)) = self.listeners.as_ref().map(|l| l.lock()) {
+                if let Ok(mut listeners) = self.listeners.lock() {
                     for (ts, writes) in staged.iter().filter_map(|s| s.commit.clone()) {
                         listeners.tell(Commit { ts, writes });
                     }
@@ -753,7 +761,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn with_a_commit_log_listeners_are_told_by_its_reader_in_order_and_a_gap_as_everything() {
+    async fn with_a_commit_log_each_commit_is_told_once_in_order_and_a_gap_as_everything() {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(Log::default());
         let persistence = Arc::new(Logged {

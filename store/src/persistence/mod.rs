@@ -154,9 +154,9 @@ pub trait Persistence: Send + Sync + 'static {
     fn connect(&self) -> Result<Box<dyn StoreConnection>>;
 
     /// A reader of the log of commits, when several nodes share this store
-    /// (PostgreSQL): every node, the writer's included, learns of commits
-    /// by reading it. `None` (SQLite): commits are made and seen in this
-    /// process only, and the writer hands each one to the listeners itself.
+    /// (PostgreSQL): every node learns of the others' commits by reading it
+    /// (the writer tells of its own at once, too). `None` (SQLite): commits
+    /// are made and seen in this process only.
     fn commit_log(&self) -> Result<Option<Box<dyn CommitLog>>> {
         Ok(None)
     }
