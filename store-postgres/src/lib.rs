@@ -80,6 +80,7 @@ use postgres::config::SslMode;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 
+mod buffer;
 mod lease;
 mod log;
 mod shared;
@@ -476,6 +477,7 @@ impl Persistence for PostgresPersistence {
             txn: Txn::None,
             decoded: DecodedDocuments::default(),
             log: Vec::new(),
+            buffer: buffer::Buffer::default(),
             trim: log::TrimSchedule::default(),
             notify: format!("NOTIFY \"{}\"; COMMIT", log_channel(&self.schema)),
             source: self.clone(),
@@ -508,6 +510,8 @@ struct PostgresConnection {
     /// ([`StoreConnection::log_commit`]): timestamps and encoded write sets,
     /// sent with the commit's own statement.
     log: Vec<(i64, Vec<u8>)>,
+    /// The open write transaction's writes not sent yet (`buffer.rs`).
+    buffer: buffer::Buffer,
     /// When the log was last trimmed by this connection.
     trim: log::TrimSchedule,
     /// The commit that announces logged commits to the log's readers.
@@ -599,8 +603,10 @@ impl PostgresConnection {
             let _ = self.simple("ROLLBACK");
         }
         self.txn = Txn::None;
-        // Log rows of a transaction that did not commit are dropped with it.
+        // Log rows and writes of a transaction that did not commit are
+        // dropped with it.
         self.log.clear();
+        self.clear_buffer();
         ended
     }
 
@@ -713,19 +719,19 @@ impl StoreConnection for PostgresConnection {
         let epoch = self.source.epoch();
         let log = std::mem::take(&mut self.log);
         let announce = !log.is_empty();
-        let stamped = if announce {
-            self.stamp_logged(ts, epoch, log)
-        } else if epoch == 0 {
-            self.execute(
+        let stamped = match self.take_writes() {
+            Err(e) => Err(e),
+            Ok(writes) if !writes.is_empty() => self.stamp_logged(ts, epoch, log, Some(writes)),
+            Ok(_) if announce => self.stamp_logged(ts, epoch, log, None),
+            Ok(_) if epoch == 0 => self.execute(
                 "UPDATE meta SET value = $1 WHERE name = 'last_ts'",
                 &[&(ts.get() as i64)],
-            )
-        } else {
-            self.execute(
+            ),
+            Ok(_) => self.execute(
                 "UPDATE meta SET value = $1 WHERE name = 'last_ts'
                  AND (SELECT value FROM meta WHERE name = 'epoch') = $2",
                 &[&(ts.get() as i64), &epoch],
-            )
+            ),
         };
         let stamped = stamped.and_then(|rows| match rows {
             0 => Err(engine_error(format!(
@@ -759,19 +765,19 @@ impl StoreConnection for PostgresConnection {
 
     fn savepoint(&mut self) -> Result<()> {
         self.in_write("savepoint outside a write transaction")?;
-        self.simple("SAVEPOINT mutation").map(drop)
+        self.buffer_savepoint()
     }
 
     fn release_savepoint(&mut self) -> Result<()> {
-        self.simple("RELEASE SAVEPOINT mutation").map(drop)
+        self.buffer_release_savepoint()
     }
 
     fn rollback_to_savepoint(&mut self) -> Result<()> {
-        self.simple("ROLLBACK TO SAVEPOINT mutation; RELEASE SAVEPOINT mutation")
-            .map(drop)
+        self.buffer_rollback_to_savepoint()
     }
 
     fn get(&mut self, id: &DocumentId) -> Result<Option<Document>> {
+        self.flush_if(buffer::touches_document(id.as_str()))?;
         let rows = self.query(
             "SELECT creation_time, body FROM documents WHERE id = $1",
             &[&id.as_str()],
@@ -793,6 +799,7 @@ impl StoreConnection for PostgresConnection {
         order: Order,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Document)>> {
+        self.flush_if(buffer::touches_range(start, end))?;
         let sql = match order {
             Order::Asc => SCAN_ASC,
             Order::Desc => SCAN_DESC,
@@ -838,6 +845,7 @@ impl StoreConnection for PostgresConnection {
         limit: usize,
     ) -> Result<Vec<Document>> {
         // "" sorts before every id, so `None` starts at the first document.
+        self.flush_if(buffer::touches_documents)?;
         let after = after.map_or("", DocumentId::as_str);
         let rows = self.query(
             "SELECT id, creation_time, body FROM documents
@@ -850,19 +858,13 @@ impl StoreConnection for PostgresConnection {
     }
 
     fn put_document(&mut self, doc: &Document) -> Result<()> {
-        self.execute(
-            "INSERT INTO documents (id, creation_time, body) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO UPDATE SET body = excluded.body",
-            &[
-                &doc.id.as_str(),
-                &doc.creation_time,
-                &encode_body(&doc.fields),
-            ],
-        )?;
-        Ok(())
+        self.buffer_put_document(doc)
     }
 
     fn insert_document(&mut self, doc: &Document) -> Result<()> {
+        if self.txn == Txn::Write {
+            return self.buffer_insert_document(doc);
+        }
         let inserted = self.execute(
             "INSERT INTO documents (id, creation_time, body) VALUES ($1, $2, $3)
              ON CONFLICT (id) DO NOTHING",
@@ -879,26 +881,15 @@ impl StoreConnection for PostgresConnection {
     }
 
     fn delete_document(&mut self, id: &DocumentId) -> Result<()> {
-        self.execute("DELETE FROM documents WHERE id = $1", &[&id.as_str()])?;
-        Ok(())
+        self.buffer_delete_document(id)
     }
 
     fn put_index_entry(&mut self, key: &[u8], id: &DocumentId) -> Result<()> {
-        self.execute(
-            "INSERT INTO index_entries (key, doc_id) VALUES ($1, $2)
-             ON CONFLICT (key_prefix, key_hash) DO UPDATE SET doc_id = excluded.doc_id",
-            &[&key, &id.as_str()],
-        )?;
-        Ok(())
+        self.buffer_index_entry(key, Some(id))
     }
 
     fn delete_index_entry(&mut self, key: &[u8]) -> Result<()> {
-        self.execute(
-            "DELETE FROM index_entries
-             WHERE key_prefix = substring($1::bytea FROM 1 FOR 1024) AND key_hash = sha256($1::bytea)",
-            &[&key],
-        )?;
-        Ok(())
+        self.buffer_index_entry(key, None)
     }
 
     fn get_outcome(
@@ -907,6 +898,7 @@ impl StoreConnection for PostgresConnection {
         request_id: u32,
         fingerprint: &[u8],
     ) -> Result<Option<MutationOutcome>> {
+        self.flush_if(buffer::touches_outcomes)?;
         let rows = self.query(
             "SELECT ts, path, value FROM mutation_outcomes
              WHERE session_id = $1 AND request_id = $2 AND fingerprint = $3",
@@ -929,25 +921,11 @@ impl StoreConnection for PostgresConnection {
     }
 
     fn put_outcome(&mut self, outcome: &MutationOutcome) -> Result<()> {
-        self.execute(
-            "INSERT INTO mutation_outcomes
-             (session_id, request_id, fingerprint, ts, path, value)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (session_id, request_id, fingerprint)
-             DO UPDATE SET ts = excluded.ts, path = excluded.path, value = excluded.value",
-            &[
-                &outcome.session_id,
-                &i64::from(outcome.request_id),
-                &outcome.fingerprint,
-                &(outcome.ts.get() as i64),
-                &outcome.path,
-                &outcome.value.to_json_text(),
-            ],
-        )?;
-        Ok(())
+        self.buffer_outcome(outcome)
     }
 
     fn purge_outcomes(&mut self, before: Timestamp, limit: usize) -> Result<usize> {
+        self.flush_for_write()?;
         let n = self.execute(
             "DELETE FROM mutation_outcomes WHERE (session_id, request_id, fingerprint) IN
              (SELECT session_id, request_id, fingerprint FROM mutation_outcomes
@@ -958,6 +936,7 @@ impl StoreConnection for PostgresConnection {
     }
 
     fn count_outcomes(&mut self) -> Result<usize> {
+        self.flush_if(buffer::touches_outcomes)?;
         let rows = self.query("SELECT count(*) FROM mutation_outcomes", &[])?;
         let n: i64 = rows.first().map_or(0, |r| r.get(0));
         Ok(n as usize)

@@ -21,6 +21,7 @@ use livebase_store::readset::{Commit, WriteSet};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Statement};
 
+use crate::buffer::Writes;
 use crate::{
     as_bigint, connection_lost, drop_client, engine_error, off_runtime, pg, PostgresConnection,
     PostgresPersistence, Result,
@@ -112,18 +113,23 @@ impl TrimSchedule {
 }
 
 impl PostgresConnection {
-    /// Stamps commit `ts` with its log rows, trimming the log first when
-    /// due; returns the rows the stamp updated (0: fenced).
+    /// Stamps commit `ts` with its log rows (trimming the log first when
+    /// due) and, when given, the transaction's buffered writes, all in one
+    /// statement; returns the rows the stamp updated (0: fenced).
     pub(crate) fn stamp_logged(
         &mut self,
         ts: Timestamp,
         epoch: i64,
         log: Vec<(i64, Vec<u8>)>,
+        writes: Option<Writes>,
     ) -> Result<u64> {
         let ts = ts.get() as i64;
-        if self.trim.due() {
+        if !log.is_empty() && self.trim.due() {
             let retention = LOG_RETENTION.as_nanos() as i64;
             self.execute(TRIM, &[&ts.saturating_sub(retention)])?;
+        }
+        if let Some(writes) = writes {
+            return self.stamp_with_writes(writes, ts, epoch, log);
         }
         let (stamps, writes): (Vec<i64>, Vec<Vec<u8>>) = log.into_iter().unzip();
         self.execute(STAMP_LOGGED, &[&ts, &epoch, &stamps, &writes])
