@@ -530,6 +530,19 @@ pub(crate) fn touches_documents(w: &Writes) -> bool {
     !w.documents.is_empty()
 }
 
+/// Whether a read of one outcome could see one of `writes`.
+pub(crate) fn touches_outcome<'a>(
+    session_id: &'a str,
+    request_id: i64,
+    fingerprint: &'a [u8],
+) -> impl Fn(&Writes) -> bool + 'a {
+    move |w| {
+        w.outcomes.keys().any(|(s, r, f)| {
+            s == session_id && *r == request_id && f.as_slice() == fingerprint
+        })
+    }
+}
+
 pub(crate) fn touches_outcomes(w: &Writes) -> bool {
     !w.outcomes.is_empty()
 }

@@ -898,7 +898,11 @@ impl StoreConnection for PostgresConnection {
         request_id: u32,
         fingerprint: &[u8],
     ) -> Result<Option<MutationOutcome>> {
-        self.flush_if(buffer::touches_outcomes)?;
+        self.flush_if(buffer::touches_outcome(
+            session_id,
+            i64::from(request_id),
+            fingerprint,
+        ))?;
         let rows = self.query(
             "SELECT ts, path, value FROM mutation_outcomes
              WHERE session_id = $1 AND request_id = $2 AND fingerprint = $3",
