@@ -315,7 +315,12 @@ impl PostgresConnection {
     pub(crate) fn flush(&mut self) -> Result<()> {
         let writes = std::mem::take(&mut self.buffer.writes);
         self.apply(writes)?;
-        if self.buffer.since_savepoint.as_ref().is_some_and(|w| !w.is_empty()) {
+        if self
+            .buffer
+            .since_savepoint
+            .as_ref()
+            .is_some_and(|w| !w.is_empty())
+        {
             self.send_savepoint()?;
             let writes = std::mem::take(&mut self.buffer.writes);
             self.apply(writes)?;
@@ -499,12 +504,7 @@ impl PostgresConnection {
         let (stamps, logged): (Vec<i64>, Vec<Vec<u8>>) = log.into_iter().unzip();
         let arrays = writes.arrays();
         let mut params: Vec<&(dyn ToSql + Sync)> = arrays.params().to_vec();
-        params.extend([
-            &ts as &(dyn ToSql + Sync),
-            &epoch,
-            &stamps,
-            &logged,
-        ]);
+        params.extend([&ts as &(dyn ToSql + Sync), &epoch, &stamps, &logged]);
         self.execute(APPLY_AND_STAMP, &params)
     }
 }
@@ -537,9 +537,9 @@ pub(crate) fn touches_outcome<'a>(
     fingerprint: &'a [u8],
 ) -> impl Fn(&Writes) -> bool + 'a {
     move |w| {
-        w.outcomes.keys().any(|(s, r, f)| {
-            s == session_id && *r == request_id && f.as_slice() == fingerprint
-        })
+        w.outcomes
+            .keys()
+            .any(|(s, r, f)| s == session_id && *r == request_id && f.as_slice() == fingerprint)
     }
 }
 
