@@ -4,7 +4,8 @@
 //! with the commit's stamp, in its one statement, when nothing asked for
 //! them earlier. A mutation then costs a round trip for the transaction's
 //! begin, one per read (and per insert, whose taken id is checked at the
-//! call), one for the stamp with every write, and one for `COMMIT`.
+//! call), one for the stamp with every write, and one for `COMMIT`. (A
+//! buffer grown past [`SEND_PAST_BYTES`] is sent before it grows further.)
 //!
 //! A read sees the transaction's own writes: whatever is buffered that the
 //! read could see is sent first. A savepoint is kept in the connection too
@@ -74,6 +75,11 @@ pub(crate) const APPLY_AND_STAMP: &str = concat!(
     UPDATE meta SET value = $17 WHERE name = 'last_ts'
       AND ($18::bigint = 0 OR (SELECT value FROM meta WHERE name = 'epoch') = $18::bigint)"
 );
+
+/// Buffered writes past about this many bytes are sent before the next one
+/// is buffered: a batch stays far under PostgreSQL's limit on one message
+/// (1 GB), however many large mutations a group commit holds.
+const SEND_PAST_BYTES: usize = 64 << 20;
 
 /// Whether the documents table has a row with id `$1`.
 const DOCUMENT_EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM documents WHERE id = $1)";
@@ -272,6 +278,9 @@ pub(crate) struct Buffer {
     /// A send of buffered writes failed: the transaction commits nothing
     /// (but a rollback to a savepoint made on the server before them).
     failed: bool,
+    /// About how many bytes were buffered since the last send (writes
+    /// coalesced away still count).
+    bytes: usize,
 }
 
 impl Buffer {
@@ -283,7 +292,9 @@ impl Buffer {
             .or_else(|| self.writes.documents.get(id))
     }
 
-    fn top(&mut self) -> &mut Writes {
+    /// Where a write goes, counting `bytes` of it.
+    fn top(&mut self, bytes: usize) -> &mut Writes {
+        self.bytes += bytes;
         self.since_savepoint.as_mut().unwrap_or(&mut self.writes)
     }
 
@@ -325,6 +336,7 @@ impl PostgresConnection {
             let writes = std::mem::take(&mut self.buffer.writes);
             self.apply(writes)?;
         }
+        self.buffer.bytes = 0;
         Ok(())
     }
 
@@ -367,12 +379,22 @@ impl PostgresConnection {
 
     /// Buffers (or, outside a write transaction, sends) a document write.
     fn write_document(&mut self, id: &DocumentId, write: DocumentWrite) -> Result<()> {
-        self.buffer.top().write_document(id.as_str(), write);
+        let bytes = id.as_str().len()
+            + match &write {
+                DocumentWrite::Put { body, .. } => body.len() + 8,
+                DocumentWrite::Delete => 0,
+            };
+        self.buffer.top(bytes).write_document(id.as_str(), write);
         self.send_unless_buffering()
     }
 
+    /// After a write was buffered: outside a write transaction, sends it;
+    /// inside one, sends the buffer once it grew past [`SEND_PAST_BYTES`].
     fn send_unless_buffering(&mut self) -> Result<()> {
         if self.buffering() {
+            if self.buffer.bytes > SEND_PAST_BYTES {
+                self.flush()?;
+            }
             return Ok(());
         }
         let writes = std::mem::take(&mut self.buffer.writes);
@@ -415,8 +437,9 @@ impl PostgresConnection {
     }
 
     pub(crate) fn buffer_index_entry(&mut self, key: &[u8], id: Option<&DocumentId>) -> Result<()> {
+        let bytes = key.len() + id.map_or(0, |id| id.as_str().len());
         self.buffer
-            .top()
+            .top(bytes)
             .entries
             .insert(key.to_vec(), id.map(|id| id.as_str().to_string()));
         self.send_unless_buffering()
@@ -433,7 +456,8 @@ impl PostgresConnection {
             i64::from(outcome.request_id),
             outcome.fingerprint.clone(),
         );
-        self.buffer.top().outcomes.insert(key, row);
+        let bytes = key.0.len() + key.2.len() + row.path.len() + row.value.len() + 16;
+        self.buffer.top(bytes).outcomes.insert(key, row);
         self.send_unless_buffering()
     }
 
@@ -480,6 +504,7 @@ impl PostgresConnection {
                 "a write of this transaction failed: it commits nothing".into(),
             ));
         }
+        self.buffer.bytes = 0;
         let mut writes = std::mem::take(&mut self.buffer.writes);
         if let Some(since) = self.buffer.since_savepoint.take() {
             writes.extend(since);
