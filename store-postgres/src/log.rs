@@ -3,7 +3,7 @@
 //! [`PostgresCommitLog`], how a node reads it.
 //!
 //! The writer's commit inserts its rows in the statement that stamps the
-//! commit (one round trip for both), and sends `NOTIFY` on the schema's
+//! commit (one round trip for both, with the transaction's buffered writes), and sends `NOTIFY` on the schema's
 //! channel ([`log_channel`]) with its `COMMIT` (one round trip again); the
 //! server delivers it only once the commit is visible, so a reader woken by
 //! it finds the rows. Rows older than [`LOG_RETENTION`] are trimmed by the
