@@ -471,7 +471,13 @@ impl Persistence for PostgresPersistence {
     }
 
     fn connect(&self) -> Result<Box<dyn StoreConnection>> {
-        Ok(Box::new(PostgresConnection {
+        Ok(Box::new(self.connection()?))
+    }
+}
+
+impl PostgresPersistence {
+    fn connection(&self) -> Result<PostgresConnection> {
+        Ok(PostgresConnection {
             client: Some(self.client()?),
             statements: HashMap::new(),
             txn: Txn::None,
@@ -481,7 +487,8 @@ impl Persistence for PostgresPersistence {
             trim: log::TrimSchedule::default(),
             notify: format!("NOTIFY \"{}\"; COMMIT", log_channel(&self.schema)),
             source: self.clone(),
-        }))
+            sent: 0,
+        })
     }
 }
 
@@ -516,6 +523,10 @@ struct PostgresConnection {
     trim: log::TrimSchedule,
     /// The commit that announces logged commits to the log's readers.
     notify: String,
+    /// How many times this connection sent statements and waited for their
+    /// answer: its round trips (but the one that prepares a statement on
+    /// its first use).
+    sent: u64,
 }
 
 impl PostgresConnection {
@@ -530,6 +541,7 @@ impl PostgresConnection {
             ));
         };
         let statements = &mut self.statements;
+        self.sent += 1;
         off_runtime(move || f(client, statements))
     }
 
@@ -973,7 +985,78 @@ impl Drop for PostgresConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use livebase_store::readset::WriteSet;
     use livebase_testkit::postgres::{drop_schema, server_url, unique_name};
+
+    /// A mutation as the store's writer makes one: the resend check, a new
+    /// document with four index entries, the outcome and the log's row;
+    /// `isolated`, in a savepoint of its own (as in a group of several).
+    fn mutation(c: &mut PostgresConnection, n: u32, isolated: bool) {
+        if isolated {
+            c.savepoint().unwrap();
+        }
+        let fingerprint = [n as u8; 32];
+        assert_eq!(c.get_outcome("s", n, &fingerprint).unwrap(), None);
+        let doc = Document {
+            id: DocumentId::generate("t"),
+            creation_time: f64::from(n),
+            fields: Object::new(),
+        };
+        c.insert_document(&doc).unwrap();
+        for index in 0..4u8 {
+            let mut key = vec![index];
+            key.extend_from_slice(doc.id.as_str().as_bytes());
+            c.put_index_entry(&key, &doc.id).unwrap();
+        }
+        if isolated {
+            c.release_savepoint().unwrap();
+        }
+        c.put_outcome(&MutationOutcome {
+            session_id: "s".into(),
+            request_id: n,
+            fingerprint: fingerprint.to_vec(),
+            ts: Timestamp::new(u64::from(n)),
+            path: "f".into(),
+            value: Value::Null,
+        })
+        .unwrap();
+    }
+
+    /// The writer's buffered writes make a mutation few round trips: its
+    /// begin, its two reads (the resend check, the new id's check), the
+    /// stamp with every write, `COMMIT`; a mutation more in the group adds
+    /// only its reads.
+    #[test]
+    fn a_mutation_is_its_reads_and_three_round_trips() {
+        let Some(url) = server_url("a_mutation_is_its_reads_and_three_round_trips") else {
+            return;
+        };
+        let p = PostgresPersistence::open_schema(&url, &unique_name("trips"), None).unwrap();
+        let mut c = p.connection().unwrap();
+        let mut n = 0;
+        for group in [1, 1, 3] {
+            let sent = c.sent;
+            c.begin_write().unwrap();
+            for _ in 0..group {
+                n += 1;
+                mutation(&mut c, n, group > 1);
+            }
+            let ts = Timestamp::new(u64::from(n));
+            c.log_commit(ts, &WriteSet::default()).unwrap();
+            c.commit(ts).unwrap();
+            // The first commit prepares its statements; the others are
+            // counted.
+            if n > 1 {
+                assert_eq!(c.sent - sent, 3 + 2 * group, "a group of {group}");
+            }
+        }
+        c.begin_read().unwrap();
+        assert_eq!(c.count_outcomes().unwrap(), 5);
+        assert_eq!(c.scan(&[3], &[4], Order::Asc, 10).unwrap().len(), 5);
+        c.end_read().unwrap();
+        drop(c);
+        drop_schema(&url, p.schema());
+    }
 
     /// A range scan reads as many entries as its limit asks for, not the
     /// whole range: the plan walks the B-tree in its order under the limit,
