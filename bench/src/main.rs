@@ -16,6 +16,7 @@ mod app;
 mod client;
 mod devloop;
 mod files;
+mod measure;
 mod phases;
 mod postgres;
 mod server;

@@ -11,9 +11,8 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{lean_newest, sign_up, small_buffers, BoxError, Conn};
+use crate::measure::{percentiles, progress, wait_for_newest, WAIT};
 use crate::server::Server;
-
-pub(crate) const WAIT: Duration = Duration::from_secs(60);
 
 /// Sizes of one run.
 struct Sizes {
@@ -117,25 +116,6 @@ impl Sizes {
             }
         }
     }
-}
-
-pub(crate) fn progress(msg: &str) {
-    eprintln!("[bench] {msg}");
-}
-
-/// p50, p99 and max of samples, in milliseconds.
-pub(crate) fn percentiles(samples: &mut [Duration]) -> (f64, f64, f64) {
-    if samples.is_empty() {
-        return (0.0, 0.0, 0.0);
-    }
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    (
-        ms(at(0.5)),
-        ms(at(0.99)),
-        ms(*samples.last().expect("non-empty")),
-    )
 }
 
 pub async fn run_all(
@@ -771,16 +751,6 @@ async fn http_cpu(calls: usize) -> Result<HttpCpu, BoxError> {
         fresh: us(cpu_ns[2]),
         fresh_anonymous: us(cpu_ns[3]),
     })
-}
-
-/// Reads until a Transition shows `n` as the newest document.
-pub(crate) async fn wait_for_newest(conn: &mut Conn, n: f64) -> Result<(), BoxError> {
-    loop {
-        let text = conn.recv_text(WAIT).await?;
-        if lean_newest(&text)?.is_some_and(|newest| newest.contains(&n)) {
-            return Ok(());
-        }
-    }
 }
 
 /// `conns` connections subscribed to one query (or, `distinct`, each to a

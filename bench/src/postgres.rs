@@ -26,7 +26,7 @@ use livebase_store_postgres::probe;
 use serde_json::json;
 
 use crate::client::{BoxError, Conn};
-use crate::phases::{percentiles, progress, wait_for_newest, WAIT};
+use crate::measure::{percentiles, progress, wait_for_newest, WAIT};
 use crate::server::Server;
 
 /// The JSON result of a run without a database.

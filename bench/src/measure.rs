@@ -1,0 +1,39 @@
+//! What every phase measures with: the wait for an answer, progress lines,
+//! percentiles of samples, and the wait for a pushed result.
+
+use std::time::Duration;
+
+use crate::client::{lean_newest, BoxError, Conn};
+
+/// Longest wait for any one answer of the server.
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
+
+/// A progress line on standard error (the table goes to standard output).
+pub(crate) fn progress(msg: &str) {
+    eprintln!("[bench] {msg}");
+}
+
+/// p50, p99 and max of samples, in milliseconds.
+pub(crate) fn percentiles(samples: &mut [Duration]) -> (f64, f64, f64) {
+    if samples.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    (
+        ms(at(0.5)),
+        ms(at(0.99)),
+        ms(*samples.last().expect("non-empty")),
+    )
+}
+
+/// Reads until a Transition shows `n` as the newest document.
+pub(crate) async fn wait_for_newest(conn: &mut Conn, n: f64) -> Result<(), BoxError> {
+    loop {
+        let text = conn.recv_text(WAIT).await?;
+        if lean_newest(&text)?.is_some_and(|newest| newest.contains(&n)) {
+            return Ok(());
+        }
+    }
+}
