@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{lean_newest, sign_up, small_buffers, BoxError, Conn};
-use crate::measure::{percentiles, progress, wait_for_newest, WAIT};
+use crate::measure::{concurrent_writes, percentiles, progress, wait_for_newest, WAIT};
 use crate::server::Server;
 
 /// Sizes of one run.
@@ -964,23 +964,7 @@ async fn mutation_throughput(clients: usize, total: usize) -> Result<f64, BoxErr
     for _ in 0..clients {
         conns.push(Conn::connect(&server.url).await?);
     }
-    let t0 = Instant::now();
-    let tasks: Vec<_> = conns
-        .into_iter()
-        .enumerate()
-        .map(|(k, mut c)| {
-            tokio::spawn(async move {
-                for i in 0..per_client {
-                    c.add_and_wait(&format!("org{k}"), i as f64).await?;
-                }
-                Ok::<(), BoxError>(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await??;
-    }
-    let rate = (per_client * clients) as f64 / t0.elapsed().as_secs_f64();
+    let rate = concurrent_writes(conns, per_client).await?;
     server.stop().await;
     Ok(rate)
 }

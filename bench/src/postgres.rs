@@ -26,7 +26,7 @@ use livebase_store_postgres::probe;
 use serde_json::json;
 
 use crate::client::{BoxError, Conn};
-use crate::measure::{percentiles, progress, wait_for_newest, WAIT};
+use crate::measure::{concurrent_writes, percentiles, progress, wait_for_newest, WAIT};
 use crate::server::Server;
 
 /// The JSON result of a run without a database.
@@ -451,23 +451,7 @@ async fn throughput_on_one_node(url: &str, clients: usize, total: usize) -> Resu
         c.add_and_wait("warmup", 0.0).await?;
         conns.push(c);
     }
-    let t0 = Instant::now();
-    let tasks: Vec<_> = conns
-        .into_iter()
-        .enumerate()
-        .map(|(k, mut c)| {
-            tokio::spawn(async move {
-                for i in 0..per_client {
-                    c.add_and_wait(&format!("org{k}"), i as f64).await?;
-                }
-                Ok::<(), BoxError>(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await??;
-    }
-    let rate = (per_client * clients) as f64 / t0.elapsed().as_secs_f64();
+    let rate = concurrent_writes(conns, per_client).await?;
     node.stop().await;
     schema.drop_now().await?;
     Ok(rate)
