@@ -92,6 +92,23 @@ impl Conn {
         Ok(request_id)
     }
 
+    /// Reads until the response to mutation `id` (what comes before it, a
+    /// read-your-writes Transition say, is dropped); an error if it failed.
+    pub async fn await_response(&mut self, id: RequestId) -> Result<(), BoxError> {
+        loop {
+            if let ServerMessage::MutationResponse {
+                request_id, result, ..
+            } = self.recv(Duration::from_secs(60)).await?
+            {
+                if request_id == id {
+                    return result
+                        .map(drop)
+                        .map_err(|e| format!("mutation {}: {}", id.0, e.message).into());
+                }
+            }
+        }
+    }
+
     /// The next protocol message (pings skipped), or an error after `limit`.
     pub async fn recv(&mut self, limit: Duration) -> Result<ServerMessage, BoxError> {
         loop {

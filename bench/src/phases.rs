@@ -585,13 +585,7 @@ async fn push_scenario(idle: usize, orgs: usize, writes: usize) -> Result<PushRe
         wait_for_newest(&mut sub, n).await?;
         samples.push(t0.elapsed());
         // Drain the writer's own response (and read-your-writes Transition).
-        loop {
-            if let ServerMessage::MutationResponse { request_id, .. } = writer.recv(WAIT).await? {
-                if request_id == id {
-                    break;
-                }
-            }
-        }
+        writer.await_response(id).await?;
     }
     let after = server.stats().await?;
     server.stop().await;
@@ -653,17 +647,7 @@ async fn push_by_result_size(rows: usize, writes: usize) -> Result<PushResult, B
                 break at;
             }
         };
-        loop {
-            if let ServerMessage::MutationResponse {
-                request_id, result, ..
-            } = writer.recv(WAIT).await?
-            {
-                if request_id == id {
-                    result.map_err(|e| format!("bench:setFirst failed: {}", e.message))?;
-                    break;
-                }
-            }
-        }
+        writer.await_response(id).await?;
         Ok(elapsed)
     };
     // Warm up caches and prepared statements.
@@ -1033,13 +1017,7 @@ async fn victim_pushes(
         let id = writer.add("victim", n).await?;
         wait_for_newest(sub, n).await?;
         samples.push(t0.elapsed());
-        loop {
-            if let ServerMessage::MutationResponse { request_id, .. } = writer.recv(WAIT).await? {
-                if request_id == id {
-                    break;
-                }
-            }
-        }
+        writer.await_response(id).await?;
     }
     Ok(percentiles(&mut samples))
 }

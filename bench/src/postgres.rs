@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use livebase_schema::protocol::ServerMessage;
 use livebase_store_postgres::probe;
 use serde_json::json;
 
@@ -363,17 +362,7 @@ async fn pushes(
         let id = writer.add("target", n).await?;
         wait_for_newest(sub, n).await?;
         samples.push(t0.elapsed());
-        loop {
-            if let ServerMessage::MutationResponse {
-                request_id, result, ..
-            } = writer.recv(WAIT).await?
-            {
-                if request_id == id {
-                    result.map_err(|e| format!("bench:add failed: {}", e.message))?;
-                    break;
-                }
-            }
-        }
+        writer.await_response(id).await?;
     }
     Ok(samples)
 }
