@@ -36,6 +36,11 @@ pub const FORWARDED_FOR: &str = "livebase-forwarded-for";
 /// over the lease) before the write fails.
 pub const WRITER_WAIT: Duration = Duration::from_secs(15);
 
+/// Calls a follower has in flight to the writer at most (more wait for
+/// one to end): each holds a connection, and the writer's listener caps the
+/// connections of one address (`MAX_HTTP_CONNECTIONS_PER_ADDRESS`, 256).
+pub const MAX_CALLS_TO_WRITER: usize = 128;
+
 /// How often a follower waiting for the writer's answer checks that the
 /// lease has not moved on.
 pub const WRITER_CHECK: Duration = Duration::from_millis(500);
@@ -119,6 +124,11 @@ impl Node {
         refresh: bool,
         body: Bytes,
     ) -> std::result::Result<Result<(Value, Timestamp)>, Failure> {
+        let _slot = self
+            .calls
+            .acquire()
+            .await
+            .map_err(|e| Failure::NotRun(e.to_string()))?;
         let writer = self
             .writer_url(refresh)
             .map_err(|e| Failure::NotRun(format!("reading the writer's address: {e}")))?
@@ -151,8 +161,16 @@ impl Node {
                 return Err(Failure::Unknown(format!("the lease moved on from {writer}")))
             }
         };
-        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
-            return Err(Failure::NotRun(format!("{writer} is not the writer")));
+        // `503` from the forwarding route is "not the writer"; `503` and
+        // `429` from the writer's listener are a connection over its caps,
+        // refused before any request was read: neither ran anything.
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE
+            || response.status() == StatusCode::TOO_MANY_REQUESTS
+        {
+            return Err(Failure::NotRun(format!(
+                "{writer} answered {}",
+                response.status()
+            )));
         }
         if response.status() != StatusCode::OK {
             return Err(Failure::Unknown(format!(
@@ -221,6 +239,9 @@ impl Node {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
+        let Ok(_slot) = self.calls.acquire().await else {
+            return unavailable("this node is stopping");
+        };
         let started = Instant::now();
         let mut refresh = false;
         loop {

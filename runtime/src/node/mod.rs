@@ -48,6 +48,8 @@ pub struct Node {
     /// The writer's URL as last read from the store.
     target: Mutex<Option<String>>,
     client: client::Pool,
+    /// Calls to the writer in flight ([`forward::MAX_CALLS_TO_WRITER`]).
+    calls: tokio::sync::Semaphore,
 }
 
 impl Node {
@@ -61,6 +63,7 @@ impl Node {
             secret,
             target: Mutex::new(None),
             client: client::Pool::default(),
+            calls: tokio::sync::Semaphore::new(forward::MAX_CALLS_TO_WRITER),
         })
     }
 
