@@ -131,6 +131,7 @@ impl Node {
             .map_err(|e| Failure::NotRun(e.to_string()))?;
         let writer = self
             .writer_url(refresh)
+            .await
             .map_err(|e| Failure::NotRun(format!("reading the writer's address: {e}")))?
             .ok_or_else(|| Failure::NotRun("no writer has taken the lease yet".into()))?;
         let authority = authority(&writer).map_err(Failure::NotRun)?;
@@ -190,9 +191,7 @@ impl Node {
             if self.is_writer() {
                 return;
             }
-            let lease = self.lease.clone();
-            let now = tokio::task::spawn_blocking(move || lease.writer()).await;
-            if let Ok(Ok(Some(now))) = now {
+            if let Ok(Some(now)) = self.writer_url(true).await {
                 if now != url {
                     return;
                 }
@@ -245,7 +244,7 @@ impl Node {
         let started = Instant::now();
         let mut refresh = false;
         loop {
-            let writer = match self.writer_url(refresh) {
+            let writer = match self.writer_url(refresh).await {
                 Ok(Some(w)) => w,
                 Ok(None) => String::new(),
                 Err(e) => return unavailable(&format!("reading the writer's address: {e}")),

@@ -19,8 +19,8 @@ pub mod client;
 pub mod forward;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub use forward::{FORWARD_PATH, NODE_HEADER};
 pub use livebase_store::Lease;
@@ -38,6 +38,17 @@ pub const NODE_SECRET: &str = "node";
 /// shared secrets: every node signs and checks tokens with the same key.
 pub const DEPLOYMENT_SECRET: &str = "deployment";
 
+/// The writer's URL as last read, and when.
+#[derive(Default)]
+struct Target {
+    url: Option<String>,
+    read: Option<Instant>,
+}
+
+/// How old the writer's URL as last read may be before a call that did not
+/// reach it reads it again.
+pub const WRITER_REREAD: Duration = Duration::from_millis(100);
+
 /// This node: writer or follower, and how to reach the writer.
 pub struct Node {
     lease: Arc<dyn Lease>,
@@ -46,7 +57,7 @@ pub struct Node {
     own_url: String,
     secret: Vec<u8>,
     /// The writer's URL as last read from the store.
-    target: Mutex<Option<String>>,
+    target: tokio::sync::Mutex<Target>,
     client: client::Pool,
     /// Calls to the writer in flight ([`forward::MAX_CALLS_TO_WRITER`]).
     calls: tokio::sync::Semaphore,
@@ -61,7 +72,7 @@ impl Node {
             writer: AtomicBool::new(false),
             own_url,
             secret,
-            target: Mutex::new(None),
+            target: tokio::sync::Mutex::new(Target::default()),
             client: client::Pool::default(),
             calls: tokio::sync::Semaphore::new(forward::MAX_CALLS_TO_WRITER),
         })
@@ -99,13 +110,26 @@ impl Node {
         constant_time_eq(presented, expected.as_bytes())
     }
 
-    /// The writer's URL: the one last read, unless `refresh`.
-    fn writer_url(&self, refresh: bool) -> Result<Option<String>> {
-        let mut target = self.target.lock().unwrap_or_else(|e| e.into_inner());
-        if refresh || target.is_none() {
-            *target = self.lease.writer()?;
+    /// The writer's URL: the one last read, unless `refresh` and that read
+    /// is older than [`WRITER_REREAD`]. Calls that wait for the writer all
+    /// at once (a failover under load) share one read of the store.
+    async fn writer_url(&self, refresh: bool) -> Result<Option<String>> {
+        let mut target = self.target.lock().await;
+        let stale = match &target.read {
+            None => true,
+            Some(at) => refresh && at.elapsed() >= WRITER_REREAD,
+        };
+        if stale {
+            let lease = self.lease.clone();
+            let read = tokio::task::spawn_blocking(move || lease.writer())
+                .await
+                .map_err(|e| crate::error::Error::internal(format!("reading the writer: {e}")))??;
+            *target = Target {
+                url: read,
+                read: Some(Instant::now()),
+            };
         }
-        Ok(target.clone())
+        Ok(target.url.clone())
     }
 }
 
