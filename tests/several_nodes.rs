@@ -57,6 +57,8 @@ struct NodeProcess {
     child: KillOnDrop,
     addr: SocketAddr,
     stderr: std::sync::mpsc::Receiver<String>,
+    /// Its log lines after the ready line.
+    stdout: std::sync::mpsc::Receiver<String>,
 }
 
 impl NodeProcess {
@@ -73,11 +75,13 @@ impl NodeProcess {
                 let _ = tx.send(line);
             }
         });
-        let (addr, _) = listening_address(&child.stdout_lines());
+        let stdout = child.stdout_lines();
+        let (addr, _) = listening_address(&stdout);
         NodeProcess {
             child,
             addr,
             stderr: rx,
+            stdout,
         }
     }
 
@@ -262,6 +266,17 @@ async fn a_live_query_on_one_node_sees_a_write_on_the_other_and_a_follower_forwa
             None,
             &headers,
             Some(&forged),
+        )
+        .await;
+        assert_eq!(answer.status, 404, "{secret:?}");
+        // Nor does it hand the writer sessions to end.
+        let answer = livebase_testkit::http::http_json(
+            a.addr,
+            "POST",
+            "/_node/end-sessions",
+            None,
+            &headers,
+            Some(&json!({"sessionIds": [session["session"]["id"]]})),
         )
         .await;
         assert_eq!(answer.status, 404, "{secret:?}");
@@ -583,4 +598,85 @@ async fn a_writer_stopped_past_its_lease_cannot_commit_and_steps_down_and_a_job_
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!((mails("a"), mails("b")), (0, 1));
     drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_used_only_on_a_follower_ends_at_its_expiry() {
+    use livebase_runtime::auth::tokens::{Claims, TokenKeys};
+    use livebase_runtime::database::Database;
+    use livebase_schema::obj;
+    use livebase_store_postgres::PostgresPersistence;
+    use std::sync::Arc;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    let Some((db, _dirs, a, b)) = two_nodes("expiry on a follower") else {
+        return;
+    };
+    let ada = sign_up(a.addr, "ada@example.com").await;
+    let user_id = livebase_testkit::http::http_json(
+        a.addr,
+        "GET",
+        "/api/auth/get-session",
+        Some(&ada),
+        &[],
+        None,
+    )
+    .await
+    .json()["session"]["userId"]
+        .as_str()
+        .expect("a user id")
+        .to_string();
+    // A session of Ada's that ends in two seconds, written straight into
+    // the database, and a token for it signed with the deployment's secret
+    // the nodes share there: only the follower will ever see it.
+    let store = PostgresPersistence::open(&db.url).expect("the database");
+    let mut app = livebase_functions::app();
+    app.extend_schema(livebase_runtime::system::with_system_tables);
+    let side = Database::open(Arc::new(store.clone()), app.schema().clone()).expect("opens");
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let expires_at = now.as_millis() as f64 + 2000.0;
+    let user = user_id.clone();
+    let sid = side
+        .mutate(move |tx| {
+            tx.insert(
+                "sessions",
+                obj! { "userId" => user.as_str(), "expiresAt" => expires_at },
+            )
+        })
+        .await
+        .expect("a session row")
+        .value;
+    let keys = TokenKeys::from_secret(&store.shared_secret("deployment").unwrap()).unwrap();
+    let token = keys
+        .issue(&Claims {
+            sub: user_id,
+            sid: sid.as_str().to_string(),
+            iat: now.as_secs(),
+            exp: now.as_secs() + 60,
+        })
+        .expect("signs");
+
+    let mut on_b = signed_in(&b.ws(), SessionId::random(), &token).await;
+    on_b.add_query(1, "organizations:listMine", json!({})).await;
+    assert_eq!(on_b.next_result(1).await, Ok(json!([])));
+    // Nothing is written from here on: the next result is the session's end,
+    // which the writer carries out for the follower.
+    let waited = tokio::spawn(async move { on_b.next_result(1).await }).await;
+    let Ok(answer) = waited else {
+        let said = |n: &NodeProcess| {
+            let lines: Vec<String> = n.stdout.try_iter().chain(n.stderr.try_iter()).collect();
+            lines.join("\n")
+        };
+        panic!(
+            "no result after the expiry\nwriter:\n{}\nfollower:\n{}",
+            said(&a),
+            said(&b)
+        );
+    };
+    let ended = answer.expect_err("the session expired");
+    assert_eq!(
+        livebase_testkit::error_code(&ended),
+        Some("UNAUTHENTICATED")
+    );
+    drop(a);
 }

@@ -13,9 +13,10 @@
 //! the sessions' clients re-present their tokens when they reconnect.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use livebase_schema::{DocumentId, Value};
 use tokio::sync::Notify;
 
@@ -30,11 +31,18 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// become it.
 const FOLLOWER_SLEEP: Duration = Duration::from_secs(1);
 
+/// Where a node that may not commit (a follower) sends the sessions due to
+/// end, for the writer to end them; whether they got there.
+pub type EndElsewhere = Arc<dyn Fn(Vec<String>) -> BoxFuture<'static, bool> + Send + Sync>;
+
 /// The sessions to end, by expiry, and the database to end them in.
 pub struct Expiry {
     due: Mutex<Due>,
     wake: Arc<Notify>,
     db: Database,
+    /// Set on one of several nodes: while it is not the writer, due
+    /// sessions go there.
+    elsewhere: OnceLock<EndElsewhere>,
 }
 
 #[derive(Default)]
@@ -50,6 +58,26 @@ impl Expiry {
             due: Mutex::default(),
             wake: Arc::default(),
             db,
+            elsewhere: OnceLock::new(),
+        }
+    }
+
+    /// Sends due sessions to `send` whenever this node may not commit (the
+    /// first call wins).
+    pub fn end_elsewhere(&self, send: EndElsewhere) {
+        let _ = self.elsewhere.set(send);
+    }
+
+    /// Watches `sessions` again, to be ended at `at_ms` (a hand-off that did
+    /// not get through).
+    fn watch_again(&self, sessions: Vec<String>, at_ms: u64) {
+        let Ok(mut due) = self.due.lock() else {
+            return;
+        };
+        for sid in sessions {
+            if due.known.insert(sid.clone()) {
+                due.order.insert((at_ms, sid));
+            }
         }
     }
 
@@ -105,35 +133,30 @@ pub async fn run(expiry: Weak<Expiry>) {
         let Some(watch) = expiry.upgrade() else {
             return;
         };
-        if !watch.db.is_writable() {
+        let elsewhere = watch.elsewhere.get().cloned();
+        if !watch.db.is_writable() && elsewhere.is_none() {
             // Another node is the writer (this one may become it): the
             // sessions stay watched until this node can end them.
             drop(watch);
             let _ = tokio::time::timeout(FOLLOWER_SLEEP, wake.notified()).await;
             continue;
         }
-        let (due, next) = watch.take_due(now_ms() as u64);
+        let now = now_ms() as u64;
+        let (due, next) = watch.take_due(now);
         let db = watch.db.clone();
         drop(watch);
-        for sid in due {
-            let Some(id) = DocumentId::parse_in(&sid, super::tables::SESSIONS) else {
-                continue;
-            };
-            let ended = db
-                .mutate(move |tx| {
-                    let expired = tx.get(&id)?.is_some_and(|s| {
-                        s.get("expiresAt")
-                            .and_then(Value::as_f64)
-                            .is_none_or(|t| t <= now_ms())
-                    });
-                    if expired {
-                        tx.delete(&id)?;
+        match elsewhere {
+            // A follower: the writer ends them (and checks they are due).
+            Some(send) if !db.is_writable() && !due.is_empty() => {
+                if !send(due.clone()).await {
+                    // Not reached: again in a second.
+                    if let Some(watch) = expiry.upgrade() {
+                        watch.watch_again(due, now + FOLLOWER_SLEEP.as_millis() as u64);
                     }
-                    Ok(expired)
-                })
-                .await;
-            if let Err(e) = ended {
-                tracing::warn!("ending the expired session {sid}: {e}");
+                }
+            }
+            _ => {
+                end_expired(&db, due).await;
             }
         }
         drop(db);
@@ -143,6 +166,37 @@ pub async fn run(expiry: Weak<Expiry>) {
         let sleep = next.map_or(MAX_SLEEP, |d| (d + Duration::from_millis(1)).min(MAX_SLEEP));
         let _ = tokio::time::timeout(sleep, wake.notified()).await;
     }
+}
+
+/// Ends each session of `ids` whose expiry has passed: deletes its row, the
+/// write that re-runs the live queries that relied on it. One not yet due,
+/// or gone already, is left alone. Returns how many were ended.
+pub async fn end_expired(db: &Database, ids: Vec<String>) -> usize {
+    let mut ended = 0;
+    for sid in ids {
+        let Some(id) = DocumentId::parse_in(&sid, super::tables::SESSIONS) else {
+            continue;
+        };
+        let done = db
+            .mutate(move |tx| {
+                let expired = tx.get(&id)?.is_some_and(|s| {
+                    s.get("expiresAt")
+                        .and_then(Value::as_f64)
+                        .is_none_or(|t| t <= now_ms())
+                });
+                if expired {
+                    tx.delete(&id)?;
+                }
+                Ok(expired)
+            })
+            .await;
+        match done {
+            Ok(c) if c.value => ended += 1,
+            Ok(_) => {}
+            Err(e) => tracing::warn!("ending the expired session {sid}: {e}"),
+        }
+    }
+    ended
 }
 
 #[cfg(test)]
@@ -163,6 +217,7 @@ mod tests {
                 livebase_schema::Schema::default(),
             )
             .expect("a database"),
+            elsewhere: OnceLock::new(),
         };
         e.watch("sessions_b", 2_000.0);
         e.watch("sessions_a", 1_000.0);

@@ -251,6 +251,19 @@ impl SessionAuth {
         }
     }
 
+    /// On one of several nodes: while this node is not the writer, the
+    /// sessions due to end are handed to `send` (the writer's
+    /// [`SessionAuth::end_expired`]).
+    pub fn end_expired_elsewhere(&self, send: expiry::EndElsewhere) {
+        self.inner.expiry.end_elsewhere(send);
+    }
+
+    /// Ends each of the sessions `ids` whose expiry has passed (another
+    /// node's due sessions, on the writer); how many it ended.
+    pub async fn end_expired(&self, ids: Vec<String>) -> usize {
+        expiry::end_expired(&self.inner.db, ids).await
+    }
+
     /// Sets where mailed links point; the first call wins.
     pub fn set_app_url(&self, app_url: &str) {
         let _ = self

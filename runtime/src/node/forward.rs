@@ -27,6 +27,11 @@ use crate::server::client_addr::ClientAddr;
 
 /// Where the writer takes forwarded mutations.
 pub const FORWARD_PATH: &str = "/_node/mutation";
+/// Where the writer takes the sessions a follower saw, due to end.
+pub const END_SESSIONS_PATH: &str = "/_node/end-sessions";
+/// Most session ids one hand-off to [`END_SESSIONS_PATH`] carries (the
+/// writer refuses more; a follower sends more in several).
+pub const MAX_SESSIONS_PER_HANDOFF: usize = 10_000;
 /// The header a node proves itself with: the nodes' secret.
 pub const NODE_HEADER: &str = "livebase-node";
 /// The header a follower names the client's address in, on a request it
@@ -124,6 +129,18 @@ impl Node {
         refresh: bool,
         body: Bytes,
     ) -> std::result::Result<Result<(Value, Timestamp)>, Failure> {
+        let answer = self.post_to_writer(refresh, FORWARD_PATH, body).await?;
+        decode_answer(&answer).map_err(Failure::Unknown)
+    }
+
+    /// `POST`s `body` (JSON) to the writer's `path` as a node; the body of
+    /// its `200` answer.
+    async fn post_to_writer(
+        &self,
+        refresh: bool,
+        path: &str,
+        body: Bytes,
+    ) -> std::result::Result<Bytes, Failure> {
         let _slot = self
             .calls
             .acquire()
@@ -147,7 +164,7 @@ impl Node {
         );
         let send = self
             .client
-            .send(&authority, Method::POST, FORWARD_PATH, &headers, body);
+            .send(&authority, Method::POST, path, &headers, body);
         // A writer that stopped (a paused process, a lost host) answers
         // nothing: the call is given up once the lease has moved on.
         let response = tokio::select! {
@@ -162,9 +179,9 @@ impl Node {
                 return Err(Failure::Unknown(format!("the lease moved on from {writer}")))
             }
         };
-        // `503` from the forwarding route is "not the writer"; `503` and
-        // `429` from the writer's listener are a connection over its caps,
-        // refused before any request was read: neither ran anything.
+        // `503` from a node route is "not the writer"; `503` and `429` from
+        // the writer's listener are a connection over its caps, refused
+        // before any request was read: neither ran anything.
         if response.status() == StatusCode::SERVICE_UNAVAILABLE
             || response.status() == StatusCode::TOO_MANY_REQUESTS
         {
@@ -180,7 +197,23 @@ impl Node {
                 String::from_utf8_lossy(response.body())
             )));
         }
-        decode_answer(response.body()).map_err(Failure::Unknown)
+        Ok(response.into_body())
+    }
+
+    /// Hands the sessions of `ids`, due to end, to the writer, which ends
+    /// those whose expiry has passed; whether it got them. (Ending one twice
+    /// is harmless, so a try that may have got there is as good.)
+    pub async fn end_sessions(&self, ids: Vec<String>) -> bool {
+        for chunk in ids.chunks(MAX_SESSIONS_PER_HANDOFF) {
+            let body = Bytes::from(json!({ "sessionIds": chunk }).to_string());
+            if let Err(Failure::NotRun(e) | Failure::Unknown(e)) =
+                self.post_to_writer(true, END_SESSIONS_PATH, body).await
+            {
+                tracing::debug!("handing expired sessions to the writer: {e}");
+                return false;
+            }
+        }
+        true
     }
 
     /// Returns once the writer is no longer the one at `url`: this node took

@@ -242,6 +242,9 @@ pub struct AppState {
     pub shutdown: broadcast::Sender<()>,
     /// This node, when several share the store.
     pub node: Option<Arc<Node>>,
+    /// The built-in sessions, when the server uses them (the writer ends
+    /// the expired sessions another node hands it).
+    pub sessions: Option<SessionAuth>,
 }
 
 /// A running server.
@@ -471,6 +474,14 @@ async fn start(
         }
         None => None,
     };
+    // A follower hands the sessions it saw, due to end, to the writer.
+    if let (Some(node), Some(auth)) = (&node, &session_auth) {
+        let node = node.clone();
+        auth.end_expired_elsewhere(Arc::new(move |ids| {
+            let node = node.clone();
+            Box::pin(async move { node.end_sessions(ids).await })
+        }));
+    }
     let calls = options.dashboard.then(CallLog::default);
     if let Some(calls) = &calls {
         executor = executor.with_call_log(calls.clone());
@@ -532,6 +543,7 @@ async fn start(
         clock: options.clock.clone(),
         shutdown,
         node: node.clone(),
+        sessions: session_auth.clone(),
     };
     let app = match auth_routes {
         Some(auth) => router(state.clone()).merge(auth),
@@ -685,6 +697,10 @@ fn router(state: AppState) -> Router {
         .route("/api/action", post(http::action))
         .route("/health", get(http::health))
         .route(crate::node::FORWARD_PATH, post(nodes::accept_mutation))
+        .route(
+            crate::node::forward::END_SESSIONS_PATH,
+            post(nodes::accept_expired_sessions),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_MESSAGE_SIZE))
         .with_state(state)
 }

@@ -15,7 +15,7 @@ use super::{AppState, ClientAddr, MAX_MESSAGE_SIZE};
 use crate::error::Error;
 use crate::executor::{Caller, RequestKey};
 use crate::identity::Identity;
-use crate::node::forward::{FORWARDED_FOR, NOT_WRITER};
+use crate::node::forward::{FORWARDED_FOR, MAX_SESSIONS_PER_HANDOFF, NOT_WRITER};
 use crate::node::NODE_HEADER;
 
 /// The writer's end of [`crate::node::Node::forward_mutation`], at
@@ -116,6 +116,60 @@ impl ForwardedCall {
             key,
         })
     }
+}
+
+/// The writer's end of [`crate::node::Node::end_sessions`], at
+/// [`crate::node::forward::END_SESSIONS_PATH`]: ends those of the sessions
+/// whose expiry has passed (the others, and ones already gone, are left
+/// alone, so the call can end nothing that should live).
+pub async fn accept_expired_sessions(State(state): State<AppState>, request: Request) -> Response {
+    let Some(node) = &state.node else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let presented = request
+        .headers()
+        .get(NODE_HEADER)
+        .map(HeaderValue::as_bytes)
+        .unwrap_or_default();
+    if !node.is_node(presented) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let Some(sessions) = &state.sessions else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if !node.is_writer() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(NOT_WRITER, "1")],
+            "this node is not the writer",
+        )
+            .into_response();
+    }
+    let Ok(body) = axum::body::to_bytes(request.into_body(), usize::MAX).await else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let ids: Option<Vec<String>> = serde_json::from_slice::<JsonValue>(&body)
+        .ok()
+        .and_then(|j| {
+            j.get("sessionIds")?
+                .as_array()?
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect()
+        });
+    let Some(ids) = ids.filter(|ids| ids.len() <= MAX_SESSIONS_PER_HANDOFF) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("expected {{sessionIds: [...]}}, at most {MAX_SESSIONS_PER_HANDOFF}"),
+        )
+            .into_response();
+    };
+    let ended = sessions.end_expired(ids).await;
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({ "ended": ended }).to_string(),
+    )
+        .into_response()
 }
 
 /// The routes that write outside of functions and so go to the writer whole
