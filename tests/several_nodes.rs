@@ -22,13 +22,15 @@ use livebase_testkit::process::{listening_address, KillOnDrop};
 use livebase_testkit::{Client, PASSWORD, PATIENCE};
 use serde_json::{json, Value as Json};
 
+mod smtp;
+
 fn path(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 path")
 }
 
-/// `livebase serve --port 0 --data <dir> --postgres <url>`, without the
+/// `livebase serve --port 0 --data <dir> --postgres <url> <args>`, without the
 /// variables a developer's shell may set; started, not yet ready.
-fn spawn(dir: &Path, url: &str) -> KillOnDrop {
+fn spawn(dir: &Path, url: &str, args: &[&str]) -> KillOnDrop {
     let child = Command::new(env!("CARGO_BIN_EXE_livebase"))
         .args([
             "serve",
@@ -39,6 +41,7 @@ fn spawn(dir: &Path, url: &str) -> KillOnDrop {
             "--postgres",
             url,
         ])
+        .args(args)
         .env_remove("LIVEBASE_DATA")
         .env_remove("LIVEBASE_POSTGRES_URL")
         .env_remove("LIVEBASE_SMTP_URL")
@@ -63,7 +66,12 @@ struct NodeProcess {
 
 impl NodeProcess {
     fn start(dir: &Path, url: &str) -> NodeProcess {
-        let mut child = spawn(dir, url);
+        NodeProcess::start_with(dir, url, &[])
+    }
+
+    /// As [`NodeProcess::start`], with `args` appended to the command line.
+    fn start_with(dir: &Path, url: &str, args: &[&str]) -> NodeProcess {
+        let mut child = spawn(dir, url, args);
         let stderr = child.0.stderr.take().expect("piped");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -679,4 +687,54 @@ async fn a_session_used_only_on_a_follower_ends_at_its_expiry() {
         Some("UNAUTHENTICATED")
     );
     drop(a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_cut_short_by_the_writers_death_is_sent_again_by_the_new_writer() {
+    let Some(db) = TestDatabase::create("interrupted action") else {
+        return;
+    };
+    // The relay keeps each message, then takes four seconds to say so: a
+    // writer killed meanwhile leaves its `emails:send` in progress.
+    let sink = smtp::SmtpSink::start_with(smtp::SinkOptions {
+        data_delay: Some(Duration::from_secs(4)),
+        ..smtp::SinkOptions::default()
+    });
+    let relay = sink.url();
+    let dirs = tempfile::tempdir().unwrap();
+    let smtp_args = ["--smtp", relay.as_str()];
+    let mut a = NodeProcess::start_with(&dirs.path().join("a"), &db.url, &smtp_args);
+    let b = NodeProcess::start_with(&dirs.path().join("b"), &db.url, &smtp_args);
+    let token = sign_up(a.addr, "ada@example.com").await;
+    let mut on_a = signed_in(&a.ws(), SessionId::random(), &token).await;
+    let org = create_organization(&mut on_a, "acme").await;
+    on_a.mutation(
+        "organizations:invite",
+        args(json!({"organizationId": org, "email": "grace@example.com", "role": "member"})),
+    )
+    .await
+    .expect("invited");
+    let to_grace = |m: &smtp::Received| m.rcpt_tos == ["grace@example.com"];
+    sink.wait_until("the invitation, in the relay's hands", PATIENCE, |got| {
+        got.iter().any(to_grace)
+    })
+    .await;
+    // The writer dies before the relay's answer: the job is left running.
+    a.signal("-KILL");
+    let _ = a.exit();
+
+    // The follower takes over, marks the job interrupted and, the mail being
+    // retryable, sends it again: the same message, recognisably.
+    let mails = sink
+        .wait_until("the invitation, sent again", PATIENCE * 2, |got| {
+            got.iter().filter(|m| to_grace(m)).count() >= 2
+        })
+        .await;
+    let ids: BTreeSet<&str> = mails
+        .iter()
+        .filter(|m| to_grace(m))
+        .map(|m| m.message_id.as_str())
+        .collect();
+    assert_eq!(ids.len(), 1, "one Message-ID for both: {ids:?}");
+    drop(b);
 }
