@@ -159,8 +159,7 @@ impl Node {
         );
         headers.insert(
             HeaderName::from_static(NODE_HEADER),
-            HeaderValue::from_str(&encode_secret(&self.secret))
-                .map_err(|e| Failure::NotRun(e.to_string()))?,
+            HeaderValue::from_str(&self.secret).map_err(|e| Failure::NotRun(e.to_string()))?,
         );
         let send = self
             .client
@@ -258,7 +257,7 @@ impl Node {
         for hop in [header::CONNECTION, header::HOST, header::TRANSFER_ENCODING] {
             headers.remove(hop);
         }
-        if let Ok(secret) = HeaderValue::from_str(&encode_secret(&self.secret)) {
+        if let Ok(secret) = HeaderValue::from_str(&self.secret) {
             headers.insert(HeaderName::from_static(NODE_HEADER), secret);
         }
         if let Some(ClientAddr(ip)) = parts.extensions.get::<ClientAddr>() {

@@ -55,7 +55,8 @@ pub struct Node {
     writer: AtomicBool,
     /// Where this node takes forwarded writes once it is the writer.
     own_url: String,
-    secret: Vec<u8>,
+    /// The nodes' secret as [`NODE_HEADER`] carries it.
+    secret: String,
     /// The writer's URL as last read from the store.
     target: tokio::sync::Mutex<Target>,
     client: client::Pool,
@@ -66,7 +67,7 @@ pub struct Node {
 impl Node {
     /// A node over `lease`, not the writer yet, reachable at `own_url`.
     pub fn new(lease: Arc<dyn Lease>, own_url: String) -> Result<Node> {
-        let secret = lease.secret(NODE_SECRET, None)?;
+        let secret = forward::encode_secret(&lease.secret(NODE_SECRET, None)?);
         Ok(Node {
             lease,
             writer: AtomicBool::new(false),
@@ -106,8 +107,7 @@ impl Node {
 
     /// Whether `presented` (a [`NODE_HEADER`] value) is the nodes' secret.
     pub fn is_node(&self, presented: &[u8]) -> bool {
-        let expected = forward::encode_secret(&self.secret);
-        constant_time_eq(presented, expected.as_bytes())
+        constant_time_eq(presented, self.secret.as_bytes())
     }
 
     /// The writer's URL: the one last read, unless `refresh` and that read

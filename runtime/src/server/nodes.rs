@@ -5,7 +5,7 @@
 //! and on the writer believes the client address a follower names.
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use livebase_schema::Value;
@@ -16,29 +16,13 @@ use crate::error::Error;
 use crate::executor::{Caller, RequestKey};
 use crate::identity::Identity;
 use crate::node::forward::{FORWARDED_FOR, MAX_SESSIONS_PER_HANDOFF, NOT_WRITER};
-use crate::node::NODE_HEADER;
+use crate::node::{Node, NODE_HEADER};
 
 /// The writer's end of [`crate::node::Node::forward_mutation`], at
 /// [`crate::node::FORWARD_PATH`].
 pub async fn accept_mutation(State(state): State<AppState>, request: Request) -> Response {
-    let Some(node) = &state.node else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let presented = request
-        .headers()
-        .get(NODE_HEADER)
-        .map(HeaderValue::as_bytes)
-        .unwrap_or_default();
-    if !node.is_node(presented) {
-        return StatusCode::NOT_FOUND.into_response();
-    }
-    if !node.is_writer() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(NOT_WRITER, "1")],
-            "this node is not the writer",
-        )
-            .into_response();
+    if let Some(refused) = refused_unless_writer_for_node(&state, &request) {
+        return refused;
     }
     let Ok(body) = axum::body::to_bytes(request.into_body(), usize::MAX).await else {
         return StatusCode::BAD_REQUEST.into_response();
@@ -123,28 +107,12 @@ impl ForwardedCall {
 /// whose expiry has passed (the others, and ones already gone, are left
 /// alone, so the call can end nothing that should live).
 pub async fn accept_expired_sessions(State(state): State<AppState>, request: Request) -> Response {
-    let Some(node) = &state.node else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let presented = request
-        .headers()
-        .get(NODE_HEADER)
-        .map(HeaderValue::as_bytes)
-        .unwrap_or_default();
-    if !node.is_node(presented) {
-        return StatusCode::NOT_FOUND.into_response();
+    if let Some(refused) = refused_unless_writer_for_node(&state, &request) {
+        return refused;
     }
     let Some(sessions) = &state.sessions else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    if !node.is_writer() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(NOT_WRITER, "1")],
-            "this node is not the writer",
-        )
-            .into_response();
-    }
     let Ok(body) = axum::body::to_bytes(request.into_body(), usize::MAX).await else {
         return StatusCode::BAD_REQUEST.into_response();
     };
@@ -172,6 +140,34 @@ pub async fn accept_expired_sessions(State(state): State<AppState>, request: Req
         .into_response()
 }
 
+/// Whether `request` presents the nodes' secret.
+fn from_node(node: &Node, request: &Request) -> bool {
+    request
+        .headers()
+        .get(NODE_HEADER)
+        .is_some_and(|v| node.is_node(v.as_bytes()))
+}
+
+/// What a node route asks first, and its answer if the request may not go
+/// on: it must come from a node (else `404`, as if the route did not exist)
+/// to the writer (else `503` with [`NOT_WRITER`], so the sender looks the
+/// writer up again).
+fn refused_unless_writer_for_node(state: &AppState, request: &Request) -> Option<Response> {
+    match &state.node {
+        Some(node) if from_node(node, request) => (!node.is_writer()).then(not_the_writer),
+        _ => Some(StatusCode::NOT_FOUND.into_response()),
+    }
+}
+
+fn not_the_writer() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(NOT_WRITER, "1")],
+        "this node is not the writer",
+    )
+        .into_response()
+}
+
 /// The routes that write outside of functions and so go to the writer whole
 /// when this node is a follower: auth and uploads.
 pub fn writes_outside_functions(path: &str) -> bool {
@@ -186,11 +182,7 @@ pub async fn route(State(state): State<AppState>, mut request: Request, next: Ne
         return next.run(request).await;
     };
     if node.is_writer() {
-        let from_node = request
-            .headers()
-            .get(NODE_HEADER)
-            .is_some_and(|v| node.is_node(v.as_bytes()));
-        if from_node {
+        if from_node(&node, &request) {
             let client = request
                 .headers()
                 .get(FORWARDED_FOR)
@@ -202,19 +194,10 @@ pub async fn route(State(state): State<AppState>, mut request: Request, next: Ne
         }
         return next.run(request).await;
     }
-    let from_node = request
-        .headers()
-        .get(NODE_HEADER)
-        .is_some_and(|v| node.is_node(v.as_bytes()));
-    if from_node {
+    if from_node(&node, &request) {
         // Passed on by a node that took this one for the writer: it looks
         // the writer up again rather than have it go round.
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(NOT_WRITER, "1")],
-            "this node is not the writer",
-        )
-            .into_response();
+        return not_the_writer();
     }
     if writes_outside_functions(request.uri().path()) {
         let limit = usize::try_from(state.edge.max_upload_bytes)
