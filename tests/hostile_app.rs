@@ -43,7 +43,7 @@ async fn fill(
             .database()
             .mutate(move |tx| {
                 for i in from..to {
-                    tx.insert(table, Value::Object(row(i)))?;
+                    tx.insert(table, Value::Object(row(i).into()))?;
                 }
                 Ok(())
             })
@@ -72,7 +72,7 @@ fn scoped(org: &str, fields: Value) -> Object {
         unreachable!("obj! makes objects")
     };
     o.insert("organizationId".into(), Value::from(org));
-    o
+    o.into_fields()
 }
 
 /// Whether any row of `table` still belongs to the organization.

@@ -79,7 +79,7 @@ fn decode_value(rest: &mut &[u8], depth: usize) -> Option<Option<Value>> {
                 last = Some(name.clone());
                 fields.insert(name, value);
             }
-            Value::Object(fields)
+            Value::Object(fields.into())
         }
         _ => return None,
     }))
@@ -134,7 +134,7 @@ mod tests {
             Some(Value::Float64(-0.0)),
             Some(Value::Float64(f64::NAN)),
             Some(Value::Boolean(true)),
-            Some(Value::Object(object)),
+            Some(Value::Object(object.into())),
             Some(Value::Int64(i64::MIN)),
         ];
         let key = encode_tuple(tuple.iter().map(Option::as_ref));

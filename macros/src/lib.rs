@@ -154,7 +154,7 @@ fn expand_struct(name: &syn::Ident, fields: &Fields) -> syn::Result<Tokens> {
             // The flattened type reads the fields it knows and ignores the rest.
             reads.push(quote_spanned! {ty.span()=>
                 #ident: <#ty as ::livebase_schema::typed::Type>::from_value(
-                    ::livebase_schema::Value::Object(fields.clone()),
+                    ::livebase_schema::Value::Object(fields.clone().into()),
                     path,
                 )?
             });
@@ -162,7 +162,7 @@ fn expand_struct(name: &syn::Ident, fields: &Fields) -> syn::Result<Tokens> {
                 if let ::livebase_schema::Value::Object(inner) =
                     <#ty as ::livebase_schema::typed::Type>::into_value(self.#ident)
                 {
-                    out.extend(inner);
+                    out.extend(inner.into_fields());
                 }
             });
             continue;
@@ -218,7 +218,7 @@ fn expand_struct(name: &syn::Ident, fields: &Fields) -> syn::Result<Tokens> {
         fn into_value(self) -> ::livebase_schema::Value {
             let mut out = ::livebase_schema::Object::new();
             #(#writes)*
-            ::livebase_schema::Value::Object(out)
+            ::livebase_schema::Value::Object(out.into())
         }
     })
 }

@@ -181,7 +181,7 @@ fn write_snapshot(
                 "table": doc.table(),
                 ID_FIELD: doc.id.as_str(),
                 CREATION_TIME_FIELD: doc.creation_time,
-                "doc": Value::Object(doc.fields.clone()).to_json(),
+                "doc": Value::Object(doc.fields.clone().into()).to_json(),
             });
             writeln!(out, "{line}")?;
             summary.count(doc.table());
@@ -533,7 +533,7 @@ fn parse_document(schema: &Schema, json: Json, horizon_ms: f64) -> Result<Docume
     Ok(Document {
         id,
         creation_time,
-        fields,
+        fields: fields.into_fields(),
     })
 }
 

@@ -78,7 +78,7 @@ impl Args {
     }
 
     pub fn into_value(self) -> Value {
-        Value::Object(self.0)
+        Value::Object(self.0.into())
     }
 
     pub fn string(&self, name: &str) -> Result<String> {

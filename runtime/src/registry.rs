@@ -526,7 +526,7 @@ impl Registry {
     pub fn check_args(function: &Function, args: &[Value]) -> Result<Args> {
         let fields = match args {
             [] => Object::new(),
-            [Value::Object(o)] => o.clone(),
+            [Value::Object(o)] => o.clone().into_fields(),
             [other] => {
                 return Err(Error::invalid(format!(
                     "args: expected an object, found {}",
@@ -540,7 +540,7 @@ impl Registry {
                 )))
             }
         };
-        let value = Value::Object(fields);
+        let value = Value::Object(fields.into());
         value
             .check_limits("args")
             .map_err(|e| Error::limit(e.to_string()))?;
@@ -549,7 +549,7 @@ impl Registry {
             .validate(&value, "args")
             .map_err(|e| Error::invalid(e.to_string()))?;
         match value {
-            Value::Object(o) => Ok(Args::new(o)),
+            Value::Object(o) => Ok(Args::new(o.into_fields())),
             _ => unreachable!("built as an object above"),
         }
     }

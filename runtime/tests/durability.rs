@@ -190,7 +190,7 @@ async fn every_acknowledged_commit_survives_sigkill() {
         user_fields.remove("_id");
         user_fields.remove("_creationTime");
         assert_eq!(
-            Value::Object(user_fields),
+            Value::Object(user_fields.into()),
             expected_fields(a.run, a.i),
             "{}",
             a.id

@@ -252,7 +252,7 @@ async fn insert_then_get_round_trips_with_id_naming_its_table_and_creation_time(
         "_creationTime".into(),
         Value::Float64(committed.ts.as_millis_f64()),
     );
-    assert_eq!(got, Value::Object(expected));
+    assert_eq!(got, Value::Object(expected.into()));
     let created = got.get("_creationTime").and_then(Value::as_f64).unwrap();
     assert!(
         created >= before_ms - 1.0 && created < before_ms + 60_000.0,
@@ -310,7 +310,7 @@ async fn replace_swaps_every_user_field(db: Database) {
     expected.insert("_creationTime".into(), created.unwrap());
     assert_eq!(
         got,
-        Value::Object(expected),
+        Value::Object(expected.into()),
         "`priority` is gone, the rest replaced"
     );
     assert!(range(&db, "by_organization", Order::Asc, |q| q

@@ -80,16 +80,17 @@ impl Value {
                 out.push(b']');
             }
             Value::Object(fields) => {
-                out.push(b'{');
-                for (i, (name, item)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    write_leaf(out, name.as_str());
-                    out.push(b':');
-                    item.write_json(out);
+                let kept = fields.kept_json().or_else(|| {
+                    fields.keep_json(|| {
+                        let mut text = Vec::with_capacity(64);
+                        write_object(fields, &mut text);
+                        utf8(text).into_boxed_str()
+                    })
+                });
+                match kept {
+                    Some(text) => out.extend_from_slice(text.as_bytes()),
+                    None => write_object(fields, out),
                 }
-                out.push(b'}');
             }
         }
     }
@@ -131,6 +132,20 @@ fn plain_float(f: f64) -> bool {
 
 /// Appends a string or number as serde_json writes it (same escaping, same
 /// float digits), so both encoders produce identical text.
+/// Appends the JSON text of an object with `fields` to `out`.
+fn write_object(fields: &Object, out: &mut Vec<u8>) {
+    out.push(b'{');
+    for (i, (name, item)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_leaf(out, name.as_str());
+        out.push(b':');
+        item.write_json(out);
+    }
+    out.push(b'}');
+}
+
 pub(crate) fn write_leaf<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, leaf: &T) {
     serde_json::to_writer(out, leaf)
         .expect("writing a JSON string or number to memory cannot fail");
@@ -190,7 +205,7 @@ fn decode(json: &Json, path: Path<'_>, depth: usize) -> Result<Value, DecodeErro
                 check_field_name(key).map_err(|m| DecodeError::new(item_path.to_string(), m))?;
                 fields.insert(key.clone(), decode(item, item_path, depth + 1)?);
             }
-            Ok(Value::Object(fields))
+            Ok(Value::Object(fields.into()))
         }
     }
 }
@@ -285,7 +300,7 @@ impl<'de> Visitor<'de> for ValueSeed {
         if first && self.depth > MAX_NESTING_DEPTH {
             return Err(de::Error::custom("too deep"));
         }
-        Ok(Value::Object(fields))
+        Ok(Value::Object(fields.into()))
     }
 }
 

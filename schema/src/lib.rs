@@ -28,4 +28,4 @@ pub use table::{define_table, IndexDefinition, Schema, SchemaError, TableDefinit
 pub use timestamp::Timestamp;
 pub use typed::{Doc, Id, Table, Type};
 pub use validator::{v, ValidationError, Validator};
-pub use value::{Object, Value, ValueType};
+pub use value::{Object, SharedObject, Value, ValueType};

@@ -27,7 +27,7 @@ pub fn arb_value() -> impl Strategy<Value = Value> {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
             proptest::collection::btree_map("[a-c]{1,3}", inner, 0..4)
-                .prop_map(|m| Value::Object(m.into_iter().collect::<Object>())),
+                .prop_map(|m| Value::Object((m.into_iter().collect::<Object>()).into())),
         ]
     })
 }

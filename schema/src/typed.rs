@@ -118,7 +118,7 @@ pub fn table_of<T: Table + Type>() -> TableDefinition {
 /// (Used by `#[derive(Type)]`.)
 pub fn object_fields(value: Value, path: &str) -> Result<Object, ValidationError> {
     match value {
-        Value::Object(fields) => Ok(fields),
+        Value::Object(fields) => Ok(fields.into_fields()),
         other => Err(ValidationError::new(
             path,
             format!("expected an object, found {}", other.value_type()),
@@ -489,13 +489,13 @@ impl<T: Table + Type> Type for Doc<T> {
         Ok(Doc {
             id,
             creation_time,
-            fields: T::from_value(Value::Object(fields), path)?,
+            fields: T::from_value(Value::Object(fields.into()), path)?,
         })
     }
     fn into_value(self) -> Value {
         let mut out = match self.fields.into_value() {
             Value::Object(fields) => fields,
-            _ => Object::new(),
+            _ => Object::new().into(),
         };
         out.insert(ID_FIELD.into(), self.id.into());
         out.insert(

@@ -164,14 +164,14 @@ impl IntoArgs for Value {
 
 impl IntoArgs for Object {
     fn into_args(self) -> Value {
-        Value::Object(self)
+        Value::Object(self.into())
     }
 }
 
 /// No arguments: `{}`.
 impl IntoArgs for () {
     fn into_args(self) -> Value {
-        Value::Object(Object::new())
+        Value::Object(Object::new().into())
     }
 }
 
@@ -241,7 +241,7 @@ impl FromValue for bool {
 impl FromValue for Object {
     fn from_value(value: Value) -> Result<Self, DecodeError> {
         match value {
-            Value::Object(o) => Ok(o),
+            Value::Object(o) => Ok(o.into_fields()),
             other => Err(mismatch("an object", &other)),
         }
     }

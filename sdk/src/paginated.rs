@@ -63,7 +63,7 @@ fn opts(num_items: usize, cursor: Option<String>, end: Option<String>) -> Value 
     if let Some(end) = end {
         o.insert("endCursor".into(), end.into());
     }
-    Value::Object(o)
+    Value::Object(o.into())
 }
 
 /// The `splitCursor` of a page that asks to be split.
@@ -110,7 +110,7 @@ impl<T: FromValue> PaginatedSubscription<T> {
             Value::Object(args) => Ok(PaginatedSubscription::start(
                 client,
                 query.path(),
-                args,
+                args.into_fields(),
                 initial_num_items,
             )),
             other => Err(FunctionError {

@@ -20,7 +20,7 @@ const REMOVE: MutationRef<Value, Value> = mutation("notes:remove");
 
 fn org() -> Object {
     match obj! { "organizationId" => "org1" } {
-        Value::Object(o) => o,
+        Value::Object(o) => o.into_fields(),
         _ => unreachable!(),
     }
 }

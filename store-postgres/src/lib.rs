@@ -530,6 +530,56 @@ struct PostgresConnection {
 }
 
 impl PostgresConnection {
+    /// Index entries with `start <= key < end`, in `order`, at most `limit`,
+    /// each with its document as `read` makes it from the cache and the
+    /// stored row (id, creation time, text).
+    fn scan_with<T>(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        order: Order,
+        limit: usize,
+        read: impl Fn(&mut DecodedDocuments, &str, f64, &str) -> Result<T>,
+    ) -> Result<Vec<(Vec<u8>, T)>> {
+        self.flush_if(buffer::touches_range(start, end))?;
+        let sql = match order {
+            Order::Asc => SCAN_ASC,
+            Order::Desc => SCAN_DESC,
+        };
+        let entry = |decoded: &mut DecodedDocuments, r: Row| -> Result<(Vec<u8>, T)> {
+            let (id, ct, body): (&str, f64, &str) = (r.get(1), r.get(2), r.get(3));
+            Ok((r.get(0), read(decoded, id, ct, body)?))
+        };
+        let mut found: Vec<(Vec<u8>, T)> = self
+            .query(sql, &[&start, &end, &as_bigint(limit)])?
+            .into_iter()
+            .map(|r| entry(&mut self.decoded, r))
+            .collect::<Result<_>>()?;
+        // Rows came in prefix order; keys that share a full prefix came in
+        // hash order, and the limit may have cut their run short. Every key
+        // of that run is fetched so that the smallest (or largest) of them
+        // are kept. (A key shorter than the prefix is its own prefix: no
+        // other key shares it.)
+        let cut_run = match found.last() {
+            Some((key, _)) if found.len() == limit && key.len() >= KEY_PREFIX_LEN => {
+                Some(key[..KEY_PREFIX_LEN].to_vec())
+            }
+            _ => None,
+        };
+        if let Some(prefix) = cut_run {
+            found.retain(|(key, _)| !key.starts_with(&prefix));
+            for row in self.query(SCAN_PREFIX, &[&start, &end, &prefix])? {
+                found.push(entry(&mut self.decoded, row)?);
+            }
+        }
+        match order {
+            Order::Asc => found.sort_by(|a, b| a.0.cmp(&b.0)),
+            Order::Desc => found.sort_by(|a, b| b.0.cmp(&a.0)),
+        }
+        found.truncate(limit);
+        Ok(found)
+    }
+
     /// Runs `f` with the client (off any async runtime, see [`off_runtime`]).
     fn with<T: Send>(
         &mut self,
@@ -672,7 +722,7 @@ fn parse_ts(rows: &[String]) -> Result<Timestamp> {
 }
 
 fn encode_body(fields: &Object) -> String {
-    Value::Object(fields.clone()).to_json().to_string()
+    Value::Object(fields.clone().into()).to_json().to_string()
 }
 
 /// A count or limit as PostgreSQL's `bigint` (a limit past it is no limit).
@@ -811,44 +861,21 @@ impl StoreConnection for PostgresConnection {
         order: Order,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Document)>> {
-        self.flush_if(buffer::touches_range(start, end))?;
-        let sql = match order {
-            Order::Asc => SCAN_ASC,
-            Order::Desc => SCAN_DESC,
-        };
-        fn entry(decoded: &mut DecodedDocuments, r: Row) -> Result<(Vec<u8>, Document)> {
-            let (id, ct, body): (&str, f64, &str) = (r.get(1), r.get(2), r.get(3));
-            let doc = decoded.get_or_decode(id, ct, body, || Document::decode(id, ct, body))?;
-            Ok((r.get(0), doc))
-        }
-        let mut found: Vec<(Vec<u8>, Document)> = self
-            .query(sql, &[&start, &end, &as_bigint(limit)])?
-            .into_iter()
-            .map(|r| entry(&mut self.decoded, r))
-            .collect::<Result<_>>()?;
-        // Rows came in prefix order; keys that share a full prefix came in
-        // hash order, and the limit may have cut their run short. Every key
-        // of that run is fetched so that the smallest (or largest) of them
-        // are kept. (A key shorter than the prefix is its own prefix: no
-        // other key shares it.)
-        let cut_run = match found.last() {
-            Some((key, _)) if found.len() == limit && key.len() >= KEY_PREFIX_LEN => {
-                Some(key[..KEY_PREFIX_LEN].to_vec())
-            }
-            _ => None,
-        };
-        if let Some(prefix) = cut_run {
-            found.retain(|(key, _)| !key.starts_with(&prefix));
-            for row in self.query(SCAN_PREFIX, &[&start, &end, &prefix])? {
-                found.push(entry(&mut self.decoded, row)?);
-            }
-        }
-        match order {
-            Order::Asc => found.sort_by(|a, b| a.0.cmp(&b.0)),
-            Order::Desc => found.sort_by(|a, b| b.0.cmp(&a.0)),
-        }
-        found.truncate(limit);
-        Ok(found)
+        self.scan_with(start, end, order, limit, |decoded, id, ct, body| {
+            decoded.get_or_decode(id, ct, body, || Document::decode(id, ct, body))
+        })
+    }
+
+    fn scan_values(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Value)>> {
+        self.scan_with(start, end, order, limit, |decoded, id, ct, body| {
+            decoded.value_or_decode(id, ct, body, || Document::decode(id, ct, body))
+        })
     }
 
     fn scan_documents(

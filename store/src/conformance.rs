@@ -118,7 +118,7 @@ fn doc(table: &str, n: f64) -> Document {
     Document {
         id: DocumentId::generate(table),
         creation_time: n,
-        fields,
+        fields: fields.into_fields(),
     }
 }
 

@@ -486,7 +486,10 @@ impl Writer {
             staged
                 .iter()
                 .filter_map(|s| s.commit.as_ref())
-                .try_for_each(|(ts, writes)| self.conn.log_commit(*ts, writes))
+                .try_for_each(|(ts, writes)| {
+                    self.conn.will_commit(*ts, writes);
+                    self.conn.log_commit(*ts, writes)
+                })
                 .and_then(|()| self.conn.commit(self.last_ts))
         } else {
             self.conn.rollback()
@@ -683,6 +686,15 @@ mod tests {
         ) -> crate::error::StoreResult<Vec<(Vec<u8>, Document)>> {
             self.inner.scan(start, end, order, limit)
         }
+        fn scan_values(
+            &mut self,
+            start: &[u8],
+            end: &[u8],
+            order: Order,
+            limit: usize,
+        ) -> crate::error::StoreResult<Vec<(Vec<u8>, Value)>> {
+            self.inner.scan_values(start, end, order, limit)
+        }
         fn scan_documents(
             &mut self,
             after: Option<&DocumentId>,
@@ -737,6 +749,9 @@ mod tests {
         ) -> crate::error::StoreResult<()> {
             self.pending.push((ts, writes.clone()));
             Ok(())
+        }
+        fn will_commit(&mut self, ts: Timestamp, writes: &Arc<WriteSet>) {
+            self.inner.will_commit(ts, writes)
         }
     }
 

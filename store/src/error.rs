@@ -203,7 +203,7 @@ impl Error {
                 let mut o = data.clone();
                 o.insert("code".into(), Value::from(code.as_str()));
                 o.insert("message".into(), Value::from(message.as_str()));
-                Some(Value::Object(o))
+                Some(Value::Object(o.into()))
             }
             Error::Internal(_) | Error::Server { .. } => None,
         }

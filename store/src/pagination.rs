@@ -224,7 +224,7 @@ impl<T: Type> PaginationResult<T> {
         if let Some(status) = self.page_status {
             out.insert("pageStatus".into(), status.into());
         }
-        Value::Object(out)
+        Value::Object(out.into())
     }
 }
 
@@ -320,7 +320,7 @@ impl Type for PaginationOpts {
         if let Some(n) = self.maximum_bytes_read {
             out.insert("maximumBytesRead".into(), number(n));
         }
-        Value::Object(out)
+        Value::Object(out.into())
     }
 }
 

@@ -304,7 +304,7 @@ impl<'a> Transaction<'a> {
             .check_limits(table)
             .map_err(|e| Error::limit(e.to_string()))?;
         match fields {
-            Value::Object(object) => Ok(object),
+            Value::Object(object) => Ok(object.into_fields()),
             _ => unreachable!("checked to be an object above"),
         }
     }
@@ -407,7 +407,7 @@ impl<'a> Transaction<'a> {
         self.writable_ts()?;
         let old = self.existing(id)?;
         match fields.into() {
-            Value::Object(o) => self.replace_fields(old, o),
+            Value::Object(o) => self.replace_fields(old, o.into_fields()),
             other => Err(Error::invalid(format!(
                 "a document must be an object, not {}",
                 other.value_type()
@@ -416,7 +416,7 @@ impl<'a> Transaction<'a> {
     }
 
     fn replace_fields(&mut self, old: Document, fields: Object) -> Result<()> {
-        let fields = self.check_fields(old.table(), Value::Object(fields))?;
+        let fields = self.check_fields(old.table(), Value::Object(fields.into()))?;
         if fields == old.fields {
             return Ok(()); // Nothing changes, so nothing is written or invalidated.
         }
@@ -843,16 +843,15 @@ impl Query<'_, '_> {
                 _ => SCAN_BATCH,
             };
             let want = self.tx.scan_batch(want);
-            let batch = self.tx.conn.scan(&start, &end, self.order, want)?;
+            let batch = self.tx.conn.scan_values(&start, &end, self.order, want)?;
             let fetched = batch.len();
             // Whether the last key passed in this batch is the last kept
             // one (else it is `skipped`, a key the filters left out).
             let mut last_kept = false;
             let mut skipped = None;
-            for (key, doc) in batch {
-                let size = document_size(&doc);
+            for (key, value) in batch {
+                let size = value.size();
                 self.count_read(scan_start, scan_end, &key, size)?;
-                let value = doc.into_value();
                 bytes += size;
                 over_bytes = max_bytes.is_some_and(|m| bytes >= m);
                 last_kept = self.filters.iter().all(|keep| keep(&value));

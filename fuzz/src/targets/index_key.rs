@@ -162,7 +162,7 @@ impl Input<'_> {
                     let value = self.value(depth + 1);
                     fields.insert(name, value);
                 }
-                Value::Object(fields)
+                Value::Object(fields.into())
             }
         }
     }

@@ -399,7 +399,7 @@ fn decode_error(json: &JsonValue) -> Error {
         return Error::App {
             code,
             message,
-            data,
+            data: data.into_fields(),
         };
     }
     Error::Server {

@@ -706,7 +706,7 @@ fn end_attempt(
             .unwrap_or(now);
         let mut record = match attempts.pop() {
             Some(Value::Object(o)) => o,
-            _ => Object::new(),
+            _ => Object::new().into(),
         };
         record.insert("endedTime".into(), now.into());
         let mut state = JobState::Pending;

@@ -217,7 +217,7 @@ fn encode_error(e: &Error) -> JsonValue {
         } => json!({
             "code": code.as_str(),
             "message": message,
-            "data": Value::Object(data.clone()).to_json(),
+            "data": Value::Object(data.clone().into()).to_json(),
         }),
         Error::Server { request_id } => json!({"requestId": request_id}),
         // Redacted before it gets here; logged by the writer if not.

@@ -16,10 +16,11 @@ fn session() -> SessionId {
 
 fn object(fields: &[(&str, Value)]) -> Value {
     Value::Object(
-        fields
+        (fields
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect::<Object>(),
+            .collect::<Object>())
+        .into(),
     )
 }
 

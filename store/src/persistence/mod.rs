@@ -13,9 +13,11 @@
 //! reach the store only through [`crate::transaction::Transaction`].
 
 pub mod decoded;
+pub mod ranges;
 pub mod sqlite;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use livebase_schema::key::{encode_tuple, encode_value};
@@ -56,7 +58,7 @@ impl Document {
             CREATION_TIME_FIELD.into(),
             Value::Float64(self.creation_time),
         );
-        Value::Object(o)
+        Value::Object(o.into())
     }
 
     /// A stored document from its id, creation time and stored JSON text, as
@@ -77,7 +79,7 @@ impl Document {
         Ok(Document {
             id,
             creation_time,
-            fields,
+            fields: fields.into_fields(),
         })
     }
 
@@ -89,7 +91,7 @@ impl Document {
             CREATION_TIME_FIELD.into(),
             Value::Float64(self.creation_time),
         );
-        Value::Object(o)
+        Value::Object(o.into())
     }
 
     pub fn table(&self) -> &str {
@@ -243,6 +245,22 @@ pub trait StoreConnection: Send {
         order: Order,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Document)>>;
+    /// [`StoreConnection::scan`], each document as its value
+    /// ([`Document::into_value`]). An engine that keeps decoded documents
+    /// hands out the values it keeps, shared rather than copied.
+    fn scan_values(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Value)>> {
+        Ok(self
+            .scan(start, end, order, limit)?
+            .into_iter()
+            .map(|(key, doc)| (key, doc.into_value()))
+            .collect())
+    }
     /// Every document, of every table, in id order: at most `limit` of those
     /// whose id sorts after `after` (`None` = from the first). Not an index
     /// scan — it is how a backup reads the whole store, page by page, inside
@@ -281,5 +299,15 @@ pub trait StoreConnection: Send {
     fn log_commit(&mut self, ts: Timestamp, writes: &WriteSet) -> Result<()> {
         let _ = (ts, writes);
         Ok(())
+    }
+
+    /// Tells the connection, in the open write transaction and before it
+    /// commits, what commit `ts` writes. SQLite keeps it where its readers
+    /// bring the index ranges they keep up to date
+    /// ([`ranges`](crate::persistence::ranges)); a write transaction that
+    /// writes documents without saying what commits them makes every reader
+    /// drop its ranges. Engines that keep no ranges ignore it.
+    fn will_commit(&mut self, ts: Timestamp, writes: &Arc<WriteSet>) {
+        let _ = (ts, writes);
     }
 }

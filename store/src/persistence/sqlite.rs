@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::thread;
 use std::time::Duration;
 
@@ -12,8 +12,10 @@ use livebase_schema::{DocumentId, Object, Timestamp, Value};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::decoded::DecodedDocuments;
+use super::ranges::{RangeCache, RecentWrites, Snapshot};
 use super::{Document, MutationOutcome, Order, Persistence, StoreConnection};
 use crate::error::{StoreError, StoreResult as Result};
+use crate::readset::WriteSet;
 
 const SCHEMA_SQL: &str = "
 CREATE TABLE IF NOT EXISTS documents (
@@ -70,6 +72,9 @@ pub const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 #[derive(Clone, Debug)]
 pub struct SqlitePersistence {
     path: PathBuf,
+    /// The latest commits' write sets, shared by every connection to this
+    /// file in the process (see [`super::ranges`]).
+    recent: Arc<RecentWrites>,
     /// Stops the checkpointer when the last handle goes.
     _checkpointer: Arc<Checkpointer>,
 }
@@ -130,6 +135,7 @@ impl SqlitePersistence {
         drop_legacy_outcomes(&conn)?;
         let checkpointer = Arc::new(Checkpointer::start(&path)?);
         Ok(SqlitePersistence {
+            recent: recent_writes_of(&path),
             path,
             _checkpointer: checkpointer,
         })
@@ -216,12 +222,33 @@ fn open_connection(path: &Path) -> Result<Connection> {
 
 impl Persistence for SqlitePersistence {
     fn connect(&self) -> Result<Box<dyn StoreConnection>> {
-        Ok(Box::new(SqliteConnection {
-            conn: open_connection(&self.path)?,
-            in_txn: false,
-            decoded: DecodedDocuments::default(),
-        }))
+        Ok(Box::new(SqliteConnection::new(
+            open_connection(&self.path)?,
+            self.recent.clone(),
+        )))
     }
+}
+
+/// The [`RecentWrites`] of the database file at `path`: one per file in the
+/// process, however many times it is opened, so that every writer to the
+/// file records its commits where every reader of it looks.
+fn recent_writes_of(path: &Path) -> Arc<RecentWrites> {
+    static FILES: Mutex<Vec<(PathBuf, Weak<RecentWrites>)>> = Mutex::new(Vec::new());
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let Ok(mut files) = FILES.lock() else {
+        return Arc::default();
+    };
+    files.retain(|(_, recent)| recent.strong_count() > 0);
+    if let Some(recent) = files
+        .iter()
+        .find(|(p, _)| *p == path)
+        .and_then(|(_, recent)| recent.upgrade())
+    {
+        return recent;
+    }
+    let recent = Arc::new(RecentWrites::default());
+    files.push((path, Arc::downgrade(&recent)));
+    recent
 }
 
 struct SqliteConnection {
@@ -230,9 +257,31 @@ struct SqliteConnection {
     /// Documents decoded by earlier reads, used again while their stored
     /// text is unchanged.
     decoded: DecodedDocuments,
+    /// Index ranges read before, brought up to date from `recent`.
+    ranges: RangeCache,
+    recent: Arc<RecentWrites>,
+    /// The open read snapshot, if one is open.
+    snapshot: Option<Snapshot>,
+    /// The open write transaction wrote documents or index entries …
+    wrote: bool,
+    /// … and recorded its commits' write sets.
+    logged: bool,
 }
 
 impl SqliteConnection {
+    fn new(conn: Connection, recent: Arc<RecentWrites>) -> SqliteConnection {
+        SqliteConnection {
+            conn,
+            in_txn: false,
+            decoded: DecodedDocuments::default(),
+            ranges: RangeCache::new(recent.clone()),
+            recent,
+            snapshot: None,
+            wrote: false,
+            logged: false,
+        }
+    }
+
     /// Ends the open transaction with `COMMIT` or `ROLLBACK`. SQLite keeps a
     /// transaction open when its `COMMIT` fails (`SQLITE_BUSY`, a deferred
     /// constraint): it is rolled back here, so a failed commit keeps nothing
@@ -267,7 +316,56 @@ fn text<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> Result<&'r str> {
 }
 
 fn encode_body(fields: &Object) -> String {
-    Value::Object(fields.clone()).to_json().to_string()
+    Value::Object(fields.clone().into()).to_json().to_string()
+}
+
+/// Index entries of `[start, end)` in `order`, at most `limit`, each with its
+/// document as `read` makes it from the connection's decoded documents and
+/// the stored row (id, creation time, text), read from the engine.
+fn scan_with<T>(
+    conn: &Connection,
+    decoded: &mut DecodedDocuments,
+    start: &[u8],
+    end: &[u8],
+    order: Order,
+    limit: usize,
+    read: impl Fn(&mut DecodedDocuments, &str, f64, &str) -> Result<T>,
+) -> Result<Vec<(Vec<u8>, T)>> {
+    let sql = match order {
+        Order::Asc => SCAN_ASC,
+        Order::Desc => SCAN_DESC,
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params![start, end, limit as i64])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let key: Vec<u8> = r.get(0)?;
+        let (id, ct, body) = (text(r, 1)?, r.get::<_, f64>(2)?, text(r, 3)?);
+        out.push((key, read(decoded, id, ct, body)?));
+    }
+    Ok(out)
+}
+
+/// [`scan_with`], each document as its value.
+fn scan_values(
+    conn: &Connection,
+    decoded: &mut DecodedDocuments,
+    start: &[u8],
+    end: &[u8],
+    order: Order,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, Value)>> {
+    scan_with(
+        conn,
+        decoded,
+        start,
+        end,
+        order,
+        limit,
+        |decoded, id, ct, body| {
+            decoded.value_or_decode(id, ct, body, || Document::decode(id, ct, body))
+        },
+    )
 }
 
 impl StoreConnection for SqliteConnection {
@@ -275,13 +373,18 @@ impl StoreConnection for SqliteConnection {
         if self.in_txn {
             return Err(StoreError::Misuse("begin_read inside a transaction"));
         }
+        // Read before the snapshot begins (see `RecentWrites::generation`).
+        let generation = self.recent.generation();
         self.conn.prepare_cached("BEGIN DEFERRED")?.execute([])?;
         self.in_txn = true;
         // The first read starts the WAL snapshot; every later read sees the same.
-        last_ts(&self.conn)
+        let ts = last_ts(&self.conn)?;
+        self.snapshot = Some(Snapshot { ts, generation });
+        Ok(ts)
     }
 
     fn end_read(&mut self) -> Result<()> {
+        self.snapshot = None;
         if self.in_txn {
             self.finish("COMMIT")?;
         }
@@ -294,6 +397,9 @@ impl StoreConnection for SqliteConnection {
         }
         self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         self.in_txn = true;
+        self.snapshot = None;
+        self.wrote = false;
+        self.logged = false;
         last_ts(&self.conn)
     }
 
@@ -304,10 +410,18 @@ impl StoreConnection for SqliteConnection {
                  ON CONFLICT(name) DO UPDATE SET value = excluded.value",
             )?
             .execute(params![ts.get() as i64])?;
-        self.finish("COMMIT")
+        let committed = self.finish("COMMIT");
+        if self.wrote && !self.logged {
+            // Written outside the writer's mutations: nobody knows what.
+            self.recent.unknown_written();
+        }
+        self.wrote = false;
+        committed
     }
 
     fn rollback(&mut self) -> Result<()> {
+        self.snapshot = None;
+        self.wrote = false;
         if self.in_txn {
             self.finish("ROLLBACK")?;
         }
@@ -360,23 +474,49 @@ impl StoreConnection for SqliteConnection {
         order: Order,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Document)>> {
-        let sql = match order {
-            Order::Asc => SCAN_ASC,
-            Order::Desc => SCAN_DESC,
+        scan_with(
+            &self.conn,
+            &mut self.decoded,
+            start,
+            end,
+            order,
+            limit,
+            |decoded, id, ct, body| {
+                decoded.get_or_decode(id, ct, body, || Document::decode(id, ct, body))
+            },
+        )
+    }
+
+    fn will_commit(&mut self, ts: Timestamp, writes: &Arc<WriteSet>) {
+        self.recent.record(ts, writes.clone());
+        self.logged = true;
+    }
+
+    fn scan_values(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Value)>> {
+        let Some(at) = self.snapshot else {
+            return scan_values(&self.conn, &mut self.decoded, start, end, order, limit);
         };
-        let decoded = &mut self.decoded;
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let mut rows = stmt.query(params![start, end, limit as i64])?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            let key: Vec<u8> = r.get(0)?;
-            let id = text(r, 1)?;
-            let ct: f64 = r.get(2)?;
-            let body = text(r, 3)?;
-            let doc = decoded.get_or_decode(id, ct, body, || Document::decode(id, ct, body))?;
-            out.push((key, doc));
+        let (conn, decoded) = (&self.conn, &mut self.decoded);
+        let mut read_key = |key: &[u8]| -> Result<Option<Value>> {
+            let past = [key, &[0]].concat();
+            let found = scan_values(conn, decoded, key, &past, Order::Asc, 1)?;
+            Ok(found.into_iter().next().map(|(_, value)| value))
+        };
+        if let Some(rows) = self
+            .ranges
+            .scan(at, start, end, order, limit, &mut read_key)?
+        {
+            return Ok(rows);
         }
-        Ok(out)
+        let found = scan_values(&self.conn, &mut self.decoded, start, end, order, limit)?;
+        self.ranges.learn(at, start, end, order, limit, &found);
+        Ok(found)
     }
 
     fn scan_documents(
@@ -406,6 +546,7 @@ impl StoreConnection for SqliteConnection {
     }
 
     fn put_document(&mut self, doc: &Document) -> Result<()> {
+        self.wrote = true;
         self.conn
             .prepare_cached(
                 "INSERT INTO documents (id, creation_time, body) VALUES (?1, ?2, ?3)
@@ -420,6 +561,7 @@ impl StoreConnection for SqliteConnection {
     }
 
     fn insert_document(&mut self, doc: &Document) -> Result<()> {
+        self.wrote = true;
         let inserted = self
             .conn
             .prepare_cached(
@@ -438,6 +580,7 @@ impl StoreConnection for SqliteConnection {
     }
 
     fn delete_document(&mut self, id: &DocumentId) -> Result<()> {
+        self.wrote = true;
         self.conn
             .prepare_cached("DELETE FROM documents WHERE id = ?1")?
             .execute(params![id.as_str()])?;
@@ -445,6 +588,7 @@ impl StoreConnection for SqliteConnection {
     }
 
     fn put_index_entry(&mut self, key: &[u8], id: &DocumentId) -> Result<()> {
+        self.wrote = true;
         self.conn
             .prepare_cached("INSERT OR REPLACE INTO index_entries (key, doc_id) VALUES (?1, ?2)")?
             .execute(params![key, id.as_str()])?;
@@ -452,6 +596,7 @@ impl StoreConnection for SqliteConnection {
     }
 
     fn delete_index_entry(&mut self, key: &[u8]) -> Result<()> {
+        self.wrote = true;
         self.conn
             .prepare_cached("DELETE FROM index_entries WHERE key = ?1")?
             .execute(params![key])?;
@@ -623,11 +768,7 @@ mod tests {
     fn a_failed_commit_keeps_nothing_and_the_writer_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         let p = SqlitePersistence::open(dir.path().join("db.sqlite3")).unwrap();
-        let mut w = SqliteConnection {
-            conn: open_connection(p.path()).unwrap(),
-            in_txn: false,
-            decoded: DecodedDocuments::default(),
-        };
+        let mut w = SqliteConnection::new(open_connection(p.path()).unwrap(), p.recent.clone());
         // A deferred foreign key is checked only at COMMIT, which SQLite then
         // refuses and leaves the transaction open — as it does for SQLITE_BUSY.
         w.conn
@@ -707,11 +848,7 @@ mod tests {
     fn a_range_scan_is_prepared_once_not_at_every_execution() {
         let dir = tempfile::tempdir().unwrap();
         let p = SqlitePersistence::open(dir.path().join("db.sqlite3")).unwrap();
-        let mut conn = SqliteConnection {
-            conn: open_connection(p.path()).unwrap(),
-            in_txn: false,
-            decoded: DecodedDocuments::default(),
-        };
+        let mut conn = SqliteConnection::new(open_connection(p.path()).unwrap(), p.recent.clone());
         conn.begin_read().unwrap();
         for i in 0..5u8 {
             conn.scan(&[i], &[i + 1], Order::Asc, 10 + usize::from(i))

@@ -1,0 +1,381 @@
+//! Index ranges a connection has read, kept and brought up to date from the
+//! commits' write sets, so that a live query's re-run over an unchanged range
+//! reads nothing from the engine, and over a changed one reads only the keys
+//! that changed.
+//!
+//! A [`CachedRange`] is every index entry of `[lo, hi)` as of one timestamp,
+//! with its document's value. To answer a scan at a later snapshot, the range
+//! is first brought to that snapshot: every commit in between is in
+//! [`RecentWrites`] (the writer records a commit's write set there before it
+//! commits, so a snapshot never sees a commit that is not recorded), each key
+//! those commits wrote inside the range is dropped, and each is read again
+//! from the snapshot, one point read each. When a commit in between is no
+//! longer recorded, wrote what is unknown, or the range would have to move
+//! back in time, the range is dropped and the scan goes to the engine.
+//!
+//! The result is the engine's own answer at the snapshot: the range held
+//! every entry of `[lo, hi)` at its timestamp, and every entry that differs
+//! at the snapshot is one some commit in between wrote, which was read again.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex};
+
+use livebase_schema::{Timestamp, Value};
+
+use super::Order;
+use crate::error::StoreResult as Result;
+use crate::readset::WriteSet;
+
+/// Most commits [`RecentWrites`] keeps: at 10,000 commits a second, the last
+/// 0.4 s. A range older than that is read from the engine again.
+pub const RECENT_COMMITS: usize = 4096;
+
+/// Most keys the kept commits may have written between them; past it the
+/// oldest commits are forgotten (a mutation that deletes a large
+/// organization writes tens of thousands).
+pub const RECENT_KEYS: usize = 1 << 20;
+
+/// Most bytes of ranges one connection keeps (counted as each document's
+/// [`Value::size`] plus its key; the values are mostly shared with the
+/// connection's decoded documents). Past it, the least recently used ranges
+/// are dropped.
+pub const RANGE_CACHE_BYTES: usize = 8 << 20;
+
+/// Most ranges one connection keeps.
+const MAX_RANGES: usize = 256;
+
+/// The write sets of the latest commits, shared by every connection to one
+/// store, in the order the writer recorded them.
+#[derive(Debug, Default)]
+pub struct RecentWrites {
+    inner: Mutex<Recent>,
+    /// Moved on after each commit whose writes are not known (see
+    /// [`RecentWrites::unknown_written`]).
+    generation: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Recent {
+    commits: VecDeque<(Timestamp, Arc<WriteSet>)>,
+    keys: usize,
+    /// Every commit at or before this timestamp may have been forgotten.
+    floor: Timestamp,
+}
+
+impl RecentWrites {
+    /// Records that commit `ts` wrote `writes`. Called before the commit is
+    /// durable: a commit that then fails leaves a record of writes that did
+    /// not happen, which only makes a range read some keys again.
+    pub fn record(&self, ts: Timestamp, writes: Arc<WriteSet>) {
+        let Ok(mut recent) = self.inner.lock() else {
+            return;
+        };
+        recent.keys += writes.keys().len();
+        recent.commits.push_back((ts, writes));
+        while recent.commits.len() > RECENT_COMMITS
+            || (recent.keys > RECENT_KEYS && recent.commits.len() > 1)
+        {
+            let Some((old_ts, old)) = recent.commits.pop_front() else {
+                break;
+            };
+            recent.keys -= old.keys().len();
+            recent.floor = recent.floor.max(old_ts);
+        }
+    }
+
+    /// Says that a commit whose writes were not recorded (a write outside
+    /// the writer's mutations, such as an import) has ended: every range
+    /// kept before it is dropped. Called after that commit, while snapshots
+    /// read [`RecentWrites::generation`] before they begin, so a range
+    /// whose snapshot may lack those writes is never kept as current.
+    pub fn unknown_written(&self) {
+        self.generation.fetch_add(1, AtomicOrdering::SeqCst);
+    }
+
+    /// To be read before a snapshot begins, and kept with what is read in it.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(AtomicOrdering::SeqCst)
+    }
+
+    /// The write sets of every commit after `after` and at or before
+    /// `through`, or `None` if some of them may have been forgotten.
+    fn between(&self, after: Timestamp, through: Timestamp) -> Option<Vec<Arc<WriteSet>>> {
+        let recent = self.inner.lock().ok()?;
+        if after < recent.floor {
+            return None;
+        }
+        Some(
+            recent
+                .commits
+                .iter()
+                .filter(|(ts, _)| *ts > after && *ts <= through)
+                .map(|(_, writes)| writes.clone())
+                .collect(),
+        )
+    }
+}
+
+/// Index entries, each with its document's value, as a scan returns them.
+pub type Rows = Vec<(Vec<u8>, Value)>;
+
+/// A read snapshot: its timestamp, and [`RecentWrites::generation`] as read
+/// before it began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub ts: Timestamp,
+    pub generation: u64,
+}
+
+/// Every index entry of `[lo, hi)` as of `ts`.
+struct CachedRange {
+    lo: Vec<u8>,
+    hi: Vec<u8>,
+    ts: Timestamp,
+    generation: u64,
+    rows: BTreeMap<Vec<u8>, Value>,
+    bytes: usize,
+    used: u64,
+}
+
+fn row_bytes(key: &[u8], value: &Value) -> usize {
+    key.len() + value.size()
+}
+
+impl CachedRange {
+    fn new(lo: Vec<u8>, hi: Vec<u8>, at: Snapshot, rows: BTreeMap<Vec<u8>, Value>) -> Self {
+        let bytes = rows.iter().map(|(k, v)| row_bytes(k, v)).sum();
+        CachedRange {
+            lo,
+            hi,
+            ts: at.ts,
+            generation: at.generation,
+            rows,
+            bytes,
+            used: 0,
+        }
+    }
+
+    /// Whether the range holds the first `limit` entries of `[start, end)`
+    /// in `order`.
+    fn answers(&self, start: &[u8], end: &[u8], order: Order, limit: usize) -> bool {
+        let inside = |from: &[u8], to: &[u8]| {
+            self.rows
+                .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
+                .take(limit)
+                .count()
+                >= limit
+        };
+        match order {
+            Order::Asc => {
+                *self.lo <= *start
+                    && (*end <= *self.hi || (*start < *self.hi && inside(start, &self.hi)))
+            }
+            Order::Desc => {
+                *end <= *self.hi
+                    && (*self.lo <= *start || (*self.lo < *end && inside(&self.lo, end)))
+            }
+        }
+    }
+
+    fn answer(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        order: Order,
+        limit: usize,
+    ) -> Vec<(Vec<u8>, Value)> {
+        let rows = self
+            .rows
+            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)));
+        let copy = |(k, v): (&Vec<u8>, &Value)| (k.clone(), v.clone());
+        match order {
+            Order::Asc => rows.take(limit).map(copy).collect(),
+            Order::Desc => rows.rev().take(limit).map(copy).collect(),
+        }
+    }
+
+    /// Brings the range from its timestamp to `ts`, reading each key the
+    /// commits in between wrote inside it with `read_key`. `false` when that
+    /// cannot be done (the range must be dropped).
+    fn advance(
+        &mut self,
+        at: Snapshot,
+        recent: &RecentWrites,
+        read_key: &mut dyn FnMut(&[u8]) -> Result<Option<Value>>,
+    ) -> Result<bool> {
+        let ts = at.ts;
+        if self.generation != at.generation || self.ts > ts {
+            return Ok(false);
+        }
+        if self.ts == ts {
+            return Ok(true);
+        }
+        let Some(commits) = recent.between(self.ts, ts) else {
+            return Ok(false);
+        };
+        let mut written = BTreeSet::new();
+        for writes in &commits {
+            if writes.is_everything() {
+                return Ok(false);
+            }
+            let inside = writes
+                .keys()
+                .range::<[u8], _>((Bound::Included(&self.lo[..]), Bound::Excluded(&self.hi[..])));
+            written.extend(inside.cloned());
+        }
+        for key in written {
+            if let Some(old) = self.rows.remove(&key) {
+                self.bytes -= row_bytes(&key, &old);
+            }
+            if let Some(value) = read_key(&key)? {
+                self.bytes += row_bytes(&key, &value);
+                self.rows.insert(key, value);
+            }
+        }
+        self.ts = ts;
+        Ok(true)
+    }
+}
+
+/// One connection's ranges.
+pub struct RangeCache {
+    recent: Arc<RecentWrites>,
+    ranges: Vec<CachedRange>,
+    bytes: usize,
+    clock: u64,
+}
+
+impl RangeCache {
+    pub fn new(recent: Arc<RecentWrites>) -> RangeCache {
+        RangeCache {
+            recent,
+            ranges: Vec::new(),
+            bytes: 0,
+            clock: 0,
+        }
+    }
+
+    /// The first `limit` entries of `[start, end)` in `order` at snapshot
+    /// `at`, if a kept range holds them (brought to `ts` first, reading the
+    /// keys written since with `read_key`); `None` sends the scan to the
+    /// engine.
+    pub fn scan(
+        &mut self,
+        at: Snapshot,
+        start: &[u8],
+        end: &[u8],
+        order: Order,
+        limit: usize,
+        read_key: &mut dyn FnMut(&[u8]) -> Result<Option<Value>>,
+    ) -> Result<Option<Rows>> {
+        self.clock += 1;
+        let mut i = 0;
+        while i < self.ranges.len() {
+            let covers = match order {
+                Order::Asc => *self.ranges[i].lo <= *start && *start < *self.ranges[i].hi,
+                Order::Desc => *self.ranges[i].lo < *end && *end <= *self.ranges[i].hi,
+            };
+            if !covers {
+                i += 1;
+                continue;
+            }
+            let before = self.ranges[i].bytes;
+            let advanced = self.ranges[i].advance(at, &self.recent, read_key)?;
+            self.bytes = self.bytes - before + self.ranges[i].bytes;
+            if !advanced {
+                self.drop_range(i);
+                continue;
+            }
+            let range = &mut self.ranges[i];
+            if range.answers(start, end, order, limit) {
+                range.used = self.clock;
+                return Ok(Some(range.answer(start, end, order, limit)));
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+
+    /// Keeps what the engine answered for the first `limit` entries of
+    /// `[start, end)` in `order` at snapshot `at`: all of `[start, end)` when
+    /// it returned fewer, else the part up to its last entry. Joined with a
+    /// kept range of the same snapshot that it touches or overlaps; a kept
+    /// range of another snapshot that it overlaps is dropped.
+    pub fn learn(
+        &mut self,
+        at: Snapshot,
+        start: &[u8],
+        end: &[u8],
+        order: Order,
+        limit: usize,
+        found: &[(Vec<u8>, Value)],
+    ) {
+        if limit == 0 {
+            return;
+        }
+        self.clock += 1;
+        let (lo, hi) = match (found.last(), found.len() < limit, order) {
+            (Some((last, _)), false, Order::Asc) => {
+                (start.to_vec(), [last.as_slice(), &[0]].concat())
+            }
+            (Some((last, _)), false, Order::Desc) => (last.clone(), end.to_vec()),
+            _ => (start.to_vec(), end.to_vec()),
+        };
+        if lo >= hi {
+            return;
+        }
+        let rows: BTreeMap<Vec<u8>, Value> = found.iter().cloned().collect();
+        let mut range = CachedRange::new(lo, hi, at, rows);
+        let mut i = 0;
+        while i < self.ranges.len() {
+            let other = &self.ranges[i];
+            let touches = other.lo <= range.hi && range.lo <= other.hi;
+            if !touches {
+                i += 1;
+                continue;
+            }
+            if other.ts == at.ts && other.generation == at.generation {
+                let other = self.take_range(i);
+                range.lo = range.lo.min(other.lo);
+                range.hi = range.hi.max(other.hi);
+                for (k, v) in other.rows {
+                    range.rows.entry(k).or_insert(v);
+                }
+                range.bytes = range.rows.iter().map(|(k, v)| row_bytes(k, v)).sum();
+            } else if other.lo < range.hi && range.lo < other.hi {
+                self.drop_range(i);
+            } else {
+                i += 1;
+            }
+        }
+        if range.bytes > RANGE_CACHE_BYTES / 2 {
+            return;
+        }
+        range.used = self.clock;
+        self.bytes += range.bytes;
+        self.ranges.push(range);
+        while self.bytes > RANGE_CACHE_BYTES || self.ranges.len() > MAX_RANGES {
+            let oldest = (0..self.ranges.len())
+                .min_by_key(|&i| self.ranges[i].used)
+                .expect("a range is kept");
+            self.drop_range(oldest);
+        }
+    }
+
+    fn take_range(&mut self, i: usize) -> CachedRange {
+        let range = self.ranges.swap_remove(i);
+        self.bytes -= range.bytes;
+        range
+    }
+
+    fn drop_range(&mut self, i: usize) {
+        self.take_range(i);
+    }
+
+    /// Bytes kept, as counted against [`RANGE_CACHE_BYTES`].
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
