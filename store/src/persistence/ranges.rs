@@ -379,3 +379,126 @@ impl RangeCache {
         self.bytes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use livebase_schema::obj;
+
+    use super::*;
+    use crate::readset::{DocumentWrite, WriteKind};
+
+    fn key(i: u8) -> Vec<u8> {
+        vec![b'k', i]
+    }
+
+    fn rows(keys: impl IntoIterator<Item = u8>) -> Rows {
+        keys.into_iter()
+            .map(|i| (key(i), obj! { "i" => f64::from(i) }))
+            .collect()
+    }
+
+    fn wrote(keys: &[u8]) -> Arc<WriteSet> {
+        let mut writes = WriteSet::new();
+        let keys: Vec<Vec<u8>> = keys.iter().map(|&i| key(i)).collect();
+        let write = DocumentWrite {
+            table: "t".into(),
+            id: "t_1".into(),
+            kind: WriteKind::Update,
+        };
+        writes.record(write, &keys, &keys);
+        Arc::new(writes)
+    }
+
+    fn at(ts: u64) -> Snapshot {
+        Snapshot {
+            ts: Timestamp::new(ts),
+            generation: 0,
+        }
+    }
+
+    #[test]
+    fn a_later_snapshot_reads_only_the_keys_written_since() {
+        let recent = Arc::new(RecentWrites::default());
+        let mut cache = RangeCache::new(recent.clone());
+        let (start, end) = (key(0), key(100));
+        cache.learn(at(1), &start, &end, Order::Asc, 128, &rows(1..=20));
+        let reads = std::cell::RefCell::new(Vec::new());
+        let mut read_key = |k: &[u8]| -> Result<Option<Value>> {
+            reads.borrow_mut().push(k.to_vec());
+            Ok((k != key(5)).then(|| obj! { "new" => true }))
+        };
+        // Nothing written since: answered without a read.
+        let same = cache.scan(at(1), &start, &end, Order::Asc, 128, &mut read_key);
+        assert_eq!(same.unwrap().unwrap(), rows(1..=20));
+        // Key 5 deleted, 7 changed, 50 inserted (and 200, outside the range).
+        recent.record(Timestamp::new(2), wrote(&[5, 7]));
+        recent.record(Timestamp::new(3), wrote(&[50, 200]));
+        let got = cache
+            .scan(at(3), &start, &end, Order::Asc, 128, &mut read_key)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            *reads.borrow(),
+            vec![key(5), key(7), key(50)],
+            "only the written keys inside"
+        );
+        let keys: Vec<Vec<u8>> = got.iter().map(|(k, _)| k.clone()).collect();
+        let mut want: Vec<Vec<u8>> = (1..=20).filter(|&i| i != 5).map(key).collect();
+        want.push(key(50));
+        assert_eq!(keys, want);
+        assert_eq!(got[5].1, obj! { "new" => true }, "key 7 read again");
+        // Descending, and a limit within what is kept.
+        let last3 = cache
+            .scan(at(3), &start, &end, Order::Desc, 3, &mut read_key)
+            .unwrap()
+            .unwrap();
+        let keys: Vec<Vec<u8>> = last3.into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec![key(50), key(20), key(19)]);
+    }
+
+    #[test]
+    fn what_cannot_be_brought_up_to_date_goes_to_the_engine() {
+        let recent = Arc::new(RecentWrites::default());
+        let mut cache = RangeCache::new(recent.clone());
+        let (start, end) = (key(0), key(100));
+        let mut no_read = |_: &[u8]| -> Result<Option<Value>> { panic!("no key is read") };
+        // A scan cut short by its limit knows only up to its last key.
+        cache.learn(at(1), &start, &end, Order::Asc, 10, &rows(1..=10));
+        let more = cache.scan(at(1), &start, &end, Order::Asc, 11, &mut no_read);
+        assert!(more.unwrap().is_none(), "the 11th entry is not known");
+        let fewer = cache.scan(at(1), &start, &end, Order::Asc, 10, &mut no_read);
+        assert_eq!(fewer.unwrap().unwrap().len(), 10);
+        // An older snapshot than the range's.
+        let older = cache.scan(at(0), &start, &end, Order::Asc, 10, &mut no_read);
+        assert!(older.unwrap().is_none());
+        // A write of unknown keys.
+        cache.learn(at(1), &start, &end, Order::Asc, 128, &rows(1..=10));
+        recent.unknown_written();
+        let after = cache.scan(
+            Snapshot {
+                ts: Timestamp::new(2),
+                generation: recent.generation(),
+            },
+            &start,
+            &end,
+            Order::Asc,
+            128,
+            &mut no_read,
+        );
+        assert!(after.unwrap().is_none());
+        assert_eq!(cache.bytes(), 0, "the range was dropped");
+    }
+
+    #[test]
+    fn commits_past_what_is_kept_are_not_assumed_empty() {
+        let recent = RecentWrites::default();
+        for ts in 1..=(RECENT_COMMITS as u64 + 1) {
+            recent.record(Timestamp::new(ts), wrote(&[1]));
+        }
+        assert!(recent
+            .between(Timestamp::new(0), Timestamp::new(5))
+            .is_none());
+        let kept = recent.between(Timestamp::new(1), Timestamp::new(3));
+        assert_eq!(kept.map(|c| c.len()), Some(2));
+    }
+}
