@@ -228,14 +228,12 @@ impl Handler {
         action_rx: &mut mpsc::Receiver<ServerMessage>,
         shutdown: &mut broadcast::Receiver<()>,
     ) -> End {
-        let edge = self.state.edge;
         let clock = self.state.clock.clone();
+        // One timer for both deadlines, armed again only when it fires: a
+        // send moves the ping deadline later, which the timer then finds
+        // not yet due; only the timer's own branch moves a deadline earlier.
+        let mut timer = Box::pin(clock.sleep_until(self.next_deadline()));
         loop {
-            let ping_at = self.last_sent + edge.ping_interval;
-            let liveness_at = match self.ping_sent {
-                Some(sent) => sent + edge.pong_timeout,
-                None => self.next_ping,
-            };
             let result = tokio::select! {
                 frame = stream.next() => match frame {
                     None => return End::ClientClosed,
@@ -267,14 +265,49 @@ impl Handler {
                     None => Err(End::Close(CLOSE_OVERLOADED, "connection too slow to keep up; reconnect".into())),
                 },
                 Some(msg) = action_rx.recv() => self.send(&msg).await,
-                _ = clock.sleep_until(ping_at) => self.send(&ServerMessage::Ping).await,
-                _ = clock.sleep_until(liveness_at) => self.check_liveness().await,
+                () = &mut timer => {
+                    let due = self.on_deadline().await;
+                    timer = Box::pin(clock.sleep_until(self.next_deadline()));
+                    due
+                }
                 _ = shutdown.recv() => Err(End::Close(CLOSE_GOING_AWAY, "server shutting down".into())),
             };
             if let Err(end) = result {
                 return end;
             }
         }
+    }
+
+    /// When the idle ping is due: `last_sent` plus the ping interval.
+    fn ping_at(&self) -> Instant {
+        self.last_sent + self.state.edge.ping_interval
+    }
+
+    /// When the liveness check is due: the pong's deadline while a ping is
+    /// out, else the next ping's time.
+    fn liveness_at(&self) -> Instant {
+        match self.ping_sent {
+            Some(sent) => sent + self.state.edge.pong_timeout,
+            None => self.next_ping,
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        self.ping_at().min(self.liveness_at())
+    }
+
+    /// The timer fired: runs the liveness check and sends the idle ping if
+    /// either is due (a send since the timer was armed may have moved the
+    /// ping's deadline on).
+    async fn on_deadline(&mut self) -> Result<(), End> {
+        let now = self.state.clock.now();
+        if now >= self.liveness_at() {
+            self.check_liveness().await?;
+        }
+        if now >= self.ping_at() {
+            self.send(&ServerMessage::Ping).await?;
+        }
+        Ok(())
     }
 
     /// At the liveness deadline: closes a connection whose ping went
