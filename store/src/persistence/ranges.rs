@@ -101,6 +101,13 @@ impl RecentWrites {
 
     /// The write sets of every commit after `after` and at or before
     /// `through`, or `None` if some of them may have been forgotten.
+    ///
+    /// `after` is a snapshot's timestamp: a commit's. Commits are recorded in
+    /// the order they commit, at increasing timestamps; only a commit that
+    /// failed may have a later timestamp than one recorded after it, and
+    /// every record after a commit has a later timestamp than that commit.
+    /// So the records after `after`'s are the last ones, read from the end
+    /// up to the first at or before `after`.
     fn between(&self, after: Timestamp, through: Timestamp) -> Option<Vec<Arc<WriteSet>>> {
         let recent = self.inner.lock().ok()?;
         if after < recent.floor {
@@ -110,7 +117,9 @@ impl RecentWrites {
             recent
                 .commits
                 .iter()
-                .filter(|(ts, _)| *ts > after && *ts <= through)
+                .rev()
+                .take_while(|(ts, _)| *ts > after)
+                .filter(|(ts, _)| *ts <= through)
                 .map(|(_, writes)| writes.clone())
                 .collect(),
         )
@@ -487,6 +496,25 @@ mod tests {
         );
         assert!(after.unwrap().is_none());
         assert_eq!(cache.bytes(), 0, "the range was dropped");
+    }
+
+    #[test]
+    fn the_commits_after_a_snapshot_are_found_past_a_failed_group() {
+        let recent = RecentWrites::default();
+        // 100 committed; a group at 110 and 120 failed; the writer went
+        // on from 100 and committed 115, then 130.
+        for ts in [100, 110, 120, 115, 130] {
+            recent.record(Timestamp::new(ts), wrote(&[1]));
+        }
+        let count = |after: u64, through: u64| {
+            recent
+                .between(Timestamp::new(after), Timestamp::new(through))
+                .map(|c| c.len())
+        };
+        assert_eq!(count(100, 130), Some(4), "the failed records too");
+        assert_eq!(count(115, 130), Some(1));
+        assert_eq!(count(100, 115), Some(2), "not past the snapshot");
+        assert_eq!(count(130, 130), Some(0));
     }
 
     #[test]
