@@ -519,7 +519,6 @@ macro_rules! obj {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::obj;
 
     fn nested(levels: usize) -> Value {
         (1..levels).fold(obj! { "leaf" => 1.0 }, |inner, _| obj! { "x" => inner })
