@@ -85,12 +85,11 @@ fn the_per_address_http_cap_is_set_by_its_flag() {
     let lines = child.stdout_lines();
     let (addr, _) = listening_address(&lines);
     assert_eq!(health(addr), 200);
-    // Two idle connections hold this address's two places ...
-    let idle: Vec<TcpStream> = (0..2)
-        .map(|_| TcpStream::connect(addr).expect("connects"))
-        .collect();
-    // ... so a third is refused once the server has taken them, where the
-    // default (256) would serve it.
+    // Two kept-alive connections, each served once (so each holds one of
+    // this address's two places: a connection refused because the first
+    // request's place was not given back yet is tried again) ...
+    let idle: Vec<TcpStream> = (0..2).map(|_| admitted(addr)).collect();
+    // ... so a third is refused, where the default (256) would serve it.
     assert!(
         eventually(|| health(addr) == 429),
         "a third connection is refused"
@@ -100,6 +99,29 @@ fn the_per_address_http_cap_is_set_by_its_flag() {
         eventually(|| health(addr) == 200),
         "a place given back serves again"
     );
+}
+
+/// A kept-alive connection the server has served a `GET /health` on (and
+/// so holds a place for), tried again while the server refuses it.
+fn admitted(addr: SocketAddr) -> TcpStream {
+    let deadline = std::time::Instant::now() + GUARD;
+    loop {
+        let mut s = TcpStream::connect(addr).expect("connects");
+        s.set_read_timeout(Some(GUARD)).unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("writes");
+        let mut head = [0u8; 12];
+        let read = s.read_exact(&mut head);
+        if read.is_ok() && head.starts_with(b"HTTP/1.1 200") {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection was served within {GUARD:?}: {read:?} {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Whether `check` holds within [`GUARD`], asked every 50 ms (a loaded

@@ -291,11 +291,19 @@ impl RangeCache {
                 continue;
             }
             let before = self.ranges[i].bytes;
-            let advanced = self.ranges[i].advance(at, &self.recent, read_key)?;
+            let advanced = self.ranges[i].advance(at, &self.recent, read_key);
             self.bytes = self.bytes - before + self.ranges[i].bytes;
-            if !advanced {
-                self.drop_range(i);
-                continue;
+            match advanced {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.drop_range(i);
+                    continue;
+                }
+                Err(e) => {
+                    // Part of it may be at `at` and part not: dropped.
+                    self.drop_range(i);
+                    return Err(e);
+                }
             }
             let range = &mut self.ranges[i];
             if range.answers(start, end, order, limit) {
@@ -496,6 +504,29 @@ mod tests {
         );
         assert!(after.unwrap().is_none());
         assert_eq!(cache.bytes(), 0, "the range was dropped");
+    }
+
+    #[test]
+    fn a_range_that_failed_to_come_up_to_date_is_dropped() {
+        let recent = Arc::new(RecentWrites::default());
+        let mut cache = RangeCache::new(recent.clone());
+        let (start, end) = (key(0), key(100));
+        cache.learn(at(1), &start, &end, Order::Asc, 128, &rows(1..=20));
+        recent.record(Timestamp::new(2), wrote(&[3, 4]));
+        let mut failing = |k: &[u8]| -> Result<Option<Value>> {
+            if k == key(4) {
+                Err(crate::error::StoreError::Misuse("a failed read"))
+            } else {
+                Ok(None)
+            }
+        };
+        assert!(cache
+            .scan(at(2), &start, &end, Order::Asc, 128, &mut failing)
+            .is_err());
+        assert_eq!(cache.bytes(), 0, "nothing half brought up to date is kept");
+        let mut no_read = |_: &[u8]| -> Result<Option<Value>> { panic!("no range is kept") };
+        let again = cache.scan(at(2), &start, &end, Order::Asc, 128, &mut no_read);
+        assert!(again.unwrap().is_none());
     }
 
     #[test]
