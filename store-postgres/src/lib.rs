@@ -530,6 +530,26 @@ struct PostgresConnection {
 }
 
 impl PostgresConnection {
+    /// The document with `id`, as `read` makes it from the cache and the
+    /// stored row (creation time, text).
+    fn get_with<T>(
+        &mut self,
+        id: &DocumentId,
+        read: impl FnOnce(&mut DecodedDocuments, f64, &str) -> Result<T>,
+    ) -> Result<Option<T>> {
+        self.flush_if(buffer::touches_document(id.as_str()))?;
+        let rows = self.query(
+            "SELECT creation_time, body FROM documents WHERE id = $1",
+            &[&id.as_str()],
+        )?;
+        rows.first()
+            .map(|r| {
+                let (ct, body): (f64, &str) = (r.get(0), r.get(1));
+                read(&mut self.decoded, ct, body)
+            })
+            .transpose()
+    }
+
     /// Index entries with `start <= key < end`, in `order`, at most `limit`,
     /// each with its document as `read` makes it from the cache and the
     /// stored row (id, creation time, text).
@@ -839,19 +859,19 @@ impl StoreConnection for PostgresConnection {
     }
 
     fn get(&mut self, id: &DocumentId) -> Result<Option<Document>> {
-        self.flush_if(buffer::touches_document(id.as_str()))?;
-        let rows = self.query(
-            "SELECT creation_time, body FROM documents WHERE id = $1",
-            &[&id.as_str()],
-        )?;
-        rows.first()
-            .map(|r| {
-                let (ct, body): (f64, &str) = (r.get(0), r.get(1));
-                self.decoded.get_or_decode(id.as_str(), ct, body, || {
-                    Document::decode(id.as_str(), ct, body)
-                })
+        self.get_with(id, |decoded, ct, body| {
+            decoded.get_or_decode(id.as_str(), ct, body, || {
+                Document::decode(id.as_str(), ct, body)
             })
-            .transpose()
+        })
+    }
+
+    fn get_value(&mut self, id: &DocumentId) -> Result<Option<Value>> {
+        self.get_with(id, |decoded, ct, body| {
+            decoded.value_or_decode(id.as_str(), ct, body, || {
+                Document::decode(id.as_str(), ct, body)
+            })
+        })
     }
 
     fn scan(

@@ -188,9 +188,20 @@ pub fn a_snapshot_does_not_move_while_later_commits_land(make: &MakeEngine) {
         .map(|(k, _)| k)
         .collect();
     assert_eq!(keys, vec![b"k1".to_vec(), b"k2".to_vec()]);
+    // The same reads as values.
+    assert_eq!(r.get_value(&b.id).unwrap(), Some(b.to_value()));
+    let values = r.scan_values(b"k", b"l", Order::Asc, 10).unwrap();
+    assert_eq!(
+        values.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        keys
+    );
+    assert_eq!(values[1].1, b.to_value());
     r.end_read().unwrap();
     assert_eq!(r.begin_read().unwrap(), Timestamp::new(11));
     assert_eq!(r.get(&b.id).unwrap(), None);
+    assert_eq!(r.get_value(&b.id).unwrap(), None);
+    let values = r.scan_values(b"k", b"l", Order::Asc, 10).unwrap();
+    assert_eq!(values.len(), 1, "the deleted entry is gone");
     r.end_read().unwrap();
 }
 

@@ -677,6 +677,9 @@ mod tests {
         fn get(&mut self, id: &DocumentId) -> crate::error::StoreResult<Option<Document>> {
             self.inner.get(id)
         }
+        fn get_value(&mut self, id: &DocumentId) -> crate::error::StoreResult<Option<Value>> {
+            self.inner.get_value(id)
+        }
         fn scan(
             &mut self,
             start: &[u8],

@@ -247,24 +247,40 @@ impl<'a> Transaction<'a> {
 
     /// The document with this id, or `None`.
     pub fn get(&mut self, id: &DocumentId) -> Result<Option<Value>> {
-        Ok(self.get_document(id)?.map(Document::into_value))
+        if !self.read_by_id(id)? {
+            return Ok(None);
+        }
+        let value = self.conn.get_value(id)?;
+        if let Some(value) = &value {
+            self.count_bytes_read(value.size())?;
+        }
+        Ok(value)
     }
 
     fn get_document(&mut self, id: &DocumentId) -> Result<Option<Document>> {
-        let table = id.table().to_string();
-        let Some(def) = self.schema.get(&table) else {
+        if !self.read_by_id(id)? {
             return Ok(None);
-        };
-        let by_id = def.all_indexes().next().expect("by_id is first");
-        let mut key = index_prefix(&table, by_id.name());
-        encode_value(&mut key, Some(&Value::from(id.as_str())));
-        self.reads.record(KeyInterval::point(&key));
-        self.count_reads(1)?;
+        }
         let doc = self.conn.get(id)?;
         if let Some(doc) = &doc {
             self.count_bytes_read(document_size(doc))?;
         }
         Ok(doc)
+    }
+
+    /// Records a read of `id` (its `by_id` key) and counts it; `false` if
+    /// its table does not exist, so there is nothing to read.
+    fn read_by_id(&mut self, id: &DocumentId) -> Result<bool> {
+        let table = id.table();
+        let Some(def) = self.schema.get(table) else {
+            return Ok(false);
+        };
+        let by_id = def.all_indexes().next().expect("by_id is first");
+        let mut key = index_prefix(table, by_id.name());
+        encode_value(&mut key, Some(&Value::from(id.as_str())));
+        self.reads.record(KeyInterval::point(&key));
+        self.count_reads(1)?;
+        Ok(true)
     }
 
     /// Starts a query over `table` (by default in creation order over all

@@ -236,6 +236,12 @@ pub trait StoreConnection: Send {
     fn rollback_to_savepoint(&mut self) -> Result<()>;
 
     fn get(&mut self, id: &DocumentId) -> Result<Option<Document>>;
+    /// [`StoreConnection::get`], the document as its value
+    /// ([`Document::into_value`]), shared by an engine that keeps decoded
+    /// documents.
+    fn get_value(&mut self, id: &DocumentId) -> Result<Option<Value>> {
+        Ok(self.get(id)?.map(Document::into_value))
+    }
     /// Index entries with `start <= key < end`, in `order`, at most `limit`,
     /// each with its document.
     fn scan(

@@ -346,6 +346,24 @@ fn scan_with<T>(
     Ok(out)
 }
 
+/// The document with `id`, as `read` makes it from the connection's decoded
+/// documents and the stored row (creation time, text).
+fn get_with<T>(
+    conn: &Connection,
+    decoded: &mut DecodedDocuments,
+    id: &DocumentId,
+    read: impl FnOnce(&mut DecodedDocuments, f64, &str) -> Result<T>,
+) -> Result<Option<T>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT creation_time, body FROM documents WHERE id = ?1")?;
+    let mut rows = stmt.query(params![id.as_str()])?;
+    let Some(r) = rows.next()? else {
+        return Ok(None);
+    };
+    let (ct, body) = (r.get::<_, f64>(0)?, text(r, 1)?);
+    read(decoded, ct, body).map(Some)
+}
+
 /// [`scan_with`], each document as its value.
 fn scan_values(
     conn: &Connection,
@@ -451,20 +469,19 @@ impl StoreConnection for SqliteConnection {
     }
 
     fn get(&mut self, id: &DocumentId) -> Result<Option<Document>> {
-        let decoded = &mut self.decoded;
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT creation_time, body FROM documents WHERE id = ?1")?;
-        let mut rows = stmt.query(params![id.as_str()])?;
-        let Some(r) = rows.next()? else {
-            return Ok(None);
-        };
-        let ct: f64 = r.get(0)?;
-        let body = text(r, 1)?;
-        let doc = decoded.get_or_decode(id.as_str(), ct, body, || {
-            Document::decode(id.as_str(), ct, body)
-        })?;
-        Ok(Some(doc))
+        get_with(&self.conn, &mut self.decoded, id, |decoded, ct, body| {
+            decoded.get_or_decode(id.as_str(), ct, body, || {
+                Document::decode(id.as_str(), ct, body)
+            })
+        })
+    }
+
+    fn get_value(&mut self, id: &DocumentId) -> Result<Option<Value>> {
+        get_with(&self.conn, &mut self.decoded, id, |decoded, ct, body| {
+            decoded.value_or_decode(id.as_str(), ct, body, || {
+                Document::decode(id.as_str(), ct, body)
+            })
+        })
     }
 
     fn scan(
