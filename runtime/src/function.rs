@@ -3,7 +3,7 @@
 //! look it up ([`Access`]), and its validated [`Args`]. A leaf below the
 //! registry, the contexts and the system tables, which all speak of paths.
 
-use livebase_schema::{DocumentId, Object, Value};
+use livebase_schema::{DocumentId, SharedObject, Value};
 
 use crate::error::{Error, Result};
 
@@ -66,11 +66,11 @@ impl Access {
 /// Validated arguments of a call, with typed accessors whose errors name the
 /// argument.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Args(Object);
+pub struct Args(SharedObject);
 
 impl Args {
-    pub fn new(fields: Object) -> Args {
-        Args(fields)
+    pub fn new(fields: impl Into<SharedObject>) -> Args {
+        Args(fields.into())
     }
 
     pub fn value(&self, name: &str) -> Option<&Value> {
@@ -78,7 +78,7 @@ impl Args {
     }
 
     pub fn into_value(self) -> Value {
-        Value::Object(self.0.into())
+        Value::Object(self.0)
     }
 
     pub fn string(&self, name: &str) -> Result<String> {

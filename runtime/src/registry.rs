@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use livebase_schema::typed::Type;
-use livebase_schema::{v, Object, Schema, Validator, Value};
+use livebase_schema::{v, Schema, SharedObject, Validator, Value};
 
 use crate::error::{Error, Result};
 use crate::route::{HttpRequest, HttpResponse, Method, Route, Routes};
@@ -524,9 +524,12 @@ impl Registry {
     /// Checks a call's arguments — the wire form is an array holding one object —
     /// against the function's validator.
     pub fn check_args(function: &Function, args: &[Value]) -> Result<Args> {
+        // The caller's object itself, shared: a live query's arguments are
+        // checked against the limits once (the object keeps the outcome),
+        // and no re-run copies them.
         let fields = match args {
-            [] => Object::new(),
-            [Value::Object(o)] => o.clone().into_fields(),
+            [] => SharedObject::default(),
+            [Value::Object(o)] => o.clone(),
             [other] => {
                 return Err(Error::invalid(format!(
                     "args: expected an object, found {}",
@@ -540,7 +543,7 @@ impl Registry {
                 )))
             }
         };
-        let value = Value::Object(fields.into());
+        let value = Value::Object(fields);
         value
             .check_limits("args")
             .map_err(|e| Error::limit(e.to_string()))?;
@@ -549,7 +552,7 @@ impl Registry {
             .validate(&value, "args")
             .map_err(|e| Error::invalid(e.to_string()))?;
         match value {
-            Value::Object(o) => Ok(Args::new(o.into_fields())),
+            Value::Object(o) => Ok(Args::new(o)),
             _ => unreachable!("built as an object above"),
         }
     }
