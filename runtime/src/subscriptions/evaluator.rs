@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use livebase_schema::Timestamp;
 
+use super::cost::JobMeter;
 use super::query::{to_wire, QueryKey, SharedResult};
 use crate::error::{Error, Result};
 use crate::executor::Executor;
@@ -66,7 +67,7 @@ pub struct Evaluated {
     pub result: SharedResult,
     /// The result equals the one the query had when the job was sent.
     pub unchanged: bool,
-    /// How long the run took.
+    /// What the run cost (see [`super::cost`]).
     pub spent: Duration,
     pub reads: ReadSet,
     pub journal: Option<String>,
@@ -83,7 +84,7 @@ pub struct Done {
     /// Queries the job did not get to (its budget ran out, or the snapshot
     /// could not be opened), in their order.
     pub not_run: Vec<u64>,
-    /// Evaluation time spent.
+    /// Evaluation time spent: what its runs cost together.
     pub spent: Duration,
 }
 
@@ -168,9 +169,12 @@ pub fn run(index: usize, conn: &mut dyn StoreConnection, setup: &Setup, job: Job
         }
     };
     done.ts = ts;
+    let mut meter = JobMeter::start();
     let mut queries = job.queries.into_iter();
     for q in queries.by_ref() {
-        done.results.push(evaluate(conn, setup, ts, q));
+        let evaluated = evaluate(conn, setup, ts, q, &mut meter);
+        done.spent += evaluated.spent;
+        done.results.push(evaluated);
         if !job.uncut && started.elapsed() >= ROUND_BUDGET {
             break;
         }
@@ -179,7 +183,6 @@ pub fn run(index: usize, conn: &mut dyn StoreConnection, setup: &Setup, job: Job
     if let Err(e) = conn.end_read() {
         tracing::error!("evaluator: ending a read snapshot failed: {e}");
     }
-    done.spent = started.elapsed();
     done
 }
 
@@ -188,8 +191,9 @@ fn evaluate(
     setup: &Setup,
     ts: Timestamp,
     q: JobQuery,
+    meter: &mut JobMeter,
 ) -> Evaluated {
-    let started = Instant::now();
+    let mark = meter.mark();
     let mut tx = Transaction::read_only(conn, setup.registry.schema(), ts);
     tx.set_cursor_key(setup.cursor_key.clone());
     tx.set_public_url(setup.public_url.clone());
@@ -203,7 +207,7 @@ fn evaluate(
         result,
         reads,
         journal,
-        spent: started.elapsed(),
+        spent: meter.cost(mark),
     }
 }
 

@@ -83,6 +83,7 @@ use crate::readset::{Commit, InvalidationIndex, ReadSet};
 use crate::registry::Registry;
 use crate::store::StoreConnection;
 
+mod cost;
 mod evaluator;
 mod query;
 
@@ -128,8 +129,9 @@ const SPENT_HALF_LIFE: Duration = Duration::from_secs(1);
 /// Most queries in one job while a tenant's queue is split between
 /// evaluators (a job also ends after [`ROUND_BUDGET`]).
 const JOB_QUERIES: usize = 64;
-/// A job whose queries took at most this long together when last run is
-/// run by the worker itself, at once. Handing a job to an evaluator thread
+/// A job whose queries cost at most this much together when last run (their
+/// time on their thread, running or blocked, but not waiting for a core:
+/// `cost.rs`) is run by the worker itself, at once. Handing a job to an evaluator thread
 /// and its results back costs two wake-ups of idle threads (on a virtual
 /// machine, of idle CPUs): on the 2-core machine of BENCHMARKS.md that
 /// added 0.15 ms to a small query's push and 0.8 ms to a 500-row one's ...
