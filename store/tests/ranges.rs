@@ -145,6 +145,42 @@ async fn kept_ranges_answer_as_the_engine_does_after_random_commits() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_ranges_answer_as_the_engine_does_after_groups_with_failed_mutations() {
+    // Mutations sent together share one commit (each in a savepoint); one
+    // that fails after writing is undone alone, and what it wrote must not
+    // be taken for written.
+    let dir = tempfile::tempdir().unwrap();
+    let persistence = SqlitePersistence::open(dir.path().join("db.sqlite3")).unwrap();
+    let db = Database::open(Arc::new(persistence.clone()), schema()).unwrap();
+    let mut reader = persistence.connect().unwrap();
+    let mut rng = StdRng::seed_from_u64(11);
+    for round in 0..150 {
+        let mut sent = Vec::new();
+        for _ in 0..rng.random_range(1..8) {
+            let group = GROUPS[rng.random_range(0..GROUPS.len())];
+            let n = f64::from(rng.random_range(0..50u8));
+            let fail = rng.random_bool(0.3);
+            let db = db.clone();
+            sent.push(tokio::spawn(async move {
+                db.mutate(move |tx| {
+                    tx.insert("notes", obj! { "group" => group, "n" => n })?;
+                    if fail {
+                        return Err(livebase_store::Error::invalid("undone"));
+                    }
+                    Ok(())
+                })
+                .await
+            }));
+        }
+        for m in sent {
+            let _ = m.await.expect("the mutation's task");
+        }
+        let (cached, truth) = both(&persistence, reader.as_mut());
+        assert_eq!(cached, truth, "round {round}");
+    }
+}
+
 /// A store holding one note in group `a`, and a connection that has read
 /// every query once (and kept its ranges).
 async fn one_note_read() -> (
