@@ -266,6 +266,10 @@ struct SqliteConnection {
     wrote: bool,
     /// … and recorded its commits' write sets.
     logged: bool,
+    /// The latest timestamp of an outcome the open write transaction stored
+    /// (see [`last_ts`]), and its value when the open savepoint began.
+    outcome_ts: Option<Timestamp>,
+    outcome_ts_at_savepoint: Option<Timestamp>,
 }
 
 impl SqliteConnection {
@@ -279,6 +283,8 @@ impl SqliteConnection {
             snapshot: None,
             wrote: false,
             logged: false,
+            outcome_ts: None,
+            outcome_ts_at_savepoint: None,
         }
     }
 
@@ -300,12 +306,20 @@ impl SqliteConnection {
     }
 }
 
+/// The timestamp of the latest commit: the later of `meta`'s `last_ts` and
+/// the newest stored mutation outcome. A commit that stores an outcome at its
+/// own timestamp — a client's mutation, the common commit — leaves `meta`
+/// alone, so it dirties one page fewer; every other commit (the outcome purge
+/// included, so deleting the newest outcome never moves time back) writes
+/// `meta`. The newest outcome is one step down `mutation_outcomes_by_ts`.
 fn last_ts(conn: &Connection) -> Result<Timestamp> {
-    let v: Option<i64> = conn
-        .prepare_cached("SELECT value FROM meta WHERE name = 'last_ts'")?
-        .query_row([], |r| r.get(0))
-        .optional()?;
-    Ok(Timestamp::new(v.unwrap_or(0) as u64))
+    let v: i64 = conn
+        .prepare_cached(
+            "SELECT max(coalesce((SELECT value FROM meta WHERE name = 'last_ts'), 0),
+                        coalesce((SELECT max(ts) FROM mutation_outcomes), 0))",
+        )?
+        .query_row([], |r| r.get(0))?;
+    Ok(Timestamp::new(v as u64))
 }
 
 /// Column `i` of a row as text, borrowed from the row.
@@ -418,16 +432,21 @@ impl StoreConnection for SqliteConnection {
         self.snapshot = None;
         self.wrote = false;
         self.logged = false;
+        self.outcome_ts = None;
         last_ts(&self.conn)
     }
 
     fn commit(&mut self, ts: Timestamp) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO meta (name, value) VALUES ('last_ts', ?1)
-                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-            )?
-            .execute(params![ts.get() as i64])?;
+        // An outcome stored at `ts` or later already says how far time went.
+        if self.outcome_ts < Some(ts) {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO meta (name, value) VALUES ('last_ts', ?1)
+                     ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                )?
+                .execute(params![ts.get() as i64])?;
+        }
+        self.outcome_ts = None;
         let committed = self.finish("COMMIT");
         if self.wrote && !self.logged {
             // Written outside the writer's mutations: nobody knows what.
@@ -440,6 +459,7 @@ impl StoreConnection for SqliteConnection {
     fn rollback(&mut self) -> Result<()> {
         self.snapshot = None;
         self.wrote = false;
+        self.outcome_ts = None;
         if self.in_txn {
             self.finish("ROLLBACK")?;
         }
@@ -453,6 +473,7 @@ impl StoreConnection for SqliteConnection {
         self.conn
             .prepare_cached("SAVEPOINT mutation")?
             .execute([])?;
+        self.outcome_ts_at_savepoint = self.outcome_ts;
         Ok(())
     }
 
@@ -465,6 +486,8 @@ impl StoreConnection for SqliteConnection {
         self.conn
             .prepare_cached("ROLLBACK TO mutation")?
             .execute([])?;
+        // The outcomes stored since the savepoint are gone with it.
+        self.outcome_ts = self.outcome_ts_at_savepoint;
         self.release_savepoint()
     }
 
@@ -671,6 +694,7 @@ impl StoreConnection for SqliteConnection {
                 outcome.path,
                 outcome.value.to_json_text()
             ])?;
+        self.outcome_ts = self.outcome_ts.max(Some(outcome.ts));
         Ok(())
     }
 
@@ -819,6 +843,86 @@ mod tests {
         assert_eq!(r.begin_read().unwrap(), Timestamp::new(6));
         assert_eq!(r.get(&doc.id).unwrap(), Some(doc));
         r.end_read().unwrap();
+    }
+
+    /// `meta`'s `last_ts` as stored, read on a connection of its own.
+    fn stored_meta_ts(path: &Path) -> Option<i64> {
+        Connection::open(path)
+            .unwrap()
+            .query_row("SELECT value FROM meta WHERE name = 'last_ts'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .unwrap()
+    }
+
+    fn outcome(request_id: u32, ts: u64) -> MutationOutcome {
+        MutationOutcome {
+            session_id: "s".into(),
+            request_id,
+            fingerprint: vec![1; 32],
+            ts: Timestamp::new(ts),
+            path: "a:b".into(),
+            value: Value::from("done"),
+        }
+    }
+
+    #[test]
+    fn a_commit_that_stores_its_outcome_writes_no_meta_row_and_time_still_moves_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite3");
+        let p = SqlitePersistence::open(&path).unwrap();
+        let mut w = p.connect().unwrap();
+        let doc = |n: u64| Document {
+            id: DocumentId::generate("todos"),
+            creation_time: n as f64,
+            fields: Object::new(),
+        };
+        // A commit without an outcome (a scheduled job's, an import's)
+        // writes `meta`.
+        w.begin_write().unwrap();
+        w.put_document(&doc(1)).unwrap();
+        w.commit(Timestamp::new(10)).unwrap();
+        assert_eq!(stored_meta_ts(&path), Some(10));
+        // A client's mutation stores its outcome at its commit's timestamp:
+        // `meta` is not written, yet every connection sees time at 20.
+        assert_eq!(w.begin_write().unwrap(), Timestamp::new(10));
+        w.put_document(&doc(2)).unwrap();
+        w.put_outcome(&outcome(0, 20)).unwrap();
+        w.commit(Timestamp::new(20)).unwrap();
+        assert_eq!(stored_meta_ts(&path), Some(10), "meta was written");
+        let mut r = p.connect().unwrap();
+        assert_eq!(r.begin_read().unwrap(), Timestamp::new(20));
+        r.end_read().unwrap();
+        assert_eq!(w.begin_write().unwrap(), Timestamp::new(20));
+        w.rollback().unwrap();
+        drop((w, r, p));
+        // Reopened, the file still says 20.
+        let p = SqlitePersistence::open(&path).unwrap();
+        let mut w = p.connect().unwrap();
+        assert_eq!(w.begin_write().unwrap(), Timestamp::new(20));
+        // The purge deletes that newest outcome; its own commit writes
+        // `meta`, so time does not move back to 10.
+        assert_eq!(w.purge_outcomes(Timestamp::new(25), 10).unwrap(), 1);
+        w.commit(Timestamp::new(30)).unwrap();
+        assert_eq!(w.begin_write().unwrap(), Timestamp::new(30));
+        // An outcome undone with its savepoint says nothing: `meta` is
+        // written.
+        w.savepoint().unwrap();
+        w.put_document(&doc(3)).unwrap();
+        w.put_outcome(&outcome(1, 40)).unwrap();
+        w.rollback_to_savepoint().unwrap();
+        w.put_document(&doc(4)).unwrap();
+        w.commit(Timestamp::new(40)).unwrap();
+        assert_eq!(stored_meta_ts(&path), Some(40));
+        assert_eq!(w.begin_write().unwrap(), Timestamp::new(40));
+        // A group whose latest commit stored no outcome writes `meta` too.
+        w.put_outcome(&outcome(2, 45)).unwrap();
+        w.put_document(&doc(5)).unwrap();
+        w.commit(Timestamp::new(50)).unwrap();
+        assert_eq!(stored_meta_ts(&path), Some(50));
+        assert_eq!(w.begin_write().unwrap(), Timestamp::new(50));
+        w.rollback().unwrap();
     }
 
     #[test]
