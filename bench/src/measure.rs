@@ -39,14 +39,15 @@ pub(crate) async fn wait_for_newest(conn: &mut Conn, n: f64) -> Result<(), BoxEr
 }
 
 /// Committed mutations per second while each of `conns` writes
-/// `per_client` documents to an organization of its own, all at once.
+/// `per_client` documents to an organization of its own, all at once. The
+/// connections are handed back in `conns` for another slice.
 pub(crate) async fn concurrent_writes(
-    conns: Vec<Conn>,
+    conns: &mut Vec<Conn>,
     per_client: usize,
 ) -> Result<f64, BoxError> {
     let clients = conns.len();
     let t0 = std::time::Instant::now();
-    let tasks: Vec<_> = conns
+    let tasks: Vec<_> = std::mem::take(conns)
         .into_iter()
         .enumerate()
         .map(|(k, mut c)| {
@@ -54,12 +55,12 @@ pub(crate) async fn concurrent_writes(
                 for i in 0..per_client {
                     c.add_and_wait(&format!("org{k}"), i as f64).await?;
                 }
-                Ok::<(), BoxError>(())
+                Ok::<Conn, BoxError>(c)
             })
         })
         .collect();
     for t in tasks {
-        t.await??;
+        conns.push(t.await??);
     }
     Ok((per_client * clients) as f64 / t0.elapsed().as_secs_f64())
 }

@@ -440,7 +440,7 @@ async fn throughput_on_one_node(url: &str, clients: usize, total: usize) -> Resu
         c.add_and_wait("warmup", 0.0).await?;
         conns.push(c);
     }
-    let rate = concurrent_writes(conns, per_client).await?;
+    let rate = concurrent_writes(&mut conns, per_client).await?;
     node.stop().await;
     schema.drop_now().await?;
     Ok(rate)

@@ -154,6 +154,12 @@ impl Server {
         })
     }
 
+    /// The size of the server's SQLite WAL file (0 before it exists).
+    pub fn wal_len(&self) -> u64 {
+        let wal = format!("{}-wal", livebase_runtime::store::sqlite::DATABASE_FILE);
+        std::fs::metadata(self._data.path().join(wal)).map_or(0, |m| m.len())
+    }
+
     pub async fn stats(&mut self) -> Result<Stats, BoxError> {
         self.stdin.write_all(b"stats\n").await?;
         let line = self.stdout.next_line().await?.ok_or("the server exited")?;
