@@ -48,12 +48,30 @@ const MAX_RANGES: usize = 256;
 
 /// The write sets of the latest commits, shared by every connection to one
 /// store, in the order the writer recorded them.
+///
+/// Two more things say whether a snapshot may use kept ranges at all:
+///
+/// - **Writes not recorded** (an import, a write outside the writer's
+///   mutations): `generation` is odd while such a commit is being made and
+///   moves on to the next even number after it. A snapshot reads it before it
+///   begins and again after; only one that read the same even number both
+///   times is wholly before or wholly after each such commit, so only such a
+///   snapshot uses and keeps ranges, and only ranges of its generation.
+/// - **Other writers** (PostgreSQL, where other nodes and tools commit to the
+///   same database): `through` is the latest commit up to which every commit
+///   is known — this process's recorded commits once they committed, and
+///   the last commit a write transaction found when it differed from
+///   `through` ([`RecentWrites::restart_at`], which also drops every range).
+///   A snapshot past `through` may hold another writer's commit: it uses
+///   and keeps nothing.
 #[derive(Debug, Default)]
 pub struct RecentWrites {
     inner: Mutex<Recent>,
-    /// Moved on after each commit whose writes are not known (see
-    /// [`RecentWrites::unknown_written`]).
     generation: AtomicU64,
+    /// Whether snapshots are checked against `through` (engines with other
+    /// writers).
+    other_writers: bool,
+    through: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +83,16 @@ struct Recent {
 }
 
 impl RecentWrites {
+    /// For a store that other processes may commit to as well (see
+    /// [`RecentWrites`]): snapshots past [`RecentWrites::through`] keep
+    /// nothing.
+    pub fn with_other_writers() -> RecentWrites {
+        RecentWrites {
+            other_writers: true,
+            ..RecentWrites::default()
+        }
+    }
+
     /// Records that commit `ts` wrote `writes`. Called before the commit is
     /// durable: a commit that then fails leaves a record of writes that did
     /// not happen, which only makes a range read some keys again.
@@ -85,18 +113,60 @@ impl RecentWrites {
         }
     }
 
-    /// Says that a commit whose writes were not recorded (a write outside
-    /// the writer's mutations, such as an import) has ended: every range
-    /// kept before it is dropped. Called after that commit, while snapshots
-    /// read [`RecentWrites::generation`] before they begin, so a range
-    /// whose snapshot may lack those writes is never kept as current.
-    pub fn unknown_written(&self) {
+    /// Says that a commit whose writes are not recorded (a write outside
+    /// the writer's mutations, such as an import) is about to become
+    /// visible: called before its `COMMIT`, and
+    /// [`RecentWrites::unknown_write_ends`] after it, whether it committed or
+    /// not. Such commits are made one at a time (each holds the store's
+    /// write lock).
+    pub fn unknown_write_begins(&self) {
         self.generation.fetch_add(1, AtomicOrdering::SeqCst);
     }
 
-    /// To be read before a snapshot begins, and kept with what is read in it.
+    /// See [`RecentWrites::unknown_write_begins`]: every range kept before
+    /// is dropped when next used.
+    pub fn unknown_write_ends(&self) {
+        self.generation.fetch_add(1, AtomicOrdering::SeqCst);
+    }
+
+    /// Says that recorded commit `ts` committed (see [`RecentWrites`]).
+    pub fn committed(&self, ts: Timestamp) {
+        self.through.fetch_max(ts.get(), AtomicOrdering::SeqCst);
+    }
+
+    /// The latest commit up to which every commit is known (see
+    /// [`RecentWrites`]).
+    pub fn through(&self) -> Timestamp {
+        Timestamp::new(self.through.load(AtomicOrdering::SeqCst))
+    }
+
+    /// Says that commits up to `ts` may have been made by another writer: a
+    /// write transaction found `ts` as the last commit, not
+    /// [`RecentWrites::through`]. Every range kept before is dropped, and
+    /// `ts` is the new `through`. Called inside that write transaction, so
+    /// no other commit is made meanwhile.
+    pub fn restart_at(&self, ts: Timestamp) {
+        self.unknown_write_begins();
+        self.through.store(ts.get(), AtomicOrdering::SeqCst);
+        self.unknown_write_ends();
+    }
+
+    /// To be read before a snapshot begins and handed to
+    /// [`RecentWrites::snapshot`] once it has.
     pub fn generation(&self) -> u64 {
         self.generation.load(AtomicOrdering::SeqCst)
+    }
+
+    /// The snapshot at `ts` of a connection that read `before` from
+    /// [`RecentWrites::generation`] before the snapshot began; to be called
+    /// after it has. Its generation is `None` (it neither uses nor keeps
+    /// ranges) when a write not recorded was being made or ended in between,
+    /// or, with other writers, when `ts` is past what is known.
+    pub fn snapshot(&self, ts: Timestamp, before: u64) -> Snapshot {
+        let known = !self.other_writers || ts <= self.through();
+        let after = self.generation();
+        let generation = (before == after && before.is_multiple_of(2) && known).then_some(before);
+        Snapshot { ts, generation }
     }
 
     /// The write sets of every commit after `after` and at or before
@@ -129,12 +199,12 @@ impl RecentWrites {
 /// Index entries, each with its document's value, as a scan returns them.
 pub type Rows = Vec<(Vec<u8>, Value)>;
 
-/// A read snapshot: its timestamp, and [`RecentWrites::generation`] as read
-/// before it began.
+/// A read snapshot: its timestamp, and the generation of the ranges it may
+/// use and keep (`None`: none; see [`RecentWrites::snapshot`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     pub ts: Timestamp,
-    pub generation: u64,
+    pub generation: Option<u64>,
 }
 
 /// Every index entry of `[lo, hi)` as of `ts`.
@@ -153,13 +223,19 @@ fn row_bytes(key: &[u8], value: &Value) -> usize {
 }
 
 impl CachedRange {
-    fn new(lo: Vec<u8>, hi: Vec<u8>, at: Snapshot, rows: BTreeMap<Vec<u8>, Value>) -> Self {
+    fn new(
+        lo: Vec<u8>,
+        hi: Vec<u8>,
+        ts: Timestamp,
+        generation: u64,
+        rows: BTreeMap<Vec<u8>, Value>,
+    ) -> Self {
         let bytes = rows.iter().map(|(k, v)| row_bytes(k, v)).sum();
         CachedRange {
             lo,
             hi,
-            ts: at.ts,
-            generation: at.generation,
+            ts,
+            generation,
             rows,
             bytes,
             used: 0,
@@ -210,12 +286,12 @@ impl CachedRange {
     /// cannot be done (the range must be dropped).
     fn advance(
         &mut self,
-        at: Snapshot,
+        ts: Timestamp,
+        generation: u64,
         recent: &RecentWrites,
         read_key: &mut dyn FnMut(&[u8]) -> Result<Option<Value>>,
     ) -> Result<bool> {
-        let ts = at.ts;
-        if self.generation != at.generation || self.ts > ts {
+        if self.generation != generation || self.ts > ts {
             return Ok(false);
         }
         if self.ts == ts {
@@ -279,6 +355,9 @@ impl RangeCache {
         limit: usize,
         read_key: &mut dyn FnMut(&[u8]) -> Result<Option<Value>>,
     ) -> Result<Option<Rows>> {
+        let Some(generation) = at.generation else {
+            return Ok(None);
+        };
         self.clock += 1;
         let mut i = 0;
         while i < self.ranges.len() {
@@ -291,7 +370,7 @@ impl RangeCache {
                 continue;
             }
             let before = self.ranges[i].bytes;
-            let advanced = self.ranges[i].advance(at, &self.recent, read_key);
+            let advanced = self.ranges[i].advance(at.ts, generation, &self.recent, read_key);
             self.bytes = self.bytes - before + self.ranges[i].bytes;
             match advanced {
                 Ok(true) => {}
@@ -329,6 +408,9 @@ impl RangeCache {
         limit: usize,
         found: &[(Vec<u8>, Value)],
     ) {
+        let Some(generation) = at.generation else {
+            return;
+        };
         if limit == 0 {
             return;
         }
@@ -344,7 +426,7 @@ impl RangeCache {
             return;
         }
         let rows: BTreeMap<Vec<u8>, Value> = found.iter().cloned().collect();
-        let mut range = CachedRange::new(lo, hi, at, rows);
+        let mut range = CachedRange::new(lo, hi, at.ts, generation, rows);
         let mut i = 0;
         while i < self.ranges.len() {
             let other = &self.ranges[i];
@@ -353,7 +435,7 @@ impl RangeCache {
                 i += 1;
                 continue;
             }
-            if other.ts == at.ts && other.generation == at.generation {
+            if other.ts == at.ts && other.generation == generation {
                 let other = self.take_range(i);
                 range.lo = range.lo.min(other.lo);
                 range.hi = range.hi.max(other.hi);
@@ -429,7 +511,7 @@ mod tests {
     fn at(ts: u64) -> Snapshot {
         Snapshot {
             ts: Timestamp::new(ts),
-            generation: 0,
+            generation: Some(0),
         }
     }
 
@@ -490,20 +572,90 @@ mod tests {
         assert!(older.unwrap().is_none());
         // A write of unknown keys.
         cache.learn(at(1), &start, &end, Order::Asc, 128, &rows(1..=10));
-        recent.unknown_written();
-        let after = cache.scan(
-            Snapshot {
-                ts: Timestamp::new(2),
-                generation: recent.generation(),
-            },
-            &start,
-            &end,
-            Order::Asc,
-            128,
-            &mut no_read,
-        );
+        recent.unknown_write_begins();
+        recent.unknown_write_ends();
+        let later = recent.snapshot(Timestamp::new(2), recent.generation());
+        let after = cache.scan(later, &start, &end, Order::Asc, 128, &mut no_read);
         assert!(after.unwrap().is_none());
         assert_eq!(cache.bytes(), 0, "the range was dropped");
+    }
+
+    #[test]
+    fn a_snapshot_begun_around_a_write_not_recorded_neither_uses_nor_keeps_ranges() {
+        let recent = Arc::new(RecentWrites::default());
+        let mut cache = RangeCache::new(recent.clone());
+        let (start, end) = (key(0), key(100));
+        let mut no_read = |_: &[u8]| -> Result<Option<Value>> { panic!("no key is read") };
+        let first = recent.snapshot(Timestamp::new(1), recent.generation());
+        cache.learn(first, &start, &end, Order::Asc, 128, &rows(1..=10));
+        // The generation is read, then an import commits, then the snapshot
+        // begins: it sees the import, which the kept range does not.
+        let before = recent.generation();
+        recent.unknown_write_begins();
+        recent.unknown_write_ends();
+        let around = recent.snapshot(Timestamp::new(2), before);
+        assert_eq!(around.generation, None);
+        let answer = cache.scan(around, &start, &end, Order::Asc, 128, &mut no_read);
+        assert!(
+            answer.unwrap().is_none(),
+            "the range from before the import"
+        );
+        cache.learn(around, &start, &end, Order::Asc, 128, &rows(1..=3));
+        // Begun while one is being made: it may or may not see it.
+        recent.unknown_write_begins();
+        let during = recent.snapshot(Timestamp::new(3), recent.generation());
+        assert_eq!(during.generation, None);
+        recent.unknown_write_ends();
+        // After: ranges are kept again, from this snapshot on.
+        let after = recent.snapshot(Timestamp::new(3), recent.generation());
+        assert!(after.generation.is_some());
+        assert!(cache
+            .scan(after, &start, &end, Order::Asc, 128, &mut no_read)
+            .unwrap()
+            .is_none());
+        cache.learn(after, &start, &end, Order::Asc, 128, &rows(1..=4));
+        let again = cache.scan(after, &start, &end, Order::Asc, 128, &mut no_read);
+        assert_eq!(again.unwrap().unwrap(), rows(1..=4));
+    }
+
+    #[test]
+    fn with_other_writers_a_snapshot_past_what_is_known_keeps_nothing() {
+        let recent = Arc::new(RecentWrites::with_other_writers());
+        let mut cache = RangeCache::new(recent.clone());
+        let (start, end) = (key(0), key(100));
+        let mut no_read = |_: &[u8]| -> Result<Option<Value>> { panic!("no key is read") };
+        // This process recorded and committed 1.
+        recent.record(Timestamp::new(1), wrote(&[1]));
+        recent.committed(Timestamp::new(1));
+        let one = recent.snapshot(Timestamp::new(1), recent.generation());
+        assert!(one.generation.is_some());
+        cache.learn(one, &start, &end, Order::Asc, 128, &rows(1..=10));
+        // Another node commits 2: a snapshot at 2 may see it.
+        let two = recent.snapshot(Timestamp::new(2), recent.generation());
+        assert_eq!(two.generation, None);
+        assert!(cache
+            .scan(two, &start, &end, Order::Asc, 128, &mut no_read)
+            .unwrap()
+            .is_none());
+        // This node's next write transaction finds 2 as the last commit.
+        recent.restart_at(Timestamp::new(2));
+        let two = recent.snapshot(Timestamp::new(2), recent.generation());
+        assert!(two.generation.is_some());
+        assert!(
+            cache
+                .scan(two, &start, &end, Order::Asc, 128, &mut no_read)
+                .unwrap()
+                .is_none(),
+            "the range from before the other node's commit is dropped"
+        );
+        assert_eq!(cache.bytes(), 0);
+        // A commit recorded but not (yet) committed is not known either.
+        recent.record(Timestamp::new(3), wrote(&[2]));
+        let three = recent.snapshot(Timestamp::new(3), recent.generation());
+        assert_eq!(three.generation, None);
+        recent.committed(Timestamp::new(3));
+        let three = recent.snapshot(Timestamp::new(3), recent.generation());
+        assert!(three.generation.is_some());
     }
 
     #[test]

@@ -405,13 +405,13 @@ impl StoreConnection for SqliteConnection {
         if self.in_txn {
             return Err(StoreError::Misuse("begin_read inside a transaction"));
         }
-        // Read before the snapshot begins (see `RecentWrites::generation`).
-        let generation = self.recent.generation();
+        // Read before the snapshot begins (see `RecentWrites::snapshot`).
+        let before = self.recent.generation();
         self.conn.prepare_cached("BEGIN DEFERRED")?.execute([])?;
         self.in_txn = true;
         // The first read starts the WAL snapshot; every later read sees the same.
         let ts = last_ts(&self.conn)?;
-        self.snapshot = Some(Snapshot { ts, generation });
+        self.snapshot = Some(self.recent.snapshot(ts, before));
         Ok(ts)
     }
 
@@ -447,10 +447,15 @@ impl StoreConnection for SqliteConnection {
                 .execute(params![ts.get() as i64])?;
         }
         self.outcome_ts = None;
+        // Written outside the writer's mutations: nobody knows what, so no
+        // snapshot from around this commit keeps ranges, nor uses older ones.
+        let unknown = self.wrote && !self.logged;
+        if unknown {
+            self.recent.unknown_write_begins();
+        }
         let committed = self.finish("COMMIT");
-        if self.wrote && !self.logged {
-            // Written outside the writer's mutations: nobody knows what.
-            self.recent.unknown_written();
+        if unknown {
+            self.recent.unknown_write_ends();
         }
         self.wrote = false;
         committed
