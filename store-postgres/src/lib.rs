@@ -71,6 +71,7 @@ use std::sync::Arc;
 
 use livebase_schema::{DocumentId, Object, Timestamp, Value};
 use livebase_store::persistence::decoded::DecodedDocuments;
+use livebase_store::persistence::ranges::{RangeCache, RecentWrites, Snapshot};
 use livebase_store::persistence::{
     CommitLog, Document, MutationOutcome, Order, Persistence, StoreConnection,
 };
@@ -204,6 +205,12 @@ pub struct PostgresPersistence {
     /// commit is fenced by it — made only while the database's epoch is
     /// still this one.
     epoch: Arc<std::sync::atomic::AtomicI64>,
+    /// The write sets of this node's latest commits, for the index ranges
+    /// its connections keep (see `livebase_store::persistence::ranges`).
+    /// Other nodes and tools commit to the same database: a snapshot past
+    /// the commits this node knows of keeps no ranges, so a node that only
+    /// reads keeps none.
+    recent: Arc<RecentWrites>,
 }
 
 impl std::fmt::Debug for PostgresPersistence {
@@ -263,6 +270,7 @@ impl PostgresPersistence {
             node: Arc::default(),
             lease_lost: Arc::default(),
             epoch: Arc::default(),
+            recent: Arc::new(RecentWrites::with_other_writers()),
         };
         p.create_tables()?;
         Ok(p)
@@ -486,6 +494,10 @@ impl PostgresPersistence {
             buffer: buffer::Buffer::default(),
             trim: log::TrimSchedule::default(),
             notify: format!("NOTIFY \"{}\"; COMMIT", log_channel(&self.schema)),
+            ranges: RangeCache::new(self.recent.clone()),
+            snapshot: None,
+            wrote: false,
+            logged: false,
             source: self.clone(),
             sent: 0,
         })
@@ -527,6 +539,15 @@ struct PostgresConnection {
     /// answer: its round trips (but the one that prepares a statement on
     /// its first use).
     sent: u64,
+    /// Index ranges read before, brought up to date from the node's
+    /// recorded commits.
+    ranges: RangeCache,
+    /// The open read snapshot, if one is open.
+    snapshot: Option<Snapshot>,
+    /// The open write transaction wrote documents or index entries …
+    wrote: bool,
+    /// … and recorded its commits' write sets.
+    logged: bool,
 }
 
 impl PostgresConnection {
@@ -598,6 +619,79 @@ impl PostgresConnection {
         }
         found.truncate(limit);
         Ok(found)
+    }
+
+    /// Begins a write transaction; the last commit's timestamp.
+    fn begin_write_transaction(&mut self) -> Result<Timestamp> {
+        // The row lock makes this the one writer until it commits or rolls back.
+        const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED;
+             SELECT value FROM meta WHERE name = 'last_ts' FOR UPDATE";
+        if self.source.epoch() == 0 {
+            return self.begin(BEGIN, Txn::Write);
+        }
+        // A node under a lease: should it stop mid-transaction, the server
+        // ends the transaction after `LEASE_TIMEOUT` of silence, so that its
+        // row lock does not keep the next writer's claim waiting for ever.
+        // (Set on each begin: a session connected again has lost it.)
+        let sql = format!(
+            "SET idle_in_transaction_session_timeout = {}; {BEGIN}",
+            LEASE_TIMEOUT.as_millis()
+        );
+        self.begin(&sql, Txn::Write)
+    }
+
+    /// Stamps and commits the open write transaction.
+    fn commit_transaction(&mut self, ts: Timestamp) -> Result<()> {
+        self.in_write("commit outside a write transaction")?;
+        if self.source.lease_lost() {
+            self.end("ROLLBACK")?;
+            return Err(engine_error(format!(
+                "this node's lease on the database (epoch {}) was lost: it commits nothing more",
+                self.source.epoch()
+            )));
+        }
+        // In a transaction a failed statement aborted, this UPDATE fails (and
+        // the COMMIT below would only roll back): the commit reports it.
+        // A node that claimed the schema stamps only while the database's
+        // epoch is still its own: a deposed writer's commit fails here.
+        let epoch = self.source.epoch();
+        let log = std::mem::take(&mut self.log);
+        let announce = !log.is_empty();
+        let stamped = match self.take_writes() {
+            Err(e) => Err(e),
+            Ok(writes) if !writes.is_empty() => self.stamp_logged(ts, epoch, log, Some(writes)),
+            Ok(_) if announce => self.stamp_logged(ts, epoch, log, None),
+            Ok(_) if epoch == 0 => self.execute(
+                "UPDATE meta SET value = $1 WHERE name = 'last_ts'",
+                &[&(ts.get() as i64)],
+            ),
+            Ok(_) => self.execute(
+                "UPDATE meta SET value = $1 WHERE name = 'last_ts'
+                 AND (SELECT value FROM meta WHERE name = 'epoch') = $2",
+                &[&(ts.get() as i64), &epoch],
+            ),
+        };
+        let stamped = stamped.and_then(|rows| match rows {
+            0 => Err(engine_error(format!(
+                "this node's claim on the database (epoch {epoch}) was taken over by another \
+                 node: it commits nothing more"
+            ))),
+            n => Ok(n),
+        });
+        match stamped {
+            Err(e) => {
+                self.end("ROLLBACK")?;
+                Err(e)
+            }
+            // NOTIFY reaches the listeners only if the transaction commits.
+            Ok(_) if announce => {
+                let sql = std::mem::take(&mut self.notify);
+                let ended = self.end(&sql);
+                self.notify = sql;
+                ended
+            }
+            Ok(_) => self.end("COMMIT"),
+        }
     }
 
     /// Runs `f` with the client (off any async runtime, see [`off_runtime`]).
@@ -752,15 +846,20 @@ fn as_bigint(n: usize) -> i64 {
 
 impl StoreConnection for PostgresConnection {
     fn begin_read(&mut self) -> Result<Timestamp> {
+        // Read before the snapshot begins (see `RecentWrites::snapshot`).
+        let before = self.source.recent.generation();
         // One round trip; the SELECT takes the snapshot every later read sees.
-        self.begin(
+        let ts = self.begin(
             "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
              SELECT value FROM meta WHERE name = 'last_ts'",
             Txn::Read,
-        )
+        )?;
+        self.snapshot = Some(self.source.recent.snapshot(ts, before));
+        Ok(ts)
     }
 
     fn end_read(&mut self) -> Result<()> {
+        self.snapshot = None;
         if self.txn != Txn::None {
             self.end("COMMIT")?;
         }
@@ -768,77 +867,46 @@ impl StoreConnection for PostgresConnection {
     }
 
     fn begin_write(&mut self) -> Result<Timestamp> {
-        // The row lock makes this the one writer until it commits or rolls back.
-        const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED;
-             SELECT value FROM meta WHERE name = 'last_ts' FOR UPDATE";
-        if self.source.epoch() == 0 {
-            return self.begin(BEGIN, Txn::Write);
+        self.snapshot = None;
+        self.wrote = false;
+        self.logged = false;
+        let last = self.begin_write_transaction()?;
+        // Holding the row lock, no commit is made meanwhile: if the last one
+        // is not the last this node knows of, another node or tool made it.
+        let recent = &self.source.recent;
+        if last != recent.through() {
+            recent.restart_at(last);
         }
-        // A node under a lease: should it stop mid-transaction, the server
-        // ends the transaction after `LEASE_TIMEOUT` of silence, so that its
-        // row lock does not keep the next writer's claim waiting for ever.
-        // (Set on each begin: a session connected again has lost it.)
-        let sql = format!(
-            "SET idle_in_transaction_session_timeout = {}; {BEGIN}",
-            LEASE_TIMEOUT.as_millis()
-        );
-        self.begin(&sql, Txn::Write)
+        Ok(last)
+    }
+
+    fn will_commit(&mut self, ts: Timestamp, writes: &Arc<WriteSet>) {
+        self.source.recent.record(ts, writes.clone());
+        self.logged = true;
     }
 
     fn commit(&mut self, ts: Timestamp) -> Result<()> {
-        self.in_write("commit outside a write transaction")?;
-        if self.source.lease_lost() {
-            self.end("ROLLBACK")?;
-            return Err(engine_error(format!(
-                "this node's lease on the database (epoch {}) was lost: it commits nothing more",
-                self.source.epoch()
-            )));
+        // Written outside the writer's mutations: nobody knows what, so no
+        // snapshot from around this commit keeps ranges, nor uses older ones.
+        let unknown = self.wrote && !self.logged;
+        self.wrote = false;
+        let recent = self.source.recent.clone();
+        if unknown {
+            recent.unknown_write_begins();
         }
-        // In a transaction a failed statement aborted, this UPDATE fails (and
-        // the COMMIT below would only roll back): the commit reports it.
-        // A node that claimed the schema stamps only while the database's
-        // epoch is still its own: a deposed writer's commit fails here.
-        let epoch = self.source.epoch();
-        let log = std::mem::take(&mut self.log);
-        let announce = !log.is_empty();
-        let stamped = match self.take_writes() {
-            Err(e) => Err(e),
-            Ok(writes) if !writes.is_empty() => self.stamp_logged(ts, epoch, log, Some(writes)),
-            Ok(_) if announce => self.stamp_logged(ts, epoch, log, None),
-            Ok(_) if epoch == 0 => self.execute(
-                "UPDATE meta SET value = $1 WHERE name = 'last_ts'",
-                &[&(ts.get() as i64)],
-            ),
-            Ok(_) => self.execute(
-                "UPDATE meta SET value = $1 WHERE name = 'last_ts'
-                 AND (SELECT value FROM meta WHERE name = 'epoch') = $2",
-                &[&(ts.get() as i64), &epoch],
-            ),
-        };
-        let stamped = stamped.and_then(|rows| match rows {
-            0 => Err(engine_error(format!(
-                "this node's claim on the database (epoch {epoch}) was taken over by another \
-                 node: it commits nothing more"
-            ))),
-            n => Ok(n),
-        });
-        match stamped {
-            Err(e) => {
-                self.end("ROLLBACK")?;
-                Err(e)
-            }
-            // NOTIFY reaches the listeners only if the transaction commits.
-            Ok(_) if announce => {
-                let sql = std::mem::take(&mut self.notify);
-                let ended = self.end(&sql);
-                self.notify = sql;
-                ended
-            }
-            Ok(_) => self.end("COMMIT"),
+        let committed = self.commit_transaction(ts);
+        if committed.is_ok() {
+            recent.committed(ts);
         }
+        if unknown {
+            recent.unknown_write_ends();
+        }
+        committed
     }
 
     fn rollback(&mut self) -> Result<()> {
+        self.snapshot = None;
+        self.wrote = false;
         if self.txn != Txn::None {
             self.end("ROLLBACK")?;
         }
@@ -893,9 +961,33 @@ impl StoreConnection for PostgresConnection {
         order: Order,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Value)>> {
-        self.scan_with(start, end, order, limit, |decoded, id, ct, body| {
+        let value = |decoded: &mut DecodedDocuments, id: &str, ct: f64, body: &str| {
             decoded.value_or_decode(id, ct, body, || Document::decode(id, ct, body))
-        })
+        };
+        let Some(at) = self.snapshot else {
+            return self.scan_with(start, end, order, limit, value);
+        };
+        let mut ranges = std::mem::replace(
+            &mut self.ranges,
+            RangeCache::new(self.source.recent.clone()),
+        );
+        let mut read_key = |key: &[u8]| -> Result<Option<Value>> {
+            let past = [key, &[0]].concat();
+            let found = self.scan_with(key, &past, Order::Asc, 1, value)?;
+            Ok(found.into_iter().next().map(|(_, value)| value))
+        };
+        let kept = ranges.scan(at, start, end, order, limit, &mut read_key);
+        let found = match kept {
+            Ok(Some(rows)) => Ok(rows),
+            Ok(None) => self
+                .scan_with(start, end, order, limit, value)
+                .inspect(|found| {
+                    ranges.learn(at, start, end, order, limit, found);
+                }),
+            Err(e) => Err(e),
+        };
+        self.ranges = ranges;
+        found
     }
 
     fn scan_documents(
@@ -917,13 +1009,19 @@ impl StoreConnection for PostgresConnection {
     }
 
     fn put_document(&mut self, doc: &Document) -> Result<()> {
+        self.wrote = true;
         self.buffer_put_document(doc)
     }
 
     fn insert_document(&mut self, doc: &Document) -> Result<()> {
         if self.txn == Txn::Write {
+            self.wrote = true;
             return self.buffer_insert_document(doc);
         }
+        // Outside a transaction it commits at once, unrecorded and without a
+        // timestamp of its own: no snapshot from around it keeps ranges.
+        let recent = self.source.recent.clone();
+        recent.unknown_write_begins();
         let inserted = self.execute(
             "INSERT INTO documents (id, creation_time, body) VALUES ($1, $2, $3)
              ON CONFLICT (id) DO NOTHING",
@@ -932,22 +1030,26 @@ impl StoreConnection for PostgresConnection {
                 &doc.creation_time,
                 &encode_body(&doc.fields),
             ],
-        )?;
-        if inserted == 0 {
+        );
+        recent.unknown_write_ends();
+        if inserted? == 0 {
             return Err(StoreError::IdTaken(doc.id.clone()));
         }
         Ok(())
     }
 
     fn delete_document(&mut self, id: &DocumentId) -> Result<()> {
+        self.wrote = true;
         self.buffer_delete_document(id)
     }
 
     fn put_index_entry(&mut self, key: &[u8], id: &DocumentId) -> Result<()> {
+        self.wrote = true;
         self.buffer_index_entry(key, Some(id))
     }
 
     fn delete_index_entry(&mut self, key: &[u8]) -> Result<()> {
+        self.wrote = true;
         self.buffer_index_entry(key, None)
     }
 
@@ -1102,6 +1204,57 @@ mod tests {
         assert_eq!(c.scan(&[3], &[4], Order::Asc, 10).unwrap().len(), 5);
         c.end_read().unwrap();
         drop(c);
+        drop_schema(&url, p.schema());
+    }
+
+    /// On the node that commits, a live query's re-run over an unchanged
+    /// range makes no round trip, and over a changed one reads only the
+    /// changed key: the node's connections keep what they read and bring it
+    /// up to date from the node's commits.
+    #[test]
+    fn a_kept_range_is_read_again_only_where_the_nodes_commits_wrote() {
+        let Some(url) = server_url("a_kept_range_is_read_again_only_where") else {
+            return;
+        };
+        let p = PostgresPersistence::open_schema(&url, &unique_name("kept"), None).unwrap();
+        let (mut w, mut r) = (p.connection().unwrap(), p.connection().unwrap());
+        let commit = |w: &mut PostgresConnection, n: u8| {
+            let ts = w.begin_write().unwrap().next_after(0);
+            let doc = Document {
+                id: DocumentId::generate("t"),
+                creation_time: f64::from(n),
+                fields: Object::new(),
+            };
+            let key = vec![b'k', n];
+            w.insert_document(&doc).unwrap();
+            w.put_index_entry(&key, &doc.id).unwrap();
+            let mut writes = WriteSet::new();
+            let write = livebase_store::readset::DocumentWrite {
+                table: "t".into(),
+                id: doc.id.as_str().to_string(),
+                kind: livebase_store::readset::WriteKind::Insert,
+            };
+            writes.record(write, &[], &[key]);
+            w.will_commit(ts, &Arc::new(writes));
+            w.commit(ts).unwrap();
+        };
+        for n in 0..50 {
+            commit(&mut w, n);
+        }
+        // Round trips of one read of the range, its begin excluded.
+        let read = |r: &mut PostgresConnection| {
+            r.begin_read().unwrap();
+            let sent = r.sent;
+            let n = r.scan_values(b"k", b"l", Order::Asc, 1_000).unwrap().len();
+            let trips = r.sent - sent;
+            r.end_read().unwrap();
+            (n, trips)
+        };
+        assert_eq!(read(&mut r), (50, 1), "the first read scans");
+        assert_eq!(read(&mut r), (50, 0), "nothing changed: nothing is read");
+        commit(&mut w, 200);
+        assert_eq!(read(&mut r), (51, 1), "one key written: one point read");
+        drop((w, r));
         drop_schema(&url, p.schema());
     }
 

@@ -17,10 +17,12 @@
 //! [`CASES`] lists the same cases by name, and [`run_all`] runs them in one go.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use livebase_schema::{obj, DocumentId, Timestamp, Value};
 
 use crate::persistence::{Document, MutationOutcome, Order, Persistence};
+use crate::readset::{DocumentWrite, WriteKind, WriteSet};
 
 /// Opens a fresh, empty engine whose files live in the folder given.
 pub type MakeEngine = dyn Fn(&Path) -> Box<dyn Persistence>;
@@ -76,6 +78,7 @@ macro_rules! __conformance_cases {
             savepoints_undo_or_keep_only_their_own_writes
             mutation_outcomes_are_found_by_caller_and_purged_oldest_first
             long_index_keys_are_ordered_replaced_and_deleted_like_short_ones
+            kept_ranges_answer_as_a_fresh_connection_does
         }
     };
 }
@@ -485,4 +488,114 @@ pub fn long_index_keys_are_ordered_replaced_and_deleted_like_short_ones(make: &M
         keys.len() - 1
     );
     r.end_read().unwrap();
+}
+
+/// A connection that keeps the index ranges it reads (an engine that keeps
+/// none passes as well) answers every scan as a fresh connection does: after
+/// commits whose writes it was told of before they committed, as the
+/// writer tells them ([`crate::persistence::StoreConnection::will_commit`]),
+/// several of them between two reads, and after commits it was not told of
+/// (an import). Documents are inserted, changed, moved to another range and
+/// deleted at random (a fixed seed).
+pub fn kept_ranges_answer_as_a_fresh_connection_does(make: &MakeEngine) {
+    let (_dir, p) = fresh(make);
+    let mut w = p.connect().unwrap();
+    let mut kept = p.connect().unwrap();
+    let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut random = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    // Each document has one index entry: `g`, its group, its number.
+    let key_of = |group: u64, n: u64, d: &Document| -> Vec<u8> {
+        let mut key = vec![b'g', b'a' + group as u8, n as u8];
+        key.extend_from_slice(d.id.as_str().as_bytes());
+        key
+    };
+    let mut stored: Vec<(Document, Vec<u8>)> = Vec::new();
+    let mut ts = 0;
+    let ranges: [(&[u8], &[u8]); 4] = [
+        (b"ga", b"gb"),
+        (b"gb", b"gc"),
+        (b"gb\x10", b"gb\x30"),
+        (b"g", b"h"),
+    ];
+    for round in 0..150 {
+        for _ in 0..=random(3) {
+            ts += 1;
+            let told = random(5) != 0;
+            let mut writes = WriteSet::new();
+            w.begin_write().unwrap();
+            for _ in 0..=random(2) {
+                let pick = (!stored.is_empty()).then(|| random(stored.len() as u64) as usize);
+                let write = |kind, d: &Document| DocumentWrite {
+                    table: "r".into(),
+                    id: d.id.as_str().to_string(),
+                    kind,
+                };
+                match (random(10), pick) {
+                    (0..=3, _) | (_, None) => {
+                        let d = doc("r", ts as f64);
+                        let key = key_of(random(3), random(64), &d);
+                        w.insert_document(&d).unwrap();
+                        w.put_index_entry(&key, &d.id).unwrap();
+                        writes.record(
+                            write(WriteKind::Insert, &d),
+                            &[],
+                            std::slice::from_ref(&key),
+                        );
+                        stored.push((d, key));
+                    }
+                    (4..=7, Some(i)) => {
+                        // A new body, and a new place in the index.
+                        let (old, old_key) = stored[i].clone();
+                        let mut d = doc("r", ts as f64);
+                        d.id = old.id.clone();
+                        d.creation_time = old.creation_time;
+                        let key = key_of(random(3), random(64), &d);
+                        w.put_document(&d).unwrap();
+                        if key != old_key {
+                            w.delete_index_entry(&old_key).unwrap();
+                        }
+                        w.put_index_entry(&key, &d.id).unwrap();
+                        let keys = [old_key, key.clone()];
+                        writes.record(write(WriteKind::Update, &d), &keys[..1], &keys[1..]);
+                        stored[i] = (d, key);
+                    }
+                    (_, Some(i)) => {
+                        let (d, key) = stored.swap_remove(i);
+                        w.delete_document(&d.id).unwrap();
+                        w.delete_index_entry(&key).unwrap();
+                        writes.record(
+                            write(WriteKind::Delete, &d),
+                            std::slice::from_ref(&key),
+                            &[],
+                        );
+                    }
+                }
+            }
+            if told {
+                w.will_commit(Timestamp::new(ts), &Arc::new(writes));
+            }
+            w.commit(Timestamp::new(ts)).unwrap();
+        }
+        let mut truth = p.connect().unwrap();
+        assert_eq!(kept.begin_read().unwrap(), Timestamp::new(ts));
+        truth.begin_read().unwrap();
+        for (start, end) in ranges {
+            for order in [Order::Asc, Order::Desc] {
+                for limit in [1, 5, 1_000] {
+                    assert_eq!(
+                        kept.scan_values(start, end, order, limit).unwrap(),
+                        truth.scan_values(start, end, order, limit).unwrap(),
+                        "round {round}: {start:?}..{end:?} {order:?}, {limit}"
+                    );
+                }
+            }
+        }
+        kept.end_read().unwrap();
+        truth.end_read().unwrap();
+    }
 }
