@@ -1258,6 +1258,74 @@ mod tests {
         drop_schema(&url, p.schema());
     }
 
+    /// A follower keeps ranges too, from the commits its log reader reads: a
+    /// re-run after a commit outside the range makes no round trip.
+    #[test]
+    fn a_follower_reads_nothing_again_for_a_commit_outside_its_range() {
+        use livebase_store::persistence::LogRead;
+        let Some(url) = server_url("a_follower_reads_nothing_again") else {
+            return;
+        };
+        let schema = unique_name("follower");
+        let writer = PostgresPersistence::open_schema(&url, &schema, None).unwrap();
+        let follower = PostgresPersistence::open_schema(&url, &schema, None).unwrap();
+        let (mut w, mut r) = (writer.connection().unwrap(), follower.connection().unwrap());
+        let mut log = follower.commit_log().unwrap().unwrap();
+        let commit = |w: &mut PostgresConnection, key: Vec<u8>| {
+            let ts = w.begin_write().unwrap().next_after(0);
+            let doc = Document {
+                id: DocumentId::generate("t"),
+                creation_time: 1.0,
+                fields: Object::new(),
+            };
+            w.insert_document(&doc).unwrap();
+            w.put_index_entry(&key, &doc.id).unwrap();
+            let mut writes = WriteSet::new();
+            let write = livebase_store::readset::DocumentWrite {
+                table: "t".into(),
+                id: doc.id.as_str().to_string(),
+                kind: livebase_store::readset::WriteKind::Insert,
+            };
+            writes.record(write, &[], &[key]);
+            let writes = Arc::new(writes);
+            w.will_commit(ts, &writes);
+            w.log_commit(ts, &writes).unwrap();
+            w.commit(ts).unwrap();
+            ts
+        };
+        let read = |r: &mut PostgresConnection| {
+            r.begin_read().unwrap();
+            let sent = r.sent;
+            let n = r.scan_values(b"k", b"l", Order::Asc, 1_000).unwrap().len();
+            let trips = r.sent - sent;
+            r.end_read().unwrap();
+            (n, trips)
+        };
+        let mut last = Timestamp::new(0);
+        for n in 0..20u8 {
+            last = commit(&mut w, vec![b'k', n]);
+        }
+        let mut follow = |after: Timestamp| {
+            let read = log.read_after(after, 100, std::time::Duration::ZERO);
+            assert!(matches!(read, Ok(LogRead::Commits(c)) if !c.is_empty()));
+        };
+        follow(Timestamp::new(0));
+        assert_eq!(read(&mut r), (20, 1), "the first read scans");
+        assert_eq!(read(&mut r), (20, 0));
+        let outside = commit(&mut w, b"x".to_vec());
+        assert_eq!(read(&mut r), (20, 1), "a commit not read from the log yet");
+        follow(last);
+        assert_eq!(read(&mut r), (20, 0), "brought up to date from the log");
+        let inside = commit(&mut w, vec![b'k', 99]);
+        follow(outside);
+        assert_eq!(read(&mut r), (21, 1), "one key written: one point read");
+        commit(&mut w, b"y".to_vec());
+        follow(inside);
+        assert_eq!(read(&mut r), (21, 0), "a commit outside: nothing read");
+        drop((w, r, log));
+        drop_schema(&url, &schema);
+    }
+
     /// A range scan reads as many entries as its limit asks for, not the
     /// whole range: the plan walks the B-tree in its order under the limit,
     /// with no sort of the range — also as a generic plan, the one a

@@ -254,14 +254,42 @@ impl PostgresCommitLog {
     }
 }
 
+impl PostgresCommitLog {
+    /// Tells the node's kept ranges of what was read after `after`: each
+    /// commit's writes, in order, and then that it is known (see
+    /// `livebase_store::persistence::ranges::RecentWrites`), so a follower's
+    /// connections keep ranges too. If commits up to `after` are not all
+    /// known (the first read, or one after this node's own commits were no
+    /// longer recorded), or the log was trimmed past them, every range is
+    /// dropped first.
+    fn learn(&self, after: Timestamp, read: &LogRead) {
+        let recent = &self.source.recent;
+        match read {
+            LogRead::Commits(commits) if commits.is_empty() => {}
+            LogRead::Commits(commits) => {
+                if after > recent.through() {
+                    recent.restart_at(after);
+                }
+                for commit in commits {
+                    recent.learn(commit.ts, commit.writes.clone());
+                }
+            }
+            LogRead::Gap { through } => recent.restart_at(*through),
+        }
+    }
+}
+
 impl CommitLog for PostgresCommitLog {
     fn read_after(&mut self, after: Timestamp, limit: usize, wait: Duration) -> Result<LogRead> {
-        match self.read(after, limit)? {
-            LogRead::Commits(commits) if commits.is_empty() && !wait.is_zero() && limit > 0 => {}
-            read => return Ok(read),
-        }
-        self.wait(wait);
-        self.read(after, limit)
+        let read = match self.read(after, limit)? {
+            LogRead::Commits(commits) if commits.is_empty() && !wait.is_zero() && limit > 0 => {
+                self.wait(wait);
+                self.read(after, limit)?
+            }
+            read => read,
+        };
+        self.learn(after, &read);
+        Ok(read)
     }
 }
 

@@ -1,21 +1,23 @@
 //! Index ranges a node's connections keep stay exact when other nodes and
-//! tools commit to the same database: a node knows only its own commits, so
-//! a snapshot past them keeps nothing, and the node's next write transaction,
-//! finding a commit it did not make, drops every range kept before it. (The
-//! conformance suite checks the ranges against this node's own commits, told
-//! and not told of.)
+//! tools commit to the same database: a node knows its own commits and those
+//! its commit log reader has read, so a snapshot past them keeps nothing, and
+//! the node's next write transaction, finding a commit it did not make,
+//! drops every range kept before it. (The conformance suite checks the
+//! ranges against this node's own commits, told and not told of.)
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use livebase_schema::{DocumentId, Object, Timestamp};
-use livebase_store::persistence::Order;
+use livebase_store::persistence::{LogRead, Order};
 use livebase_store::readset::{DocumentWrite, WriteKind, WriteSet};
 use livebase_store::{Document, Persistence, StoreConnection};
 use livebase_store_postgres::PostgresPersistence;
 use livebase_testkit::postgres::{drop_schema, server_url, unique_name};
 
 /// Commits one new document with index key `key` through `w`, telling its
-/// node what it wrote as the writer does; the commit's timestamp.
+/// node what it wrote and logging it for the other nodes, as the writer
+/// does; the commit's timestamp.
 fn commit_one(w: &mut dyn StoreConnection, key: &[u8]) -> Timestamp {
     let ts = w.begin_write().unwrap().next_after(0);
     let doc = Document {
@@ -32,7 +34,9 @@ fn commit_one(w: &mut dyn StoreConnection, key: &[u8]) -> Timestamp {
         kind: WriteKind::Insert,
     };
     writes.record(write, &[], &[key.to_vec()]);
-    w.will_commit(ts, &Arc::new(writes));
+    let writes = Arc::new(writes);
+    w.will_commit(ts, &writes);
+    w.log_commit(ts, &writes).unwrap();
     w.commit(ts).unwrap();
     ts
 }
@@ -81,5 +85,44 @@ fn another_nodes_commit_is_never_missed_by_a_nodes_kept_ranges() {
         assert_eq!(keys(&node, kept.as_mut()).len(), usize::from(i));
     }
     drop((w, kept, w_other, node, other));
+    drop_schema(&url, &schema);
+}
+
+#[test]
+fn a_follower_keeps_ranges_from_the_commits_its_log_reader_reads() {
+    let Some(url) = server_url("a_follower_keeps_ranges") else {
+        return;
+    };
+    let schema = unique_name("follow");
+    let writer = PostgresPersistence::open_schema(&url, &schema, None).expect("opens");
+    let follower = PostgresPersistence::open_schema(&url, &schema, None).expect("opens");
+    let mut w = writer.connect().unwrap();
+    let mut kept = follower.connect().unwrap();
+    let mut log = follower.commit_log().unwrap().expect("a commit log");
+    let mut after = Timestamp::new(0);
+    let mut read_log = |log: &mut Box<dyn livebase_store::persistence::CommitLog>| match log
+        .read_after(after, 100, Duration::ZERO)
+        .unwrap()
+    {
+        LogRead::Commits(commits) => {
+            if let Some(last) = commits.last() {
+                after = last.ts;
+            }
+        }
+        LogRead::Gap { through } => after = through,
+    };
+    let mut expected = 0;
+    for i in 0..30u8 {
+        // Into the range and out of it, by turns.
+        let inside = i % 3 != 2;
+        let key = [if inside { b'a' } else { b'c' }, i];
+        commit_one(w.as_mut(), &key);
+        expected += usize::from(inside);
+        // Read before the log reader has the commit, and after.
+        assert_eq!(keys(&follower, kept.as_mut()).len(), expected);
+        read_log(&mut log);
+        assert_eq!(keys(&follower, kept.as_mut()).len(), expected);
+    }
+    drop((w, kept, log, writer, follower));
     drop_schema(&url, &schema);
 }

@@ -82,6 +82,22 @@ struct Recent {
     floor: Timestamp,
 }
 
+impl Recent {
+    fn push(&mut self, ts: Timestamp, writes: Arc<WriteSet>) {
+        self.keys += writes.keys().len();
+        self.commits.push_back((ts, writes));
+        while self.commits.len() > RECENT_COMMITS
+            || (self.keys > RECENT_KEYS && self.commits.len() > 1)
+        {
+            let Some((old_ts, old)) = self.commits.pop_front() else {
+                break;
+            };
+            self.keys -= old.keys().len();
+            self.floor = self.floor.max(old_ts);
+        }
+    }
+}
+
 impl RecentWrites {
     /// For a store that other processes may commit to as well (see
     /// [`RecentWrites`]): snapshots past [`RecentWrites::through`] keep
@@ -97,19 +113,33 @@ impl RecentWrites {
     /// durable: a commit that then fails leaves a record of writes that did
     /// not happen, which only makes a range read some keys again.
     pub fn record(&self, ts: Timestamp, writes: Arc<WriteSet>) {
-        let Ok(mut recent) = self.inner.lock() else {
+        if let Ok(mut recent) = self.inner.lock() {
+            recent.push(ts, writes);
+        }
+    }
+
+    /// Records commit `ts`, read from a log that holds every commit in
+    /// order, as known (engines with other writers; every commit up to the
+    /// one read before must be known). One already known is skipped. One
+    /// that is not later than every record (a record of this process's own
+    /// commit that failed, or has not been marked committed yet, is later)
+    /// cannot be put in order: every range is dropped instead, and `ts`
+    /// becomes [`RecentWrites::through`].
+    pub fn learn(&self, ts: Timestamp, writes: Arc<WriteSet>) {
+        if ts <= self.through() {
             return;
-        };
-        recent.keys += writes.keys().len();
-        recent.commits.push_back((ts, writes));
-        while recent.commits.len() > RECENT_COMMITS
-            || (recent.keys > RECENT_KEYS && recent.commits.len() > 1)
-        {
-            let Some((old_ts, old)) = recent.commits.pop_front() else {
-                break;
-            };
-            recent.keys -= old.keys().len();
-            recent.floor = recent.floor.max(old_ts);
+        }
+        let appended = self.inner.lock().is_ok_and(|mut recent| {
+            let in_order = recent.commits.back().is_none_or(|(last, _)| *last < ts);
+            if in_order {
+                recent.push(ts, writes);
+            }
+            in_order
+        });
+        if appended {
+            self.committed(ts);
+        } else {
+            self.restart_at(ts);
         }
     }
 
@@ -616,6 +646,40 @@ mod tests {
         cache.learn(after, &start, &end, Order::Asc, 128, &rows(1..=4));
         let again = cache.scan(after, &start, &end, Order::Asc, 128, &mut no_read);
         assert_eq!(again.unwrap().unwrap(), rows(1..=4));
+    }
+
+    #[test]
+    fn commits_learned_from_a_log_are_kept_in_order_or_drop_every_range() {
+        let recent = Arc::new(RecentWrites::with_other_writers());
+        let mut cache = RangeCache::new(recent.clone());
+        let (start, end) = (key(0), key(100));
+        recent.restart_at(Timestamp::new(1));
+        let one = recent.snapshot(Timestamp::new(1), recent.generation());
+        cache.learn(one, &start, &end, Order::Asc, 128, &rows(1..=10));
+        // Read from the log: 2 and 3, in order.
+        recent.learn(Timestamp::new(2), wrote(&[2]));
+        recent.learn(Timestamp::new(3), wrote(&[3]));
+        recent.learn(Timestamp::new(2), wrote(&[2]));
+        assert_eq!(recent.through(), Timestamp::new(3));
+        let reads = std::cell::RefCell::new(Vec::new());
+        let mut read_key = |k: &[u8]| -> Result<Option<Value>> {
+            reads.borrow_mut().push(k.to_vec());
+            Ok(Some(obj! { "new" => true }))
+        };
+        let three = recent.snapshot(Timestamp::new(3), recent.generation());
+        let got = cache.scan(three, &start, &end, Order::Asc, 128, &mut read_key);
+        assert_eq!(got.unwrap().unwrap().len(), 10);
+        assert_eq!(*reads.borrow(), vec![key(2), key(3)]);
+        // This process recorded 9 for a commit that then failed; another
+        // writer's 5 comes after it in the record: it cannot be put in
+        // order, so every range goes.
+        recent.record(Timestamp::new(9), wrote(&[9]));
+        recent.learn(Timestamp::new(5), wrote(&[4]));
+        assert_eq!(recent.through(), Timestamp::new(5));
+        let five = recent.snapshot(Timestamp::new(5), recent.generation());
+        let got = cache.scan(five, &start, &end, Order::Asc, 128, &mut read_key);
+        assert!(got.unwrap().is_none(), "the range was dropped");
+        assert_eq!(cache.bytes(), 0);
     }
 
     #[test]
