@@ -971,21 +971,14 @@ impl StoreConnection for PostgresConnection {
             &mut self.ranges,
             RangeCache::new(self.source.recent.clone()),
         );
-        let mut read_key = |key: &[u8]| -> Result<Option<Value>> {
-            let past = [key, &[0]].concat();
-            let found = self.scan_with(key, &past, Order::Asc, 1, value)?;
-            Ok(found.into_iter().next().map(|(_, value)| value))
-        };
-        let kept = ranges.scan(at, start, end, order, limit, &mut read_key);
-        let found = match kept {
-            Ok(Some(rows)) => Ok(rows),
-            Ok(None) => self
-                .scan_with(start, end, order, limit, value)
-                .inspect(|found| {
-                    ranges.learn(at, start, end, order, limit, found);
-                }),
-            Err(e) => Err(e),
-        };
+        let found = ranges.scan_or_read(
+            at,
+            start,
+            end,
+            order,
+            limit,
+            &mut |start, end, order, limit| self.scan_with(start, end, order, limit, value),
+        );
         self.ranges = ranges;
         found
     }
@@ -1207,6 +1200,42 @@ mod tests {
         drop_schema(&url, p.schema());
     }
 
+    /// Commits one new document with index key `key`, telling the node
+    /// what it wrote and logging it, as the writer does; its timestamp.
+    fn commit(w: &mut PostgresConnection, key: Vec<u8>) -> Timestamp {
+        let ts = w.begin_write().unwrap().next_after(0);
+        let doc = Document {
+            id: DocumentId::generate("t"),
+            creation_time: 1.0,
+            fields: Object::new(),
+        };
+        w.insert_document(&doc).unwrap();
+        w.put_index_entry(&key, &doc.id).unwrap();
+        let mut writes = WriteSet::new();
+        let write = livebase_store::readset::DocumentWrite {
+            table: "t".into(),
+            id: doc.id.as_str().to_string(),
+            kind: livebase_store::readset::WriteKind::Insert,
+        };
+        writes.record(write, &[], &[key]);
+        let writes = Arc::new(writes);
+        w.will_commit(ts, &writes);
+        w.log_commit(ts, &writes).unwrap();
+        w.commit(ts).unwrap();
+        ts
+    }
+
+    /// The entries of `[k, l)` one read finds, and its round trips (its
+    /// begin excluded).
+    fn read(r: &mut PostgresConnection) -> (usize, u64) {
+        r.begin_read().unwrap();
+        let sent = r.sent;
+        let n = r.scan_values(b"k", b"l", Order::Asc, 1_000).unwrap().len();
+        let trips = r.sent - sent;
+        r.end_read().unwrap();
+        (n, trips)
+    }
+
     /// On the node that commits, a live query's re-run over an unchanged
     /// range makes no round trip, and over a changed one reads only the
     /// changed key: the node's connections keep what they read and bring it
@@ -1218,41 +1247,12 @@ mod tests {
         };
         let p = PostgresPersistence::open_schema(&url, &unique_name("kept"), None).unwrap();
         let (mut w, mut r) = (p.connection().unwrap(), p.connection().unwrap());
-        let commit = |w: &mut PostgresConnection, n: u8| {
-            let ts = w.begin_write().unwrap().next_after(0);
-            let doc = Document {
-                id: DocumentId::generate("t"),
-                creation_time: f64::from(n),
-                fields: Object::new(),
-            };
-            let key = vec![b'k', n];
-            w.insert_document(&doc).unwrap();
-            w.put_index_entry(&key, &doc.id).unwrap();
-            let mut writes = WriteSet::new();
-            let write = livebase_store::readset::DocumentWrite {
-                table: "t".into(),
-                id: doc.id.as_str().to_string(),
-                kind: livebase_store::readset::WriteKind::Insert,
-            };
-            writes.record(write, &[], &[key]);
-            w.will_commit(ts, &Arc::new(writes));
-            w.commit(ts).unwrap();
-        };
         for n in 0..50 {
-            commit(&mut w, n);
+            commit(&mut w, vec![b'k', n]);
         }
-        // Round trips of one read of the range, its begin excluded.
-        let read = |r: &mut PostgresConnection| {
-            r.begin_read().unwrap();
-            let sent = r.sent;
-            let n = r.scan_values(b"k", b"l", Order::Asc, 1_000).unwrap().len();
-            let trips = r.sent - sent;
-            r.end_read().unwrap();
-            (n, trips)
-        };
         assert_eq!(read(&mut r), (50, 1), "the first read scans");
         assert_eq!(read(&mut r), (50, 0), "nothing changed: nothing is read");
-        commit(&mut w, 200);
+        commit(&mut w, vec![b'k', 200]);
         assert_eq!(read(&mut r), (51, 1), "one key written: one point read");
         drop((w, r));
         drop_schema(&url, p.schema());
@@ -1271,36 +1271,6 @@ mod tests {
         let follower = PostgresPersistence::open_schema(&url, &schema, None).unwrap();
         let (mut w, mut r) = (writer.connection().unwrap(), follower.connection().unwrap());
         let mut log = follower.commit_log().unwrap().unwrap();
-        let commit = |w: &mut PostgresConnection, key: Vec<u8>| {
-            let ts = w.begin_write().unwrap().next_after(0);
-            let doc = Document {
-                id: DocumentId::generate("t"),
-                creation_time: 1.0,
-                fields: Object::new(),
-            };
-            w.insert_document(&doc).unwrap();
-            w.put_index_entry(&key, &doc.id).unwrap();
-            let mut writes = WriteSet::new();
-            let write = livebase_store::readset::DocumentWrite {
-                table: "t".into(),
-                id: doc.id.as_str().to_string(),
-                kind: livebase_store::readset::WriteKind::Insert,
-            };
-            writes.record(write, &[], &[key]);
-            let writes = Arc::new(writes);
-            w.will_commit(ts, &writes);
-            w.log_commit(ts, &writes).unwrap();
-            w.commit(ts).unwrap();
-            ts
-        };
-        let read = |r: &mut PostgresConnection| {
-            r.begin_read().unwrap();
-            let sent = r.sent;
-            let n = r.scan_values(b"k", b"l", Order::Asc, 1_000).unwrap().len();
-            let trips = r.sent - sent;
-            r.end_read().unwrap();
-            (n, trips)
-        };
         let mut last = Timestamp::new(0);
         for n in 0..20u8 {
             last = commit(&mut w, vec![b'k', n]);

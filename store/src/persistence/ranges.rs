@@ -229,6 +229,9 @@ impl RecentWrites {
 /// Index entries, each with its document's value, as a scan returns them.
 pub type Rows = Vec<(Vec<u8>, Value)>;
 
+/// An engine's scan of `[start, end)` in an order, up to a limit.
+pub type ReadRange<'a> = dyn FnMut(&[u8], &[u8], Order, usize) -> Result<Rows> + 'a;
+
 /// A read snapshot: its timestamp, and the generation of the ranges it may
 /// use and keep (`None`: none; see [`RecentWrites::snapshot`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -422,6 +425,35 @@ impl RangeCache {
             i += 1;
         }
         Ok(None)
+    }
+
+    /// The first `limit` entries of `[start, end)` in `order` at snapshot
+    /// `at`: from a kept range when one holds them, else from `read` (the
+    /// engine's scan), whose answer is then kept. A kept range is brought
+    /// up to date with `read` too, one written key at a time.
+    pub fn scan_or_read(
+        &mut self,
+        at: Snapshot,
+        start: &[u8],
+        end: &[u8],
+        order: Order,
+        limit: usize,
+        read: &mut ReadRange<'_>,
+    ) -> Result<Rows> {
+        let kept = {
+            let mut read_key = |key: &[u8]| -> Result<Option<Value>> {
+                let past = [key, &[0]].concat();
+                let found = read(key, &past, Order::Asc, 1)?;
+                Ok(found.into_iter().next().map(|(_, value)| value))
+            };
+            self.scan(at, start, end, order, limit, &mut read_key)?
+        };
+        if let Some(rows) = kept {
+            return Ok(rows);
+        }
+        let found = read(start, end, order, limit)?;
+        self.learn(at, start, end, order, limit, &found);
+        Ok(found)
     }
 
     /// Keeps what the engine answered for the first `limit` entries of

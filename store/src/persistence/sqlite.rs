@@ -548,20 +548,14 @@ impl StoreConnection for SqliteConnection {
             return scan_values(&self.conn, &mut self.decoded, start, end, order, limit);
         };
         let (conn, decoded) = (&self.conn, &mut self.decoded);
-        let mut read_key = |key: &[u8]| -> Result<Option<Value>> {
-            let past = [key, &[0]].concat();
-            let found = scan_values(conn, decoded, key, &past, Order::Asc, 1)?;
-            Ok(found.into_iter().next().map(|(_, value)| value))
-        };
-        if let Some(rows) = self
-            .ranges
-            .scan(at, start, end, order, limit, &mut read_key)?
-        {
-            return Ok(rows);
-        }
-        let found = scan_values(&self.conn, &mut self.decoded, start, end, order, limit)?;
-        self.ranges.learn(at, start, end, order, limit, &found);
-        Ok(found)
+        self.ranges.scan_or_read(
+            at,
+            start,
+            end,
+            order,
+            limit,
+            &mut |start, end, order, limit| scan_values(conn, decoded, start, end, order, limit),
+        )
     }
 
     fn scan_documents(
