@@ -217,7 +217,17 @@ async fn a_saved_source_is_rebuilt_and_served_and_a_live_query_sees_the_new_resu
     // The same subscription, untouched: the client reconnected to the new
     // server on the same port, re-sent its query set and got its result.
     avatar_on(&mut profile, &format!("{RELOADED}/api/storage/")).await;
-    assert_eq!(dev.build_status().await["status"], "ok");
+    // The new server answers as soon as it listens; the supervisor records
+    // the build as served once it has read the server's ready line, a
+    // moment later.
+    eventually("the dashboard to show the served build", PATIENCE, || async {
+        let status = dev.build_status().await;
+        match status["status"].as_str() {
+            Some("ok") => Ok(()),
+            _ => Err(status.to_string()),
+        }
+    })
+    .await;
     // Same data, same session: the client's token and a mutation work.
     client
         .mutation(UPSERT, obj! { "displayName" => "Ada L." })
