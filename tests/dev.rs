@@ -220,13 +220,17 @@ async fn a_saved_source_is_rebuilt_and_served_and_a_live_query_sees_the_new_resu
     // The new server answers as soon as it listens; the supervisor records
     // the build as served once it has read the server's ready line, a
     // moment later.
-    eventually("the dashboard to show the served build", PATIENCE, || async {
-        let status = dev.build_status().await;
-        match status["status"].as_str() {
-            Some("ok") => Ok(()),
-            _ => Err(status.to_string()),
-        }
-    })
+    eventually(
+        "the dashboard to show the served build",
+        PATIENCE,
+        || async {
+            let status = dev.build_status().await;
+            match status["status"].as_str() {
+                Some("ok") => Ok(()),
+                _ => Err(status.to_string()),
+            }
+        },
+    )
     .await;
     // Same data, same session: the client's token and a mutation work.
     client

@@ -196,8 +196,9 @@ pub async fn run_all(
         let floor = fanout_limit(s.fanout_conns, s.fanout_repeats).await?;
         results.insert(
             "fanout".into(),
-            json!({"connections": s.fanout_conns, "last_p50_ms": fan.0, "last_p99_ms": fan.1, "runs_per_write": fan.2,
-                   "limit_last_p50_ms": floor.0, "limit_last_p99_ms": floor.1}),
+            json!({"connections": s.fanout_conns, "last_p50_ms": fan.p50, "last_p99_ms": fan.p99, "runs_per_write": fan.runs,
+                   "server_cpu_us_per_write": fan.cpu_us,
+                   "limit_last_p50_ms": floor.0, "limit_last_p99_ms": floor.1, "p99_ratio": fan.p99 / floor.1.max(1e-9)}),
         );
     }
 
@@ -304,9 +305,10 @@ pub async fn run_all(
         let floor = fanout_limit(s.distinct_conns, s.distinct_repeats).await?;
         results.insert(
             "fanout_distinct".into(),
-            json!({"connections": s.distinct_conns, "last_p50_ms": fan.0, "last_p99_ms": fan.1,
-                   "runs_per_write": fan.2, "limit_last_p50_ms": floor.0, "limit_last_p99_ms": floor.1,
-                   "p99_ratio": fan.1 / floor.1.max(1e-9)}),
+            json!({"connections": s.distinct_conns, "last_p50_ms": fan.p50, "last_p99_ms": fan.p99,
+                   "runs_per_write": fan.runs, "server_cpu_us_per_write": fan.cpu_us,
+                   "limit_last_p50_ms": floor.0, "limit_last_p99_ms": floor.1,
+                   "p99_ratio": fan.p99 / floor.1.max(1e-9)}),
         );
     }
 
@@ -386,8 +388,9 @@ fn print_table(r: &serde_json::Value) {
         f("/fanout/limit_last_p99_ms")
     );
     println!(
-        "| fan-out to {} subscribers | last p50 {:.2} ms, p99 {:.2} ms; query runs per write {:.2} | p99 ≤ 20 ms; 1 run |",
-        f("/fanout/connections"), f("/fanout/last_p50_ms"), f("/fanout/last_p99_ms"), f("/fanout/runs_per_write")
+        "| fan-out to {} subscribers | last p50 {:.2} ms, p99 {:.2} ms ({:.2}× the bare broadcast's p99); query runs per write {:.2}; server CPU per write {:.0} µs ({:.2} µs per subscriber) | p99 ≤ 1.2× the bare broadcast; 1 run |",
+        f("/fanout/connections"), f("/fanout/last_p50_ms"), f("/fanout/last_p99_ms"), f("/fanout/p99_ratio"), f("/fanout/runs_per_write"),
+        f("/fanout/server_cpu_us_per_write"), f("/fanout/server_cpu_us_per_write") / f("/fanout/connections")
     );
     if let Some(rows) = r.get("throughput").and_then(|t| t.as_array()) {
         for row in rows {
@@ -451,10 +454,11 @@ fn print_table(r: &serde_json::Value) {
     }
     if r.get("fanout_distinct").is_some() {
         println!(
-            "| fan-out to {} subscribers of as many distinct queries | last p50 {:.2} ms, p99 {:.2} ms ({:.2}× the bare broadcast's p99 of {:.2} ms, p50 {:.2} ms); query runs per write {:.0} | p99 ≤ 1.2× the bare broadcast |",
+            "| fan-out to {} subscribers of as many distinct queries | last p50 {:.2} ms, p99 {:.2} ms ({:.2}× the bare broadcast's p99 of {:.2} ms, p50 {:.2} ms); query runs per write {:.0}; server CPU per write {:.0} µs ({:.2} µs per subscriber) | p99 ≤ 1.2× the bare broadcast |",
             f("/fanout_distinct/connections"), f("/fanout_distinct/last_p50_ms"), f("/fanout_distinct/last_p99_ms"),
             f("/fanout_distinct/p99_ratio"), f("/fanout_distinct/limit_last_p99_ms"), f("/fanout_distinct/limit_last_p50_ms"),
-            f("/fanout_distinct/runs_per_write")
+            f("/fanout_distinct/runs_per_write"),
+            f("/fanout_distinct/server_cpu_us_per_write"), f("/fanout_distinct/server_cpu_us_per_write") / f("/fanout_distinct/connections")
         );
     }
     crate::files::print_rows(r);
@@ -832,7 +836,17 @@ async fn http_cpu(calls: usize) -> Result<HttpCpu, BoxError> {
 /// query of its own over the same documents, so every write re-runs all of
 /// them); per write, the time until the last of them has the result; and
 /// query runs per write.
-async fn fanout(conns: usize, repeats: usize, distinct: bool) -> Result<(f64, f64, f64), BoxError> {
+/// One fan-out measurement: the last subscriber's receipt (p50, p99, in
+/// ms), query runs per write, and the server's CPU per write (µs: the
+/// mutation, the query runs and the sends to every subscriber).
+struct Fanout {
+    p50: f64,
+    p99: f64,
+    runs: f64,
+    cpu_us: f64,
+}
+
+async fn fanout(conns: usize, repeats: usize, distinct: bool) -> Result<Fanout, BoxError> {
     let mut server = Server::start().await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
     for k in 0..conns {
@@ -864,8 +878,14 @@ async fn fanout(conns: usize, repeats: usize, distinct: bool) -> Result<(f64, f6
         return Err("fan-out: the server dropped subscribers as too slow".into());
     }
     let runs = (after.evaluations - before.evaluations) as f64 / repeats.max(1) as f64;
+    let cpu_us = (after.cpu_ns - before.cpu_ns) as f64 / 1e3 / repeats.max(1) as f64;
     let (p50, p99, _) = percentiles(&mut samples);
-    Ok((p50, p99, runs))
+    Ok(Fanout {
+        p50,
+        p99,
+        runs,
+        cpu_us,
+    })
 }
 
 /// When the last of `conns` subscribers reported round `r`.

@@ -513,3 +513,21 @@ async fn the_ping_timer_runs_on_the_servers_clock() {
     assert!(pinged, "no Ping after moving the clock by hours");
     server.shutdown().await;
 }
+
+/// Shutdown closes every WebSocket with 1001 ("going away", which clients
+/// take as "reconnect"), one holding live queries and one holding none: it
+/// reaches each through its outbound queue. (Were it not to, the server
+/// would stop its subscription worker after its grace period, and the
+/// connections would be closed as too slow, 1013.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_every_connection_with_going_away() {
+    const GOING_AWAY: u16 = 1001;
+    let server = TestServer::start(support::registry()).await;
+    let mut subscribed = server.client().await;
+    subscribed.subscribe(&[(0, "notes:list", org("A"))]).await;
+    let mut idle = server.client().await;
+    let stopping = tokio::spawn(server.shutdown());
+    assert_eq!(subscribed.expect_close().await, Some(GOING_AWAY));
+    assert_eq!(idle.expect_close().await, Some(GOING_AWAY));
+    stopping.await.expect("the server stops");
+}

@@ -5,8 +5,9 @@
 //! dashboard (`/_dashboard`, see [`dashboard`]), and, as the fallback, the
 //! application's HTTP routes ([`routes`]). Shaped like
 //! mini-redis's server: connection caps (semaphores, and counts per client
-//! address), a handler per connection, and one broadcast shutdown signal every
-//! handler listens to — the scheduler's worker too, started here beside them.
+//! address), a handler per connection, and one broadcast shutdown signal —
+//! heard by the scheduler's worker, started here beside them, and passed to
+//! every WebSocket handler by ending its outbound queue.
 //!
 //! Every bound at the edge is a constant beside the code that enforces it
 //! ([`listener`]: HTTP connections and headers; [`http`]: request bodies;
@@ -489,6 +490,16 @@ async fn start(
     let subscriptions =
         Subscriptions::start(&executor, options.edge.max_queued_result_bytes).await?;
     let (shutdown, _) = broadcast::channel(1);
+    // Shutdown reaches the WebSockets through their outbound queues, each of
+    // which ends (so no connection task waits on the shared signal itself).
+    {
+        let mut stop = shutdown.subscribe();
+        let subscriptions = subscriptions.clone();
+        tokio::spawn(async move {
+            let _ = stop.recv().await;
+            subscriptions.close_connections();
+        });
+    }
     let writer_tasks = Arc::new(tokio::sync::Mutex::new(None));
     let stepped_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let lease_task = match &node {

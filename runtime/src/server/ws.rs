@@ -1,6 +1,7 @@
 //! One WebSocket connection of the sync protocol: a [`Handler`] loops over a
 //! closed set of events — a client frame, a Transition from the subscription
-//! worker, an action's response, the idle timer, shutdown — and answers each.
+//! worker, an action's response, the idle timer — and answers each (the server's
+//! shutdown ends every outbound queue).
 //! Mutations run in order, one at a time per connection; actions run
 //! concurrently and answer when done.
 //!
@@ -28,7 +29,7 @@ use livebase_schema::protocol::{
     AuthenticationToken, ClientMessage, MutationSuccess, RequestId, ServerMessage, SessionId,
 };
 use livebase_schema::Value;
-use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{timeout, Instant};
 
 use super::inflight::CallSlot;
@@ -37,7 +38,7 @@ use super::{AppState, MAX_MESSAGE_SIZE, OUTBOUND_QUEUE};
 use crate::error::{Error, ErrorCode};
 use crate::executor::{Caller, RequestKey};
 use crate::identity::Identity;
-use crate::subscriptions::{ConnId, ConnectionBudget, Event, OutboundRx};
+use crate::subscriptions::{ConnId, ConnectionBudget, Ended, Event, OutboundRx};
 
 /// Most WebSocket connections served at once; more are refused with 503.
 pub const MAX_CONNECTIONS: usize = 20_000;
@@ -102,8 +103,7 @@ pub async fn upgrade(
         .read_buffer_size(4 * 1024)
         .write_buffer_size(4 * 1024)
         .on_upgrade(move |socket| async move {
-            let shutdown = state.shutdown.subscribe();
-            Handler::run(socket, state, client, shutdown, (permit, slot)).await
+            Handler::run(socket, state, client, (permit, slot)).await
         })
 }
 
@@ -133,6 +133,9 @@ struct Handler {
     user_slot: Option<Slot<String>>,
     /// Permits for the actions this connection may run at once.
     actions_running: Arc<Semaphore>,
+    /// Actions started whose response has not come back yet: the responses'
+    /// channel is looked at only while there are some.
+    actions_awaited: usize,
 }
 
 impl Handler {
@@ -140,7 +143,6 @@ impl Handler {
         socket: WebSocket,
         state: AppState,
         client: Option<IpAddr>,
-        mut shutdown: broadcast::Receiver<()>,
         _held: (OwnedSemaphorePermit, Option<AddressSlot>),
     ) {
         let (sink, mut stream) = socket.split();
@@ -164,6 +166,7 @@ impl Handler {
             client,
             user_slot: None,
             actions_running,
+            actions_awaited: 0,
         };
         let end = match h.handshake(&mut stream).await {
             Err(end) => end,
@@ -175,8 +178,7 @@ impl Handler {
                 {
                     End::Close(CLOSE_OVERLOADED, "the server is overloaded".into())
                 } else {
-                    h.event_loop(&mut stream, &mut out_rx, &mut action_rx, &mut shutdown)
-                        .await
+                    h.event_loop(&mut stream, &mut out_rx, &mut action_rx).await
                 }
             }
         };
@@ -226,7 +228,6 @@ impl Handler {
         stream: &mut SplitStream<WebSocket>,
         out_rx: &mut OutboundRx,
         action_rx: &mut mpsc::Receiver<ServerMessage>,
-        shutdown: &mut broadcast::Receiver<()>,
     ) -> End {
         let clock = self.state.clock.clone();
         // One timer for both deadlines, armed again only when it fires: a
@@ -234,7 +235,12 @@ impl Handler {
         // not yet due; only the timer's own branch moves a deadline earlier.
         let mut timer = Box::pin(clock.sleep_until(self.next_deadline()));
         loop {
+            // In this order, each looked at only until one is ready: the
+            // client's frames first (its calls wait on nothing queued for
+            // it), then what the worker queued, then actions' responses,
+            // then the timer.
             let result = tokio::select! {
+                biased;
                 frame = stream.next() => match frame {
                     None => return End::ClientClosed,
                     Some(Err(e)) => return self.read_error(e),
@@ -252,25 +258,26 @@ impl Handler {
                     // or identity version) and has already dropped us: close as
                     // the handler's own `fatal` does, not as "too slow" when the
                     // queue then ends.
-                    Some(ServerMessage::FatalError { error }) => {
+                    Ok(ServerMessage::FatalError { error }) => {
                         Err(self.fatal(&error).await)
                     }
-                    Some(msg) => self.send(&msg).await,
-                    // The worker dropped us: it stopped because the server is
-                    // shutting down (the signal is sent before the worker
-                    // stops, so it is there to see), or our queue overflowed.
-                    None if !matches!(shutdown.try_recv(), Err(broadcast::error::TryRecvError::Empty)) => {
+                    Ok(msg) => self.send(&msg).await,
+                    // The server is shutting down: every queue ends so.
+                    Err(Ended::ShuttingDown) => {
                         Err(End::Close(CLOSE_GOING_AWAY, "server shutting down".into()))
                     }
-                    None => Err(End::Close(CLOSE_OVERLOADED, "connection too slow to keep up; reconnect".into())),
+                    // The worker dropped us: our queue overflowed.
+                    Err(Ended::Dropped) => Err(End::Close(CLOSE_OVERLOADED, "connection too slow to keep up; reconnect".into())),
                 },
-                Some(msg) = action_rx.recv() => self.send(&msg).await,
+                Some(msg) = action_rx.recv(), if self.actions_awaited > 0 => {
+                    self.actions_awaited -= 1;
+                    self.send(&msg).await
+                }
                 () = &mut timer => {
                     let due = self.on_deadline().await;
                     timer = Box::pin(clock.sleep_until(self.next_deadline()));
                     due
                 }
-                _ = shutdown.recv() => Err(End::Close(CLOSE_GOING_AWAY, "server shutting down".into())),
             };
             if let Err(end) = result {
                 return end;
@@ -579,6 +586,7 @@ impl Handler {
                 })
                 .await;
         });
+        self.actions_awaited += 1;
         Ok(())
     }
 

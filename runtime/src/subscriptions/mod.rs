@@ -62,9 +62,9 @@
 //! gets one job with all of them, on one snapshot, not cut short.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -72,7 +72,6 @@ use livebase_schema::protocol::{
     FunctionError, QueryId, QuerySetModification, ServerMessage, StateModification, StateVersion,
 };
 use livebase_schema::{Timestamp, Value};
-use tokio::sync::mpsc;
 
 use crate::database::Database;
 use crate::error::{Error, Result};
@@ -85,10 +84,16 @@ use crate::store::StoreConnection;
 
 mod cost;
 mod evaluator;
+mod outbound;
 mod query;
 
 pub use evaluator::{evaluator_count, EVALUATOR_NICENESS, ROUND_BUDGET};
 use evaluator::{Done, Job, JobQuery};
+pub use outbound::{
+    Ended, Outbound, OutboundRx, LAGGING_MESSAGES, MAX_QUEUED_RESULT_BYTES_TOTAL, OUTBOUND_QUEUE,
+    OUTBOUND_QUEUE_BYTES,
+};
+use outbound::{OutboundQueues, QueueError};
 use query::{QueryKey, SharedResult};
 
 /// Most queries one connection may hold at once.
@@ -212,7 +217,7 @@ pub struct Subscriptions {
     tx: std_mpsc::SyncSender<Event>,
     stats: Arc<Stats>,
     next_conn: Arc<AtomicU64>,
-    queued_total: Arc<QueuedTotal>,
+    queues: Arc<OutboundQueues>,
 }
 
 /// The worker's queue is full.
@@ -281,10 +286,7 @@ impl Subscriptions {
             tx,
             stats,
             next_conn: Arc::new(AtomicU64::new(1)),
-            queued_total: Arc::new(QueuedTotal {
-                bytes: AtomicUsize::new(0),
-                max: max_queued_bytes,
-            }),
+            queues: Arc::new(OutboundQueues::new(max_queued_bytes)),
         })
     }
 
@@ -295,12 +297,18 @@ impl Subscriptions {
     /// A new connection's outbound queue: the worker's end goes in its
     /// `Connect` event.
     pub fn outbound_queue(&self) -> (Outbound, OutboundRx) {
-        outbound_queue(self.queued_total.clone())
+        self.queues.queue()
     }
 
     /// Bytes of results waiting in every connection's outbound queue.
     pub fn queued_bytes(&self) -> usize {
-        self.queued_total.bytes.load(Ordering::Acquire)
+        self.queues.bytes()
+    }
+
+    /// Ends every connection's outbound queue, and those of connections yet
+    /// to come, with [`Ended::ShuttingDown`]: each connection closes (1001).
+    pub fn close_connections(&self) {
+        self.queues.close_all();
     }
 
     /// A fresh connection id.
@@ -627,173 +635,6 @@ fn refusal(query_id: QueryId, e: Error) -> Change {
 /// Bytes a query's path and arguments take.
 fn size_of(path: &str, args: &[Value]) -> usize {
     path.len() + args.iter().map(Value::size).sum::<usize>()
-}
-
-/// Messages queued for one connection before it counts as too slow and is
-/// dropped (it reconnects and resyncs).
-pub const OUTBOUND_QUEUE: usize = 256;
-/// Bytes of query results queued for one connection before it counts as too
-/// slow, whatever the number of messages: 256 Transitions of near-megabyte
-/// results would otherwise hold a quarter of a gigabyte for one laggard.
-pub const OUTBOUND_QUEUE_BYTES: usize = 16 << 20;
-
-/// Most bytes of results waiting in the outbound queues of all connections
-/// together (counted as [`queued_size`] counts them). Past it, a connection
-/// with [`LAGGING_MESSAGES`] or more messages already waiting counts as too
-/// slow and is dropped, as it is past its own
-/// [`OUTBOUND_QUEUE_BYTES`]; one that keeps up (its socket
-/// still taking the last message) is sent its next, so it is not dropped for
-/// others' backlog. Without it, a thousand connections that stop reading
-/// could each hold their own 16 MiB.
-pub const MAX_QUEUED_RESULT_BYTES_TOTAL: usize = 1 << 30;
-/// Messages waiting in a connection's queue that make it a laggard once all
-/// queues together are past [`MAX_QUEUED_RESULT_BYTES_TOTAL`].
-pub const LAGGING_MESSAGES: usize = 2;
-
-/// The bytes waiting in every outbound queue, and their bound.
-#[derive(Debug)]
-struct QueuedTotal {
-    bytes: AtomicUsize,
-    max: usize,
-}
-
-/// What one connection's queue holds, changed only under its lock (by the
-/// worker queuing, the connection receiving, or the connection ending), so
-/// the total never counts a message twice or loses one.
-#[derive(Debug, Default)]
-struct QueueCount {
-    bytes: usize,
-    messages: usize,
-    /// The receiving end is gone; nothing more is queued or counted.
-    closed: bool,
-}
-
-/// The worker's end of one connection's outbound queue: at most
-/// [`OUTBOUND_QUEUE`] messages, and — because one message can
-/// carry results of up to a megabyte each — at most
-/// [`OUTBOUND_QUEUE_BYTES`] of results waiting (and no more
-/// than [`MAX_QUEUED_RESULT_BYTES_TOTAL`] for all connections together)
-/// before the connection counts as too slow.
-#[derive(Clone, Debug)]
-pub struct Outbound {
-    tx: mpsc::Sender<ServerMessage>,
-    count: Arc<Mutex<QueueCount>>,
-    total: Arc<QueuedTotal>,
-}
-
-/// The connection's end of its outbound queue.
-#[derive(Debug)]
-pub struct OutboundRx {
-    rx: mpsc::Receiver<ServerMessage>,
-    count: Arc<Mutex<QueueCount>>,
-    total: Arc<QueuedTotal>,
-}
-
-/// A connection's outbound queue, counted in `total`.
-fn outbound_queue(total: Arc<QueuedTotal>) -> (Outbound, OutboundRx) {
-    let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-    let count = Arc::new(Mutex::new(QueueCount::default()));
-    (
-        Outbound {
-            tx,
-            count: count.clone(),
-            total: total.clone(),
-        },
-        OutboundRx { rx, count, total },
-    )
-}
-
-/// Why a message could not be queued.
-enum QueueError {
-    /// Too many messages or too many bytes wait already.
-    Full,
-    /// The connection is gone.
-    Closed,
-}
-
-fn lock(count: &Mutex<QueueCount>) -> std::sync::MutexGuard<'_, QueueCount> {
-    count.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Outbound {
-    /// Queues `msg` unless the connection already has too much waiting; a
-    /// single message over the byte budget is still accepted by an otherwise
-    /// empty queue, so no result is too big to ever be sent.
-    fn try_send(&self, msg: ServerMessage) -> std::result::Result<(), QueueError> {
-        let size = queued_size(&msg);
-        let mut count = lock(&self.count);
-        if count.closed {
-            return Err(QueueError::Closed);
-        }
-        let total = self.total.bytes.load(Ordering::Acquire);
-        let over_own = count.bytes > 0 && count.bytes + size > OUTBOUND_QUEUE_BYTES;
-        let over_total = count.messages >= LAGGING_MESSAGES && total + size > self.total.max;
-        if over_own || over_total {
-            return Err(QueueError::Full);
-        }
-        self.tx.try_send(msg).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => QueueError::Full,
-            mpsc::error::TrySendError::Closed(_) => QueueError::Closed,
-        })?;
-        count.bytes += size;
-        count.messages += 1;
-        self.total.bytes.fetch_add(size, Ordering::AcqRel);
-        Ok(())
-    }
-
-    /// Bytes of results waiting in the queue.
-    pub fn queued_bytes(&self) -> usize {
-        lock(&self.count).bytes
-    }
-}
-
-impl OutboundRx {
-    /// The next message; `None` once the worker dropped the connection.
-    pub async fn recv(&mut self) -> Option<ServerMessage> {
-        let msg = self.rx.recv().await?;
-        let size = queued_size(&msg);
-        let mut count = lock(&self.count);
-        count.bytes -= size;
-        count.messages -= 1;
-        self.total.bytes.fetch_sub(size, Ordering::AcqRel);
-        Some(msg)
-    }
-}
-
-impl Drop for OutboundRx {
-    /// What is left in a dropped queue no longer counts toward the total.
-    fn drop(&mut self) {
-        let mut count = lock(&self.count);
-        count.closed = true;
-        self.total.bytes.fetch_sub(count.bytes, Ordering::AcqRel);
-        count.bytes = 0;
-        count.messages = 0;
-    }
-}
-
-/// What a queued message counts for: its results' sizes plus a little for
-/// the envelope. Results are shared between subscribers, so this is what the
-/// message keeps alive at most, counted the same on both ends of the queue.
-fn queued_size(msg: &ServerMessage) -> usize {
-    const ENVELOPE: usize = 64;
-    match msg {
-        ServerMessage::Transition { modifications, .. } => {
-            ENVELOPE
-                + modifications
-                    .iter()
-                    .map(|m| match m {
-                        StateModification::QueryUpdated { value, .. } => ENVELOPE + value.size(),
-                        StateModification::QueryFailed { error, .. } => {
-                            ENVELOPE
-                                + error.message.len()
-                                + error.data.as_ref().map_or(0, Value::size)
-                        }
-                        StateModification::QueryRemoved { .. } => ENVELOPE,
-                    })
-                    .sum::<usize>()
-        }
-        _ => ENVELOPE,
-    }
 }
 
 fn modification(
@@ -1559,10 +1400,7 @@ mod tests {
     use super::*;
 
     fn waiting_connection(queries: u32) -> (ConnState, OutboundRx) {
-        let (out, rx) = outbound_queue(Arc::new(QueuedTotal {
-            bytes: AtomicUsize::new(0),
-            max: MAX_QUEUED_RESULT_BYTES_TOTAL,
-        }));
+        let (out, rx) = Arc::new(OutboundQueues::new(MAX_QUEUED_RESULT_BYTES_TOTAL)).queue();
         let c = ConnState {
             out,
             sent: StateVersion::INITIAL,
