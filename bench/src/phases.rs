@@ -534,7 +534,7 @@ const SLICES: usize = 10;
 /// also records a new file size takes about 1.5 times as long as one that
 /// overwrites frames of an earlier cycle (rusqlite on this disk: 5,000 /s
 /// against 7,100-8,900 /s). A fresh livebase file grows its WAL for its
-/// first `WAL_AUTOCHECKPOINT_PAGES` pages (about 1,500 mutations).
+/// first `WAL_CYCLE_PAGES` pages (about 1,500 mutations).
 async fn warm_until_the_wal_settles<F, Fut>(
     wal_len: impl Fn() -> u64,
     mut batch: F,

@@ -15,6 +15,7 @@
 pub mod decoded;
 pub mod ranges;
 pub mod sqlite;
+pub mod wal;
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -3,9 +3,7 @@
 //! WAL snapshots while the single writer proceeds.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, Weak};
-use std::thread;
 use std::time::Duration;
 
 use livebase_schema::{DocumentId, Object, Timestamp, Value};
@@ -13,6 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::decoded::DecodedDocuments;
 use super::ranges::{RangeCache, RecentWrites, Snapshot};
+use super::wal::{self, Checkpointer, Restarts, WalState};
 use super::{Document, MutationOutcome, Order, Persistence, StoreConnection};
 use crate::error::{StoreError, StoreResult as Result};
 use crate::readset::WriteSet;
@@ -58,15 +57,9 @@ const SCAN_DESC: &str = "SELECT e.key, d.id, d.creation_time, d.body FROM index_
 /// The database file's name in a data folder (`.livebase/livebase.sqlite3`).
 pub const DATABASE_FILE: &str = "livebase.sqlite3";
 
-/// How often the checkpointer copies the WAL's committed pages into the
-/// database file.
-pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
-
-/// WAL pages after which a committing connection checkpoints itself: a
-/// fallback for a checkpointer that falls behind, well above what it lets
-/// accumulate (SQLite's own default is 1,000 pages, checkpointed by the
-/// commit that crosses it).
-pub const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
+/// How long a connection waits for a lock another holds (the writer's, a
+/// checkpoint's) before its statement fails with `SQLITE_BUSY`.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A SQLite database file.
 #[derive(Clone, Debug)]
@@ -75,45 +68,10 @@ pub struct SqlitePersistence {
     /// The latest commits' write sets, shared by every connection to this
     /// file in the process (see [`super::ranges`]).
     recent: Arc<RecentWrites>,
+    /// What the checkpointer and the writer share (see [`super::wal`]).
+    wal: Arc<WalState>,
     /// Stops the checkpointer when the last handle goes.
     _checkpointer: Arc<Checkpointer>,
-}
-
-/// A thread of its own that checkpoints the WAL every
-/// [`CHECKPOINT_INTERVAL`] (`PASSIVE`: it never waits for, or holds up,
-/// the writer or a reader), so that copying pages into the database file
-/// and syncing it is no commit's work: left to SQLite, the commit that
-/// crosses 1,000 WAL pages does it, and that mutation's round trip takes
-/// several milliseconds longer than the others'.
-#[derive(Debug)]
-struct Checkpointer {
-    _stop: std_mpsc::Sender<()>,
-}
-
-impl Checkpointer {
-    fn start(path: &Path) -> Result<Checkpointer> {
-        let conn = open_connection(path)?;
-        let (stop, stopped) = std_mpsc::channel::<()>();
-        thread::Builder::new()
-            .name("livebase-checkpointer".into())
-            .spawn(move || {
-                while let Err(std_mpsc::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(CHECKPOINT_INTERVAL)
-                {
-                    let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-                        row.get::<_, i64>(0)
-                    });
-                    if let Err(e) = done {
-                        tracing::warn!("checkpointing the WAL failed: {e}");
-                    }
-                }
-            })
-            .map_err(|source| StoreError::Engine {
-                engine: "sqlite checkpointer",
-                source: Box::new(source),
-            })?;
-        Ok(Checkpointer { _stop: stop })
-    }
 }
 
 impl SqlitePersistence {
@@ -133,10 +91,12 @@ impl SqlitePersistence {
         drop_unbound_outcomes(&conn)?;
         conn.execute_batch(SCHEMA_SQL)?;
         drop_legacy_outcomes(&conn)?;
-        let checkpointer = Arc::new(Checkpointer::start(&path)?);
+        let wal = Arc::new(WalState::default());
+        let checkpointer = Arc::new(Checkpointer::start(open_connection(&path)?, wal.clone())?);
         Ok(SqlitePersistence {
             recent: recent_writes_of(&path),
             path,
+            wal,
             _checkpointer: checkpointer,
         })
     }
@@ -203,13 +163,14 @@ fn open_connection(path: &Path) -> Result<Connection> {
         path: path.to_path_buf(),
         source,
     })?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     // WAL: readers keep their snapshot while the writer commits. FULL: the WAL
     // is synced at every commit, so an acknowledged commit survives a crash.
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    // Checkpoints are the checkpointer's (see `Checkpointer`).
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+    // Checkpoints are the checkpointer's, and starting the WAL over the
+    // writer's, between transactions (see `super::wal`).
+    wal::set_up(&conn)?;
     // The bundled SQLite has STAT4, which marks `LIMIT ?` and range bounds as
     // plan-affecting: every execution with new values re-prepared the scan
     // (15 % of the writer's CPU). Our plans never depend on the values.
@@ -225,6 +186,7 @@ impl Persistence for SqlitePersistence {
         Ok(Box::new(SqliteConnection::new(
             open_connection(&self.path)?,
             self.recent.clone(),
+            self.wal.clone(),
         )))
     }
 }
@@ -253,6 +215,8 @@ fn recent_writes_of(path: &Path) -> Arc<RecentWrites> {
 
 struct SqliteConnection {
     conn: Connection,
+    /// Its restarts of the WAL, as the connection that writes.
+    restarts: Restarts,
     in_txn: bool,
     /// Documents decoded by earlier reads, used again while their stored
     /// text is unchanged.
@@ -273,9 +237,10 @@ struct SqliteConnection {
 }
 
 impl SqliteConnection {
-    fn new(conn: Connection, recent: Arc<RecentWrites>) -> SqliteConnection {
+    fn new(conn: Connection, recent: Arc<RecentWrites>, wal: Arc<WalState>) -> SqliteConnection {
         SqliteConnection {
             conn,
+            restarts: Restarts::new(wal),
             in_txn: false,
             decoded: DecodedDocuments::default(),
             ranges: RangeCache::new(recent.clone()),
@@ -427,6 +392,7 @@ impl StoreConnection for SqliteConnection {
         if self.in_txn {
             return Err(StoreError::Misuse("begin_write inside a transaction"));
         }
+        self.restarts.before_write(&self.conn, BUSY_TIMEOUT);
         self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         self.in_txn = true;
         self.snapshot = None;
@@ -458,6 +424,7 @@ impl StoreConnection for SqliteConnection {
             self.recent.unknown_write_ends();
         }
         self.wrote = false;
+        self.restarts.committed();
         committed
     }
 
@@ -730,6 +697,7 @@ impl Drop for SqliteConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::thread;
 
     #[test]
     fn committed_pages_reach_the_database_file_without_a_commit_checkpointing() {
@@ -772,6 +740,81 @@ mod tests {
         drop(w);
     }
 
+    /// Readers that always hold some snapshot (the evaluators of a tenant
+    /// whose live queries re-run after each of its writes) must not keep the
+    /// WAL from starting over: each cycle of it is written once and then
+    /// overwritten, so the file stays near its cycle's size instead of
+    /// growing with every commit (a tenant that could do that fills the disk,
+    /// and every commit's sync also records a new file size).
+    #[test]
+    fn the_wal_starts_over_while_readers_always_hold_a_snapshot() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite3");
+        let p = SqlitePersistence::open(&path).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        // Two readers, each holding a snapshot for 2 ms and starting its next
+        // at once, half a snapshot apart: at every moment one of them holds
+        // a snapshot from before the latest commits.
+        let readers: Vec<_> = (0..2)
+            .map(|i| {
+                let (p, stop) = (p.clone(), stop.clone());
+                thread::spawn(move || {
+                    let mut r = p.connect().unwrap();
+                    thread::sleep(Duration::from_millis(i));
+                    while !stop.load(Ordering::Relaxed) {
+                        r.begin_read().unwrap();
+                        thread::sleep(Duration::from_millis(2));
+                        r.end_read().unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut w = p.connect().unwrap();
+        let key = crate::persistence::index_prefix("todos", "by_id");
+        let body = Value::String("x".repeat(60_000));
+        let wal_path = dir.path().join("db.sqlite3-wal");
+        // The WAL header's checkpoint sequence number (big-endian, at byte
+        // 12) goes up by one each time the WAL starts over.
+        let started_over = || {
+            let header = std::fs::read(&wal_path).unwrap_or_default();
+            header
+                .get(12..16)
+                .map_or(0, |n| u32::from_be_bytes(n.try_into().unwrap()))
+        };
+        // About 16 pages a commit: four times the WAL's cycle in all.
+        let commits = 4 * super::super::wal::WAL_CYCLE_PAGES as u64 / 16;
+        let mut before = None;
+        for n in 1..=commits {
+            let d = Document {
+                id: DocumentId::generate("todos"),
+                creation_time: n as f64,
+                fields: [("body".to_string(), body.clone())].into_iter().collect(),
+            };
+            w.begin_write().unwrap();
+            w.put_document(&d).unwrap();
+            w.put_index_entry(&[key.clone(), n.to_be_bytes().to_vec()].concat(), &d.id)
+                .unwrap();
+            w.commit(Timestamp::new(n)).unwrap();
+            before.get_or_insert_with(started_over);
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            r.join().unwrap();
+        }
+        let restarts = started_over() - before.unwrap();
+        let written = commits * 60_000;
+        let wal = std::fs::metadata(&wal_path).unwrap().len();
+        assert!(
+            restarts >= 2,
+            "the WAL started over {restarts} times while four of its cycles were written"
+        );
+        assert!(
+            wal < written * 3 / 4,
+            "the WAL is {wal} bytes after {written} bytes were committed"
+        );
+    }
+
     #[test]
     fn opening_a_file_drops_outcomes_stored_as_documents_by_older_versions() {
         let dir = tempfile::tempdir().unwrap();
@@ -808,7 +851,11 @@ mod tests {
     fn a_failed_commit_keeps_nothing_and_the_writer_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         let p = SqlitePersistence::open(dir.path().join("db.sqlite3")).unwrap();
-        let mut w = SqliteConnection::new(open_connection(p.path()).unwrap(), p.recent.clone());
+        let mut w = SqliteConnection::new(
+            open_connection(p.path()).unwrap(),
+            p.recent.clone(),
+            p.wal.clone(),
+        );
         // A deferred foreign key is checked only at COMMIT, which SQLite then
         // refuses and leaves the transaction open — as it does for SQLITE_BUSY.
         w.conn
@@ -968,7 +1015,11 @@ mod tests {
     fn a_range_scan_is_prepared_once_not_at_every_execution() {
         let dir = tempfile::tempdir().unwrap();
         let p = SqlitePersistence::open(dir.path().join("db.sqlite3")).unwrap();
-        let mut conn = SqliteConnection::new(open_connection(p.path()).unwrap(), p.recent.clone());
+        let mut conn = SqliteConnection::new(
+            open_connection(p.path()).unwrap(),
+            p.recent.clone(),
+            p.wal.clone(),
+        );
         conn.begin_read().unwrap();
         for i in 0..5u8 {
             conn.scan(&[i], &[i + 1], Order::Asc, 10 + usize::from(i))
