@@ -87,8 +87,8 @@ mod evaluator;
 mod outbound;
 mod query;
 
-pub use evaluator::{evaluator_count, EVALUATOR_NICENESS, ROUND_BUDGET};
-use evaluator::{Done, Job, JobQuery};
+pub use evaluator::{evaluator_count, EVALUATOR_NICENESS, ROUND_BUDGET, YIELD_EVERY};
+use evaluator::{Done, Job, JobQuery, INLINE};
 pub use outbound::{
     Ended, Outbound, OutboundRx, LAGGING_MESSAGES, MAX_QUEUED_RESULT_BYTES_TOTAL, OUTBOUND_QUEUE,
     OUTBOUND_QUEUE_BYTES,
@@ -146,8 +146,6 @@ const INLINE_COST: Duration = Duration::from_millis(1);
 /// (its data grew), and an identity that makes its queries slow should not
 /// get to stall the worker with them again and again.
 const INLINE_TENANT_SPENT: Duration = Duration::from_millis(50);
-/// [`Done::evaluator`] of a job the worker ran itself.
-const INLINE: usize = usize::MAX;
 /// Capacity of the worker's event queue. Connections that find it full are
 /// told the server is overloaded; the writer waits (backpressure on commits).
 pub const EVENT_QUEUE: usize = 65_536;
