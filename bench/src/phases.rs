@@ -1152,19 +1152,20 @@ struct HostileResult {
     reconnects: u64,
 }
 
-/// The victim's mutation round trips (the response only).
+/// The victim's mutation round trips (the response only), added to
+/// `samples`.
 async fn victim_writes(
     writer: &mut Conn,
     writes: usize,
     offset: f64,
-) -> Result<(f64, f64, f64), BoxError> {
-    let mut samples = Vec::with_capacity(writes);
+    samples: &mut Vec<Duration>,
+) -> Result<(), BoxError> {
     for i in 0..writes {
         let t0 = Instant::now();
         writer.add_and_wait("victim", offset + i as f64).await?;
         samples.push(t0.elapsed());
     }
-    Ok(percentiles(&mut samples))
+    Ok(())
 }
 
 /// The victim's push latency: its writer adds to its organization, its
@@ -1174,8 +1175,8 @@ async fn victim_pushes(
     sub: &mut Conn,
     writes: usize,
     offset: f64,
-) -> Result<(f64, f64, f64), BoxError> {
-    let mut samples = Vec::with_capacity(writes);
+    samples: &mut Vec<Duration>,
+) -> Result<(), BoxError> {
     for i in 0..writes {
         let n = offset + i as f64;
         let t0 = Instant::now();
@@ -1184,11 +1185,11 @@ async fn victim_pushes(
         samples.push(t0.elapsed());
         writer.await_response(id).await?;
     }
-    Ok(percentiles(&mut samples))
+    Ok(())
 }
 
-/// Another organization's push p50/p99, first quiet, then while one tenant
-/// churns at full speed: mutations hitting its own heavy live queries (each
+/// Another organization's push p50/p99, quiet and while one tenant churns at
+/// full speed, in alternating slices ([`SLICES`]): mutations hitting its own heavy live queries (each
 /// reads every document of its organization), a connection adding and
 /// removing heavy queries, and `Authenticate` flips between two sessions of
 /// the tenant's user (each re-runs every query that connection holds). The
@@ -1219,43 +1220,87 @@ async fn hostile_tenant(h: &HostileSizes) -> Result<HostileResult, BoxError> {
             .add_and_wait("victim", -1.0 - f64::from(i))
             .await?;
     }
-    progress("  quiet");
-    let quiet = victim_pushes(&mut victim_writer, &mut victim_sub, h.writes, 0.0).await?;
-    let quiet_write = victim_writes(&mut victim_writer, h.writes / 3, 5e4).await?;
-
+    // Quiet and churning alternate in slices, so that both figures are
+    // measured in the same minutes: this machine's own speed drifts by
+    // more than the effect measured (the quiet push p50 moved from 0.53 to
+    // 0.82 ms within an hour). The tenant pauses between its steps for the
+    // quiet slices; its live queries stay subscribed.
+    let (per_push, per_write) = ((h.writes / SLICES).max(1), (h.writes / 3 / SLICES).max(1));
+    let (mut quiet, mut hostile) = (Vec::new(), Vec::new());
+    let (mut quiet_write, mut hostile_write) = (Vec::new(), Vec::new());
+    let (mut churning, mut tenant_mutations, mut evaluations) = (Duration::ZERO, 0, 0);
+    let mut n = 0.0;
+    progress("  quiet and churning, alternating");
     attacker.go.send(())?;
     // Let the churn get going before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    progress("  while one tenant churns");
-    let before = server.stats().await?;
-    let t0 = Instant::now();
-    let m0 = attacker.counters.mutations.load(Ordering::Relaxed);
-    let hostile = victim_pushes(&mut victim_writer, &mut victim_sub, h.writes, 1e5).await?;
-    let hostile_write = victim_writes(&mut victim_writer, h.writes / 3, 2e5).await?;
-    let elapsed = t0.elapsed().as_secs_f64();
-    let after = server.stats().await?;
-    let tenant_mutations = attacker.counters.mutations.load(Ordering::Relaxed) - m0;
+    for _ in 0..SLICES {
+        attacker.counters.paused.store(false, Ordering::Relaxed);
+        tokio::time::sleep(SLICE_SETTLE).await;
+        let before = server.stats().await?;
+        let m0 = attacker.counters.mutations.load(Ordering::Relaxed);
+        let t0 = Instant::now();
+        warm_up(&mut victim_writer, &mut victim_sub, 3e5 + n).await?;
+        victim_pushes(
+            &mut victim_writer,
+            &mut victim_sub,
+            per_push,
+            1e5 + n,
+            &mut hostile,
+        )
+        .await?;
+        victim_writes(&mut victim_writer, per_write, 2e5 + n, &mut hostile_write).await?;
+        churning += t0.elapsed();
+        tenant_mutations += attacker.counters.mutations.load(Ordering::Relaxed) - m0;
+        evaluations += server.stats().await?.evaluations - before.evaluations;
+
+        attacker.counters.paused.store(true, Ordering::Relaxed);
+        // The tenant's steps in flight end, and the re-runs they caused.
+        tokio::time::sleep(SLICE_SETTLE).await;
+        warm_up(&mut victim_writer, &mut victim_sub, 4e5 + n).await?;
+        victim_pushes(&mut victim_writer, &mut victim_sub, per_push, n, &mut quiet).await?;
+        victim_writes(&mut victim_writer, per_write, 5e4 + n, &mut quiet_write).await?;
+        n += per_push as f64;
+    }
+    let elapsed = churning.as_secs_f64();
     attacker.counters.stop.store(true, Ordering::Relaxed);
+    attacker.counters.paused.store(false, Ordering::Relaxed);
     server.stop().await;
     // The server is gone: the churners end with connection errors.
     let _ = attacker.thread.join();
     let counters = &attacker.counters;
     Ok(HostileResult {
-        quiet,
-        hostile,
-        quiet_write,
-        hostile_write,
+        quiet: percentiles(&mut quiet),
+        hostile: percentiles(&mut hostile),
+        quiet_write: percentiles(&mut quiet_write),
+        hostile_write: percentiles(&mut hostile_write),
         mutations_per_s: tenant_mutations as f64 / elapsed,
-        evaluations_per_s: (after.evaluations - before.evaluations) as f64 / elapsed,
+        evaluations_per_s: evaluations as f64 / elapsed,
         churn_steps: counters.steps.load(Ordering::Relaxed),
         reconnects: counters.reconnects.load(Ordering::Relaxed),
     })
+}
+
+/// How long the hostile phase lets the tenant start or stop churning before a
+/// slice is measured.
+const SLICE_SETTLE: Duration = Duration::from_millis(100);
+
+/// Pushes the victim makes, unmeasured, at the start of each slice: the
+/// first after a wait is slow whoever else runs (idle cores wake up on this
+/// virtual machine), and there are as many slices as samples at p99.
+const SLICE_WARM_UP: usize = 5;
+
+async fn warm_up(writer: &mut Conn, sub: &mut Conn, offset: f64) -> Result<(), BoxError> {
+    let mut ignored = Vec::new();
+    victim_pushes(writer, sub, SLICE_WARM_UP, offset, &mut ignored).await
 }
 
 /// What the hostile client reports while it runs.
 #[derive(Default)]
 struct AttackCounters {
     stop: std::sync::atomic::AtomicBool,
+    /// The tenant waits between its steps (a quiet slice).
+    paused: std::sync::atomic::AtomicBool,
     mutations: std::sync::atomic::AtomicU64,
     steps: std::sync::atomic::AtomicU64,
     reconnects: std::sync::atomic::AtomicU64,
@@ -1366,6 +1411,10 @@ async fn attack(
         tasks.push(tokio::spawn(async move {
             let mut n = 1e9;
             while !c.stop.load(Ordering::Relaxed) {
+                if c.paused.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
                 hostile_writer.add_and_wait("hostile", n).await?;
                 c.mutations.fetch_add(1, Ordering::Relaxed);
                 n += 1.0;
@@ -1401,6 +1450,10 @@ async fn attack(
                 let mut next_id = 0u32;
                 let result: Result<(), BoxError> = async {
                     while !c.stop.load(Ordering::Relaxed) {
+                        if c.paused.load(Ordering::Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                            continue;
+                        }
                         let adds: Vec<QuerySetModification> = (0..churn)
                             .map(|k| {
                                 tag += 1.0;
