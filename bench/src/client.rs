@@ -159,6 +159,40 @@ impl Conn {
         }
     }
 
+    /// Sends `count` `bench:add`s numbered from `first`, keeping `depth`
+    /// in flight (the next is sent as each answer comes, as a client that
+    /// does not wait does), and waits for every answer.
+    pub async fn add_pipelined(
+        &mut self,
+        org: &str,
+        first: f64,
+        count: usize,
+        depth: usize,
+    ) -> Result<(), BoxError> {
+        let mut sent = 0;
+        let mut answered = 0;
+        while sent < count.min(depth.max(1)) {
+            self.add(org, first + sent as f64).await?;
+            sent += 1;
+        }
+        while answered < count {
+            let text = self.recv_text(Duration::from_secs(30)).await?;
+            let frame: LeanResponse = serde_json::from_str(&text)?;
+            if frame.kind != "MutationResponse" {
+                continue;
+            }
+            if frame.success != Some(true) {
+                return Err(format!("bench:add failed: {}", frame.result).into());
+            }
+            answered += 1;
+            if sent < count {
+                self.add(org, first + sent as f64).await?;
+                sent += 1;
+            }
+        }
+        Ok(())
+    }
+
     pub fn query_set(&self) -> u32 {
         self.query_set
     }

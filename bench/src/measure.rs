@@ -45,6 +45,16 @@ pub(crate) async fn concurrent_writes(
     conns: &mut Vec<Conn>,
     per_client: usize,
 ) -> Result<f64, BoxError> {
+    pipelined_writes(conns, per_client, 1).await
+}
+
+/// As [`concurrent_writes`], each client keeping `depth` mutations in
+/// flight (1: each waits for its answer before sending the next).
+pub(crate) async fn pipelined_writes(
+    conns: &mut Vec<Conn>,
+    per_client: usize,
+    depth: usize,
+) -> Result<f64, BoxError> {
     let clients = conns.len();
     let t0 = std::time::Instant::now();
     let tasks: Vec<_> = std::mem::take(conns)
@@ -52,8 +62,13 @@ pub(crate) async fn concurrent_writes(
         .enumerate()
         .map(|(k, mut c)| {
             tokio::spawn(async move {
-                for i in 0..per_client {
-                    c.add_and_wait(&format!("org{k}"), i as f64).await?;
+                if depth <= 1 {
+                    for i in 0..per_client {
+                        c.add_and_wait(&format!("org{k}"), i as f64).await?;
+                    }
+                } else {
+                    c.add_pipelined(&format!("org{k}"), 0.0, per_client, depth)
+                        .await?;
                 }
                 Ok::<Conn, BoxError>(c)
             })

@@ -11,7 +11,9 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{lean_newest, sign_up, small_buffers, BoxError, Conn};
-use crate::measure::{concurrent_writes, percentiles, progress, wait_for_newest, WAIT};
+use crate::measure::{
+    concurrent_writes, percentiles, pipelined_writes, progress, wait_for_newest, WAIT,
+};
 use crate::server::Server;
 
 /// Sizes of one run.
@@ -208,10 +210,16 @@ pub async fn run_all(
         // the two alternate in slices (see `SLICES`).
         let beside = |(rate, limit): (f64, f64)| json!({"per_s": rate, "sqlite_beside_per_s": limit, "ratio_to_sqlite": rate / limit.max(1e-9)});
         let inserts = 2 * s.sqlite_inserts;
-        for clients in [1usize, 8, 64] {
-            progress(&format!("throughput: {clients} concurrent clients"));
-            let mut row = beside(mutation_throughput(clients, s.throughput_total, inserts).await?);
+        // A client waits for each answer before sending the next, but the
+        // last row's, which keeps [`PIPELINE_DEPTH`] in flight.
+        for (clients, depth) in [(1usize, 1usize), (8, 1), (64, 1), (1, PIPELINE_DEPTH)] {
+            progress(&format!(
+                "throughput: {clients} concurrent clients, {depth} in flight each"
+            ));
+            let mut row =
+                beside(mutation_throughput(clients, depth, s.throughput_total, inserts).await?);
             row["clients"] = json!(clients);
+            row["in_flight"] = json!(depth);
             throughput.push(row);
         }
         results.insert("throughput".into(), json!(throughput));
@@ -399,9 +407,16 @@ fn print_table(r: &serde_json::Value) {
                     .and_then(serde_json::Value::as_f64)
                     .unwrap_or(f64::NAN)
             };
+            let clients = match (g("clients"), g("in_flight")) {
+                (c, d) if d > 1.0 => format!(
+                    "{c} client{}, {d} in flight each",
+                    if c == 1.0 { "" } else { "s" }
+                ),
+                (1.0, _) => "1 client".to_string(),
+                (c, _) => format!("{c} clients"),
+            };
             println!(
-                "| mutations/s, {} clients | {:.0} /s ({:.0} % of rusqlite's {:.0} /s beside it) | ≥ 50 % |",
-                g("clients"),
+                "| mutations/s, {clients} | {:.0} /s ({:.0} % of rusqlite's {:.0} /s beside it) | ≥ 50 % |",
                 g("per_s"),
                 g("ratio_to_sqlite") * 100.0,
                 g("sqlite_beside_per_s")
@@ -519,6 +534,11 @@ fn sqlite_inserts(n: usize) -> Result<f64, BoxError> {
     limit.insert(n)?;
     Ok(limit.per_s())
 }
+
+/// Mutations the pipelined throughput row's client keeps in flight: the
+/// server's bound per connection
+/// (`livebase_runtime::server::MAX_MUTATIONS_IN_FLIGHT_PER_CONNECTION`).
+const PIPELINE_DEPTH: usize = livebase_runtime::server::MAX_MUTATIONS_IN_FLIGHT_PER_CONNECTION;
 
 /// How many slices a throughput figure and rusqlite's beside it alternate
 /// in. This machine's disk drifts by tens of percent within a minute (the
@@ -1082,6 +1102,7 @@ async fn in_process_mutations(n: usize, inserts: usize) -> Result<(f64, f64), Bo
 /// alternate in [`SLICES`] slices.
 async fn mutation_throughput(
     clients: usize,
+    depth: usize,
     total: usize,
     inserts: usize,
 ) -> Result<(f64, f64), BoxError> {
@@ -1110,7 +1131,7 @@ async fn mutation_throughput(
     for _ in 0..SLICES {
         limit.insert((inserts / SLICES).max(1))?;
         let t0 = Instant::now();
-        concurrent_writes(&mut conns, per_slice).await?;
+        pipelined_writes(&mut conns, per_slice, depth).await?;
         spent += t0.elapsed();
     }
     server.stop().await;

@@ -256,27 +256,73 @@ impl Executor {
         caller: Caller,
         key: Option<RequestKey>,
     ) -> Result<(Value, Timestamp)> {
-        let started = Instant::now();
-        let outcome = match &self.inner.forward {
-            Some(forward) if !forward.is_writer() => {
-                forward
-                    .forward(path, &args, &identity, caller, key.as_ref())
-                    .await
-            }
-            _ => self.mutation_inner(path, args, identity, caller, key).await,
-        };
-        self.log_call(path, FunctionKind::Mutation, started, &outcome);
-        outcome.map_err(|e| e.redact(path))
+        self.start_mutation(path, args, identity, caller, key).await
     }
 
-    async fn mutation_inner(
+    /// Starts a mutation as [`Executor::mutation`] runs it, and gives the
+    /// future of its outcome. On the store's writer the mutation is queued
+    /// before this returns ([`Database::submit`]), so mutations started one
+    /// after another commit in that order and may share a commit;
+    /// [`Executor::starts_in_order`] says whether that holds.
+    pub fn start_mutation(
         &self,
         path: &str,
         args: Vec<Value>,
         identity: Identity,
         caller: Caller,
         key: Option<RequestKey>,
+    ) -> BoxFuture<Result<(Value, Timestamp)>> {
+        let started = Instant::now();
+        let this = self.clone();
+        let path = path.to_string();
+        match &self.inner.forward {
+            Some(forward) if !forward.is_writer() => {
+                let forward = forward.clone();
+                Box::pin(async move {
+                    let outcome = forward
+                        .forward(&path, &args, &identity, caller, key.as_ref())
+                        .await;
+                    this.finish_mutation(&path, started, outcome)
+                })
+            }
+            _ => {
+                let outcome = self.queue_mutation(&path, args, identity, caller, key);
+                Box::pin(async move {
+                    let outcome = outcome.await;
+                    this.finish_mutation(&path, started, outcome)
+                })
+            }
+        }
+    }
+
+    /// Whether mutations started one after another
+    /// ([`Executor::start_mutation`]) commit in that order: they do where
+    /// they run here, not where they are forwarded to another node (each
+    /// forward is a request of its own).
+    pub fn starts_in_order(&self) -> bool {
+        self.inner.forward.as_ref().is_none_or(|f| f.is_writer())
+    }
+
+    fn finish_mutation(
+        &self,
+        path: &str,
+        started: Instant,
+        outcome: Result<(Value, Timestamp)>,
     ) -> Result<(Value, Timestamp)> {
+        self.log_call(path, FunctionKind::Mutation, started, &outcome);
+        outcome.map_err(|e| e.redact(path))
+    }
+
+    /// Queues a mutation on this process's writer (what runs before the
+    /// returned future is polled is everything but the commit).
+    fn queue_mutation(
+        &self,
+        path: &str,
+        args: Vec<Value>,
+        identity: Identity,
+        caller: Caller,
+        key: Option<RequestKey>,
+    ) -> BoxFuture<Result<(Value, Timestamp)>> {
         // Only a resend — the same caller calling the same function with the
         // same arguments, under the same session and request id — is answered
         // from a stored outcome: a stranger who learned a session id reads
@@ -295,27 +341,29 @@ impl Executor {
                 Err(missing) => {
                     // A redeploy between a mutation and its resend may have
                     // removed the function: the resend still gets its answer.
-                    return match self.stored_outcome(key).await? {
-                        Some(stored) => Ok((stored.value, stored.ts)),
-                        None => Err(missing),
-                    };
+                    let this = self.clone();
+                    return Box::pin(async move {
+                        match this.stored_outcome(key).await? {
+                            Some(stored) => Ok((stored.value, stored.ts)),
+                            None => Err(missing),
+                        }
+                    });
                 }
             };
         let cursor_key = self.inner.cursor_key.clone();
         let public_url = self.inner.public_url.clone();
-        let committed = self
-            .inner
-            .db
-            .mutate(move |tx| {
-                tx.set_cursor_key(cursor_key);
-                tx.set_public_url(public_url);
-                run_keyed_mutation(tx, &function, &identity, &args, key)
-            })
-            .await?;
-        match committed.value {
-            Run::Replayed(stored) => Ok((stored.value, stored.ts)),
-            Run::Fresh(value) => Ok((value, committed.ts)),
-        }
+        let committed = self.inner.db.submit(move |tx| {
+            tx.set_cursor_key(cursor_key);
+            tx.set_public_url(public_url);
+            run_keyed_mutation(tx, &function, &identity, &args, key)
+        });
+        Box::pin(async move {
+            let committed = committed.await?;
+            match committed.value {
+                Run::Replayed(stored) => Ok((stored.value, stored.ts)),
+                Run::Fresh(value) => Ok((value, committed.ts)),
+            }
+        })
     }
 
     /// The stored outcome of a keyed mutation, read on a snapshot (for a

@@ -11,6 +11,7 @@
 //! nobody is answered — and no subscriber hears of a commit — until the whole
 //! group is durable. One mutation alone is a group of one.
 
+use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -324,6 +325,30 @@ impl Database {
         &self,
         f: impl FnOnce(&mut Transaction) -> Result<T> + Send + 'static,
     ) -> Result<Committed<T>> {
+        self.submit(f).await
+    }
+
+    /// Queues `f` as a mutation on the writer before it returns, and gives
+    /// the future of its outcome ([`Database::mutate`] awaits it at once):
+    /// mutations submitted one after another run, and commit, in that
+    /// order, whether or not the first has been answered yet — so a caller
+    /// with several in flight has them committed together.
+    pub fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Transaction) -> Result<T> + Send + 'static,
+    ) -> impl Future<Output = Result<Committed<T>>> + Send + 'static {
+        let queued = self.queue_mutation(f);
+        async move {
+            queued?
+                .await
+                .map_err(|_| Error::internal("the writer thread dropped a job"))?
+        }
+    }
+
+    fn queue_mutation<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Transaction) -> Result<T> + Send + 'static,
+    ) -> Result<oneshot::Receiver<Result<Committed<T>>>> {
         if !self.is_writable() {
             return Err(Error::internal(
                 "this node is not the store's writer: it cannot commit",
@@ -351,8 +376,7 @@ impl Database {
             .writer
             .send(job)
             .map_err(|_| Error::internal("the writer thread has stopped"))?;
-        rx.await
-            .map_err(|_| Error::internal("the writer thread dropped a job"))?
+        Ok(rx)
     }
 
     /// Runs `f` as a query on a fresh snapshot, on a reader thread; fails

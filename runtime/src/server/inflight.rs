@@ -5,8 +5,9 @@
 //! `LIMIT_EXCEEDED` at once, without being started.
 //!
 //! Each connection also bounds its own actions
-//! ([`super::ws::MAX_ACTIONS_PER_CONNECTION`]); its mutations run one at a
-//! time, and an HTTP connection carries one request at a time.
+//! ([`super::ws::MAX_ACTIONS_PER_CONNECTION`]) and mutations in flight
+//! ([`super::ws::MAX_MUTATIONS_IN_FLIGHT_PER_CONNECTION`]), and an HTTP
+//! connection carries one request at a time.
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -60,7 +60,8 @@ pub use listener::{
 };
 pub use ws::{
     CONNECT_TIMEOUT, MAX_ACTIONS_PER_CONNECTION, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS,
-    MAX_CONNECTIONS_PER_USER, PING_INTERVAL, PONG_TIMEOUT, SEND_TIMEOUT,
+    MAX_CONNECTIONS_PER_USER, MAX_MUTATIONS_IN_FLIGHT_PER_CONNECTION, PING_INTERVAL, PONG_TIMEOUT,
+    SEND_TIMEOUT,
 };
 
 /// How long shutdown waits for the WebSocket handlers to send their close
@@ -99,6 +100,9 @@ pub struct EdgeOptions {
     pub max_connections_per_user: usize,
     /// [`MAX_ACTIONS_PER_CONNECTION`]: actions one WebSocket runs at once.
     pub max_actions_per_connection: usize,
+    /// [`MAX_MUTATIONS_IN_FLIGHT_PER_CONNECTION`]: mutations one WebSocket
+    /// has queued on the writer at once.
+    pub max_mutations_per_connection: usize,
     /// [`MAX_CALLS_IN_FLIGHT_PER_CALLER`]: calls one user or anonymous client
     /// address has in flight.
     pub max_calls_in_flight_per_caller: usize,
@@ -124,6 +128,7 @@ impl Default for EdgeOptions {
             max_connections_per_address: MAX_CONNECTIONS_PER_ADDRESS,
             max_connections_per_user: MAX_CONNECTIONS_PER_USER,
             max_actions_per_connection: MAX_ACTIONS_PER_CONNECTION,
+            max_mutations_per_connection: MAX_MUTATIONS_IN_FLIGHT_PER_CONNECTION,
             max_calls_in_flight_per_caller: MAX_CALLS_IN_FLIGHT_PER_CALLER,
             max_queued_result_bytes: MAX_QUEUED_RESULT_BYTES_TOTAL,
             max_upload_bytes: crate::storage::MAX_UPLOAD_BYTES,

@@ -2,8 +2,10 @@
 //! closed set of events — a client frame, a Transition from the subscription
 //! worker, an action's response, the idle timer — and answers each (the server's
 //! shutdown ends every outbound queue).
-//! Mutations run in order, one at a time per connection; actions run
-//! concurrently and answer when done.
+//! A connection's mutations are queued on the writer as they arrive (up to
+//! [`MAX_MUTATIONS_IN_FLIGHT_PER_CONNECTION`]), commit in the order sent —
+//! together, when the client sends several without waiting — and are
+//! answered in that order; actions run concurrently and answer when done.
 //!
 //! Connections are capped in total and per client address (refused before
 //! the upgrade, `503` and `429`) and per signed-in user (closed, 1008, when
@@ -14,6 +16,7 @@
 //! and every call it makes counts against its caller's calls in flight
 //! ([`super::inflight`]); a call past either is answered `LIMIT_EXCEEDED`.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,13 +31,14 @@ use futures::{SinkExt, StreamExt};
 use livebase_schema::protocol::{
     AuthenticationToken, ClientMessage, MutationSuccess, RequestId, ServerMessage, SessionId,
 };
-use livebase_schema::Value;
+use livebase_schema::{Timestamp, Value};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{timeout, Instant};
 
 use super::inflight::CallSlot;
 use super::listener::{too_many, AddressSlot, ClientAddr, Slot};
 use super::{AppState, MAX_MESSAGE_SIZE, OUTBOUND_QUEUE};
+use crate::context::BoxFuture;
 use crate::error::{Error, ErrorCode};
 use crate::executor::{Caller, RequestKey};
 use crate::identity::Identity;
@@ -53,6 +57,12 @@ pub const MAX_CONNECTIONS_PER_USER: usize = 256;
 /// Most actions one connection runs at once; one more is answered
 /// `LIMIT_EXCEEDED` without being started.
 pub const MAX_ACTIONS_PER_CONNECTION: usize = 64;
+/// Most mutations one connection has in flight (queued on the writer, not
+/// yet answered): while it has that many, its frames are not read, so a
+/// client sending faster than the writer commits is slowed, not refused. A
+/// client that sends without waiting (as the `convex` npm client does) has
+/// up to this many committed together.
+pub const MAX_MUTATIONS_IN_FLIGHT_PER_CONNECTION: usize = 32;
 /// Time a new WebSocket has to send `Connect`; then it is closed (1002).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a connection is sent a WebSocket ping (every browser and client
@@ -136,6 +146,19 @@ struct Handler {
     /// Actions started whose response has not come back yet: the responses'
     /// channel is looked at only while there are some.
     actions_awaited: usize,
+    /// Mutations sent and not yet answered, oldest first. Each is queued on
+    /// the writer as it arrives, so a client that sends several without
+    /// waiting has them committed together, in order; they are answered in
+    /// the order sent.
+    mutations: VecDeque<Pending>,
+}
+
+/// A mutation in flight.
+struct Pending {
+    request_id: RequestId,
+    outcome: BoxFuture<Result<(Value, Timestamp), Error>>,
+    /// Its place among its caller's calls in flight, held until answered.
+    _call: Option<CallSlot>,
 }
 
 impl Handler {
@@ -167,6 +190,7 @@ impl Handler {
             user_slot: None,
             actions_running,
             actions_awaited: 0,
+            mutations: VecDeque::new(),
         };
         let end = match h.handshake(&mut stream).await {
             Err(end) => end,
@@ -237,11 +261,12 @@ impl Handler {
         loop {
             // In this order, each looked at only until one is ready: the
             // client's frames first (its calls wait on nothing queued for
-            // it), then what the worker queued, then actions' responses,
-            // then the timer.
+            // it) unless its mutations in flight are at their bound, then
+            // the oldest mutation's outcome, then what the worker queued,
+            // then actions' responses, then the timer.
             let result = tokio::select! {
                 biased;
-                frame = stream.next() => match frame {
+                frame = stream.next(), if self.mutations.len() < self.mutations_max() => match frame {
                     None => return End::ClientClosed,
                     Some(Err(e)) => return self.read_error(e),
                     Some(Ok(Message::Text(text))) => self.on_text(&text).await,
@@ -253,6 +278,9 @@ impl Handler {
                     }
                     Some(Ok(_)) => Ok(()), // pings (answered by the socket)
                 },
+                outcome = oldest(&mut self.mutations), if !self.mutations.is_empty() => {
+                    self.answer(outcome).await
+                }
                 out = out_rx.recv() => match out {
                     // The worker found a protocol violation (a wrong query-set
                     // or identity version) and has already dropped us: close as
@@ -425,8 +453,8 @@ impl Handler {
                 args,
                 component_path,
             } => {
-                self.mutation(request_id, udf_path, args, component_path)
-                    .await
+                self.mutation(request_id, udf_path, args, component_path);
+                Ok(())
             }
             ClientMessage::Action {
                 request_id,
@@ -497,35 +525,67 @@ impl Handler {
         }
     }
 
-    async fn mutation(
+    /// How many mutations may be in flight at once: while that many are,
+    /// the client's frames are not read. A follower forwards each mutation
+    /// on its own, so they could commit out of order: there they run one at
+    /// a time.
+    fn mutations_max(&self) -> usize {
+        if self.state.executor.starts_in_order() {
+            self.state.edge.max_mutations_per_connection.max(1)
+        } else {
+            1
+        }
+    }
+
+    /// Starts a mutation (queued on the writer at once) and adds it to the
+    /// ones in flight; a mutation refused for its caller's calls in flight
+    /// is answered in its turn too.
+    fn mutation(
         &mut self,
         request_id: RequestId,
         path: String,
         args: Vec<Value>,
         component_path: Option<String>,
-    ) -> Result<(), End> {
+    ) {
         let path = with_component(path, component_path);
-        let _call = match self.state.calls.start(&self.identity, self.client) {
-            Ok(slot) => slot,
+        let (outcome, call) = match self.state.calls.start(&self.identity, self.client) {
+            Ok(call) => {
+                let key = self.session.as_ref().map(|s| RequestKey {
+                    session_id: s.as_str().to_string(),
+                    request_id: request_id.0,
+                });
+                let outcome = self.state.executor.start_mutation(
+                    &path,
+                    args,
+                    self.identity.clone(),
+                    Caller::Client,
+                    key,
+                );
+                (outcome, call)
+            }
             Err(e) => {
-                return self
-                    .send(&ServerMessage::MutationResponse {
-                        request_id,
-                        result: Err(e.to_function_error()),
-                        log_lines: Vec::new(),
-                    })
-                    .await
+                let refused: BoxFuture<_> = Box::pin(std::future::ready(Err(e)));
+                (refused, None)
             }
         };
-        let key = self.session.as_ref().map(|s| RequestKey {
-            session_id: s.as_str().to_string(),
-            request_id: request_id.0,
+        self.mutations.push_back(Pending {
+            request_id,
+            outcome,
+            _call: call,
         });
-        let outcome = self
-            .state
-            .executor
-            .mutation(&path, args, self.identity.clone(), Caller::Client, key)
-            .await;
+    }
+
+    /// Answers the oldest mutation in flight, whose outcome is in.
+    async fn answer(&mut self, outcome: Result<(Value, Timestamp), Error>) -> Result<(), End> {
+        // Its place among the caller's calls is given back before the answer
+        // is sent: a client that sends the next on hearing back finds it free.
+        let Some(Pending {
+            request_id, _call, ..
+        }) = self.mutations.pop_front()
+        else {
+            return Ok(());
+        };
+        drop(_call);
         let (result, ts) = match outcome {
             Ok((value, ts)) => (Ok(MutationSuccess { value, ts }), Some(ts)),
             Err(e) => (Err(e.to_function_error()), None),
@@ -629,6 +689,15 @@ impl Handler {
                 ),
             )),
         }
+    }
+}
+
+/// The outcome of the oldest mutation in flight, when it is in (the later
+/// ones are queued on the writer already and need no polling to run).
+async fn oldest(mutations: &mut VecDeque<Pending>) -> Result<(Value, Timestamp), Error> {
+    match mutations.front_mut() {
+        Some(first) => first.outcome.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 
