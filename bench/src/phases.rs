@@ -96,7 +96,7 @@ impl Sizes {
                 writes: 1_000,
                 selectivity_small: 10,
                 fanout_conns: 1_000,
-                fanout_repeats: 100,
+                fanout_repeats: 300,
                 throughput_total: 2_000,
                 memory_conns: 10_000,
                 scaling: vec![1_000, 10_000, 50_000],
@@ -190,12 +190,7 @@ pub async fn run_all(
             "fan-out: {} subscribers of one query",
             s.fanout_conns
         ));
-        let fan = fanout(s.fanout_conns, s.fanout_repeats, false).await?;
-        progress(&format!(
-            "limit: a bare WebSocket broadcast to {} connections",
-            s.fanout_conns
-        ));
-        let floor = fanout_limit(s.fanout_conns, s.fanout_repeats).await?;
+        let (fan, floor) = fanout_beside_floor(s.fanout_conns, s.fanout_repeats, false).await?;
         results.insert(
             "fanout".into(),
             json!({"connections": s.fanout_conns, "last_p50_ms": fan.p50, "last_p99_ms": fan.p99, "runs_per_write": fan.runs,
@@ -305,12 +300,7 @@ pub async fn run_all(
             "fan-out: {} subscribers of {} distinct queries",
             s.distinct_conns, s.distinct_conns
         ));
-        let fan = fanout(s.distinct_conns, s.distinct_repeats, true).await?;
-        progress(&format!(
-            "limit: a bare WebSocket broadcast to {} connections",
-            s.distinct_conns
-        ));
-        let floor = fanout_limit(s.distinct_conns, s.distinct_repeats).await?;
+        let (fan, floor) = fanout_beside_floor(s.distinct_conns, s.distinct_repeats, true).await?;
         results.insert(
             "fanout_distinct".into(),
             json!({"connections": s.distinct_conns, "last_p50_ms": fan.p50, "last_p99_ms": fan.p99,
@@ -852,10 +842,6 @@ async fn http_cpu(calls: usize) -> Result<HttpCpu, BoxError> {
     })
 }
 
-/// `conns` connections subscribed to one query (or, `distinct`, each to a
-/// query of its own over the same documents, so every write re-runs all of
-/// them); per write, the time until the last of them has the result; and
-/// query runs per write.
 /// One fan-out measurement: the last subscriber's receipt (p50, p99, in
 /// ms), query runs per write, and the server's CPU per write (µs: the
 /// mutation, the query runs and the sends to every subscriber).
@@ -866,46 +852,99 @@ struct Fanout {
     cpu_us: f64,
 }
 
-async fn fanout(conns: usize, repeats: usize, distinct: bool) -> Result<Fanout, BoxError> {
-    let mut server = Server::start().await?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
-    for k in 0..conns {
-        let mut c = Conn::connect(&server.url).await?;
-        let tag = distinct.then_some(k as f64);
-        c.subscribe(&[(0, "fan".into(), tag)]).await?;
-        c.await_query_set(1, WAIT).await?;
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            for r in 0..repeats {
-                if wait_for_newest(&mut c, r as f64).await.is_err() {
-                    return;
-                }
-                let _ = tx.send((r, Instant::now()));
-            }
-        });
-    }
-    let mut writer = Conn::connect(&server.url).await?;
-    let before = server.stats().await?;
-    let mut samples = Vec::new();
+/// Fan-out and the machine's floor for it measured in the same seconds:
+/// the rounds alternate, one write to `conns` livebase subscribers, then
+/// one bare broadcast to as many connections (this machine's speed drifts
+/// by more than the gap between the two, see [`SLICES`]). Both sets of
+/// connections stay open throughout; the idle one only waits.
+async fn fanout_beside_floor(
+    conns: usize,
+    repeats: usize,
+    distinct: bool,
+) -> Result<(Fanout, (f64, f64)), BoxError> {
+    let mut fan = FanoutRig::start(conns, repeats, distinct).await?;
+    progress(&format!(
+        "  and a bare WebSocket broadcast to {conns} connections (the limit), round for round"
+    ));
+    let mut floor = BroadcastRig::start(conns, repeats).await?;
+    let (mut fan_samples, mut floor_samples) = (Vec::new(), Vec::new());
     for r in 0..repeats {
+        fan_samples.push(fan.round(r).await?);
+        floor_samples.push(floor.round(r).await?);
+    }
+    floor.stop();
+    let fan = fan.finish(fan_samples).await?;
+    let (p50, p99, _) = percentiles(&mut floor_samples);
+    Ok((fan, (p50, p99)))
+}
+
+/// `conns` connections subscribed to one query (or, `distinct`, each to a
+/// query of its own over the same documents, so every write re-runs all of
+/// them), and one more that writes.
+struct FanoutRig {
+    server: Server,
+    writer: Conn,
+    rx: tokio::sync::mpsc::UnboundedReceiver<(usize, Instant)>,
+    conns: usize,
+    repeats: usize,
+    before: crate::server::Stats,
+}
+
+impl FanoutRig {
+    async fn start(conns: usize, repeats: usize, distinct: bool) -> Result<FanoutRig, BoxError> {
+        let mut server = Server::start().await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
+        for k in 0..conns {
+            let mut c = Conn::connect(&server.url).await?;
+            let tag = distinct.then_some(k as f64);
+            c.subscribe(&[(0, "fan".into(), tag)]).await?;
+            c.await_query_set(1, WAIT).await?;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                for r in 0..repeats {
+                    if wait_for_newest(&mut c, r as f64).await.is_err() {
+                        return;
+                    }
+                    let _ = tx.send((r, Instant::now()));
+                }
+            });
+        }
+        let writer = Conn::connect(&server.url).await?;
+        let before = server.stats().await?;
+        Ok(FanoutRig {
+            server,
+            writer,
+            rx,
+            conns,
+            repeats,
+            before,
+        })
+    }
+
+    /// Round `r`: one write, and the time until its last subscriber has it.
+    async fn round(&mut self, r: usize) -> Result<Duration, BoxError> {
         let t0 = Instant::now();
-        writer.add_and_wait("fan", r as f64).await?;
-        samples.push(last_receipt(&mut rx, conns, r).await? - t0);
+        self.writer.add_and_wait("fan", r as f64).await?;
+        Ok(last_receipt(&mut self.rx, self.conns, r).await? - t0)
     }
-    let after = server.stats().await?;
-    server.stop().await;
-    if after.dropped_slow > before.dropped_slow {
-        return Err("fan-out: the server dropped subscribers as too slow".into());
+
+    async fn finish(mut self, mut samples: Vec<Duration>) -> Result<Fanout, BoxError> {
+        let after = self.server.stats().await?;
+        self.server.stop().await;
+        if after.dropped_slow > self.before.dropped_slow {
+            return Err("fan-out: the server dropped subscribers as too slow".into());
+        }
+        let repeats = self.repeats.max(1) as f64;
+        let runs = (after.evaluations - self.before.evaluations) as f64 / repeats;
+        let cpu_us = (after.cpu_ns - self.before.cpu_ns) as f64 / 1e3 / repeats;
+        let (p50, p99, _) = percentiles(&mut samples);
+        Ok(Fanout {
+            p50,
+            p99,
+            runs,
+            cpu_us,
+        })
     }
-    let runs = (after.evaluations - before.evaluations) as f64 / repeats.max(1) as f64;
-    let cpu_us = (after.cpu_ns - before.cpu_ns) as f64 / 1e3 / repeats.max(1) as f64;
-    let (p50, p99, _) = percentiles(&mut samples);
-    Ok(Fanout {
-        p50,
-        p99,
-        runs,
-        cpu_us,
-    })
 }
 
 /// When the last of `conns` subscribers reported round `r`.
@@ -933,68 +972,86 @@ async fn last_receipt(
 /// of the same lean clients has parsed it. No database, no query, no
 /// protocol state: what is left is sockets, frames and parsing on this
 /// machine's cores.
-async fn fanout_limit(conns: usize, repeats: usize) -> Result<(f64, f64), BoxError> {
-    use tokio_tungstenite::tungstenite::Utf8Bytes;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (go, _) = tokio::sync::broadcast::channel::<Utf8Bytes>(repeats.max(1));
-    let accept_go = go.clone();
-    let server = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let _ = stream.set_nodelay(true);
-            let mut frames = accept_go.subscribe();
-            tokio::spawn(async move {
-                let Ok(mut ws) =
-                    tokio_tungstenite::accept_async_with_config(stream, Some(small_buffers()))
-                        .await
-                else {
-                    return;
-                };
-                while let Ok(frame) = frames.recv().await {
-                    if ws.send(Message::Text(frame)).await.is_err() {
+struct BroadcastRig {
+    go: tokio::sync::broadcast::Sender<tokio_tungstenite::tungstenite::Utf8Bytes>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<(usize, Instant)>,
+    conns: usize,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl BroadcastRig {
+    async fn start(conns: usize, repeats: usize) -> Result<BroadcastRig, BoxError> {
+        use tokio_tungstenite::tungstenite::Utf8Bytes;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (go, _) = tokio::sync::broadcast::channel::<Utf8Bytes>(repeats.max(1));
+        let accept_go = go.clone();
+        let server = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                let mut frames = accept_go.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut ws) =
+                        tokio_tungstenite::accept_async_with_config(stream, Some(small_buffers()))
+                            .await
+                    else {
                         return;
+                    };
+                    while let Ok(frame) = frames.recv().await {
+                        if ws.send(Message::Text(frame)).await.is_err() {
+                            return;
+                        }
                     }
+                });
+            }
+        });
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
+        for _ in 0..conns {
+            let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
+                format!("ws://{addr}"),
+                Some(small_buffers()),
+                true,
+            )
+            .await?;
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                for r in 0..repeats {
+                    loop {
+                        let Some(Ok(Message::Text(text))) = ws.next().await else {
+                            return;
+                        };
+                        if lean_newest(&text)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|n| n.contains(&(r as f64)))
+                        {
+                            break;
+                        }
+                    }
+                    let _ = tx.send((r, Instant::now()));
                 }
             });
         }
-    });
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
-    for _ in 0..conns {
-        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
-            format!("ws://{addr}"),
-            Some(small_buffers()),
-            true,
-        )
-        .await?;
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            for r in 0..repeats {
-                loop {
-                    let Some(Ok(Message::Text(text))) = ws.next().await else {
-                        return;
-                    };
-                    if lean_newest(&text)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|n| n.contains(&(r as f64)))
-                    {
-                        break;
-                    }
-                }
-                let _ = tx.send((r, Instant::now()));
-            }
-        });
+        Ok(BroadcastRig {
+            go,
+            rx,
+            conns,
+            server,
+        })
     }
-    let mut samples = Vec::new();
-    for r in 0..repeats {
-        let frame = Utf8Bytes::from(transition_like_livebase(r as f64));
+
+    /// Round `r`: one broadcast, and the time until its last client has it.
+    async fn round(&mut self, r: usize) -> Result<Duration, BoxError> {
+        let frame =
+            tokio_tungstenite::tungstenite::Utf8Bytes::from(transition_like_livebase(r as f64));
         let t0 = Instant::now();
-        go.send(frame)?;
-        samples.push(last_receipt(&mut rx, conns, r).await? - t0);
+        self.go.send(frame)?;
+        Ok(last_receipt(&mut self.rx, self.conns, r).await? - t0)
     }
-    server.abort();
-    let (p50, p99, _) = percentiles(&mut samples);
-    Ok((p50, p99))
+
+    fn stop(self) {
+        self.server.abort();
+    }
 }
 
 /// The text of a Transition carrying a `bench:list` result of 20 documents,

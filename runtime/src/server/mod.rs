@@ -22,6 +22,7 @@ pub mod inflight;
 mod listener;
 pub mod nodes;
 pub mod routes;
+mod woken;
 pub mod ws;
 
 use std::net::SocketAddr;

@@ -37,6 +37,7 @@ use tokio::time::{timeout, Instant};
 
 use super::inflight::CallSlot;
 use super::listener::{too_many, AddressSlot, ClientAddr, Slot};
+use super::woken::Woken;
 use super::{AppState, MAX_MESSAGE_SIZE, OUTBOUND_QUEUE};
 use crate::context::BoxFuture;
 use crate::error::{Error, ErrorCode};
@@ -254,6 +255,9 @@ impl Handler {
         action_rx: &mut mpsc::Receiver<ServerMessage>,
     ) -> End {
         let clock = self.state.clock.clone();
+        // Looked at only once it has woken the task since its last `Pending`
+        // (a turn that only sends skips it).
+        let mut stream = Woken::new(stream);
         // One timer for both deadlines, armed again only when it fires: a
         // send moves the ping deadline later, which the timer then finds
         // not yet due; only the timer's own branch moves a deadline earlier.
