@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use livebase_runtime::registry::Identity;
+use livebase_runtime::server::inflight::CallerKey;
 use livebase_runtime::server::{
     serve_with, RunningServer, ServerOptions, MAX_ACTIONS_PER_CONNECTION,
     MAX_CALLS_IN_FLIGHT_PER_CALLER, MAX_CONNECTIONS_PER_USER,
@@ -39,6 +40,17 @@ struct Held {
     gate: Arc<Semaphore>,
     running: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
+    writes: Arc<WriteGate>,
+}
+
+/// What the `slow:write` mutation waits on, holding the writer thread: it
+/// counts the runs that reached it and waits until it opens (or a minute
+/// has passed, so a failed test does not hang).
+#[derive(Default)]
+struct WriteGate {
+    open: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+    reached: AtomicUsize,
 }
 
 impl Held {
@@ -70,6 +82,25 @@ impl Held {
                 Ok(Value::from("done"))
             }
         });
+        let writes = Arc::new(WriteGate::default());
+        let w = writes.clone();
+        app.mutation("slow:write", [], move |ctx, _args| {
+            w.reached.fetch_add(1, Ordering::SeqCst);
+            let mut open = w.open.lock().unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while !*open && std::time::Instant::now() < deadline {
+                open = w
+                    .opened
+                    .wait_timeout(open, Duration::from_millis(100))
+                    .unwrap()
+                    .0;
+            }
+            ctx.db.insert(
+                "notes",
+                obj! { "organizationId" => "W", "body" => "slow", "n" => 0.0, "createdBy" => "tester" },
+            )?;
+            Ok(Value::Null)
+        });
         let server = serve_with(app, options, Arc::new(support::NamedUsers))
             .await
             .expect("the server starts");
@@ -79,6 +110,7 @@ impl Held {
             gate,
             running,
             peak,
+            writes,
         }
     }
 
@@ -111,9 +143,11 @@ impl Held {
         }
     }
 
-    /// Lets every held action finish.
+    /// Lets every held action and `slow:write` finish.
     fn release(&self) {
         self.gate.add_permits(1 << 20);
+        *self.writes.open.lock().unwrap() = true;
+        self.writes.opened.notify_all();
     }
 
     async fn shutdown(self) {
@@ -459,5 +493,138 @@ async fn results_queued_for_connections_that_stop_reading_are_bounded_in_total()
     // The reader kept up and was never dropped.
     assert!(!reading.is_finished(), "the reader's connection is open");
     drop(laggards);
+    held.shutdown().await;
+}
+
+/// Sends `count` mutations of `path` without waiting, ids from `first`.
+async fn send_mutations(c: &mut Client, path: &str, first: u32, count: u32) {
+    for id in first..first + count {
+        c.send(&ClientMessage::Mutation {
+            request_id: RequestId(id),
+            udf_path: path.into(),
+            args: args(obj! {}),
+            component_path: None,
+        })
+        .await;
+    }
+}
+
+/// The next mutation response: its request id and error code, if any.
+async fn mutation_response(c: &mut Client, wait: Duration) -> Option<(u32, Option<String>)> {
+    loop {
+        match c.next_frame(wait).await {
+            Some(Frame::Message(ServerMessage::MutationResponse {
+                request_id, result, ..
+            })) => {
+                return Some((
+                    request_id.0,
+                    result
+                        .err()
+                        .and_then(|e| error_code(&e).map(str::to_string)),
+                ))
+            }
+            Some(Frame::Message(_)) => {}
+            None => return None,
+            other => panic!("the connection ended: {other:?}"),
+        }
+    }
+}
+
+/// A client that queues mutations on the writer and leaves at once (over
+/// WebSocket or HTTP) must not get its places among its calls in flight
+/// back until they have run: else connecting, queueing and leaving again
+/// grows the writer's queue without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutations_left_behind_by_a_closed_connection_still_count_against_their_caller() {
+    const BUDGET: usize = 6;
+    let held = Held::start_tuned(|o| o.edge.max_calls_in_flight_per_caller = BUDGET).await;
+    // The writer is held by the first `slow:write`; the rest of the budget
+    // waits behind it, and the connection goes away.
+    let mut leaver = held.client(None).await;
+    send_mutations(&mut leaver, "slow:write", 0, BUDGET as u32 - 1).await;
+    let deadline = Instant::now() + RECV_TIMEOUT;
+    while held.writes.reached.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "slow:write never ran");
+        sleep(Duration::from_millis(5)).await;
+    }
+    leaver.close().await;
+    // Time for the server to see the client gone.
+    sleep(Duration::from_millis(300)).await;
+    let me = CallerKey::Address("127.0.0.1".parse().unwrap());
+    assert_eq!(
+        held.server.state.calls.held(&me),
+        BUDGET - 1,
+        "the mutations a closed connection left behind still count"
+    );
+
+    // One more over HTTP, whose client gives up before the answer.
+    let addr = held.server.addr;
+    let http_call = tokio::spawn(async move {
+        let body =
+            serde_json::to_vec(&serde_json::json!({"path": "slow:write", "args": [{}]})).unwrap();
+        http(
+            addr,
+            "POST",
+            "/api/mutation",
+            &[("Content-Type", "application/json")],
+            &body,
+        )
+        .await
+    });
+    let deadline = Instant::now() + RECV_TIMEOUT;
+    while held.server.state.calls.held(&me) < BUDGET {
+        assert!(Instant::now() < deadline, "the HTTP call never started");
+        sleep(Duration::from_millis(5)).await;
+    }
+    http_call.abort();
+    sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        held.server.state.calls.held(&me),
+        BUDGET,
+        "a mutation whose HTTP client left still counts"
+    );
+
+    // The caller's budget is still spent: a new connection's mutation is
+    // refused at once instead of queued.
+    let mut next = held.client(None).await;
+    send_mutations(&mut next, "notes:noop", 0, 1).await;
+    let answer = mutation_response(&mut next, Duration::from_secs(3)).await;
+    assert_eq!(
+        answer,
+        Some((0, Some("LIMIT_EXCEEDED".to_string()))),
+        "refused while the mutations left behind wait"
+    );
+
+    // Once they have run, the budget is back, and every one committed.
+    held.release();
+    let deadline = Instant::now() + RECV_TIMEOUT;
+    loop {
+        send_mutations(&mut next, "notes:noop", 1, 1).await;
+        match mutation_response(&mut next, RECV_TIMEOUT).await {
+            Some((1, None)) => break,
+            Some((1, Some(code))) if code == "LIMIT_EXCEEDED" => {}
+            other => panic!("expected the mutation to run, got {other:?}"),
+        }
+        assert!(Instant::now() < deadline, "the budget never came back");
+        sleep(Duration::from_millis(20)).await;
+    }
+    let written = held
+        .server
+        .state
+        .executor
+        .query(
+            "notes:count",
+            args(org("W")),
+            Identity::Anonymous,
+            livebase_runtime::executor::Caller::Client,
+        )
+        .await
+        .expect("notes:count succeeds")
+        .value;
+    assert_eq!(
+        written,
+        Value::Float64(BUDGET as f64),
+        "every one committed"
+    );
     held.shutdown().await;
 }

@@ -213,7 +213,7 @@ async fn call(state: AppState, request: Request, kind: FunctionKind) -> Response
         Err(e) => return reply(Err(e)),
     };
     let client = parts.extensions.get::<ClientAddr>().map(|c| c.0);
-    let _slot = match state.calls.start(&identity, client) {
+    let slot = match state.calls.start(&identity, client) {
         Ok(slot) => slot,
         Err(e) => return reply(Err(e)),
     };
@@ -223,10 +223,22 @@ async fn call(state: AppState, request: Request, kind: FunctionKind) -> Response
             .query(&call.path, call.args, identity, Caller::Client)
             .await
             .map(|o| o.value),
-        FunctionKind::Mutation => ex
-            .mutation(&call.path, call.args, identity, Caller::Client, None)
-            .await
-            .map(|(v, _)| v),
+        FunctionKind::Mutation => {
+            // Queued on the writer now, it runs even if the client leaves
+            // before the answer, and keeps its place among its caller's
+            // calls until it has (else leaving at once, again and again,
+            // would grow the writer's queue past every budget).
+            let outcome = ex.start_mutation(&call.path, call.args, identity, Caller::Client, None);
+            let ran = tokio::spawn(async move {
+                let outcome = outcome.await;
+                drop(slot);
+                outcome
+            });
+            match ran.await {
+                Ok(outcome) => outcome.map(|(v, _)| v),
+                Err(e) => Err(Error::internal(format!("a mutation's task failed: {e}"))),
+            }
+        }
         FunctionKind::Action => {
             ex.action(&call.path, call.args, identity, Caller::Client)
                 .await

@@ -208,6 +208,18 @@ impl Handler {
             }
         };
         let _ = h.state.subscriptions.send(Event::Disconnect { conn });
+        // Mutations still in flight are queued on the writer and will run:
+        // each keeps its place among its caller's calls until it has, or a
+        // client that queues and leaves, again and again, would grow the
+        // writer's queue past every budget.
+        let left = std::mem::take(&mut h.mutations);
+        if !left.is_empty() {
+            tokio::spawn(async move {
+                for pending in left {
+                    let _ = pending.outcome.await;
+                }
+            });
+        }
         if let End::Close(code, reason) = end {
             let frame = CloseFrame {
                 code,
