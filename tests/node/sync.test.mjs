@@ -1,6 +1,7 @@
 // Issue 3 through the official npm client: a subscription sees another
 // client's mutation; a mutation's promise resolves only once the caller's own
-// subscription reflects it; errors arrive with errorData (UNAUTHENTICATED,
+// subscription reflects it, also when several are called at once (they
+// commit in call order); errors arrive with errorData (UNAUTHENTICATED,
 // FORBIDDEN, NOT_FOUND, INVALID_ARGUMENT); a missing or internal function is
 // an error; ConvexHttpClient queries, mutations and errors.
 
@@ -142,6 +143,52 @@ test("a mutation's promise resolves only after the caller's subscription reflect
     "userProfiles:upsert (touches no subscribed query)",
   );
   assert.equal(typeof profileId, "string");
+
+  live.assertChecksPassed();
+  live.unsubscribe();
+});
+
+test("mutations called at once commit in call order, and each resolves once its subscription shows it", async () => {
+  const { owner, organizationId } = await orgWithMember(server.url, clients, "burst");
+  const a = await clients.ws(owner.token);
+  const live = new Live(a, api.todos.list, { organizationId }, { check: todosOf(organizationId) });
+  await live.waitForValue((v) => Array.isArray(v), "the initial todo list");
+
+  // The client sends every call at once, without waiting for answers; the
+  // server runs them in the order sent. Every seventh fails (blank text),
+  // on its own.
+  const calls = [];
+  for (let i = 0; i < 40; i++) {
+    const text = i % 7 === 3 ? "   " : unique(`burst ${i}`);
+    const call = a.mutation(api.todos.create, { organizationId, text }).then(
+      (id) => {
+        // At the moment it resolves, the subscription already holds it.
+        const latest = live.latest;
+        assert.ok(latest && !latest.error, `a value when create #${i} resolved`);
+        assert.ok(
+          latest.value.some((t) => t._id === id),
+          `create #${i} resolved before its subscription showed todo ${id}`,
+        );
+        return { i, id };
+      },
+      (error) => ({ i, error }),
+    );
+    calls.push(call);
+  }
+  const outcomes = await Promise.all(calls);
+  const created = [];
+  for (const { i, id, error } of outcomes) {
+    if (i % 7 === 3) {
+      assert.ok(error, `create #${i} with a blank text should fail`);
+      assertCode(error, "INVALID_ARGUMENT");
+    } else {
+      assert.equal(error, undefined, `create #${i} failed: ${error}`);
+      created.push(id);
+    }
+  }
+  // Newest first: reverse call order means they committed in call order.
+  const mine = ids(live.value).filter((id) => created.includes(id));
+  assert.deepEqual(mine, [...created].reverse(), "committed in the order called");
 
   live.assertChecksPassed();
   live.unsubscribe();
