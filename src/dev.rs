@@ -102,13 +102,17 @@ pub(crate) async fn supervise(args: DevArgs) -> Result<(), String> {
         generation: 0,
     };
 
-    let exe = sup.stage.copy(&this, 0)?;
-    let mut current = Some(sup.start(&exe).await?);
     let roots = if args.watch.is_empty() {
         vec![PathBuf::from("src"), PathBuf::from("functions")]
     } else {
         args.watch.clone()
     };
+    // Watching starts before serving: a save made while the first server
+    // starts, or as soon as a client has seen it, is a change (a watcher
+    // started after would take the saved files as its starting point).
+    let mut changes = watch::start(roots.clone());
+    let exe = sup.stage.copy(&this, 0)?;
+    let mut current = Some(sup.start(&exe).await?);
     eprintln!(
         "livebase dev: watching {}; rebuilding with `{build}`",
         roots
@@ -117,7 +121,6 @@ pub(crate) async fn supervise(args: DevArgs) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let mut changes = watch::start(roots);
     loop {
         tokio::select! {
             _ = &mut signal => break,

@@ -27,14 +27,16 @@ pub const DEBOUNCE: Duration = Duration::from_millis(300);
 type Stamp = (Option<SystemTime>, u64);
 
 /// Starts the watcher thread over `roots` (files or folders; a missing one
-/// is watched for appearing). Each report names one changed path. The
-/// thread ends when the receiver is dropped.
+/// is watched for appearing), as they are when this returns. Each report
+/// names one changed path. The thread ends when the receiver is dropped.
 pub fn start(roots: Vec<PathBuf>) -> mpsc::Receiver<PathBuf> {
     let (tx, rx) = mpsc::channel(1);
+    // The first scan is taken before this returns, not by the thread: a
+    // save made as soon as this returns is a change.
+    let mut seen = scan(&roots);
     std::thread::Builder::new()
         .name("livebase-watch".into())
         .spawn(move || {
-            let mut seen = scan(&roots);
             // A change seen but not yet reported: which path, and the scan
             // that saw the files still changing last.
             let mut pending: Option<(PathBuf, std::time::Instant)> = None;
@@ -150,5 +152,26 @@ mod tests {
             first_difference(&added, &scan(&roots)),
             Some(root.join("src/new.rs"))
         );
+    }
+
+    /// `livebase dev` starts serving, a client sees the first build's
+    /// result, and its author saves at once: that save is a change, however
+    /// soon after `start` it comes (the first scan is not left to the
+    /// watcher thread, which may run it after the save).
+    #[tokio::test]
+    async fn a_change_made_as_soon_as_the_watcher_starts_is_reported() {
+        for round in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("lib.rs");
+            std::fs::write(&file, "a").unwrap();
+            let mut changes = start(vec![dir.path().to_path_buf()]);
+            std::fs::write(&file, format!("changed {round}")).unwrap();
+            let reported = tokio::time::timeout(POLL * 4 + DEBOUNCE * 2, changes.recv()).await;
+            assert_eq!(
+                reported.ok().flatten(),
+                Some(file),
+                "round {round}: the save right after start was missed"
+            );
+        }
     }
 }
