@@ -313,8 +313,9 @@ impl Executor {
         outcome.map_err(|e| e.redact(path))
     }
 
-    /// Queues a mutation on this process's writer (what runs before the
-    /// returned future is polled is everything but the commit).
+    /// Queues a mutation on this process's writer before it returns: the
+    /// mutation runs there whether or not the returned future is polled,
+    /// which only waits for its outcome.
     fn queue_mutation(
         &self,
         path: &str,
