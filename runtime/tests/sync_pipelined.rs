@@ -2,8 +2,9 @@
 //! npm client does when an app calls several at once): the server queues
 //! each on the writer as it arrives, so they may commit together, yet each
 //! runs after the one sent before it and sees its writes, a failure stays
-//! its own, the answers come in the order sent, and a resend of the whole
-//! run after a reconnect is answered from the stored outcomes.
+//! its own, the answers come in the order sent, a resend of the whole run
+//! after a reconnect is answered from the stored outcomes, and each runs as
+//! who the client was when it sent it (signing in between sends).
 
 mod support;
 
@@ -36,6 +37,14 @@ fn app() -> Registry {
             Ok(Value::Float64(before))
         },
     );
+    app.mutation("whoami:mutate", [], |ctx, _args| {
+        Ok(match ctx.identity {
+            livebase_runtime::identity::Identity::User { user_id, .. } => {
+                Value::from(user_id.as_str())
+            }
+            _ => Value::Null,
+        })
+    });
     app
 }
 
@@ -147,4 +156,54 @@ async fn mutations_sent_without_waiting_run_in_order_and_each_fails_alone() {
     }
     assert_eq!(support::count(&server, "P").await, appended);
     again.close().await;
+}
+
+/// A client that signs in between mutations it sends without waiting: each
+/// runs as who the client was when it sent it, not when it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_mutation_sent_without_waiting_runs_as_who_sent_it() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let server =
+        TestServer::start_with_auth(dir, app(), |_| {}, std::sync::Arc::new(support::NamedUsers))
+            .await;
+    let mut client = Client::connect(&server.ws_url(), SessionId::random()).await;
+    let mutation = |k: u32| ClientMessage::Mutation {
+        request_id: RequestId(k),
+        udf_path: "whoami:mutate".into(),
+        args: vec![obj! {}],
+        component_path: None,
+    };
+    let sign_in = |base_version: u32, user: &str| ClientMessage::Authenticate {
+        base_version,
+        token: livebase_schema::protocol::AuthenticationToken::User(format!("user:{user}")),
+    };
+    client.send(&mutation(0)).await;
+    client.send(&mutation(1)).await;
+    client.send(&sign_in(0, "ada")).await;
+    client.send(&mutation(2)).await;
+    client.send(&sign_in(1, "bob")).await;
+    client.send(&mutation(3)).await;
+    client.send(&mutation(4)).await;
+    let mut who = Vec::new();
+    while who.len() < 5 {
+        if let ServerMessage::MutationResponse {
+            request_id, result, ..
+        } = client.recv().await
+        {
+            let value = result.expect("whoami:mutate succeeds").value;
+            who.push((request_id.0, value));
+        }
+    }
+    let null = Value::Null;
+    let (ada, bob) = (Value::from("ada"), Value::from("bob"));
+    assert_eq!(
+        who,
+        vec![
+            (0, null.clone()),
+            (1, null),
+            (2, ada),
+            (3, bob.clone()),
+            (4, bob)
+        ]
+    );
 }
