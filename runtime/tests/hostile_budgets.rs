@@ -40,6 +40,8 @@ struct Held {
     gate: Arc<Semaphore>,
     running: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
+    /// How many `slow:hold` runs got past the gate.
+    finished: Arc<AtomicUsize>,
     writes: Arc<WriteGate>,
 }
 
@@ -70,14 +72,21 @@ impl Held {
         let running = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
         let mut app = support::registry();
-        let (g, r, p) = (gate.clone(), running.clone(), peak.clone());
+        let finished = Arc::new(AtomicUsize::new(0));
+        let (g, r, p, f) = (
+            gate.clone(),
+            running.clone(),
+            peak.clone(),
+            finished.clone(),
+        );
         app.action("slow:hold", [], move |_ctx, _args| {
-            let (gate, running, peak) = (g.clone(), r.clone(), p.clone());
+            let (gate, running, peak, finished) = (g.clone(), r.clone(), p.clone(), f.clone());
             async move {
                 let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                 peak.fetch_max(now, Ordering::SeqCst);
                 let permit = gate.acquire().await;
                 running.fetch_sub(1, Ordering::SeqCst);
+                finished.fetch_add(1, Ordering::SeqCst);
                 drop(permit);
                 Ok(Value::from("done"))
             }
@@ -110,6 +119,7 @@ impl Held {
             gate,
             running,
             peak,
+            finished,
             writes,
         }
     }
@@ -626,5 +636,47 @@ async fn mutations_left_behind_by_a_closed_connection_still_count_against_their_
         Value::Float64(BUDGET as f64),
         "every one committed"
     );
+    held.shutdown().await;
+}
+
+/// An HTTP action whose client leaves before the answer runs to its end, as
+/// a WebSocket's does (it may have effects half done), and keeps its
+/// caller's place among calls in flight until then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_action_whose_client_left_runs_to_its_end_and_still_counts() {
+    let held = Held::start().await;
+    let addr = held.server.addr;
+    let http_call = tokio::spawn(async move {
+        let body =
+            serde_json::to_vec(&serde_json::json!({"path": "slow:hold", "args": [{}]})).unwrap();
+        http(
+            addr,
+            "POST",
+            "/api/action",
+            &[("Content-Type", "application/json")],
+            &body,
+        )
+        .await
+    });
+    held.until_running(1).await;
+    http_call.abort();
+    sleep(Duration::from_millis(300)).await;
+    let me = CallerKey::Address("127.0.0.1".parse().unwrap());
+    assert_eq!(
+        held.server.state.calls.held(&me),
+        1,
+        "the action whose client left still counts"
+    );
+    held.release();
+    let deadline = Instant::now() + RECV_TIMEOUT;
+    while held.finished.load(Ordering::SeqCst) < 1 || held.server.state.calls.held(&me) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the action never finished ({} finished, {} held)",
+            held.finished.load(Ordering::SeqCst),
+            held.server.state.calls.held(&me)
+        );
+        sleep(Duration::from_millis(5)).await;
+    }
     held.shutdown().await;
 }
