@@ -466,3 +466,72 @@ async fn route_calls_count_against_the_callers_budget_and_are_logged() {
         ]
     );
 }
+
+/// A route whose client leaves before the answer runs to its end on its own
+/// task, and keeps its caller's place among calls in flight until then:
+/// else leaving at once, again and again, would run handlers past every
+/// budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_whose_client_left_keeps_its_callers_place_until_it_ends() {
+    let (entered_tx, mut entered) = mpsc::unbounded_channel::<()>();
+    let release = Arc::new(Notify::new());
+    let gate = release.clone();
+    let ended = Arc::new(AtomicUsize::new(0));
+    let ends = ended.clone();
+    let server = serve_tuned(
+        move |app| {
+            app.route(Method::GET, "/slow", move |_, _| {
+                let (entered_tx, gate, ends) = (entered_tx.clone(), gate.clone(), ends.clone());
+                async move {
+                    let _ = entered_tx.send(());
+                    gate.notified().await;
+                    ends.fetch_add(1, Ordering::SeqCst);
+                    Ok(HttpResponse::text("done"))
+                }
+            });
+            app.route(Method::GET, "/fast", |_, _| async {
+                Ok(HttpResponse::new(204))
+            });
+        },
+        |options| options.edge.max_calls_in_flight_per_caller = 1,
+    )
+    .await;
+    let addr = server.addr();
+    let leaver = tokio::spawn(async move { http(addr, "GET", "/slow", &[], b"").await });
+    entered.recv().await.expect("the call started");
+    leaver.abort();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // The handler still runs, and still holds the caller's one place.
+    let refused = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        http(addr, "GET", "/fast", &[], b""),
+    )
+    .await
+    .expect("an answer in time");
+    assert_eq!(
+        refused.status, 429,
+        "the route whose client left still counts"
+    );
+
+    // Once it ends, the place is free again.
+    release.notify_one();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let reply = http(addr, "GET", "/fast", &[], b"").await;
+        if reply.status == 204 {
+            break;
+        }
+        assert_eq!(reply.status, 429);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        ended.load(Ordering::SeqCst),
+        1,
+        "the handler ran to its end"
+    );
+}

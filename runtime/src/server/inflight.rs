@@ -2,10 +2,11 @@
 //! one client address calling anonymously, may have the server working on at
 //! once — WebSocket actions and mutations, and HTTP queries, mutations and
 //! actions — across all its connections. A call past the budget is answered
-//! `LIMIT_EXCEEDED` at once, without being started. A mutation or an action
-//! runs to its end even if its client leaves first (a mutation is queued on
-//! the writer when it starts; an action may have effects half done), and
-//! keeps its place until then, so leaving does not free room to queue more.
+//! `LIMIT_EXCEEDED` at once, without being started. A mutation, an action or
+//! an HTTP route runs to its end even if its client leaves first (a
+//! mutation is queued on the writer when it starts; an action or a route may
+//! have effects half done), and keeps its place until then, so leaving does
+//! not free room to queue more.
 //!
 //! Each connection also bounds its own actions
 //! ([`super::ws::MAX_ACTIONS_PER_CONNECTION`]) and mutations in flight

@@ -34,6 +34,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::inflight::CallSlot;
 use super::listener::ClientAddr;
 use super::{http, AppState, MAX_MESSAGE_SIZE};
 use crate::calllog::{CallKind, CallOutcome};
@@ -93,7 +94,7 @@ pub async fn serve(state: AppState, request: Request) -> Response {
     let label = format!("{} {}", request.method, route.pattern());
     let started = Instant::now();
     let (outcome, busy) = match state.calls.start(&identity, client) {
-        Ok(_slot) => (run(&state, &route, identity, request).await, false),
+        Ok(slot) => (run(&state, &route, identity, request, slot).await, false),
         Err(e) => (Err(e), true),
     };
     log_call(&state, &label, &path, started, &outcome);
@@ -110,17 +111,25 @@ pub async fn serve(state: AppState, request: Request) -> Response {
 }
 
 /// Runs the route's handler on its own task: a panic, in building the
-/// future or in polling it, is an internal error.
+/// future or in polling it, is an internal error. The task runs to its end
+/// even if the client leaves first, and holds the caller's place among
+/// calls in flight (`slot`) until then.
 async fn run(
     state: &AppState,
     route: &Route,
     identity: Identity,
     request: HttpRequest,
+    slot: Option<CallSlot>,
 ) -> Result<HttpResponse> {
     let ctx = ActionCtx::new(identity, Arc::new(state.executor.clone()));
     let handler = route.handler().clone();
     let future = catch_panic(|| Ok(handler(ctx, request)))?;
-    match tokio::spawn(future).await {
+    let held = async move {
+        let outcome = future.await;
+        drop(slot);
+        outcome
+    };
+    match tokio::spawn(held).await {
         Ok(result) => result,
         Err(e) => Err(Error::internal(format!("route handler panicked: {e}"))),
     }
