@@ -506,6 +506,23 @@ async fn results_queued_for_connections_that_stop_reading_are_bounded_in_total()
     held.shutdown().await;
 }
 
+/// `POST /api/{kind}` of `path` with no arguments, anonymously.
+async fn call_over_http(
+    addr: std::net::SocketAddr,
+    kind: &'static str,
+    path: &'static str,
+) -> livebase_testkit::http::HttpResponse {
+    let body = serde_json::to_vec(&serde_json::json!({"path": path, "args": [{}]})).unwrap();
+    http(
+        addr,
+        "POST",
+        &format!("/api/{kind}"),
+        &[("Content-Type", "application/json")],
+        &body,
+    )
+    .await
+}
+
 /// Sends `count` mutations of `path` without waiting, ids from `first`.
 async fn send_mutations(c: &mut Client, path: &str, first: u32, count: u32) {
     for id in first..first + count {
@@ -569,18 +586,7 @@ async fn mutations_left_behind_by_a_closed_connection_still_count_against_their_
 
     // One more over HTTP, whose client gives up before the answer.
     let addr = held.server.addr;
-    let http_call = tokio::spawn(async move {
-        let body =
-            serde_json::to_vec(&serde_json::json!({"path": "slow:write", "args": [{}]})).unwrap();
-        http(
-            addr,
-            "POST",
-            "/api/mutation",
-            &[("Content-Type", "application/json")],
-            &body,
-        )
-        .await
-    });
+    let http_call = tokio::spawn(call_over_http(addr, "mutation", "slow:write"));
     let deadline = Instant::now() + RECV_TIMEOUT;
     while held.server.state.calls.held(&me) < BUDGET {
         assert!(Instant::now() < deadline, "the HTTP call never started");
@@ -646,18 +652,7 @@ async fn mutations_left_behind_by_a_closed_connection_still_count_against_their_
 async fn an_http_action_whose_client_left_runs_to_its_end_and_still_counts() {
     let held = Held::start().await;
     let addr = held.server.addr;
-    let http_call = tokio::spawn(async move {
-        let body =
-            serde_json::to_vec(&serde_json::json!({"path": "slow:hold", "args": [{}]})).unwrap();
-        http(
-            addr,
-            "POST",
-            "/api/action",
-            &[("Content-Type", "application/json")],
-            &body,
-        )
-        .await
-    });
+    let http_call = tokio::spawn(call_over_http(addr, "action", "slow:hold"));
     held.until_running(1).await;
     http_call.abort();
     sleep(Duration::from_millis(300)).await;

@@ -5,7 +5,6 @@
 //! `400` for a body that is not a request. Plus `GET /health`, and
 //! [`read_body`], which reads every route's request body under a timeout.
 
-use std::future::Future;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -18,7 +17,7 @@ use http_body_util::LengthLimitError;
 use livebase_schema::Value;
 use serde_json::{json, Value as JsonValue};
 
-use super::inflight::CallSlot;
+use super::inflight::to_its_end;
 use super::listener::ClientAddr;
 use super::{AppState, MAX_MESSAGE_SIZE};
 use crate::error::{Error, Result};
@@ -228,7 +227,12 @@ async fn call(state: AppState, request: Request, kind: FunctionKind) -> Response
         // Queued on the writer now, it runs whether or not the client stays.
         FunctionKind::Mutation => {
             let outcome = ex.start_mutation(&call.path, call.args, identity, Caller::Client, None);
-            to_its_end(async move { outcome.await.map(|(v, _)| v) }, slot).await
+            to_its_end(
+                async move { outcome.await.map(|(v, _)| v) },
+                slot,
+                "mutation",
+            )
+            .await
         }
         FunctionKind::Action => {
             let ex = ex.clone();
@@ -236,28 +240,10 @@ async fn call(state: AppState, request: Request, kind: FunctionKind) -> Response
                 ex.action(&call.path, call.args, identity, Caller::Client)
                     .await
             };
-            to_its_end(run, slot).await
+            to_its_end(run, slot, "action").await
         }
     };
     reply(result)
-}
-
-/// Runs a mutation or an action to its end even if the client leaves before
-/// the answer (as over WebSocket: it may have effects half done), in a task
-/// of its own that holds the caller's place among calls in flight until
-/// then — else leaving at once, again and again, would queue work past
-/// every budget.
-async fn to_its_end(
-    call: impl Future<Output = Result<Value>> + Send + 'static,
-    slot: Option<CallSlot>,
-) -> Result<Value> {
-    let task = tokio::spawn(async move {
-        let outcome = call.await;
-        drop(slot);
-        outcome
-    });
-    task.await
-        .unwrap_or_else(|e| Err(Error::internal(format!("a call's task failed: {e}"))))
 }
 
 pub async fn query(State(state): State<AppState>, request: Request) -> Response {

@@ -13,6 +13,7 @@
 //! ([`super::ws::MAX_MUTATIONS_IN_FLIGHT_PER_CONNECTION`]), and an HTTP
 //! connection carries one request at a time.
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +89,23 @@ impl CallsInFlight {
     pub fn held(&self, key: &CallerKey) -> usize {
         self.counts.held(key)
     }
+}
+
+/// Runs `call` — an HTTP mutation, action or route — to its end even if the
+/// client leaves before the answer, in a task of its own that holds the
+/// caller's place (`slot`) until then; `what` names it if the task panics.
+pub async fn to_its_end<T: Send + 'static>(
+    call: impl Future<Output = Result<T, Error>> + Send + 'static,
+    slot: Option<CallSlot>,
+    what: &str,
+) -> Result<T, Error> {
+    let task = tokio::spawn(async move {
+        let outcome = call.await;
+        drop(slot);
+        outcome
+    });
+    task.await
+        .unwrap_or_else(|e| Err(Error::internal(format!("{what} panicked: {e}"))))
 }
 
 /// The answer to an HTTP request (an HTTP route, an upload) refused by

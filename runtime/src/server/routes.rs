@@ -34,7 +34,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::inflight::CallSlot;
+use super::inflight::{to_its_end, CallSlot};
 use super::listener::ClientAddr;
 use super::{http, AppState, MAX_MESSAGE_SIZE};
 use crate::calllog::{CallKind, CallOutcome};
@@ -124,15 +124,7 @@ async fn run(
     let ctx = ActionCtx::new(identity, Arc::new(state.executor.clone()));
     let handler = route.handler().clone();
     let future = catch_panic(|| Ok(handler(ctx, request)))?;
-    let held = async move {
-        let outcome = future.await;
-        drop(slot);
-        outcome
-    };
-    match tokio::spawn(held).await {
-        Ok(result) => result,
-        Err(e) => Err(Error::internal(format!("route handler panicked: {e}"))),
-    }
+    to_its_end(future, slot, "route handler").await
 }
 
 /// The route call's line in the dev log and its entry in the call log, as
