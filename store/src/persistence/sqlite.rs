@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::decoded::DecodedDocuments;
 use super::ranges::{RangeCache, RecentWrites, Snapshot};
-use super::wal::{self, Checkpointer, Restarts, WalState};
+use super::wal::{self, Checkpointer, HeldSnapshot, Restarts, WalState};
 use super::{Document, MutationOutcome, Order, Persistence, StoreConnection};
 use crate::error::{StoreError, StoreResult as Result};
 use crate::readset::WriteSet;
@@ -217,6 +217,8 @@ struct SqliteConnection {
     conn: Connection,
     /// Its restarts of the WAL, as the connection that writes.
     restarts: Restarts,
+    /// Since when it holds a read snapshot, for the writer's restarts.
+    held: HeldSnapshot,
     in_txn: bool,
     /// Documents decoded by earlier reads, used again while their stored
     /// text is unchanged.
@@ -240,6 +242,7 @@ impl SqliteConnection {
     fn new(conn: Connection, recent: Arc<RecentWrites>, wal: Arc<WalState>) -> SqliteConnection {
         SqliteConnection {
             conn,
+            held: wal.held_snapshot(),
             restarts: Restarts::new(wal),
             in_txn: false,
             decoded: DecodedDocuments::default(),
@@ -374,6 +377,7 @@ impl StoreConnection for SqliteConnection {
         let before = self.recent.generation();
         self.conn.prepare_cached("BEGIN DEFERRED")?.execute([])?;
         self.in_txn = true;
+        self.held.began();
         // The first read starts the WAL snapshot; every later read sees the same.
         let ts = last_ts(&self.conn)?;
         self.snapshot = Some(self.recent.snapshot(ts, before));
@@ -382,6 +386,7 @@ impl StoreConnection for SqliteConnection {
 
     fn end_read(&mut self) -> Result<()> {
         self.snapshot = None;
+        self.held.ended();
         if self.in_txn {
             self.finish("COMMIT")?;
         }
@@ -430,6 +435,7 @@ impl StoreConnection for SqliteConnection {
 
     fn rollback(&mut self) -> Result<()> {
         self.snapshot = None;
+        self.held.ended();
         self.wrote = false;
         self.outcome_ts = None;
         if self.in_txn {
@@ -813,6 +819,87 @@ mod tests {
             wal < written * 3 / 4,
             "the WAL is {wal} bytes after {written} bytes were committed"
         );
+    }
+
+    /// A restart waits for every snapshot open when it begins, and holds
+    /// every write up meanwhile: with a long one open (a starving tenant's
+    /// job, an export) the writer puts the restart off rather than wait for
+    /// it, tries once no old snapshot is left, and tries anyway after
+    /// `RESTART_PATIENCE`, so the WAL still starts over.
+    #[test]
+    fn the_writer_puts_a_restart_off_while_a_long_snapshot_is_held() {
+        use super::super::wal::{RESTART_PATIENCE, WAL_CYCLE_PAGES, YOUNG_SNAPSHOT};
+        let dir = tempfile::tempdir().unwrap();
+        let p = SqlitePersistence::open(dir.path().join("db.sqlite3")).unwrap();
+        let mut w = SqliteConnection::new(
+            open_connection(p.path()).unwrap(),
+            p.recent.clone(),
+            p.wal.clone(),
+        );
+        let wal_path = dir.path().join("db.sqlite3-wal");
+        // The checkpoint sequence number in the WAL's header goes up by one
+        // each time the WAL starts over.
+        let started_over = || {
+            let header = std::fs::read(&wal_path).unwrap_or_default();
+            header
+                .get(12..16)
+                .map_or(0, |n| u32::from_be_bytes(n.try_into().unwrap()))
+        };
+        let key = crate::persistence::index_prefix("todos", "by_id");
+        let body = Value::String("x".repeat(60_000));
+        let mut n = 0u64;
+        let mut write = |w: &mut SqliteConnection| {
+            n += 1;
+            let d = Document {
+                id: DocumentId::generate("todos"),
+                creation_time: n as f64,
+                fields: [("body".to_string(), body.clone())].into_iter().collect(),
+            };
+            w.begin_write().unwrap();
+            w.put_document(&d).unwrap();
+            w.put_index_entry(&[key.clone(), n.to_be_bytes().to_vec()].concat(), &d.id)
+                .unwrap();
+            w.commit(Timestamp::new(n)).unwrap();
+        };
+        write(&mut w);
+        let mut long = p.connect().unwrap();
+        long.begin_read().unwrap();
+        thread::sleep(YOUNG_SNAPSHOT * 3);
+        // About 16 pages a commit: past the WAL's cycle, then writes on
+        // while the checkpointer copies what it can and says so.
+        for _ in 0..WAL_CYCLE_PAGES / 16 + 50 {
+            write(&mut w);
+        }
+        let seq = started_over();
+        for _ in 0..20 {
+            thread::sleep(Duration::from_millis(20));
+            write(&mut w);
+        }
+        assert_eq!(
+            w.restarts.tried(),
+            0,
+            "tried while the long snapshot was held"
+        );
+        long.end_read().unwrap();
+        write(&mut w);
+        write(&mut w);
+        assert!(w.restarts.tried() >= 1, "not tried once the snapshot ended");
+        assert!(started_over() > seq, "the WAL did not start over");
+
+        // A snapshot held for good: the writer tries after its patience
+        // (and fails, the snapshot being older than the WAL's frames).
+        long.begin_read().unwrap();
+        for _ in 0..WAL_CYCLE_PAGES / 16 + 50 {
+            write(&mut w);
+        }
+        let tried = w.restarts.tried();
+        let deadline = std::time::Instant::now() + RESTART_PATIENCE * 5;
+        while w.restarts.tried() == tried && std::time::Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(50));
+            write(&mut w);
+        }
+        assert!(w.restarts.tried() > tried, "not tried after its patience");
+        long.end_read().unwrap();
     }
 
     #[test]

@@ -19,13 +19,21 @@
 //! that begins meanwhile reads the database file, not the WAL), and the next
 //! write starts the WAL over. Writes wait only for that last step, once a
 //! cycle (1–4 ms on the machine of BENCHMARKS.md under a tenant writing
-//! 1,500 times a second; on a quiet server the copy is all there is). A reader that holds its snapshot longer
-//! (an export) only delays the restart: the checkpointer copies again, and
-//! the writer tries again.
+//! 1,500 times a second; on a quiet server the copy is all there is).
+//!
+//! The wait is for the snapshots open when the restart begins, so the writer
+//! picks its moment: while a connection of this process holds a snapshot it
+//! began more than [`YOUNG_SNAPSHOT`] ago — a starving tenant's job that runs
+//! all its queries on one snapshot, an export — a restart would wait for it
+//! (up to [`RESTART_WAIT`], then fail), holding every write up meanwhile.
+//! The writer puts the restart off to a later transaction instead, for at
+//! most [`RESTART_PATIENCE`]; then it tries whatever the snapshots. A reader
+//! that holds its snapshot longer still (an export) only delays the
+//! restart: the checkpointer copies again, and the writer tries again.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -56,6 +64,18 @@ pub const RESTART_WAIT: Duration = Duration::from_millis(10);
 /// every transaction.
 pub const RESTART_BACKOFF: Duration = Duration::from_millis(100);
 pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A snapshot held for longer than this is taken to be a long one (a job
+/// not cut short, an export): while one is, the writer puts a restart off
+/// (see the module's comment). The jobs that re-run live queries end after
+/// about 2 ms (`ROUND_BUDGET` of the runtime's evaluators), so a restart
+/// begun when every snapshot is younger waits about that long at most.
+pub const YOUNG_SNAPSHOT: Duration = Duration::from_millis(1);
+
+/// Longest the writer puts a wanted restart off for a long snapshot; then
+/// it tries, waiting up to [`RESTART_WAIT`] as before. The WAL grows past
+/// its cycle meanwhile, by at most this long's commits.
+pub const RESTART_PATIENCE: Duration = Duration::from_secs(1);
 
 /// How long the WAL may stay past its cycle before each warning that a
 /// reader keeps it from starting over.
@@ -120,9 +140,57 @@ pub(crate) struct WalState {
     woken: Mutex<bool>,
     wake: Condvar,
     stop: AtomicBool,
+    /// Since when each connection of the file in this process holds its
+    /// read snapshot, if it does.
+    snapshots: Mutex<Vec<Weak<AtomicU64>>>,
+}
+
+/// Where a connection says since when it holds a read snapshot: 0 for none,
+/// else nanoseconds since [`epoch`] plus one.
+#[derive(Debug)]
+pub(crate) struct HeldSnapshot(Arc<AtomicU64>);
+
+impl HeldSnapshot {
+    pub(crate) fn began(&self) {
+        let since = u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        self.0.store(since + 1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn ended(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The instant snapshot times count from.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 impl WalState {
+    /// A new connection's [`HeldSnapshot`].
+    pub(crate) fn held_snapshot(&self) -> HeldSnapshot {
+        let held = Arc::new(AtomicU64::new(0));
+        let mut all = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|h| h.strong_count() > 0);
+        all.push(Arc::downgrade(&held));
+        HeldSnapshot(held)
+    }
+
+    /// How long the oldest snapshot held on a connection of this process
+    /// has been, if one is.
+    fn oldest_snapshot(&self) -> Option<Duration> {
+        let all = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        let since = all
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|h| h.load(Ordering::Relaxed))
+            .filter(|&since| since != 0)
+            .min()?;
+        let now = u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX);
+        Some(Duration::from_nanos(now.saturating_sub(since - 1)))
+    }
+
     fn wake_checkpointer(&self) {
         *self.woken.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.wake.notify_one();
@@ -151,6 +219,11 @@ pub(crate) struct Restarts {
     retry_at: Option<Instant>,
     /// ... since when, and when that was last logged.
     stuck: Option<(Instant, Instant)>,
+    /// Since when a wanted restart has been put off for a long snapshot.
+    put_off: Option<Instant>,
+    /// Restarts tried by this connection, finished or not.
+    #[cfg(test)]
+    tried: u64,
 }
 
 impl Restarts {
@@ -160,7 +233,16 @@ impl Restarts {
             failures: 0,
             retry_at: None,
             stuck: None,
+            put_off: None,
+            #[cfg(test)]
+            tried: 0,
         }
+    }
+
+    /// Restarts this connection has tried, finished or not.
+    #[cfg(test)]
+    pub(crate) fn tried(&self) -> u64 {
+        self.tried
     }
 
     /// After a commit on this connection: if the WAL has grown past its
@@ -174,14 +256,36 @@ impl Restarts {
     }
 
     /// Before a write transaction begins on `conn`: starts the WAL over if
-    /// that is wanted and the checkpointer has copied what it could.
+    /// that is wanted and the checkpointer has copied what it could, unless
+    /// a long snapshot is held (then later, within [`RESTART_PATIENCE`]).
     /// `busy_timeout` is the connection's usual wait for locks, put back
     /// after.
     pub(crate) fn before_write(&mut self, conn: &Connection, busy_timeout: Duration) {
-        if self.retry_at.is_some_and(|at| Instant::now() < at)
-            || !self.state.ready.swap(false, Ordering::Relaxed)
-        {
+        // The common write, with no restart wanted, reads one flag.
+        if !self.state.ready.load(Ordering::Relaxed) {
             return;
+        }
+        let now = Instant::now();
+        if self.retry_at.is_some_and(|at| now < at) {
+            return;
+        }
+        if self
+            .state
+            .oldest_snapshot()
+            .is_some_and(|held| held > YOUNG_SNAPSHOT)
+        {
+            let since = *self.put_off.get_or_insert(now);
+            if now.duration_since(since) < RESTART_PATIENCE {
+                return;
+            }
+        }
+        if !self.state.ready.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        self.put_off = None;
+        #[cfg(test)]
+        {
+            self.tried += 1;
         }
         match restart(conn, busy_timeout) {
             Ok(true) => {
@@ -256,7 +360,10 @@ impl Checkpointer {
                     if let Err(e) = done {
                         tracing::warn!("checkpointing the WAL failed: {e}");
                     }
-                    if wanted {
+                    // Still wanted: the writer did not start the WAL over
+                    // while this copy ran (then there is nothing to be
+                    // ready for, and a second restart would only sync).
+                    if wanted && shared.wanted.load(Ordering::Relaxed) {
                         shared.ready.store(true, Ordering::Relaxed);
                     }
                 }
