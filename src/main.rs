@@ -218,7 +218,7 @@ fn check_data(args: CheckDataArgs) -> std::process::ExitCode {
         .map_err(livebase_runtime::Error::from)
         .and_then(|store| livebase_runtime::schema_check::check_documents(&store, app.schema()));
     match checked {
-        Ok(Ok(())) => std::process::ExitCode::SUCCESS,
+        Ok(Ok(_)) => std::process::ExitCode::SUCCESS,
         Ok(Err(mismatch)) => {
             eprintln!("{mismatch}");
             std::process::ExitCode::FAILURE

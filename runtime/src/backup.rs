@@ -60,6 +60,7 @@ use crate::auth::tables::{ORGANIZATIONS, USERS};
 use crate::error::Error;
 use crate::storage::{BlobHash, BlobStore, STORAGE};
 use crate::store::{index_key, Document, Persistence, StoreConnection};
+use crate::system::SCHEMA_CHECKS;
 
 /// The `format` of the header line.
 pub const FORMAT: &str = "livebase-export";
@@ -174,6 +175,11 @@ fn write_snapshot(
     loop {
         let page = conn.scan_documents(after.as_ref(), PAGE)?;
         for doc in &page {
+            // What this store's server last checked against which schema
+            // (`schema_check`): not data, and only true of this store.
+            if doc.table() == SCHEMA_CHECKS {
+                continue;
+            }
             if let Some(sha256) = stored_file_hash(doc) {
                 hashes.insert(sha256.to_string());
             }
@@ -209,6 +215,43 @@ fn write_snapshot(
     }
     out.flush()?;
     Ok(summary)
+}
+
+/// Refuses a store that holds documents, but for the records of a server's
+/// schema checks (one that only started on the folder leaves them), which it
+/// deletes: the documents imported are checked against the import's schema,
+/// not theirs (`schema_check`).
+fn forget_schema_checks(
+    conn: &mut dyn StoreConnection,
+    schema: &Schema,
+) -> Result<(), BackupError> {
+    let mut checks = Vec::new();
+    let mut after: Option<DocumentId> = None;
+    loop {
+        let page = conn.scan_documents(after.as_ref(), PAGE)?;
+        for doc in &page {
+            if doc.table() != SCHEMA_CHECKS {
+                return Err(BackupError::NotEmpty {
+                    example: doc.id.clone(),
+                });
+            }
+        }
+        let full = page.len() == PAGE;
+        after = page.last().map(|last| last.id.clone());
+        checks.extend(page);
+        if !full {
+            break;
+        }
+    }
+    if let Some(def) = schema.get(SCHEMA_CHECKS) {
+        for doc in &checks {
+            for index in def.all_indexes() {
+                conn.delete_index_entry(&index_key(SCHEMA_CHECKS, index, doc))?;
+            }
+            conn.delete_document(&doc.id)?;
+        }
+    }
+    Ok(())
 }
 
 /// The SHA-256 a `_storage` row names.
@@ -260,9 +303,7 @@ fn load(
     input: &mut dyn BufRead,
     last_ts: Timestamp,
 ) -> Result<Summary, BackupError> {
-    if let Some(doc) = conn.scan_documents(None, 1)?.pop() {
-        return Err(BackupError::NotEmpty { example: doc.id });
-    }
+    forget_schema_checks(conn, schema)?;
     let mut lines = input.lines().enumerate().map(|(i, line)| {
         let n = i + 1;
         line.map(|text| (n, text)).map_err(|e| BackupError::Line {
@@ -307,6 +348,10 @@ fn load(
             continue;
         }
         let doc = parse_document(schema, json, horizon_ns as f64 / 1e6).map_err(at)?;
+        // Said of the store exported, not of what this import checked.
+        if doc.table() == SCHEMA_CHECKS {
+            continue;
+        }
         if let Some(first) = seen.insert(doc.id.clone(), n) {
             return Err(at(format!(
                 "`_id` {} already appeared on line {first}",

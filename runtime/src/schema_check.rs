@@ -15,14 +15,33 @@
 //!
 //! Documents of a table the schema no longer declares are not checked: no
 //! function can name that table any more.
+//!
+//! Nor are the documents of a table whose definition is the one they were
+//! last checked against. A server that passed the check records each table's
+//! [`fingerprint`] in `_schema_checks` before it serves ([`record`]), and
+//! every write it then makes is validated against those same definitions, so
+//! a restart with an unchanged schema reads nothing, and one that changed
+//! one table reads only for that one: the scan is O(data) once per schema
+//! change, not per start. The fingerprint covers the table's validators and
+//! this livebase's version (whose validation the documents passed). Only a
+//! server that is the store's sole writer records (not one of several
+//! nodes, whose writer may run other code); `livebase check-data` only
+//! reads. An older livebase, which knows nothing of `_schema_checks`,
+//! leaves the records as they were: after running one with another schema
+//! on the same data, delete the table's `_schema_checks` rows (or all) so
+//! that the next start reads everything again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use livebase_schema::{DocumentId, Schema};
+use livebase_schema::key::prefix_end;
+use livebase_schema::{obj, DocumentId, Schema, TableDefinition, Value};
+use sha2::{Digest, Sha256};
 
-use crate::error::Result;
-use crate::store::{Document, Persistence};
+use crate::error::{Error, Result};
+use crate::store::{index_prefix, Document, Order, Persistence, StoreConnection};
+use crate::system::{CHECKED_FINGERPRINT, CHECKED_TABLE, SCHEMA_CHECKS};
+use crate::transaction::Transaction;
 
 /// The failing documents a report names per table; the rest are counted.
 pub const SHOWN_PER_TABLE: usize = 5;
@@ -89,23 +108,72 @@ impl fmt::Display for SchemaMismatch {
 
 impl std::error::Error for SchemaMismatch {}
 
-/// Reads every document from one snapshot and checks those of the tables
-/// `schema` declares against their validators. `Ok(Err(mismatch))` when some
-/// fail; `Err` when the store could not be read.
+/// What a check that passed did: the tables it read, each with its
+/// [`fingerprint`] (those whose definitions were not the ones last checked),
+/// and how many documents it read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Checked {
+    pub tables: Vec<(String, String)>,
+    pub documents: usize,
+}
+
+/// A digest of what a document of `table` must satisfy under `definition`,
+/// as this build of livebase validates it: equal digests, equal verdicts.
+pub fn fingerprint(table: &str, definition: &TableDefinition) -> String {
+    let mut digest = Sha256::new();
+    digest.update(env!("CARGO_PKG_VERSION"));
+    digest.update([0]);
+    digest.update(table);
+    digest.update([0]);
+    digest.update(format!("{:?}", definition.fields()));
+    digest.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Checks, from one snapshot, the stored documents of the tables `schema`
+/// declares whose definitions are not the ones they were last checked
+/// against (see the module's comment); when there are none, reads no
+/// document. `Ok(Err(mismatch))` when some fail; `Err` when the store could
+/// not be read.
 pub fn check_documents(
     persistence: &dyn Persistence,
     schema: &Schema,
-) -> Result<std::result::Result<(), SchemaMismatch>> {
+) -> Result<std::result::Result<Checked, SchemaMismatch>> {
     let mut conn = persistence.connect()?;
     conn.begin_read()?;
+    let checked = checked_on(conn.as_mut(), schema);
+    conn.end_read()?;
+    checked
+}
+
+fn checked_on(
+    conn: &mut dyn StoreConnection,
+    schema: &Schema,
+) -> Result<std::result::Result<Checked, SchemaMismatch>> {
+    let before = recorded(conn)?;
+    let tables: Vec<(String, String)> = schema
+        .tables()
+        .map(|(name, def)| (name.to_string(), fingerprint(name, def)))
+        .filter(|(name, print)| before.get(name) != Some(print))
+        .collect();
+    let mut checked = Checked {
+        tables,
+        documents: 0,
+    };
+    if checked.tables.is_empty() {
+        return Ok(Ok(checked));
+    }
     let mut mismatch = SchemaMismatch::default();
     let mut after: Option<DocumentId> = None;
-    let scanned = loop {
-        let page = match conn.scan_documents(after.as_ref(), PAGE) {
-            Ok(page) => page,
-            Err(e) => break Err(e),
-        };
+    loop {
+        let page = conn.scan_documents(after.as_ref(), PAGE)?;
+        checked.documents += page.len();
         for doc in &page {
+            if !checked.tables.iter().any(|(name, _)| name == doc.table()) {
+                continue;
+            }
             if let Some(table) = schema.get(doc.table()) {
                 if let Err(e) = table.validate_document(doc.table(), &doc.fields) {
                     mismatch.record(doc, e.to_string());
@@ -114,14 +182,53 @@ pub fn check_documents(
         }
         match page.last() {
             Some(last) if page.len() == PAGE => after = Some(last.id.clone()),
-            _ => break Ok(()),
+            _ => break,
         }
-    };
-    conn.end_read()?;
-    scanned?;
+    }
     Ok(if mismatch.tables.is_empty() {
-        Ok(())
+        Ok(checked)
     } else {
         Err(mismatch)
     })
 }
+
+/// Each table's fingerprint as `_schema_checks` records it.
+fn recorded(conn: &mut dyn StoreConnection) -> Result<HashMap<String, String>> {
+    let prefix = index_prefix(SCHEMA_CHECKS, "by_id");
+    let end = prefix_end(&prefix).ok_or_else(|| Error::internal("an index prefix has no end"))?;
+    let rows = conn.scan(&prefix, &end, Order::Asc, MAX_RECORDS)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(_, doc)| {
+            let table = doc.fields.get(CHECKED_TABLE)?.as_str()?.to_string();
+            let print = doc.fields.get(CHECKED_FINGERPRINT)?.as_str()?.to_string();
+            Some((table, print))
+        })
+        .collect())
+}
+
+/// Records that the documents of `checked`'s tables satisfy the definitions
+/// of its fingerprints, replacing what `_schema_checks` said of them.
+pub fn record(tx: &mut Transaction, checked: &Checked) -> Result<()> {
+    let rows = tx.query(SCHEMA_CHECKS).collect()?;
+    for (table, print) in &checked.tables {
+        for row in &rows {
+            if row.get(CHECKED_TABLE).and_then(Value::as_str) == Some(table) {
+                let id = row
+                    .get("_id")
+                    .and_then(Value::as_str)
+                    .and_then(DocumentId::parse)
+                    .ok_or_else(|| Error::internal("a _schema_checks row without its id"))?;
+                tx.delete(&id)?;
+            }
+        }
+        tx.insert(
+            SCHEMA_CHECKS,
+            obj! { CHECKED_TABLE => table.as_str(), CHECKED_FINGERPRINT => print.as_str() },
+        )?;
+    }
+    Ok(())
+}
+
+/// Most `_schema_checks` rows read: one per table ever checked.
+const MAX_RECORDS: usize = 100_000;

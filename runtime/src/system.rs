@@ -36,6 +36,14 @@ pub const SCHEDULED_FUNCTIONS: &str = "_scheduled_functions";
 /// missed.
 pub const CRONS: &str = "_crons";
 
+/// Which definition of each table the stored documents were last checked
+/// against before a server served them: `table` and its `fingerprint`, one
+/// row per table (see [`crate::schema_check`]).
+pub const SCHEMA_CHECKS: &str = "_schema_checks";
+/// The fields of a [`SCHEMA_CHECKS`] row.
+pub const CHECKED_TABLE: &str = "table";
+pub const CHECKED_FINGERPRINT: &str = "fingerprint";
+
 /// Where a scheduled job is in its life, as `_scheduled_functions.state` holds
 /// it: `pending` → (`inProgress`, actions only) → `success` or `failed`; or
 /// `pending` → `canceled`.
@@ -122,6 +130,13 @@ pub fn with_system_tables(schema: Schema) -> Schema {
             ])
             .index("by_name", ["name"])
             .index("by_job", ["jobId"]),
+        )
+        .system_table(
+            SCHEMA_CHECKS,
+            define_table([
+                (CHECKED_TABLE, v::string()),
+                (CHECKED_FINGERPRINT, v::string()),
+            ]),
         )
 }
 

@@ -395,16 +395,34 @@ async fn start(
     };
     // New code may declare a schema the stored documents do not satisfy;
     // it does not serve them (see `schema_check`).
-    if let Err(mismatch) =
-        crate::schema_check::check_documents(persistence.as_ref(), registry.schema())?
-    {
-        return Err(Error::invalid(mismatch.to_string()));
-    }
+    let started = std::time::Instant::now();
+    let checked =
+        match crate::schema_check::check_documents(persistence.as_ref(), registry.schema())? {
+            Ok(checked) => checked,
+            Err(mismatch) => return Err(Error::invalid(mismatch.to_string())),
+        };
     let db = Database::open_with_clock(
         persistence,
         registry.schema().clone(),
         options.clock.clone(),
     )?;
+    if checked.tables.is_empty() {
+        tracing::info!("every table's definition is the one its documents were last checked against: none read");
+    } else {
+        tracing::info!(
+            "checked the documents of {} table(s) against the schema: {} read in {:.1} s",
+            checked.tables.len(),
+            checked.documents,
+            started.elapsed().as_secs_f64()
+        );
+        // The sole writer records what it checked; on one of several
+        // nodes, the writer may run other code (see `schema_check`).
+        if options.cluster.is_none() {
+            db.mutate(move |tx| crate::schema_check::record(tx, &checked))
+                .await
+                .map_err(|e| Error::internal(format!("recording the schema check: {e}")))?;
+        }
+    }
     // Tokens and cursors are signed with the deployment's secret: on
     // several nodes, one they share through the store (unless it is set in
     // the environment, for every node alike).
