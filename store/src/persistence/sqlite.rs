@@ -746,6 +746,34 @@ mod tests {
         drop(w);
     }
 
+    /// The checkpoint sequence number in the header of the WAL at `path`
+    /// (big-endian, at byte 12): it goes up by one each time the WAL starts
+    /// over.
+    fn wal_sequence(path: &std::path::Path) -> u32 {
+        let header = std::fs::read(path).unwrap_or_default();
+        header
+            .get(12..16)
+            .map_or(0, |n| u32::from_be_bytes(n.try_into().unwrap()))
+    }
+
+    /// Commits, at timestamp `n`, a document of 60,000 bytes with one index
+    /// entry: about 16 WAL pages.
+    fn commit_big_document(w: &mut dyn StoreConnection, n: u64) {
+        let d = Document {
+            id: DocumentId::generate("todos"),
+            creation_time: n as f64,
+            fields: [("body".to_string(), Value::String("x".repeat(60_000)))]
+                .into_iter()
+                .collect(),
+        };
+        let key = crate::persistence::index_prefix("todos", "by_id");
+        w.begin_write().unwrap();
+        w.put_document(&d).unwrap();
+        w.put_index_entry(&[key, n.to_be_bytes().to_vec()].concat(), &d.id)
+            .unwrap();
+        w.commit(Timestamp::new(n)).unwrap();
+    }
+
     /// Readers that always hold some snapshot (the evaluators of a tenant
     /// whose live queries re-run after each of its writes) must not keep the
     /// WAL from starting over: each cycle of it is written once and then
@@ -777,31 +805,13 @@ mod tests {
             })
             .collect();
         let mut w = p.connect().unwrap();
-        let key = crate::persistence::index_prefix("todos", "by_id");
-        let body = Value::String("x".repeat(60_000));
         let wal_path = dir.path().join("db.sqlite3-wal");
-        // The WAL header's checkpoint sequence number (big-endian, at byte
-        // 12) goes up by one each time the WAL starts over.
-        let started_over = || {
-            let header = std::fs::read(&wal_path).unwrap_or_default();
-            header
-                .get(12..16)
-                .map_or(0, |n| u32::from_be_bytes(n.try_into().unwrap()))
-        };
+        let started_over = || wal_sequence(&wal_path);
         // About 16 pages a commit: four times the WAL's cycle in all.
         let commits = 4 * super::super::wal::WAL_CYCLE_PAGES as u64 / 16;
         let mut before = None;
         for n in 1..=commits {
-            let d = Document {
-                id: DocumentId::generate("todos"),
-                creation_time: n as f64,
-                fields: [("body".to_string(), body.clone())].into_iter().collect(),
-            };
-            w.begin_write().unwrap();
-            w.put_document(&d).unwrap();
-            w.put_index_entry(&[key.clone(), n.to_be_bytes().to_vec()].concat(), &d.id)
-                .unwrap();
-            w.commit(Timestamp::new(n)).unwrap();
+            commit_big_document(w.as_mut(), n);
             before.get_or_insert_with(started_over);
         }
         stop.store(true, Ordering::Relaxed);
@@ -837,29 +847,11 @@ mod tests {
             p.wal.clone(),
         );
         let wal_path = dir.path().join("db.sqlite3-wal");
-        // The checkpoint sequence number in the WAL's header goes up by one
-        // each time the WAL starts over.
-        let started_over = || {
-            let header = std::fs::read(&wal_path).unwrap_or_default();
-            header
-                .get(12..16)
-                .map_or(0, |n| u32::from_be_bytes(n.try_into().unwrap()))
-        };
-        let key = crate::persistence::index_prefix("todos", "by_id");
-        let body = Value::String("x".repeat(60_000));
+        let started_over = || wal_sequence(&wal_path);
         let mut n = 0u64;
         let mut write = |w: &mut SqliteConnection| {
             n += 1;
-            let d = Document {
-                id: DocumentId::generate("todos"),
-                creation_time: n as f64,
-                fields: [("body".to_string(), body.clone())].into_iter().collect(),
-            };
-            w.begin_write().unwrap();
-            w.put_document(&d).unwrap();
-            w.put_index_entry(&[key.clone(), n.to_be_bytes().to_vec()].concat(), &d.id)
-                .unwrap();
-            w.commit(Timestamp::new(n)).unwrap();
+            commit_big_document(w, n);
         };
         write(&mut w);
         let mut long = p.connect().unwrap();
