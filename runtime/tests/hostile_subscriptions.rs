@@ -229,7 +229,12 @@ async fn authenticate_churn_past_the_budget_closes_the_connection() {
 /// Transitions until one ends at `ts` or later, waiting up to [`SLOW`] for
 /// each.
 async fn until(c: &mut Client, ts: livebase_schema::Timestamp) -> Vec<Transition> {
-    let mut seen = Vec::new();
+    // A Transition may come before the answer to the mutation that caused
+    // it (the protocol allows either order): awaiting the answer stashed it.
+    let mut seen = c.stashed_transitions();
+    if seen.last().is_some_and(|t| t.end.ts >= ts) {
+        return seen;
+    }
     loop {
         match c.next_frame(SLOW).await {
             Some(Frame::Message(ServerMessage::Transition {
