@@ -181,13 +181,21 @@ fn open_connection(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-impl Persistence for SqlitePersistence {
-    fn connect(&self) -> Result<Box<dyn StoreConnection>> {
-        Ok(Box::new(SqliteConnection::new(
+impl SqlitePersistence {
+    /// A connection of its own to the file, as [`Persistence::connect`]
+    /// opens one.
+    fn own_connection(&self) -> Result<SqliteConnection> {
+        Ok(SqliteConnection::new(
             open_connection(&self.path)?,
             self.recent.clone(),
             self.wal.clone(),
-        )))
+        ))
+    }
+}
+
+impl Persistence for SqlitePersistence {
+    fn connect(&self) -> Result<Box<dyn StoreConnection>> {
+        Ok(Box::new(self.own_connection()?))
     }
 }
 
@@ -841,11 +849,7 @@ mod tests {
         use super::super::wal::{RESTART_PATIENCE, WAL_CYCLE_PAGES, YOUNG_SNAPSHOT};
         let dir = tempfile::tempdir().unwrap();
         let p = SqlitePersistence::open(dir.path().join("db.sqlite3")).unwrap();
-        let mut w = SqliteConnection::new(
-            open_connection(p.path()).unwrap(),
-            p.recent.clone(),
-            p.wal.clone(),
-        );
+        let mut w = p.own_connection().unwrap();
         let wal_path = dir.path().join("db.sqlite3-wal");
         let started_over = || wal_sequence(&wal_path);
         let mut n = 0u64;
@@ -930,11 +934,7 @@ mod tests {
     fn a_failed_commit_keeps_nothing_and_the_writer_goes_on() {
         let dir = tempfile::tempdir().unwrap();
         let p = SqlitePersistence::open(dir.path().join("db.sqlite3")).unwrap();
-        let mut w = SqliteConnection::new(
-            open_connection(p.path()).unwrap(),
-            p.recent.clone(),
-            p.wal.clone(),
-        );
+        let mut w = p.own_connection().unwrap();
         // A deferred foreign key is checked only at COMMIT, which SQLite then
         // refuses and leaves the transaction open — as it does for SQLITE_BUSY.
         w.conn
@@ -1094,11 +1094,7 @@ mod tests {
     fn a_range_scan_is_prepared_once_not_at_every_execution() {
         let dir = tempfile::tempdir().unwrap();
         let p = SqlitePersistence::open(dir.path().join("db.sqlite3")).unwrap();
-        let mut conn = SqliteConnection::new(
-            open_connection(p.path()).unwrap(),
-            p.recent.clone(),
-            p.wal.clone(),
-        );
+        let mut conn = p.own_connection().unwrap();
         conn.begin_read().unwrap();
         for i in 0..5u8 {
             conn.scan(&[i], &[i + 1], Order::Asc, 10 + usize::from(i))
