@@ -13,7 +13,6 @@ use clap::Args;
 use livebase_runtime::auth::tokens::SECRET_FILE;
 use livebase_runtime::backup::{self, BackupError, Summary};
 use livebase_runtime::datadir;
-use livebase_runtime::storage::DirBlobStore;
 use livebase_runtime::store::sqlite::{SqlitePersistence, DATABASE_FILE};
 use livebase_runtime::store::Persistence;
 use livebase_runtime::system::with_system_tables;
@@ -24,8 +23,8 @@ use crate::store::StoreArgs;
 pub struct BackupArgs {
     /// The export file (JSON lines); `-` for standard output / input.
     file: PathBuf,
-    /// The data folder (its SQLite file, unless --postgres; stored files'
-    /// bytes either way).
+    /// The data folder (its SQLite file and stored files' bytes, unless
+    /// --postgres, whose database holds both).
     #[arg(long, env = "LIVEBASE_DATA", default_value = ".livebase")]
     data: PathBuf,
     #[command(flatten)]
@@ -36,7 +35,7 @@ impl BackupArgs {
     /// What holds the documents, for messages.
     fn source(&self) -> String {
         match &self.store.describe() {
-            Some(db) => format!("{db} (files in {})", self.data.display()),
+            Some(db) => db.clone(),
             None => self.data.display().to_string(),
         }
     }
@@ -70,8 +69,9 @@ pub fn import(args: BackupArgs) -> ExitCode {
 }
 
 fn run_export(args: &BackupArgs) -> Result<Summary, String> {
-    let store: Box<dyn Persistence> = match args.store.open_postgres()? {
-        Some(postgres) => Box::new(postgres),
+    let postgres = args.store.open_postgres()?;
+    let store: Box<dyn Persistence> = match &postgres {
+        Some(postgres) => Box::new(postgres.clone()),
         None => {
             let db = args.data.join(DATABASE_FILE);
             if !db.exists() {
@@ -84,11 +84,11 @@ fn run_export(args: &BackupArgs) -> Result<Summary, String> {
         }
     };
     let store = store.as_ref();
-    let blobs = DirBlobStore::open(&args.data)
-        .map_err(|e| format!("opening the files of {}: {e}", args.data.display()))?;
+    let blobs = StoreArgs::open_blobs(postgres.as_ref(), &args.data)?;
+    let blobs = blobs.as_ref();
     if args.file == Path::new("-") {
         let stdout = std::io::stdout();
-        return backup::export(store, &blobs, &mut stdout.lock()).map_err(|e| e.to_string());
+        return backup::export(store, blobs, &mut stdout.lock()).map_err(|e| e.to_string());
     }
     // Written beside the target and renamed when complete, so a failed
     // export never leaves a truncated file that looks like a backup; private
@@ -99,7 +99,7 @@ fn run_export(args: &BackupArgs) -> Result<Summary, String> {
         .map_err(BackupError::from)
         .and_then(|file| {
             let mut out = BufWriter::new(file);
-            let summary = backup::export(store, &blobs, &mut out)?;
+            let summary = backup::export(store, blobs, &mut out)?;
             out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             std::fs::rename(&partial, &args.file)?;
             Ok(summary)
@@ -120,18 +120,19 @@ fn run_import(args: &BackupArgs) -> Result<Summary, String> {
     };
     // Held until the import is done: no server may open the folder meanwhile.
     let _held = datadir::lock(&args.data).map_err(|e| e.to_string())?;
-    let store: Box<dyn Persistence> = match args.store.open_postgres()? {
-        Some(postgres) => Box::new(postgres),
+    let postgres = args.store.open_postgres()?;
+    let store: Box<dyn Persistence> = match &postgres {
+        Some(postgres) => Box::new(postgres.clone()),
         None => Box::new(
             SqlitePersistence::open(args.data.join(DATABASE_FILE)).map_err(|e| e.to_string())?,
         ),
     };
     let store = store.as_ref();
-    let blobs = DirBlobStore::open(&args.data)
-        .map_err(|e| format!("opening the files of {}: {e}", args.data.display()))?;
+    let blobs = StoreArgs::open_blobs(postgres.as_ref(), &args.data)?;
+    let blobs = blobs.as_ref();
     let mut app = livebase_functions::app();
     app.extend_schema(with_system_tables);
-    backup::import(store, &blobs, app.schema(), &mut input).map_err(|e| {
+    backup::import(store, blobs, app.schema(), &mut input).map_err(|e| {
         format!(
             "importing {}: {e}; nothing was imported",
             args.file.display()

@@ -282,7 +282,12 @@ async fn run(args: ServeArgs, mode: Mode) -> Result<(), livebase_runtime::Error>
         livebase_runtime::storage::parse_public_url(raw)
             .map_err(|e| livebase_runtime::Error::invalid(format!("--public-url: {e}")))?;
     }
-    let (store, described, cluster) = args
+    let store::Opened {
+        store,
+        blobs,
+        described,
+        cluster,
+    } = args
         .store
         .open()
         .map_err(livebase_runtime::Error::invalid)?;
@@ -290,6 +295,7 @@ async fn run(args: ServeArgs, mode: Mode) -> Result<(), livebase_runtime::Error>
         listen: SocketAddr::new(args.host, args.port),
         data_dir: args.data.clone(),
         store,
+        blobs,
         mail: MailOptions {
             smtp: args.smtp,
             smtp_ca_file: args.smtp_ca_file,

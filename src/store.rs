@@ -1,15 +1,17 @@
 //! `--postgres URL` (or `LIVEBASE_POSTGRES_URL`) on `serve`, `dev`, `export`
 //! and `import`: which engine holds the documents. Unset, the data folder's
 //! SQLite file; set, the PostgreSQL database (its tables created on first
-//! start). The data folder keeps what is not in the store either way: the
-//! token secret, stored files' bytes, the outbox.
+//! start), which then also holds stored files' bytes, so that every node
+//! serves them. The data folder keeps what is not in the store either way:
+//! the token secret, the outbox (and, without `--postgres`, files' bytes).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use livebase_runtime::server::{ClusterOptions, Store};
-use livebase_store_postgres::{PostgresPersistence, DEFAULT_SCHEMA};
+use livebase_runtime::server::{Blobs, ClusterOptions, Store};
+use livebase_runtime::storage::{BlobStore, DirBlobStore};
+use livebase_store_postgres::{PostgresBlobs, PostgresPersistence, DEFAULT_SCHEMA};
 
 #[derive(Args, Clone, Debug)]
 pub struct StoreArgs {
@@ -52,19 +54,50 @@ impl StoreArgs {
         )
     }
 
-    /// The server's store, how to call it when it is not the data folder,
-    /// and, on PostgreSQL, how this node shares it with others.
-    pub fn open(&self) -> Result<(Store, Option<String>, Option<ClusterOptions>), String> {
+    /// The server's store, where files' bytes live, how to call the store
+    /// when it is not the data folder, and, on PostgreSQL, how this node
+    /// shares it with others.
+    pub fn open(&self) -> Result<Opened, String> {
         Ok(match self.open_postgres()? {
-            Some(p) => {
-                let described = p.describe();
-                let cluster = ClusterOptions {
+            Some(p) => Opened {
+                described: Some(p.describe()),
+                blobs: Blobs::Store(Arc::new(PostgresBlobs::new(&p))),
+                cluster: Some(ClusterOptions {
                     lease: Arc::new(p.clone()),
                     node_url: self.node_url.clone(),
-                };
-                (Store::Engine(Arc::new(p)), Some(described), Some(cluster))
-            }
-            None => (Store::DataFolder, None, None),
+                }),
+                store: Store::Engine(Arc::new(p)),
+            },
+            None => Opened {
+                store: Store::DataFolder,
+                blobs: Blobs::DataFolder,
+                described: None,
+                cluster: None,
+            },
         })
     }
+
+    /// Where `export` and `import` find files' bytes: with `--postgres`, in
+    /// that database; otherwise in `data`'s `files/`.
+    pub fn open_blobs(
+        postgres: Option<&PostgresPersistence>,
+        data: &std::path::Path,
+    ) -> Result<Box<dyn BlobStore>, String> {
+        Ok(match postgres {
+            Some(p) => Box::new(PostgresBlobs::new(p)),
+            None => Box::new(
+                DirBlobStore::open(data)
+                    .map_err(|e| format!("opening the files of {}: {e}", data.display()))?,
+            ),
+        })
+    }
+}
+
+/// What [`StoreArgs::open`] opened for a server.
+pub struct Opened {
+    pub store: Store,
+    pub blobs: Blobs,
+    /// How to call the store in messages, when it is not the data folder.
+    pub described: Option<String>,
+    pub cluster: Option<ClusterOptions>,
 }

@@ -16,7 +16,8 @@ use livebase_runtime::store::Persistence;
 use livebase_schema::protocol::SessionId;
 use livebase_schema::Value;
 use livebase_store_postgres::PostgresPersistence;
-use livebase_testkit::http::post_json;
+use livebase_testkit::http::{http, post_json, HttpResponse};
+use livebase_testkit::mail::path_of;
 use livebase_testkit::postgres::TestDatabase;
 use livebase_testkit::process::{listening_address, KillOnDrop};
 use livebase_testkit::{Client, PASSWORD};
@@ -87,6 +88,53 @@ async fn watch_organizations(addr: SocketAddr, token: &str) -> (Client, Json) {
     ws.add_query(1, "organizations:listMine", json!({})).await;
     let first = ws.next_result(1).await.expect("listMine answers");
     (ws, first)
+}
+
+fn args(json: Json) -> Value {
+    Value::from_json(&json, "args").expect("Convex JSON")
+}
+
+/// Uploads `bytes` through a generated URL as `token`'s avatar.
+async fn upload_avatar(addr: SocketAddr, token: &str, bytes: &[u8]) {
+    let mut ws = Client::connect(&format!("ws://{addr}/api/sync"), SessionId::random()).await;
+    ws.authenticate(token).await;
+    let url = ws
+        .mutation("files:generateUploadUrl", args(json!({})))
+        .await
+        .expect("an upload URL")
+        .value
+        .to_json();
+    let reply = http(
+        addr,
+        "POST",
+        &path_of(url.as_str().expect("a URL")),
+        &[("Content-Type", "image/png")],
+        bytes,
+    )
+    .await;
+    assert_eq!(reply.status, 200, "upload: {}", reply.body);
+    let id = reply.body["storageId"].as_str().expect("an id");
+    ws.mutation("userProfiles:upsert", args(json!({"displayName": "Ada"})))
+        .await
+        .expect("a profile");
+    ws.mutation("userProfiles:setAvatar", args(json!({"storageId": id})))
+        .await
+        .expect("the avatar is set");
+}
+
+/// `token`'s avatar, downloaded from the URL `userProfiles:get` gives.
+async fn avatar(addr: SocketAddr, token: &str) -> HttpResponse {
+    let mut ws = Client::connect(&format!("ws://{addr}/api/sync"), SessionId::random()).await;
+    ws.authenticate(token).await;
+    ws.add_query(1, "userProfiles:get", json!({})).await;
+    let profile = ws.next_result(1).await.expect("the profile");
+    let url = profile["avatarUrl"].as_str().expect("an avatar URL");
+    http(addr, "GET", &path_of(url), &[], b"").await
+}
+
+/// 100 KB that are not all alike.
+fn picture() -> Vec<u8> {
+    (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect()
 }
 
 fn names(organizations: &Json) -> Vec<&str> {
@@ -165,6 +213,7 @@ async fn an_export_from_sqlite_imported_into_postgres_serves_the_same_data_to_th
         )
         .await
         .expect("the organization is created");
+        upload_avatar(addr, &token, &picture()).await;
         token
     };
     let export = parent.path().join("export.jsonl");
@@ -203,6 +252,14 @@ async fn an_export_from_sqlite_imported_into_postgres_serves_the_same_data_to_th
     let (_server, addr) = start(&postgres_dir, Some(&db.url));
     let (_ws, organizations) = watch_organizations(addr, &token).await;
     assert_eq!(names(&organizations), ["Acme"]);
+    // The file's bytes came along, into the database, not the folder.
+    let got = avatar(addr, &token).await;
+    assert_eq!(got.status, 200);
+    assert!(got.bytes == picture(), "the avatar's bytes");
+    assert!(
+        !postgres_dir.join("files").exists(),
+        "no bytes in the folder"
+    );
     // A second import into the same database is refused: it holds data.
     let again = command(&[
         "import",
@@ -215,4 +272,36 @@ async fn an_export_from_sqlite_imported_into_postgres_serves_the_same_data_to_th
     .output()
     .expect("livebase runs");
     assert!(!again.status.success(), "a second import is refused");
+}
+
+#[tokio::test]
+async fn files_an_earlier_version_kept_in_the_data_folder_are_copied_into_the_database() {
+    use livebase_runtime::storage::{BlobStore, DirBlobStore};
+    use livebase_store_postgres::PostgresBlobs;
+
+    let Some(db) = TestDatabase::create("files moved into postgres") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = start(dir.path(), Some(&db.url));
+    let token = sign_up(addr, "ada@example.com", "Ada").await;
+    upload_avatar(addr, &token, &picture()).await;
+    drop(server);
+
+    // As an earlier version left it: the row in the database, the bytes
+    // only in the data folder.
+    let shared = PostgresBlobs::new(&PostgresPersistence::open(&db.url).unwrap());
+    let hashes = shared.list().unwrap();
+    assert_eq!(hashes.len(), 1, "the upload's bytes went to the database");
+    let folder = DirBlobStore::open(dir.path()).unwrap();
+    let mut w = folder.begin().unwrap();
+    w.write(&picture()).unwrap();
+    assert_eq!(w.finish().unwrap().sha256, hashes[0]);
+    shared.delete(&hashes[0]).unwrap();
+
+    let (_server, addr) = start(dir.path(), Some(&db.url));
+    let got = avatar(addr, &token).await;
+    assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.bytes));
+    assert!(got.bytes == picture(), "the avatar's bytes");
+    assert_eq!(shared.list().unwrap(), hashes);
 }

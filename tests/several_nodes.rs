@@ -738,3 +738,76 @@ async fn a_mail_cut_short_by_the_writers_death_is_sent_again_by_the_new_writer()
     assert_eq!(ids.len(), 1, "one Message-ID for both: {ids:?}");
     drop(b);
 }
+
+/// The bytes of a file, not all alike.
+fn file_bytes() -> Vec<u8> {
+    (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_uploaded_to_one_writer_is_served_by_every_node_and_after_the_writer_dies() {
+    use livebase_testkit::http::http;
+    use livebase_testkit::mail::path_of;
+
+    let Some((_db, _dirs, a, b)) = two_nodes("files across nodes") else {
+        return;
+    };
+    let token = sign_up(a.addr, "ada@example.com").await;
+    // The upload goes through the follower, which passes it to the writer.
+    let mut on_b = signed_in(&b.ws(), SessionId::random(), &token).await;
+    let url = on_b
+        .mutation("files:generateUploadUrl", args(json!({})))
+        .await
+        .expect("an upload URL")
+        .value
+        .to_json();
+    let bytes = file_bytes();
+    let uploaded = http(
+        b.addr,
+        "POST",
+        &path_of(url.as_str().expect("a URL")),
+        &[("Content-Type", "application/octet-stream")],
+        &bytes,
+    )
+    .await;
+    assert_eq!(uploaded.status, 200, "upload: {}", uploaded.body);
+    let id = uploaded.body["storageId"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    on_b.mutation("userProfiles:upsert", args(json!({"displayName": "Ada"})))
+        .await
+        .expect("a profile");
+    on_b.mutation("userProfiles:setAvatar", args(json!({"storageId": id})))
+        .await
+        .expect("the avatar is set");
+    on_b.add_query(1, "userProfiles:get", json!({})).await;
+    let profile = on_b.next_result(1).await.expect("the profile");
+    let avatar = profile["avatarUrl"].as_str().expect("a URL").to_string();
+
+    for node in [&a, &b] {
+        let got = http(node.addr, "GET", &path_of(&avatar), &[], b"").await;
+        assert_eq!(got.status, 200, "download from {}", node.addr);
+        assert!(got.bytes == bytes, "the bytes from {}", node.addr);
+    }
+
+    // The writer dies; the follower takes over and still has the bytes.
+    let mut a = a;
+    a.signal("-KILL");
+    let _ = a.exit();
+    let since = Instant::now();
+    let got = loop {
+        let got = http(b.addr, "GET", &path_of(&avatar), &[], b"").await;
+        if got.status != 503 || since.elapsed() > PATIENCE {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        got.status,
+        200,
+        "download after the takeover: {}",
+        String::from_utf8_lossy(&got.bytes)
+    );
+    assert!(got.bytes == bytes, "the bytes after the takeover");
+}

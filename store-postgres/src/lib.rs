@@ -10,7 +10,8 @@
 //! timestamp, the epoch, the log's floor) and `mutation_outcomes`; and, for
 //! several nodes on one schema, `commit_log` (each commit's write set, see
 //! [`PostgresCommitLog`]) and `shared_settings` (the writer's address, shared
-//! secrets). They are created on first connect (tables added since, in a
+//! secrets); and stored files' bytes, `blobs` and its companions (see
+//! [`PostgresBlobs`]). They are created on first connect (tables added since, in a
 //! schema made before them, on the next open).
 //!
 //! # Several nodes
@@ -81,6 +82,7 @@ use postgres::config::SslMode;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 
+mod blobs;
 mod buffer;
 mod lease;
 mod log;
@@ -88,6 +90,8 @@ mod shared;
 
 pub mod probe;
 
+use blobs::BLOBS_SQL;
+pub use blobs::{PostgresBlobs, ABANDONED, CHUNK, MAX_CLIENTS};
 use lease::NodeLock;
 pub use lease::{lock_session_name, LEASE_TIMEOUT};
 pub use log::{
@@ -322,12 +326,13 @@ impl PostgresPersistence {
             // Made already: read and write rights are enough from then on
             // (CREATE ... IF NOT EXISTS would still ask for the right to create).
             // Tables added since the first layout (the commit log, the shared
-            // settings) are made in a schema that lacks them.
+            // settings, the blobs) are made in a schema that lacks them.
             let made = c
                 .query_one(
                     "SELECT to_regclass(format('%I.meta', $1::text)) IS NOT NULL
                         AND to_regclass(format('%I.commit_log', $1::text)) IS NOT NULL
-                        AND to_regclass(format('%I.shared_settings', $1::text)) IS NOT NULL",
+                        AND to_regclass(format('%I.shared_settings', $1::text)) IS NOT NULL
+                    AND to_regclass(format('%I.blob_pins', $1::text)) IS NOT NULL",
                     &[schema],
                 )
                 .map_err(pg)?
@@ -338,6 +343,7 @@ impl PostgresPersistence {
                  SELECT pg_advisory_xact_lock(hashtext('livebase schema'));
                  CREATE SCHEMA IF NOT EXISTS \"{schema}\";
                  {SCHEMA_SQL}
+                 {BLOBS_SQL}
                  INSERT INTO meta (name, value) VALUES ('layout_version', {LAYOUT_VERSION})
                      ON CONFLICT (name) DO NOTHING;
                  COMMIT;"

@@ -14,6 +14,7 @@
 //! one `#[test]` each in another engine's crate (`tests/conformance.rs` runs
 //! them on SQLite that way).
 
+pub mod blobs;
 pub mod clock;
 pub mod database;
 pub mod error;

@@ -7,7 +7,8 @@ use std::path::Path;
 use crate::{eventually, PATIENCE};
 
 /// The path and query of a link (`https://host/p?q` → `/p?q`): mailed links
-/// point at the app's URL, which forwards `/api` to the server.
+/// point at the app's URL, which forwards `/api` to the server; upload and
+/// file URLs are absolute too.
 pub fn path_of(link: &str) -> String {
     let after_scheme = link.split_once("://").map_or(link, |(_, rest)| rest);
     after_scheme

@@ -149,6 +149,10 @@ pub struct ServerOptions {
     /// Where documents are stored: the data folder's SQLite file, or an
     /// engine the caller opened (`livebase serve --postgres`).
     pub store: Store,
+    /// Where stored files' bytes live: the data folder's `files/`, or a
+    /// store the caller opened (the database's, with `--postgres`, which
+    /// every node shares).
+    pub blobs: Blobs,
     /// Outgoing mail: the SMTP relay (`--smtp`), or the outbox folder.
     pub mail: MailOptions,
     /// The origin clients reach this server at (`--public-url`,
@@ -196,6 +200,7 @@ impl Default for ServerOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: PathBuf::from(".livebase"),
             store: Store::DataFolder,
+            blobs: Blobs::DataFolder,
             mail: MailOptions::default(),
             public_url: None,
             scheduler: SchedulerOptions::default(),
@@ -227,6 +232,53 @@ impl std::fmt::Debug for Store {
             Store::Engine(_) => f.write_str("Engine"),
         }
     }
+}
+
+/// Where a server keeps stored files' bytes.
+#[derive(Clone, Default)]
+pub enum Blobs {
+    /// `<data>/files/` ([`crate::storage::DirBlobStore`]).
+    #[default]
+    DataFolder,
+    /// A store opened by the caller (PostgreSQL's, for `--postgres`).
+    Store(Arc<dyn crate::storage::BlobStore>),
+}
+
+impl std::fmt::Debug for Blobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Blobs::DataFolder => f.write_str("DataFolder"),
+            Blobs::Store(_) => f.write_str("Store"),
+        }
+    }
+}
+
+/// Copies into `blobs` the files' bytes an earlier version kept in the
+/// data folder's `files/` (before a database store held them), so none is
+/// lost when a deployment moves; they stay in the folder too.
+async fn adopt_folder_blobs(
+    data_dir: &std::path::Path,
+    blobs: Arc<dyn crate::storage::BlobStore>,
+) -> Result<()> {
+    if !data_dir.join(crate::storage::blobs::FILES_DIR).is_dir() {
+        return Ok(());
+    }
+    let data_dir = data_dir.to_path_buf();
+    let copied = blocking(move || {
+        let folder = crate::storage::DirBlobStore::open(&data_dir)
+            .map_err(|e| Error::internal(format!("opening the files folder: {e}")))?;
+        livebase_store::blobs::copy_missing(&folder, blobs.as_ref()).map_err(|e| {
+            Error::internal(format!(
+                "copying the files of {} into the shared store: {e}",
+                data_dir.display()
+            ))
+        })
+    })
+    .await?;
+    if copied > 0 {
+        tracing::info!(target: "livebase::storage", count = copied, "copied files' bytes from the data folder into the shared store");
+    }
+    Ok(())
 }
 
 /// Everything a request handler needs.
@@ -468,11 +520,23 @@ async fn start(
     // Cursors and journals stay valid across restarts: their key comes from
     // the deployment's secret.
     let cursor_key = crate::pagination::CursorKey::derive(&secret);
-    // Stored files' bytes: `<data>/files/`, content-addressed.
-    let blobs = crate::storage::DirBlobStore::open(&options.data_dir)
-        .map_err(|e| Error::internal(format!("opening the files folder: {e}")))?;
-    let files =
-        crate::storage::Files::new(Arc::new(blobs), db.clone(), options.edge.max_upload_bytes)?;
+    // Stored files' bytes, content-addressed: `<data>/files/`, or the
+    // store the caller opened.
+    let blobs: Arc<dyn crate::storage::BlobStore> = match &options.blobs {
+        Blobs::DataFolder => Arc::new(
+            crate::storage::DirBlobStore::open(&options.data_dir)
+                .map_err(|e| Error::internal(format!("opening the files folder: {e}")))?,
+        ),
+        Blobs::Store(blobs) => {
+            adopt_folder_blobs(&options.data_dir, blobs.clone()).await?;
+            blobs.clone()
+        }
+    };
+    let files = {
+        let db = db.clone();
+        let max = options.edge.max_upload_bytes;
+        blocking(move || crate::storage::Files::new(blobs, db, max)).await?
+    };
     // Upload and file URLs are absolute, as Convex's: by default on the
     // server's own URL, as mail links are.
     let public_url = public_url.unwrap_or_else(|| format!("http://{addr}"));

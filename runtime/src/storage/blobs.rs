@@ -1,25 +1,19 @@
-//! Where a stored file's bytes live: a [`BlobStore`], content-addressed by
-//! SHA-256. The data folder's store, [`DirBlobStore`], keeps each blob as one
-//! file under `<data>/files/`; an engine that shares its store between nodes
-//! (PostgreSQL) can keep them elsewhere — chunks in the database — behind the
-//! same trait.
-//!
-//! A blob is written in two steps so that a crash never leaves a half file
-//! under a real address: [`BlobStore::begin`] gives a [`BlobWriter`] over a
-//! temporary name, and [`BlobWriter::finish`] syncs it and only then moves it
-//! to its address (the hash of what was written). A writer dropped before
-//! `finish` — an upload over the size limit, a client that went away —
-//! removes its temporary file. Temporary files a crash left behind are
-//! removed by [`BlobStore::remove_temporary`] when the server starts.
-//!
-//! What *exists* is decided by the store's transaction, not here: a blob
-//! without a `_storage` row is garbage (see [`super::Files`]).
+//! The data folder's [`BlobStore`] (the trait and its types are the store
+//! crate's, `livebase_store::blobs`, so that an engine in another crate
+//! implements it): [`DirBlobStore`] keeps each blob as one file under
+//! `<data>/files/`, written under `files/tmp/`, synced, then renamed to its
+//! address. The folder is one process's (`datadir::lock`), so it leaves
+//! pins to that process ([`super::Files`]).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+
+pub use livebase_store::blobs::{
+    BlobHash, BlobMark, BlobPin, BlobReader, BlobStore, BlobWriter, StoredBlob,
+};
 
 use crate::private_files::{create_private_dir, create_private_file};
 
@@ -28,79 +22,6 @@ pub const FILES_DIR: &str = "files";
 /// The folder of [`FILES_DIR`] where blobs are written before they are
 /// complete.
 const TEMP_DIR: &str = "tmp";
-
-/// A blob's address: the lowercase hex SHA-256 of its bytes.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BlobHash(String);
-
-impl BlobHash {
-    /// The address `hex` names, if it is 64 lowercase hex digits.
-    pub fn parse(hex: &str) -> Option<BlobHash> {
-        let ok = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        ok.then(|| BlobHash(hex.to_string()))
-    }
-
-    fn of(digest: Sha256) -> BlobHash {
-        BlobHash(
-            digest
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-        )
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for BlobHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A blob that is complete and at its address.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredBlob {
-    pub sha256: BlobHash,
-    pub size: u64,
-}
-
-/// Bytes of a blob being read: a part of it, or all.
-pub type BlobReader = Box<dyn Read + Send>;
-
-/// Where blobs live. Its calls block (files, or a database): async code
-/// runs them on a blocking thread.
-pub trait BlobStore: Send + Sync + 'static {
-    /// Starts writing a new blob under a temporary name.
-    fn begin(&self) -> io::Result<Box<dyn BlobWriter>>;
-    /// The bytes `start..end` of blob `sha256` (clamped to its size), or
-    /// `None` if there is no such blob.
-    fn read(&self, sha256: &BlobHash, start: u64, end: u64) -> io::Result<Option<BlobReader>>;
-    /// Removes blob `sha256`; removing a missing blob is not an error.
-    fn delete(&self, sha256: &BlobHash) -> io::Result<()>;
-    /// Every blob's address (to find blobs no row names, after a crash).
-    fn list(&self) -> io::Result<Vec<BlobHash>>;
-    /// Removes blobs left half written by a crash; returns how many.
-    fn remove_temporary(&self) -> io::Result<usize>;
-}
-
-/// A blob being written. Dropped without [`BlobWriter::finish`], it leaves
-/// nothing behind.
-pub trait BlobWriter: Send {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<()>;
-    /// Bytes written so far.
-    fn size(&self) -> u64;
-    /// The address of the bytes written so far (where
-    /// [`BlobWriter::finish`] will put them).
-    fn sha256(&self) -> BlobHash;
-    /// Makes the bytes durable and moves them to their address. A blob with
-    /// the same bytes may already be there: then it is kept, and this one
-    /// is dropped.
-    fn finish(self: Box<Self>) -> io::Result<StoredBlob>;
-}
 
 /// Blobs as files in a folder: `<root>/<first two hex digits>/<sha256>`,
 /// written to `<root>/tmp/` first. Folders and files are private
@@ -121,7 +42,7 @@ impl DirBlobStore {
     }
 
     fn path(&self, sha256: &BlobHash) -> PathBuf {
-        self.root.join(&sha256.0[..2]).join(&sha256.0)
+        self.root.join(&sha256.as_str()[..2]).join(sha256.as_str())
     }
 }
 
@@ -239,12 +160,12 @@ impl BlobWriter for DirBlobWriter {
         file.sync_all()?;
         drop(file);
         let sha256 = BlobHash::of(std::mem::take(&mut self.hash));
-        let fan = self.root.join(&sha256.0[..2]);
+        let fan = self.root.join(&sha256.as_str()[..2]);
         if !fan.exists() {
             create_private_dir(&fan)?;
             sync_dir(&self.root)?;
         }
-        fs::rename(&self.temp, fan.join(&sha256.0))?;
+        fs::rename(&self.temp, fan.join(sha256.as_str()))?;
         sync_dir(&fan)?;
         sync_dir(&self.root.join(TEMP_DIR))?;
         Ok(StoredBlob {
@@ -267,6 +188,16 @@ impl Drop for DirBlobWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_data_folder_store_passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        livebase_store::blobs::conformance(&DirBlobStore::open(dir.path()).unwrap());
+        // Only the empty blob (sha256 e3b0…) is left, temporary files none.
+        let files = dir.path().join(FILES_DIR);
+        assert_eq!(fs::read_dir(files.join(TEMP_DIR)).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(files.join("e3")).unwrap().count(), 1);
+    }
 
     fn files_in(dir: &Path) -> Vec<PathBuf> {
         let mut out = Vec::new();

@@ -28,12 +28,13 @@
 //! the blob to its address and unpins after its row committed (or failed),
 //! and the collector skips a pinned hash — both under one lock. The data
 //! folder's store is opened by one process at a time (`datadir::lock`), so
-//! pins in memory suffice; an engine shared between nodes needs its blob
-//! store's own answer.
+//! pins in memory suffice there. A store shared between nodes also pins in
+//! the store ([`BlobStore::pin`]), and the collector takes the store's mark
+//! before it looks for rows and removes a blob only if no pin held it since
+//! ([`BlobStore::delete_unpinned`]): an upload on another node that
+//! committed its row after the look keeps its bytes.
 
 pub mod blobs;
-#[cfg(test)]
-pub(crate) mod conformance;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,7 +47,9 @@ use livebase_schema::{define_table, obj, v, DocumentId, Schema, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, Notify};
 
-pub use blobs::{BlobHash, BlobReader, BlobStore, BlobWriter, DirBlobStore, StoredBlob};
+pub use blobs::{
+    BlobHash, BlobMark, BlobPin, BlobReader, BlobStore, BlobWriter, DirBlobStore, StoredBlob,
+};
 
 use crate::database::Database;
 use crate::error::{Error, Result};
@@ -460,7 +463,15 @@ impl Files {
     ) -> Result<DocumentId> {
         let sha256 = writer.sha256();
         self.pin(&sha256).await;
-        let finished = blocking(move || writer.finish()).await;
+        // A store shared with other nodes pins it where their collectors
+        // look, too.
+        let blobs = self.inner.blobs.clone();
+        let hash = sha256.clone();
+        let shared_pin = blocking(move || blobs.pin(&hash)).await;
+        let (shared_pin, finished) = match shared_pin {
+            Ok(pin) => (pin, blocking(move || writer.finish()).await),
+            Err(e) => (None, Err(e)),
+        };
         let result = match finished {
             Ok(blob) => {
                 let row = {
@@ -484,6 +495,14 @@ impl Files {
             }
             Err(e) => Err(io("storing a blob", e)),
         };
+        if let Some(pin) = shared_pin {
+            let blobs = self.inner.blobs.clone();
+            if let Err(e) = blocking(move || blobs.unpin(&pin)).await {
+                // Held until it is stale (see the store): the blob stays
+                // until a later sweep, nothing is lost.
+                tracing::warn!(target: "livebase::storage", sha256 = %sha256, "letting go of a pin: {e}");
+            }
+        }
         self.unpin(&sha256);
         if result.is_err() {
             self.collect(&sha256).await;
@@ -588,6 +607,17 @@ impl Files {
         if self.pinned(sha256) {
             return;
         }
+        // Taken before the rows are looked at: a pin another node held at
+        // any moment since keeps the blob (its row may have committed after
+        // the look).
+        let blobs = self.inner.blobs.clone();
+        let mark = match blocking(move || blobs.mark()).await {
+            Ok(mark) => mark,
+            Err(e) => {
+                tracing::warn!(target: "livebase::storage", sha256 = %sha256, "checking a blob: {e}");
+                return;
+            }
+        };
         let hex = sha256.as_str().to_string();
         let named = self
             .inner
@@ -604,7 +634,7 @@ impl Files {
             Ok(_) => {
                 let blobs = self.inner.blobs.clone();
                 let hash = sha256.clone();
-                if let Err(e) = blocking(move || blobs.delete(&hash)).await {
+                if let Err(e) = blocking(move || blobs.delete_unpinned(&hash, mark)).await {
                     tracing::warn!(target: "livebase::storage", sha256 = %sha256, "removing a blob: {e}");
                 }
             }
