@@ -791,6 +791,17 @@ async fn a_file_uploaded_to_one_writer_is_served_by_every_node_and_after_the_wri
         assert!(got.bytes == bytes, "the bytes from {}", node.addr);
     }
 
+    // The writer stops answering: the follower serves the file itself,
+    // from the bytes every node shares (passed on to the writer, the
+    // download would wait for it and end in 503).
+    a.signal("-STOP");
+    let got = http(b.addr, "GET", &path_of(&avatar), &[], b"").await;
+    assert_eq!(
+        got.status, 200,
+        "download from the follower, the writer stopped"
+    );
+    assert!(got.bytes == bytes, "the bytes from the follower");
+
     // The writer dies; the follower takes over and still has the bytes.
     let mut a = a;
     a.signal("-KILL");

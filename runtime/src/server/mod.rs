@@ -301,6 +301,9 @@ pub struct AppState {
     pub shutdown: broadcast::Sender<()>,
     /// This node, when several share the store.
     pub node: Option<Arc<Node>>,
+    /// Stored files' bytes are in a store every node reads
+    /// ([`Blobs::Store`]): a follower serves downloads itself.
+    pub shared_files: bool,
     /// The built-in sessions, when the server uses them (the writer ends
     /// the expired sessions another node hands it).
     pub sessions: Option<SessionAuth>,
@@ -643,6 +646,7 @@ async fn start(
         shutdown,
         node: node.clone(),
         sessions: session_auth.clone(),
+        shared_files: matches!(options.blobs, Blobs::Store(_)),
     };
     let app = match auth_routes {
         Some(auth) => router(state.clone()).merge(auth),

@@ -169,9 +169,21 @@ fn not_the_writer() -> Response {
 }
 
 /// The routes that write outside of functions and so go to the writer whole
-/// when this node is a follower: auth and uploads.
+/// when this node is a follower: auth and files (but for a download from
+/// the shared store, see [`route`]).
 pub fn writes_outside_functions(path: &str) -> bool {
     path.starts_with("/api/auth/") || path.starts_with("/api/storage/")
+}
+
+/// A stored file's download (`GET`/`HEAD /api/storage/<id>`): it writes
+/// nothing, so a follower whose files' bytes are in the shared store
+/// serves it itself, rather than passing it on and holding the whole
+/// answer in memory meanwhile.
+fn is_download(method: &axum::http::Method, path: &str) -> bool {
+    (method == axum::http::Method::GET || method == axum::http::Method::HEAD)
+        && path
+            .strip_prefix("/api/storage/")
+            .is_some_and(|id| !id.is_empty() && !id.contains('/') && id != "upload")
 }
 
 /// On a follower, passes the requests of [`writes_outside_functions`] to
@@ -199,7 +211,9 @@ pub async fn route(State(state): State<AppState>, mut request: Request, next: Ne
         // the writer up again rather than have it go round.
         return not_the_writer();
     }
-    if writes_outside_functions(request.uri().path()) {
+    let path = request.uri().path();
+    let shared_download = state.shared_files && is_download(request.method(), path);
+    if writes_outside_functions(path) && !shared_download {
         let limit = usize::try_from(state.edge.max_upload_bytes)
             .unwrap_or(usize::MAX)
             .max(MAX_MESSAGE_SIZE);
@@ -222,5 +236,23 @@ fn encode_error(e: &Error) -> JsonValue {
         Error::Server { request_id } => json!({"requestId": request_id}),
         // Redacted before it gets here; logged by the writer if not.
         _ => json!({"requestId": format!("{:016x}", rand::random::<u64>())}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_download;
+    use axum::http::Method;
+
+    #[test]
+    fn only_a_files_get_or_head_is_a_download() {
+        assert!(is_download(&Method::GET, "/api/storage/kg2abc"));
+        assert!(is_download(&Method::HEAD, "/api/storage/kg2abc"));
+        assert!(!is_download(&Method::POST, "/api/storage/kg2abc"));
+        assert!(!is_download(&Method::GET, "/api/storage/upload"));
+        assert!(!is_download(&Method::POST, "/api/storage/upload"));
+        assert!(!is_download(&Method::GET, "/api/storage/"));
+        assert!(!is_download(&Method::GET, "/api/storage/a/b"));
+        assert!(!is_download(&Method::GET, "/api/auth/get-session"));
     }
 }
