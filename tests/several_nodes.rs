@@ -822,3 +822,77 @@ async fn a_file_uploaded_to_one_writer_is_served_by_every_node_and_after_the_wri
     );
     assert!(got.bytes == bytes, "the bytes after the takeover");
 }
+
+/// The resident memory of process `pid`, in bytes.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("its status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_a_follower_passes_on_hold_a_bounded_part_of_its_memory() {
+    use livebase_testkit::http::http;
+    use livebase_testkit::mail::path_of;
+
+    let Some((_db, _dirs, a, b)) = two_nodes("uploads passed on") else {
+        return;
+    };
+    let token = sign_up(a.addr, "ada@example.com").await;
+    let mut on_a = signed_in(&a.ws(), SessionId::random(), &token).await;
+    const UPLOADS: usize = 12;
+    const SIZE: usize = 16 << 20;
+    let mut urls = Vec::new();
+    for _ in 0..UPLOADS {
+        let url = on_a
+            .mutation("files:generateUploadUrl", args(json!({})))
+            .await
+            .expect("an upload URL")
+            .value
+            .to_json();
+        urls.push(path_of(url.as_str().expect("a URL")));
+    }
+
+    // The writer stops answering; twelve 16 MiB uploads reach the follower,
+    // which holds each body it reads until the writer takes it.
+    a.signal("-STOP");
+    let before = resident_bytes(b.child.0.id());
+    let body = std::sync::Arc::new(vec![7u8; SIZE]);
+    let uploads: Vec<_> = urls
+        .into_iter()
+        .map(|url| {
+            let (addr, body) = (b.addr, body.clone());
+            tokio::spawn(async move {
+                http(
+                    addr,
+                    "POST",
+                    &url,
+                    &[("Content-Type", "application/octet-stream")],
+                    &body,
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut most = before;
+    for _ in 0..25 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        most = most.max(resident_bytes(b.child.0.id()));
+    }
+    for u in &uploads {
+        u.abort();
+    }
+    a.signal("-KILL");
+    let grew = most.saturating_sub(before);
+    assert!(
+        grew < (UPLOADS * SIZE / 2) as u64,
+        "the follower grew by {} MiB for {UPLOADS} uploads of {} MiB",
+        grew >> 20,
+        SIZE >> 20
+    );
+}

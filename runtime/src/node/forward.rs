@@ -46,6 +46,21 @@ pub const WRITER_WAIT: Duration = Duration::from_secs(15);
 /// connections of one address (`MAX_HTTP_CONNECTIONS_PER_ADDRESS`, 256).
 pub const MAX_CALLS_TO_WRITER: usize = 128;
 
+/// Uploads a follower passes to the writer at once, at most (more wait,
+/// unread): each body is held whole in memory until the writer took it, up
+/// to `--max-upload-bytes`.
+pub const MAX_UPLOADS_PASSED_ON: usize = 4;
+
+/// A request body a follower reads before passing it on.
+#[derive(Clone, Copy, Debug)]
+pub enum PassedBody {
+    /// An upload: waits for one of [`MAX_UPLOADS_PASSED_ON`] before it is
+    /// read.
+    Upload { limit: usize, timeout: Duration },
+    /// Any other body (auth's).
+    Message { limit: usize, timeout: Duration },
+}
+
 /// How often a follower waiting for the writer's answer checks that the
 /// lease has not moved on.
 pub const WRITER_CHECK: Duration = Duration::from_millis(500);
@@ -233,15 +248,37 @@ impl Node {
 
     /// Passes `request` whole to the writer and its answer back, naming the
     /// client's address. A request that may have reached the writer is not
-    /// sent again.
-    pub async fn proxy(&self, request: Request, limit: usize, timeout: Duration) -> Response {
+    /// sent again. Its body is read only once it has a place among the calls
+    /// to the writer (and, an upload, among the uploads passed on), so what
+    /// a follower holds is bounded.
+    pub async fn proxy(&self, request: Request, passed: PassedBody) -> Response {
+        let Ok(_slot) = self.calls.acquire().await else {
+            return unavailable("this node is stopping");
+        };
+        let (_upload_slot, limit, timeout) = match passed {
+            PassedBody::Upload { limit, timeout } => match self.uploads.acquire().await {
+                Ok(slot) => (Some(slot), limit, timeout),
+                Err(_) => return unavailable("this node is stopping"),
+            },
+            PassedBody::Message { limit, timeout } => (None, limit, timeout),
+        };
         let (parts, body) = request.into_parts();
-        let body = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        let announced = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if announced.is_some_and(|n| n > limit) {
+            return too_large(limit);
+        }
+        let read = read_whole(body, limit, announced.unwrap_or(0));
+        let body = match tokio::time::timeout(timeout, read).await {
             Ok(Ok(body)) => body,
-            Ok(Err(e)) => {
+            Ok(Err(ReadFailed::TooLarge)) => return too_large(limit),
+            Ok(Err(ReadFailed::Broken(e))) => {
                 return (
                     StatusCode::BAD_REQUEST,
-                    format!("reading the request body failed (at most {limit} bytes): {e}"),
+                    format!("reading the request body failed: {e}"),
                 )
                     .into_response()
             }
@@ -270,9 +307,6 @@ impl Node {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        let Ok(_slot) = self.calls.acquire().await else {
-            return unavailable("this node is stopping");
-        };
         let started = Instant::now();
         let mut refresh = false;
         loop {
@@ -329,6 +363,42 @@ impl Node {
             refresh = true;
         }
     }
+}
+
+fn too_large(limit: usize) -> Response {
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        [(header::CONNECTION, "close")],
+        format!("the request body is larger than {limit} bytes"),
+    )
+        .into_response()
+}
+
+enum ReadFailed {
+    TooLarge,
+    Broken(axum::Error),
+}
+
+/// Reads `body` into one buffer of `expected` bytes reserved up front (the
+/// announced length), so a body is held once, not copied at the end.
+async fn read_whole(
+    body: Body,
+    limit: usize,
+    expected: usize,
+) -> std::result::Result<Bytes, ReadFailed> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut whole = Vec::with_capacity(expected.min(limit));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(ReadFailed::Broken)?;
+        if let Ok(data) = frame.into_data() {
+            if whole.len() + data.len() > limit {
+                return Err(ReadFailed::TooLarge);
+            }
+            whole.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(whole))
 }
 
 /// The header a node that is not the writer answers a forwarded write with

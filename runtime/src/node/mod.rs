@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use forward::{FORWARD_PATH, NODE_HEADER};
+pub use forward::{PassedBody, FORWARD_PATH, NODE_HEADER};
 pub use livebase_store::Lease;
 
 use crate::error::Result;
@@ -62,6 +62,9 @@ pub struct Node {
     client: client::Pool,
     /// Calls to the writer in flight ([`forward::MAX_CALLS_TO_WRITER`]).
     calls: tokio::sync::Semaphore,
+    /// Uploads being passed to the writer
+    /// ([`forward::MAX_UPLOADS_PASSED_ON`]).
+    uploads: tokio::sync::Semaphore,
 }
 
 impl Node {
@@ -76,6 +79,7 @@ impl Node {
             target: tokio::sync::Mutex::new(Target::default()),
             client: client::Pool::default(),
             calls: tokio::sync::Semaphore::new(forward::MAX_CALLS_TO_WRITER),
+            uploads: tokio::sync::Semaphore::new(forward::MAX_UPLOADS_PASSED_ON),
         })
     }
 

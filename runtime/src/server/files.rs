@@ -49,10 +49,13 @@ const MAX_CONTENT_TYPE_LEN: usize = 255;
 /// least per write of an upload.
 const CHUNK: usize = 64 * 1024;
 
+/// Where upload URLs point (`?token=…`).
+pub const UPLOAD_PATH: &str = "/api/storage/upload";
+
 /// The file routes, over `state`.
 pub fn routes(state: AppState) -> Router {
     Router::new()
-        .route("/api/storage/upload", post(upload))
+        .route(UPLOAD_PATH, post(upload))
         .route("/api/storage/{id}", get(download))
         .with_state(state)
 }
@@ -108,7 +111,7 @@ async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    const PATH: &str = "/api/storage/upload";
+    const PATH: &str = UPLOAD_PATH;
     let Some(files) = state.executor.files().cloned() else {
         return no_storage();
     };

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use livebase_schema::Value;
 use serde_json::{json, Value as JsonValue};
 
+use super::files::UPLOAD_PATH;
 use super::{AppState, ClientAddr, MAX_MESSAGE_SIZE};
 use crate::error::Error;
 use crate::executor::{Caller, RequestKey};
@@ -214,10 +215,21 @@ pub async fn route(State(state): State<AppState>, mut request: Request, next: Ne
     let path = request.uri().path();
     let shared_download = state.shared_files && is_download(request.method(), path);
     if writes_outside_functions(path) && !shared_download {
-        let limit = usize::try_from(state.edge.max_upload_bytes)
-            .unwrap_or(usize::MAX)
-            .max(MAX_MESSAGE_SIZE);
-        return node.proxy(request, limit, state.edge.body_timeout).await;
+        // An upload's body is as large, and may take as long, as on the
+        // writer; every other body is a message.
+        let body = if path == UPLOAD_PATH {
+            let max = state.edge.max_upload_bytes;
+            crate::node::PassedBody::Upload {
+                limit: usize::try_from(max).unwrap_or(usize::MAX),
+                timeout: super::files::upload_deadline(state.edge.body_timeout, max),
+            }
+        } else {
+            crate::node::PassedBody::Message {
+                limit: MAX_MESSAGE_SIZE,
+                timeout: state.edge.body_timeout,
+            }
+        };
+        return node.proxy(request, body).await;
     }
     next.run(request).await
 }
