@@ -49,6 +49,10 @@ pub const CHUNK: usize = 256 * 1024;
 /// taken for a live one; after that it is a crashed node's leftover.
 pub const ABANDONED: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// The most a download fetches at once and keeps between reads (more if
+/// the caller asks for more in one read): a slow client holds this much.
+pub const READ_PIECE: usize = 64 * 1024;
+
 /// Connections to the database this store opens at most; a call beyond
 /// them waits for one to be free (so many downloads at once never take
 /// more of PostgreSQL's connections than this).
@@ -485,7 +489,8 @@ impl Read for PostgresBlobReader {
             let chunk = CHUNK as u64;
             let n = i32::try_from(self.pos / chunk).map_err(io_error)?;
             let offset = self.pos % chunk;
-            let len = (chunk - offset).min(self.end - self.pos);
+            let want = out.len().max(READ_PIECE) as u64;
+            let len = (chunk - offset).min(self.end - self.pos).min(want);
             // `substring` counts from 1.
             let (from, count) = (
                 i32::try_from(offset + 1).map_err(io_error)?,

@@ -91,7 +91,7 @@ mod shared;
 pub mod probe;
 
 use blobs::BLOBS_SQL;
-pub use blobs::{PostgresBlobs, ABANDONED, CHUNK, MAX_CLIENTS};
+pub use blobs::{PostgresBlobs, ABANDONED, CHUNK, MAX_CLIENTS, READ_PIECE};
 use lease::NodeLock;
 pub use lease::{lock_session_name, LEASE_TIMEOUT};
 pub use log::{
