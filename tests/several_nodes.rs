@@ -62,6 +62,8 @@ struct NodeProcess {
     stderr: std::sync::mpsc::Receiver<String>,
     /// Its log lines after the ready line.
     stdout: std::sync::mpsc::Receiver<String>,
+    /// Its log lines before the ready line.
+    early: Vec<String>,
 }
 
 impl NodeProcess {
@@ -84,12 +86,13 @@ impl NodeProcess {
             }
         });
         let stdout = child.stdout_lines();
-        let (addr, _) = listening_address(&stdout);
+        let (addr, early) = listening_address(&stdout);
         NodeProcess {
             child,
             addr,
             stderr: rx,
             stdout,
+            early,
         }
     }
 
@@ -895,4 +898,153 @@ async fn uploads_a_follower_passes_on_hold_a_bounded_part_of_its_memory() {
         grew >> 20,
         SIZE >> 20
     );
+}
+
+/// The `_schema_checks` rows of the database at `url`: table → fingerprint.
+async fn schema_checks(url: &str) -> BTreeMap<String, String> {
+    use livebase_runtime::database::Database;
+    use livebase_runtime::system::{CHECKED_FINGERPRINT, CHECKED_TABLE, SCHEMA_CHECKS};
+    use livebase_store_postgres::PostgresPersistence;
+    use std::sync::Arc;
+
+    let store = PostgresPersistence::open(url).expect("the database");
+    let side = Database::open(Arc::new(store), app_schema()).expect("opens");
+    let rows = side
+        .query(|tx| tx.query(SCHEMA_CHECKS).collect())
+        .await
+        .expect("the records")
+        .value;
+    rows.iter()
+        .map(|r| {
+            let field = |f: &str| r.get(f).and_then(Value::as_str).unwrap().to_string();
+            (field(CHECKED_TABLE), field(CHECKED_FINGERPRINT))
+        })
+        .collect()
+}
+
+/// The application's schema with the system tables, as a node has it.
+fn app_schema() -> livebase_schema::Schema {
+    let mut app = livebase_functions::app();
+    app.extend_schema(livebase_runtime::system::with_system_tables);
+    app.schema().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_records_its_schema_checks_and_a_new_writer_forgets_other_codes() {
+    use livebase_runtime::schema_check::fingerprint;
+
+    let Some((db, dirs, a, _b)) = two_nodes("schema checks on several nodes") else {
+        return;
+    };
+    let schema = app_schema();
+    let own: BTreeMap<String, String> = schema
+        .tables()
+        .map(|(name, def)| (name.to_string(), fingerprint(name, def)))
+        .collect();
+    // The writer checks every table in the background and records it.
+    livebase_testkit::eventually("the writer's records", PATIENCE, || async {
+        let records = schema_checks(&db.url).await;
+        if records == own {
+            Ok(())
+        } else {
+            Err(format!("{} of {} tables", records.len(), own.len()))
+        }
+    })
+    .await;
+    // A node with the same code that starts now reads no document.
+    let c = NodeProcess::start(&dirs.path().join("c"), &db.url);
+    assert!(
+        c.early.iter().any(|l| l.contains("none read")),
+        "{}",
+        c.early.join("\n")
+    );
+
+    // Another code's record for `todos`, as a writer with another schema
+    // would leave it: a node starting now reads that table.
+    {
+        use livebase_runtime::database::Database;
+        use livebase_runtime::system::{CHECKED_FINGERPRINT, CHECKED_TABLE, SCHEMA_CHECKS};
+        use livebase_schema::obj;
+        use livebase_store_postgres::PostgresPersistence;
+        let store = PostgresPersistence::open(&db.url).unwrap();
+        let side = Database::open(std::sync::Arc::new(store), schema.clone()).unwrap();
+        side.mutate(|tx| {
+            for row in tx.query(SCHEMA_CHECKS).collect()? {
+                if row.get(CHECKED_TABLE).and_then(Value::as_str) == Some("todos") {
+                    let id = row.get("_id").and_then(Value::as_str).unwrap();
+                    tx.delete(&livebase_schema::DocumentId::parse(id).unwrap())?;
+                }
+            }
+            tx.insert(
+                SCHEMA_CHECKS,
+                obj! { CHECKED_TABLE => "todos", CHECKED_FINGERPRINT => "another code's" },
+            )
+        })
+        .await
+        .unwrap();
+    }
+    let d = NodeProcess::start(&dirs.path().join("d"), &db.url);
+    assert!(
+        d.early
+            .iter()
+            .any(|l| l.contains("checked the documents of 1 table(s)")),
+        "{}",
+        d.early.join("\n")
+    );
+
+    // A todo no node's code accepts, as a node with a laxer `todos` (or a
+    // tool) could have written it; then the writer goes. The next one
+    // forgets the other code's record before it commits anything else; its
+    // own check of `todos` finds the todo, so it records nothing for it,
+    // and a node with that other code would read `todos` again.
+    {
+        use livebase_runtime::database::Database;
+        use livebase_schema::{define_table, obj, v, Schema};
+        use livebase_store_postgres::PostgresPersistence;
+        let mut lax = Schema::new();
+        for (name, def) in schema.tables() {
+            let def = match name {
+                "todos" => define_table([("text", v::any())]),
+                _ => def.clone(),
+            };
+            lax = if schema.is_system_table(name) {
+                lax.system_table(name, def)
+            } else {
+                lax.table(name, def)
+            };
+        }
+        let store = PostgresPersistence::open(&db.url).unwrap();
+        let side = Database::open(std::sync::Arc::new(store), lax).unwrap();
+        side.mutate(|tx| tx.insert("todos", obj! { "text" => 3.0 }))
+            .await
+            .unwrap();
+    }
+    let mut a = a;
+    a.signal("-KILL");
+    let _ = a.exit();
+    let nodes = [&_b, &c, &d];
+    livebase_testkit::eventually("the new writer's check", PATIENCE, || async {
+        let found = nodes
+            .iter()
+            .flat_map(|n| n.stdout.try_iter().collect::<Vec<_>>())
+            .any(|l| l.contains("does not accept"));
+        if found {
+            Ok(())
+        } else {
+            Err("no writer has checked yet".to_string())
+        }
+    })
+    .await;
+    let records = schema_checks(&db.url).await;
+    assert_eq!(records.get("todos"), None, "{records:?}");
+    let mut others = own.clone();
+    others.remove("todos");
+    assert_eq!(
+        records
+            .into_iter()
+            .filter(|(t, _)| t != "todos")
+            .collect::<BTreeMap<_, _>>(),
+        others
+    );
+    drop((c, d));
 }

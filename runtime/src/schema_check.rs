@@ -23,10 +23,17 @@
 //! a restart with an unchanged schema reads nothing, and one that changed
 //! one table reads only for that one: the scan is O(data) once per schema
 //! change, not per start. The fingerprint covers the table's validators and
-//! this livebase's version (whose validation the documents passed). Only a
-//! server that is the store's sole writer records (not one of several
-//! nodes, whose writer may run other code); `livebase check-data` only
-//! reads. An older livebase, which knows nothing of `_schema_checks`,
+//! this livebase's version (whose validation the documents passed). A
+//! server that is the store's sole writer records at start. Of several
+//! nodes, which may run different code during a deploy, only the writer
+//! records, and only what its own code makes true: on taking the lease it
+//! first deletes every record that is not its own fingerprint
+//! ([`forget_others`]) before it commits anything else, then checks the
+//! tables left without one in the background and records them
+//! ([`crate::server`]'s `take_over`). So a record says the documents
+//! satisfied that definition when checked, and every writer since wrote
+//! with it; a node starting with another schema reads those tables.
+//! `livebase check-data` only reads. An older livebase, which knows nothing of `_schema_checks`,
 //! leaves the records as they were: after running one with another schema
 //! on the same data, delete the table's `_schema_checks` rows (or all) so
 //! that the next start reads everything again.
@@ -214,12 +221,7 @@ pub fn record(tx: &mut Transaction, checked: &Checked) -> Result<()> {
     for (table, print) in &checked.tables {
         for row in &rows {
             if row.get(CHECKED_TABLE).and_then(Value::as_str) == Some(table) {
-                let id = row
-                    .get("_id")
-                    .and_then(Value::as_str)
-                    .and_then(DocumentId::parse)
-                    .ok_or_else(|| Error::internal("a _schema_checks row without its id"))?;
-                tx.delete(&id)?;
+                delete_record(tx, row)?;
             }
         }
         tx.insert(
@@ -228,6 +230,36 @@ pub fn record(tx: &mut Transaction, checked: &Checked) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+fn delete_record(tx: &mut Transaction, row: &Value) -> Result<()> {
+    let id = row
+        .get("_id")
+        .and_then(Value::as_str)
+        .and_then(DocumentId::parse)
+        .ok_or_else(|| Error::internal("a _schema_checks row without its id"))?;
+    tx.delete(&id)
+}
+
+/// Deletes the records of every table whose fingerprint under `schema` is
+/// not the recorded one (or that `schema` does not declare): what a writer
+/// with this schema commits first, so that no record it did not make says
+/// its writes were checked. Returns how many it deleted.
+pub fn forget_others(tx: &mut Transaction, schema: &Schema) -> Result<usize> {
+    let rows = tx.query(SCHEMA_CHECKS).collect()?;
+    let mut forgotten = 0;
+    for row in &rows {
+        let table = row.get(CHECKED_TABLE).and_then(Value::as_str);
+        let print = row.get(CHECKED_FINGERPRINT).and_then(Value::as_str);
+        let ours = table
+            .and_then(|t| schema.get(t).map(|def| fingerprint(t, def)))
+            .is_some_and(|own| Some(own.as_str()) == print);
+        if !ours {
+            delete_record(tx, row)?;
+            forgotten += 1;
+        }
+    }
+    Ok(forgotten)
 }
 
 /// Most `_schema_checks` rows read: one per table ever checked.

@@ -470,8 +470,9 @@ async fn start(
             checked.documents,
             started.elapsed().as_secs_f64()
         );
-        // The sole writer records what it checked; on one of several
-        // nodes, the writer may run other code (see `schema_check`).
+        // The sole writer records what it checked; of several nodes, only
+        // the writer records, for its own definitions, once it holds the
+        // lease (`take_over`): the others may run other code.
         if options.cluster.is_none() {
             db.mutate(move |tx| crate::schema_check::record(tx, &checked))
                 .await
@@ -718,12 +719,62 @@ async fn take_over(
     writer_tasks: &tokio::sync::Mutex<Option<WriterTasks>>,
 ) -> Result<()> {
     db.set_writable(true);
+    // Before anything else this writer commits: no schema check recorded
+    // by a writer with other definitions may stand (see `schema_check`).
+    let schema = db.schema().clone();
+    let forgotten = db
+        .mutate(move |tx| crate::schema_check::forget_others(tx, &schema))
+        .await
+        .map_err(|e| Error::internal(format!("forgetting other code's schema checks: {e}")))?
+        .value;
+    if forgotten > 0 {
+        tracing::info!(
+            count = forgotten,
+            "forgot the schema checks recorded for other definitions"
+        );
+    }
     let n = node.clone();
     blocking(move || n.become_writer()).await?;
     let tasks = WriterTasks::start(executor, files, scheduler, shutdown).await?;
     *writer_tasks.lock().await = Some(tasks);
     tracing::info!(url = %node.own_url(), "this node is the writer");
+    tokio::spawn(check_as_writer(db.clone()));
     Ok(())
+}
+
+/// The writer of several nodes checks the tables no record says its own
+/// definitions were checked against, and records them: the next node to
+/// start with the same code reads none of them. Documents that fail are
+/// logged (another node's code wrote them); nothing is recorded then.
+async fn check_as_writer(db: Database) {
+    let started = std::time::Instant::now();
+    let (persistence, schema) = (db.persistence().clone(), db.schema().clone());
+    let checked =
+        blocking(move || crate::schema_check::check_documents(persistence.as_ref(), &schema)).await;
+    let checked = match checked {
+        Ok(Ok(checked)) if checked.tables.is_empty() => return,
+        Ok(Ok(checked)) => checked,
+        Ok(Err(mismatch)) => {
+            return tracing::error!(
+                "as the writer, found documents this node's schema does not accept (written by \
+                 a node with other code?); nothing recorded: {mismatch}"
+            )
+        }
+        Err(e) => return tracing::warn!("checking the documents as the writer: {e}"),
+    };
+    let (tables, documents) = (checked.tables.len(), checked.documents);
+    match db
+        .mutate(move |tx| crate::schema_check::record(tx, &checked))
+        .await
+    {
+        Ok(_) => tracing::info!(
+            "as the writer, checked the documents of {tables} table(s) against the schema and \
+             recorded it: {documents} read in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ),
+        // No longer the writer, say: the next one checks.
+        Err(e) => tracing::warn!("recording the schema check as the writer: {e}"),
+    }
 }
 
 /// A follower's wait for the lease, then the writer's watch over it.
