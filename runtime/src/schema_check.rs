@@ -5,10 +5,12 @@
 //! only when the schema changed under them — new code with a new required
 //! field, a narrowed type — which is what `livebase dev` does on every save.
 //! Serving anyway would hand functions documents their types cannot read, so
-//! [`check_documents`] reads the whole store from one snapshot (page by page,
-//! as an export does) and [`crate::server::serve`] refuses to start on a
-//! [`SchemaMismatch`], which names each offending table with its first
-//! [`SHOWN_PER_TABLE`] document ids and what is wrong with each. The
+//! [`check_documents`] reads the tables' documents from one snapshot, page by
+//! page: all of them in one pass when every table is to be checked, else
+//! each such table through its `by_id` index, the others not read; and
+//! [`crate::server::serve`] refuses to start on a [`SchemaMismatch`], which
+//! names each offending table with its first [`SHOWN_PER_TABLE`] document
+//! ids and what is wrong with each. The
 //! supervisor of `livebase dev` runs the same check on a new build before it
 //! stops the old server (`livebase check-data`), so that the old code keeps
 //! serving while the report is shown.
@@ -53,7 +55,7 @@ use crate::transaction::Transaction;
 /// The failing documents a report names per table; the rest are counted.
 pub const SHOWN_PER_TABLE: usize = 5;
 
-/// Documents read per page of the scan.
+/// Documents read per page of a table's scan.
 const PAGE: usize = 500;
 
 /// Documents that do not satisfy the schema, per table (in name order).
@@ -173,23 +175,52 @@ fn checked_on(
         return Ok(Ok(checked));
     }
     let mut mismatch = SchemaMismatch::default();
-    let mut after: Option<DocumentId> = None;
-    loop {
-        let page = conn.scan_documents(after.as_ref(), PAGE)?;
-        checked.documents += page.len();
-        for doc in &page {
-            if !checked.tables.iter().any(|(name, _)| name == doc.table()) {
-                continue;
-            }
-            if let Some(table) = schema.get(doc.table()) {
-                if let Err(e) = table.validate_document(doc.table(), &doc.fields) {
-                    mismatch.record(doc, e.to_string());
+    if checked.tables.len() == schema.tables().count() {
+        // Every table (a first start): one pass over the documents.
+        let mut after: Option<DocumentId> = None;
+        loop {
+            let page = conn.scan_documents(after.as_ref(), PAGE)?;
+            checked.documents += page.len();
+            for doc in &page {
+                if let Some(table) = schema.get(doc.table()) {
+                    if let Err(e) = table.validate_document(doc.table(), &doc.fields) {
+                        mismatch.record(doc, e.to_string());
+                    }
                 }
             }
+            match page.last() {
+                Some(last) if page.len() == PAGE => after = Some(last.id.clone()),
+                _ => break,
+            }
         }
-        match page.last() {
-            Some(last) if page.len() == PAGE => after = Some(last.id.clone()),
-            _ => break,
+    } else {
+        // Some tables: each through its `by_id` index, the others' documents
+        // not read.
+        for (name, _) in &checked.tables {
+            let Some(table) = schema.get(name) else {
+                continue;
+            };
+            let prefix = index_prefix(name, "by_id");
+            let end =
+                prefix_end(&prefix).ok_or_else(|| Error::internal("an index prefix has no end"))?;
+            let mut start = prefix;
+            loop {
+                let page = conn.scan(&start, &end, Order::Asc, PAGE)?;
+                checked.documents += page.len();
+                for (_, doc) in &page {
+                    if let Err(e) = table.validate_document(name, &doc.fields) {
+                        mismatch.record(doc, e.to_string());
+                    }
+                }
+                match page.last() {
+                    Some((key, _)) if page.len() == PAGE => {
+                        // The first key after it.
+                        start = key.clone();
+                        start.push(0);
+                    }
+                    _ => break,
+                }
+            }
         }
     }
     Ok(if mismatch.tables.is_empty() {
