@@ -37,9 +37,17 @@ pub struct FileRates {
 }
 
 /// Uploads and downloads `runs` files of `size` bytes (each different, so
-/// none is stored once for two), with the disk's figures beside each.
+/// none is stored once for two) on a server over a data folder, with the
+/// disk's figures beside each.
 pub async fn files(size: usize, runs: usize) -> Result<FileRates, BoxError> {
     let server = Server::start().await?;
+    let rates = files_on(&server, size, runs).await;
+    server.stop().await;
+    rates
+}
+
+/// As [`files`], on `server` (one over PostgreSQL keeps the bytes there).
+pub async fn files_on(server: &Server, size: usize, runs: usize) -> Result<FileRates, BoxError> {
     let addr = server.url.trim_start_matches("http://").to_string();
     let mut caller = HttpCaller::new(&server.url, None, true);
     let scratch = tempfile::tempdir()?;
@@ -87,7 +95,6 @@ pub async fn files(size: usize, runs: usize) -> Result<FileRates, BoxError> {
             disk_read.push(read);
         }
     }
-    server.stop().await;
     Ok(FileRates {
         upload: median(&mut upload),
         disk_write: median(&mut disk_write),
@@ -109,9 +116,14 @@ pub fn row(size: usize, runs: usize, r: &FileRates) -> serde_json::Value {
 
 /// The table's lines for the `files` rows of the results.
 pub fn print_rows(r: &serde_json::Value) {
-    let Some(rows) = r.get("files").and_then(|t| t.as_array()) else {
-        return;
-    };
+    if let Some(rows) = r.get("files").and_then(|t| t.as_array()) {
+        print_file_rows(rows, "");
+    }
+}
+
+/// The lines of `rows` (as [`row`] makes them), each named with `place`
+/// (`""`, or `" over PostgreSQL"`).
+pub fn print_file_rows(rows: &[serde_json::Value], place: &str) {
     for row in rows {
         let g = |k: &str| {
             row.get(k)
@@ -125,11 +137,11 @@ pub fn print_rows(r: &serde_json::Value) {
             format!("{:.0} KiB", mib * 1024.0)
         };
         println!(
-            "| upload, {size} file (median of {}) | {:.0} MiB/s ({:.0} % of the disk's write + fsync, {:.0} MiB/s beside it) | — |",
+            "| upload{place}, {size} file (median of {}) | {:.0} MiB/s ({:.0} % of the disk's write + fsync, {:.0} MiB/s beside it) | — |",
             g("runs"), g("upload_mib_per_s"), g("upload_ratio") * 100.0, g("disk_write_fsync_mib_per_s")
         );
         println!(
-            "| download, {size} file (median of {}) | {:.0} MiB/s ({:.0} % of reading it back from the disk (page cache), {:.0} MiB/s; {:.0} % of a bare loopback transfer, {:.0} MiB/s) | — |",
+            "| download{place}, {size} file (median of {}) | {:.0} MiB/s ({:.0} % of reading it back from the disk (page cache), {:.0} MiB/s; {:.0} % of a bare loopback transfer, {:.0} MiB/s) | — |",
             g("runs"), g("download_mib_per_s"), g("download_ratio") * 100.0, g("disk_read_mib_per_s"),
             g("download_ratio_to_loopback") * 100.0, g("loopback_mib_per_s")
         );

@@ -55,6 +55,10 @@ struct Sizes {
     clients: Vec<usize>,
     /// Failovers measured (each on a new pair of nodes).
     failovers: usize,
+    /// Stored files uploaded and downloaded (bytes in the database), and
+    /// their size.
+    file_runs: usize,
+    file_size: usize,
 }
 
 impl Sizes {
@@ -67,6 +71,8 @@ impl Sizes {
                 throughput_total: 64,
                 clients: vec![1, 8],
                 failovers: 1,
+                file_runs: 1,
+                file_size: 1 << 20,
             }
         } else {
             Sizes {
@@ -76,6 +82,8 @@ impl Sizes {
                 throughput_total: 1_000,
                 clients: vec![1, 8, 64],
                 failovers: 5,
+                file_runs: 7,
+                file_size: 8 << 20,
             }
         }
     }
@@ -164,6 +172,21 @@ pub async fn phase(url: Option<&str>, quick: bool) -> Result<serde_json::Value, 
         );
     }
     r.insert("throughput".into(), json!(throughput));
+
+    progress(&format!(
+        "postgres: upload and download of {} MiB files on one node, {} runs (bytes in the database)",
+        s.file_size >> 20,
+        s.file_runs
+    ));
+    let schema = Schema::new(url);
+    let node = schema.node().await?;
+    let rates = crate::files::files_on(&node, s.file_size, s.file_runs).await;
+    node.stop().await;
+    schema.drop_now().await?;
+    r.insert(
+        "files".into(),
+        json!([crate::files::row(s.file_size, s.file_runs, &rates?)]),
+    );
 
     let mut runs = Vec::new();
     let mut failed_writes = 0;
@@ -258,6 +281,9 @@ pub fn print_rows(r: &serde_json::Value) {
                 g("inserts_beside_per_s")
             );
         }
+    }
+    if let Some(rows) = p.get("files").and_then(|t| t.as_array()) {
+        crate::files::print_file_rows(rows, " over PostgreSQL");
     }
     let runs = p
         .pointer("/failover_ms/runs")

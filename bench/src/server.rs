@@ -38,9 +38,13 @@ pub async fn child(data: PathBuf, postgres: Option<(String, String)>) -> Result<
         ..ServerOptions::default()
     };
     if let Some((url, schema)) = postgres {
-        // As `livebase serve --postgres` does: the store is also the lease.
+        // As `livebase serve --postgres` does: the store is also the lease,
+        // and it keeps stored files' bytes.
         let p = livebase_store_postgres::PostgresPersistence::open_schema(&url, &schema, None)?;
         options.store = Store::Engine(std::sync::Arc::new(p.clone()));
+        options.blobs = livebase_runtime::server::Blobs::Store(std::sync::Arc::new(
+            livebase_store_postgres::PostgresBlobs::new(&p),
+        ));
         options.cluster = Some(ClusterOptions {
             lease: std::sync::Arc::new(p),
             node_url: None,
