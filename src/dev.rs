@@ -94,6 +94,7 @@ pub(crate) async fn supervise(args: DevArgs) -> Result<(), String> {
     let stage = Stage::new(&this)?;
     let mut sup = Supervisor {
         data: args.serve.data.clone(),
+        store_env: args.serve.store.child_env(),
         // Everything after `dev`, given again to each child; `--port` is
         // appended once the first child has bound one (overriding `0`).
         child_args: std::env::args_os().skip(2).collect(),
@@ -181,6 +182,8 @@ struct Running {
 
 struct Supervisor {
     data: PathBuf,
+    /// The store `check-data` reads, when it is not the data folder's.
+    store_env: Vec<(&'static str, OsString)>,
     child_args: Vec<OsString>,
     /// The port the first child bound, which every later one reuses.
     port: Option<u16>,
@@ -339,6 +342,7 @@ impl Supervisor {
             .arg("check-data")
             .arg("--data")
             .arg(&self.data)
+            .envs(self.store_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .output()
             .await

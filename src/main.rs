@@ -73,6 +73,8 @@ struct CheckDataArgs {
     /// The data folder.
     #[arg(long, env = "LIVEBASE_DATA", default_value = ".livebase")]
     data: PathBuf,
+    #[command(flatten)]
+    store: store::StoreArgs,
 }
 
 #[derive(Args)]
@@ -208,15 +210,30 @@ fn supervise(args: dev::DevArgs) -> std::process::ExitCode {
 /// `check-data`: whether the stored documents satisfy this build's schema.
 fn check_data(args: CheckDataArgs) -> std::process::ExitCode {
     use livebase_runtime::store::sqlite::{SqlitePersistence, DATABASE_FILE};
-    let file = args.data.join(DATABASE_FILE);
-    if !file.exists() {
-        return std::process::ExitCode::SUCCESS;
-    }
+    use livebase_runtime::store::Persistence;
+    let store: Box<dyn Persistence> = match args.store.open_postgres() {
+        Ok(Some(postgres)) => Box::new(postgres),
+        Ok(None) => {
+            let file = args.data.join(DATABASE_FILE);
+            if !file.exists() {
+                return std::process::ExitCode::SUCCESS;
+            }
+            match SqlitePersistence::open(&file) {
+                Ok(store) => Box::new(store),
+                Err(e) => {
+                    eprintln!("error: checking {}: {e}", args.data.display());
+                    return std::process::ExitCode::FAILURE;
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let mut app = livebase_functions::app();
     app.extend_schema(livebase_runtime::system::with_system_tables);
-    let checked = SqlitePersistence::open(&file)
-        .map_err(livebase_runtime::Error::from)
-        .and_then(|store| livebase_runtime::schema_check::check_documents(&store, app.schema()));
+    let checked = livebase_runtime::schema_check::check_documents(store.as_ref(), app.schema());
     match checked {
         Ok(Ok(_)) => std::process::ExitCode::SUCCESS,
         Ok(Err(mismatch)) => {
@@ -224,7 +241,11 @@ fn check_data(args: CheckDataArgs) -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("error: checking {}: {e}", args.data.display());
+            let place = args
+                .store
+                .describe()
+                .unwrap_or_else(|| args.data.display().to_string());
+            eprintln!("error: checking {place}: {e}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -33,6 +33,20 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// The variables that give a child process (`check-data`) this store:
+    /// set in its environment, not on its command line, where `ps` would
+    /// show a password.
+    pub fn child_env(&self) -> Vec<(&'static str, std::ffi::OsString)> {
+        let mut env = Vec::new();
+        if let Some(url) = &self.postgres {
+            env.push(("LIVEBASE_POSTGRES_URL", url.into()));
+        }
+        if let Some(ca) = &self.postgres_ca_file {
+            env.push(("LIVEBASE_POSTGRES_CA_FILE", ca.into()));
+        }
+        env
+    }
+
     /// The PostgreSQL store, if asked for, opened (tables created if
     /// missing), with what to call it in messages.
     pub fn open_postgres(&self) -> Result<Option<PostgresPersistence>, String> {

@@ -305,3 +305,41 @@ async fn files_an_earlier_version_kept_in_the_data_folder_are_copied_into_the_da
     assert!(got.bytes == picture(), "the avatar's bytes");
     assert_eq!(shared.list().unwrap(), hashes);
 }
+
+#[tokio::test]
+async fn check_data_reads_the_postgres_store_it_is_given() {
+    let Some(db) = TestDatabase::create("check-data --postgres") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    drop(start(dir.path(), Some(&db.url)));
+    let check = || {
+        command(&["check-data", "--data", path(dir.path())])
+            .env("LIVEBASE_POSTGRES_URL", &db.url)
+            .output()
+            .expect("livebase runs")
+    };
+    let fine = check();
+    assert!(
+        fine.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fine.stderr)
+    );
+
+    // A todo this build's schema refuses, in the database (the data folder
+    // has no SQLite file): check-data finds it there.
+    let mut app = livebase_functions::app();
+    app.extend_schema(livebase_runtime::system::with_system_tables);
+    let store = PostgresPersistence::open(&db.url).unwrap();
+    let id = livebase_testkit::postgres::insert_unchecked(
+        std::sync::Arc::new(store),
+        app.schema(),
+        "todos",
+    )
+    .await;
+    let refused = check();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(said.contains("table todos"), "{said}");
+    assert!(said.contains(id.as_str()), "{said}");
+}

@@ -997,28 +997,9 @@ async fn the_writer_records_its_schema_checks_and_a_new_writer_forgets_other_cod
     // forgets the other code's record before it commits anything else; its
     // own check of `todos` finds the todo, so it records nothing for it,
     // and a node with that other code would read `todos` again.
-    {
-        use livebase_runtime::database::Database;
-        use livebase_schema::{define_table, obj, v, Schema};
-        use livebase_store_postgres::PostgresPersistence;
-        let mut lax = Schema::new();
-        for (name, def) in schema.tables() {
-            let def = match name {
-                "todos" => define_table([("text", v::any())]),
-                _ => def.clone(),
-            };
-            lax = if schema.is_system_table(name) {
-                lax.system_table(name, def)
-            } else {
-                lax.table(name, def)
-            };
-        }
-        let store = PostgresPersistence::open(&db.url).unwrap();
-        let side = Database::open(std::sync::Arc::new(store), lax).unwrap();
-        side.mutate(|tx| tx.insert("todos", obj! { "text" => 3.0 }))
-            .await
-            .unwrap();
-    }
+    let store = livebase_store_postgres::PostgresPersistence::open(&db.url).unwrap();
+    livebase_testkit::postgres::insert_unchecked(std::sync::Arc::new(store), &schema, "todos")
+        .await;
     let mut a = a;
     a.signal("-KILL");
     let _ = a.exit();

@@ -172,3 +172,37 @@ fn admin(server: &str, sql: String) {
     .join()
     .expect("the PostgreSQL admin thread");
 }
+
+/// Inserts into `table` of `store` a document that declares only
+/// `{text: 3}`, as code with a laxer definition of the table (or a
+/// tool) could have written it: `schema` with `table` accepting anything
+/// named `text`, the rest as they are. For tests of what catches documents a
+/// schema refuses.
+pub async fn insert_unchecked(
+    store: std::sync::Arc<dyn livebase_runtime::store::Persistence>,
+    schema: &livebase_schema::Schema,
+    table: &str,
+) -> livebase_schema::DocumentId {
+    use livebase_runtime::database::Database;
+    use livebase_schema::{define_table, obj, v, Schema};
+
+    let mut lax = Schema::new();
+    for (name, def) in schema.tables() {
+        let def = if name == table {
+            define_table([("text", v::any())])
+        } else {
+            def.clone()
+        };
+        lax = if schema.is_system_table(name) {
+            lax.system_table(name, def)
+        } else {
+            lax.table(name, def)
+        };
+    }
+    let side = Database::open(store, lax).expect("opens");
+    let table = table.to_string();
+    side.mutate(move |tx| tx.insert(&table, obj! { "text" => 3.0 }))
+        .await
+        .expect("inserted")
+        .value
+}
