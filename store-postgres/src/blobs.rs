@@ -328,8 +328,11 @@ impl BlobStore for PostgresBlobs {
     }
 
     fn delete_unpinned(&self, sha256: &BlobHash, since: Option<BlobMark>) -> io::Result<bool> {
-        // Without a mark, any pin ever let go holds it.
-        let since = since.map_or(i64::MIN, |m| m.0);
+        // Without a mark nothing says which pins came after the look for
+        // rows: nothing is removed.
+        let Some(BlobMark(since)) = since else {
+            return Ok(false);
+        };
         let (hex, secs) = (sha256.as_str(), abandoned_secs());
         self.with(|c| {
             let mut tx = c.transaction()?;
