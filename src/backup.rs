@@ -121,6 +121,22 @@ fn run_import(args: &BackupArgs) -> Result<Summary, String> {
     // Held until the import is done: no server may open the folder meanwhile.
     let _held = datadir::lock(&args.data).map_err(|e| e.to_string())?;
     let postgres = args.store.open_postgres()?;
+    // The writer's lease, held until the import is done (the clones share
+    // it): no node may write meanwhile, and the import's commits are fenced
+    // by it, as a writer's are.
+    if let Some(p) = &postgres {
+        match p.try_claim_node() {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(format!(
+                    "a livebase node is running on {} (it holds the writer's lease): stop \
+                     every node before importing",
+                    p.describe()
+                ))
+            }
+            Err(e) => return Err(format!("claiming {}: {e}", p.describe())),
+        }
+    }
     let store: Box<dyn Persistence> = match &postgres {
         Some(postgres) => Box::new(postgres.clone()),
         None => Box::new(

@@ -343,3 +343,63 @@ async fn check_data_reads_the_postgres_store_it_is_given() {
     assert!(said.contains("table todos"), "{said}");
     assert!(said.contains(id.as_str()), "{said}");
 }
+
+#[tokio::test]
+async fn an_import_into_a_database_a_node_is_running_on_is_refused() {
+    let Some(db) = TestDatabase::create("import beside a node") else {
+        return;
+    };
+    let parent = tempfile::tempdir().unwrap();
+    let export = parent.path().join("export.jsonl");
+    {
+        let (_node, _addr) = start(&parent.path().join("node"), Some(&db.url));
+        run(&[
+            "export",
+            path(&export),
+            "--data",
+            path(&parent.path().join("node")),
+            "--postgres",
+            &db.url,
+        ]);
+        // The node holds only its schema checks, which an import may
+        // replace; but it is running, and would write beside the import.
+        let refused = command(&[
+            "import",
+            path(&export),
+            "--data",
+            path(&parent.path().join("import")),
+            "--postgres",
+            &db.url,
+        ])
+        .output()
+        .expect("livebase runs");
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{said}");
+        assert!(said.contains("a livebase node is running"), "{said}");
+    }
+    // Once the node has stopped (its session ends with it, and the lease
+    // with its session), the same import goes in.
+    let since = std::time::Instant::now();
+    loop {
+        let out = command(&[
+            "import",
+            path(&export),
+            "--data",
+            path(&parent.path().join("import")),
+            "--postgres",
+            &db.url,
+        ])
+        .output()
+        .expect("livebase runs");
+        let said = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            said.contains("a livebase node is running")
+                && since.elapsed() < livebase_testkit::PATIENCE,
+            "{said}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
