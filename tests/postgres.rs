@@ -58,11 +58,22 @@ fn start(dir: &Path, postgres: Option<&str>) -> (KillOnDrop, SocketAddr) {
     (child, addr)
 }
 
+/// `livebase <verb> <file> --data <data> --postgres <url>` (`export` or
+/// `import`), not yet run.
+fn on_postgres(verb: &str, file: &Path, data: &Path, url: &str) -> Command {
+    command(&[verb, path(file), "--data", path(data), "--postgres", url])
+}
+
 fn run(args: &[&str]) -> Output {
-    let out = command(args).output().expect("livebase runs");
+    checked(command(args))
+}
+
+/// Runs `c`, which must succeed; its output.
+fn checked(mut c: Command) -> Output {
+    let out = c.output().expect("livebase runs");
     assert!(
         out.status.success(),
-        "livebase {args:?}: {}",
+        "{c:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     out
@@ -218,14 +229,7 @@ async fn an_export_from_sqlite_imported_into_postgres_serves_the_same_data_to_th
     };
     let export = parent.path().join("export.jsonl");
     run(&["export", path(&export), "--data", path(&sqlite_dir)]);
-    let imported = run(&[
-        "import",
-        path(&export),
-        "--data",
-        path(&postgres_dir),
-        "--postgres",
-        &db.url,
-    ]);
+    let imported = checked(on_postgres("import", &export, &postgres_dir, &db.url));
     let said = String::from_utf8_lossy(&imported.stderr);
     assert!(said.contains("PostgreSQL database"), "{said}");
     assert!(!said.contains(":password@"), "{said}");
@@ -234,14 +238,7 @@ async fn an_export_from_sqlite_imported_into_postgres_serves_the_same_data_to_th
 
     // Exported back from PostgreSQL: the same documents, line for line.
     let back = parent.path().join("back.jsonl");
-    run(&[
-        "export",
-        path(&back),
-        "--data",
-        path(&postgres_dir),
-        "--postgres",
-        &db.url,
-    ]);
+    checked(on_postgres("export", &back, &postgres_dir, &db.url));
     let body = |file: &Path| -> Vec<String> {
         let text = std::fs::read_to_string(file).expect("an export");
         text.lines().skip(1).map(str::to_string).collect()
@@ -261,16 +258,9 @@ async fn an_export_from_sqlite_imported_into_postgres_serves_the_same_data_to_th
         "no bytes in the folder"
     );
     // A second import into the same database is refused: it holds data.
-    let again = command(&[
-        "import",
-        path(&export),
-        "--data",
-        path(&parent.path().join("other")),
-        "--postgres",
-        &db.url,
-    ])
-    .output()
-    .expect("livebase runs");
+    let again = on_postgres("import", &export, &parent.path().join("other"), &db.url)
+        .output()
+        .expect("livebase runs");
     assert!(!again.status.success(), "a second import is refused");
 }
 
@@ -353,26 +343,17 @@ async fn an_import_into_a_database_a_node_is_running_on_is_refused() {
     let export = parent.path().join("export.jsonl");
     {
         let (_node, _addr) = start(&parent.path().join("node"), Some(&db.url));
-        run(&[
+        checked(on_postgres(
             "export",
-            path(&export),
-            "--data",
-            path(&parent.path().join("node")),
-            "--postgres",
+            &export,
+            &parent.path().join("node"),
             &db.url,
-        ]);
+        ));
         // The node holds only its schema checks, which an import may
         // replace; but it is running, and would write beside the import.
-        let refused = command(&[
-            "import",
-            path(&export),
-            "--data",
-            path(&parent.path().join("import")),
-            "--postgres",
-            &db.url,
-        ])
-        .output()
-        .expect("livebase runs");
+        let refused = on_postgres("import", &export, &parent.path().join("import"), &db.url)
+            .output()
+            .expect("livebase runs");
         let said = String::from_utf8_lossy(&refused.stderr);
         assert!(!refused.status.success(), "{said}");
         assert!(said.contains("a livebase node is running"), "{said}");
@@ -381,16 +362,9 @@ async fn an_import_into_a_database_a_node_is_running_on_is_refused() {
     // with its session), the same import goes in.
     let since = std::time::Instant::now();
     loop {
-        let out = command(&[
-            "import",
-            path(&export),
-            "--data",
-            path(&parent.path().join("import")),
-            "--postgres",
-            &db.url,
-        ])
-        .output()
-        .expect("livebase runs");
+        let out = on_postgres("import", &export, &parent.path().join("import"), &db.url)
+            .output()
+            .expect("livebase runs");
         let said = String::from_utf8_lossy(&out.stderr);
         if out.status.success() {
             break;
