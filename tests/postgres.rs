@@ -101,36 +101,11 @@ async fn watch_organizations(addr: SocketAddr, token: &str) -> (Client, Json) {
     (ws, first)
 }
 
-fn args(json: Json) -> Value {
-    Value::from_json(&json, "args").expect("Convex JSON")
-}
-
 /// Uploads `bytes` through a generated URL as `token`'s avatar.
 async fn upload_avatar(addr: SocketAddr, token: &str, bytes: &[u8]) {
     let mut ws = Client::connect(&format!("ws://{addr}/api/sync"), SessionId::random()).await;
     ws.authenticate(token).await;
-    let url = ws
-        .mutation("files:generateUploadUrl", args(json!({})))
-        .await
-        .expect("an upload URL")
-        .value
-        .to_json();
-    let reply = http(
-        addr,
-        "POST",
-        &path_of(url.as_str().expect("a URL")),
-        &[("Content-Type", "image/png")],
-        bytes,
-    )
-    .await;
-    assert_eq!(reply.status, 200, "upload: {}", reply.body);
-    let id = reply.body["storageId"].as_str().expect("an id");
-    ws.mutation("userProfiles:upsert", args(json!({"displayName": "Ada"})))
-        .await
-        .expect("a profile");
-    ws.mutation("userProfiles:setAvatar", args(json!({"storageId": id})))
-        .await
-        .expect("the avatar is set");
+    ws.upload_avatar(addr, "image/png", bytes).await;
 }
 
 /// `token`'s avatar, downloaded from the URL `userProfiles:get` gives.

@@ -758,32 +758,9 @@ async fn a_file_uploaded_to_one_writer_is_served_by_every_node_and_after_the_wri
     let token = sign_up(a.addr, "ada@example.com").await;
     // The upload goes through the follower, which passes it to the writer.
     let mut on_b = signed_in(&b.ws(), SessionId::random(), &token).await;
-    let url = on_b
-        .mutation("files:generateUploadUrl", args(json!({})))
-        .await
-        .expect("an upload URL")
-        .value
-        .to_json();
     let bytes = file_bytes();
-    let uploaded = http(
-        b.addr,
-        "POST",
-        &path_of(url.as_str().expect("a URL")),
-        &[("Content-Type", "application/octet-stream")],
-        &bytes,
-    )
-    .await;
-    assert_eq!(uploaded.status, 200, "upload: {}", uploaded.body);
-    let id = uploaded.body["storageId"]
-        .as_str()
-        .expect("an id")
-        .to_string();
-    on_b.mutation("userProfiles:upsert", args(json!({"displayName": "Ada"})))
-        .await
-        .expect("a profile");
-    on_b.mutation("userProfiles:setAvatar", args(json!({"storageId": id})))
-        .await
-        .expect("the avatar is set");
+    on_b.upload_avatar(b.addr, "application/octet-stream", &bytes)
+        .await;
     on_b.add_query(1, "userProfiles:get", json!({})).await;
     let profile = on_b.next_result(1).await.expect("the profile");
     let avatar = profile["avatarUrl"].as_str().expect("a URL").to_string();

@@ -544,3 +544,49 @@ pub fn server_error_request_id(message: &str) -> Option<String> {
         .strip_suffix("] Server error")?;
     (!id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric())).then(|| id.to_string())
 }
+
+impl Client {
+    /// As a signed-in client of the application does: a
+    /// `files:generateUploadUrl`, `bytes` `POST`ed to it as `content_type`
+    /// (to `addr`, whatever host the URL names), and the file made the
+    /// caller's avatar (`userProfiles:upsert`, `userProfiles:setAvatar`).
+    /// The file's id.
+    pub async fn upload_avatar(
+        &mut self,
+        addr: std::net::SocketAddr,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> String {
+        let fields = |json: serde_json::Value| Value::from_json(&json, "args").expect("args");
+        let url = self
+            .mutation("files:generateUploadUrl", fields(serde_json::json!({})))
+            .await
+            .expect("an upload URL")
+            .value
+            .to_json();
+        let path = crate::mail::path_of(url.as_str().expect("a URL"));
+        let reply = crate::http::http(
+            addr,
+            "POST",
+            &path,
+            &[("Content-Type", content_type)],
+            bytes,
+        )
+        .await;
+        assert_eq!(reply.status, 200, "upload: {}", reply.body);
+        let id = reply.body["storageId"].as_str().expect("an id").to_string();
+        self.mutation(
+            "userProfiles:upsert",
+            fields(serde_json::json!({"displayName": "Ada"})),
+        )
+        .await
+        .expect("a profile");
+        self.mutation(
+            "userProfiles:setAvatar",
+            fields(serde_json::json!({"storageId": id})),
+        )
+        .await
+        .expect("the avatar is set");
+        id
+    }
+}
