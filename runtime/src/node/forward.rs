@@ -1,6 +1,8 @@
 //! Writes a follower passes to the writer: mutations, as calls to the
-//! writer's [`FORWARD_PATH`], and whole HTTP requests of the routes that
-//! write outside of functions ([`Node::proxy`]).
+//! writer's [`FORWARD_PATH`]; the rows of files whose bytes it wrote into
+//! the store the nodes share, at [`FILE_PATH`] ([`Node::commit_file`]); and
+//! whole HTTP requests of the routes that write outside of functions
+//! ([`Node::proxy`]).
 //!
 //! A forwarded mutation carries the caller's identity, which the follower
 //! checked, and its `(sessionId, requestId)`: the writer runs it as if the
@@ -16,7 +18,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode}
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use livebase_schema::{Timestamp, Value};
+use livebase_schema::{DocumentId, Timestamp, Value};
 use serde_json::{json, Value as JsonValue};
 
 use super::Node;
@@ -24,9 +26,13 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::executor::{Caller, Forward, RequestKey};
 use crate::identity::Identity;
 use crate::server::client_addr::ClientAddr;
+use crate::storage::{NotCommitted, RowsOnWriter, StoredBlob};
 
 /// Where the writer takes forwarded mutations.
 pub const FORWARD_PATH: &str = "/_node/mutation";
+/// Where the writer commits the row of a file whose bytes a follower
+/// wrote into the shared store ([`Node::commit_file`]).
+pub const FILE_PATH: &str = "/_node/file";
 /// Where the writer takes the sessions a follower saw, due to end.
 pub const END_SESSIONS_PATH: &str = "/_node/end-sessions";
 /// Most session ids one hand-off to [`END_SESSIONS_PATH`] carries (the
@@ -48,7 +54,9 @@ pub const MAX_CALLS_TO_WRITER: usize = 128;
 
 /// Uploads a follower passes to the writer at once, at most (more wait,
 /// unread): each body is held whole in memory until the writer took it, up
-/// to `--max-upload-bytes`.
+/// to `--max-upload-bytes`. Only a follower whose files are not in a store
+/// the nodes share passes uploads on; one that shares it stores the bytes
+/// itself and has the writer commit the row ([`Node::commit_file`]).
 pub const MAX_UPLOADS_PASSED_ON: usize = 4;
 
 /// A request body a follower reads before passing it on.
@@ -212,6 +220,54 @@ impl Node {
             )));
         }
         Ok(response.into_body())
+    }
+
+    /// Has the writer commit the `_storage` row of `blob`, which this node
+    /// wrote into the store the nodes share, after consuming upload token
+    /// `token` (if any): the new file's id. While no writer answers (one is
+    /// taking over) it tries again for up to [`WRITER_WAIT`]; a request
+    /// that may have run is not sent again (a token is used once; without
+    /// one, a resend could store the file twice).
+    pub async fn commit_file(
+        &self,
+        blob: &StoredBlob,
+        content_type: Option<&str>,
+        token: Option<&str>,
+    ) -> std::result::Result<DocumentId, NotCommitted> {
+        let body = Bytes::from(
+            json!({
+                "sha256": blob.sha256.as_str(),
+                "size": blob.size,
+                "contentType": content_type,
+                "token": token,
+            })
+            .to_string(),
+        );
+        let started = Instant::now();
+        let mut refresh = false;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let message = match self.post_to_writer(refresh, FILE_PATH, body.clone()).await {
+                Ok(answer) => return decode_file_answer(&answer),
+                Err(Failure::NotRun(message)) => message,
+                Err(Failure::Unknown(message)) => {
+                    tracing::error!("storing a file through the writer: {message}");
+                    return Err(NotCommitted::Unknown(Error::internal(format!(
+                        "storing a file through the writer: {message}; \
+                         it may or may not have been stored"
+                    ))));
+                }
+            };
+            if started.elapsed() >= WRITER_WAIT {
+                return Err(NotCommitted::Refused(Error::internal(format!(
+                    "storing a file: no writer answered within {WRITER_WAIT:?} (last: {message})"
+                ))));
+            }
+            tracing::debug!("storing a file through the writer: {message}; trying again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+            refresh = true;
+        }
     }
 
     /// Hands the sessions of `ids`, due to end, to the writer, which ends
@@ -448,6 +504,22 @@ fn decode_answer(body: &[u8]) -> std::result::Result<Result<(Value, Timestamp)>,
     Ok(Ok((value, Timestamp::new(ts))))
 }
 
+/// The writer's answer to [`Node::commit_file`]: `{storageId}` or
+/// `{error}` (nothing committed). An answer that cannot be read may hide a
+/// commit.
+fn decode_file_answer(body: &[u8]) -> std::result::Result<DocumentId, NotCommitted> {
+    let unreadable =
+        || NotCommitted::Unknown(Error::internal("the writer's answer has no file id"));
+    let json: JsonValue = serde_json::from_slice(body).map_err(|_| unreadable())?;
+    if let Some(error) = json.get("error") {
+        return Err(NotCommitted::Refused(decode_error(error)));
+    }
+    json.get("storageId")
+        .and_then(JsonValue::as_str)
+        .and_then(DocumentId::parse)
+        .ok_or_else(unreadable)
+}
+
 fn decode_error(json: &JsonValue) -> Error {
     if let Some(code) = json.get("code").and_then(JsonValue::as_str) {
         let message = json
@@ -478,6 +550,21 @@ fn decode_error(json: &JsonValue) -> Error {
             .and_then(JsonValue::as_str)
             .unwrap_or_default()
             .to_string(),
+    }
+}
+
+impl RowsOnWriter for Node {
+    fn is_writer(&self) -> bool {
+        Node::is_writer(self)
+    }
+
+    fn commit_file<'a>(
+        &'a self,
+        blob: &'a StoredBlob,
+        content_type: Option<&'a str>,
+        token: Option<&'a str>,
+    ) -> futures::future::BoxFuture<'a, std::result::Result<DocumentId, NotCommitted>> {
+        Box::pin(Node::commit_file(self, blob, content_type, token))
     }
 }
 

@@ -6,8 +6,10 @@
 //! commits: a follower's [`crate::database::Database`] refuses to, its
 //! [`crate::executor::Executor`] forwards each mutation — with the caller's
 //! identity and `(sessionId, requestId)` — to the writer's
-//! [`FORWARD_PATH`] ([`Node::forward_mutation`]), and the HTTP routes that
-//! write outside of functions (`/api/auth/*`, uploads) are passed to the
+//! [`FORWARD_PATH`] ([`Node::forward_mutation`]); a file's bytes go into
+//! the store the nodes share from the node that received them, and only its
+//! row is committed by the writer ([`Node::commit_file`]); and the HTTP
+//! routes that write outside of functions (`/api/auth/*`) are passed to the
 //! writer whole ([`Node::proxy`]). Nodes prove themselves to each other with
 //! a secret they share through the store ([`NODE_SECRET`]).
 //!

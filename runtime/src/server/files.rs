@@ -38,7 +38,7 @@ use serde_json::json;
 use super::listener::ClientAddr;
 use super::AppState;
 use crate::error::{Error, ErrorCode};
-use crate::storage::{storage_id, BlobHash, BlobReader, Files, UrlKey};
+use crate::storage::{storage_id, BlobHash, BlobReader, UrlKey};
 
 /// The slowest upload accepted, on average: an upload must arrive within
 /// the body timeout plus its size limit at this rate (20 MiB: 30 s + 320 s).
@@ -191,12 +191,7 @@ async fn upload(
             };
         }
     }
-    let committed = files
-        .commit(writer, content_type, move |tx| {
-            Files::consume_token(tx, &token)
-        })
-        .await;
-    match committed {
+    match files.commit(writer, content_type, Some(token)).await {
         Ok(id) => Json(json!({"storageId": id.as_str()})).into_response(),
         Err(e) => error_response(e, PATH),
     }

@@ -536,19 +536,6 @@ async fn start(
             blobs.clone()
         }
     };
-    let files = {
-        let db = db.clone();
-        let max = options.edge.max_upload_bytes;
-        blocking(move || crate::storage::Files::new(blobs, db, max)).await?
-    };
-    // Upload and file URLs are absolute, as Convex's: by default on the
-    // server's own URL, as mail links are.
-    let public_url = public_url.unwrap_or_else(|| format!("http://{addr}"));
-    let mut executor = Executor::new(db.clone(), Arc::new(registry))
-        .with_mailer(mailer)
-        .with_cursor_key(cursor_key)
-        .with_files(files.clone())
-        .with_public_url(&public_url);
     // One of several nodes: the writer if it gets the lease now, else a
     // follower until it does.
     let node = match &options.cluster {
@@ -561,12 +548,35 @@ async fn start(
                 format!("http://{}", SocketAddr::new(ip, addr.port()))
             });
             let lease = cluster.lease.clone();
-            let node = Arc::new(blocking(move || Node::new(lease, own_url)).await?);
-            executor = executor.with_forward(node.clone());
-            Some(node)
+            Some(Arc::new(blocking(move || Node::new(lease, own_url)).await?))
         }
         None => None,
     };
+    // On a follower, a file's bytes go into the shared store here and the
+    // writer commits its row; a node with a folder of its own passes
+    // uploads to the writer whole instead (`nodes::route`).
+    let rows_on_writer = match (&node, &options.blobs) {
+        (Some(node), Blobs::Store(_)) => {
+            Some(node.clone() as Arc<dyn crate::storage::RowsOnWriter>)
+        }
+        _ => None,
+    };
+    let files = {
+        let db = db.clone();
+        let max = options.edge.max_upload_bytes;
+        blocking(move || crate::storage::Files::new(blobs, db, max, rows_on_writer)).await?
+    };
+    // Upload and file URLs are absolute, as Convex's: by default on the
+    // server's own URL, as mail links are.
+    let public_url = public_url.unwrap_or_else(|| format!("http://{addr}"));
+    let mut executor = Executor::new(db.clone(), Arc::new(registry))
+        .with_mailer(mailer)
+        .with_cursor_key(cursor_key)
+        .with_files(files.clone())
+        .with_public_url(&public_url);
+    if let Some(node) = &node {
+        executor = executor.with_forward(node.clone());
+    }
     // A follower hands the sessions it saw, due to end, to the writer.
     if let (Some(node), Some(auth)) = (&node, &session_auth) {
         let node = node.clone();
@@ -851,6 +861,7 @@ fn router(state: AppState) -> Router {
         .route("/api/action", post(http::action))
         .route("/health", get(http::health))
         .route(crate::node::FORWARD_PATH, post(nodes::accept_mutation))
+        .route(crate::node::forward::FILE_PATH, post(nodes::accept_file))
         .route(
             crate::node::forward::END_SESSIONS_PATH,
             post(nodes::accept_expired_sessions),

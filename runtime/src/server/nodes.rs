@@ -1,8 +1,10 @@
 //! The server's end of several nodes on one store ([`crate::node`]): the
 //! writer's [`crate::node::FORWARD_PATH`], which runs a mutation a follower
-//! forwarded, and the outermost layer ([`route`]) that, on a follower,
-//! passes the routes that write outside of functions to the writer whole,
-//! and on the writer believes the client address a follower names.
+//! forwarded, and [`crate::node::forward::FILE_PATH`], which commits the row
+//! of a file a follower stored; and the outermost layer ([`route`]) that, on
+//! a follower, passes the routes that write outside of functions to the
+//! writer whole, and on the writer believes the client address a follower
+//! names.
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -18,6 +20,7 @@ use crate::executor::{Caller, RequestKey};
 use crate::identity::Identity;
 use crate::node::forward::{FORWARDED_FOR, MAX_SESSIONS_PER_HANDOFF, NOT_WRITER};
 use crate::node::{Node, NODE_HEADER};
+use crate::storage::{BlobHash, StoredBlob};
 
 /// The writer's end of [`crate::node::Node::forward_mutation`], at
 /// [`crate::node::FORWARD_PATH`].
@@ -45,6 +48,62 @@ pub async fn accept_mutation(State(state): State<AppState>, request: Request) ->
         answer.to_string(),
     )
         .into_response()
+}
+
+/// The writer's end of [`crate::node::Node::commit_file`], at
+/// [`crate::node::forward::FILE_PATH`]: commits the `_storage` row of a
+/// blob a follower wrote into the shared store (and pins there until this
+/// answers), consuming the upload token it names. The answer is
+/// `{storageId}` or, as [`accept_mutation`]'s, `{error}`.
+pub async fn accept_file(State(state): State<AppState>, request: Request) -> Response {
+    if let Some(refused) = refused_unless_writer_for_node(&state, &request) {
+        return refused;
+    }
+    let Some(files) = state.executor.files().cloned() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let Ok(body) = axum::body::to_bytes(request.into_body(), MAX_MESSAGE_SIZE).await else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let (blob, content_type, token) = match decode_file(&body) {
+        Ok(file) => file,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    let answer = match files.commit_stored(blob, content_type, token).await {
+        Ok(id) => json!({"storageId": id.as_str()}),
+        Err(e) => json!({"error": encode_error(&e)}),
+    };
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        answer.to_string(),
+    )
+        .into_response()
+}
+
+/// What [`accept_file`] is sent: the blob, its content type, its token.
+fn decode_file(
+    body: &[u8],
+) -> std::result::Result<(StoredBlob, Option<String>, Option<String>), String> {
+    let json: JsonValue = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let sha256 = json
+        .get("sha256")
+        .and_then(JsonValue::as_str)
+        .and_then(BlobHash::parse)
+        .ok_or("sha256: expected 64 lowercase hex digits")?;
+    let size = json
+        .get("size")
+        .and_then(JsonValue::as_u64)
+        .ok_or("size: expected a whole number")?;
+    let text = |name: &str| match json.get(name) {
+        None | Some(JsonValue::Null) => Ok(None),
+        Some(JsonValue::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(format!("{name}: expected a string or null")),
+    };
+    Ok((
+        StoredBlob { sha256, size },
+        text("contentType")?,
+        text("token")?,
+    ))
 }
 
 struct ForwardedCall {
@@ -176,15 +235,13 @@ pub fn writes_outside_functions(path: &str) -> bool {
     path.starts_with("/api/auth/") || path.starts_with("/api/storage/")
 }
 
-/// A stored file's download (`GET`/`HEAD /api/storage/<id>`): it writes
-/// nothing, so a follower whose files' bytes are in the shared store
-/// serves it itself, rather than passing it on and holding the whole
-/// answer in memory meanwhile.
-fn is_download(method: &axum::http::Method, path: &str) -> bool {
-    (method == axum::http::Method::GET || method == axum::http::Method::HEAD)
-        && path
-            .strip_prefix("/api/storage/")
-            .is_some_and(|id| !id.is_empty() && !id.contains('/') && id != "upload")
+/// The file routes (`/api/storage/…`), which a follower whose files' bytes
+/// are in the store the nodes share serves itself: a download writes
+/// nothing, and an upload's bytes go into the shared store from here, the
+/// writer committing only its row ([`crate::node::Node::commit_file`]) — so
+/// no file passes through the follower's memory whole.
+fn served_from_shared_files(path: &str) -> bool {
+    path.starts_with("/api/storage/")
 }
 
 /// On a follower, passes the requests of [`writes_outside_functions`] to
@@ -213,8 +270,8 @@ pub async fn route(State(state): State<AppState>, mut request: Request, next: Ne
         return not_the_writer();
     }
     let path = request.uri().path();
-    let shared_download = state.shared_files && is_download(request.method(), path);
-    if writes_outside_functions(path) && !shared_download {
+    let served_here = state.shared_files && served_from_shared_files(path);
+    if writes_outside_functions(path) && !served_here {
         // An upload's body is as large, and may take as long, as on the
         // writer; every other body is a message.
         let body = if path == UPLOAD_PATH {
@@ -248,23 +305,5 @@ fn encode_error(e: &Error) -> JsonValue {
         Error::Server { request_id } => json!({"requestId": request_id}),
         // Redacted before it gets here; logged by the writer if not.
         _ => json!({"requestId": format!("{:016x}", rand::random::<u64>())}),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_download;
-    use axum::http::Method;
-
-    #[test]
-    fn only_a_files_get_or_head_is_a_download() {
-        assert!(is_download(&Method::GET, "/api/storage/kg2abc"));
-        assert!(is_download(&Method::HEAD, "/api/storage/kg2abc"));
-        assert!(!is_download(&Method::POST, "/api/storage/kg2abc"));
-        assert!(!is_download(&Method::GET, "/api/storage/upload"));
-        assert!(!is_download(&Method::POST, "/api/storage/upload"));
-        assert!(!is_download(&Method::GET, "/api/storage/"));
-        assert!(!is_download(&Method::GET, "/api/storage/a/b"));
-        assert!(!is_download(&Method::GET, "/api/auth/get-session"));
     }
 }

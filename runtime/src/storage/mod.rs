@@ -19,6 +19,11 @@
 //!   [`Files`] collector removes the blob if no other row has that hash.
 //! - In actions, [`Files::store`] and [`Files::get`] move bytes directly.
 //!
+//! On a follower of several nodes, whose store is the writer's, a blob is
+//! written into the shared store here and only its row is committed by the
+//! writer ([`RowsOnWriter`]): an upload's bytes never pass through the
+//! writer, and an action's `store` works on any node.
+//!
 //! **Invariant:** the store's transaction decides what exists. A blob is
 //! written (synced, renamed to its address) *before* the row that names it
 //! commits, and removed only *after* no committed row names it; a blob whose
@@ -361,6 +366,34 @@ fn io(what: &str, e: impl std::fmt::Display) -> Error {
     Error::internal(format!("{what}: {e}"))
 }
 
+/// Where a `_storage` row is committed when this process may not commit:
+/// by the writer, another node ([`crate::node::Node`] implements it), which
+/// reads the blob from the store both share.
+pub trait RowsOnWriter: Send + Sync + 'static {
+    /// Whether this process is the writer now (it commits rows itself).
+    fn is_writer(&self) -> bool;
+    /// Has the writer commit the row of `blob`, already in the shared
+    /// store, after it consumed upload token `token` (if any) in the same
+    /// transaction ([`Files::commit_stored`]): the new file's id.
+    fn commit_file<'a>(
+        &'a self,
+        blob: &'a StoredBlob,
+        content_type: Option<&'a str>,
+        token: Option<&'a str>,
+    ) -> futures::future::BoxFuture<'a, std::result::Result<DocumentId, NotCommitted>>;
+}
+
+/// Why a row the writer was asked to commit ([`RowsOnWriter`]) is not known
+/// to be there.
+#[derive(Debug)]
+pub enum NotCommitted {
+    /// Nothing was committed (the writer refused, or was never reached).
+    Refused(Error),
+    /// The request may have reached the writer, which may yet commit it:
+    /// the blob must stay.
+    Unknown(Error),
+}
+
 /// The files service: the blob store and what keeps it in step with the
 /// `_storage` rows (pins, the collector). Cheap to clone.
 #[derive(Clone)]
@@ -380,6 +413,9 @@ struct FilesInner {
     gc: tokio::sync::Mutex<()>,
     /// Poked by commits that delete files.
     wake: Notify,
+    /// Set on one of several nodes: who commits rows while this one is not
+    /// the writer.
+    writer: Option<Arc<dyn RowsOnWriter>>,
 }
 
 /// A file's bytes and metadata, as an action reads them.
@@ -392,8 +428,15 @@ pub struct FileBytes {
 
 impl Files {
     /// Files over `blobs` and `db`, accepting uploads of at most
-    /// `max_upload_bytes`. Removes what a crash left half written.
-    pub fn new(blobs: Arc<dyn BlobStore>, db: Database, max_upload_bytes: u64) -> Result<Files> {
+    /// `max_upload_bytes`; on one of several nodes, `writer` commits the
+    /// rows while this one is not the writer (its `blobs` must be the
+    /// store the nodes share). Removes what a crash left half written.
+    pub fn new(
+        blobs: Arc<dyn BlobStore>,
+        db: Database,
+        max_upload_bytes: u64,
+        writer: Option<Arc<dyn RowsOnWriter>>,
+    ) -> Result<Files> {
         let removed = blobs
             .remove_temporary()
             .map_err(|e| io("removing unfinished blobs", e))?;
@@ -408,6 +451,7 @@ impl Files {
                 pins: Mutex::default(),
                 gc: tokio::sync::Mutex::new(()),
                 wake: Notify::new(),
+                writer,
             }),
         })
     }
@@ -452,14 +496,15 @@ impl Files {
     }
 
     /// Finishes `writer` and commits the `_storage` row naming it, after
-    /// `consume` ran in the same transaction (the upload endpoint consumes
-    /// its token there). Returns the new file's id. If the row does not
-    /// commit, the blob is collected unless another row names it.
+    /// consuming upload token `token` (if any) in the same transaction — on
+    /// a follower, through the writer ([`RowsOnWriter`]). Returns the new
+    /// file's id. If the row does not commit, the blob is collected unless
+    /// another row names it.
     pub async fn commit(
         &self,
         writer: Box<dyn BlobWriter>,
         content_type: Option<String>,
-        consume: impl FnOnce(&mut Transaction) -> Result<()> + Send + 'static,
+        token: Option<String>,
     ) -> Result<DocumentId> {
         let sha256 = writer.sha256();
         self.pin(&sha256).await;
@@ -472,27 +517,22 @@ impl Files {
             Ok(pin) => (pin, blocking(move || writer.finish()).await),
             Err(e) => (None, Err(e)),
         };
+        let mut collect = true;
         let result = match finished {
-            Ok(blob) => {
-                let row = {
-                    let mut row = obj! {
-                        "sha256" => blob.sha256.as_str(),
-                        "size" => blob.size as f64,
-                    };
-                    if let (Value::Object(o), Some(ct)) = (&mut row, content_type) {
-                        o.insert("contentType".into(), Value::from(ct));
-                    }
-                    row
-                };
-                self.inner
-                    .db
-                    .mutate(move |tx| {
-                        consume(tx)?;
-                        tx.insert(STORAGE, row)
-                    })
+            Ok(blob) => match &self.inner.writer {
+                Some(writer) if !writer.is_writer() => writer
+                    .commit_file(&blob, content_type.as_deref(), token.as_deref())
                     .await
-                    .map(|c| c.value)
-            }
+                    .map_err(|e| match e {
+                        NotCommitted::Refused(e) => e,
+                        NotCommitted::Unknown(e) => {
+                            // Left for the writer's sweep of unnamed blobs.
+                            collect = false;
+                            e
+                        }
+                    }),
+                _ => self.insert_row(blob, content_type, token).await,
+            },
             Err(e) => Err(io("storing a blob", e)),
         };
         if let Some(pin) = shared_pin {
@@ -504,15 +544,72 @@ impl Files {
             }
         }
         self.unpin(&sha256);
-        if result.is_err() {
+        if result.is_err() && collect {
             self.collect(&sha256).await;
         }
         result
     }
 
+    /// The writer's end of [`RowsOnWriter::commit_file`]: commits the row
+    /// of `blob`, which another node wrote into the shared store and pins
+    /// there until this answers, after consuming `token` (if any). A blob
+    /// that is not in the store is an error, and nothing is committed.
+    pub async fn commit_stored(
+        &self,
+        blob: StoredBlob,
+        content_type: Option<String>,
+        token: Option<String>,
+    ) -> Result<DocumentId> {
+        let blobs = self.inner.blobs.clone();
+        let hash = blob.sha256.clone();
+        let present = blocking(move || blobs.read(&hash, 0, 0).map(|r| r.is_some()))
+            .await
+            .map_err(|e| io("looking for a blob", e))?;
+        if !present {
+            return Err(Error::internal(format!(
+                "the bytes of blob {} are not in the store",
+                blob.sha256
+            )));
+        }
+        let sha256 = blob.sha256.clone();
+        let result = self.insert_row(blob, content_type, token).await;
+        if result.is_err() {
+            // The other node's pin keeps the bytes until it lets go and
+            // collects them itself; this only drops a local leftover.
+            self.collect(&sha256).await;
+        }
+        result
+    }
+
+    /// Commits the `_storage` row of `blob`, after consuming `token`.
+    async fn insert_row(
+        &self,
+        blob: StoredBlob,
+        content_type: Option<String>,
+        token: Option<String>,
+    ) -> Result<DocumentId> {
+        let mut row = obj! {
+            "sha256" => blob.sha256.as_str(),
+            "size" => blob.size as f64,
+        };
+        if let (Value::Object(o), Some(ct)) = (&mut row, content_type) {
+            o.insert("contentType".into(), Value::from(ct));
+        }
+        self.inner
+            .db
+            .mutate(move |tx| {
+                if let Some(token) = &token {
+                    Files::consume_token(tx, token)?;
+                }
+                tx.insert(STORAGE, row)
+            })
+            .await
+            .map(|c| c.value)
+    }
+
     /// Consumes upload token `token` in `tx`: it must be live; it is
     /// deleted, so a second upload with it is refused.
-    pub fn consume_token(tx: &mut Transaction, token: &str) -> Result<()> {
+    fn consume_token(tx: &mut Transaction, token: &str) -> Result<()> {
         let now = tx
             .commit_ts()
             .ok_or_else(|| Error::internal("an upload is consumed in a mutation"))?
@@ -525,7 +622,7 @@ impl Files {
     pub async fn store(&self, bytes: Vec<u8>, content_type: Option<String>) -> Result<DocumentId> {
         let writer = self.begin().await?;
         let writer = self.write(writer, bytes.into()).await?;
-        self.commit(writer, content_type, |_| Ok(())).await
+        self.commit(writer, content_type, None).await
     }
 
     /// A stored file's row, read at the newest snapshot.
