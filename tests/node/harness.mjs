@@ -890,6 +890,16 @@ export async function startFollower(serverUrl, options = {}) {
 }
 
 /**
+ * A fresh server: a follower node (with its writer) when `FOLLOWER_ENV`
+ * names a PostgreSQL server, else one `livebase serve`.
+ */
+export async function startFreshServer(options) {
+  return process.env[FOLLOWER_ENV]
+    ? await startFollower(process.env[FOLLOWER_ENV], options)
+    : await startServer(options);
+}
+
+/**
  * One server and its clients for a whole test file: started before the
  * first test, every client closed and the server stopped after the last.
  * `use(server, clients)` is called once both exist.
@@ -898,9 +908,7 @@ export function serverForFile(use, options) {
   let server;
   let clients;
   before(async () => {
-    server = process.env[FOLLOWER_ENV]
-      ? await startFollower(process.env[FOLLOWER_ENV], options)
-      : await startServer(options);
+    server = await startFreshServer(options);
     clients = new Clients(server.url);
     use(server, clients);
   });

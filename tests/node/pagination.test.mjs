@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 
 import {
   startServer,
+  startFreshServer,
   freePort,
   freshDataDir,
   removeDataDir,
@@ -126,7 +127,7 @@ async function walkToExhausted(client, organizationId) {
 }
 
 test("pages of 10 walk 25 items to Exhausted and stay contiguous while rows come and go", async () => {
-  const server = await startServer();
+  const server = await startFreshServer();
   const clients = new Clients(server.url);
   try {
     const { owner, http, organizationId, ids } = await orgWith25Items(server.url, clients);
@@ -202,7 +203,7 @@ test("a reconnect keeps each page's end: the client's journals are honoured", as
 });
 
 test("forged and foreign cursors are INVALID_ARGUMENT; non-members are refused", async () => {
-  const server = await startServer();
+  const server = await startFreshServer();
   const clients = new Clients(server.url);
   try {
     const { owner, http, organizationId } = await orgWith25Items(server.url, clients);
@@ -289,7 +290,7 @@ test("forged and foreign cursors are INVALID_ARGUMENT; non-members are refused",
 });
 
 test("a burst of inserts makes the first page split, and every row stays once", async () => {
-  const server = await startServer();
+  const server = await startFreshServer();
   const clients = new Clients(server.url);
   try {
     const { owner, http, organizationId } = await orgWith25Items(server.url, clients);
