@@ -978,7 +978,7 @@ mod tests {
     /// Files over a fresh data folder, its database and its blobs.
     fn files_in(dir: &std::path::Path) -> (Files, Database) {
         let store = Arc::new(SqlitePersistence::open(dir.join("db.sqlite3")).unwrap());
-        let db = Database::open(store, crate::system::with_system_tables(Schema::new())).unwrap();
+        let db = Database::open(store, with_storage_tables(Schema::new())).unwrap();
         let blobs = Arc::new(DirBlobStore::open(dir).unwrap());
         (
             Files::new(blobs, db.clone(), MAX_UPLOAD_BYTES, None).unwrap(),
