@@ -573,14 +573,10 @@ impl Files {
                 blob.sha256
             )));
         }
-        let sha256 = blob.sha256.clone();
-        let result = self.insert_row(blob, content_type, token).await;
-        if result.is_err() {
-            // The other node's pin keeps the bytes until it lets go and
-            // collects them itself; this only drops a local leftover.
-            self.collect(&sha256).await;
-        }
-        result
+        // If the row does not commit, the other node collects the bytes
+        // once it has let go of its pin (a collect here would find them
+        // pinned by it, and keep them).
+        self.insert_row(blob, content_type, token).await
     }
 
     /// Commits the `_storage` row of `blob`, after consuming `token`.
