@@ -114,46 +114,61 @@ impl Node {
             "requestId": key.map(|k| k.request_id),
         });
         let body = Bytes::from(body.to_string());
+        // The writer answers a keyed resend from its stored outcome.
+        match self
+            .call_until_answered(FORWARD_PATH, body, key.is_some(), decode_answer)
+            .await
+        {
+            Ok(answer) => answer,
+            Err(Failure::NotRun(message)) => Err(Error::internal(format!(
+                "forwarding mutation {path}: {message}"
+            ))),
+            Err(Failure::Unknown(message)) => {
+                tracing::error!("forwarding mutation {path}: {message}");
+                Err(Error::internal(format!(
+                    "forwarding mutation {path} to the writer: {message}; \
+                     it may or may not have run"
+                )))
+            }
+        }
+    }
+
+    /// `POST`s `body` to the writer's `path` until an answer `decode` reads.
+    /// While nothing ran (no writer yet, one taking over) it tries again for
+    /// up to [`WRITER_WAIT`]; after a try that may have run, only if
+    /// `resend`. Else why there is none: [`Failure::NotRun`] when no writer
+    /// answered in time, [`Failure::Unknown`] when a try may have run.
+    async fn call_until_answered<T>(
+        &self,
+        path: &str,
+        body: Bytes,
+        resend: bool,
+        decode: impl Fn(&[u8]) -> std::result::Result<T, String>,
+    ) -> std::result::Result<T, Failure> {
         let started = Instant::now();
         let mut refresh = false;
         let mut pause = Duration::from_millis(50);
         loop {
-            let failure = match self.call_writer(refresh, body.clone()).await {
-                Ok(answer) => return answer,
-                Err(failure) => failure,
-            };
-            let message = match failure {
-                Failure::NotRun(message) => message,
-                Failure::Unknown(message) if key.is_some() => message,
-                Failure::Unknown(message) => {
-                    tracing::error!("forwarding mutation {path}: {message}");
-                    return Err(Error::internal(format!(
-                        "forwarding mutation {path} to the writer: {message}; \
-                         it may or may not have run"
-                    )));
-                }
+            let tried = self
+                .post_to_writer(refresh, path, body.clone())
+                .await
+                .and_then(|answer| decode(&answer).map_err(Failure::Unknown));
+            let message = match tried {
+                Ok(answer) => return Ok(answer),
+                Err(Failure::NotRun(message)) => message,
+                Err(Failure::Unknown(message)) if resend => message,
+                Err(unknown) => return Err(unknown),
             };
             if started.elapsed() >= WRITER_WAIT {
-                return Err(Error::internal(format!(
-                    "forwarding mutation {path}: no writer answered within {WRITER_WAIT:?} \
-                     (last: {message})"
+                return Err(Failure::NotRun(format!(
+                    "no writer answered within {WRITER_WAIT:?} (last: {message})"
                 )));
             }
-            tracing::debug!("forwarding mutation {path}: {message}; trying again");
+            tracing::debug!("calling the writer's {path}: {message}; trying again");
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
             refresh = true;
         }
-    }
-
-    /// One try: the answer, or why there is none.
-    async fn call_writer(
-        &self,
-        refresh: bool,
-        body: Bytes,
-    ) -> std::result::Result<Result<(Value, Timestamp)>, Failure> {
-        let answer = self.post_to_writer(refresh, FORWARD_PATH, body).await?;
-        decode_answer(&answer).map_err(Failure::Unknown)
     }
 
     /// `POST`s `body` (JSON) to the writer's `path` as a node; the body of
@@ -243,30 +258,24 @@ impl Node {
             })
             .to_string(),
         );
-        let started = Instant::now();
-        let mut refresh = false;
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let message = match self.post_to_writer(refresh, FILE_PATH, body.clone()).await {
-                Ok(answer) => return decode_file_answer(&answer),
-                Err(Failure::NotRun(message)) => message,
-                Err(Failure::Unknown(message)) => {
-                    tracing::error!("storing a file through the writer: {message}");
-                    return Err(NotCommitted::Unknown(Error::internal(format!(
-                        "storing a file through the writer: {message}; \
-                         it may or may not have been stored"
-                    ))));
-                }
-            };
-            if started.elapsed() >= WRITER_WAIT {
-                return Err(NotCommitted::Refused(Error::internal(format!(
-                    "storing a file: no writer answered within {WRITER_WAIT:?} (last: {message})"
-                ))));
+        // Not resent: a token is used once, and without one a resend could
+        // store the file twice.
+        match self
+            .call_until_answered(FILE_PATH, body, false, decode_file_answer)
+            .await
+        {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(refused)) => Err(NotCommitted::Refused(refused)),
+            Err(Failure::NotRun(message)) => Err(NotCommitted::Refused(Error::internal(format!(
+                "storing a file: {message}"
+            )))),
+            Err(Failure::Unknown(message)) => {
+                tracing::error!("storing a file through the writer: {message}");
+                Err(NotCommitted::Unknown(Error::internal(format!(
+                    "storing a file through the writer: {message}; \
+                     it may or may not have been stored"
+                ))))
             }
-            tracing::debug!("storing a file through the writer: {message}; trying again");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(500));
-            refresh = true;
         }
     }
 
@@ -504,20 +513,20 @@ fn decode_answer(body: &[u8]) -> std::result::Result<Result<(Value, Timestamp)>,
     Ok(Ok((value, Timestamp::new(ts))))
 }
 
-/// The writer's answer to [`Node::commit_file`]: `{storageId}` or
-/// `{error}` (nothing committed). An answer that cannot be read may hide a
-/// commit.
-fn decode_file_answer(body: &[u8]) -> std::result::Result<DocumentId, NotCommitted> {
-    let unreadable =
-        || NotCommitted::Unknown(Error::internal("the writer's answer has no file id"));
-    let json: JsonValue = serde_json::from_slice(body).map_err(|_| unreadable())?;
+/// The writer's answer to [`Node::commit_file`]: `{storageId}`, or
+/// `{error}` (nothing committed); an answer that cannot be read is an
+/// `Err`.
+fn decode_file_answer(body: &[u8]) -> std::result::Result<Result<DocumentId>, String> {
+    let json: JsonValue =
+        serde_json::from_slice(body).map_err(|e| format!("the writer's answer: {e}"))?;
     if let Some(error) = json.get("error") {
-        return Err(NotCommitted::Refused(decode_error(error)));
+        return Ok(Err(decode_error(error)));
     }
     json.get("storageId")
         .and_then(JsonValue::as_str)
         .and_then(DocumentId::parse)
-        .ok_or_else(unreadable)
+        .map(Ok)
+        .ok_or_else(|| "the writer's answer has no file id".to_string())
 }
 
 fn decode_error(json: &JsonValue) -> Error {
